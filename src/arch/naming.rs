@@ -1,0 +1,170 @@
+//! Tensor naming: the one place that knows how layer numbers appear in tensor names, for HF
+//! checkpoints (`model.layers.{i}.…`) and GGUF files (`blk.{i}.…`), and how to renumber them.
+
+/// Prefixes under which HF decoders number their layers. `model.layers.` covers llama, mistral,
+/// qwen2/3 and most others; the rest are common older layouts.
+pub const HF_LAYER_PREFIXES: &[&str] = &[
+    "model.layers.",
+    "model.language_model.layers.",
+    "language_model.model.layers.",
+    "transformer.h.",
+    "gpt_neox.layers.",
+    "model.decoder.layers.",
+];
+
+/// The GGUF prefix of per-layer tensors.
+pub const GGUF_LAYER_PREFIX: &str = "blk.";
+
+/// A tensor name split around its layer number: `prefix{layer}.rest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerName<'a> {
+    pub prefix: &'a str,
+    pub layer: usize,
+    /// What follows the layer number and its dot, e.g. `self_attn.q_proj.weight`.
+    pub rest: &'a str,
+}
+
+impl LayerName<'_> {
+    /// The same tensor under a new layer number.
+    pub fn renumbered(&self, layer: usize) -> String {
+        format!("{}{}.{}", self.prefix, layer, self.rest)
+    }
+}
+
+fn split_with_prefix<'a>(name: &'a str, prefix: &'a str) -> Option<LayerName<'a>> {
+    let tail = name.strip_prefix(prefix)?;
+    let (num, rest) = tail.split_once('.')?;
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) || (num.len() > 1 && num.starts_with('0')) {
+        return None;
+    }
+    Some(LayerName {
+        prefix: &name[..prefix.len()],
+        layer: num.parse().ok()?,
+        rest,
+    })
+}
+
+/// Splits an HF tensor name, if it belongs to a numbered layer.
+pub fn hf_layer(name: &str) -> Option<LayerName<'_>> {
+    HF_LAYER_PREFIXES
+        .iter()
+        .find_map(|p| split_with_prefix(name, p))
+}
+
+/// Splits a GGUF tensor name, if it belongs to a block.
+pub fn gguf_layer(name: &str) -> Option<LayerName<'_>> {
+    split_with_prefix(name, GGUF_LAYER_PREFIX)
+}
+
+/// What part of the model a tensor belongs to, for parameter accounting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Component {
+    Embeddings,
+    Attention,
+    Mlp,
+    Norms,
+    /// Per-layer tensors that fit none of the above.
+    LayerOther,
+    FinalNorm,
+    LmHead,
+    /// Non-layer tensors that fit none of the above.
+    Other,
+}
+
+impl Component {
+    pub fn label(self) -> &'static str {
+        match self {
+            Component::Embeddings => "embeddings",
+            Component::Attention => "attention",
+            Component::Mlp => "mlp",
+            Component::Norms => "norms",
+            Component::LayerOther => "layer (other)",
+            Component::FinalNorm => "final norm",
+            Component::LmHead => "lm_head",
+            Component::Other => "other",
+        }
+    }
+}
+
+/// Classifies a per-layer tensor by the part of its name after the layer number. Works for HF
+/// (`self_attn.q_proj.weight`) and GGUF (`attn_q.weight`) names.
+pub fn layer_component(rest: &str) -> Component {
+    let first = rest.split('.').next().unwrap_or("");
+    if rest.contains("norm") || first.ends_with("_ln") || first.starts_with("ln_") {
+        Component::Norms
+    } else if first.contains("attn") || first.contains("attention") {
+        Component::Attention
+    } else if first.contains("mlp")
+        || first.starts_with("ffn")
+        || first.contains("moe")
+        || first == "feed_forward"
+    {
+        Component::Mlp
+    } else {
+        Component::LayerOther
+    }
+}
+
+/// Classifies a tensor that is not in a numbered layer.
+pub fn global_component(name: &str) -> Component {
+    let n = name.strip_prefix("model.").unwrap_or(name);
+    if n.starts_with("embed_tokens")
+        || n.starts_with("token_embd")
+        || n.starts_with("wte")
+        || n.starts_with("transformer.wte")
+        || n.contains("embed_in")
+    {
+        Component::Embeddings
+    } else if n.starts_with("lm_head") || n.starts_with("output.") || n.contains("embed_out") {
+        Component::LmHead
+    } else if n.starts_with("norm.") || n.starts_with("output_norm") || n.contains("final_layer_norm") || n.contains("ln_f") {
+        Component::FinalNorm
+    } else {
+        Component::Other
+    }
+}
+
+/// Classifies any tensor name, HF or GGUF.
+pub fn component_of(name: &str) -> (Option<usize>, Component) {
+    match hf_layer(name).or_else(|| gguf_layer(name)) {
+        Some(l) => (Some(l.layer), layer_component(l.rest)),
+        None => (None, global_component(name)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_and_renumbers() {
+        let l = hf_layer("model.layers.12.self_attn.q_proj.weight").unwrap();
+        assert_eq!((l.layer, l.rest), (12, "self_attn.q_proj.weight"));
+        assert_eq!(l.renumbered(3), "model.layers.3.self_attn.q_proj.weight");
+        let g = gguf_layer("blk.7.ffn_down.weight").unwrap();
+        assert_eq!(g.renumbered(0), "blk.0.ffn_down.weight");
+        assert!(hf_layer("model.layers.x.foo").is_none());
+        assert!(hf_layer("model.layers.01.foo").is_none());
+        assert!(hf_layer("model.embed_tokens.weight").is_none());
+    }
+
+    #[test]
+    fn classifies_components() {
+        let c = |n| component_of(n).1;
+        assert_eq!(c("model.layers.0.self_attn.k_proj.bias"), Component::Attention);
+        assert_eq!(c("model.layers.0.self_attn.q_norm.weight"), Component::Norms);
+        assert_eq!(c("model.layers.0.mlp.experts.3.down_proj.weight"), Component::Mlp);
+        assert_eq!(c("model.layers.0.block_sparse_moe.gate.weight"), Component::Mlp);
+        assert_eq!(c("model.layers.0.input_layernorm.weight"), Component::Norms);
+        assert_eq!(c("blk.0.attn_q.weight"), Component::Attention);
+        assert_eq!(c("blk.0.attn_norm.weight"), Component::Norms);
+        assert_eq!(c("blk.0.ffn_gate_exps.weight"), Component::Mlp);
+        assert_eq!(c("model.embed_tokens.weight"), Component::Embeddings);
+        assert_eq!(c("token_embd.weight"), Component::Embeddings);
+        assert_eq!(c("lm_head.weight"), Component::LmHead);
+        assert_eq!(c("output.weight"), Component::LmHead);
+        assert_eq!(c("model.norm.weight"), Component::FinalNorm);
+        assert_eq!(c("output_norm.weight"), Component::FinalNorm);
+    }
+}

@@ -1,0 +1,54 @@
+//! The command line: argument definitions and dispatch. Each subcommand lives in its own file and
+//! turns its arguments into calls on the library; nothing here computes anything itself.
+
+mod output;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "depthprune",
+    version,
+    about = "Depth pruning for decoder-only language models: score, remove and heal whole transformer layers",
+    long_about = "Depth pruning for decoder-only language models.\n\n\
+        Layer numbers are 0-based everywhere and ranges are half-open: `3..29` removes layers 3 to 28.\n\
+        MODEL is a Hugging Face folder (config.json + safetensors), a config.json (for `plan`), or a GGUF file.",
+    after_help = "Examples:\n  \
+        depthprune inspect ./Qwen3-4B\n  \
+        depthprune plan ./Qwen3-4B/config.json --drop 3..29\n  \
+        depthprune prune ./Qwen3-4B --drop 3..29 --out ./Qwen3-4B-10L\n  \
+        depthprune prune model.gguf --drop last:8 --out pruned.gguf\n\n\
+        Layer SPEC grammar: N | A..B | A.. | ..B | first:K | last:K, joined with commas (e.g. `3..6,9,last:2`)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show a checkpoint's architecture, parameters by component, dtypes and size on disk.
+    Inspect(inspect::Args),
+    /// Show what a prune would produce, without writing anything (works from config.json alone).
+    Plan(plan::Args),
+    /// Remove layers and write a new checkpoint (streamed, byte-for-byte, atomic).
+    Prune(prune::Args),
+}
+
+mod inspect;
+mod plan;
+mod prune;
+
+/// Runs the CLI and returns the process exit code.
+pub fn run() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(a) => inspect::run(a),
+        Command::Plan(a) => plan::run(a),
+        Command::Prune(a) => prune::run(a),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => output::report_error(&e),
+    }
+}

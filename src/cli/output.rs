@@ -1,0 +1,111 @@
+//! How the CLI talks: data on stdout, progress, warnings and errors on stderr. Errors print as
+//! `error: …` on one line, with an optional `hint: …`.
+
+use depthprune::progress::Progress;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
+use std::sync::Mutex;
+
+/// Prints a warning on stderr.
+pub fn warn(msg: impl std::fmt::Display) {
+    eprintln!("warning: {msg}");
+}
+
+/// Prints an error chain on one line and returns the exit code for it.
+pub fn report_error(e: &anyhow::Error) -> i32 {
+    if is_broken_pipe(e) {
+        return 0;
+    }
+    let mut line = format!("{e}");
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !line.contains(&c) {
+            line.push_str(": ");
+            line.push_str(&c);
+        }
+    }
+    eprintln!("error: {line}");
+    1
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Writes `text` to stdout; a closed pipe becomes an error that exits quietly.
+pub fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut s = serde_json::to_string_pretty(value)?;
+    s.push('\n');
+    print(&s)
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal.
+pub struct Bar {
+    bar: Mutex<Option<ProgressBar>>,
+    bytes: bool,
+}
+
+impl Bar {
+    /// A bar counting bytes.
+    pub fn bytes() -> Self {
+        Bar {
+            bar: Mutex::new(None),
+            bytes: true,
+        }
+    }
+
+    /// A bar counting items (tokens, layers, windows).
+    pub fn items() -> Self {
+        Bar {
+            bar: Mutex::new(None),
+            bytes: false,
+        }
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, label: &str, total: u64) {
+        let pb = ProgressBar::new(total);
+        let template = if self.bytes {
+            "{msg:>12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+        } else {
+            "{msg:>12} [{bar:40}] {pos}/{len} eta {eta}"
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            pb.set_style(style.progress_chars("=> "));
+        }
+        pb.set_message(label.to_string());
+        if let Ok(mut slot) = self.bar.lock() {
+            if let Some(old) = slot.replace(pb) {
+                old.finish_and_clear();
+            }
+        }
+    }
+
+    fn advance(&self, n: u64) {
+        if let Ok(slot) = self.bar.lock() {
+            if let Some(pb) = slot.as_ref() {
+                pb.inc(n);
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Ok(mut slot) = self.bar.lock() {
+            if let Some(pb) = slot.take() {
+                pb.finish_and_clear();
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! The library's error type. Every variant names the file or value at fault, so the CLI can print
+//! it on one line. Messages are lowercase, end without a period, and put names in backticks.
+
+use std::path::{Path, PathBuf};
+
+/// Errors raised by the depthprune library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An operating-system error while reading or writing `path`.
+    #[error("`{}`: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file whose bytes break the rules of its format (truncated, out of bounds, overlapping).
+    #[error("`{}`: {msg}", path.display())]
+    Corrupt { path: PathBuf, msg: String },
+    /// A `config.json` that is missing a field, has a wrong type, or contradicts the tensors.
+    #[error("`{}`: {msg}", path.display())]
+    Config { path: PathBuf, msg: String },
+    /// A layer SPEC that cannot be parsed or resolved.
+    #[error("layer spec `{spec}`: {msg}")]
+    Spec { spec: String, msg: String },
+    /// Something valid in principle that this tool does not handle (a dtype, an architecture).
+    #[error("{0}")]
+    Unsupported(String),
+    /// A request that cannot be carried out as asked (an existing output folder, say).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    pub fn corrupt(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
+        Error::Corrupt {
+            path: path.as_ref().to_path_buf(),
+            msg: msg.into(),
+        }
+    }
+
+    pub fn config(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
+        Error::Config {
+            path: path.as_ref().to_path_buf(),
+            msg: msg.into(),
+        }
+    }
+}
+
+/// Attaches a path to `std::io::Error`s.
+pub trait IoContext<T> {
+    fn at(self, path: impl AsRef<Path>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}

@@ -1,0 +1,9 @@
+//! Which layers go: the SPEC grammar users type, and the [`Removal`] plan it resolves to.
+//! Scoring-based strategies also end in a [`Removal`], so every path to a prune is written the
+//! same way.
+
+mod removal;
+mod spec;
+
+pub use removal::{format_ranges, to_ranges, Removal};
+pub use spec::{LayerSpec, SpecItem};
