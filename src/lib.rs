@@ -13,6 +13,7 @@
 pub mod arch;
 pub mod checkpoint;
 pub mod error;
+pub mod fmt;
 pub mod progress;
 pub mod select;
 

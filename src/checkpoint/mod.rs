@@ -3,3 +3,10 @@
 //! ([`atomic`]).
 
 pub mod atomic;
+pub mod card;
+pub mod config_surgery;
+pub mod hf;
+pub mod hf_prune;
+pub mod provenance;
+pub mod safetensors;
+pub mod synth;

@@ -2,7 +2,7 @@
 //! Scoring-based strategies also end in a [`Removal`], so every path to a prune is written the
 //! same way.
 
-mod removal;
+pub mod removal;
 mod spec;
 
 pub use removal::{format_ranges, to_ranges, Removal};
