@@ -6,10 +6,9 @@
 use super::atomic::{AtomicOutput, Overwrite};
 use super::card::{self, CardInfo};
 use super::config_surgery::prune_config;
+use super::hashing::HashWorker;
 use super::hf::{HfCheckpoint, CONFIG_FILE, INDEX_FILE, SIDE_FILES, SINGLE_FILE};
-use super::provenance::{
-    hash_file, hex, FileHash, ParamSummary, Provenance, Source, PROVENANCE_FILE,
-};
+use super::provenance::{hash_file, FileHash, ParamSummary, Provenance, Source, PROVENANCE_FILE};
 use super::safetensors::{encode_header, Dtype, OutTensor, TensorInfo};
 use crate::arch::naming::hf_layer;
 use crate::arch::params::reduction_pct;
@@ -17,14 +16,14 @@ use crate::error::{Error, IoContext, Result};
 use crate::progress::Progress;
 use crate::select::Removal;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Bytes read per step.
-const CHUNK: usize = 8 << 20;
+const CHUNK: usize = 4 << 20;
 
 /// HF's default shard cap.
 pub const DEFAULT_MAX_SHARD: u64 = 5_000_000_000;
@@ -140,21 +139,19 @@ pub fn prune_hf(
     let total: u64 = ckpt.weight_bytes();
     progress.start("pruning", total);
     let mut writer = ShardWriter::new(&output, &shard_names, &headers);
-    let mut source_files = Vec::new();
     let mut by_name: HashMap<&str, usize> = HashMap::new();
     for (i, p) in planned.iter().enumerate() {
         by_name.insert(p.src.name.as_str(), i);
     }
-    let mut buf = vec![0u8; CHUNK];
+    let src_hasher = HashWorker::spawn();
+    let mut src_names = Vec::new();
     let mut conv = Vec::new();
     for shard in &ckpt.shards {
         let mut f = File::open(&shard.path).at(&shard.path)?;
-        let mut hasher = Sha256::new();
-        let header_len = shard.data_start as usize;
-        let mut header = vec![0u8; header_len];
+        let mut header = vec![0u8; shard.data_start as usize];
         f.read_exact(&mut header).at(&shard.path)?;
-        hasher.update(&header);
-        progress.advance(header_len as u64);
+        src_hasher.update(&Arc::new(header), 0..shard.data_start as usize);
+        progress.advance(shard.data_start);
         for t in &shard.tensors {
             let dest = by_name.get(t.name.as_str()).copied();
             if let Some(i) = dest {
@@ -163,32 +160,40 @@ pub fn prune_hf(
             let mut remaining = t.len;
             while remaining > 0 {
                 let n = remaining.min(CHUNK as u64) as usize;
-                f.read_exact(&mut buf[..n]).map_err(|e| {
+                let mut buf = vec![0u8; n];
+                f.read_exact(&mut buf).map_err(|e| {
                     Error::corrupt(
                         &shard.path,
                         format!("read failed inside tensor `{}`: {e}", t.name),
                     )
                 })?;
-                hasher.update(&buf[..n]);
+                let buf = Arc::new(buf);
+                src_hasher.update(&buf, 0..n);
                 if let Some(i) = dest {
                     let p = &planned[i];
                     if p.out.dtype == p.src_dtype {
-                        writer.write(&buf[..n])?;
+                        writer.write(&buf)?;
                     } else {
-                        convert(&buf[..n], p.src_dtype, p.out.dtype, &mut conv);
-                        writer.write(&conv)?;
+                        convert(&buf, p.src_dtype, p.out.dtype, &mut conv);
+                        writer.write(&Arc::new(std::mem::take(&mut conv)))?;
                     }
                 }
                 remaining -= n as u64;
                 progress.advance(n as u64);
             }
         }
-        source_files.push(FileHash {
-            name: file_name(&shard.path),
-            bytes: shard.file_len,
-            sha256: hex(&hasher.finalize()),
-        });
+        src_hasher.end_file();
+        src_names.push((file_name(&shard.path), shard.file_len));
     }
+    let mut source_files: Vec<FileHash> = src_names
+        .into_iter()
+        .zip(src_hasher.finish())
+        .map(|((name, bytes), sha256)| FileHash {
+            name,
+            bytes,
+            sha256,
+        })
+        .collect();
     let mut output_files = writer.finish()?;
     progress.finish();
 
@@ -393,13 +398,14 @@ fn convert(src: &[u8], from: Dtype, to: Dtype, out: &mut Vec<u8>) {
     }
 }
 
-/// Writes output shards one after another, hashing what it writes.
+/// Writes output shards one after another; a [`HashWorker`] hashes what is written.
 struct ShardWriter<'a> {
     output: &'a AtomicOutput,
     names: &'a [String],
     headers: &'a [Vec<u8>],
-    current: Option<(usize, File, Sha256, u64)>,
-    done: Vec<FileHash>,
+    current: Option<(usize, File, u64)>,
+    closed: Vec<(String, u64)>,
+    hasher: HashWorker,
 }
 
 impl<'a> ShardWriter<'a> {
@@ -409,7 +415,8 @@ impl<'a> ShardWriter<'a> {
             names,
             headers,
             current: None,
-            done: Vec::new(),
+            closed: Vec::new(),
+            hasher: HashWorker::spawn(),
         }
     }
 
@@ -418,54 +425,59 @@ impl<'a> ShardWriter<'a> {
         if self.current.as_ref().is_some_and(|c| c.0 == k) {
             return Ok(());
         }
-        self.close()?;
+        self.close();
         let path = self.output.join(&self.names[k]);
         let mut f = File::create(&path).at(&path)?;
-        let header = &self.headers[k];
-        f.write_all(header).at(&path)?;
-        let mut h = Sha256::new();
-        h.update(header);
-        self.current = Some((k, f, h, header.len() as u64));
+        let header = Arc::new(self.headers[k].clone());
+        f.write_all(&header).at(&path)?;
+        self.hasher.update(&header, 0..header.len());
+        self.current = Some((k, f, header.len() as u64));
         Ok(())
     }
 
-    fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        let Some((k, f, h, n)) = self.current.as_mut() else {
+    fn write(&mut self, bytes: &Arc<Vec<u8>>) -> Result<()> {
+        let Some((k, f, n)) = self.current.as_mut() else {
             return Err(Error::Invalid(
                 "internal: write before a shard was opened".into(),
             ));
         };
-        let path = self.output.join(&self.names[*k]);
-        f.write_all(bytes).at(&path)?;
-        h.update(bytes);
+        f.write_all(bytes)
+            .map_err(|e| Error::io(self.output.join(&self.names[*k]), e))?;
+        self.hasher.update(bytes, 0..bytes.len());
         *n += bytes.len() as u64;
         Ok(())
     }
 
-    fn close(&mut self) -> Result<()> {
-        if let Some((k, f, h, n)) = self.current.take() {
-            let path = self.output.join(&self.names[k]);
-            f.sync_data().at(&path)?;
-            self.done.push(FileHash {
-                name: self.names[k].clone(),
-                bytes: n,
-                sha256: hex(&h.finalize()),
-            });
+    /// Closes the current shard. Durability comes from the fsync in `AtomicOutput::commit`.
+    fn close(&mut self) {
+        if let Some((k, _f, n)) = self.current.take() {
+            self.hasher.end_file();
+            self.closed.push((self.names[k].clone(), n));
         }
-        Ok(())
     }
 
-    /// Closes the last shard. Shards with no tensors (impossible unless every tensor was
-    /// dropped) are still written so the index never names a missing file.
+    /// Closes the last shard and returns every shard with its hash. Shards with no tensors
+    /// (possible only if every tensor was dropped) are still written so the index never names a
+    /// missing file.
     fn finish(mut self) -> Result<Vec<FileHash>> {
-        self.close()?;
+        self.close();
         for k in 0..self.names.len() {
-            if !self.done.iter().any(|d| d.name == self.names[k]) {
+            if !self.closed.iter().any(|d| d.0 == self.names[k]) {
                 self.enter(k)?;
-                self.close()?;
+                self.close();
             }
         }
-        Ok(self.done)
+        let hashes = self.hasher.finish();
+        Ok(self
+            .closed
+            .into_iter()
+            .zip(hashes)
+            .map(|((name, bytes), sha256)| FileHash {
+                name,
+                bytes,
+                sha256,
+            })
+            .collect())
     }
 }
 
