@@ -23,3 +23,4 @@ pub use error::{Error, Result};
 
 /// The tool's version, recorded in every provenance file.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub mod report;
