@@ -15,6 +15,8 @@ pub mod arch;
 pub mod checkpoint;
 pub mod error;
 pub mod fmt;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod progress;
 pub mod score;
 pub mod select;
