@@ -28,6 +28,10 @@ pub enum Error {
     /// A request that cannot be carried out as asked (an existing output folder, say).
     #[error("{0}")]
     Invalid(String),
+    /// Tensor data that cannot be (de)quantized as asked: an unsupported ggml type, or a byte
+    /// length that does not match the element count.
+    #[error(transparent)]
+    Quant(#[from] crate::quant::QuantError),
 }
 
 /// The library's result type.

@@ -7,6 +7,7 @@
 //! - [`select`]: the layer SPEC grammar (`3..29`, `last:8`, …) and the removal plan it resolves to.
 //! - [`arch`]: architecture descriptions read from `config.json`, tensor naming, parameter counts.
 //! - [`checkpoint`]: reading, validating and writing checkpoints; config surgery; model cards.
+//! - [`quant`]: decoding ggml tensor formats (F16, BF16, Q4_0 … Q8_0, the k-quants) to `f32`.
 //!
 //! Layer numbers are 0-based everywhere and ranges are half-open (`a..b` keeps `a`, drops `b`).
 
@@ -14,6 +15,7 @@ pub mod arch;
 pub mod checkpoint;
 pub mod error;
 pub mod progress;
+pub mod quant;
 pub mod select;
 
 pub use error::{Error, Result};
