@@ -32,6 +32,9 @@ pub enum Error {
     /// length that does not match the element count.
     #[error(transparent)]
     Quant(#[from] crate::quant::QuantError),
+    /// GGUF tokenizer metadata that cannot be turned into a `tokenizer.json`.
+    #[error("tokenizer: {0}")]
+    Vocab(#[from] crate::tokenizer::VocabError),
 }
 
 /// The library's result type.
