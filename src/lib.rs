@@ -6,6 +6,7 @@
 //!
 //! - [`select`]: the layer SPEC grammar (`3..29`, `last:8`, …) and the removal plan it resolves to.
 //! - [`arch`]: architecture descriptions read from `config.json`, tensor naming, parameter counts.
+//! - [`score`]: layer-importance criteria (angular distance, Block Influence, perplexity, greedy).
 //! - [`checkpoint`]: reading, validating and writing checkpoints; config surgery; model cards.
 //! - [`quant`]: decoding ggml tensor formats (F16, BF16, Q4_0 … Q8_0, the k-quants) to `f32`.
 //! - [`tokenizer`]: `tokenizer.json` / `tokenizer_config.json` rebuilt from GGUF metadata.
@@ -15,8 +16,10 @@
 pub mod arch;
 pub mod checkpoint;
 pub mod error;
+pub mod fmt;
 pub mod progress;
 pub mod quant;
+pub mod score;
 pub mod select;
 pub mod tokenizer;
 
@@ -24,3 +27,4 @@ pub use error::{Error, Result};
 
 /// The tool's version, recorded in every provenance file.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub mod report;

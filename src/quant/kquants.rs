@@ -1,14 +1,14 @@
 //! The k-quants: super-blocks of 256 values (`QK_K`) split into sub-blocks whose scales are
 //! themselves quantized against one or two f16 super-block scales.
 //!
-//! | format | bytes | layout (in file order)                              | sub-blocks        |
-//! |--------|-------|-----------------------------------------------------|-------------------|
-//! | Q2_K   | 84    | scales[16], qs[64], d, dmin                         | 16 × 16, 4+4 bits |
-//! | Q3_K   | 110   | hmask[32], qs[64], scales[12], d                    | 16 × 16, 6 bits   |
-//! | Q4_K   | 144   | d, dmin, scales[12], qs[128]                        | 8 × 32, 6+6 bits  |
-//! | Q5_K   | 176   | d, dmin, scales[12], qh[32], qs[128]                | 8 × 32, 6+6 bits  |
-//! | Q6_K   | 210   | ql[128], qh[64], scales[16] (i8), d                 | 16 × 16, 8 bits   |
-//! | Q8_K   | 292   | d (f32), qs[256] (i8), bsums[16] (i16, unused here) | none              |
+//! | format | bytes | layout (in file order)                                | sub-blocks        |
+//! |--------|-------|-------------------------------------------------------|-------------------|
+//! | Q2_K   | 84    | `scales[16], qs[64], d, dmin`                         | 16 × 16, 4+4 bits |
+//! | Q3_K   | 110   | `hmask[32], qs[64], scales[12], d`                    | 16 × 16, 6 bits   |
+//! | Q4_K   | 144   | `d, dmin, scales[12], qs[128]`                        | 8 × 32, 6+6 bits  |
+//! | Q5_K   | 176   | `d, dmin, scales[12], qh[32], qs[128]`                | 8 × 32, 6+6 bits  |
+//! | Q6_K   | 210   | `ql[128], qh[64], scales[16] (i8), d`                 | 16 × 16, 8 bits   |
+//! | Q8_K   | 292   | `d (f32), qs[256] (i8), bsums[16] (i16, unused here)` | none              |
 //!
 //! Bit positions, per element `e` of a super-block (`h = e / 128` is its half, `l = e % 32`):
 //! - Q2_K: `(qs[32h + l] >> 2·((e / 32) % 4)) & 3`, scale byte `e / 16` (low nibble scale, high

@@ -1,13 +1,13 @@
 //! The legacy ggml formats: blocks of 32 values sharing one f16 scale (and, for the `_1` kinds,
 //! an f16 minimum).
 //!
-//! | format | bytes | layout                                   | value                 |
-//! |--------|-------|------------------------------------------|-----------------------|
-//! | Q4_0   | 18    | d, qs[16]                                | d · (q − 8)           |
-//! | Q4_1   | 20    | d, m, qs[16]                             | d · q + m             |
-//! | Q5_0   | 22    | d, qh[4], qs[16]                         | d · (q − 16)          |
-//! | Q5_1   | 24    | d, m, qh[4], qs[16]                      | d · q + m             |
-//! | Q8_0   | 34    | d, qs[32] (i8)                           | d · q                 |
+//! | format | bytes | layout                | value        |
+//! |--------|-------|-----------------------|--------------|
+//! | Q4_0   | 18    | `d, qs[16]`           | d · (q − 8)  |
+//! | Q4_1   | 20    | `d, m, qs[16]`        | d · q + m    |
+//! | Q5_0   | 22    | `d, qh[4], qs[16]`    | d · (q − 16) |
+//! | Q5_1   | 24    | `d, m, qh[4], qs[16]` | d · q + m    |
+//! | Q8_0   | 34    | `d, qs[32] (i8)`      | d · q        |
 //!
 //! Nibbles: byte `j` of `qs` holds element `j` in its low nibble and element `j + 16` in its
 //! high nibble. The Q5 fifth bits are a little-endian u32 `qh` whose bit `i` belongs to element
