@@ -28,6 +28,15 @@ pub enum Error {
     /// A request that cannot be carried out as asked (an existing output folder, say).
     #[error("{0}")]
     Invalid(String),
+    /// A hub reference that cannot be resolved, from the cache or the network.
+    #[error("{0}")]
+    Hub(Box<crate::hub::HubError>),
+}
+
+impl From<crate::hub::HubError> for Error {
+    fn from(e: crate::hub::HubError) -> Self {
+        Error::Hub(Box::new(e))
+    }
 }
 
 /// The library's result type.

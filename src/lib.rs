@@ -7,6 +7,7 @@
 //! - [`select`]: the layer SPEC grammar (`3..29`, `last:8`, …) and the removal plan it resolves to.
 //! - [`arch`]: architecture descriptions read from `config.json`, tensor naming, parameter counts.
 //! - [`checkpoint`]: reading, validating and writing checkpoints; config surgery; model cards.
+//! - [`hub`]: hub IDs (`org/name@rev`), the HF cache, and downloads.
 //!
 //! Layer numbers are 0-based everywhere and ranges are half-open (`a..b` keeps `a`, drops `b`).
 
@@ -14,6 +15,7 @@ pub mod arch;
 pub mod checkpoint;
 pub mod error;
 pub mod fmt;
+pub mod hub;
 pub mod progress;
 pub mod select;
 
