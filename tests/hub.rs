@@ -172,9 +172,12 @@ fn unreachable_hub_suggests_offline_mode_only_when_cached() {
 // ---------------------------------------------------------------------------------------------
 // A fake hub serving a tiny random checkpoint.
 
-/// A sharded tiny qwen3 checkpoint with tokenizer and generation config, in `dir`.
-fn tiny_source(dir: &Path) -> Vec<String> {
-    make_checkpoint(dir, &tiny_config("qwen3"), Dtype::F32, 20_000);
+/// A tiny qwen3 checkpoint with tokenizer and generation config, in `dir`; its shard names.
+fn tiny_source(dir: &Path, max_shard: u64) -> Vec<String> {
+    make_checkpoint(dir, &tiny_config("qwen3"), Dtype::F32, max_shard);
+    if dir.join("model.safetensors").is_file() {
+        return vec!["model.safetensors".into()];
+    }
     let index: Value =
         serde_json::from_slice(&std::fs::read(dir.join("model.safetensors.index.json")).unwrap())
             .unwrap();
@@ -199,9 +202,13 @@ struct Setup {
 
 impl Setup {
     fn new(edit: impl FnOnce(&mut Repo)) -> Self {
+        Self::with_shards(20_000, edit)
+    }
+
+    fn with_shards(max_shard: u64, edit: impl FnOnce(&mut Repo)) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("src");
-        let shards = tiny_source(&src);
+        let shards = tiny_source(&src, max_shard);
         let mut repo = Repo::from_dir(ID, C1, &src);
         repo.refs.insert("v1.0".into(), C2.into());
         edit(&mut repo);
@@ -319,7 +326,7 @@ fn a_dropped_connection_is_resumed_with_a_range_request() {
     assert!(len > 4000, "shard too small to cut: {len}");
     setup
         .hub
-        .edit(ID, |r| r.drop_once = Some((shard.clone(), 1500)));
+        .edit(ID, |r| r.drops = Some((shard.clone(), 1500, 1)));
     resolve(ID, Need::Snapshot, &setup.cfg()).unwrap();
     let bytes = std::fs::read(setup.src.join(&shard)).unwrap();
     let path = cdn_path(&bytes);
@@ -647,4 +654,162 @@ fn an_existing_local_folder_wins_over_a_hub_id() {
     assert_eq!(v["layers"]["layers_before"], 4);
     assert_eq!(v["hub"], Value::Null);
     assert!(s.hub.requests().is_empty());
+}
+
+#[test]
+fn hub_answers_map_to_their_error_variants() {
+    let s = Setup::new(|_| {});
+    let mut cfg = s.cfg();
+    let e = hub_err(resolve("nobody/nothing", Need::Config, &cfg));
+    assert!(
+        matches!(
+            e,
+            HubError::RepoNotFound {
+                has_token: false,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = hub_err(resolve("org/tiny@nope", Need::Snapshot, &cfg));
+    assert!(matches!(e, HubError::RevisionNotFound { .. }), "{e}");
+    let e = hub_err(resolve(
+        &format!("org/tiny@{C2}"),
+        Need::Config,
+        &HubConfig {
+            cache: None,
+            ..cfg.clone()
+        },
+    ));
+    assert!(matches!(e, HubError::NoCache), "{e}");
+
+    s.hub.edit(ID, |r| r.gated_token = Some("hf_good".into()));
+    let e = hub_err(resolve(ID, Need::Config, &cfg));
+    assert!(
+        matches!(
+            e,
+            HubError::Unauthorized {
+                status: 401,
+                has_token: false,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    cfg.token = Some("hf_bad".into());
+    let e = hub_err(resolve(ID, Need::Config, &cfg));
+    assert!(
+        matches!(
+            e,
+            HubError::Unauthorized {
+                has_token: true,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    cfg.token = Some("hf_good".into());
+    resolve(ID, Need::Config, &cfg).unwrap();
+
+    s.hub.edit(ID, |r| r.strip_commit = true);
+    let e = hub_err(resolve("org/tiny@v1.0", Need::Config, &cfg));
+    assert!(matches!(e, HubError::BadResponse { .. }), "{e}");
+    assert!(e.to_string().contains("X-Repo-Commit"), "{e}");
+}
+
+#[test]
+fn a_download_that_keeps_failing_stops_and_the_next_run_resumes_it() {
+    let setup = Setup::new(|_| {});
+    let (shard, len) = setup
+        .shards
+        .iter()
+        .map(|s| (s.clone(), setup.file_len(s)))
+        .max_by_key(|(_, l)| *l)
+        .unwrap();
+    assert!(len > 6000, "shard too small to cut five times: {len}");
+    setup
+        .hub
+        .edit(ID, |r| r.drops = Some((shard.clone(), 1000, 5)));
+    let e = hub_err(resolve(ID, Need::Snapshot, &setup.cfg()));
+    assert!(
+        matches!(
+            e,
+            HubError::Interrupted {
+                got: 5000,
+                attempts: 5,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("run the command again to resume"),
+        "{e}"
+    );
+    let bytes = std::fs::read(setup.src.join(&shard)).unwrap();
+    let part = setup
+        .repo_dir()
+        .join("blobs")
+        .join(format!("{}.incomplete", sha256_hex(&bytes)));
+    assert_eq!(std::fs::read(&part).unwrap(), bytes[..5000]);
+
+    setup.hub.clear();
+    resolve(ID, Need::Snapshot, &setup.cfg()).unwrap();
+    let reqs: Vec<Req> = setup
+        .hub
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == cdn_path(&bytes))
+        .collect();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].range.as_deref(), Some("bytes=5000-"));
+}
+
+#[test]
+fn a_renamed_repo_is_followed_through_its_relative_redirect() {
+    let s = Setup::new(|r| r.renamed_from = Some("old/tiny".into()));
+    let r = resolve("old/tiny", Need::Config, &s.cfg()).unwrap();
+    assert_eq!(layers_of(&r.path), 6);
+    assert_eq!(r.hub.unwrap().commit, C1);
+    let reqs = s.hub.requests();
+    assert!(reqs.iter().any(|q| q.status == 307), "{reqs:?}");
+    assert!(s.cache().join("models--old--tiny/refs/main").is_file());
+}
+
+#[test]
+fn exact_counts_of_a_single_file_repo_come_from_its_header() {
+    let s = Setup::with_shards(1 << 40, |_| {});
+    assert_eq!(s.shards, ["model.safetensors"]);
+    let r = resolve(ID, Need::Headers, &s.cfg()).unwrap();
+    let remote = r.remote.expect("headers read over HTTP");
+    let local = depthprune::checkpoint::hf::HfCheckpoint::open(&s.src).unwrap();
+    assert_eq!(remote.param_counts(), local.param_counts());
+    assert_eq!(remote.dtypes(), local.dtypes());
+    let reqs = s.hub.requests();
+    assert!(
+        reqs.iter()
+            .filter(|q| q.path.starts_with("/cdn/"))
+            .all(|q| q.range.is_some()),
+        "{reqs:?}"
+    );
+    // The index was asked for and found missing; nothing else of the repo was fetched.
+    assert!(reqs
+        .iter()
+        .any(|q| q.path.ends_with("model.safetensors.index.json") && q.status == 404));
+    assert!(!reqs.iter().any(|q| q.path.ends_with("tokenizer.json")));
+}
+
+#[test]
+fn a_second_revision_sharing_blobs_downloads_nothing_new() {
+    let s = Setup::new(|_| {});
+    resolve(ID, Need::Snapshot, &s.cfg()).unwrap();
+    s.hub.clear();
+    let r = resolve("org/tiny@v1.0", Need::Snapshot, &s.cfg()).unwrap();
+    assert_eq!(r.path, s.repo_dir().join("snapshots").join(C2));
+    let reqs = s.hub.requests();
+    assert!(
+        reqs.iter()
+            .all(|q| q.method == "HEAD" || q.path.starts_with("/api/")),
+        "only metadata may be asked for: {reqs:?}"
+    );
 }

@@ -5,7 +5,8 @@
 //! - `HEAD`/`GET /{org}/{name}/resolve/{rev}/{file}`: `X-Repo-Commit`, and for small files `ETag`
 //!   and the body; for `*.safetensors` and `*.gguf` (LFS) a 302 to `/cdn/{sha256}` with
 //!   `X-Linked-Etag` and `X-Linked-Size`.
-//! - `GET /cdn/{sha256}`: the bytes, honouring `Range`; it can drop the connection once, midway.
+//! - `GET /cdn/{sha256}`: the bytes, honouring `Range`; it can drop the connection midway.
+//! - A renamed repo's old name answers with a relative 307 to the new one.
 //! - `GET /api/models/{org}/{name}/revision/{rev}`: the commit and file list.
 //! - Errors with the hub's `X-Error-Code`: `RepoNotFound`, `RevisionNotFound`, `EntryNotFound`,
 //!   `GatedRepo`.
@@ -46,8 +47,12 @@ pub struct Repo {
     pub gated_token: Option<String>,
     /// Files whose `X-Linked-Etag` is a wrong SHA-256.
     pub bad_sha: Vec<String>,
-    /// Drop the connection once, after this many body bytes of this file.
-    pub drop_once: Option<(String, u64)>,
+    /// Drop the connection after this many body bytes of this file, this many times.
+    pub drops: Option<(String, u64, u32)>,
+    /// Leave out `X-Repo-Commit`, like a server that is not a hub.
+    pub strip_commit: bool,
+    /// An old name that redirects here (a renamed repo), with a relative `Location`.
+    pub renamed_from: Option<String>,
 }
 
 impl Repo {
@@ -94,7 +99,7 @@ pub struct Req {
 
 struct State {
     repos: Vec<Repo>,
-    dropped: bool,
+    dropped: u32,
     log: Vec<Req>,
 }
 
@@ -112,7 +117,7 @@ impl FakeHub {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(State {
             repos,
-            dropped: false,
+            dropped: 0,
             log: Vec::new(),
         }));
         let stop = Arc::new(AtomicBool::new(false));
@@ -322,12 +327,26 @@ fn route(
             a
         }
         [org, name, "resolve", rev, file @ ..] if method == "HEAD" || method == "GET" => {
-            let repo = match find(s, &format!("{org}/{name}"), auth) {
+            let id = format!("{org}/{name}");
+            if let Some(new) = s
+                .repos
+                .iter()
+                .find(|r| r.renamed_from.as_deref() == Some(&id))
+            {
+                let rest = path.splitn(4, '/').nth(3).unwrap_or("");
+                return Answer::new(307).header("Location", format!("/{}/{rest}", new.id));
+            }
+            let repo = match find(s, &id, auth) {
                 Ok(r) => r,
                 Err(a) => return a,
             };
             let Some(commit) = repo.commit_of(rev) else {
                 return Answer::error(404, "RevisionNotFound");
+            };
+            let commit = if repo.strip_commit {
+                String::new()
+            } else {
+                commit
             };
             let file = file.join("/");
             let Some(bytes) = repo.files.get(&file) else {
@@ -378,9 +397,9 @@ fn cdn(s: &mut State, sha: &str, range: Option<&str>) -> Answer {
         r.files
             .iter()
             .find(|(_, b)| sha256_hex(b) == sha)
-            .map(|(name, b)| (r.drop_once.clone(), name.clone(), b.clone()))
+            .map(|(name, b)| (r.drops.clone(), name.clone(), b.clone()))
     });
-    let Some((drop_once, name, bytes)) = found else {
+    let Some((drops, name, bytes)) = found else {
         return Answer::new(404);
     };
     let total = bytes.len() as u64;
@@ -406,9 +425,9 @@ fn cdn(s: &mut State, sha: &str, range: Option<&str>) -> Answer {
         Answer::new(200)
     };
     a.body = bytes[start as usize..=end as usize].to_vec();
-    if let Some((file, after)) = drop_once {
-        if file == name && !s.dropped {
-            s.dropped = true;
+    if let Some((file, after, times)) = drops {
+        if file == name && s.dropped < times {
+            s.dropped += 1;
             a.cut = Some(after.min(a.body.len() as u64));
         }
     }
