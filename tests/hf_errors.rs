@@ -233,3 +233,34 @@ fn missing_model_is_named() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("/nonexistent/model"), "{}", stderr(&o));
 }
+
+#[test]
+fn nonfinite_weights_warn_with_a_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let out = tmp.path().join("out");
+    make_checkpoint(&src, &tiny_config("llama"), Dtype::F32, 5_000_000_000);
+    let shard = src.join("model.safetensors");
+    let st = depthprune::checkpoint::safetensors::SafetensorsFile::open(&shard).unwrap();
+    let t = st.tensor("model.layers.0.mlp.up_proj.weight").unwrap();
+    let mut bytes = std::fs::read(&shard).unwrap();
+    for (k, v) in [f32::NAN, f32::INFINITY].iter().enumerate() {
+        let at = t.file_offset as usize + 4 * k;
+        bytes[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(&shard, &bytes).unwrap();
+    let o = run(&[
+        "prune",
+        src.to_str().unwrap(),
+        "--drop",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning: the source holds 2 NaN/Inf values in 1 tensors"),
+        "{}",
+        stderr(&o)
+    );
+}

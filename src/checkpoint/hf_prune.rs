@@ -152,6 +152,7 @@ pub fn prune_hf(
     let src_hasher = HashWorker::spawn();
     let mut src_names = Vec::new();
     let mut conv = Vec::new();
+    let mut nonfinite: std::collections::BTreeMap<String, u64> = Default::default();
     for shard in &ckpt.shards {
         let mut f = File::open(&shard.path).at(&shard.path)?;
         let mut header = vec![0u8; shard.data_start as usize];
@@ -173,6 +174,10 @@ pub fn prune_hf(
                         format!("read failed inside tensor `{}`: {e}", t.name),
                     )
                 })?;
+                let bad = count_nonfinite(&buf, t.dtype);
+                if bad > 0 {
+                    *nonfinite.entry(t.name.clone()).or_insert(0) += bad;
+                }
                 let buf = Arc::new(buf);
                 src_hasher.update(&buf, 0..n);
                 if let Some(i) = dest {
@@ -293,10 +298,20 @@ pub fn prune_hf(
     )?;
 
     let out_path = output.commit()?;
+    let mut warnings = surgery.warnings;
+    if !nonfinite.is_empty() {
+        let total: u64 = nonfinite.values().sum();
+        let names: Vec<&str> = nonfinite.keys().take(3).map(String::as_str).collect();
+        warnings.push(format!(
+            "the source holds {total} NaN/Inf values in {} tensors (first: {}); they were copied as they are",
+            nonfinite.len(),
+            names.join(", ")
+        ));
+    }
     Ok(PruneResult {
         out: out_path,
         provenance,
-        warnings: surgery.warnings,
+        warnings,
     })
 }
 
@@ -388,8 +403,27 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// Counts NaN and infinite values in a chunk of F32, F16 or BF16 data (0 for other dtypes).
+pub fn count_nonfinite(bytes: &[u8], dtype: Dtype) -> u64 {
+    match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .filter(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & 0x7f80_0000 == 0x7f80_0000)
+            .count() as u64,
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .filter(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7c00 == 0x7c00)
+            .count() as u64,
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .filter(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7f80 == 0x7f80)
+            .count() as u64,
+        _ => 0,
+    }
+}
+
 /// Converts a chunk of floats between F32, F16 and BF16.
-fn convert(src: &[u8], from: Dtype, to: Dtype, out: &mut Vec<u8>) {
+pub(crate) fn convert(src: &[u8], from: Dtype, to: Dtype, out: &mut Vec<u8>) {
     use half::{bf16, f16};
     out.clear();
     let read = |c: &[u8]| -> f32 {
@@ -495,6 +529,23 @@ impl<'a> ShardWriter<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_nonfinite_values() {
+        let xs = [1.0f32, f32::NAN, f32::INFINITY, -f32::INFINITY, 0.0];
+        let b: Vec<u8> = xs.iter().flat_map(|x| x.to_le_bytes()).collect();
+        assert_eq!(count_nonfinite(&b, Dtype::F32), 3);
+        let h: Vec<u8> = xs
+            .iter()
+            .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+            .collect();
+        assert_eq!(count_nonfinite(&h, Dtype::BF16), 3);
+        let h: Vec<u8> = xs
+            .iter()
+            .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+            .collect();
+        assert_eq!(count_nonfinite(&h, Dtype::F16), 3);
+    }
 
     #[test]
     fn converts_between_float_types() {

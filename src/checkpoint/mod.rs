@@ -11,3 +11,4 @@ pub mod hf_prune;
 pub mod provenance;
 pub mod safetensors;
 pub mod synth;
+pub mod verify;

@@ -37,12 +37,15 @@ pub enum Command {
     Prune(prune::Args),
     /// Write a random-weight checkpoint of a given shape (for tests and benchmarks).
     Synth(synth::Args),
+    /// Re-hash a pruned checkpoint and check every tensor (against its source, if given).
+    Verify(verify::Args),
 }
 
 mod inspect;
 mod plan;
 mod prune;
 mod synth;
+mod verify;
 
 /// Runs the CLI and returns the process exit code.
 pub fn run() -> i32 {
@@ -52,6 +55,7 @@ pub fn run() -> i32 {
         Command::Plan(a) => plan::run(a),
         Command::Prune(a) => prune::run(a),
         Command::Synth(a) => synth::run(a),
+        Command::Verify(a) => verify::run(a),
     };
     match result {
         Ok(()) => 0,

@@ -4,6 +4,7 @@
 
 pub mod removal;
 mod spec;
+pub mod strategy;
 
 pub use removal::{format_ranges, to_ranges, Removal};
 pub use spec::{LayerSpec, SpecItem};
