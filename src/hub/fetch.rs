@@ -231,6 +231,9 @@ impl Fetcher<'_> {
         }
         match client.head(commit, file) {
             Ok(meta) => self.ensure(client, commit, file, Some(meta)).map(Some),
+            // The hub says `EntryNotFound`; a server without error codes answers a plain 404,
+            // read as an unknown repo, but the repo was just seen, so it is the file that is
+            // missing.
             Err(Error::Hub(h))
                 if matches!(
                     *h,
