@@ -35,6 +35,15 @@ pub enum Error {
     /// GGUF tokenizer metadata that cannot be turned into a `tokenizer.json`.
     #[error("tokenizer: {0}")]
     Vocab(#[from] crate::tokenizer::VocabError),
+    /// A hub reference that cannot be resolved, from the cache or the network.
+    #[error("{0}")]
+    Hub(Box<crate::hub::HubError>),
+}
+
+impl From<crate::hub::HubError> for Error {
+    fn from(e: crate::hub::HubError) -> Self {
+        Error::Hub(Box::new(e))
+    }
 }
 
 /// The library's result type.

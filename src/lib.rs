@@ -10,6 +10,7 @@
 //! - [`checkpoint`]: reading, validating and writing checkpoints; config surgery; model cards.
 //! - [`quant`]: decoding ggml tensor formats (F16, BF16, Q4_0 … Q8_0, the k-quants) to `f32`.
 //! - [`tokenizer`]: `tokenizer.json` / `tokenizer_config.json` rebuilt from GGUF metadata.
+//! - [`hub`]: hub IDs (`org/name@rev`), the HF cache, and downloads.
 //!
 //! Layer numbers are 0-based everywhere and ranges are half-open (`a..b` keeps `a`, drops `b`).
 
@@ -19,6 +20,7 @@ pub mod error;
 pub mod fmt;
 #[doc(hidden)]
 pub mod fuzz_targets;
+pub mod hub;
 pub mod progress;
 pub mod quant;
 pub mod score;

@@ -7,7 +7,9 @@ fn replay(target: &str, f: fn(&[u8])) -> usize {
     let mut n = 0;
     for dir in ["fuzz/corpus", "fuzz/regressions"] {
         let d = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join(target);
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries {
             let p = e.unwrap().path();
             if p.is_file() {
