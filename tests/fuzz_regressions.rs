@@ -3,6 +3,9 @@
 
 use std::path::Path;
 
+/// A fuzz target: its name and entry point.
+type Target = (&'static str, fn(&[u8]));
+
 fn replay(target: &str, f: fn(&[u8])) -> usize {
     let mut n = 0;
     for dir in ["fuzz/corpus", "fuzz/regressions"] {
@@ -24,7 +27,7 @@ fn replay(target: &str, f: fn(&[u8])) -> usize {
 #[test]
 fn fuzz_corpus_replays_without_panics() {
     use depthprune::fuzz_targets as t;
-    let targets: &[(&str, fn(&[u8]))] = &[
+    let targets: &[Target] = &[
         ("safetensors_file", t::safetensors_file),
         ("hf_index", t::hf_index),
         ("config_json", t::config_json),
