@@ -3,3 +3,4 @@
 //! ([`atomic`]).
 
 pub mod atomic;
+pub mod gguf;

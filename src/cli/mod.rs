@@ -1,6 +1,9 @@
 //! The command line: argument definitions and dispatch. Each subcommand lives in its own file and
 //! turns its arguments into calls on the library; nothing here computes anything itself.
 
+// GGUF handlers; the lead wires `inspect`/`plan`/`prune` to them for `.gguf` models.
+#[allow(dead_code)]
+mod gguf;
 mod output;
 
 use clap::{Parser, Subcommand};

@@ -5,5 +5,5 @@
 mod removal;
 mod spec;
 
-pub use removal::{format_ranges, to_ranges, Removal};
+pub use removal::{format_ranges, to_ranges, LayerMap, Removal, RemovalSummary};
 pub use spec::{LayerSpec, SpecItem};
