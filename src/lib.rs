@@ -6,6 +6,7 @@
 //!
 //! - [`select`]: the layer SPEC grammar (`3..29`, `last:8`, …) and the removal plan it resolves to.
 //! - [`arch`]: architecture descriptions read from `config.json`, tensor naming, parameter counts.
+//! - [`score`]: layer-importance criteria (angular distance, Block Influence, perplexity, greedy).
 //! - [`checkpoint`]: reading, validating and writing checkpoints; config surgery; model cards.
 //!
 //! Layer numbers are 0-based everywhere and ranges are half-open (`a..b` keeps `a`, drops `b`).
@@ -13,10 +14,13 @@
 pub mod arch;
 pub mod checkpoint;
 pub mod error;
+pub mod fmt;
 pub mod progress;
+pub mod score;
 pub mod select;
 
 pub use error::{Error, Result};
 
 /// The tool's version, recorded in every provenance file.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub mod report;

@@ -3,4 +3,13 @@
 //! ([`atomic`]).
 
 pub mod atomic;
+pub mod card;
+pub mod config_surgery;
 pub mod gguf;
+pub mod hashing;
+pub mod hf;
+pub mod hf_prune;
+pub mod provenance;
+pub mod safetensors;
+pub mod synth;
+pub mod verify;

@@ -1,6 +1,7 @@
 //! `inspect`, `plan` and `prune` for GGUF files: turn the library's answers into text or JSON on
 //! stdout. Progress and warnings go to stderr.
 
+use super::common::LayerArgs;
 use super::output::{print, print_json, warn, Bar};
 use depthprune::arch::params::reduction_pct;
 use depthprune::arch::ParamCounts;
@@ -8,6 +9,7 @@ use depthprune::checkpoint::atomic::Overwrite;
 use depthprune::checkpoint::gguf::{
     self, prune::plan as prune_plan, GgufInfo, GgufModel, PruneOptions,
 };
+use depthprune::fmt::{human_bytes, thousands};
 use depthprune::select::{format_ranges, to_ranges, Removal};
 use serde_json::json;
 use std::fmt::Write as _;
@@ -108,15 +110,10 @@ pub fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 /// `depthprune plan MODEL.gguf --drop SPEC`.
-pub fn plan(
-    path: &Path,
-    removal_from: impl Fn(usize) -> depthprune::Result<Removal>,
-    json: bool,
-) -> anyhow::Result<()> {
+pub fn plan(path: &Path, layers: &LayerArgs, json: bool) -> anyhow::Result<()> {
     let model = GgufModel::open(path)?;
     let n = model.block_count()?;
-    let removal = removal_from(n)?;
-    warn_duplicates(&removal);
+    let removal = layers.removal(n)?;
     let plan = prune_plan(&model, &removal)?;
     let before = ParamCounts::from_tensors(model.tensor_elements());
     let after = before.after(&removal);
@@ -173,10 +170,12 @@ pub fn plan(
     print(&s)
 }
 
-/// `depthprune prune MODEL.gguf --drop SPEC --out OUT.gguf`.
+/// `depthprune prune MODEL.gguf --drop SPEC --out OUT.gguf [--max-shard-size SIZE]`: with a
+/// size, the output is split into `OUT-00001-of-0000N.gguf` parts as llama.cpp's `gguf-split`
+/// names them.
 pub fn prune(
     path: &Path,
-    removal_from: impl Fn(usize) -> depthprune::Result<Removal>,
+    layers: &LayerArgs,
     out: &Path,
     force: bool,
     split_max_size: Option<u64>,
@@ -184,8 +183,7 @@ pub fn prune(
 ) -> anyhow::Result<()> {
     let model = GgufModel::open(path)?;
     let n = model.block_count()?;
-    let removal = removal_from(n)?;
-    warn_duplicates(&removal);
+    let removal = layers.removal(n)?;
     let opts = PruneOptions {
         overwrite: if force {
             Overwrite::Force
@@ -306,15 +304,6 @@ fn write_params(s: &mut String, p: &ParamCounts) {
     let _ = writeln!(s, "  {:<14} {:>16}", "total", thousands(p.total()));
 }
 
-fn warn_duplicates(r: &Removal) {
-    let d = r.duplicates();
-    if !d.is_empty() {
-        warn(format!(
-            "layers {d:?} were named more than once in the spec"
-        ));
-    }
-}
-
 fn list_or_none(keys: &[String]) -> String {
     if keys.is_empty() {
         "none".into()
@@ -326,92 +315,12 @@ fn list_or_none(keys: &[String]) -> String {
     }
 }
 
-/// `134515008` → `134,515,008`.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Bytes in binary units: `98.36 MiB`.
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.2} {}", UNITS[unit])
-    }
-}
-
-/// Parses a `--split-max-size` value: bytes, or a number with `K`, `M`, `G`, `T` (powers of
-/// 1000, as llama.cpp's `gguf-split` reads them) or `Ki`, `Mi`, `Gi`, `Ti` (powers of 1024),
-/// optionally followed by `B`.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let t = t.strip_suffix(['B', 'b']).unwrap_or(t);
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" => 1,
-        "k" => 1_000,
-        "m" => 1_000_000,
-        "g" => 1_000_000_000,
-        "t" => 1_000_000_000_000,
-        "ki" => 1 << 10,
-        "mi" => 1 << 20,
-        "gi" => 1 << 30,
-        "ti" => 1 << 40,
-        _ => {
-            return Err(format!(
-                "`{text}` is not a size; use e.g. `500M`, `2G` or `4GiB`"
-            ))
-        }
-    };
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size; use e.g. `500M`, `2G` or `4GiB`"))?;
-    let bytes = value * mult as f64;
-    if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
-        return Err(format!("`{text}` must be at least 1 byte"));
-    }
-    Ok(bytes as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("500M"), Ok(500_000_000));
-        assert_eq!(parse_size("2G"), Ok(2_000_000_000));
-        assert_eq!(parse_size("4GiB"), Ok(4 << 30));
-        assert_eq!(parse_size("1.5k"), Ok(1500));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("2X").is_err());
-        assert!(parse_size("").is_err());
-    }
-
-    #[test]
-    fn numbers_format() {
-        assert_eq!(thousands(134_515_008), "134,515,008");
-        assert_eq!(thousands(12), "12");
-        assert_eq!(human_bytes(1536), "1.50 KiB");
+    fn mapping_is_shown_as_ranges() {
         let r = Removal::from_layers(30, 20..28).unwrap();
         assert_eq!(mapping_ranges(&r), "0..20 → 0..20, 28..30 → 20..22");
     }

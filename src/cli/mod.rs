@@ -1,8 +1,7 @@
 //! The command line: argument definitions and dispatch. Each subcommand lives in its own file and
 //! turns its arguments into calls on the library; nothing here computes anything itself.
 
-// GGUF handlers; the lead wires `inspect`/`plan`/`prune` to them for `.gguf` models.
-#[allow(dead_code)]
+mod common;
 mod gguf;
 mod output;
 
@@ -36,11 +35,17 @@ pub enum Command {
     Plan(plan::Args),
     /// Remove layers and write a new checkpoint (streamed, byte-for-byte, atomic).
     Prune(prune::Args),
+    /// Write a random-weight checkpoint of a given shape (for tests and benchmarks).
+    Synth(synth::Args),
+    /// Re-hash a pruned checkpoint and check every tensor (against its source, if given).
+    Verify(verify::Args),
 }
 
 mod inspect;
 mod plan;
 mod prune;
+mod synth;
+mod verify;
 
 /// Runs the CLI and returns the process exit code.
 pub fn run() -> i32 {
@@ -49,6 +54,8 @@ pub fn run() -> i32 {
         Command::Inspect(a) => inspect::run(a),
         Command::Plan(a) => plan::run(a),
         Command::Prune(a) => prune::run(a),
+        Command::Synth(a) => synth::run(a),
+        Command::Verify(a) => verify::run(a),
     };
     match result {
         Ok(()) => 0,
