@@ -170,7 +170,8 @@ pub fn summarize(v: &Value) -> (serde_json::Value, bool) {
         Value::I32(x) => (json!(x), false),
         Value::U64(x) => (json!(x), false),
         Value::I64(x) => (json!(x), false),
-        Value::F32(x) => (json!(x), false),
+        // Through its shortest decimal form, so 1e-5f32 shows as 0.00001, not 9.999999747378752e-6.
+        Value::F32(x) => (json!(x.to_string().parse::<f64>().ok()), false),
         Value::F64(x) => (json!(x), false),
         Value::Bool(x) => (json!(x), false),
     }
@@ -195,5 +196,6 @@ mod tests {
         assert!(t);
         assert_eq!(j.as_str().unwrap().chars().count(), SHOWN_CHARS + 1);
         assert_eq!(summarize(&Value::U32(30)), (json!(30), false));
+        assert_eq!(summarize(&Value::F32(1e-5)).0.to_string(), "0.00001");
     }
 }

@@ -5,8 +5,8 @@
 //! - [`value`]: metadata values.
 //! - [`read`]: one file's header region, validated against the file before anything is
 //!   allocated; [`model`] joins the parts of a split model into one [`GgufModel`].
-//! - [`write`]: a staged writer that copies tensor data straight from the source files.
-//! - [`prune`]: drops `blk.N.*` tensors, renumbers the rest, rewrites the metadata.
+//! - [`write`](mod@write): a staged writer that copies tensor data straight from the source files.
+//! - [`prune`](mod@prune): drops `blk.N.*` tensors, renumbers the rest, rewrites the metadata.
 //! - [`info`]: the summary `inspect` prints.
 //!
 //! Tensor data is never loaded: it moves from file to file one tensor at a time.

@@ -1,4 +1,4 @@
-//! GGUF metadata values: the thirteen value types, reading them from a bounded [`Source`] and
+//! GGUF metadata values: the thirteen value types, reading them from a bounded source and
 //! writing them back byte for byte.
 //!
 //! Strings are kept as raw bytes: the format says UTF-8, but vocabularies in the wild do not
