@@ -9,7 +9,7 @@
 
 use super::error::{Bound, FormatError};
 use super::source::Source;
-use super::types::GgmlType;
+use super::types::{element_count, GgmlType};
 use super::value::{Value, ValueType};
 use super::{
     Metadata, DEFAULT_ALIGNMENT, KEY_ALIGNMENT, MAGIC, MAX_DIMS, MAX_KEYS, MAX_NAME_LEN,
@@ -56,9 +56,10 @@ impl TensorInfo {
         self.n_bytes
     }
 
-    /// The number of elements (the product of the dims, checked when the file was read).
+    /// The number of elements. The byte size was checked against the file, which bounds this
+    /// far below `u64::MAX`; it saturates rather than wraps all the same.
     pub fn n_elements(&self) -> u64 {
-        self.dims.iter().product()
+        element_count(&self.dims).unwrap_or(u64::MAX)
     }
 
     /// Which part of a split model holds the data (0 for a single file).
