@@ -28,6 +28,13 @@ pub enum Error {
     /// A request that cannot be carried out as asked (an existing output folder, say).
     #[error("{0}")]
     Invalid(String),
+    /// Tensor data that cannot be (de)quantized as asked: an unsupported ggml type, or a byte
+    /// length that does not match the element count.
+    #[error(transparent)]
+    Quant(#[from] crate::quant::QuantError),
+    /// GGUF tokenizer metadata that cannot be turned into a `tokenizer.json`.
+    #[error("tokenizer: {0}")]
+    Vocab(#[from] crate::tokenizer::VocabError),
 }
 
 /// The library's result type.

@@ -8,6 +8,8 @@
 //! - [`arch`]: architecture descriptions read from `config.json`, tensor naming, parameter counts.
 //! - [`score`]: layer-importance criteria (angular distance, Block Influence, perplexity, greedy).
 //! - [`checkpoint`]: reading, validating and writing checkpoints; config surgery; model cards.
+//! - [`quant`]: decoding ggml tensor formats (F16, BF16, Q4_0 … Q8_0, the k-quants) to `f32`.
+//! - [`tokenizer`]: `tokenizer.json` / `tokenizer_config.json` rebuilt from GGUF metadata.
 //!
 //! Layer numbers are 0-based everywhere and ranges are half-open (`a..b` keeps `a`, drops `b`).
 
@@ -15,9 +17,13 @@ pub mod arch;
 pub mod checkpoint;
 pub mod error;
 pub mod fmt;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod progress;
+pub mod quant;
 pub mod score;
 pub mod select;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
 

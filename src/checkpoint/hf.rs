@@ -58,7 +58,7 @@ pub fn read_config(model: &Path) -> Result<(ArchConfig, Value, PathBuf)> {
     let path = config_path_of(model);
     if !path.exists() {
         return Err(Error::Invalid(format!(
-            "`{}`: no such file; MODEL must be an HF folder with `config.json`, a `config.json`, or a `.gguf` file",
+            "`{}`: no such file; MODEL must be an HF folder with `config.json`, a `config.json`, a `.gguf` file, or a hub ID `org/name`",
             path.display()
         )));
     }
@@ -179,36 +179,48 @@ impl HfCheckpoint {
     }
 }
 
-fn open_sharded(dir: &Path) -> Result<(Vec<SafetensorsFile>, Value)> {
-    let index_path = dir.join(INDEX_FILE);
-    let text = std::fs::read_to_string(&index_path).at(&index_path)?;
-    let index: Value = serde_json::from_str(&text)
-        .map_err(|e| Error::corrupt(&index_path, format!("not valid JSON: {e}")))?;
-    let weight_map = index
+/// A parsed `model.safetensors.index.json`: the whole value, the shard files in name order, and
+/// which file each tensor is in.
+pub struct ShardIndex {
+    pub value: Value,
+    pub files: Vec<String>,
+    pub weight_map: HashMap<String, String>,
+}
+
+/// Parses an index file's text. Shard names must be plain file names inside the folder.
+pub fn parse_index(index_path: &Path, text: &str) -> Result<ShardIndex> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| Error::corrupt(index_path, format!("not valid JSON: {e}")))?;
+    let map = value
         .get("weight_map")
         .and_then(Value::as_object)
-        .ok_or_else(|| Error::corrupt(&index_path, "missing `weight_map` object"))?;
+        .ok_or_else(|| Error::corrupt(index_path, "missing `weight_map` object"))?;
     let mut files: Vec<String> = Vec::new();
-    let mut by_name: HashMap<&str, &str> = HashMap::with_capacity(weight_map.len());
-    for (name, file) in weight_map {
-        let file = file.as_str().ok_or_else(|| {
-            Error::corrupt(
-                &index_path,
-                format!("`weight_map` entry `{name}` is not a file name"),
-            )
-        })?;
-        if file.contains('/') || file.contains('\\') || file.starts_with('.') {
+    let mut weight_map = HashMap::with_capacity(map.len());
+    for (name, file) in map {
+        let file = file
+            .as_str()
+            .ok_or_else(|| Error::corrupt(index_path, format!("`weight_map` entry `{name}` is not a file name")))?;
+        if file.is_empty() || file.contains('/') || file.contains('\\') || file.starts_with('.') {
             return Err(Error::corrupt(
-                &index_path,
+                index_path,
                 format!("shard name `{file}` must be a plain file name inside the folder"),
             ));
         }
         if !files.iter().any(|f| f == file) {
             files.push(file.to_string());
         }
-        by_name.insert(name, file);
+        weight_map.insert(name.clone(), file.to_string());
     }
     files.sort();
+    Ok(ShardIndex { value, files, weight_map })
+}
+
+fn open_sharded(dir: &Path) -> Result<(Vec<SafetensorsFile>, Value)> {
+    let index_path = dir.join(INDEX_FILE);
+    let text = std::fs::read_to_string(&index_path).at(&index_path)?;
+    let ShardIndex { value: index, files, weight_map } = parse_index(&index_path, &text)?;
+    let by_name: HashMap<&str, &str> = weight_map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut shards = Vec::with_capacity(files.len());
     let mut seen: HashMap<String, String> = HashMap::new();
     for file in &files {
