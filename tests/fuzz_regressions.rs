@@ -7,7 +7,9 @@ fn replay(target: &str, f: fn(&[u8])) -> usize {
     let mut n = 0;
     for dir in ["fuzz/corpus", "fuzz/regressions"] {
         let d = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join(target);
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries {
             let p = e.unwrap().path();
             if p.is_file() {
@@ -27,6 +29,7 @@ fn fuzz_corpus_replays_without_panics() {
         ("hf_index", t::hf_index),
         ("config_json", t::config_json),
         ("layer_spec", t::layer_spec),
+        ("gguf_header", t::gguf_header),
     ];
     let mut total = 0;
     for (name, f) in targets {

@@ -117,7 +117,13 @@ fn metadata_is_sliced_renamed_and_kept_in_order() {
             heads[0], heads[3], heads[5]
         ])))
     );
-    // The vocabulary has 6 tokens, as many as layers, and must not be sliced.
+    // The vocabulary and the tags have 6 entries, as many as layers, and must not be sliced.
+    assert_eq!(
+        md.get("general.tags")
+            .and_then(Value::as_array)
+            .map(Array::len),
+        Some(6)
+    );
     assert_eq!(
         md.get("tokenizer.ggml.tokens")
             .and_then(Value::as_array)

@@ -365,3 +365,48 @@ fn strings_need_not_be_utf8_and_survive() {
         Some(&Value::String(vec![0xff, 0]))
     );
 }
+
+/// Files written by gguf-py's `GGUFWriter` (0.19), kept in `tests/fixtures/gguf/`: every value
+/// type, a nested array, Q8_0 blocks, and (in the second) a custom alignment of 64.
+#[test]
+fn reads_files_written_by_gguf_py() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf");
+    let m = GgufModel::open(&dir.join("pyref_q8_0.gguf")).unwrap();
+    let md = m.metadata();
+    assert_eq!(md.get_str("general.name"), Some("pyref"));
+    assert_eq!(md.get("t.u8"), Some(&Value::U8(7)));
+    assert_eq!(md.get("t.i16"), Some(&Value::I16(-300)));
+    assert_eq!(md.get("t.u64"), Some(&Value::U64(1 << 63)));
+    assert_eq!(md.get("t.f32"), Some(&Value::F32(1e-5)));
+    assert_eq!(md.get("t.bool"), Some(&Value::Bool(true)));
+    use depthprune::checkpoint::gguf::Array;
+    assert_eq!(
+        md.get("t.nested"),
+        Some(&Value::Array(Array::Array(vec![
+            Array::I32(vec![1, 2]),
+            Array::I32(vec![3])
+        ])))
+    );
+    assert_eq!(m.block_count().unwrap(), 2);
+    let q = m
+        .tensors()
+        .iter()
+        .find(|t| t.name() == "blk.1.attn_q.weight")
+        .unwrap();
+    assert_eq!(
+        (q.ggml_type(), q.dims(), q.n_bytes()),
+        (GgmlType::Q8_0, &[32u64, 2][..], 68)
+    );
+    let bytes = std::fs::read(&m.parts()[0].path).unwrap();
+    let expected: Vec<u8> = (0..68).map(|j| ((7 + j) % 256) as u8).collect();
+    assert_eq!(slice(&bytes, q.file_offset(), q.n_bytes()), &expected[..]);
+
+    let m = GgufModel::open(&dir.join("pyref_align64.gguf")).unwrap();
+    assert_eq!((m.alignment(), m.block_count().unwrap()), (64, 3));
+    assert!(m.tensors().iter().all(|t| t.file_offset() % 64 == 0));
+    // The rule is length equality: `t.strs` has 3 entries, as many as layers, so it counts too.
+    assert_eq!(
+        m.per_layer_keys(3),
+        vec!["llama.attention.head_count_kv", "t.strs"]
+    );
+}

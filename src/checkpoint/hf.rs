@@ -198,9 +198,12 @@ pub fn parse_index(index_path: &Path, text: &str) -> Result<ShardIndex> {
     let mut files: Vec<String> = Vec::new();
     let mut weight_map = HashMap::with_capacity(map.len());
     for (name, file) in map {
-        let file = file
-            .as_str()
-            .ok_or_else(|| Error::corrupt(index_path, format!("`weight_map` entry `{name}` is not a file name")))?;
+        let file = file.as_str().ok_or_else(|| {
+            Error::corrupt(
+                index_path,
+                format!("`weight_map` entry `{name}` is not a file name"),
+            )
+        })?;
         if file.is_empty() || file.contains('/') || file.contains('\\') || file.starts_with('.') {
             return Err(Error::corrupt(
                 index_path,
@@ -213,14 +216,25 @@ pub fn parse_index(index_path: &Path, text: &str) -> Result<ShardIndex> {
         weight_map.insert(name.clone(), file.to_string());
     }
     files.sort();
-    Ok(ShardIndex { value, files, weight_map })
+    Ok(ShardIndex {
+        value,
+        files,
+        weight_map,
+    })
 }
 
 fn open_sharded(dir: &Path) -> Result<(Vec<SafetensorsFile>, Value)> {
     let index_path = dir.join(INDEX_FILE);
     let text = std::fs::read_to_string(&index_path).at(&index_path)?;
-    let ShardIndex { value: index, files, weight_map } = parse_index(&index_path, &text)?;
-    let by_name: HashMap<&str, &str> = weight_map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let ShardIndex {
+        value: index,
+        files,
+        weight_map,
+    } = parse_index(&index_path, &text)?;
+    let by_name: HashMap<&str, &str> = weight_map
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let mut shards = Vec::with_capacity(files.len());
     let mut seen: HashMap<String, String> = HashMap::new();
     for file in &files {

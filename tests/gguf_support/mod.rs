@@ -221,8 +221,8 @@ pub fn head_counts(n_layers: usize) -> Vec<u32> {
     (0..n_layers as u32).map(|i| 100 + i).collect()
 }
 
-/// A llama-like model with `n_layers` blocks. Its vocabulary has exactly `n_layers` tokens, so
-/// a prune that sliced tokenizer arrays as if per-layer would be caught.
+/// A llama-like model with `n_layers` blocks. Its vocabulary and `general.tags` have exactly
+/// `n_layers` entries, so a prune that sliced them as if per-layer would be caught.
 pub fn toy_model(n_layers: usize) -> Builder {
     let tokens: Vec<String> = (0..n_layers).map(|i| format!("tok{i}")).collect();
     let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
@@ -234,6 +234,7 @@ pub fn toy_model(n_layers: usize) -> Builder {
         .u32s("llama.attention.head_count_kv", &head_counts(n_layers))
         .u32("llama.feed_forward_length", 256)
         .strs("tokenizer.ggml.tokens", &tokens)
+        .strs("general.tags", &tokens)
         .tensor("token_embd.weight", &[32, 16], Q8_0);
     for i in 0..n_layers {
         b = b

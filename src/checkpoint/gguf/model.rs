@@ -263,12 +263,13 @@ impl GgufModel {
     }
 
     /// Metadata arrays treated as per-layer: those whose length equals the layer count `n`,
-    /// except under `tokenizer.` (vocabularies, never per-layer), `split.` and `depthprune.`.
+    /// except under prefixes that never hold per-layer values: `general.` (languages, tags,
+    /// base models), `tokenizer.` (vocabularies), `split.` and `depthprune.`.
     pub fn per_layer_keys(&self, n: usize) -> Vec<String> {
         self.metadata
             .iter()
             .filter(|(k, _)| {
-                !["tokenizer.", "split.", "depthprune."]
+                !["general.", "tokenizer.", "split.", "depthprune."]
                     .iter()
                     .any(|p| k.starts_with(p))
             })

@@ -101,6 +101,16 @@ impl GgufFile {
     }
 }
 
+impl GgufFile {
+    /// Reads the header region from a whole file already in memory (tests and fuzzing); `path`
+    /// is only used in errors.
+    pub fn from_bytes(path: &Path, data: &[u8]) -> Result<GgufFile> {
+        let mut parsed = parse(data, data.len() as u64, 0).map_err(|e| e.at(path))?;
+        parsed.path = path.to_path_buf();
+        Ok(parsed)
+    }
+}
+
 /// Parses a GGUF header from `r`, a reader at byte 0 of a file of `len` bytes.
 pub(super) fn parse<R: Read>(r: R, len: u64, part: usize) -> Result<GgufFile, FormatError> {
     let mut src = Source::new(r, len);
