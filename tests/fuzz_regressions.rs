@@ -21,10 +21,13 @@ fn replay(target: &str, f: fn(&[u8])) -> usize {
     n
 }
 
+/// A fuzz target's corpus folder name and entry point.
+type Target = (&'static str, fn(&[u8]));
+
 #[test]
 fn fuzz_corpus_replays_without_panics() {
     use depthprune::fuzz_targets as t;
-    let targets: &[(&str, fn(&[u8]))] = &[
+    let targets: &[Target] = &[
         ("safetensors_file", t::safetensors_file),
         ("hf_index", t::hf_index),
         ("config_json", t::config_json),
