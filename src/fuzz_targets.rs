@@ -71,3 +71,16 @@ pub fn layer_spec(data: &[u8]) {
         let _ = crate::select::Removal::keep(&spec, n as usize);
     }
 }
+
+/// The GGUF header reader, fed a whole file's bytes (seeds: `tests/fixtures/gguf/*.gguf`). A
+/// file that reads must also survive the model-level checks `inspect` runs on it.
+pub fn gguf_header(data: &[u8]) {
+    if let Ok(file) = crate::checkpoint::gguf::GgufFile::from_bytes(Path::new("fuzz.gguf"), data) {
+        for t in &file.tensors {
+            let _ = (t.n_elements(), t.ggml_type().name());
+        }
+        for (k, v) in file.metadata.iter() {
+            let _ = crate::checkpoint::gguf::info::MetaEntry::of(k, v);
+        }
+    }
+}

@@ -32,6 +32,7 @@ fn fuzz_corpus_replays_without_panics() {
         ("hf_index", t::hf_index),
         ("config_json", t::config_json),
         ("layer_spec", t::layer_spec),
+        ("gguf_header", t::gguf_header),
     ];
     let mut total = 0;
     for (name, f) in targets {
