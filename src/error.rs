@@ -28,6 +28,15 @@ pub enum Error {
     /// A request that cannot be carried out as asked (an existing output folder, say).
     #[error("{0}")]
     Invalid(String),
+    /// A tensor computation that failed (shapes that contradict the config, say).
+    #[error("tensor computation failed: {0}")]
+    Compute(String),
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Compute(e.to_string())
+    }
 }
 
 /// The library's result type.

@@ -13,8 +13,11 @@
 pub mod arch;
 pub mod checkpoint;
 pub mod error;
+pub mod eval;
+pub mod model;
 pub mod progress;
 pub mod select;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
 

@@ -33,8 +33,14 @@ pub enum Command {
     Plan(plan::Args),
     /// Remove layers and write a new checkpoint (streamed, byte-for-byte, atomic).
     Prune(prune::Args),
+    /// Perplexity on a text file (optionally with layers skipped), and divergence from a reference.
+    Eval(eval::Args),
+    /// Generate text from a prompt with the KV cache (optionally with layers skipped).
+    Generate(generate::Args),
 }
 
+mod eval;
+mod generate;
 mod inspect;
 mod plan;
 mod prune;
@@ -46,6 +52,8 @@ pub fn run() -> i32 {
         Command::Inspect(a) => inspect::run(a),
         Command::Plan(a) => plan::run(a),
         Command::Prune(a) => prune::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Generate(a) => generate::run(a),
     };
     match result {
         Ok(()) => 0,
