@@ -6,6 +6,10 @@
 //!
 //! - [`select`]: the layer SPEC grammar (`3..29`, `last:8`, …) and the removal plan it resolves to.
 //! - [`arch`]: architecture descriptions read from `config.json`, tensor naming, parameter counts.
+//! - [`score`]: layer-importance criteria (angular distance, Block Influence, perplexity, greedy).
+//! - [`model`]: the forward pass (llama, mistral, qwen2, qwen3) with per-layer taps, skips and a KV cache.
+//! - [`eval`]: perplexity under the literature's window conventions, and KL from a reference.
+//! - [`tokenizer`]: HF `tokenizer.json` folders, special tokens and chat templates.
 //! - [`checkpoint`]: reading, validating and writing checkpoints; config surgery; model cards.
 //!
 //! Layer numbers are 0-based everywhere and ranges are half-open (`a..b` keeps `a`, drops `b`).
@@ -14,8 +18,10 @@ pub mod arch;
 pub mod checkpoint;
 pub mod error;
 pub mod eval;
+pub mod fmt;
 pub mod model;
 pub mod progress;
+pub mod score;
 pub mod select;
 pub mod tokenizer;
 
@@ -23,3 +29,4 @@ pub use error::{Error, Result};
 
 /// The tool's version, recorded in every provenance file.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub mod report;

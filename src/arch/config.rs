@@ -6,7 +6,15 @@ use serde_json::{Map, Value};
 use std::path::Path;
 
 /// Architectures whose layout and per-layer config fields are checked.
-pub const SUPPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe", "mixtral"];
+pub const SUPPORTED: &[&str] = &[
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "qwen2_moe",
+    "qwen3_moe",
+    "mixtral",
+];
 
 /// Mixture-of-experts settings.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -92,15 +100,23 @@ impl ArchConfig {
         let architectures = obj
             .get("architectures")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         let num_hidden_layers = need("num_hidden_layers")?;
         let hidden_size = need("hidden_size")?;
         let num_attention_heads = need("num_attention_heads")?;
         if num_hidden_layers == 0 || hidden_size == 0 || num_attention_heads == 0 {
-            return Err("`num_hidden_layers`, `hidden_size` and `num_attention_heads` must be positive".into());
+            return Err(
+                "`num_hidden_layers`, `hidden_size` and `num_attention_heads` must be positive"
+                    .into(),
+            );
         }
-        let num_key_value_heads = get_usize(obj, "num_key_value_heads").unwrap_or(num_attention_heads);
+        let num_key_value_heads =
+            get_usize(obj, "num_key_value_heads").unwrap_or(num_attention_heads);
         if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
             return Err(format!(
                 "`num_attention_heads` ({num_attention_heads}) is not a multiple of `num_key_value_heads` ({num_key_value_heads})"
@@ -147,18 +163,25 @@ impl ArchConfig {
                 ));
             }
         }
-        let num_experts = get_usize(obj, "num_experts").or_else(|| get_usize(obj, "num_local_experts"));
+        let num_experts =
+            get_usize(obj, "num_experts").or_else(|| get_usize(obj, "num_local_experts"));
         let intermediate_size = get_usize(obj, "intermediate_size").unwrap_or(0);
         let moe = match num_experts {
             Some(e) if e > 0 => Some(MoeConfig {
                 num_experts: e,
                 num_experts_per_tok: get_usize(obj, "num_experts_per_tok").unwrap_or(2),
-                moe_intermediate_size: get_usize(obj, "moe_intermediate_size").unwrap_or(intermediate_size),
-                shared_expert_intermediate_size: get_usize(obj, "shared_expert_intermediate_size").unwrap_or(0),
+                moe_intermediate_size: get_usize(obj, "moe_intermediate_size")
+                    .unwrap_or(intermediate_size),
+                shared_expert_intermediate_size: get_usize(obj, "shared_expert_intermediate_size")
+                    .unwrap_or(0),
                 mlp_only_layers: obj
                     .get("mlp_only_layers")
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(|v| v.as_u64().map(|x| x as usize)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_u64().map(|x| x as usize))
+                            .collect()
+                    })
                     .unwrap_or_default(),
                 decoder_sparse_step: get_usize(obj, "decoder_sparse_step").unwrap_or(1).max(1),
             }),
@@ -178,7 +201,10 @@ impl ArchConfig {
             head_dim,
             vocab_size: need("vocab_size")?,
             tie_word_embeddings: get_bool(obj, "tie_word_embeddings").unwrap_or(false),
-            rms_norm_eps: obj.get("rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-6),
+            rms_norm_eps: obj
+                .get("rms_norm_eps")
+                .and_then(Value::as_f64)
+                .unwrap_or(1e-6),
             rope_theta,
             max_position_embeddings: get_usize(obj, "max_position_embeddings"),
             qkv_bias,
@@ -186,8 +212,13 @@ impl ArchConfig {
             mlp_bias: get_bool(obj, "mlp_bias").unwrap_or(false),
             qk_norm: model_type == "qwen3" || model_type == "qwen3_moe",
             sliding_window: get_usize(obj, "sliding_window"),
-            use_sliding_window: get_bool(obj, "use_sliding_window").unwrap_or(model_type == "mistral" || model_type == "mixtral"),
-            max_window_layers: if is_qwen { get_usize(obj, "max_window_layers") } else { None },
+            use_sliding_window: get_bool(obj, "use_sliding_window")
+                .unwrap_or(model_type == "mistral" || model_type == "mixtral"),
+            max_window_layers: if is_qwen {
+                get_usize(obj, "max_window_layers")
+            } else {
+                None
+            },
             layer_types,
             torch_dtype: obj
                 .get("torch_dtype")
@@ -232,7 +263,10 @@ mod tests {
     #[test]
     fn names_missing_field() {
         let v = json!({"model_type":"llama","num_hidden_layers":2,"num_attention_heads":2});
-        assert_eq!(ArchConfig::from_value(&v).unwrap_err(), "missing `hidden_size`");
+        assert_eq!(
+            ArchConfig::from_value(&v).unwrap_err(),
+            "missing `hidden_size`"
+        );
     }
 
     #[test]

@@ -34,7 +34,10 @@ impl LayerName<'_> {
 fn split_with_prefix<'a>(name: &'a str, prefix: &'a str) -> Option<LayerName<'a>> {
     let tail = name.strip_prefix(prefix)?;
     let (num, rest) = tail.split_once('.')?;
-    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) || (num.len() > 1 && num.starts_with('0')) {
+    if num.is_empty()
+        || !num.bytes().all(|b| b.is_ascii_digit())
+        || (num.len() > 1 && num.starts_with('0'))
+    {
         return None;
     }
     Some(LayerName {
@@ -118,7 +121,11 @@ pub fn global_component(name: &str) -> Component {
         Component::Embeddings
     } else if n.starts_with("lm_head") || n.starts_with("output.") || n.contains("embed_out") {
         Component::LmHead
-    } else if n.starts_with("norm.") || n.starts_with("output_norm") || n.contains("final_layer_norm") || n.contains("ln_f") {
+    } else if n.starts_with("norm.")
+        || n.starts_with("output_norm")
+        || n.contains("final_layer_norm")
+        || n.contains("ln_f")
+    {
         Component::FinalNorm
     } else {
         Component::Other
@@ -152,10 +159,22 @@ mod tests {
     #[test]
     fn classifies_components() {
         let c = |n| component_of(n).1;
-        assert_eq!(c("model.layers.0.self_attn.k_proj.bias"), Component::Attention);
-        assert_eq!(c("model.layers.0.self_attn.q_norm.weight"), Component::Norms);
-        assert_eq!(c("model.layers.0.mlp.experts.3.down_proj.weight"), Component::Mlp);
-        assert_eq!(c("model.layers.0.block_sparse_moe.gate.weight"), Component::Mlp);
+        assert_eq!(
+            c("model.layers.0.self_attn.k_proj.bias"),
+            Component::Attention
+        );
+        assert_eq!(
+            c("model.layers.0.self_attn.q_norm.weight"),
+            Component::Norms
+        );
+        assert_eq!(
+            c("model.layers.0.mlp.experts.3.down_proj.weight"),
+            Component::Mlp
+        );
+        assert_eq!(
+            c("model.layers.0.block_sparse_moe.gate.weight"),
+            Component::Mlp
+        );
         assert_eq!(c("model.layers.0.input_layernorm.weight"), Component::Norms);
         assert_eq!(c("blk.0.attn_q.weight"), Component::Attention);
         assert_eq!(c("blk.0.attn_norm.weight"), Component::Norms);

@@ -168,6 +168,9 @@ mod tests {
         let removal = Removal::drop(&LayerSpec::parse("3..29").unwrap(), 36).unwrap();
         let after = before.after(&removal);
         assert_eq!(after.total(), 1_383_736_320);
-        assert_eq!(format!("{:.2}", reduction_pct(before.total(), after.total())), "65.48");
+        assert_eq!(
+            format!("{:.2}", reduction_pct(before.total(), after.total())),
+            "65.48"
+        );
     }
 }

@@ -25,9 +25,9 @@ pub enum Overwrite {
 }
 
 fn tmp_path_for(target: &Path) -> Result<PathBuf> {
-    let name = target
-        .file_name()
-        .ok_or_else(|| Error::Invalid(format!("`{}` is not a valid output path", target.display())))?;
+    let name = target.file_name().ok_or_else(|| {
+        Error::Invalid(format!("`{}` is not a valid output path", target.display()))
+    })?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
     tmp_name.push(TMP_SUFFIX);
@@ -132,7 +132,9 @@ fn sync_path(path: &Path, is_dir: bool) -> Result<()> {
             }
         }
     } else {
-        std::fs::File::open(path).and_then(|f| f.sync_all()).at(path)?;
+        std::fs::File::open(path)
+            .and_then(|f| f.sync_all())
+            .at(path)?;
     }
     Ok(())
 }

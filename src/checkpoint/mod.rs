@@ -3,3 +3,12 @@
 //! ([`atomic`]).
 
 pub mod atomic;
+pub mod card;
+pub mod config_surgery;
+pub mod hashing;
+pub mod hf;
+pub mod hf_prune;
+pub mod provenance;
+pub mod safetensors;
+pub mod synth;
+pub mod verify;

@@ -1,11 +1,157 @@
-//! `depthprune inspect` (being written).
+//! `depthprune inspect MODEL`: architecture, parameters by component, dtypes and bytes on disk.
+
+use super::common::is_gguf;
+use super::output::{print, print_json};
+use anyhow::Result;
+use depthprune::arch::ParamCounts;
+use depthprune::checkpoint::hf::{self, HfCheckpoint};
+use depthprune::fmt::{human_bytes, thousands};
+use serde_json::json;
+use std::fmt::Write;
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    depthprune inspect ./Qwen3-4B\n  \
+    depthprune inspect ./Qwen3-4B/config.json      # config only: counts from the config\n  \
+    depthprune inspect model.gguf --json")]
 pub struct Args {
-    /// The model: an HF folder, a config.json, or a GGUF file.
-    pub model: std::path::PathBuf,
+    /// An HF folder (config.json + safetensors), a config.json, or a GGUF file.
+    pub model: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`inspect` is being written")
+pub fn run(args: Args) -> Result<()> {
+    if is_gguf(&args.model) {
+        return super::gguf::inspect(&args.model, args.json);
+    }
+    let weights = args.model.is_dir() && hf::has_weights(&args.model);
+    let (arch, counts, dtypes, bytes) = if weights {
+        let ckpt = HfCheckpoint::open(&args.model)?;
+        let dtypes: Vec<(String, usize)> = ckpt
+            .dtypes()
+            .into_iter()
+            .map(|(d, n)| (d.name().to_string(), n))
+            .collect();
+        (
+            ckpt.arch.clone(),
+            ckpt.param_counts(),
+            Some(dtypes),
+            Some(ckpt.weight_bytes()),
+        )
+    } else {
+        let (arch, _, _) = hf::read_config(&args.model)?;
+        let counts = ParamCounts::from_config(&arch);
+        (arch, counts, None, None)
+    };
+    let source = if weights {
+        "tensors"
+    } else {
+        "config.json (no weights found)"
+    };
+    if args.json {
+        return print_json(&json!({
+            "model": args.model.display().to_string(),
+            "format": "hf-safetensors",
+            "counted_from": source,
+            "architecture": arch,
+            "dtypes": dtypes.as_ref().map(|d| d.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>()),
+            "params": counts,
+            "total_params": counts.total(),
+            "bytes_on_disk": bytes,
+        }));
+    }
+    let mut s = String::new();
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    writeln!(s, "model            {}", args.model.display())?;
+    writeln!(
+        s,
+        "architecture     {} ({})",
+        arch.model_type,
+        arch.architectures.join(", ")
+    )?;
+    writeln!(s, "layers           {}", arch.num_hidden_layers)?;
+    writeln!(s, "hidden size      {}", arch.hidden_size)?;
+    writeln!(
+        s,
+        "heads            {} (kv heads {}, head_dim {})",
+        arch.num_attention_heads, arch.num_key_value_heads, arch.head_dim
+    )?;
+    writeln!(s, "intermediate     {}", arch.intermediate_size)?;
+    if let Some(m) = &arch.moe {
+        writeln!(
+            s,
+            "experts          {} ({} per token, expert size {})",
+            m.num_experts, m.num_experts_per_tok, m.moe_intermediate_size
+        )?;
+    }
+    writeln!(s, "vocab            {}", arch.vocab_size)?;
+    writeln!(s, "tied embeddings  {}", yes(arch.tie_word_embeddings))?;
+    writeln!(s, "rope_theta       {}", arch.rope_theta)?;
+    if let Some(d) = &dtypes {
+        let list: Vec<String> = d
+            .iter()
+            .map(|(k, n)| format!("{k} ({n} tensors)"))
+            .collect();
+        writeln!(s, "dtypes           {}", list.join(", "))?;
+    } else if let Some(d) = &arch.torch_dtype {
+        writeln!(s, "dtype (config)   {d}")?;
+    }
+    writeln!(s, "\nparameters (counted from {source})")?;
+    let total = counts.total().max(1) as f64;
+    let row = |s: &mut String, name: &str, n: u64| {
+        writeln!(
+            s,
+            "  {:<22}{:>16}  {:>6.2}%",
+            name,
+            thousands(n),
+            100.0 * n as f64 / total
+        )
+    };
+    row(&mut s, "embeddings", counts.embeddings)?;
+    let sum =
+        |f: fn(&depthprune::arch::LayerParams) -> u64| counts.layers.iter().map(f).sum::<u64>();
+    row(
+        &mut s,
+        &format!("layers ({})", counts.layers.len()),
+        counts.layers_total(),
+    )?;
+    row(&mut s, "  attention", sum(|l| l.attention))?;
+    row(&mut s, "  mlp", sum(|l| l.mlp))?;
+    row(&mut s, "  norms", sum(|l| l.norms))?;
+    if sum(|l| l.other) > 0 {
+        row(&mut s, "  other", sum(|l| l.other))?;
+    }
+    row(&mut s, "final norm", counts.final_norm)?;
+    if counts.lm_head == 0 && arch.tie_word_embeddings {
+        writeln!(s, "  {:<22}{:>16}", "lm_head", "tied")?;
+    } else {
+        row(&mut s, "lm_head", counts.lm_head)?;
+    }
+    if counts.other > 0 {
+        row(&mut s, "other", counts.other)?;
+    }
+    writeln!(s, "  {:<22}{:>16}", "total", thousands(counts.total()))?;
+    if let Some(b) = bytes {
+        writeln!(s, "bytes on disk    {} ({})", thousands(b), human_bytes(b))?;
+    }
+    writeln!(
+        s,
+        "\nper layer\n  {:>5} {:>14} {:>14} {:>8} {:>14}",
+        "layer", "attention", "mlp", "norms", "total"
+    )?;
+    for (i, l) in counts.layers.iter().enumerate() {
+        writeln!(
+            s,
+            "  {:>5} {:>14} {:>14} {:>8} {:>14}",
+            i,
+            thousands(l.attention),
+            thousands(l.mlp),
+            thousands(l.norms),
+            thousands(l.total())
+        )?;
+    }
+    print(&s)
 }

@@ -1,6 +1,8 @@
 //! The command line: argument definitions and dispatch. Each subcommand lives in its own file and
 //! turns its arguments into calls on the library; nothing here computes anything itself.
 
+mod common;
+mod gguf;
 mod output;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +35,10 @@ pub enum Command {
     Plan(plan::Args),
     /// Remove layers and write a new checkpoint (streamed, byte-for-byte, atomic).
     Prune(prune::Args),
+    /// Write a random-weight checkpoint of a given shape (for tests and benchmarks).
+    Synth(synth::Args),
+    /// Re-hash a pruned checkpoint and check every tensor (against its source, if given).
+    Verify(verify::Args),
     /// Perplexity on a text file (optionally with layers skipped), and divergence from a reference.
     Eval(eval::Args),
     /// Generate text from a prompt with the KV cache (optionally with layers skipped).
@@ -44,6 +50,8 @@ mod generate;
 mod inspect;
 mod plan;
 mod prune;
+mod synth;
+mod verify;
 
 /// Runs the CLI and returns the process exit code.
 pub fn run() -> i32 {
@@ -52,6 +60,8 @@ pub fn run() -> i32 {
         Command::Inspect(a) => inspect::run(a),
         Command::Plan(a) => plan::run(a),
         Command::Prune(a) => prune::run(a),
+        Command::Synth(a) => synth::run(a),
+        Command::Verify(a) => verify::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Generate(a) => generate::run(a),
     };

@@ -66,6 +66,7 @@ impl Bar {
     }
 
     /// A bar counting items (tokens, layers, windows).
+    #[allow(dead_code)] // Used by the scoring and evaluation commands.
     pub fn items() -> Self {
         Bar {
             bar: Mutex::new(None),

@@ -1,11 +1,133 @@
-//! `depthprune plan` (being written).
+//! `depthprune plan MODEL --drop SPEC`: what a prune would produce, writing nothing.
+
+use super::common::{is_gguf, LayerArgs};
+use super::output::{print, print_json, warn};
+use anyhow::Result;
+use depthprune::arch::params::reduction_pct;
+use depthprune::arch::ParamCounts;
+use depthprune::checkpoint::config_surgery::prune_config;
+use depthprune::checkpoint::hf::{self, HfCheckpoint};
+use depthprune::fmt::thousands;
+use depthprune::select::{format_ranges, Removal};
+use serde_json::json;
+use std::fmt::Write;
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    depthprune plan ./Qwen3-4B/config.json --drop 3..29     # the seed card: 36 -> 10 layers\n  \
+    depthprune plan ./Qwen3-4B --keep 0..3,29..            # the same, said the other way\n  \
+    depthprune plan model.gguf --drop last:8 --json")]
 pub struct Args {
-    /// The model: an HF folder, a config.json, or a GGUF file.
-    pub model: std::path::PathBuf,
+    /// An HF folder, a config.json (no weights needed), or a GGUF file.
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub layers: LayerArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`plan` is being written")
+pub fn run(args: Args) -> Result<()> {
+    if is_gguf(&args.model) {
+        return super::gguf::plan(&args.model, &args.layers, args.json);
+    }
+    let weights = args.model.is_dir() && hf::has_weights(&args.model);
+    let (arch, raw, before) = if weights {
+        let ckpt = HfCheckpoint::open(&args.model)?;
+        let counts = ckpt.param_counts();
+        (ckpt.arch, ckpt.config, counts)
+    } else {
+        let (arch, raw, _) = hf::read_config(&args.model)?;
+        let counts = ParamCounts::from_config(&arch);
+        (arch, raw, counts)
+    };
+    let removal = args.layers.removal(arch.num_hidden_layers)?;
+    let after = before.after(&removal);
+    let surgery = prune_config(&raw, &arch, &removal, None);
+    for w in &surgery.warnings {
+        warn(w);
+    }
+    let counted_from = if weights { "tensors" } else { "config.json" };
+    let model = args.model.display().to_string();
+    if args.json {
+        return print_json(&json!({
+            "model": model,
+            "counted_from": counted_from,
+            "layers": removal.summary(),
+            "params": {
+                "before": before.total(),
+                "after": after.total(),
+                "reduction_pct": reduction_pct(before.total(), after.total()),
+                "layer_reduction_pct": removal.layer_reduction_pct(),
+            },
+            "config_changes": surgery.changes,
+            "command": format!("depthprune prune {} --drop {} --out OUT", model, removal.drop_spec()),
+        }));
+    }
+    print(&render(
+        &model,
+        counted_from,
+        &removal,
+        before.total(),
+        after.total(),
+        &surgery.changes,
+    ))
+}
+
+/// The plan as text; shared with GGUF.
+pub fn render(
+    model: &str,
+    counted_from: &str,
+    removal: &Removal,
+    before: u64,
+    after: u64,
+    changes: &[String],
+) -> String {
+    let mut s = String::new();
+    let removed = removal.removed();
+    let _ = writeln!(s, "model: {model} (parameters counted from {counted_from})");
+    let _ = writeln!(
+        s,
+        "layers: {} → {} ({} removed, {:.2}% layer reduction)",
+        removal.n_layers(),
+        removal.n_kept(),
+        removed.len(),
+        removal.layer_reduction_pct()
+    );
+    let _ = writeln!(
+        s,
+        "parameters: {} → {} ({:.2}% parameter reduction)",
+        thousands(before),
+        thousands(after),
+        reduction_pct(before, after)
+    );
+    let _ = writeln!(s, "removed layers: {removed:?}");
+    let _ = writeln!(
+        s,
+        "removed ranges: {}",
+        format_ranges(&removal.removed_ranges())
+    );
+    let _ = writeln!(s, "kept layers: {:?}", removal.kept());
+    let _ = writeln!(s, "kept ranges: {}", format_ranges(&removal.kept_ranges()));
+    let _ = writeln!(s, "mapping (old → new):");
+    for chunk in removal.mapping().chunks(8) {
+        let line: Vec<String> = chunk
+            .iter()
+            .map(|(o, n)| format!("{o:>3} → {n:<3}"))
+            .collect();
+        let _ = writeln!(s, "  {}", line.join("  ").trim_end());
+    }
+    if !changes.is_empty() {
+        let _ = writeln!(s, "config changes:");
+        for c in changes {
+            let _ = writeln!(s, "  {c}");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "to write it: depthprune prune {model} --drop {} --out OUT",
+        removal.drop_spec()
+    );
+    s
 }

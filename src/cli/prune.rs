@@ -1,11 +1,108 @@
-//! `depthprune prune` (being written).
+//! `depthprune prune MODEL --drop SPEC --out DIR`: write the pruned checkpoint.
+
+use super::common::{is_gguf, parse_size, LayerArgs};
+use super::output::{print, print_json, warn, Bar};
+use anyhow::Result;
+use depthprune::checkpoint::atomic::Overwrite;
+use depthprune::checkpoint::hf::HfCheckpoint;
+use depthprune::checkpoint::hf_prune::{prune_hf, PruneOptions, DEFAULT_MAX_SHARD};
+use depthprune::checkpoint::safetensors::Dtype;
+use depthprune::fmt::thousands;
+use depthprune::select::format_ranges;
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    depthprune prune ./Qwen3-4B --drop 3..29 --out ./Qwen3-4B-10L\n  \
+    depthprune prune ./Llama-3.1-8B --drop 24..28 --dtype bf16 --max-shard-size 2GB --out ./llama-28L\n  \
+    depthprune prune model.gguf --drop last:8 --out pruned.gguf\n\n\
+    The output is written to a temporary sibling (`.NAME.depthprune-tmp`) and renamed into place\n\
+    when complete. It holds the weights, config.json, tokenizer files, a model card (README.md)\n\
+    and pruning.json (provenance with SHA-256 of every file).")]
 pub struct Args {
-    /// The model: an HF folder, a config.json, or a GGUF file.
-    pub model: std::path::PathBuf,
+    /// An HF folder (config.json + safetensors) or a GGUF file.
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub layers: LayerArgs,
+    /// Output folder (HF) or file (GGUF).
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Convert floating-point tensors to this dtype (HF only); otherwise bytes are copied unchanged.
+    #[arg(long, value_parser = ["f32", "f16", "bf16"])]
+    pub dtype: Option<String>,
+    /// Largest shard to write: bytes, or with units (5GB, 500MB, 2GiB).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub max_shard_size: Option<u64>,
+    /// Replace an existing non-empty output.
+    #[arg(long)]
+    pub force: bool,
+    /// Print a JSON summary instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`prune` is being written")
+pub fn run(args: Args) -> Result<()> {
+    if is_gguf(&args.model) {
+        return super::gguf::prune(
+            &args.model,
+            &args.layers,
+            &args.out,
+            args.force,
+            args.max_shard_size,
+            args.json,
+        );
+    }
+    let ckpt = HfCheckpoint::open(&args.model)?;
+    let removal = args.layers.removal(ckpt.arch.num_hidden_layers)?;
+    if !ckpt.arch.is_supported() {
+        warn(format!(
+            "architecture `{}` is not one depthprune knows ({}); layers named `model.layers.N.` are pruned, but per-layer config fields were not checked",
+            ckpt.arch.model_type,
+            depthprune::arch::config::SUPPORTED.join(", ")
+        ));
+    }
+    let opts = PruneOptions {
+        dtype: args.dtype.as_deref().map(|d| match d {
+            "f32" => Dtype::F32,
+            "f16" => Dtype::F16,
+            _ => Dtype::BF16,
+        }),
+        max_shard_size: args.max_shard_size.unwrap_or(DEFAULT_MAX_SHARD),
+        overwrite: if args.force {
+            Overwrite::Force
+        } else {
+            Overwrite::Refuse
+        },
+        command: super::common::command_line(),
+        method: args.layers.method(),
+        how_chosen: args.layers.describe(),
+    };
+    let result = prune_hf(&ckpt, &removal, &args.out, &opts, &Bar::bytes())?;
+    for w in &result.warnings {
+        warn(w);
+    }
+    if args.json {
+        return print_json(&result.provenance);
+    }
+    let p = &result.provenance;
+    let mut s = format!(
+        "wrote {}\nlayers: {} → {} (removed {}; {:.2}% layer reduction)\nparameters: {} → {} ({:.2}% parameter reduction)\n",
+        result.out.display(),
+        p.layers.layers_before,
+        p.layers.layers_after,
+        format_ranges(&removal.removed_ranges()),
+        p.params.layer_reduction_pct,
+        thousands(p.params.before),
+        thousands(p.params.after),
+        p.params.reduction_pct,
+    );
+    for f in &p.output {
+        s.push_str(&format!(
+            "  {:<40} {:>16} bytes  sha256 {}\n",
+            f.name,
+            thousands(f.bytes),
+            &f.sha256[..16]
+        ));
+    }
+    print(&s)
 }

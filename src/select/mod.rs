@@ -2,8 +2,9 @@
 //! Scoring-based strategies also end in a [`Removal`], so every path to a prune is written the
 //! same way.
 
-mod removal;
+pub mod removal;
 mod spec;
+pub mod strategy;
 
 pub use removal::{format_ranges, to_ranges, Removal};
 pub use spec::{LayerSpec, SpecItem};

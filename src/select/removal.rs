@@ -93,7 +93,9 @@ impl Removal {
 
     /// Kept layers (old numbers), ascending.
     pub fn kept(&self) -> Vec<usize> {
-        (0..self.n_layers).filter(|i| !self.removed.contains(i)).collect()
+        (0..self.n_layers)
+            .filter(|i| !self.removed.contains(i))
+            .collect()
     }
 
     pub fn duplicates(&self) -> Vec<usize> {

@@ -99,11 +99,22 @@ impl LayerSpec {
             ));
         }
         if let Some((a, b)) = item.split_once("..") {
-            let start = if a.trim().is_empty() { None } else { Some(parse_num(text, a)?) };
-            let end = if b.trim().is_empty() { None } else { Some(parse_num(text, b)?) };
+            let start = if a.trim().is_empty() {
+                None
+            } else {
+                Some(parse_num(text, a)?)
+            };
+            let end = if b.trim().is_empty() {
+                None
+            } else {
+                Some(parse_num(text, b)?)
+            };
             if let (Some(s), Some(e)) = (start, end) {
                 if e < s {
-                    return Err(spec_err(text, format!("`{item}`: the range ends before it starts")));
+                    return Err(spec_err(
+                        text,
+                        format!("`{item}`: the range ends before it starts"),
+                    ));
                 }
             }
             return Ok(SpecItem::Range { start, end });
@@ -210,7 +221,10 @@ mod tests {
         assert!(e.to_string().contains("layer 30 is out of range"), "{e}");
         let e = LayerSpec::parse("25..31").unwrap().resolve(30).unwrap_err();
         assert!(e.to_string().contains("out of range"), "{e}");
-        let e = LayerSpec::parse("last:31").unwrap().resolve(30).unwrap_err();
+        let e = LayerSpec::parse("last:31")
+            .unwrap()
+            .resolve(30)
+            .unwrap_err();
         assert!(e.to_string().contains("out of range"), "{e}");
     }
 

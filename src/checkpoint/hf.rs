@@ -1,0 +1,255 @@
+//! Hugging Face checkpoint folders: `config.json` plus one `model.safetensors`, or shards listed in
+//! `model.safetensors.index.json`. Opening a folder validates every shard header, the index
+//! against the shards, and the config against the tensors, before anything is written.
+
+use super::safetensors::{Dtype, SafetensorsFile, TensorInfo};
+use crate::arch::naming::{component_of, hf_layer, Component};
+use crate::arch::{ArchConfig, ParamCounts};
+use crate::error::{Error, IoContext, Result};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const SINGLE_FILE: &str = "model.safetensors";
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// Files besides the weights that a pruned checkpoint carries over unchanged.
+pub const SIDE_FILES: &[&str] = &[
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "chat_template.json",
+    "LICENSE",
+    "LICENSE.txt",
+    "NOTICE",
+];
+
+/// An opened, validated HF checkpoint folder.
+#[derive(Debug)]
+pub struct HfCheckpoint {
+    pub dir: PathBuf,
+    /// `config.json` as written, keys in their original order.
+    pub config: Value,
+    pub arch: ArchConfig,
+    /// Shards in file-name order (the index's order when sharded).
+    pub shards: Vec<SafetensorsFile>,
+    /// The parsed index, when the checkpoint is sharded.
+    pub index: Option<Value>,
+}
+
+/// Where a config-only plan can come from: a folder or a `config.json` path.
+pub fn config_path_of(model: &Path) -> PathBuf {
+    if model.is_dir() {
+        model.join(CONFIG_FILE)
+    } else {
+        model.to_path_buf()
+    }
+}
+
+/// Reads a config (folder or file) without looking at weights.
+pub fn read_config(model: &Path) -> Result<(ArchConfig, Value, PathBuf)> {
+    let path = config_path_of(model);
+    if !path.exists() {
+        return Err(Error::Invalid(format!(
+            "`{}`: no such file; MODEL must be an HF folder with `config.json`, a `config.json`, or a `.gguf` file",
+            path.display()
+        )));
+    }
+    let (arch, raw) = ArchConfig::from_file(&path)?;
+    Ok((arch, raw, path))
+}
+
+/// Whether a folder holds safetensors weights (single or sharded).
+pub fn has_weights(dir: &Path) -> bool {
+    dir.join(SINGLE_FILE).is_file() || dir.join(INDEX_FILE).is_file()
+}
+
+impl HfCheckpoint {
+    /// Opens and validates a folder.
+    pub fn open(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::Invalid(format!(
+                "`{}` is not a folder",
+                dir.display()
+            )));
+        }
+        let (arch, config, config_path) = read_config(dir)?;
+        let (shards, index) = if dir.join(INDEX_FILE).is_file() {
+            let (shards, index) = open_sharded(dir)?;
+            (shards, Some(index))
+        } else if dir.join(SINGLE_FILE).is_file() {
+            (vec![SafetensorsFile::open(&dir.join(SINGLE_FILE))?], None)
+        } else {
+            return Err(Error::Invalid(format!(
+                "`{}`: no `{SINGLE_FILE}` or `{INDEX_FILE}`; `plan` works from config.json alone, other commands need weights",
+                dir.display()
+            )));
+        };
+        let ckpt = HfCheckpoint {
+            dir: dir.to_path_buf(),
+            config,
+            arch,
+            shards,
+            index,
+        };
+        ckpt.check_config_against_tensors(&config_path)?;
+        Ok(ckpt)
+    }
+
+    /// Every tensor with the index of its shard, in file order.
+    pub fn tensors(&self) -> impl Iterator<Item = (usize, &TensorInfo)> {
+        self.shards
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| s.tensors.iter().map(move |t| (i, t)))
+    }
+
+    /// Finds a tensor by name.
+    pub fn tensor(&self, name: &str) -> Option<(&SafetensorsFile, &TensorInfo)> {
+        self.shards
+            .iter()
+            .find_map(|s| s.tensor(name).map(|t| (s, t)))
+    }
+
+    /// Exact parameter counts from the tensors.
+    pub fn param_counts(&self) -> ParamCounts {
+        let mut counts =
+            ParamCounts::from_tensors(self.tensors().map(|(_, t)| (t.name.as_str(), t.numel())));
+        counts
+            .layers
+            .resize(self.arch.num_hidden_layers, Default::default());
+        counts
+    }
+
+    /// Tensor counts by dtype.
+    pub fn dtypes(&self) -> BTreeMap<Dtype, usize> {
+        let mut m = BTreeMap::new();
+        for (_, t) in self.tensors() {
+            *m.entry(t.dtype).or_default() += 1;
+        }
+        m
+    }
+
+    /// Bytes of the weight files on disk.
+    pub fn weight_bytes(&self) -> u64 {
+        self.shards.iter().map(|s| s.file_len).sum()
+    }
+
+    /// The config must describe the tensors: every layer `0..num_hidden_layers` present and no
+    /// other, and the embedding shaped `[vocab_size, hidden_size]`.
+    fn check_config_against_tensors(&self, config_path: &Path) -> Result<()> {
+        let n = self.arch.num_hidden_layers;
+        let layers: BTreeSet<usize> = self
+            .tensors()
+            .filter_map(|(_, t)| hf_layer(&t.name).map(|l| l.layer))
+            .collect();
+        let found = layers.len();
+        let max = layers.iter().next_back().map_or(0, |m| m + 1);
+        if found != n || max != n {
+            return Err(Error::config(
+                config_path,
+                format!(
+                    "`num_hidden_layers` is {n} but the tensors hold {found} layers (numbers up to {}); the config contradicts the weights",
+                    max.saturating_sub(1)
+                ),
+            ));
+        }
+        for (_, t) in self.tensors() {
+            if component_of(&t.name).1 == Component::Embeddings && t.shape.len() == 2 {
+                let want = [self.arch.vocab_size as u64, self.arch.hidden_size as u64];
+                if t.shape[1] != want[1] || t.shape[0] != want[0] {
+                    return Err(Error::config(
+                        config_path,
+                        format!(
+                            "`{}` has shape {:?} but the config says vocab_size {} and hidden_size {}",
+                            t.name, t.shape, want[0], want[1]
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn open_sharded(dir: &Path) -> Result<(Vec<SafetensorsFile>, Value)> {
+    let index_path = dir.join(INDEX_FILE);
+    let text = std::fs::read_to_string(&index_path).at(&index_path)?;
+    let index: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::corrupt(&index_path, format!("not valid JSON: {e}")))?;
+    let weight_map = index
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| Error::corrupt(&index_path, "missing `weight_map` object"))?;
+    let mut files: Vec<String> = Vec::new();
+    let mut by_name: HashMap<&str, &str> = HashMap::with_capacity(weight_map.len());
+    for (name, file) in weight_map {
+        let file = file.as_str().ok_or_else(|| {
+            Error::corrupt(
+                &index_path,
+                format!("`weight_map` entry `{name}` is not a file name"),
+            )
+        })?;
+        if file.contains('/') || file.contains('\\') || file.starts_with('.') {
+            return Err(Error::corrupt(
+                &index_path,
+                format!("shard name `{file}` must be a plain file name inside the folder"),
+            ));
+        }
+        if !files.iter().any(|f| f == file) {
+            files.push(file.to_string());
+        }
+        by_name.insert(name, file);
+    }
+    files.sort();
+    let mut shards = Vec::with_capacity(files.len());
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for file in &files {
+        let path = dir.join(file);
+        if !path.is_file() {
+            return Err(Error::corrupt(
+                &index_path,
+                format!("names shard `{file}`, which is missing from the folder"),
+            ));
+        }
+        let shard = SafetensorsFile::open(&path)?;
+        for t in &shard.tensors {
+            if let Some(prev) = seen.insert(t.name.clone(), file.clone()) {
+                return Err(Error::corrupt(
+                    &path,
+                    format!("tensor `{}` also appears in `{prev}`", t.name),
+                ));
+            }
+            match by_name.get(t.name.as_str()) {
+                Some(f) if *f == file => {}
+                Some(f) => {
+                    return Err(Error::corrupt(
+                        &index_path,
+                        format!("places tensor `{}` in `{f}` but it is in `{file}`", t.name),
+                    ))
+                }
+                None => {
+                    return Err(Error::corrupt(
+                        &index_path,
+                        format!("does not list tensor `{}` found in `{file}`", t.name),
+                    ))
+                }
+            }
+        }
+        shards.push(shard);
+    }
+    if let Some((name, file)) = by_name.iter().find(|(n, _)| !seen.contains_key(**n)) {
+        return Err(Error::corrupt(
+            &index_path,
+            format!("lists tensor `{name}` in `{file}`, but that shard does not hold it"),
+        ));
+    }
+    Ok((shards, index))
+}

@@ -1,0 +1,549 @@
+//! Pruning an HF folder. One sequential pass over each source shard: every byte is read once and
+//! hashed (for provenance); bytes of kept tensors go straight to the output shard, converted only
+//! when `--dtype` asks, and are hashed as written. Memory stays at one chunk buffer whatever the
+//! model size. Output goes to a temporary sibling folder that is renamed into place at the end.
+
+use super::atomic::{AtomicOutput, Overwrite};
+use super::card::{self, CardInfo};
+use super::config_surgery::prune_config;
+use super::hashing::HashWorker;
+use super::hf::{HfCheckpoint, CONFIG_FILE, INDEX_FILE, SIDE_FILES, SINGLE_FILE};
+use super::provenance::{hash_file, FileHash, ParamSummary, Provenance, Source, PROVENANCE_FILE};
+use super::safetensors::{encode_header, Dtype, OutTensor, TensorInfo};
+use crate::arch::naming::hf_layer;
+use crate::arch::params::reduction_pct;
+use crate::error::{Error, IoContext, Result};
+use crate::progress::Progress;
+use crate::select::Removal;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Bytes read per step.
+const CHUNK: usize = 4 << 20;
+
+/// HF's default shard cap.
+pub const DEFAULT_MAX_SHARD: u64 = 5_000_000_000;
+
+/// How to write the pruned checkpoint.
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// Convert floating-point tensors to this dtype (F32, F16 or BF16).
+    pub dtype: Option<Dtype>,
+    pub max_shard_size: u64,
+    pub overwrite: Overwrite,
+    /// The command line, recorded in the card and `pruning.json`.
+    pub command: Vec<String>,
+    /// How the layers were chosen, recorded in `pruning.json`.
+    pub method: Value,
+    /// One sentence for the card.
+    pub how_chosen: String,
+}
+
+/// What a prune wrote.
+#[derive(Debug, Clone)]
+pub struct PruneResult {
+    pub out: PathBuf,
+    pub provenance: Provenance,
+    pub warnings: Vec<String>,
+}
+
+/// One output tensor and where its bytes come from.
+struct Planned<'a> {
+    src: &'a TensorInfo,
+    out: OutTensor,
+    src_dtype: Dtype,
+}
+
+/// The name under which a model is known: its hub ID if the config records one, else the folder.
+pub fn base_model_name(ckpt: &HfCheckpoint) -> String {
+    if let Some(id) = ckpt.config.get("_name_or_path").and_then(Value::as_str) {
+        let looks_like_id =
+            id.split('/').count() == 2 && !id.starts_with('.') && !id.starts_with('/');
+        if looks_like_id {
+            return id.to_string();
+        }
+    }
+    let dir = std::fs::canonicalize(&ckpt.dir).unwrap_or_else(|_| ckpt.dir.clone());
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into())
+}
+
+fn dtype_config_name(d: Dtype) -> &'static str {
+    match d {
+        Dtype::F32 => "float32",
+        Dtype::F16 => "float16",
+        _ => "bfloat16",
+    }
+}
+
+/// Prunes `ckpt` into `out`.
+pub fn prune_hf(
+    ckpt: &HfCheckpoint,
+    removal: &Removal,
+    out: &Path,
+    opts: &PruneOptions,
+    progress: &dyn Progress,
+) -> Result<PruneResult> {
+    if removal.n_layers() != ckpt.arch.num_hidden_layers {
+        return Err(Error::Invalid(format!(
+            "the removal plan is for {} layers but the model has {}",
+            removal.n_layers(),
+            ckpt.arch.num_hidden_layers
+        )));
+    }
+    if let Some(d) = opts.dtype {
+        if !d.is_convertible_float() {
+            return Err(Error::Unsupported(format!(
+                "--dtype must be f32, f16 or bf16, not {d}"
+            )));
+        }
+    }
+    let planned = plan_tensors(ckpt, removal, opts.dtype);
+    let shard_of = assign_shards(&planned, opts.max_shard_size);
+    let n_out = shard_of.last().map_or(1, |s| s + 1);
+    let shard_names: Vec<String> = (0..n_out)
+        .map(|i| {
+            if n_out == 1 {
+                SINGLE_FILE.to_string()
+            } else {
+                format!("model-{:05}-of-{:05}.safetensors", i + 1, n_out)
+            }
+        })
+        .collect();
+
+    let output = AtomicOutput::dir(out, opts.overwrite)?;
+    let mut st_meta = ckpt
+        .shards
+        .first()
+        .map(|s| s.metadata.clone())
+        .unwrap_or_default();
+    st_meta.entry("format").or_insert_with(|| Value::from("pt"));
+
+    let headers: Vec<Vec<u8>> = (0..n_out)
+        .map(|k| {
+            let ts: Vec<OutTensor> = planned
+                .iter()
+                .zip(&shard_of)
+                .filter(|(_, &s)| s == k)
+                .map(|(p, _)| p.out.clone())
+                .collect();
+            encode_header(&ts, &st_meta)
+        })
+        .collect();
+
+    let total: u64 = ckpt.weight_bytes();
+    progress.start("pruning", total);
+    let mut writer = ShardWriter::new(&output, &shard_names, &headers);
+    let mut by_name: HashMap<&str, usize> = HashMap::new();
+    for (i, p) in planned.iter().enumerate() {
+        by_name.insert(p.src.name.as_str(), i);
+    }
+    let src_hasher = HashWorker::spawn();
+    let mut src_names = Vec::new();
+    let mut conv = Vec::new();
+    let mut nonfinite: std::collections::BTreeMap<String, u64> = Default::default();
+    for shard in &ckpt.shards {
+        let mut f = File::open(&shard.path).at(&shard.path)?;
+        let mut header = vec![0u8; shard.data_start as usize];
+        f.read_exact(&mut header).at(&shard.path)?;
+        src_hasher.update(&Arc::new(header), 0..shard.data_start as usize);
+        progress.advance(shard.data_start);
+        for t in &shard.tensors {
+            let dest = by_name.get(t.name.as_str()).copied();
+            if let Some(i) = dest {
+                writer.enter(shard_of[i])?;
+            }
+            let mut remaining = t.len;
+            while remaining > 0 {
+                let n = remaining.min(CHUNK as u64) as usize;
+                let mut buf = vec![0u8; n];
+                f.read_exact(&mut buf).map_err(|e| {
+                    Error::corrupt(
+                        &shard.path,
+                        format!("read failed inside tensor `{}`: {e}", t.name),
+                    )
+                })?;
+                let bad = count_nonfinite(&buf, t.dtype);
+                if bad > 0 {
+                    *nonfinite.entry(t.name.clone()).or_insert(0) += bad;
+                }
+                let buf = Arc::new(buf);
+                src_hasher.update(&buf, 0..n);
+                if let Some(i) = dest {
+                    let p = &planned[i];
+                    if p.out.dtype == p.src_dtype {
+                        writer.write(&buf)?;
+                    } else {
+                        convert(&buf, p.src_dtype, p.out.dtype, &mut conv);
+                        writer.write(&Arc::new(std::mem::take(&mut conv)))?;
+                    }
+                }
+                remaining -= n as u64;
+                progress.advance(n as u64);
+            }
+        }
+        src_hasher.end_file();
+        src_names.push((file_name(&shard.path), shard.file_len));
+    }
+    let mut source_files: Vec<FileHash> = src_names
+        .into_iter()
+        .zip(src_hasher.finish())
+        .map(|((name, bytes), sha256)| FileHash {
+            name,
+            bytes,
+            sha256,
+        })
+        .collect();
+    let mut output_files = writer.finish()?;
+    progress.finish();
+
+    if n_out > 1 {
+        let index = build_index(&planned, &shard_of, &shard_names);
+        write_json(&output.join(INDEX_FILE), &index)?;
+        output_files.push(hash_file(&output.join(INDEX_FILE))?);
+    }
+
+    // Config.
+    let surgery = prune_config(
+        &ckpt.config,
+        &ckpt.arch,
+        removal,
+        opts.dtype.map(dtype_config_name),
+    );
+    write_json(&output.join(CONFIG_FILE), &surgery.config)?;
+    output_files.push(hash_file(&output.join(CONFIG_FILE))?);
+    source_files.push(hash_file(&ckpt.dir.join(CONFIG_FILE))?);
+    if ckpt.index.is_some() {
+        source_files.push(hash_file(&ckpt.dir.join(INDEX_FILE))?);
+    }
+
+    // Side files, copied unchanged.
+    for name in SIDE_FILES {
+        let src = ckpt.dir.join(name);
+        if src.is_file() {
+            let dst = output.join(name);
+            std::fs::copy(&src, &dst).at(&dst)?;
+            output_files.push(hash_file(&dst)?);
+        }
+    }
+
+    let before = ckpt.param_counts();
+    let after = before.after(removal);
+    let mut provenance = Provenance {
+        tool: "depthprune".into(),
+        version: crate::VERSION.into(),
+        command: opts.command.clone(),
+        source: Source {
+            path: ckpt.dir.display().to_string(),
+            format: "hf-safetensors".into(),
+            files: source_files,
+        },
+        layers: removal.summary(),
+        params: ParamSummary {
+            before: before.total(),
+            after: after.total(),
+            reduction_pct: reduction_pct(before.total(), after.total()),
+            layer_reduction_pct: removal.layer_reduction_pct(),
+        },
+        method: opts.method.clone(),
+        dtype: opts.dtype.map(|d| d.name().to_string()),
+        config_changes: surgery.changes.clone(),
+        healing: None,
+        output: Vec::new(),
+    };
+
+    let mut notes = Vec::new();
+    if let Some(d) = opts.dtype {
+        notes.push(format!(
+            "Floating-point tensors were converted to {d}; all other bytes are copied unchanged."
+        ));
+    } else {
+        notes.push(
+            "Every kept tensor is byte-identical to the original, under its new layer number."
+                .into(),
+        );
+    }
+    let info = CardInfo {
+        base_model: &base_model_name(ckpt),
+        model_type: &ckpt.arch.model_type,
+        library_name: "transformers",
+        how_chosen: opts.how_chosen.clone(),
+        notes,
+    };
+    let card_text = card::render(&info, &provenance);
+    let card_path = output.join(card::CARD_FILE);
+    std::fs::write(&card_path, card_text).at(&card_path)?;
+    output_files.push(hash_file(&card_path)?);
+
+    provenance.output = output_files;
+    write_json(
+        &output.join(PROVENANCE_FILE),
+        &serde_json::to_value(&provenance).map_err(|e| Error::Invalid(e.to_string()))?,
+    )?;
+
+    let out_path = output.commit()?;
+    let mut warnings = surgery.warnings;
+    if !nonfinite.is_empty() {
+        let total: u64 = nonfinite.values().sum();
+        let names: Vec<&str> = nonfinite.keys().take(3).map(String::as_str).collect();
+        warnings.push(format!(
+            "the source holds {total} NaN/Inf values in {} tensors (first: {}); they were copied as they are",
+            nonfinite.len(),
+            names.join(", ")
+        ));
+    }
+    Ok(PruneResult {
+        out: out_path,
+        provenance,
+        warnings,
+    })
+}
+
+/// The output tensors, in source order, with removed layers dropped and kept ones renumbered.
+fn plan_tensors<'a>(
+    ckpt: &'a HfCheckpoint,
+    removal: &Removal,
+    dtype: Option<Dtype>,
+) -> Vec<Planned<'a>> {
+    let mut out = Vec::new();
+    for (_, t) in ckpt.tensors() {
+        let name = match hf_layer(&t.name) {
+            Some(l) => match removal.new_index(l.layer) {
+                Some(new) => l.renumbered(new),
+                None => continue,
+            },
+            None => t.name.clone(),
+        };
+        let out_dtype = match dtype {
+            Some(d) if t.dtype.is_convertible_float() => d,
+            _ => t.dtype,
+        };
+        let len = t.numel() * out_dtype.size() as u64;
+        out.push(Planned {
+            src: t,
+            out: OutTensor {
+                name,
+                dtype: out_dtype,
+                shape: t.shape.clone(),
+                len,
+            },
+            src_dtype: t.dtype,
+        });
+    }
+    out
+}
+
+/// Greedy shard assignment in tensor order: a new shard starts when the next tensor would push
+/// the current one past `max`. A tensor larger than `max` gets a shard of its own.
+fn assign_shards(planned: &[Planned], max: u64) -> Vec<usize> {
+    let mut shard = 0;
+    let mut size = 0u64;
+    planned
+        .iter()
+        .map(|p| {
+            if size > 0 && size + p.out.len > max {
+                shard += 1;
+                size = 0;
+            }
+            size += p.out.len;
+            shard
+        })
+        .collect()
+}
+
+fn build_index(planned: &[Planned], shard_of: &[usize], names: &[String]) -> Value {
+    let total_size: u64 = planned.iter().map(|p| p.out.len).sum();
+    let total_parameters: u64 = planned.iter().map(|p| p.src.numel()).sum();
+    let mut meta = Map::new();
+    meta.insert("total_parameters".into(), Value::from(total_parameters));
+    meta.insert("total_size".into(), Value::from(total_size));
+    let mut map = Map::new();
+    let mut entries: Vec<(&str, &str)> = planned
+        .iter()
+        .zip(shard_of)
+        .map(|(p, &s)| (p.out.name.as_str(), names[s].as_str()))
+        .collect();
+    entries.sort();
+    for (n, f) in entries {
+        map.insert(n.into(), Value::from(f));
+    }
+    let mut idx = Map::new();
+    idx.insert("metadata".into(), Value::Object(meta));
+    idx.insert("weight_map".into(), Value::Object(map));
+    Value::Object(idx)
+}
+
+/// Writes JSON with two-space indentation and a final newline, as HF tools do.
+pub fn write_json(path: &Path, value: &Value) -> Result<()> {
+    let mut text =
+        serde_json::to_string_pretty(value).map_err(|e| Error::Invalid(e.to_string()))?;
+    text.push('\n');
+    std::fs::write(path, text).at(path)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Counts NaN and infinite values in a chunk of F32, F16 or BF16 data (0 for other dtypes).
+pub fn count_nonfinite(bytes: &[u8], dtype: Dtype) -> u64 {
+    match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .filter(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & 0x7f80_0000 == 0x7f80_0000)
+            .count() as u64,
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .filter(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7c00 == 0x7c00)
+            .count() as u64,
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .filter(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7f80 == 0x7f80)
+            .count() as u64,
+        _ => 0,
+    }
+}
+
+/// Converts a chunk of floats between F32, F16 and BF16.
+pub(crate) fn convert(src: &[u8], from: Dtype, to: Dtype, out: &mut Vec<u8>) {
+    use half::{bf16, f16};
+    out.clear();
+    let read = |c: &[u8]| -> f32 {
+        match from {
+            Dtype::F32 => f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+            Dtype::F16 => f16::from_le_bytes([c[0], c[1]]).to_f32(),
+            _ => bf16::from_le_bytes([c[0], c[1]]).to_f32(),
+        }
+    };
+    for c in src.chunks_exact(from.size()) {
+        let x = read(c);
+        match to {
+            Dtype::F32 => out.extend_from_slice(&x.to_le_bytes()),
+            Dtype::F16 => out.extend_from_slice(&f16::from_f32(x).to_le_bytes()),
+            _ => out.extend_from_slice(&bf16::from_f32(x).to_le_bytes()),
+        }
+    }
+}
+
+/// Writes output shards one after another; a [`HashWorker`] hashes what is written.
+struct ShardWriter<'a> {
+    output: &'a AtomicOutput,
+    names: &'a [String],
+    headers: &'a [Vec<u8>],
+    current: Option<(usize, File, u64)>,
+    closed: Vec<(String, u64)>,
+    hasher: HashWorker,
+}
+
+impl<'a> ShardWriter<'a> {
+    fn new(output: &'a AtomicOutput, names: &'a [String], headers: &'a [Vec<u8>]) -> Self {
+        ShardWriter {
+            output,
+            names,
+            headers,
+            current: None,
+            closed: Vec::new(),
+            hasher: HashWorker::spawn(),
+        }
+    }
+
+    /// Makes shard `k` the current one, closing the previous shard.
+    fn enter(&mut self, k: usize) -> Result<()> {
+        if self.current.as_ref().is_some_and(|c| c.0 == k) {
+            return Ok(());
+        }
+        self.close();
+        let path = self.output.join(&self.names[k]);
+        let mut f = File::create(&path).at(&path)?;
+        let header = Arc::new(self.headers[k].clone());
+        f.write_all(&header).at(&path)?;
+        self.hasher.update(&header, 0..header.len());
+        self.current = Some((k, f, header.len() as u64));
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &Arc<Vec<u8>>) -> Result<()> {
+        let Some((k, f, n)) = self.current.as_mut() else {
+            return Err(Error::Invalid(
+                "internal: write before a shard was opened".into(),
+            ));
+        };
+        f.write_all(bytes)
+            .map_err(|e| Error::io(self.output.join(&self.names[*k]), e))?;
+        self.hasher.update(bytes, 0..bytes.len());
+        *n += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Closes the current shard. Durability comes from the fsync in `AtomicOutput::commit`.
+    fn close(&mut self) {
+        if let Some((k, _f, n)) = self.current.take() {
+            self.hasher.end_file();
+            self.closed.push((self.names[k].clone(), n));
+        }
+    }
+
+    /// Closes the last shard and returns every shard with its hash. Shards with no tensors
+    /// (possible only if every tensor was dropped) are still written so the index never names a
+    /// missing file.
+    fn finish(mut self) -> Result<Vec<FileHash>> {
+        self.close();
+        for k in 0..self.names.len() {
+            if !self.closed.iter().any(|d| d.0 == self.names[k]) {
+                self.enter(k)?;
+                self.close();
+            }
+        }
+        let hashes = self.hasher.finish();
+        Ok(self
+            .closed
+            .into_iter()
+            .zip(hashes)
+            .map(|((name, bytes), sha256)| FileHash {
+                name,
+                bytes,
+                sha256,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_nonfinite_values() {
+        let xs = [1.0f32, f32::NAN, f32::INFINITY, -f32::INFINITY, 0.0];
+        let b: Vec<u8> = xs.iter().flat_map(|x| x.to_le_bytes()).collect();
+        assert_eq!(count_nonfinite(&b, Dtype::F32), 3);
+        let h: Vec<u8> = xs
+            .iter()
+            .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+            .collect();
+        assert_eq!(count_nonfinite(&h, Dtype::BF16), 3);
+        let h: Vec<u8> = xs
+            .iter()
+            .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+            .collect();
+        assert_eq!(count_nonfinite(&h, Dtype::F16), 3);
+    }
+
+    #[test]
+    fn converts_between_float_types() {
+        let xs = [1.5f32, -2.0, 0.25];
+        let src: Vec<u8> = xs.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let mut bf = Vec::new();
+        convert(&src, Dtype::F32, Dtype::BF16, &mut bf);
+        let mut back = Vec::new();
+        convert(&bf, Dtype::BF16, Dtype::F32, &mut back);
+        assert_eq!(back, src);
+    }
+}

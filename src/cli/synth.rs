@@ -1,0 +1,52 @@
+//! `depthprune synth`: write a random-weight HF checkpoint of any supported shape, for tests,
+//! benchmarks and experiments where the real model is too large or not at hand.
+
+use super::common::parse_size;
+use super::output::Bar;
+use anyhow::{Context, Result};
+use depthprune::checkpoint::safetensors::Dtype;
+use depthprune::checkpoint::synth::write_synthetic;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    depthprune synth --config tests/fixtures/seed-qwen3-4b/config.json --dtype bf16 --out /tmp/qwen3-4b-random\n  \
+    depthprune synth --config my-config.json --max-shard-size 500MB --out /tmp/tiny")]
+pub struct Args {
+    /// The config.json describing the shape (llama, mistral, qwen2, qwen3, qwen2_moe, qwen3_moe, mixtral).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Output folder (replaced if it exists).
+    #[arg(long, short)]
+    pub out: PathBuf,
+    #[arg(long, default_value = "bf16", value_parser = ["f32", "f16", "bf16"])]
+    pub dtype: String,
+    /// Largest shard to write.
+    #[arg(long, value_parser = parse_size, default_value = "5GB", value_name = "SIZE")]
+    pub max_shard_size: u64,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("`{}`", args.config.display()))?;
+    let config: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("`{}`: not valid JSON", args.config.display()))?;
+    let dtype = match args.dtype.as_str() {
+        "f32" => Dtype::F32,
+        "f16" => Dtype::F16,
+        _ => Dtype::BF16,
+    };
+    write_synthetic(
+        &config,
+        &args.out,
+        dtype,
+        args.max_shard_size,
+        args.seed,
+        &Bar::bytes(),
+    )?;
+    eprintln!("wrote {}", args.out.display());
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! Score files: what a criterion measured, on which calibration set. `plan`, `prune --strategy`,
+//! plots and reports read these, so nothing re-runs the model to draw a chart.
+
+use serde::{Deserialize, Serialize};
+
+/// A layer-importance criterion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    Angular,
+    Bi,
+    Minitron,
+    Ppl,
+    Greedy,
+    Last,
+}
+
+impl Metric {
+    pub const ALL: &'static [Metric] = &[
+        Metric::Angular,
+        Metric::Bi,
+        Metric::Minitron,
+        Metric::Ppl,
+        Metric::Greedy,
+        Metric::Last,
+    ];
+
+    pub fn parse(s: &str) -> Option<Metric> {
+        Some(match s {
+            "angular" => Metric::Angular,
+            "bi" => Metric::Bi,
+            "minitron" => Metric::Minitron,
+            "ppl" => Metric::Ppl,
+            "greedy" => Metric::Greedy,
+            "last" => Metric::Last,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Angular => "angular",
+            Metric::Bi => "bi",
+            Metric::Minitron => "minitron",
+            Metric::Ppl => "ppl",
+            Metric::Greedy => "greedy",
+            Metric::Last => "last",
+        }
+    }
+
+    /// Whether the criterion needs calibration text and a forward pass.
+    pub fn needs_model(self) -> bool {
+        self != Metric::Last
+    }
+
+    /// Whether the criterion's natural unit is a contiguous block (angular distance).
+    pub fn prefers_blocks(self) -> bool {
+        matches!(self, Metric::Angular | Metric::Last)
+    }
+
+    /// One line on what the score means, for tables and cards.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Metric::Angular => "angular distance arccos(cos(h_l, h_l+n))/pi between a block's input and output (Gromov et al.)",
+            Metric::Bi => "Block Influence, mean 1 - cos(input, output) per layer (ShortGPT)",
+            Metric::Minitron => "Block Influence summed per batch, averaged over batches (Minitron / ModelOpt)",
+            Metric::Ppl => "calibration perplexity with the layer removed (Shortened LLaMA)",
+            Metric::Greedy => "iterative removal of the layer that hurts perplexity least (SLEB)",
+            Metric::Last => "baseline: the last layers before the final one",
+        }
+    }
+}
+
+/// The text a criterion was measured on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    pub file: String,
+    /// Tokens per window.
+    pub ctx: usize,
+    /// Windows used.
+    pub samples: usize,
+    /// Tokens skipped at the start of the file, so calibration and evaluation never overlap.
+    pub offset_tokens: usize,
+    /// `last` (the last token of each window) or `all`.
+    pub tokens: String,
+}
+
+/// One step of greedy removal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GreedyStep {
+    pub layer: usize,
+    /// Calibration perplexity after removing this layer and all before it.
+    pub ppl: f64,
+}
+
+/// What a criterion measured for one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerScores {
+    pub model: String,
+    pub metric: Metric,
+    pub n_layers: usize,
+    pub calibration: Option<Calibration>,
+    /// Per layer; higher means more important (removed last).
+    pub importance: Vec<f64>,
+    /// Angular distances `d[n-1][l]` for block sizes `n = 1..=max_n`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub angular: Option<Vec<Vec<f64>>>,
+    /// Greedy removal order with the perplexity after each step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub greedy: Option<Vec<GreedyStep>>,
+    /// Calibration perplexity of the whole model (ppl and greedy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_ppl: Option<f64>,
+}
+
+impl LayerScores {
+    /// The order in which individual layers would be removed: greedy's own order, else by
+    /// ascending importance (ties to the later layer, which tends to matter less).
+    pub fn removal_order(&self) -> Vec<usize> {
+        if let Some(steps) = &self.greedy {
+            let mut order: Vec<usize> = steps.iter().map(|s| s.layer).collect();
+            for l in (0..self.n_layers).rev() {
+                if !order.contains(&l) {
+                    order.push(l);
+                }
+            }
+            return order;
+        }
+        let mut order: Vec<usize> = (0..self.n_layers).collect();
+        order.sort_by(|&a, &b| {
+            self.importance[a]
+                .partial_cmp(&self.importance[b])
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(b.cmp(&a))
+        });
+        order
+    }
+
+    /// The `last` baseline: removing the last layers before the final one first.
+    pub fn last_baseline(model: &str, n_layers: usize) -> Self {
+        // The final layer matters most; below it, later layers matter less.
+        let importance = (0..n_layers)
+            .map(|l| {
+                if l + 1 == n_layers {
+                    n_layers as f64
+                } else {
+                    -(l as f64)
+                }
+            })
+            .collect();
+        LayerScores {
+            model: model.to_string(),
+            metric: Metric::Last,
+            n_layers,
+            calibration: None,
+            importance,
+            angular: None,
+            greedy: None,
+            baseline_ppl: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_baseline_removes_layers_before_the_final_one() {
+        let s = LayerScores::last_baseline("m", 6);
+        assert_eq!(&s.removal_order()[..3], &[4, 3, 2]);
+        assert_eq!(*s.removal_order().last().unwrap(), 5);
+    }
+
+    #[test]
+    fn greedy_order_comes_first() {
+        let mut s = LayerScores::last_baseline("m", 4);
+        s.greedy = Some(vec![GreedyStep {
+            layer: 1,
+            ppl: 10.0,
+        }]);
+        assert_eq!(s.removal_order(), vec![1, 3, 2, 0]);
+    }
+}

@@ -1,0 +1,155 @@
+//! Helpers shared by the integration tests: tiny random checkpoints and running the binary.
+#![allow(dead_code)]
+
+use depthprune::checkpoint::safetensors::{read_range, Dtype, SafetensorsFile};
+use depthprune::checkpoint::synth::write_synthetic;
+use depthprune::progress::Silent;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A tiny config of each architecture the tool must handle.
+pub fn tiny_config(arch: &str) -> Value {
+    let mut c = json!({
+        "model_type": arch,
+        "num_hidden_layers": 6,
+        "hidden_size": 32,
+        "intermediate_size": 48,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 64,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": false,
+        "torch_dtype": "float32"
+    });
+    let o = c.as_object_mut().unwrap();
+    match arch {
+        "llama" => {
+            o.insert("architectures".into(), json!(["LlamaForCausalLM"]));
+            o.insert("tie_word_embeddings".into(), json!(true));
+        }
+        "mistral" => {
+            o.insert("architectures".into(), json!(["MistralForCausalLM"]));
+            o.insert("sliding_window".into(), json!(4096));
+        }
+        "qwen2" => {
+            o.insert("architectures".into(), json!(["Qwen2ForCausalLM"]));
+            o.insert("use_sliding_window".into(), json!(false));
+            o.insert("max_window_layers".into(), json!(4));
+        }
+        "qwen3" => {
+            o.insert("architectures".into(), json!(["Qwen3ForCausalLM"]));
+            o.insert("head_dim".into(), json!(16));
+            o.insert("tie_word_embeddings".into(), json!(true));
+            o.insert(
+                "layer_types".into(),
+                json!([
+                    "full_attention",
+                    "full_attention",
+                    "full_attention",
+                    "full_attention",
+                    "sliding_attention",
+                    "sliding_attention"
+                ]),
+            );
+            o.insert("max_window_layers".into(), json!(4));
+        }
+        "qwen3_moe" => {
+            o.insert("architectures".into(), json!(["Qwen3MoeForCausalLM"]));
+            o.insert("head_dim".into(), json!(8));
+            o.insert("num_experts".into(), json!(4));
+            o.insert("num_experts_per_tok".into(), json!(2));
+            o.insert("moe_intermediate_size".into(), json!(16));
+            o.insert("decoder_sparse_step".into(), json!(1));
+            o.insert("mlp_only_layers".into(), json!([0, 5]));
+        }
+        "qwen2_moe" => {
+            o.insert("architectures".into(), json!(["Qwen2MoeForCausalLM"]));
+            o.insert("num_experts".into(), json!(4));
+            o.insert("num_experts_per_tok".into(), json!(2));
+            o.insert("moe_intermediate_size".into(), json!(16));
+            o.insert("shared_expert_intermediate_size".into(), json!(24));
+            o.insert("decoder_sparse_step".into(), json!(2));
+            o.insert("mlp_only_layers".into(), json!([]));
+        }
+        "mixtral" => {
+            o.insert("architectures".into(), json!(["MixtralForCausalLM"]));
+            o.insert("num_local_experts".into(), json!(3));
+            o.insert("num_experts_per_tok".into(), json!(2));
+        }
+        other => panic!("no tiny config for {other}"),
+    }
+    c
+}
+
+pub const ARCHS: &[&str] = &[
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "qwen3_moe",
+    "qwen2_moe",
+    "mixtral",
+];
+
+/// Writes a tiny random checkpoint; `max_shard` small forces sharding.
+pub fn make_checkpoint(dir: &Path, config: &Value, dtype: Dtype, max_shard: u64) {
+    write_synthetic(config, dir, dtype, max_shard, 7, &Silent).unwrap();
+    std::fs::write(dir.join("tokenizer.json"), b"{\"version\":\"1.0\"}").unwrap();
+    std::fs::write(dir.join("generation_config.json"), b"{\"do_sample\":false}").unwrap();
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_depthprune"))
+}
+
+pub fn run(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).output().unwrap()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// All tensors of a folder, by name, with their raw bytes.
+pub fn tensor_bytes(dir: &Path) -> BTreeMap<String, (Dtype, Vec<u64>, Vec<u8>)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    let mut out = BTreeMap::new();
+    for f in files {
+        let st = SafetensorsFile::open(&f).unwrap();
+        let mut file = std::fs::File::open(&f).unwrap();
+        for t in &st.tensors {
+            let mut buf = Vec::new();
+            read_range(&mut file, &f, t.file_offset, t.len, &mut buf).unwrap();
+            assert!(out
+                .insert(t.name.clone(), (t.dtype, t.shape.clone(), buf))
+                .is_none());
+        }
+    }
+    out
+}
+
+/// Asserts that a failed run left nothing at `out` and no temporary beside it.
+pub fn assert_no_output(out: &Path) {
+    assert!(!out.exists(), "output `{}` must not exist", out.display());
+    if let Some(parent) = out.parent() {
+        for e in std::fs::read_dir(parent).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(
+                !name.contains("depthprune-tmp"),
+                "temporary `{name}` left behind"
+            );
+        }
+    }
+}

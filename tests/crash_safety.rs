@@ -1,0 +1,150 @@
+//! Crash safety: a prune killed with SIGKILL at any point leaves nothing at the target path (only a
+//! clearly named temporary, removed by the next run), and a full disk gives a clear error and no
+//! output.
+
+mod common;
+
+use common::*;
+use depthprune::checkpoint::safetensors::Dtype;
+use serde_json::json;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+fn medium_config() -> serde_json::Value {
+    json!({"model_type":"llama","architectures":["LlamaForCausalLM"],"num_hidden_layers":6,"hidden_size":384,
+        "intermediate_size":1024,"num_attention_heads":6,"num_key_value_heads":2,"vocab_size":4000,
+        "tie_word_embeddings":false})
+}
+
+fn temporaries(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("depthprune-tmp"))
+        .collect()
+}
+
+#[test]
+fn sigkill_at_any_point_leaves_no_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_checkpoint(&src, &medium_config(), Dtype::F32, 8_000_000);
+    let out = tmp.path().join("out");
+    let args = |o: &std::path::Path| {
+        vec![
+            "prune".to_string(),
+            src.display().to_string(),
+            "--drop".into(),
+            "2..5".into(),
+            "--out".into(),
+            o.display().to_string(),
+            "--max-shard-size".into(),
+            "8MB".into(),
+        ]
+    };
+    // How long an undisturbed run takes.
+    let t0 = Instant::now();
+    let o = Command::new(bin())
+        .args(args(&tmp.path().join("probe")))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let full = t0.elapsed();
+
+    let mut killed = 0;
+    for k in 0..8u32 {
+        let delay = full.mul_f64(f64::from(k) / 8.0 + 0.02);
+        let mut child = Command::new(bin())
+            .args(args(&out))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let finished = child.try_wait().unwrap().is_some_and(|s| s.success());
+        if !finished {
+            child.kill().unwrap();
+            killed += 1;
+        }
+        let status = child.wait().unwrap();
+        if finished || status.success() {
+            // It completed before the kill: the output must be whole.
+            let v = run(&[
+                "verify",
+                out.to_str().unwrap(),
+                "--source",
+                src.to_str().unwrap(),
+            ]);
+            assert!(
+                v.status.success(),
+                "completed output must verify: {}",
+                stdout(&v)
+            );
+            std::fs::remove_dir_all(&out).unwrap();
+        } else {
+            assert!(
+                !out.exists(),
+                "kill {k} after {delay:?} left an output at the target path"
+            );
+            for t in temporaries(tmp.path()) {
+                assert_eq!(t, ".out.depthprune-tmp", "unexpected temporary");
+            }
+        }
+        // The next run cleans the temporary up and succeeds.
+        let o = Command::new(bin()).args(args(&out)).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            temporaries(tmp.path()).is_empty(),
+            "temporary left after a successful run"
+        );
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+    assert!(
+        killed >= 4,
+        "only {killed} runs were killed mid-way; the model is too small to test this"
+    );
+}
+
+#[test]
+fn full_disk_gives_a_clear_error_and_no_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_checkpoint(&src, &medium_config(), Dtype::F32, 5_000_000_000);
+    let mnt = tmp.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=2M",
+            "tmpfs",
+            mnt.to_str().unwrap(),
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED full_disk_gives_a_clear_error_and_no_output: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let out = mnt.join("out");
+    let o = run(&[
+        "prune",
+        src.to_str().unwrap(),
+        "--drop",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    let listing = std::fs::read_dir(&mnt).unwrap().count();
+    let _ = Command::new("umount").arg(&mnt).status();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(
+        err.contains("model.safetensors"),
+        "the error must name the file: {err}"
+    );
+    assert_eq!(listing, 0, "a full disk must leave nothing behind");
+}
