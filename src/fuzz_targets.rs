@@ -84,3 +84,41 @@ pub fn gguf_header(data: &[u8]) {
         }
     }
 }
+
+/// The tokenizer-from-GGUF builder. The input is split on NUL bytes into a pre-tokenizer name,
+/// a newline-separated token list, a newline-separated merge list and a chat template; the first
+/// byte picks the tokenizer model and flags.
+pub fn gguf_vocab(data: &[u8]) {
+    let Some((&flags, rest)) = data.split_first() else { return };
+    let mut parts = rest.split(|&b| b == 0).map(|p| String::from_utf8_lossy(p).into_owned());
+    let pre = parts.next().filter(|p| !p.is_empty());
+    let tokens: Vec<String> = parts.next().unwrap_or_default().split('\n').map(String::from).collect();
+    let merges: Vec<String> = parts
+        .next()
+        .unwrap_or_default()
+        .split('\n')
+        .filter(|m| !m.is_empty())
+        .map(String::from)
+        .collect();
+    let n = tokens.len();
+    let vocab = crate::tokenizer::GgufVocab {
+        model: if flags & 1 == 0 { "gpt2".into() } else { "llama".into() },
+        pre,
+        scores: (flags & 2 != 0).then(|| (0..n).map(|i| -(i as f32)).collect()),
+        token_type: (flags & 4 != 0).then(|| (0..n).map(|i| (i % 7) as i32).collect()),
+        tokens,
+        merges,
+        bos_token_id: (flags & 8 != 0).then_some(u32::from(flags) % 5),
+        eos_token_id: Some(u32::from(flags >> 4)),
+        unk_token_id: None,
+        padding_token_id: None,
+        add_bos_token: Some(flags & 16 != 0),
+        add_eos_token: None,
+        add_space_prefix: Some(flags & 32 != 0),
+        chat_template: parts.next(),
+    };
+    if let Ok(t) = crate::tokenizer::to_tokenizer_json(&vocab) {
+        let _ = serde_json::to_vec(&t.json);
+    }
+    let _ = crate::tokenizer::tokenizer_config_json(&vocab);
+}

@@ -33,6 +33,7 @@ fn fuzz_corpus_replays_without_panics() {
         ("config_json", t::config_json),
         ("layer_spec", t::layer_spec),
         ("gguf_header", t::gguf_header),
+        ("gguf_vocab", t::gguf_vocab),
     ];
     let mut total = 0;
     for (name, f) in targets {

@@ -48,6 +48,12 @@ pub fn run(args: Args) -> Result<()> {
     let resolved = resolve_model(&args.model, Need::Snapshot)?;
     let model = &resolved.path;
     if is_gguf(model) {
+        if let Some(d) = &args.dtype {
+            anyhow::bail!(
+                "`{}`: --dtype {d} applies to HF folders; GGUF tensors are copied in their own ggml types (convert to HF first to change dtypes)",
+                model.display()
+            );
+        }
         return super::gguf::prune(
             model,
             &args.layers,
