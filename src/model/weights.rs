@@ -78,11 +78,28 @@ impl Shard {
                 info.dtype
             ))
         })?;
+        self.release(self.data_start + start, end - start);
         Ok(Tensor::from_vec(
             values,
             info.shape.as_slice(),
             &Device::Cpu,
         )?)
+    }
+
+    /// Drops the file pages of a converted tensor from this process's resident memory, so a
+    /// model holds its weights once (as f32) rather than twice. They stay in the page cache.
+    fn release(&self, offset: usize, len: usize) {
+        #[cfg(unix)]
+        // SAFETY: the map is private and read-only, so MADV_DONTNEED only makes later reads
+        // fault the same bytes back in from the file; no data can be lost or changed.
+        unsafe {
+            // Best effort: a failed hint changes nothing but memory use.
+            let _ =
+                self.mmap
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len);
+        }
+        #[cfg(not(unix))]
+        let _ = (offset, len);
     }
 }
 
