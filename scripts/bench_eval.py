@@ -120,6 +120,8 @@ def generate_reference(model, tok, args):
     import torch
 
     ids = tok(args.prompt, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():  # warm-up, untimed
+        model.generate(ids, max_new_tokens=2, do_sample=False, pad_token_id=0)
     start = time.perf_counter()
     with torch.inference_mode():
         out = model.generate(ids, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False,
