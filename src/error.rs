@@ -28,9 +28,25 @@ pub enum Error {
     /// A request that cannot be carried out as asked (an existing output folder, say).
     #[error("{0}")]
     Invalid(String),
+    /// Tensor data that cannot be (de)quantized as asked: an unsupported ggml type, or a byte
+    /// length that does not match the element count.
+    #[error(transparent)]
+    Quant(#[from] crate::quant::QuantError),
+    /// GGUF tokenizer metadata that cannot be turned into a `tokenizer.json`.
+    #[error("tokenizer: {0}")]
+    Vocab(#[from] crate::tokenizer::VocabError),
+    /// A hub reference that cannot be resolved, from the cache or the network.
+    #[error("{0}")]
+    Hub(Box<crate::hub::HubError>),
     /// A tensor computation that failed (shapes that contradict the config, say).
     #[error("tensor computation failed: {0}")]
     Compute(String),
+}
+
+impl From<crate::hub::HubError> for Error {
+    fn from(e: crate::hub::HubError) -> Self {
+        Error::Hub(Box::new(e))
+    }
 }
 
 impl From<candle_core::Error> for Error {

@@ -103,6 +103,34 @@ impl HfCheckpoint {
         Ok(ckpt)
     }
 
+    /// A checkpoint whose shard headers were read elsewhere (over HTTP, say) while `dir` holds
+    /// `config.json` and, when sharded, the index; `shards` are in the index's file order. It is
+    /// validated like [`HfCheckpoint::open`], but its shards' data cannot be read from `dir`.
+    pub fn from_headers(dir: &Path, shards: Vec<SafetensorsFile>) -> Result<Self> {
+        let (arch, config, config_path) = read_config(dir)?;
+        let index = read_index(dir)?;
+        if let Some(index) = &index {
+            if index.files.len() != shards.len() {
+                return Err(Error::Invalid(format!(
+                    "`{}` names {} shards but {} headers were given",
+                    index.path.display(),
+                    index.files.len(),
+                    shards.len()
+                )));
+            }
+            check_index(index, &shards)?;
+        }
+        let ckpt = HfCheckpoint {
+            dir: dir.to_path_buf(),
+            config,
+            arch,
+            shards,
+            index: index.map(|i| i.value),
+        };
+        ckpt.check_config_against_tensors(&config_path)?;
+        Ok(ckpt)
+    }
+
     /// Every tensor with the index of its shard, in file order.
     pub fn tensors(&self) -> impl Iterator<Item = (usize, &TensorInfo)> {
         self.shards
@@ -179,77 +207,122 @@ impl HfCheckpoint {
     }
 }
 
-fn open_sharded(dir: &Path) -> Result<(Vec<SafetensorsFile>, Value)> {
-    let index_path = dir.join(INDEX_FILE);
-    let text = std::fs::read_to_string(&index_path).at(&index_path)?;
-    let index: Value = serde_json::from_str(&text)
-        .map_err(|e| Error::corrupt(&index_path, format!("not valid JSON: {e}")))?;
-    let weight_map = index
+/// A parsed `model.safetensors.index.json`: which shard holds each tensor.
+#[derive(Debug, Clone)]
+pub struct Index {
+    pub path: PathBuf,
+    /// The index as written.
+    pub value: Value,
+    /// Shard file names, sorted, each once.
+    pub files: Vec<String>,
+    /// Tensor name → shard file name.
+    pub by_name: HashMap<String, String>,
+}
+
+/// Reads a folder's index, if it has one. Shard names must be plain file names in the folder.
+pub fn read_index(dir: &Path) -> Result<Option<Index>> {
+    let path = dir.join(INDEX_FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).at(&path)?;
+    parse_index(&path, &text).map(Some)
+}
+
+/// Parses an index file's text (`path` names it in errors).
+pub fn parse_index(path: &Path, text: &str) -> Result<Index> {
+    let path = path.to_path_buf();
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| Error::corrupt(&path, format!("not valid JSON: {e}")))?;
+    let weight_map = value
         .get("weight_map")
         .and_then(Value::as_object)
-        .ok_or_else(|| Error::corrupt(&index_path, "missing `weight_map` object"))?;
+        .ok_or_else(|| Error::corrupt(&path, "missing `weight_map` object"))?;
     let mut files: Vec<String> = Vec::new();
-    let mut by_name: HashMap<&str, &str> = HashMap::with_capacity(weight_map.len());
+    let mut by_name = HashMap::with_capacity(weight_map.len());
     for (name, file) in weight_map {
         let file = file.as_str().ok_or_else(|| {
             Error::corrupt(
-                &index_path,
+                &path,
                 format!("`weight_map` entry `{name}` is not a file name"),
             )
         })?;
-        if file.contains('/') || file.contains('\\') || file.starts_with('.') {
+        if file.is_empty() || file.contains('/') || file.contains('\\') || file.starts_with('.') {
             return Err(Error::corrupt(
-                &index_path,
+                &path,
                 format!("shard name `{file}` must be a plain file name inside the folder"),
             ));
         }
         if !files.iter().any(|f| f == file) {
             files.push(file.to_string());
         }
-        by_name.insert(name, file);
+        by_name.insert(name.clone(), file.to_string());
     }
     files.sort();
-    let mut shards = Vec::with_capacity(files.len());
-    let mut seen: HashMap<String, String> = HashMap::new();
-    for file in &files {
+    Ok(Index {
+        path,
+        value,
+        files,
+        by_name,
+    })
+}
+
+fn open_sharded(dir: &Path) -> Result<(Vec<SafetensorsFile>, Value)> {
+    let index = read_index(dir)?
+        .ok_or_else(|| Error::Invalid(format!("`{}`: no `{INDEX_FILE}`", dir.display())))?;
+    let mut shards = Vec::with_capacity(index.files.len());
+    for file in &index.files {
         let path = dir.join(file);
         if !path.is_file() {
             return Err(Error::corrupt(
-                &index_path,
+                &index.path,
                 format!("names shard `{file}`, which is missing from the folder"),
             ));
         }
-        let shard = SafetensorsFile::open(&path)?;
+        shards.push(SafetensorsFile::open(&path)?);
+    }
+    check_index(&index, &shards)?;
+    Ok((shards, index.value))
+}
+
+/// The index and the shard headers must agree: every tensor in exactly one shard, the one the
+/// index names, and every indexed tensor present. `shards` are in `index.files` order.
+fn check_index(index: &Index, shards: &[SafetensorsFile]) -> Result<()> {
+    let mut seen: HashMap<&str, &str> = HashMap::new();
+    for (file, shard) in index.files.iter().zip(shards) {
         for t in &shard.tensors {
-            if let Some(prev) = seen.insert(t.name.clone(), file.clone()) {
+            if let Some(prev) = seen.insert(&t.name, file) {
                 return Err(Error::corrupt(
-                    &path,
+                    &shard.path,
                     format!("tensor `{}` also appears in `{prev}`", t.name),
                 ));
             }
-            match by_name.get(t.name.as_str()) {
-                Some(f) if *f == file => {}
+            match index.by_name.get(t.name.as_str()) {
+                Some(f) if f == file => {}
                 Some(f) => {
                     return Err(Error::corrupt(
-                        &index_path,
+                        &index.path,
                         format!("places tensor `{}` in `{f}` but it is in `{file}`", t.name),
                     ))
                 }
                 None => {
                     return Err(Error::corrupt(
-                        &index_path,
+                        &index.path,
                         format!("does not list tensor `{}` found in `{file}`", t.name),
                     ))
                 }
             }
         }
-        shards.push(shard);
     }
-    if let Some((name, file)) = by_name.iter().find(|(n, _)| !seen.contains_key(**n)) {
+    if let Some((name, file)) = index
+        .by_name
+        .iter()
+        .find(|(n, _)| !seen.contains_key(n.as_str()))
+    {
         return Err(Error::corrupt(
-            &index_path,
+            &index.path,
             format!("lists tensor `{name}` in `{file}`, but that shard does not hold it"),
         ));
     }
-    Ok((shards, index))
+    Ok(())
 }

@@ -8,7 +8,9 @@ use super::card::{self, CardInfo};
 use super::config_surgery::prune_config;
 use super::hashing::HashWorker;
 use super::hf::{HfCheckpoint, CONFIG_FILE, INDEX_FILE, SIDE_FILES, SINGLE_FILE};
-use super::provenance::{hash_file, FileHash, ParamSummary, Provenance, Source, PROVENANCE_FILE};
+use super::provenance::{
+    hash_file, FileHash, HubSource, ParamSummary, Provenance, Source, PROVENANCE_FILE,
+};
 use super::safetensors::{encode_header, Dtype, OutTensor, TensorInfo};
 use crate::arch::naming::hf_layer;
 use crate::arch::params::reduction_pct;
@@ -41,6 +43,10 @@ pub struct PruneOptions {
     pub method: Value,
     /// One sentence for the card.
     pub how_chosen: String,
+    /// The card's `base_model`, overriding [`base_model_name`] (the hub ID a model came from).
+    pub base_model: Option<String>,
+    /// The hub repo and commit the source came from, recorded in `pruning.json`.
+    pub hub: Option<HubSource>,
 }
 
 /// What a prune wrote.
@@ -241,6 +247,7 @@ pub fn prune_hf(
         source: Source {
             path: ckpt.dir.display().to_string(),
             format: "hf-safetensors".into(),
+            hub: opts.hub.clone(),
             files: source_files,
         },
         layers: removal.summary(),
@@ -268,8 +275,12 @@ pub fn prune_hf(
                 .into(),
         );
     }
+    let base_model = opts
+        .base_model
+        .clone()
+        .unwrap_or_else(|| base_model_name(ckpt));
     let info = CardInfo {
-        base_model: &base_model_name(ckpt),
+        base_model: &base_model,
         model_type: &ckpt.arch.model_type,
         library_name: "transformers",
         how_chosen: opts.how_chosen.clone(),

@@ -5,6 +5,7 @@
 pub mod atomic;
 pub mod card;
 pub mod config_surgery;
+pub mod gguf;
 pub mod hashing;
 pub mod hf;
 pub mod hf_prune;

@@ -33,7 +33,24 @@ pub struct ParamSummary {
 pub struct Source {
     pub path: String,
     pub format: String,
+    /// The hub repo and commit, when the model was named by a hub ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<HubSource>,
     pub files: Vec<FileHash>,
+}
+
+/// A model's origin on the Hugging Face hub.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HubSource {
+    /// `org/name`.
+    pub repo: String,
+    /// The revision asked for: `main`, a branch, a tag or a commit.
+    pub revision: String,
+    /// The commit it resolved to.
+    pub commit: String,
+    /// The one file used, for GGUF repos.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 /// The whole provenance record.

@@ -1,5 +1,6 @@
 //! Arguments shared by several subcommands, and their validation into library types.
 
+use depthprune::hub::{self, HubConfig, Need, Resolved};
 use depthprune::select::{LayerSpec, Removal};
 use std::path::Path;
 
@@ -88,6 +89,19 @@ pub fn command_line() -> Vec<String> {
         *first = "depthprune".into();
     }
     args
+}
+
+/// Turns a MODEL argument into something on disk: a local path as is, a hub ID (`org/name`,
+/// `org/name@rev`, `org/name:file.gguf`) from the HF cache, downloading what `need` requires.
+/// Every command calls this on MODEL before looking at it.
+pub fn resolve_model(model: &Path, need: Need) -> anyhow::Result<Resolved> {
+    let cfg = HubConfig::from_env();
+    Ok(hub::resolve(
+        model.as_os_str(),
+        need,
+        &cfg,
+        &super::output::Bar::bytes(),
+    )?)
 }
 
 /// Whether MODEL names a GGUF file.

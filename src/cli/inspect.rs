@@ -1,11 +1,12 @@
 //! `depthprune inspect MODEL`: architecture, parameters by component, dtypes and bytes on disk.
 
-use super::common::is_gguf;
+use super::common::{is_gguf, resolve_model};
 use super::output::{print, print_json};
 use anyhow::Result;
 use depthprune::arch::ParamCounts;
 use depthprune::checkpoint::hf::{self, HfCheckpoint};
 use depthprune::fmt::{human_bytes, thousands};
+use depthprune::hub::Need;
 use serde_json::json;
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -14,22 +15,38 @@ use std::path::PathBuf;
 #[command(after_help = "Examples:\n  \
     depthprune inspect ./Qwen3-4B\n  \
     depthprune inspect ./Qwen3-4B/config.json      # config only: counts from the config\n  \
-    depthprune inspect model.gguf --json")]
+    depthprune inspect model.gguf --json\n  \
+    depthprune inspect Qwen/Qwen3-4B --exact          # hub ID: config plus shard headers, no weights")]
 pub struct Args {
-    /// An HF folder (config.json + safetensors), a config.json, or a GGUF file.
+    /// An HF folder (config.json + safetensors), a config.json, a GGUF file, or a hub ID
+    /// (`org/name[@revision]`, `org/name:file.gguf`).
     pub model: PathBuf,
+    /// For a hub ID, also read each shard's header (a few KB, by HTTP range requests) to count
+    /// parameters and dtypes exactly; local folders with weights are always counted exactly.
+    #[arg(long)]
+    pub exact: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if is_gguf(&args.model) {
-        return super::gguf::inspect(&args.model, args.json);
+    let need = if args.exact {
+        Need::Headers
+    } else {
+        Need::Config
+    };
+    let resolved = resolve_model(&args.model, need)?;
+    let model = &resolved.path;
+    if is_gguf(model) {
+        return super::gguf::inspect(model, args.json);
     }
-    let weights = args.model.is_dir() && hf::has_weights(&args.model);
+    let weights = resolved.remote.is_some() || (model.is_dir() && hf::has_weights(model));
     let (arch, counts, dtypes, bytes) = if weights {
-        let ckpt = HfCheckpoint::open(&args.model)?;
+        let ckpt = match resolved.remote {
+            Some(ref c) => c,
+            None => &HfCheckpoint::open(model)?,
+        };
         let dtypes: Vec<(String, usize)> = ckpt
             .dtypes()
             .into_iter()
@@ -42,18 +59,21 @@ pub fn run(args: Args) -> Result<()> {
             Some(ckpt.weight_bytes()),
         )
     } else {
-        let (arch, _, _) = hf::read_config(&args.model)?;
+        let (arch, _, _) = hf::read_config(model)?;
         let counts = ParamCounts::from_config(&arch);
         (arch, counts, None, None)
     };
-    let source = if weights {
+    let source = if resolved.remote.is_some() {
+        "tensor headers on the hub"
+    } else if weights {
         "tensors"
     } else {
         "config.json (no weights found)"
     };
     if args.json {
         return print_json(&json!({
-            "model": args.model.display().to_string(),
+            "model": resolved.name(),
+            "hub": resolved.hub,
             "format": "hf-safetensors",
             "counted_from": source,
             "architecture": arch,
@@ -65,7 +85,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     let mut s = String::new();
     let yes = |b: bool| if b { "yes" } else { "no" };
-    writeln!(s, "model            {}", args.model.display())?;
+    writeln!(s, "model            {}", resolved.name())?;
+    if let Some(h) = &resolved.hub {
+        writeln!(s, "commit           {}", h.commit)?;
+    }
     writeln!(
         s,
         "architecture     {} ({})",
@@ -135,7 +158,12 @@ pub fn run(args: Args) -> Result<()> {
     }
     writeln!(s, "  {:<22}{:>16}", "total", thousands(counts.total()))?;
     if let Some(b) = bytes {
-        writeln!(s, "bytes on disk    {} ({})", thousands(b), human_bytes(b))?;
+        let label = if resolved.remote.is_some() {
+            "bytes on the hub"
+        } else {
+            "bytes on disk   "
+        };
+        writeln!(s, "{label} {} ({})", thousands(b), human_bytes(b))?;
     }
     writeln!(
         s,

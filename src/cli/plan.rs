@@ -1,6 +1,6 @@
 //! `depthprune plan MODEL --drop SPEC`: what a prune would produce, writing nothing.
 
-use super::common::{is_gguf, LayerArgs};
+use super::common::{is_gguf, resolve_model, LayerArgs};
 use super::output::{print, print_json, warn};
 use anyhow::Result;
 use depthprune::arch::params::reduction_pct;
@@ -8,6 +8,7 @@ use depthprune::arch::ParamCounts;
 use depthprune::checkpoint::config_surgery::prune_config;
 use depthprune::checkpoint::hf::{self, HfCheckpoint};
 use depthprune::fmt::thousands;
+use depthprune::hub::Need;
 use depthprune::select::{format_ranges, Removal};
 use serde_json::json;
 use std::fmt::Write;
@@ -17,28 +18,45 @@ use std::path::PathBuf;
 #[command(after_help = "Examples:\n  \
     depthprune plan ./Qwen3-4B/config.json --drop 3..29     # the seed card: 36 -> 10 layers\n  \
     depthprune plan ./Qwen3-4B --keep 0..3,29..            # the same, said the other way\n  \
-    depthprune plan model.gguf --drop last:8 --json")]
+    depthprune plan model.gguf --drop last:8 --json\n  \
+    depthprune plan Qwen/Qwen3-4B --drop 3..29           # hub ID: fetches config.json only")]
 pub struct Args {
-    /// An HF folder, a config.json (no weights needed), or a GGUF file.
+    /// An HF folder, a config.json (no weights needed), a GGUF file, or a hub ID
+    /// (`org/name[@revision]`, `org/name:file.gguf`).
     pub model: PathBuf,
     #[command(flatten)]
     pub layers: LayerArgs,
+    /// For a hub ID, count parameters exactly from each shard's header (a few KB, by HTTP range
+    /// requests) instead of from config.json.
+    #[arg(long)]
+    pub exact: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if is_gguf(&args.model) {
-        return super::gguf::plan(&args.model, &args.layers, args.json);
+    let need = if args.exact {
+        Need::Headers
+    } else {
+        Need::Config
+    };
+    let mut resolved = resolve_model(&args.model, need)?;
+    let path = resolved.path.clone();
+    if is_gguf(&path) {
+        return super::gguf::plan(&path, &args.layers, args.json);
     }
-    let weights = args.model.is_dir() && hf::has_weights(&args.model);
+    let remote = resolved.remote.is_some();
+    let weights = remote || (path.is_dir() && hf::has_weights(&path));
     let (arch, raw, before) = if weights {
-        let ckpt = HfCheckpoint::open(&args.model)?;
+        let ckpt = match resolved.remote.take() {
+            Some(c) => c,
+            None => HfCheckpoint::open(&path)?,
+        };
         let counts = ckpt.param_counts();
         (ckpt.arch, ckpt.config, counts)
     } else {
-        let (arch, raw, _) = hf::read_config(&args.model)?;
+        let (arch, raw, _) = hf::read_config(&path)?;
         let counts = ParamCounts::from_config(&arch);
         (arch, raw, counts)
     };
@@ -48,11 +66,18 @@ pub fn run(args: Args) -> Result<()> {
     for w in &surgery.warnings {
         warn(w);
     }
-    let counted_from = if weights { "tensors" } else { "config.json" };
-    let model = args.model.display().to_string();
+    let counted_from = if remote {
+        "tensor headers on the hub"
+    } else if weights {
+        "tensors"
+    } else {
+        "config.json"
+    };
+    let model = resolved.name();
     if args.json {
         return print_json(&json!({
             "model": model,
+            "hub": resolved.hub,
             "counted_from": counted_from,
             "layers": removal.summary(),
             "params": {

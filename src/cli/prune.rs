@@ -1,6 +1,6 @@
 //! `depthprune prune MODEL --drop SPEC --out DIR`: write the pruned checkpoint.
 
-use super::common::{is_gguf, parse_size, LayerArgs};
+use super::common::{is_gguf, parse_size, resolve_model, LayerArgs};
 use super::output::{print, print_json, warn, Bar};
 use anyhow::Result;
 use depthprune::checkpoint::atomic::Overwrite;
@@ -8,6 +8,7 @@ use depthprune::checkpoint::hf::HfCheckpoint;
 use depthprune::checkpoint::hf_prune::{prune_hf, PruneOptions, DEFAULT_MAX_SHARD};
 use depthprune::checkpoint::safetensors::Dtype;
 use depthprune::fmt::thousands;
+use depthprune::hub::Need;
 use depthprune::select::format_ranges;
 use std::path::PathBuf;
 
@@ -15,12 +16,14 @@ use std::path::PathBuf;
 #[command(after_help = "Examples:\n  \
     depthprune prune ./Qwen3-4B --drop 3..29 --out ./Qwen3-4B-10L\n  \
     depthprune prune ./Llama-3.1-8B --drop 24..28 --dtype bf16 --max-shard-size 2GB --out ./llama-28L\n  \
-    depthprune prune model.gguf --drop last:8 --out pruned.gguf\n\n\
+    depthprune prune model.gguf --drop last:8 --out pruned.gguf\n  \
+    depthprune prune Qwen/Qwen3-4B --drop 3..29 --out ./Qwen3-4B-10L   # downloads into the HF cache\n\n\
     The output is written to a temporary sibling (`.NAME.depthprune-tmp`) and renamed into place\n\
     when complete. It holds the weights, config.json, tokenizer files, a model card (README.md)\n\
     and pruning.json (provenance with SHA-256 of every file).")]
 pub struct Args {
-    /// An HF folder (config.json + safetensors) or a GGUF file.
+    /// An HF folder (config.json + safetensors), a GGUF file, or a hub ID (`org/name[@revision]`,
+    /// `org/name:file.gguf`).
     pub model: PathBuf,
     #[command(flatten)]
     pub layers: LayerArgs,
@@ -42,9 +45,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if is_gguf(&args.model) {
+    let resolved = resolve_model(&args.model, Need::Snapshot)?;
+    let model = &resolved.path;
+    if is_gguf(model) {
         return super::gguf::prune(
-            &args.model,
+            model,
             &args.layers,
             &args.out,
             args.force,
@@ -52,7 +57,7 @@ pub fn run(args: Args) -> Result<()> {
             args.json,
         );
     }
-    let ckpt = HfCheckpoint::open(&args.model)?;
+    let ckpt = HfCheckpoint::open(model)?;
     let removal = args.layers.removal(ckpt.arch.num_hidden_layers)?;
     if !ckpt.arch.is_supported() {
         warn(format!(
@@ -76,6 +81,8 @@ pub fn run(args: Args) -> Result<()> {
         command: super::common::command_line(),
         method: args.layers.method(),
         how_chosen: args.layers.describe(),
+        base_model: resolved.hub.as_ref().map(|h| h.repo.clone()),
+        hub: resolved.hub.clone(),
     };
     let result = prune_hf(&ckpt, &removal, &args.out, &opts, &Bar::bytes())?;
     for w in &result.warnings {

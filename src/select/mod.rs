@@ -6,5 +6,5 @@ pub mod removal;
 mod spec;
 pub mod strategy;
 
-pub use removal::{format_ranges, to_ranges, Removal};
+pub use removal::{format_ranges, to_ranges, LayerMap, Removal, RemovalSummary};
 pub use spec::{LayerSpec, SpecItem};
