@@ -91,7 +91,8 @@ def run_reference(model_path, text, args):
     torch.set_num_threads(args.threads)
     tok = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, attn_implementation="sdpa").eval()
-    with open(text, encoding="utf-8") as f:
+    # newline="": the file's bytes as they are (wikitext has CRLF line ends), as depthprune reads it.
+    with open(text, encoding="utf-8", newline="") as f:
         ids = tok(f.read())["input_ids"][: args.ctx * args.windows]
     windows = torch.tensor(ids).view(-1, args.ctx)
     nll, count = 0.0, 0
@@ -119,6 +120,8 @@ def generate_reference(model, tok, args):
     import torch
 
     ids = tok(args.prompt, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():  # warm-up, untimed
+        model.generate(ids, max_new_tokens=2, do_sample=False, pad_token_id=0)
     start = time.perf_counter()
     with torch.inference_mode():
         out = model.generate(ids, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False,

@@ -43,15 +43,15 @@ pub enum Error {
     Compute(String),
 }
 
-impl From<candle_core::Error> for Error {
-    fn from(e: candle_core::Error) -> Self {
-        Error::Compute(e.to_string())
-    }
-}
-
 impl From<crate::hub::HubError> for Error {
     fn from(e: crate::hub::HubError) -> Self {
         Error::Hub(Box::new(e))
+    }
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Compute(e.to_string())
     }
 }
 

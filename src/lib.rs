@@ -9,10 +9,10 @@
 //! - [`score`]: layer-importance criteria (angular distance, Block Influence, perplexity, greedy).
 //! - [`model`]: the forward pass (llama, mistral, qwen2, qwen3) with per-layer taps, skips and a KV cache.
 //! - [`eval`]: perplexity under the literature's window conventions, and KL from a reference.
-//! - [`tokenizer`]: HF `tokenizer.json` folders, special tokens and chat templates.
 //! - [`checkpoint`]: reading, validating and writing checkpoints; config surgery; model cards.
 //! - [`quant`]: decoding ggml tensor formats (F16, BF16, Q4_0 … Q8_0, the k-quants) to `f32`.
-//! - [`tokenizer`]: `tokenizer.json` / `tokenizer_config.json` rebuilt from GGUF metadata.
+//! - [`tokenizer`]: HF `tokenizer.json` folders with special tokens and chat templates; `tokenizer.json` /
+//!   `tokenizer_config.json` rebuilt from GGUF metadata.
 //! - [`hub`]: hub IDs (`org/name@rev`), the HF cache, and downloads.
 //!
 //! Layer numbers are 0-based everywhere and ranges are half-open (`a..b` keeps `a`, drops `b`).

@@ -65,6 +65,44 @@ fn eval_json_reports_the_transformers_perplexity() {
 }
 
 #[test]
+fn eval_against_a_separate_reference_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dense = tmp.path().join("dense");
+    std::fs::create_dir(&dense).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture().join("llama").join(f), dense.join(f)).unwrap();
+    }
+    let out = depthprune(
+        &[
+            "eval",
+            s(&fixture().join("llama")),
+            "--text",
+            s(&fixture().join("eval.txt")),
+            "--ctx",
+            "16",
+            "--skip",
+            "1,2",
+            "--reference",
+            s(&dense),
+            "--batch",
+            "7",
+            "--json",
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &expected()["chunks"];
+    let d = &v["divergence"];
+    assert!((d["mean_kl"].as_f64().unwrap() - c["mean_kl"].as_f64().unwrap()).abs() < 1e-4);
+    let ppl = d["reference_perplexity"].as_f64().unwrap();
+    assert!(
+        (ppl / c["dense_perplexity"].as_f64().unwrap() - 1.0).abs() < 1e-5,
+        "{ppl}"
+    );
+}
+
+#[test]
 fn eval_table_names_the_convention() {
     let tmp = tempfile::tempdir().unwrap();
     let out = depthprune(

@@ -332,3 +332,21 @@ fn perplexity_and_divergence_match_transformers() {
     close(r.perplexity, &s["perplexity"], 1e-5, "sliding perplexity");
     assert!(r.divergence.is_none());
 }
+
+#[test]
+fn bad_token_ids_and_skip_lists_are_errors() {
+    let model = Model::open(&dir("qwen2")).unwrap();
+    let err = model.tokens(&[&[1, 300]]).unwrap_err().to_string();
+    assert!(err.contains("300") && err.contains("vocabulary"), "{err}");
+    let ids = model.tokens(&[&[1, 2]]).unwrap();
+    assert!(model
+        .forward(&ids, &[0, 1, 2, 3], None)
+        .unwrap_err()
+        .to_string()
+        .contains("all 4 layers"));
+    assert!(model
+        .forward(&ids, &[4], None)
+        .unwrap_err()
+        .to_string()
+        .contains("layer 4"));
+}

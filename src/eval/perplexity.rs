@@ -62,20 +62,84 @@ struct Sums {
     n: usize,
 }
 
-/// Log-softmax of one row, in f64.
-fn log_softmax(row: &[f32]) -> Vec<f64> {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-    let lse = row
-        .iter()
-        .map(|&v| (v as f64 - max).exp())
-        .sum::<f64>()
-        .ln()
-        + max;
-    row.iter().map(|&v| v as f64 - lse).collect()
+/// The log of the softmax denominator of one row, and the row's argmax (the first, on ties).
+fn log_sum_exp(row: &[f32]) -> (f64, usize) {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    let max = row[best];
+    let sum: f64 = row.iter().map(|&v| (v - max).exp() as f64).sum();
+    (sum.ln() + max as f64, best)
 }
 
-fn argmax(row: &[f32]) -> usize {
-    crate::model::argmax(row) as usize
+/// KL(p_ref ‖ p_model) of two logit rows with known log-normalisers:
+/// `Σ p_ref (r - m) - lse_r + lse_m`, since the reference probabilities add up to one.
+fn kl_row(r: &[f32], lse_r: f64, m: &[f32], lse_m: f64) -> f64 {
+    let expect: f64 = r
+        .iter()
+        .zip(m)
+        .map(|(&a, &b)| (a as f64 - lse_r).exp() * (a as f64 - b as f64))
+        .sum();
+    expect - lse_r + lse_m
+}
+
+/// Adds rows `rows` of a logit block (and of the reference block) to `sums`.
+fn score_rows(
+    logits: &[f32],
+    reference: Option<&[f32]>,
+    targets: &[u32],
+    vocab: usize,
+    rows: std::ops::Range<usize>,
+) -> Sums {
+    let mut sums = Sums::default();
+    for k in rows {
+        let row = &logits[k * vocab..(k + 1) * vocab];
+        let target = targets[k] as usize;
+        let (lse, top) = log_sum_exp(row);
+        sums.nll += lse - row[target] as f64;
+        if let Some(rl) = reference {
+            let rrow = &rl[k * vocab..(k + 1) * vocab];
+            let (rlse, rtop) = log_sum_exp(rrow);
+            sums.ref_nll += rlse - rrow[target] as f64;
+            sums.kl += kl_row(rrow, rlse, row, lse);
+            sums.agree += usize::from(top == rtop);
+        }
+        sums.n += 1;
+    }
+    sums
+}
+
+impl Sums {
+    fn add(&mut self, o: Sums) {
+        self.nll += o.nll;
+        self.ref_nll += o.ref_nll;
+        self.kl += o.kl;
+        self.agree += o.agree;
+        self.n += o.n;
+    }
+}
+
+/// Scores a block of rows on all threads.
+fn score_block(logits: &[f32], reference: Option<&[f32]>, targets: &[u32], vocab: usize) -> Sums {
+    let n = targets.len();
+    let threads = candle_core::utils::get_num_threads().clamp(1, n.max(1));
+    let per = n.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let rows = (t * per).min(n)..((t + 1) * per).min(n);
+                scope.spawn(move || score_rows(logits, reference, targets, vocab, rows))
+            })
+            .collect();
+        let mut total = Sums::default();
+        for h in handles {
+            total.add(h.join().unwrap_or_default());
+        }
+        total
+    })
 }
 
 /// Scores `tokens` under `conv`, running `batch` windows at a time; with `reference`, also the
@@ -199,26 +263,12 @@ fn score_batch(
             ),
             _ => None,
         };
-        for k in 0..n {
-            let row = &logits[k * vocab..(k + 1) * vocab];
-            let lp = log_softmax(row);
-            let target = targets[start + k] as usize;
-            sums.nll -= lp[target];
-            if let Some(rl) = &ref_logits {
-                let rrow = &rl[k * vocab..(k + 1) * vocab];
-                let rlp = log_softmax(rrow);
-                sums.ref_nll -= rlp[target];
-                sums.kl += rlp
-                    .iter()
-                    .zip(&lp)
-                    .map(|(&r, &m)| r.exp() * (r - m))
-                    .sum::<f64>();
-                if argmax(row) == argmax(rrow) {
-                    sums.agree += 1;
-                }
-            }
-            sums.n += 1;
-        }
+        sums.add(score_block(
+            &logits,
+            ref_logits.as_deref(),
+            &targets[start..start + n],
+            vocab,
+        ));
         start += n;
     }
     Ok(())
@@ -228,11 +278,30 @@ fn score_batch(
 mod tests {
     use super::*;
 
+    fn log_softmax(row: &[f32]) -> Vec<f64> {
+        let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+        let lse = row
+            .iter()
+            .map(|&v| (v as f64 - max).exp())
+            .sum::<f64>()
+            .ln()
+            + max;
+        row.iter().map(|&v| v as f64 - lse).collect()
+    }
+
     #[test]
-    fn log_softmax_normalises() {
-        let lp = log_softmax(&[1.0, 2.0, 3.0]);
-        let total: f64 = lp.iter().map(|v| v.exp()).sum();
-        assert!((total - 1.0).abs() < 1e-12);
-        assert!((lp[2] - lp[1] - 1.0).abs() < 1e-12);
+    fn kl_and_nll_agree_with_the_definitions() {
+        let m = [1.0f32, 2.0, 3.0, -1.0];
+        let r = [0.5f32, 2.5, 2.0, 0.0];
+        let (lm, lr) = (log_softmax(&m), log_softmax(&r));
+        let want_kl: f64 = lr.iter().zip(&lm).map(|(a, b)| a.exp() * (a - b)).sum();
+        let (lse_m, top_m) = log_sum_exp(&m);
+        let (lse_r, top_r) = log_sum_exp(&r);
+        assert!((kl_row(&r, lse_r, &m, lse_m) - want_kl).abs() < 1e-6);
+        assert_eq!((top_m, top_r), (2, 1));
+        let logits: Vec<f32> = m.iter().chain(&r).copied().collect();
+        let s = score_block(&logits, Some(&logits), &[0, 3], 4);
+        assert!((s.nll - (-lm[0] - lr[3])).abs() < 1e-6);
+        assert!(s.kl.abs() < 1e-6 && s.agree == 2 && s.n == 2);
     }
 }

@@ -3,9 +3,10 @@
 //! from tensor names that mirror the checkpoint's (`model.layers.{i}.self_attn.q_proj.weight`).
 
 use super::config::ModelConfig;
+use super::ops::{MaskedSoftmax, SiluMul};
 use super::weights::WeightSource;
 use crate::error::{Error, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 /// Reads a tensor and checks its shape against what the config implies.
 pub(crate) fn load(src: &dyn WeightSource, name: &str, shape: &[usize]) -> Result<Tensor> {
@@ -98,83 +99,26 @@ impl Linear {
     }
 }
 
-/// Per-forward attention inputs shared by every layer: RoPE tables for the new positions and the
-/// masks, one per distinct window.
+/// Per-forward attention inputs shared by every layer: RoPE tables for the new positions.
 pub struct AttnCtx {
     /// Position of the first new token (the cache length before this forward).
     pub offset: usize,
     pub seq_len: usize,
     cos: Tensor,
     sin: Tensor,
-    masks: Vec<(Option<usize>, Option<Tensor>)>,
 }
 
 impl AttnCtx {
     /// Builds tables for `seq_len` new tokens after `offset` cached ones.
-    pub fn new(
-        cfg: &ModelConfig,
-        rope: &super::rope::Rope,
-        offset: usize,
-        seq_len: usize,
-    ) -> Result<Self> {
+    pub fn new(rope: &super::rope::Rope, offset: usize, seq_len: usize) -> Result<Self> {
         let (cos, sin) = rope.cos_sin(offset, seq_len)?;
-        let n_rep = cfg.arch.num_attention_heads / cfg.arch.num_key_value_heads;
-        let mut masks: Vec<(Option<usize>, Option<Tensor>)> = Vec::new();
-        for &w in &cfg.windows {
-            if !masks.iter().any(|(x, _)| *x == w) {
-                masks.push((w, build_mask(offset, seq_len, w, n_rep)?));
-            }
-        }
         Ok(AttnCtx {
             offset,
             seq_len,
             cos,
             sin,
-            masks,
         })
     }
-
-    fn mask(&self, window: Option<usize>) -> Option<&Tensor> {
-        self.masks
-            .iter()
-            .find(|(w, _)| *w == window)
-            .and_then(|(_, m)| m.as_ref())
-    }
-}
-
-/// The additive mask `(n_rep * seq_len, offset + seq_len)` for queries at `offset..` over all keys:
-/// key `j` is visible to query `i` when `j <= i` and, with a window, `i - j < window` (as in
-/// transformers). `None` when nothing is masked.
-fn build_mask(
-    offset: usize,
-    seq_len: usize,
-    window: Option<usize>,
-    n_rep: usize,
-) -> Result<Option<Tensor>> {
-    let total = offset + seq_len;
-    let w = window.unwrap_or(usize::MAX);
-    let needed = seq_len > 1 || total > w;
-    if !needed {
-        return Ok(None);
-    }
-    let mut one = vec![0f32; seq_len * total];
-    for r in 0..seq_len {
-        let i = offset + r;
-        for (j, v) in one[r * total..(r + 1) * total].iter_mut().enumerate() {
-            if j > i || i - j >= w {
-                *v = f32::NEG_INFINITY;
-            }
-        }
-    }
-    let mut all = Vec::with_capacity(n_rep * one.len());
-    for _ in 0..n_rep {
-        all.extend_from_slice(&one);
-    }
-    Ok(Some(Tensor::from_vec(
-        all,
-        (n_rep * seq_len, total),
-        &Device::Cpu,
-    )?))
 }
 
 /// One layer's cached keys and values, each `(batch, kv_heads, cached, head_dim)`.
@@ -288,7 +232,6 @@ impl Attention {
                 ctx.offset
             )));
         }
-        let mask = ctx.mask(self.window);
         let out = if b * self.n_heads * t * s > MAX_SCORE_ELEMS && b > 1 {
             let parts = (0..b)
                 .map(|i| {
@@ -296,56 +239,58 @@ impl Attention {
                         &q.narrow(0, i, 1)?,
                         &k.narrow(0, i, 1)?,
                         &v.narrow(0, i, 1)?,
-                        mask,
+                        ctx,
                     )
                 })
                 .collect::<Result<Vec<_>>>()?;
             Tensor::cat(&parts, 0)?
         } else {
-            self.core(&q, &k, &v, mask)?
+            self.core(&q, &k, &v, ctx)?
         };
         let out = out.transpose(1, 2)?.reshape((b, t, self.n_heads * d))?;
         self.o_proj.forward(&out)
     }
 
     /// Scaled dot-product attention on `q (b, heads, t, d)`, `k`/`v (b, kv_heads, s, d)`. The
-    /// query heads sharing a kv head are stacked as rows, so keys and values are never copied.
-    fn core(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    /// query heads sharing a kv head are stacked as rows, so keys and values are never copied;
+    /// scaling, the causal (and window) mask and the softmax run fused, in place.
+    fn core(&self, q: &Tensor, k: &Tensor, v: &Tensor, ctx: &AttnCtx) -> Result<Tensor> {
         let (b, _, t, d) = q.dims4()?;
         let n_rep = self.n_heads / self.n_kv_heads;
         let q = q.reshape((b, self.n_kv_heads, n_rep * t, d))?;
-        let scale = 1.0 / (d as f64).sqrt();
-        let mut att = (q.matmul(&k.t()?)? * scale)?;
-        if let Some(m) = mask {
-            att = att.broadcast_add(m)?;
-        }
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let att = q.matmul(&k.t()?)?;
+        att.inplace_op1(&MaskedSoftmax {
+            offset: ctx.offset,
+            seq_len: t,
+            window: self.window,
+            scale: 1.0 / (d as f32).sqrt(),
+        })?;
         Ok(att.matmul(v)?.reshape((b, self.n_heads, t, d))?)
     }
 }
 
-/// The SwiGLU feed-forward block: `down(silu(gate(x)) * up(x))`.
+/// The SwiGLU feed-forward block: `down(silu(gate(x)) * up(x))`, with the gate and up
+/// projections stored as one `(2 * intermediate, hidden)` matrix so they run as one product.
 #[derive(Debug, Clone)]
 pub struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
+    gate_up: Linear,
     down_proj: Linear,
 }
 
 impl Mlp {
     fn new(src: &dyn WeightSource, cfg: &ModelConfig, prefix: &str) -> Result<Self> {
         let (h, i) = (cfg.arch.hidden_size, cfg.arch.intermediate_size);
+        let gate = load(src, &format!("{prefix}.gate_proj.weight"), &[i, h])?;
+        let up = load(src, &format!("{prefix}.up_proj.weight"), &[i, h])?;
         Ok(Mlp {
-            gate_proj: Linear::new(src, &format!("{prefix}.gate_proj"), h, i, false)?,
-            up_proj: Linear::new(src, &format!("{prefix}.up_proj"), h, i, false)?,
+            gate_up: Linear::from_weight(Tensor::cat(&[&gate, &up], 0)?),
             down_proj: Linear::new(src, &format!("{prefix}.down_proj"), i, h, false)?,
         })
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate_proj.forward(xs)?)?;
-        let up = self.up_proj.forward(xs)?;
-        self.down_proj.forward(&(gate * up)?)
+        let gate_up = self.gate_up.forward(xs)?;
+        self.down_proj.forward(&gate_up.apply_op1_no_bwd(&SiluMul)?)
     }
 }
 
@@ -416,34 +361,5 @@ impl DecoderLayer {
             .forward(&self.post_attention_layernorm.forward(&hidden)?)?;
         let output = (&hidden + &mlp)?;
         Ok(LayerOutput { attn, mlp, output })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mask_is_causal_and_windowed() {
-        let m = build_mask(0, 4, Some(2), 1)
-            .unwrap()
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        let visible: Vec<Vec<bool>> = m
-            .iter()
-            .map(|r| r.iter().map(|v| v.is_finite()).collect())
-            .collect();
-        assert_eq!(visible[0], vec![true, false, false, false]);
-        assert_eq!(visible[3], vec![false, false, true, true]);
-        // One new token after 3 cached ones, window 2: sees positions 2 and 3 only.
-        let m = build_mask(3, 1, Some(2), 2)
-            .unwrap()
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        assert_eq!(m.len(), 2);
-        assert!(m[1][1].is_infinite() && m[1][2] == 0.0 && m[1][3] == 0.0);
-        assert!(build_mask(3, 1, None, 1).unwrap().is_none());
     }
 }

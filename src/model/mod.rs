@@ -10,6 +10,7 @@
 mod config;
 mod generate;
 mod layer;
+mod ops;
 mod rope;
 mod weights;
 
@@ -232,7 +233,7 @@ impl Model {
 
     /// RoPE tables and masks for `seq_len` new positions after `offset` cached ones.
     pub fn attn_ctx(&self, offset: usize, seq_len: usize) -> Result<AttnCtx> {
-        AttnCtx::new(&self.cfg, &self.rope, offset, seq_len)
+        AttnCtx::new(&self.rope, offset, seq_len)
     }
 
     /// Checks a skip list: indices in range, and at least one layer left.

@@ -78,11 +78,28 @@ impl Shard {
                 info.dtype
             ))
         })?;
+        self.release(self.data_start + start, end - start);
         Ok(Tensor::from_vec(
             values,
             info.shape.as_slice(),
             &Device::Cpu,
         )?)
+    }
+
+    /// Drops the file pages of a converted tensor from this process's resident memory, so a
+    /// model holds its weights once (as f32) rather than twice. They stay in the page cache.
+    fn release(&self, offset: usize, len: usize) {
+        #[cfg(unix)]
+        // SAFETY: the map is private and read-only, so MADV_DONTNEED only makes later reads
+        // fault the same bytes back in from the file; no data can be lost or changed.
+        unsafe {
+            // Best effort: a failed hint changes nothing but memory use.
+            let _ =
+                self.mmap
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len);
+        }
+        #[cfg(not(unix))]
+        let _ = (offset, len);
     }
 }
 
@@ -243,6 +260,72 @@ mod tests {
         let err = HfFolder::open(dir.path()).err().unwrap().to_string();
         assert!(
             err.contains(SINGLE_FILE) && err.contains(INDEX_FILE),
+            "{err}"
+        );
+    }
+
+    fn write_shard(path: &Path, tensors: &[(&str, Dtype, Vec<u8>, Vec<usize>)]) {
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+            .iter()
+            .map(|(n, d, b, s)| {
+                (
+                    n.to_string(),
+                    safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+                )
+            })
+            .collect();
+        safetensors::serialize_to_file(views, None, path).unwrap();
+    }
+
+    #[test]
+    fn reads_sharded_folders_and_converts_to_f32() {
+        let dir = tempfile::tempdir().unwrap();
+        let bf: Vec<u8> = [1.0f32, -0.5]
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v).to_bits().to_le_bytes())
+            .collect();
+        let f: Vec<u8> = [3.0f32, 4.0, 5.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        write_shard(
+            &dir.path().join("a.safetensors"),
+            &[("x", Dtype::BF16, bf, vec![2])],
+        );
+        write_shard(
+            &dir.path().join("b.safetensors"),
+            &[("y", Dtype::F32, f, vec![3, 1])],
+        );
+        let index = serde_json::json!({"metadata": {}, "weight_map": {"x": "a.safetensors", "y": "b.safetensors"}});
+        std::fs::write(dir.path().join(INDEX_FILE), index.to_string()).unwrap();
+        let src = HfFolder::open(dir.path()).unwrap();
+        assert_eq!(src.names(), vec!["x", "y"]);
+        assert_eq!(
+            src.tensor("x").unwrap().to_vec1::<f32>().unwrap(),
+            vec![1.0, -0.5]
+        );
+        assert_eq!(src.shape("y"), Some(vec![3, 1]));
+        assert_eq!(
+            src.tensor("y")
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            vec![3.0, 4.0, 5.0]
+        );
+        let err = src.tensor("z").unwrap_err().to_string();
+        assert!(err.contains("`z`"), "{err}");
+    }
+
+    #[test]
+    fn refuses_index_paths_outside_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = serde_json::json!({"weight_map": {"x": "../a.safetensors"}});
+        std::fs::write(dir.path().join(INDEX_FILE), index.to_string()).unwrap();
+        let err = HfFolder::open(dir.path()).err().unwrap();
+        assert!(
+            matches!(err, Error::Corrupt { .. }) && err.to_string().contains("plain file name"),
             "{err}"
         );
     }

@@ -259,3 +259,66 @@ impl<'a> TextStream<'a> {
         Ok(piece)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The golden llama tokenizer in a temporary folder, with `tokenizer_config.json` replaced.
+    fn with_config(cfg: Value) -> (tempfile::TempDir, HfTokenizer) {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/golden/llama/tokenizer.json");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(src, dir.path().join("tokenizer.json")).unwrap();
+        std::fs::write(dir.path().join("tokenizer_config.json"), cfg.to_string()).unwrap();
+        let tok = HfTokenizer::open(dir.path()).unwrap();
+        (dir, tok)
+    }
+
+    #[test]
+    fn add_bos_token_false_removes_the_post_processor_bos() {
+        let (_d, tok) =
+            with_config(serde_json::json!({"bos_token": "<s>", "add_bos_token": false}));
+        let ids = tok.encode("The bell", true).unwrap();
+        assert_ne!(ids[0], tok.bos_id().unwrap());
+        let (_d, tok) = with_config(serde_json::json!({"bos_token": {"content": "<s>"}}));
+        assert_eq!(
+            tok.encode("The bell", true).unwrap()[0],
+            tok.bos_id().unwrap()
+        );
+    }
+
+    #[test]
+    fn named_chat_templates_pick_default_and_errors_name_the_folder() {
+        let (_d, tok) = with_config(serde_json::json!({"eos_token": "</s>", "chat_template": [
+            {"name": "tool_use", "template": "tools"},
+            {"name": "default", "template": "{% for m in messages %}[{{ m.role }}] {{ m.content.strip() }}{% endfor %}{{ eos_token }}"}
+        ]}));
+        let msg = Message {
+            role: "user".into(),
+            content: " hi ".into(),
+        };
+        assert_eq!(
+            tok.render_chat(std::slice::from_ref(&msg)).unwrap(),
+            "[user] hi</s>"
+        );
+        assert_eq!(tok.eos_ids(), &[tok.encode("</s>", false).unwrap()[0]]);
+        let (d, tok) = with_config(
+            serde_json::json!({"chat_template": "{{ raise_exception('no system role') }}"}),
+        );
+        let err = tok.render_chat(&[msg]).unwrap_err().to_string();
+        assert!(
+            err.contains("no system role") && err.contains(&d.path().display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn stream_prints_each_piece_once() {
+        let (_d, tok) = with_config(serde_json::json!({}));
+        let ids = tok.encode("The old lighthouse stood", false).unwrap();
+        let mut stream = TextStream::new(&tok);
+        let text: String = ids.iter().map(|&id| stream.push(id).unwrap()).collect();
+        assert_eq!(text, "The old lighthouse stood");
+    }
+}
