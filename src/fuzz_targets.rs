@@ -89,10 +89,19 @@ pub fn gguf_header(data: &[u8]) {
 /// a newline-separated token list, a newline-separated merge list and a chat template; the first
 /// byte picks the tokenizer model and flags.
 pub fn gguf_vocab(data: &[u8]) {
-    let Some((&flags, rest)) = data.split_first() else { return };
-    let mut parts = rest.split(|&b| b == 0).map(|p| String::from_utf8_lossy(p).into_owned());
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let mut parts = rest
+        .split(|&b| b == 0)
+        .map(|p| String::from_utf8_lossy(p).into_owned());
     let pre = parts.next().filter(|p| !p.is_empty());
-    let tokens: Vec<String> = parts.next().unwrap_or_default().split('\n').map(String::from).collect();
+    let tokens: Vec<String> = parts
+        .next()
+        .unwrap_or_default()
+        .split('\n')
+        .map(String::from)
+        .collect();
     let merges: Vec<String> = parts
         .next()
         .unwrap_or_default()
@@ -102,7 +111,11 @@ pub fn gguf_vocab(data: &[u8]) {
         .collect();
     let n = tokens.len();
     let vocab = crate::tokenizer::GgufVocab {
-        model: if flags & 1 == 0 { "gpt2".into() } else { "llama".into() },
+        model: if flags & 1 == 0 {
+            "gpt2".into()
+        } else {
+            "llama".into()
+        },
         pre,
         scores: (flags & 2 != 0).then(|| (0..n).map(|i| -(i as f32)).collect()),
         token_type: (flags & 4 != 0).then(|| (0..n).map(|i| (i % 7) as i32).collect()),
