@@ -3,9 +3,11 @@
 //! `tokenizer_config.json` rebuilt from a GGUF file's `tokenizer.ggml.*` metadata, splitting text
 //! the way llama.cpp does for the same file.
 
+pub mod from_gguf;
 pub mod gguf_vocab;
 pub mod hf;
 
+pub use from_gguf::{gguf_tokenizer, open_tokenizer, vocab_from_metadata};
 pub use gguf_vocab::{
     to_tokenizer_json, tokenizer_config_json, GgufVocab, TokenizerJson, VocabError,
 };
