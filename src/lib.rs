@@ -11,8 +11,7 @@
 //! - [`eval`]: perplexity under the literature's window conventions, and KL from a reference.
 //! - [`checkpoint`]: reading, validating and writing checkpoints; config surgery; model cards.
 //! - [`quant`]: decoding ggml tensor formats (F16, BF16, Q4_0 … Q8_0, the k-quants) to `f32`.
-//! - [`tokenizer`]: HF `tokenizer.json` folders with special tokens and chat templates; `tokenizer.json` /
-//!   `tokenizer_config.json` rebuilt from GGUF metadata.
+//! - [`tokenizer`]: HF `tokenizer.json` folders, chat templates, and tokenizers rebuilt from GGUF metadata.
 //! - [`hub`]: hub IDs (`org/name@rev`), the HF cache, and downloads.
 //!
 //! Layer numbers are 0-based everywhere and ranges are half-open (`a..b` keeps `a`, drops `b`).

@@ -59,6 +59,53 @@ pub fn gguf_layer(name: &str) -> Option<LayerName<'_>> {
     split_with_prefix(name, GGUF_LAYER_PREFIX)
 }
 
+/// HF ↔ GGUF names of the tensors outside the layers, as llama.cpp's converter writes them.
+pub const GGUF_GLOBAL_NAMES: &[(&str, &str)] = &[
+    ("model.embed_tokens.weight", "token_embd.weight"),
+    ("model.norm.weight", "output_norm.weight"),
+    ("lm_head.weight", "output.weight"),
+];
+
+/// HF ↔ GGUF names of per-layer tensors (after `model.layers.{i}.` / `blk.{i}.`), for llama,
+/// mistral, qwen2 and qwen3.
+pub const GGUF_LAYER_NAMES: &[(&str, &str)] = &[
+    ("self_attn.q_proj.weight", "attn_q.weight"),
+    ("self_attn.k_proj.weight", "attn_k.weight"),
+    ("self_attn.v_proj.weight", "attn_v.weight"),
+    ("self_attn.o_proj.weight", "attn_output.weight"),
+    ("self_attn.q_proj.bias", "attn_q.bias"),
+    ("self_attn.k_proj.bias", "attn_k.bias"),
+    ("self_attn.v_proj.bias", "attn_v.bias"),
+    ("self_attn.o_proj.bias", "attn_output.bias"),
+    ("self_attn.q_norm.weight", "attn_q_norm.weight"),
+    ("self_attn.k_norm.weight", "attn_k_norm.weight"),
+    ("mlp.gate_proj.weight", "ffn_gate.weight"),
+    ("mlp.up_proj.weight", "ffn_up.weight"),
+    ("mlp.down_proj.weight", "ffn_down.weight"),
+    ("input_layernorm.weight", "attn_norm.weight"),
+    ("post_attention_layernorm.weight", "ffn_norm.weight"),
+];
+
+/// The GGUF name of an HF tensor, if the table knows it.
+pub fn hf_to_gguf(name: &str) -> Option<String> {
+    if let Some(&(_, g)) = GGUF_GLOBAL_NAMES.iter().find(|(h, _)| *h == name) {
+        return Some(g.to_string());
+    }
+    let l = split_with_prefix(name, "model.layers.")?;
+    let &(_, g) = GGUF_LAYER_NAMES.iter().find(|(h, _)| *h == l.rest)?;
+    Some(format!("{GGUF_LAYER_PREFIX}{}.{g}", l.layer))
+}
+
+/// The HF name of a GGUF tensor, if the table knows it.
+pub fn gguf_to_hf(name: &str) -> Option<String> {
+    if let Some(&(h, _)) = GGUF_GLOBAL_NAMES.iter().find(|(_, g)| *g == name) {
+        return Some(h.to_string());
+    }
+    let l = gguf_layer(name)?;
+    let &(h, _) = GGUF_LAYER_NAMES.iter().find(|(_, g)| *g == l.rest)?;
+    Some(format!("model.layers.{}.{h}", l.layer))
+}
+
 /// What part of the model a tensor belongs to, for parameter accounting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -154,6 +201,32 @@ mod tests {
         assert!(hf_layer("model.layers.x.foo").is_none());
         assert!(hf_layer("model.layers.01.foo").is_none());
         assert!(hf_layer("model.embed_tokens.weight").is_none());
+    }
+
+    #[test]
+    fn maps_hf_and_gguf_names_both_ways() {
+        for (hf, gguf) in [
+            ("model.embed_tokens.weight", "token_embd.weight"),
+            ("lm_head.weight", "output.weight"),
+            (
+                "model.layers.7.self_attn.o_proj.weight",
+                "blk.7.attn_output.weight",
+            ),
+            (
+                "model.layers.0.post_attention_layernorm.weight",
+                "blk.0.ffn_norm.weight",
+            ),
+            (
+                "model.layers.12.self_attn.k_norm.weight",
+                "blk.12.attn_k_norm.weight",
+            ),
+        ] {
+            assert_eq!(hf_to_gguf(hf).as_deref(), Some(gguf));
+            assert_eq!(gguf_to_hf(gguf).as_deref(), Some(hf));
+        }
+        assert_eq!(hf_to_gguf("model.layers.0.mlp.experts.0.w1.weight"), None);
+        assert_eq!(gguf_to_hf("rope_freqs.weight"), None);
+        assert_eq!(gguf_to_hf("blk.01.attn_q.weight"), None);
     }
 
     #[test]

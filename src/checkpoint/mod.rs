@@ -5,6 +5,8 @@
 pub mod atomic;
 pub mod card;
 pub mod config_surgery;
+pub mod convert;
+pub mod convert_gguf;
 pub mod gguf;
 pub mod hashing;
 pub mod hf;

@@ -3,9 +3,9 @@
 
 use super::output::{print, print_json, warn, Bar};
 use depthprune::eval::{self, Convention, EvalReport, Run};
-use depthprune::model::{open_folder, Model};
+use depthprune::model::{open_checkpoint, Model};
 use depthprune::select::{LayerSpec, Removal};
-use depthprune::tokenizer::HfTokenizer;
+use depthprune::tokenizer::open_tokenizer;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
     --ctx tokens start every S tokens and each scores only the tokens no earlier window scored\n\
     (transformers' perplexity guide): with S < N, every token but the first is scored once.")]
 pub struct Args {
-    /// The model: an HF folder (config.json, tokenizer.json, safetensors).
+    /// The model: an HF folder (config.json, tokenizer.json, safetensors) or a `.gguf` file.
     pub model: PathBuf,
     /// The text to score (UTF-8), tokenized as one stream.
     #[arg(long, value_name = "FILE")]
@@ -60,7 +60,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.batch == 0 {
         anyhow::bail!("--batch must be at least 1");
     }
-    let (cfg, source) = open_folder(&args.model)?;
+    let (cfg, source) = open_checkpoint(&args.model)?;
     let n_layers = cfg.n_layers();
     let skip = match &args.skip {
         Some(s) => Removal::drop(&LayerSpec::parse(s)?, n_layers)?.removed(),
@@ -90,7 +90,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }),
     };
 
-    let tok = HfTokenizer::open(&args.model)?;
+    let (tok, notes) = open_tokenizer(&args.model)?;
+    for note in &notes {
+        warn(note);
+    }
     let text = eval::read_text(&args.text)?;
     let tokens = eval::tokenize(&tok, &text, args.max_tokens)?;
     let windows = eval::plan(tokens.len(), conv)

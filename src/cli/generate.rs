@@ -1,9 +1,9 @@
 //! `depthprune generate`: text from a prompt, streamed to stdout, with the KV cache.
 
-use super::output::print;
-use depthprune::model::{generate, open_folder, GenerateOpts, Model, Sampler, Sampling};
+use super::output::{print, warn};
+use depthprune::model::{generate, open_checkpoint, GenerateOpts, Model, Sampler, Sampling};
 use depthprune::select::{LayerSpec, Removal};
-use depthprune::tokenizer::{HfTokenizer, Message, TextStream};
+use depthprune::tokenizer::{open_tokenizer, Message, TextStream};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -14,7 +14,7 @@ use std::time::Instant;
     depthprune generate ./Qwen3-4B --prompt \"Once\" --temperature 0.8 --top-p 0.95 --seed 1\n\n\
     Greedy unless --temperature is above 0. The text goes to stdout; timings go to stderr.")]
 pub struct Args {
-    /// The model: an HF folder (config.json, tokenizer.json, safetensors).
+    /// The model: an HF folder (config.json, tokenizer.json, safetensors) or a `.gguf` file.
     pub model: PathBuf,
     /// The prompt text.
     #[arg(long)]
@@ -52,13 +52,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         top_k: args.top_k,
         seed: args.seed,
     })?;
-    let (cfg, source) = open_folder(&args.model)?;
+    let (cfg, source) = open_checkpoint(&args.model)?;
     let skip = match &args.skip {
         Some(s) => Removal::drop(&LayerSpec::parse(s)?, cfg.n_layers())?.removed(),
         None => Vec::new(),
     };
     let model = Model::from_source(cfg, source, &|i| !skip.contains(&i))?;
-    let tok = HfTokenizer::open(&args.model)?;
+    let (tok, notes) = open_tokenizer(&args.model)?;
+    for note in &notes {
+        warn(note);
+    }
     let prompt = if args.chat {
         let text = tok.render_chat(&[Message {
             role: "user".into(),

@@ -43,8 +43,11 @@ pub enum Command {
     Eval(eval::Args),
     /// Generate text from a prompt with the KV cache (optionally with layers skipped).
     Generate(generate::Args),
+    /// Convert a GGUF file into an HF folder (config, safetensors, tokenizer).
+    Convert(convert::Args),
 }
 
+mod convert;
 mod eval;
 mod generate;
 mod inspect;
@@ -64,6 +67,7 @@ pub fn run() -> i32 {
         Command::Verify(a) => verify::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Convert(a) => convert::run(a),
     };
     match result {
         Ok(()) => 0,

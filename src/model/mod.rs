@@ -9,6 +9,7 @@
 
 mod config;
 mod generate;
+pub mod gguf;
 mod layer;
 mod ops;
 mod rope;
@@ -76,14 +77,14 @@ pub struct Model {
 }
 
 impl Model {
-    /// Opens an HF folder with every layer resident.
+    /// Opens an HF folder or a `.gguf` file with every layer resident.
     pub fn open(dir: &Path) -> Result<Self> {
         Self::open_with(dir, &[])
     }
 
-    /// Opens an HF folder, leaving the layers in `skip` unloaded.
+    /// Opens an HF folder or a `.gguf` file, leaving the layers in `skip` unloaded.
     pub fn open_with(dir: &Path, skip: &[usize]) -> Result<Self> {
-        let (cfg, source) = open_folder(dir)?;
+        let (cfg, source) = open_checkpoint(dir)?;
         Self::from_source(cfg, source, &|i| !skip.contains(&i))
     }
 
@@ -314,6 +315,23 @@ impl Model {
         let hidden = self.forward_hidden(tokens, skip, cache, &mut |_| Ok(()))?;
         self.logits(&hidden)
     }
+}
+
+/// Opens a checkpoint: a `.gguf` file (dequantized on load) or an HF folder.
+pub fn open_checkpoint(path: &Path) -> Result<(ModelConfig, Arc<dyn WeightSource>)> {
+    if is_gguf(path) {
+        let (cfg, weights, _) = gguf::open_gguf(path)?;
+        let weights: Arc<dyn WeightSource> = weights;
+        Ok((cfg, weights))
+    } else {
+        open_folder(path)
+    }
+}
+
+/// Whether `path` names a GGUF file (by its extension).
+pub fn is_gguf(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
 }
 
 /// Reads `config.json` and opens the weights of an HF folder.

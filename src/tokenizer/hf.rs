@@ -82,7 +82,44 @@ impl HfTokenizer {
         let cfg = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
         let gen = read_json(&dir.join("generation_config.json"))?.unwrap_or(Value::Null);
         let model_cfg = read_json(&dir.join("config.json"))?.unwrap_or(Value::Null);
+        let jinja = dir.join("chat_template.jinja");
+        let jinja = if jinja.is_file() {
+            Some(std::fs::read_to_string(&jinja).at(&jinja)?)
+        } else {
+            None
+        };
+        Ok(Self::from_parts(dir, inner, &cfg, &gen, &model_cfg, jinja))
+    }
 
+    /// Builds a tokenizer from an in-memory `tokenizer.json` and `tokenizer_config.json` (as
+    /// rebuilt from GGUF metadata, say); `origin` names the checkpoint in messages.
+    pub fn from_json(
+        origin: &Path,
+        tokenizer_json: &Value,
+        tokenizer_config: &Value,
+    ) -> Result<Self> {
+        let bytes = serde_json::to_vec(tokenizer_json)
+            .map_err(|e| Error::corrupt(origin, format!("cannot encode the tokenizer: {e}")))?;
+        let inner = tokenizers::Tokenizer::from_bytes(bytes)
+            .map_err(|e| Error::corrupt(origin, format!("cannot load the tokenizer: {e}")))?;
+        Ok(Self::from_parts(
+            origin,
+            inner,
+            tokenizer_config,
+            &Value::Null,
+            &Value::Null,
+            None,
+        ))
+    }
+
+    fn from_parts(
+        dir: &Path,
+        inner: tokenizers::Tokenizer,
+        cfg: &Value,
+        gen: &Value,
+        model_cfg: &Value,
+        jinja: Option<String>,
+    ) -> Self {
         let bos =
             token_text(cfg.get("bos_token")).and_then(|t| inner.token_to_id(&t).map(|id| (t, id)));
         let eos_token = token_text(cfg.get("eos_token"));
@@ -95,9 +132,8 @@ impl HfTokenizer {
                 eos_ids.push(id);
             }
         }
-        let jinja = dir.join("chat_template.jinja");
-        let chat_template = if jinja.is_file() {
-            Some(std::fs::read_to_string(&jinja).at(&jinja)?)
+        let chat_template = if jinja.is_some() {
+            jinja
         } else {
             match cfg.get("chat_template") {
                 Some(Value::String(s)) => Some(s.clone()),
@@ -116,7 +152,7 @@ impl HfTokenizer {
                 _ => None,
             }
         };
-        Ok(HfTokenizer {
+        HfTokenizer {
             dir: dir.to_path_buf(),
             inner,
             bos,
@@ -124,7 +160,7 @@ impl HfTokenizer {
             eos_ids,
             add_bos: cfg.get("add_bos_token").and_then(Value::as_bool),
             chat_template,
-        })
+        }
     }
 
     /// Entries in the vocabulary, added tokens included.

@@ -1,14 +1,13 @@
-//! Tokenizers: HF `tokenizer.json` folders with their special tokens and chat template ([`hf`]),
-//! and tokenizer files for exported checkpoints ([`gguf_vocab`]).
-//!
-//! A GGUF file carries its tokenizer as metadata (`tokenizer.ggml.*`), not as a `tokenizer.json`.
-//! When a pruned GGUF model is exported as a Hugging Face folder, [`gguf_vocab`] rebuilds the
-//! `tokenizer.json` and `tokenizer_config.json` that the `tokenizers` / `transformers` libraries
-//! load, splitting text the way llama.cpp does for the same file.
+//! Tokenizers: HF `tokenizer.json` folders ([`hf`]), with the special tokens and chat template
+//! from `tokenizer_config.json`; and ([`gguf_vocab`]) the `tokenizer.json` /
+//! `tokenizer_config.json` rebuilt from a GGUF file's `tokenizer.ggml.*` metadata, splitting text
+//! the way llama.cpp does for the same file.
 
+pub mod from_gguf;
 pub mod gguf_vocab;
 pub mod hf;
 
+pub use from_gguf::{gguf_tokenizer, open_tokenizer, vocab_from_metadata};
 pub use gguf_vocab::{
     to_tokenizer_json, tokenizer_config_json, GgufVocab, TokenizerJson, VocabError,
 };

@@ -1,0 +1,196 @@
+//! Conversion of an HF folder (llama, mistral, qwen2, qwen3) into an unquantized GGUF file:
+//! llama.cpp's metadata keys from `config.json`, tensors under their GGUF names with the Q/K rows
+//! permuted for llama as llama.cpp's converter does, 2-D tensors in the chosen float type and
+//! 1-D ones (norms, biases) in F32. The tokenizer is not written yet (see `ConvertReport`).
+
+use super::atomic::{AtomicOutput, Overwrite};
+use super::convert::ConvertReport;
+use super::gguf::{GgmlType, GgufModel, GgufWriter, Value, DEFAULT_ALIGNMENT, KEY_ARCHITECTURE};
+use crate::arch::naming::hf_to_gguf as gguf_name;
+use crate::arch::ArchConfig;
+use crate::error::{Error, IoContext, Result};
+use crate::model::gguf::permute_rows;
+use crate::model::{HfFolder, WeightSource};
+use std::io::BufWriter;
+use std::path::Path;
+
+/// The GGUF architecture of an HF `model_type`.
+fn gguf_arch(model_type: &str) -> Option<&'static str> {
+    match model_type {
+        "llama" | "mistral" => Some("llama"),
+        "qwen2" => Some("qwen2"),
+        "qwen3" => Some("qwen3"),
+        _ => None,
+    }
+}
+
+fn encode(values: &[f32], ty: GgmlType) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() * 4);
+    for &v in values {
+        match ty {
+            GgmlType::F16 => out.extend_from_slice(&half::f16::from_f32(v).to_bits().to_le_bytes()),
+            GgmlType::BF16 => {
+                out.extend_from_slice(&half::bf16::from_f32(v).to_bits().to_le_bytes())
+            }
+            _ => out.extend_from_slice(&v.to_le_bytes()),
+        }
+    }
+    out
+}
+
+/// Converts the HF folder `src` into a GGUF file at `out`, 2-D tensors stored as `ty` (F32, F16
+/// or BF16).
+pub fn hf_to_gguf(
+    src: &Path,
+    out: &Path,
+    ty: GgmlType,
+    overwrite: Overwrite,
+) -> Result<ConvertReport> {
+    if !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+        return Err(Error::Unsupported(format!(
+            "GGUF output type `{}`: choose f32, f16 or bf16",
+            ty.name()
+        )));
+    }
+    let config_path = src.join("config.json");
+    let (cfg, raw) = ArchConfig::from_file(&config_path)?;
+    let arch = gguf_arch(&cfg.model_type).ok_or_else(|| {
+        Error::Unsupported(format!(
+            "`{}`: `model_type` `{}` cannot be written as GGUF (supported: llama, mistral, qwen2, qwen3)",
+            config_path.display(),
+            cfg.model_type
+        ))
+    })?;
+    if let Some(kind) = raw
+        .get("rope_scaling")
+        .or_else(|| raw.get("rope_parameters"))
+        .and_then(|v| v.get("rope_type").or_else(|| v.get("type")))
+        .and_then(|v| v.as_str())
+    {
+        if kind != "default" {
+            return Err(Error::Unsupported(format!(
+                "`{}`: RoPE scaling `{kind}` is not written to GGUF yet",
+                config_path.display()
+            )));
+        }
+    }
+    let weights = HfFolder::open(src)?;
+    let mut names: Vec<(String, String)> = Vec::new();
+    for name in weights.names() {
+        if cfg.tie_word_embeddings && name == "lm_head.weight" {
+            continue;
+        }
+        let g = gguf_name(name).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "`{}`: tensor `{name}` has no GGUF name that depthprune knows",
+                src.display()
+            ))
+        })?;
+        names.push((name.to_string(), g));
+    }
+    let u32v = |x: usize| Value::U32(x as u32);
+    let k = |s: &str| format!("{arch}.{s}");
+    let mut kvs: Vec<(String, Value)> = vec![
+        (KEY_ARCHITECTURE.into(), Value::string(arch)),
+        (k("block_count"), u32v(cfg.num_hidden_layers)),
+        (
+            k("context_length"),
+            u32v(cfg.max_position_embeddings.unwrap_or(2048)),
+        ),
+        (k("embedding_length"), u32v(cfg.hidden_size)),
+        (k("feed_forward_length"), u32v(cfg.intermediate_size)),
+        (k("attention.head_count"), u32v(cfg.num_attention_heads)),
+        (k("attention.head_count_kv"), u32v(cfg.num_key_value_heads)),
+        (k("attention.key_length"), u32v(cfg.head_dim)),
+        (k("attention.value_length"), u32v(cfg.head_dim)),
+        (
+            k("attention.layer_norm_rms_epsilon"),
+            Value::F32(cfg.rms_norm_eps as f32),
+        ),
+        (k("rope.freq_base"), Value::F32(cfg.rope_theta as f32)),
+        (k("vocab_size"), u32v(cfg.vocab_size)),
+    ];
+    for (field, key) in [
+        ("bos_token_id", "tokenizer.ggml.bos_token_id"),
+        ("eos_token_id", "tokenizer.ggml.eos_token_id"),
+    ] {
+        if let Some(id) = raw.get(field).and_then(|v| v.as_u64()) {
+            kvs.push((key.into(), Value::U32(id as u32)));
+        }
+    }
+
+    let output = AtomicOutput::file(out, overwrite)?;
+    let tmp = output.path().to_path_buf();
+    let file = std::fs::File::create(&tmp).at(&tmp)?;
+    let mut w = GgufWriter::new(
+        BufWriter::with_capacity(1 << 20, file),
+        &tmp,
+        DEFAULT_ALIGNMENT,
+    )?;
+    w.header(names.len() as u64, kvs.len() as u64)?;
+    for (key, v) in &kvs {
+        w.kv(key, v)?;
+    }
+    let type_of = |shape: &[usize]| if shape.len() >= 2 { ty } else { GgmlType::F32 };
+    for (hf, g) in &names {
+        let shape = weights.shape(hf).unwrap_or_default();
+        let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
+        w.tensor_info(g, &dims, type_of(&shape))?;
+    }
+    let permute = arch == "llama";
+    let mut bytes = 0u64;
+    for (hf, _) in &names {
+        let t = weights.tensor(hf)?;
+        let shape = t.dims().to_vec();
+        let mut values: Vec<f32> = t.flatten_all()?.to_vec1()?;
+        if permute {
+            let heads = if hf.contains("self_attn.q_proj.") {
+                Some(cfg.num_attention_heads)
+            } else if hf.contains("self_attn.k_proj.") {
+                Some(cfg.num_key_value_heads)
+            } else {
+                None
+            };
+            if let Some(n) = heads {
+                values = permute_rows(&values, shape[0], n).ok_or_else(|| {
+                    Error::corrupt(
+                        src,
+                        format!(
+                            "tensor `{hf}` has {} rows, which do not split into {n} heads",
+                            shape[0]
+                        ),
+                    )
+                })?;
+            }
+        }
+        let data = encode(&values, type_of(&shape));
+        bytes += data.len() as u64;
+        w.write_tensor(&data)?;
+    }
+    let buf = w.finish()?;
+    let file = buf
+        .into_inner()
+        .map_err(|e| Error::io(&tmp, e.into_error()))?;
+    file.sync_all().at(&tmp)?;
+    drop(file);
+    let target = output.commit()?;
+    let check = GgufModel::open(&target)?;
+    if check.tensors().len() != names.len() {
+        return Err(Error::corrupt(
+            &target,
+            format!(
+                "read back {} tensors, wrote {}",
+                check.tensors().len(),
+                names.len()
+            ),
+        ));
+    }
+    Ok(ConvertReport {
+        out: target,
+        tensors: names.len(),
+        bytes,
+        warnings: vec![
+            "the GGUF has no tokenizer metadata yet; llama.cpp needs one to run it".into(),
+        ],
+    })
+}

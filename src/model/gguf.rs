@@ -1,0 +1,489 @@
+//! A GGUF file as a model: a [`WeightSource`] that serves GGUF tensors under their HF names
+//! (dequantized to f32, shapes in HF order, llama.cpp's Q/K row permutation undone for llama),
+//! and the `config.json` rebuilt from the file's metadata.
+//!
+//! llama.cpp's `convert_hf_to_gguf.py` permutes the rows of `q_proj` / `k_proj` (weights and
+//! biases) for the `llama` architecture only, so that its RoPE can rotate adjacent pairs; qwen2
+//! and qwen3 files keep HF's order (their converters do not override `modify_tensors` this way).
+
+use super::config::ModelConfig;
+use super::weights::WeightSource;
+use crate::arch::naming::gguf_to_hf;
+use crate::arch::ArchConfig;
+use crate::checkpoint::gguf::{GgufModel, TensorInfo, Value};
+use crate::error::{Error, IoContext, Result};
+use candle_core::{Device, Tensor};
+use memmap2::Mmap;
+use serde_json::{json, Map};
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// GGUF architectures the forward pass reads, with the HF `model_type` each becomes.
+pub const GGUF_ARCHES: &[(&str, &str)] =
+    &[("llama", "llama"), ("qwen2", "qwen2"), ("qwen3", "qwen3")];
+
+/// Whether llama.cpp's converter permuted the Q/K rows of this architecture.
+fn permutes_qk(arch: &str) -> bool {
+    arch == "llama"
+}
+
+/// The weights of a GGUF model, by HF name.
+pub struct GgufWeights {
+    path: PathBuf,
+    maps: Vec<Mmap>,
+    /// HF name → the GGUF tensor.
+    tensors: HashMap<String, TensorInfo>,
+    /// `(n_head, n_head_kv)` when the Q/K rows must be un-permuted.
+    permute: Option<(usize, usize)>,
+}
+
+impl GgufWeights {
+    /// Maps the tensors of `model`. Tensors without an HF name are refused, so nothing the
+    /// forward pass would need is silently left out.
+    pub fn new(model: &GgufModel) -> Result<Self> {
+        let path = model.path().to_path_buf();
+        let arch = gguf_arch(model)?;
+        let mut tensors = HashMap::new();
+        for t in model.tensors() {
+            let hf = gguf_to_hf(t.name()).ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "`{}`: tensor `{}` has no HF counterpart that depthprune knows (llama, qwen2, qwen3 without RoPE frequency tables)",
+                    path.display(),
+                    t.name()
+                ))
+            })?;
+            tensors.insert(hf, t.clone());
+        }
+        let mut maps = Vec::with_capacity(model.parts().len());
+        for part in model.parts() {
+            let file = File::open(&part.path).at(&part.path)?;
+            // SAFETY: read-only map of a file the reader has validated; as with every mmap
+            // reader, a file truncated underneath us is the one hazard.
+            maps.push(unsafe { Mmap::map(&file) }.at(&part.path)?);
+        }
+        let permute = if permutes_qk(arch) {
+            let key = |k: &str| meta_u64(model, &format!("{arch}.{k}"));
+            let heads = key("attention.head_count")?
+                .ok_or_else(|| missing(&path, &format!("{arch}.attention.head_count")))?;
+            let kv = key("attention.head_count_kv")?.unwrap_or(heads);
+            Some((heads as usize, kv as usize))
+        } else {
+            None
+        };
+        Ok(GgufWeights {
+            path,
+            maps,
+            tensors,
+            permute,
+        })
+    }
+
+    /// The GGUF tensor behind HF name `name`.
+    pub fn info(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.get(name)
+    }
+
+    /// The HF names of all tensors, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.tensors.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The HF shape of tensor `name` (empty if there is none).
+    pub fn shape_of(&self, name: &str) -> Vec<usize> {
+        self.tensors
+            .get(name)
+            .map(|t| t.dims().iter().rev().map(|&d| d as usize).collect())
+            .unwrap_or_default()
+    }
+
+    /// Tensor `name` as f32 values in HF layout, with its HF shape.
+    pub fn values(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        let t = self.tensors.get(name).ok_or_else(|| {
+            Error::corrupt(&self.path, format!("the checkpoint has no tensor `{name}`"))
+        })?;
+        let outside = || {
+            Error::corrupt(
+                &self.path,
+                format!("tensor `{}` lies outside the file", t.name()),
+            )
+        };
+        let start = usize::try_from(t.file_offset()).map_err(|_| outside())?;
+        let len = usize::try_from(t.n_bytes()).map_err(|_| outside())?;
+        let bytes = self
+            .maps
+            .get(t.part())
+            .and_then(|m| m.get(start..start.checked_add(len)?))
+            .ok_or_else(outside)?;
+        let n = usize::try_from(t.n_elements()).map_err(|_| outside())?;
+        let mut values = Vec::new();
+        crate::quant::dequantize(t.ggml_type().id(), bytes, n, &mut values)
+            .map_err(|e| Error::corrupt(&self.path, format!("tensor `{}`: {e}", t.name())))?;
+        let shape: Vec<usize> = t.dims().iter().rev().map(|&d| d as usize).collect();
+        if let Some((heads, kv)) = self.permute {
+            let n_head = if name.contains("self_attn.q_proj.") {
+                Some(heads)
+            } else if name.contains("self_attn.k_proj.") {
+                Some(kv)
+            } else {
+                None
+            };
+            if let Some(n_head) = n_head {
+                values = unpermute_rows(&values, shape[0], n_head).ok_or_else(|| {
+                    Error::corrupt(
+                        &self.path,
+                        format!(
+                            "tensor `{}` has {} rows, which do not split into {n_head} heads of even size",
+                            t.name(),
+                            shape[0]
+                        ),
+                    )
+                })?;
+            }
+        }
+        Ok((values, shape))
+    }
+}
+
+/// Undoes llama.cpp's per-head row permutation: GGUF row `2j + t` of a head holds HF row
+/// `t * head_dim / 2 + j`. `values` holds `rows` rows of equal length.
+pub fn unpermute_rows(values: &[f32], rows: usize, n_head: usize) -> Option<Vec<f32>> {
+    permute_impl(values, rows, n_head, false)
+}
+
+/// llama.cpp's permutation itself (HF order → GGUF order), for writing llama GGUF files.
+pub fn permute_rows(values: &[f32], rows: usize, n_head: usize) -> Option<Vec<f32>> {
+    permute_impl(values, rows, n_head, true)
+}
+
+fn permute_impl(values: &[f32], rows: usize, n_head: usize, forward: bool) -> Option<Vec<f32>> {
+    if n_head == 0 || rows == 0 || rows % (2 * n_head) != 0 || values.len() % rows != 0 {
+        return None;
+    }
+    let cols = values.len() / rows;
+    let head_dim = rows / n_head;
+    let half = head_dim / 2;
+    let mut out = vec![0f32; values.len()];
+    for h in 0..n_head {
+        for t in 0..2 {
+            for j in 0..half {
+                let hf = h * head_dim + t * half + j;
+                let gguf = h * head_dim + 2 * j + t;
+                let (dst, src) = if forward { (gguf, hf) } else { (hf, gguf) };
+                out[dst * cols..(dst + 1) * cols]
+                    .copy_from_slice(&values[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    Some(out)
+}
+
+impl WeightSource for GgufWeights {
+    fn tensor(&self, name: &str) -> Result<Tensor> {
+        let (values, shape) = self.values(name)?;
+        Ok(Tensor::from_vec(values, shape.as_slice(), &Device::Cpu)?)
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        let t = self.tensors.get(name)?;
+        Some(t.dims().iter().rev().map(|&d| d as usize).collect())
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn missing(path: &Path, key: &str) -> Error {
+    Error::corrupt(path, format!("metadata `{key}` is missing"))
+}
+
+fn meta_u64(model: &GgufModel, key: &str) -> Result<Option<u64>> {
+    match model.metadata().get(key) {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            Error::corrupt(
+                model.path(),
+                format!(
+                    "metadata `{key}` is {}, not a non-negative integer",
+                    v.type_name()
+                ),
+            )
+        }),
+    }
+}
+
+fn meta_f64(model: &GgufModel, key: &str) -> Result<Option<f64>> {
+    match model.metadata().get(key) {
+        None => Ok(None),
+        Some(Value::F32(x)) => Ok(Some(f64::from(*x))),
+        Some(Value::F64(x)) => Ok(Some(*x)),
+        Some(v) => v.as_u64().map(|x| Some(x as f64)).ok_or_else(|| {
+            Error::corrupt(
+                model.path(),
+                format!("metadata `{key}` is {}, not a number", v.type_name()),
+            )
+        }),
+    }
+}
+
+/// The GGUF architecture, checked against those the forward pass reads.
+pub fn gguf_arch(model: &GgufModel) -> Result<&str> {
+    let arch = model.architecture()?;
+    if GGUF_ARCHES.iter().any(|(a, _)| *a == arch) {
+        Ok(arch)
+    } else {
+        Err(Error::Unsupported(format!(
+            "`{}`: GGUF architecture `{arch}` is not supported (supported: {})",
+            model.path().display(),
+            GGUF_ARCHES
+                .iter()
+                .map(|(a, _)| *a)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+}
+
+/// The HF `config.json` equivalent of a GGUF model's metadata.
+pub fn gguf_config_json(model: &GgufModel) -> Result<serde_json::Value> {
+    let path = model.path();
+    let arch = gguf_arch(model)?;
+    let model_type = GGUF_ARCHES
+        .iter()
+        .find(|(a, _)| *a == arch)
+        .map(|(_, m)| *m)
+        .unwrap_or(arch);
+    let k = |s: &str| format!("{arch}.{s}");
+    let need =
+        |key: String| -> Result<u64> { meta_u64(model, &key)?.ok_or_else(|| missing(path, &key)) };
+    let layers = need(k("block_count"))?;
+    let hidden = need(k("embedding_length"))?;
+    let ffn = need(k("feed_forward_length"))?;
+    let heads = need(k("attention.head_count"))?;
+    if heads == 0 {
+        return Err(Error::corrupt(
+            path,
+            format!("`{}` is 0", k("attention.head_count")),
+        ));
+    }
+    let kv = meta_u64(model, &k("attention.head_count_kv"))?.unwrap_or(heads);
+    let head_dim = meta_u64(model, &k("attention.key_length"))?.unwrap_or(hidden / heads);
+    let eps = meta_f64(model, &k("attention.layer_norm_rms_epsilon"))?
+        .ok_or_else(|| missing(path, &k("attention.layer_norm_rms_epsilon")))?;
+    let theta = meta_f64(model, &k("rope.freq_base"))?.unwrap_or(10000.0);
+    let ctx = meta_u64(model, &k("context_length"))?.unwrap_or(2048);
+    let find = |name: &str| model.tensors().iter().find(|t| t.name() == name);
+    if find("rope_freqs.weight").is_some() {
+        return Err(Error::Unsupported(format!(
+            "`{}`: the file has a RoPE frequency table (`rope_freqs.weight`, Llama 3.1 scaling), which depthprune does not read yet",
+            path.display()
+        )));
+    }
+    let embd = find("token_embd.weight")
+        .ok_or_else(|| Error::corrupt(path, "no `token_embd.weight` tensor"))?;
+    let vocab = embd.dims().get(1).copied().unwrap_or(0);
+    let tied = find("output.weight").is_none();
+    let bias = find("blk.0.attn_q.bias").is_some();
+    let mut cfg = Map::new();
+    cfg.insert("architectures".into(), json!([hf_class(model_type)]));
+    cfg.insert("model_type".into(), json!(model_type));
+    cfg.insert("num_hidden_layers".into(), json!(layers));
+    cfg.insert("hidden_size".into(), json!(hidden));
+    cfg.insert("intermediate_size".into(), json!(ffn));
+    cfg.insert("num_attention_heads".into(), json!(heads));
+    cfg.insert("num_key_value_heads".into(), json!(kv));
+    cfg.insert("head_dim".into(), json!(head_dim));
+    cfg.insert("rms_norm_eps".into(), json!(eps));
+    cfg.insert("rope_theta".into(), json!(theta));
+    cfg.insert("max_position_embeddings".into(), json!(ctx));
+    cfg.insert("vocab_size".into(), json!(vocab));
+    cfg.insert("tie_word_embeddings".into(), json!(tied));
+    cfg.insert("hidden_act".into(), json!("silu"));
+    if model_type != "qwen2" {
+        // qwen2 always has Q/K/V biases; the others say so in `attention_bias`.
+        cfg.insert("attention_bias".into(), json!(bias));
+    }
+    cfg.insert("mlp_bias".into(), json!(false));
+    if let Some(kind) = model.metadata().get_str(&k("rope.scaling.type")) {
+        match kind {
+            "none" => {}
+            "linear" => {
+                let factor = meta_f64(model, &k("rope.scaling.factor"))?
+                    .ok_or_else(|| missing(path, &k("rope.scaling.factor")))?;
+                cfg.insert(
+                    "rope_scaling".into(),
+                    json!({"rope_type": "linear", "factor": factor}),
+                );
+            }
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "`{}`: RoPE scaling `{other}` is not supported (supported: none, linear)",
+                    path.display()
+                )))
+            }
+        }
+    }
+    for (key, field) in [
+        ("tokenizer.ggml.bos_token_id", "bos_token_id"),
+        ("tokenizer.ggml.eos_token_id", "eos_token_id"),
+    ] {
+        if let Some(id) = meta_u64(model, key)? {
+            cfg.insert(field.into(), json!(id));
+        }
+    }
+    cfg.insert("torch_dtype".into(), json!("float32"));
+    Ok(serde_json::Value::Object(cfg))
+}
+
+/// The transformers class of a `model_type`.
+fn hf_class(model_type: &str) -> &'static str {
+    match model_type {
+        "qwen2" => "Qwen2ForCausalLM",
+        "qwen3" => "Qwen3ForCausalLM",
+        _ => "LlamaForCausalLM",
+    }
+}
+
+/// Opens a GGUF file as a model: its configuration and its weights.
+pub fn open_gguf(path: &Path) -> Result<(ModelConfig, std::sync::Arc<GgufWeights>, GgufModel)> {
+    let model = GgufModel::open(path)?;
+    let raw = gguf_config_json(&model)?;
+    let arch = ArchConfig::from_value(&raw).map_err(|m| Error::config(path, m))?;
+    let cfg = ModelConfig::new(arch, &raw).map_err(|m| Error::config(path, m))?;
+    let weights = std::sync::Arc::new(GgufWeights::new(&model)?);
+    Ok((cfg, weights, model))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::gguf::{GgmlType, GgufWriter};
+
+    /// Writes a 1-layer GGUF of architecture `arch` (hidden 8, 2 heads of 4, 1 KV head, ffn 8,
+    /// vocab 6), every tensor F32 with values 0, 1, 2, … in file order, and no `output.weight`.
+    fn tiny_gguf(dir: &Path, arch: &str) -> PathBuf {
+        let path = dir.join(format!("{arch}.gguf"));
+        let mut tensors: Vec<(&str, Vec<u64>)> = vec![
+            ("token_embd.weight", vec![8, 6]),
+            ("output_norm.weight", vec![8]),
+            ("blk.0.attn_norm.weight", vec![8]),
+            ("blk.0.attn_q.weight", vec![8, 8]),
+            ("blk.0.attn_k.weight", vec![8, 4]),
+            ("blk.0.attn_v.weight", vec![8, 4]),
+            ("blk.0.attn_output.weight", vec![8, 8]),
+            ("blk.0.ffn_norm.weight", vec![8]),
+            ("blk.0.ffn_gate.weight", vec![8, 8]),
+            ("blk.0.ffn_up.weight", vec![8, 8]),
+            ("blk.0.ffn_down.weight", vec![8, 8]),
+        ];
+        if arch == "qwen3" {
+            tensors.push(("blk.0.attn_q_norm.weight", vec![4]));
+            tensors.push(("blk.0.attn_k_norm.weight", vec![4]));
+        }
+        let kvs: Vec<(String, Value)> = vec![
+            ("general.architecture".into(), Value::string(arch)),
+            (format!("{arch}.block_count"), Value::U32(1)),
+            (format!("{arch}.embedding_length"), Value::U32(8)),
+            (format!("{arch}.feed_forward_length"), Value::U32(8)),
+            (format!("{arch}.attention.head_count"), Value::U32(2)),
+            (format!("{arch}.attention.head_count_kv"), Value::U32(1)),
+            (
+                format!("{arch}.attention.layer_norm_rms_epsilon"),
+                Value::F32(1e-5),
+            ),
+            (format!("{arch}.rope.freq_base"), Value::F32(10000.0)),
+            (format!("{arch}.context_length"), Value::U32(64)),
+        ];
+        let mut w = GgufWriter::new(Vec::new(), &path, 32).unwrap();
+        w.header(tensors.len() as u64, kvs.len() as u64).unwrap();
+        for (k, v) in &kvs {
+            w.kv(k, v).unwrap();
+        }
+        for (name, dims) in &tensors {
+            w.tensor_info(name, dims, GgmlType::F32).unwrap();
+        }
+        for (_, dims) in &tensors {
+            let n: u64 = dims.iter().product();
+            let bytes: Vec<u8> = (0..n).flat_map(|i| (i as f32).to_le_bytes()).collect();
+            w.write_tensor(&bytes).unwrap();
+        }
+        std::fs::write(&path, w.finish().unwrap()).unwrap();
+        path
+    }
+
+    #[test]
+    fn serves_hf_names_shapes_and_unpermuted_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        for arch in ["llama", "qwen3"] {
+            let path = tiny_gguf(dir.path(), arch);
+            let (cfg, w, _) = open_gguf(&path).unwrap();
+            assert_eq!(cfg.arch.model_type, arch);
+            assert_eq!(cfg.arch.num_key_value_heads, 1);
+            assert_eq!(cfg.arch.vocab_size, 6);
+            assert!(cfg.arch.tie_word_embeddings);
+            assert_eq!(cfg.arch.head_dim, 4);
+            assert_eq!(
+                w.shape("model.layers.0.self_attn.k_proj.weight"),
+                Some(vec![4, 8])
+            );
+            assert_eq!(w.shape("model.embed_tokens.weight"), Some(vec![6, 8]));
+            assert!(!w.contains("lm_head.weight"));
+            // Row i starts with 8 × (the GGUF row it came from).
+            let first_col = |name: &str| -> Vec<f32> {
+                let (v, shape) = w.values(name).unwrap();
+                v.chunks(shape[1]).map(|r| r[0] / 8.0).collect()
+            };
+            let (q_rows, k_rows, v_rows): (Vec<f32>, Vec<f32>, Vec<f32>) = if arch == "llama" {
+                (
+                    vec![0., 2., 1., 3., 4., 6., 5., 7.],
+                    vec![0., 2., 1., 3.],
+                    vec![0., 1., 2., 3.],
+                )
+            } else {
+                (
+                    (0..8).map(|x| x as f32).collect(),
+                    vec![0., 1., 2., 3.],
+                    vec![0., 1., 2., 3.],
+                )
+            };
+            assert_eq!(first_col("model.layers.0.self_attn.q_proj.weight"), q_rows);
+            assert_eq!(first_col("model.layers.0.self_attn.k_proj.weight"), k_rows);
+            assert_eq!(first_col("model.layers.0.self_attn.v_proj.weight"), v_rows);
+            let model = super::super::Model::from_source(cfg, w, &|_| true).unwrap();
+            let x = model.tokens(&[&[1u32, 2, 3][..]]).unwrap();
+            assert_eq!(model.forward(&x, &[], None).unwrap().dims(), &[1, 3, 6]);
+        }
+    }
+
+    #[test]
+    fn refuses_unknown_tensors_and_architectures() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = tiny_gguf(dir.path(), "gpt2");
+        let err = open_gguf(&path).err().unwrap().to_string();
+        assert!(err.contains("`gpt2`") && err.contains("gpt2.gguf"), "{err}");
+    }
+
+    #[test]
+    fn permutation_round_trips_and_matches_llama_cpp() {
+        // 2 heads of head_dim 4, 1 column: HF rows [0 1 2 3 | 4 5 6 7].
+        let hf: Vec<f32> = (0..8).map(|x| x as f32).collect();
+        let gguf = permute_rows(&hf, 8, 2).unwrap();
+        // reshape(2, 2, 2) swapaxes(1, 2): per head, rows interleave halves.
+        assert_eq!(gguf, vec![0., 2., 1., 3., 4., 6., 5., 7.]);
+        assert_eq!(unpermute_rows(&gguf, 8, 2).unwrap(), hf);
+        // Two columns move with their row.
+        let wide: Vec<f32> = (0..16).map(|x| x as f32).collect();
+        let p = permute_rows(&wide, 8, 2).unwrap();
+        assert_eq!(&p[2..4], &[4., 5.]);
+        assert_eq!(unpermute_rows(&p, 8, 2).unwrap(), wide);
+        assert!(permute_rows(&hf, 8, 3).is_none());
+        assert!(permute_rows(&hf, 0, 1).is_none());
+    }
+}
