@@ -39,11 +39,21 @@ pub enum Command {
     Synth(synth::Args),
     /// Re-hash a pruned checkpoint and check every tensor (against its source, if given).
     Verify(verify::Args),
+    /// Perplexity on a text file (optionally with layers skipped), and divergence from a reference.
+    Eval(eval::Args),
+    /// Layer importance on calibration text (angular, bi, minitron, ppl, greedy, last).
+    Score(score::Args),
+    /// Generate text from a prompt with the KV cache (optionally with layers skipped).
+    Generate(generate::Args),
 }
 
+mod eval;
+mod generate;
 mod inspect;
 mod plan;
 mod prune;
+mod score;
+mod strategy;
 mod synth;
 mod verify;
 
@@ -56,6 +66,9 @@ pub fn run() -> i32 {
         Command::Prune(a) => prune::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Score(a) => score::run(a),
     };
     match result {
         Ok(()) => 0,
