@@ -16,22 +16,27 @@ use std::path::{Path, PathBuf};
 #[derive(clap::Args, Debug, Clone)]
 pub struct StrategyArgs {
     /// Remove exactly N layers.
-    #[arg(long, value_name = "N", conflicts_with_all = ["target_params", "ratio"])]
+    #[arg(long, requires = "strategy", value_name = "N", conflicts_with_all = ["target_params", "ratio"])]
     pub remove: Option<usize>,
     /// Remove as few layers as needed to reach at most P parameters.
-    #[arg(long, value_name = "P", conflicts_with = "ratio")]
+    #[arg(
+        long,
+        requires = "strategy",
+        value_name = "P",
+        conflicts_with = "ratio"
+    )]
     pub target_params: Option<u64>,
     /// Remove this fraction of the layers.
-    #[arg(long, value_name = "R")]
+    #[arg(long, requires = "strategy", value_name = "R")]
     pub ratio: Option<f64>,
     /// Remove one contiguous block (the best by the metric).
-    #[arg(long)]
+    #[arg(long, requires = "strategy")]
     pub contiguous: bool,
     /// Never remove these: `first:K,last:K`.
-    #[arg(long, value_name = "first:K,last:K")]
+    #[arg(long, requires = "strategy", value_name = "first:K,last:K")]
     pub protect: Option<String>,
     /// Read scores saved by `depthprune score --out` instead of running the metric.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, requires = "strategy", value_name = "FILE")]
     pub scores: Option<PathBuf>,
     #[command(flatten)]
     pub calib: CalibArgs,

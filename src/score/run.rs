@@ -120,8 +120,12 @@ pub fn score(
             timing: None,
         });
     }
-    if windows.is_empty() {
-        return Err(Error::Invalid("no calibration windows".into()));
+    let t = windows.first().map_or(0, Vec::len);
+    if t < 2 || windows.iter().any(|w| w.len() != t) {
+        return Err(Error::Invalid(
+            "calibration windows must be non-empty, of equal length, and at least 2 tokens long"
+                .into(),
+        ));
     }
     let mut scores = LayerScores {
         model: name,
