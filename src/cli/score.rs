@@ -200,8 +200,8 @@ pub fn run(args: Args) -> Result<()> {
     }
     if args.csv {
         let mut t = String::from("layer,score,rank\n");
-        for l in 0..s.n_layers {
-            writeln!(t, "{l},{},{}", s.importance[l], rank[l])?;
+        for (l, (v, r)) in s.importance.iter().zip(&rank).enumerate() {
+            writeln!(t, "{l},{v},{r}")?;
         }
         return print(&t);
     }
@@ -218,8 +218,8 @@ pub fn run(args: Args) -> Result<()> {
         writeln!(t, "baseline ppl {b:.4}")?;
     }
     writeln!(t, "\n{:>5}  {:>14}  {:>4}", "layer", "score", "rank")?;
-    for l in 0..s.n_layers {
-        writeln!(t, "{l:>5}  {:>14.6}  {:>4}", s.importance[l], rank[l])?;
+    for (l, (v, r)) in s.importance.iter().zip(&rank).enumerate() {
+        writeln!(t, "{l:>5}  {v:>14.6}  {r:>4}")?;
     }
     if let Some(g) = &s.greedy {
         writeln!(t, "\ngreedy order (ppl after each removal):")?;

@@ -315,8 +315,8 @@ fn ppl_scores(
     let t1 = Instant::now();
     if opts.metric == Metric::Ppl {
         progress.start("layers", n as u64);
-        for l in 0..n {
-            let out = forward_from(model, cache[l].clone(), l + 1, &[], &ctx)?;
+        for (l, input) in cache.iter().enumerate().take(n) {
+            let out = forward_from(model, input.clone(), l + 1, &[], &ctx)?;
             scores.importance[l] = ppl_of(model, &out, windows)?;
             candidates += 1;
             progress.advance(1);
@@ -345,8 +345,8 @@ fn ppl_scores(
             order.push(GreedyStep { layer: c, ppl: p });
             // Refresh the cache past `c` under the new removals.
             let mut xs = cache[c].clone();
-            for i in c + 1..=n {
-                cache[i] = xs.clone();
+            for (i, slot) in cache.iter_mut().enumerate().skip(c + 1) {
+                *slot = xs.clone();
                 if i < n && !removed.contains(&i) {
                     xs = model.run_layer(i, &xs, &ctx)?.output;
                 }
