@@ -14,6 +14,10 @@ pub struct LayerArgs {
     /// Layers to keep (all others are removed); same grammar as --drop.
     #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
     pub keep: Option<String>,
+    /// Choose the layers with a criterion (angular, bi, minitron, ppl, greedy, last) and
+    /// --remove N, --target-params P or --ratio R.
+    #[arg(long, value_name = "M")]
+    pub strategy: Option<String>,
 }
 
 impl LayerArgs {
@@ -22,7 +26,11 @@ impl LayerArgs {
         let r = match (&self.drop, &self.keep) {
             (Some(d), _) => Removal::drop(&LayerSpec::parse(d)?, n_layers)?,
             (None, Some(k)) => Removal::keep(&LayerSpec::parse(k)?, n_layers)?,
-            (None, None) => unreachable!("clap requires --drop or --keep"),
+            (None, None) => {
+                return Err(depthprune::Error::Unsupported(
+                    "--strategy needs an HF folder with weights here; score the model, then pass the chosen layers with --drop".into(),
+                ))
+            }
         };
         let dups = r.duplicates();
         if !dups.is_empty() {

@@ -41,6 +41,8 @@ pub enum Command {
     Verify(verify::Args),
     /// Perplexity on a text file (optionally with layers skipped), and divergence from a reference.
     Eval(eval::Args),
+    /// Layer importance on calibration text (angular, bi, minitron, ppl, greedy, last).
+    Score(score::Args),
     /// Generate text from a prompt with the KV cache (optionally with layers skipped).
     Generate(generate::Args),
     /// Convert a GGUF file into an HF folder (config, safetensors, tokenizer).
@@ -53,6 +55,8 @@ mod generate;
 mod inspect;
 mod plan;
 mod prune;
+mod score;
+mod strategy;
 mod synth;
 mod verify;
 
@@ -68,6 +72,7 @@ pub fn run() -> i32 {
         Command::Eval(a) => eval::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Convert(a) => convert::run(a),
+        Command::Score(a) => score::run(a),
     };
     match result {
         Ok(()) => 0,

@@ -26,6 +26,8 @@ pub struct Args {
     pub model: PathBuf,
     #[command(flatten)]
     pub layers: LayerArgs,
+    #[command(flatten)]
+    pub strategy: super::strategy::StrategyArgs,
     /// For a hub ID, count parameters exactly from each shard's header (a few KB, by HTTP range
     /// requests) instead of from config.json.
     #[arg(long)]
@@ -60,7 +62,14 @@ pub fn run(args: Args) -> Result<()> {
         let counts = ParamCounts::from_config(&arch);
         (arch, raw, counts)
     };
-    let removal = args.layers.removal(arch.num_hidden_layers)?;
+    let chosen = super::strategy::resolve(
+        &args.layers,
+        &args.strategy,
+        &path,
+        arch.num_hidden_layers,
+        &before,
+    )?;
+    let removal = chosen.removal;
     let after = before.after(&removal);
     let surgery = prune_config(&raw, &arch, &removal, None);
     for w in &surgery.warnings {
@@ -88,16 +97,19 @@ pub fn run(args: Args) -> Result<()> {
             },
             "config_changes": surgery.changes,
             "command": format!("depthprune prune {} --drop {} --out OUT", model, removal.drop_spec()),
+            "method": chosen.method,
         }));
     }
-    print(&render(
+    let mut text = chosen.explain.unwrap_or_default();
+    text.push_str(&render(
         &model,
         counted_from,
         &removal,
         before.total(),
         after.total(),
         &surgery.changes,
-    ))
+    ));
+    print(&text)
 }
 
 /// The plan as text; shared with GGUF.

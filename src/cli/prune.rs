@@ -27,6 +27,8 @@ pub struct Args {
     pub model: PathBuf,
     #[command(flatten)]
     pub layers: LayerArgs,
+    #[command(flatten)]
+    pub strategy: super::strategy::StrategyArgs,
     /// Output folder (HF) or file (GGUF).
     #[arg(long, short)]
     pub out: PathBuf,
@@ -64,7 +66,17 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let ckpt = HfCheckpoint::open(model)?;
-    let removal = args.layers.removal(ckpt.arch.num_hidden_layers)?;
+    let chosen = super::strategy::resolve(
+        &args.layers,
+        &args.strategy,
+        model,
+        ckpt.arch.num_hidden_layers,
+        &ckpt.param_counts(),
+    )?;
+    if let Some(e) = &chosen.explain {
+        eprint!("{e}");
+    }
+    let removal = chosen.removal;
     if !ckpt.arch.is_supported() {
         warn(format!(
             "architecture `{}` is not one depthprune knows ({}); layers named `model.layers.N.` are pruned, but per-layer config fields were not checked",
@@ -85,8 +97,8 @@ pub fn run(args: Args) -> Result<()> {
             Overwrite::Refuse
         },
         command: super::common::command_line(),
-        method: args.layers.method(),
-        how_chosen: args.layers.describe(),
+        method: chosen.method,
+        how_chosen: chosen.how_chosen,
         base_model: resolved.hub.as_ref().map(|h| h.repo.clone()),
         hub: resolved.hub.clone(),
     };

@@ -305,6 +305,17 @@ impl Model {
         Ok(xs)
     }
 
+    /// Runs layer `i` alone on `xs (batch, seq, hidden)` without a cache, loading its weights for
+    /// this call when it is not resident. Scoring uses this to restart a forward from cached
+    /// activations at the first layer a candidate removal changes.
+    pub fn run_layer(&self, i: usize, xs: &Tensor, ctx: &AttnCtx) -> Result<LayerOutput> {
+        self.check_index(i)?;
+        match &self.layers[i] {
+            Some(l) => l.forward(xs, ctx, None),
+            None => DecoderLayer::load(self.source.as_ref(), &self.cfg, i)?.forward(xs, ctx, None),
+        }
+    }
+
     /// Logits `(batch, seq, vocab)` for `tokens`, skipping the layers in `skip`.
     pub fn forward(
         &self,

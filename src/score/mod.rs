@@ -16,6 +16,8 @@
 //! - [`Metric::Last`]: a baseline that removes the last layers before the final one.
 
 pub mod cosine;
+pub mod run;
 pub mod scores;
 
+pub use run::{calibration_windows, score, ReuseTiming, ScoreOptions, ScoreOutcome, TokenSel};
 pub use scores::{Calibration, LayerScores, Metric};

@@ -1,0 +1,395 @@
+//! Running a criterion with the engine over calibration windows, streaming: cosine criteria see
+//! one batch of windows at a time, and perplexity criteria keep only the residual stream entering
+//! each layer (windows × ctx × hidden × 4 bytes per layer), so each candidate removal restarts the
+//! forward at the first layer it changes instead of at the embedding.
+
+use super::cosine::{AngularAccumulator, BiAccumulator};
+use super::scores::{GreedyStep, LayerScores, Metric};
+use crate::error::{Error, Result};
+use crate::model::{AttnCtx, Model};
+use crate::progress::Progress;
+use candle_core::Tensor;
+use serde::Serialize;
+use std::time::Instant;
+
+/// Which positions of each window the angular distance is averaged over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSel {
+    /// The last token of each window (Gromov et al.).
+    Last,
+    /// Every token.
+    All,
+}
+
+impl TokenSel {
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenSel::Last => "last",
+            TokenSel::All => "all",
+        }
+    }
+}
+
+/// How to run a criterion.
+#[derive(Debug, Clone)]
+pub struct ScoreOptions {
+    pub metric: Metric,
+    pub tokens: TokenSel,
+    /// Largest block size for angular distances (clamped to the layer count).
+    pub max_block: usize,
+    /// Windows per forward for the cosine criteria.
+    pub batch: usize,
+    /// Greedy removal steps (default: all layers but one).
+    pub greedy_steps: Option<usize>,
+}
+
+/// What activation reuse saved for `ppl` and `greedy`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReuseTiming {
+    /// Candidate removals evaluated.
+    pub candidates: usize,
+    /// Seconds for one full forward of all windows (embedding to logits), measured.
+    pub full_forward_s: f64,
+    /// Seconds spent on the candidates, restarting from cached activations.
+    pub seconds: f64,
+    /// Bytes of cached activations.
+    pub cache_bytes: u64,
+}
+
+impl ReuseTiming {
+    /// The naive cost (one full forward per candidate) over the measured cost.
+    pub fn speedup(&self) -> f64 {
+        self.candidates as f64 * self.full_forward_s / self.seconds.max(1e-9)
+    }
+}
+
+/// A criterion's scores, with the reuse timing when it ran perplexity forwards.
+#[derive(Debug, Clone)]
+pub struct ScoreOutcome {
+    pub scores: LayerScores,
+    pub timing: Option<ReuseTiming>,
+}
+
+/// Cuts `samples` consecutive windows of `ctx` tokens starting `offset` tokens into `tokens`,
+/// refusing text that is too short.
+pub fn calibration_windows(
+    tokens: &[u32],
+    ctx: usize,
+    samples: usize,
+    offset: usize,
+) -> Result<Vec<Vec<u32>>> {
+    if ctx < 2 || samples == 0 {
+        return Err(Error::Invalid(format!(
+            "calibration needs --ctx of at least 2 and --samples of at least 1 (got {ctx} and {samples})"
+        )));
+    }
+    let need = ctx
+        .checked_mul(samples)
+        .and_then(|n| n.checked_add(offset))
+        .ok_or_else(|| Error::Invalid("calibration size overflows".into()))?;
+    if tokens.len() < need {
+        return Err(Error::Invalid(format!(
+            "calibration text too short: {} tokens, {samples} windows of {ctx} from offset {offset} need {need}",
+            tokens.len()
+        )));
+    }
+    Ok((0..samples)
+        .map(|w| tokens[offset + w * ctx..offset + (w + 1) * ctx].to_vec())
+        .collect())
+}
+
+/// Bytes the activation cache of `ppl`/`greedy` holds: one `(windows, ctx, hidden)` f32 tensor per
+/// layer, plus the last layer's output.
+pub fn activation_cache_bytes(n_layers: usize, windows: usize, ctx: usize, hidden: usize) -> u64 {
+    (n_layers as u64 + 1) * windows as u64 * ctx as u64 * hidden as u64 * 4
+}
+
+/// Runs `opts.metric` on `windows` (each of the same length). The returned scores carry no
+/// calibration description; the caller knows where the windows came from.
+pub fn score(
+    model: &Model,
+    windows: &[Vec<u32>],
+    opts: &ScoreOptions,
+    progress: &dyn Progress,
+) -> Result<ScoreOutcome> {
+    let n = model.n_layers();
+    let name = model.path().display().to_string();
+    if opts.metric == Metric::Last {
+        return Ok(ScoreOutcome {
+            scores: LayerScores::last_baseline(&name, n),
+            timing: None,
+        });
+    }
+    let t = windows.first().map_or(0, Vec::len);
+    if t < 2 || windows.iter().any(|w| w.len() != t) {
+        return Err(Error::Invalid(
+            "calibration windows must be non-empty, of equal length, and at least 2 tokens long"
+                .into(),
+        ));
+    }
+    let mut scores = LayerScores {
+        model: name,
+        metric: opts.metric,
+        n_layers: n,
+        calibration: None,
+        importance: vec![0.0; n],
+        angular: None,
+        greedy: None,
+        baseline_ppl: None,
+    };
+    let timing = match opts.metric {
+        Metric::Angular | Metric::Bi | Metric::Minitron => {
+            cosine_scores(model, windows, opts, &mut scores, progress)?;
+            None
+        }
+        Metric::Ppl | Metric::Greedy => {
+            Some(ppl_scores(model, windows, opts, &mut scores, progress)?)
+        }
+        Metric::Last => None,
+    };
+    Ok(ScoreOutcome { scores, timing })
+}
+
+/// Rows `(seq, hidden)` of window `w` of a `(batch, seq, hidden)` tensor.
+fn rows(xs: &Tensor, w: usize) -> Result<Vec<Vec<f32>>> {
+    Ok(xs.narrow(0, w, 1)?.squeeze(0)?.to_vec2::<f32>()?)
+}
+
+fn cosine_scores(
+    model: &Model,
+    windows: &[Vec<u32>],
+    opts: &ScoreOptions,
+    scores: &mut LayerScores,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let n = model.n_layers();
+    let angular = opts.metric == Metric::Angular;
+    let mut bi = BiAccumulator::new(n);
+    let mut ang = AngularAccumulator::new(n, if angular { opts.max_block } else { 1 });
+    progress.start("scoring windows", windows.len() as u64);
+    for batch in windows.chunks(opts.batch.max(1)) {
+        let refs: Vec<&[u32]> = batch.iter().map(|w| w.as_slice()).collect();
+        let tokens = model.tokens(&refs)?;
+        let b = batch.len();
+        // Per window, per depth: the rows the angular distance needs (inputs of layers 0..n,
+        // then the last output).
+        let mut depths: Vec<Vec<Vec<Vec<f32>>>> = vec![Vec::with_capacity(n + 1); b];
+        let mut tap = |t: crate::model::LayerTap<'_>| -> Result<()> {
+            for (w, states) in depths.iter_mut().enumerate() {
+                let input = rows(t.input, w)?;
+                let output = rows(&t.parts.output, w)?;
+                if angular {
+                    states.push(select(input, opts.tokens));
+                } else {
+                    for (x, y) in input.iter().zip(&output) {
+                        bi.add_layer_token(t.layer, x, y);
+                    }
+                }
+            }
+            Ok(())
+        };
+        let last = model.forward_hidden(&tokens, &[], None, &mut tap)?;
+        if angular {
+            for (w, states) in depths.iter_mut().enumerate() {
+                states.push(select(rows(&last, w)?, opts.tokens));
+                let per_token = states[0].len();
+                for k in 0..per_token {
+                    let at: Vec<&[f32]> = states.iter().map(|d| d[k].as_slice()).collect();
+                    ang.add_token(&at);
+                }
+            }
+        } else {
+            bi.count_tokens((b * batch[0].len()) as u64);
+            bi.end_batch();
+        }
+        progress.advance(b as u64);
+    }
+    progress.finish();
+    if angular {
+        let d = ang.distances();
+        scores.importance = d[0].clone();
+        scores.angular = Some(d);
+    } else if opts.metric == Metric::Minitron {
+        scores.importance = bi.minitron();
+    } else {
+        scores.importance = bi.bi();
+    }
+    Ok(())
+}
+
+fn select(mut rows: Vec<Vec<f32>>, sel: TokenSel) -> Vec<Vec<f32>> {
+    match sel {
+        TokenSel::All => rows,
+        TokenSel::Last => rows.pop().into_iter().collect(),
+    }
+}
+
+/// Sum of next-token NLL over every position but the last of each window, and the count.
+fn nll_sum(model: &Model, hidden: &Tensor, windows: &[Vec<u32>]) -> Result<(f64, usize)> {
+    let (mut total, mut count) = (0f64, 0usize);
+    for (w, tokens) in windows.iter().enumerate() {
+        let logits = model.logits(&hidden.narrow(0, w, 1)?)?.squeeze(0)?;
+        let logits = logits.to_vec2::<f32>()?;
+        let t = tokens.len();
+        let sums: Vec<f64> = std::thread::scope(|scope| {
+            let threads = candle_core::utils::get_num_threads().clamp(1, t - 1);
+            let per = (t - 1).div_ceil(threads);
+            let handles: Vec<_> = (0..threads)
+                .map(|k| {
+                    let logits = &logits;
+                    scope.spawn(move || {
+                        let mut s = 0f64;
+                        for p in (k * per).min(t - 1)..((k + 1) * per).min(t - 1) {
+                            let row = &logits[p];
+                            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                            let lse = row
+                                .iter()
+                                .map(|&v| ((v - max) as f64).exp())
+                                .sum::<f64>()
+                                .ln()
+                                + max as f64;
+                            s += lse - row[tokens[p + 1] as usize] as f64;
+                        }
+                        s
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(f64::NAN))
+                .collect()
+        });
+        total += sums.iter().sum::<f64>();
+        count += t - 1;
+    }
+    Ok((total, count))
+}
+
+fn ppl_of(model: &Model, hidden: &Tensor, windows: &[Vec<u32>]) -> Result<f64> {
+    let (s, c) = nll_sum(model, hidden, windows)?;
+    Ok((s / c as f64).exp())
+}
+
+/// Runs layers `start..n` not in `skip` on `xs`.
+fn forward_from(
+    model: &Model,
+    mut xs: Tensor,
+    start: usize,
+    skip: &[usize],
+    ctx: &AttnCtx,
+) -> Result<Tensor> {
+    for i in start..model.n_layers() {
+        if !skip.contains(&i) {
+            xs = model.run_layer(i, &xs, ctx)?.output;
+        }
+    }
+    Ok(xs)
+}
+
+fn ppl_scores(
+    model: &Model,
+    windows: &[Vec<u32>],
+    opts: &ScoreOptions,
+    scores: &mut LayerScores,
+    progress: &dyn Progress,
+) -> Result<ReuseTiming> {
+    let n = model.n_layers();
+    let refs: Vec<&[u32]> = windows.iter().map(|w| w.as_slice()).collect();
+    let tokens = model.tokens(&refs)?;
+    let ctx = model.attn_ctx(0, windows[0].len())?;
+    let hidden = model.config().arch.hidden_size;
+    // cache[l] is the residual stream entering layer l under the current removals; cache[n]
+    // is the last output.
+    let t0 = Instant::now();
+    let mut cache: Vec<Tensor> = Vec::with_capacity(n + 1);
+    let mut xs = model.embed(&tokens)?;
+    for i in 0..n {
+        cache.push(xs.clone());
+        xs = model.run_layer(i, &xs, &ctx)?.output;
+    }
+    cache.push(xs);
+    let baseline = ppl_of(model, &cache[n], windows)?;
+    let full_forward_s = t0.elapsed().as_secs_f64();
+    scores.baseline_ppl = Some(baseline);
+    let mut candidates = 0;
+    let t1 = Instant::now();
+    if opts.metric == Metric::Ppl {
+        progress.start("layers", n as u64);
+        for (l, input) in cache.iter().enumerate().take(n) {
+            let out = forward_from(model, input.clone(), l + 1, &[], &ctx)?;
+            scores.importance[l] = ppl_of(model, &out, windows)?;
+            candidates += 1;
+            progress.advance(1);
+        }
+        progress.finish();
+    } else {
+        let steps = opts.greedy_steps.unwrap_or(n - 1).min(n - 1);
+        let mut removed: Vec<usize> = Vec::new();
+        let mut order = Vec::new();
+        progress.start("greedy steps", steps as u64);
+        for _ in 0..steps {
+            let mut best: Option<(f64, usize)> = None;
+            for c in (0..n).filter(|c| !removed.contains(c)) {
+                let mut skip = removed.clone();
+                skip.push(c);
+                let out = forward_from(model, cache[c].clone(), c + 1, &skip, &ctx)?;
+                let p = ppl_of(model, &out, windows)?;
+                candidates += 1;
+                // Ties go to the later layer, as in `removal_order`.
+                if best.is_none_or(|(bp, _)| p <= bp) {
+                    best = Some((p, c));
+                }
+            }
+            let Some((p, c)) = best else { break };
+            removed.push(c);
+            order.push(GreedyStep { layer: c, ppl: p });
+            // Refresh the cache past `c` under the new removals.
+            let mut xs = cache[c].clone();
+            for (i, slot) in cache.iter_mut().enumerate().skip(c + 1) {
+                *slot = xs.clone();
+                if i < n && !removed.contains(&i) {
+                    xs = model.run_layer(i, &xs, &ctx)?.output;
+                }
+            }
+            progress.advance(1);
+        }
+        progress.finish();
+        // Importance: the step at which a layer goes (later = more important); layers never
+        // removed rank above every removed one.
+        scores.importance = vec![n as f64; n];
+        for (k, s) in order.iter().enumerate() {
+            scores.importance[s.layer] = k as f64;
+        }
+        scores.greedy = Some(order);
+    }
+    Ok(ReuseTiming {
+        candidates,
+        full_forward_s,
+        seconds: t1.elapsed().as_secs_f64(),
+        cache_bytes: activation_cache_bytes(n, windows.len(), windows[0].len(), hidden),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calibration_windows_are_consecutive_after_the_offset() {
+        let tokens: Vec<u32> = (0..20).collect();
+        let w = calibration_windows(&tokens, 4, 2, 3).unwrap();
+        assert_eq!(w, vec![vec![3, 4, 5, 6], vec![7, 8, 9, 10]]);
+    }
+
+    #[test]
+    fn short_calibration_text_is_refused() {
+        let tokens: Vec<u32> = (0..10).collect();
+        let err = calibration_windows(&tokens, 4, 2, 3)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("too short") && err.contains("need 11"),
+            "{err}"
+        );
+    }
+}

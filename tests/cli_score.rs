@@ -1,0 +1,251 @@
+//! `depthprune score`, `prune --strategy` and `plan --strategy` run as a user runs them, on the
+//! golden llama fixture (4 layers, with a tokenizer), each test in a fresh temporary folder.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden")
+}
+
+fn depthprune(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_depthprune"))
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Score arguments on the llama fixture: 2 windows of 16 tokens from eval.txt.
+fn score_args<'a>(model: &'a str, text: &'a str, metric: &'a str) -> Vec<&'a str> {
+    vec![
+        "score",
+        model,
+        "--calib",
+        text,
+        "--metric",
+        metric,
+        "--ctx",
+        "16",
+        "--samples",
+        "2",
+    ]
+}
+
+#[test]
+fn score_prints_a_table_json_and_csv() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, t) = (fixture().join("llama"), fixture().join("eval.txt"));
+    let o = depthprune(&score_args(s(&m), s(&t), "bi"), tmp.path());
+    assert!(o.status.success(), "{}", err(&o));
+    let table = out(&o);
+    assert!(table.contains("layer") && table.contains("rank"), "{table}");
+    assert!(
+        table.contains("2 windows of 16 tokens from token 0"),
+        "{table}"
+    );
+    assert_eq!(
+        table
+            .lines()
+            .filter(|l| l.trim_start().starts_with(char::is_numeric))
+            .count(),
+        4,
+        "{table}"
+    );
+
+    let mut a = score_args(s(&m), s(&t), "bi");
+    a.push("--json");
+    let o = depthprune(&a, tmp.path());
+    assert!(o.status.success(), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(v["metric"], "bi");
+    assert_eq!(v["importance"].as_array().unwrap().len(), 4);
+    assert_eq!(v["calibration"]["ctx"], 16);
+    let mut ranks: Vec<u64> = v["rank"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_u64().unwrap())
+        .collect();
+    ranks.sort();
+    assert_eq!(ranks, vec![1, 2, 3, 4]);
+
+    let mut a = score_args(s(&m), s(&t), "bi");
+    a.push("--csv");
+    let o = depthprune(&a, tmp.path());
+    let csv = out(&o);
+    assert!(csv.starts_with("layer,score,rank\n"), "{csv}");
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+}
+
+#[test]
+fn score_writes_plots_and_a_score_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, t) = (fixture().join("llama"), fixture().join("eval.txt"));
+    let plots = tmp.path().join("plots");
+    for metric in ["angular", "greedy"] {
+        let mut a = score_args(s(&m), s(&t), metric);
+        a.extend(["--plot", s(&plots), "--out", "scores.json"]);
+        let o = depthprune(&a, tmp.path());
+        assert!(o.status.success(), "{metric}: {}", err(&o));
+    }
+    for f in [
+        "angular_scores.png",
+        "angular_scores.svg",
+        "angular_heatmap.png",
+        "greedy_scores.png",
+        "greedy_curve.png",
+        "greedy_curve.svg",
+    ] {
+        let p = plots.join(f);
+        assert!(
+            p.is_file() && std::fs::metadata(&p).unwrap().len() > 1000,
+            "{f}"
+        );
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("scores.json")).unwrap())
+            .unwrap();
+    assert_eq!(v["metric"], "greedy");
+    assert_eq!(v["greedy"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn prune_by_strategy_records_metric_and_scores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, t) = (fixture().join("llama"), fixture().join("eval.txt"));
+    let o = depthprune(
+        &[
+            "prune",
+            s(&m),
+            "--strategy",
+            "bi",
+            "--remove",
+            "2",
+            "--calib",
+            s(&t),
+            "--ctx",
+            "16",
+            "--samples",
+            "2",
+            "--out",
+            "pruned",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let e = err(&o);
+    assert!(e.contains("reproduce with: --drop "), "{e}");
+    let p: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("pruned/pruning.json")).unwrap(),
+    )
+    .unwrap();
+    let text = p.to_string();
+    assert!(text.contains("\"metric\":\"bi\""), "{text}");
+    assert!(text.contains("\"samples\":2"), "{text}");
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("pruned/config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg["num_hidden_layers"], 2);
+
+    // The same choice from `plan`, reading the saved scores instead of running the model.
+    let mut a = score_args(s(&m), s(&t), "bi");
+    a.extend(["--out", "bi.json"]);
+    assert!(depthprune(&a, tmp.path()).status.success());
+    let o = depthprune(
+        &[
+            "plan",
+            s(&m),
+            "--strategy",
+            "bi",
+            "--remove",
+            "2",
+            "--scores",
+            "bi.json",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let drop_line = e
+        .lines()
+        .find(|l| l.contains("reproduce with"))
+        .unwrap()
+        .to_string();
+    assert!(out(&o).contains(&drop_line), "{}\nvs {drop_line}", out(&o));
+}
+
+#[test]
+fn errors_name_the_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, t) = (fixture().join("llama"), fixture().join("eval.txt"));
+    let o = depthprune(&score_args(s(&m), s(&t), "cosine"), tmp.path());
+    assert!(!o.status.success());
+    assert!(err(&o).contains("unknown metric `cosine`"), "{}", err(&o));
+
+    let o = depthprune(
+        &[
+            "plan",
+            s(&m),
+            "--strategy",
+            "bi",
+            "--remove",
+            "3",
+            "--protect",
+            "first:1,last:1",
+            "--calib",
+            s(&t),
+            "--ctx",
+            "16",
+            "--samples",
+            "2",
+        ],
+        tmp.path(),
+    );
+    assert!(!o.status.success());
+    assert!(
+        err(&o).contains("cannot remove 3 layers: 2 of 4 are not protected"),
+        "{}",
+        err(&o)
+    );
+
+    let o = depthprune(
+        &[
+            "score",
+            s(&m),
+            "--calib",
+            s(&t),
+            "--metric",
+            "bi",
+            "--ctx",
+            "512",
+            "--samples",
+            "16",
+        ],
+        tmp.path(),
+    );
+    assert!(!o.status.success());
+    let e = err(&o);
+    assert!(
+        e.contains("calibration text too short") && e.contains("eval.txt"),
+        "{e}"
+    );
+    assert_eq!(
+        e.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{e}"
+    );
+}
