@@ -38,11 +38,20 @@ pub enum Error {
     /// A hub reference that cannot be resolved, from the cache or the network.
     #[error("{0}")]
     Hub(Box<crate::hub::HubError>),
+    /// A tensor computation that failed (shapes that contradict the config, say).
+    #[error("tensor computation failed: {0}")]
+    Compute(String),
 }
 
 impl From<crate::hub::HubError> for Error {
     fn from(e: crate::hub::HubError) -> Self {
         Error::Hub(Box::new(e))
+    }
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Compute(e.to_string())
     }
 }
 

@@ -7,6 +7,10 @@
 //! - [`select`]: the layer SPEC grammar (`3..29`, `last:8`, …) and the removal plan it resolves to.
 //! - [`arch`]: architecture descriptions read from `config.json`, tensor naming, parameter counts.
 //! - [`score`]: layer-importance criteria (angular distance, Block Influence, perplexity, greedy).
+//! - [`model`]: the forward pass (llama, mistral, qwen2, qwen3) with per-layer taps, skips and a KV cache.
+//! - [`eval`]: perplexity under the literature's window conventions, and KL from a reference.
+//! - [`tokenizer`]: HF `tokenizer.json` folders, special tokens and chat templates.
+//! - [`heal`]: healing without training: a least-squares linear map per removed block, folded into `down_proj`.
 //! - [`checkpoint`]: reading, validating and writing checkpoints; config surgery; model cards.
 //! - [`quant`]: decoding ggml tensor formats (F16, BF16, Q4_0 … Q8_0, the k-quants) to `f32`.
 //! - [`tokenizer`]: `tokenizer.json` / `tokenizer_config.json` rebuilt from GGUF metadata.
@@ -17,10 +21,13 @@
 pub mod arch;
 pub mod checkpoint;
 pub mod error;
+pub mod eval;
 pub mod fmt;
 #[doc(hidden)]
 pub mod fuzz_targets;
+pub mod heal;
 pub mod hub;
+pub mod model;
 pub mod progress;
 pub mod quant;
 pub mod score;

@@ -39,8 +39,17 @@ pub enum Command {
     Synth(synth::Args),
     /// Re-hash a pruned checkpoint and check every tensor (against its source, if given).
     Verify(verify::Args),
+    /// Perplexity on a text file (optionally with layers skipped), and divergence from a reference.
+    Eval(eval::Args),
+    /// Generate text from a prompt with the KV cache (optionally with layers skipped).
+    Generate(generate::Args),
+    /// Heal a pruned checkpoint without training (a least-squares map folded into down_proj).
+    Heal(heal::Args),
 }
 
+mod eval;
+mod generate;
+mod heal;
 mod inspect;
 mod plan;
 mod prune;
@@ -56,6 +65,9 @@ pub fn run() -> i32 {
         Command::Prune(a) => prune::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Heal(a) => heal::run(a),
     };
     match result {
         Ok(()) => 0,

@@ -42,12 +42,21 @@ pub struct Args {
     /// Print a JSON summary instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Heal the pruned model without training: `lstsq` folds a least-squares linear map per
+    /// removed block into the `down_proj` before it (needs --calib; HF only).
+    #[arg(long, value_parser = ["lstsq"])]
+    pub heal: Option<String>,
+    #[command(flatten)]
+    pub heal_args: super::heal::HealArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let resolved = resolve_model(&args.model, Need::Snapshot)?;
     let model = &resolved.path;
     if is_gguf(model) {
+        if args.heal.is_some() {
+            anyhow::bail!("--heal works on HF folders; convert the GGUF to an HF folder first");
+        }
         return super::gguf::prune(
             model,
             &args.layers,
@@ -59,6 +68,25 @@ pub fn run(args: Args) -> Result<()> {
     }
     let ckpt = HfCheckpoint::open(model)?;
     let removal = args.layers.removal(ckpt.arch.num_hidden_layers)?;
+    if args.heal.is_some() {
+        if args.dtype.is_some() {
+            anyhow::bail!("--dtype cannot be combined with --heal (healed tensors are written as F32, the rest as stored)");
+        }
+        return super::heal::heal_and_write(
+            &ckpt,
+            &removal,
+            &args.heal_args,
+            &args.out,
+            args.force,
+            args.max_shard_size,
+            args.layers.method(),
+            args.layers.describe(),
+            args.json,
+        );
+    }
+    if args.heal_args.calib.is_some() {
+        warn("--calib is only used with --heal; writing an unhealed prune");
+    }
     if !ckpt.arch.is_supported() {
         warn(format!(
             "architecture `{}` is not one depthprune knows ({}); layers named `model.layers.N.` are pruned, but per-layer config fields were not checked",
@@ -83,6 +111,8 @@ pub fn run(args: Args) -> Result<()> {
         how_chosen: args.layers.describe(),
         base_model: resolved.hub.as_ref().map(|h| h.repo.clone()),
         hub: resolved.hub.clone(),
+        replace: Default::default(),
+        healing: None,
     };
     let result = prune_hf(&ckpt, &removal, &args.out, &opts, &Bar::bytes())?;
     for w in &result.warnings {

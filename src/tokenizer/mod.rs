@@ -10,3 +10,9 @@ pub mod gguf_vocab;
 pub use gguf_vocab::{
     to_tokenizer_json, tokenizer_config_json, GgufVocab, TokenizerJson, VocabError,
 };
+//! Tokenizers: HF `tokenizer.json` folders ([`hf`]), with the special tokens and chat template
+//! from `tokenizer_config.json`.
+
+pub mod hf;
+
+pub use hf::{HfTokenizer, Message, TextStream};

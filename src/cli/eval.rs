@@ -1,0 +1,161 @@
+//! `depthprune eval`: perplexity of a model (optionally with layers skipped) on a text file, and
+//! its divergence from a reference.
+
+use super::output::{print, print_json, warn, Bar};
+use depthprune::eval::{self, Convention, EvalReport, Run};
+use depthprune::model::{open_folder, Model};
+use depthprune::select::{LayerSpec, Removal};
+use depthprune::tokenizer::HfTokenizer;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    depthprune eval ./Qwen3-4B --text wiki.test.raw --ctx 2048            # SparseGPT/SLEB convention\n  \
+    depthprune eval ./Qwen3-4B --text wiki.test.raw --ctx 128             # LLM-Pruner/Shortened LLaMA\n  \
+    depthprune eval ./Qwen3-4B --text wiki.test.raw --ctx 1024 --stride 512\n  \
+    depthprune eval ./Qwen3-4B --text wiki.test.raw --skip 20..28 --reference ./Qwen3-4B --json\n\n\
+    Without --stride, the tokens are cut into non-overlapping windows of --ctx tokens (a shorter tail\n\
+    is dropped) and every position but each window's first is scored. With --stride S, windows of\n\
+    --ctx tokens start every S tokens and each scores only the tokens no earlier window scored\n\
+    (transformers' perplexity guide): with S < N, every token but the first is scored once.")]
+pub struct Args {
+    /// The model: an HF folder (config.json, tokenizer.json, safetensors).
+    pub model: PathBuf,
+    /// The text to score (UTF-8), tokenized as one stream.
+    #[arg(long, value_name = "FILE")]
+    pub text: PathBuf,
+    /// Tokens per window.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    pub ctx: usize,
+    /// Start a window every S tokens and score only new tokens (sliding convention).
+    #[arg(long, value_name = "S")]
+    pub stride: Option<usize>,
+    /// Use only the first N tokens of the text.
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<usize>,
+    /// Skip these layers (0-based SPEC, e.g. `20..28`) as if they were pruned.
+    #[arg(long, value_name = "SPEC")]
+    pub skip: Option<String>,
+    /// Also report KL(reference ‖ model) and top-1 agreement against this model (often the
+    /// dense MODEL itself, with --skip on the evaluated side).
+    #[arg(long, value_name = "DENSE")]
+    pub reference: Option<PathBuf>,
+    /// Windows per forward pass.
+    #[arg(long, default_value_t = 4, value_name = "B")]
+    pub batch: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn same_path(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let conv = Convention::new(args.ctx, args.stride)?;
+    if args.batch == 0 {
+        anyhow::bail!("--batch must be at least 1");
+    }
+    let (cfg, source) = open_folder(&args.model)?;
+    let n_layers = cfg.n_layers();
+    let skip = match &args.skip {
+        Some(s) => Removal::drop(&LayerSpec::parse(s)?, n_layers)?.removed(),
+        None => Vec::new(),
+    };
+    let self_reference = args
+        .reference
+        .as_deref()
+        .is_some_and(|r| same_path(r, &args.model));
+    if self_reference && skip.is_empty() {
+        warn("--reference is MODEL itself and nothing is skipped, so the divergence is zero; add --skip SPEC");
+    }
+    let model = Model::from_source(cfg, source, &|i| self_reference || !skip.contains(&i))?;
+    let other = match &args.reference {
+        Some(r) if !self_reference => Some(Model::open(r)?),
+        _ => None,
+    };
+    let reference = match (&args.reference, &other) {
+        (None, _) => None,
+        (Some(_), Some(m)) => Some(Run {
+            model: m,
+            skip: &[],
+        }),
+        (Some(_), None) => Some(Run {
+            model: &model,
+            skip: &[],
+        }),
+    };
+
+    let tok = HfTokenizer::open(&args.model)?;
+    let text = eval::read_text(&args.text)?;
+    let tokens = eval::tokenize(&tok, &text, args.max_tokens)?;
+    let windows = eval::plan(tokens.len(), conv)
+        .map_err(|e| anyhow::anyhow!("`{}`: {e}", args.text.display()))?;
+    let bar = Bar::items();
+    let report = eval::evaluate(
+        Run {
+            model: &model,
+            skip: &skip,
+        },
+        reference,
+        &tokens,
+        &windows,
+        conv,
+        args.batch,
+        &bar,
+    )?;
+    if args.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["model"] = args.model.display().to_string().into();
+        v["skip"] = serde_json::to_value(&skip)?;
+        v["reference"] = args
+            .reference
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .into();
+        v["text"] = args.text.display().to_string().into();
+        print_json(&v)
+    } else {
+        print(&table(&args, &skip, n_layers, &report))
+    }
+}
+
+fn table(args: &Args, skip: &[usize], n_layers: usize, r: &EvalReport) -> String {
+    let mut s = String::new();
+    let mut row = |k: &str, v: String| s.push_str(&format!("{k:<14} {v}\n"));
+    row("model", args.model.display().to_string());
+    if let Some(spec) = &args.skip {
+        row(
+            "skipped",
+            format!("{spec} ({} of {n_layers} layers)", skip.len()),
+        );
+    }
+    row("convention", format!("{}: {}", r.convention, r.scored));
+    row("windows", format!("{} (ctx {})", r.windows, r.ctx));
+    row(
+        "tokens",
+        format!(
+            "{} scored, {} forwarded",
+            r.tokens_evaluated, r.tokens_forwarded
+        ),
+    );
+    row("mean NLL", format!("{:.4} nats", r.mean_nll));
+    row("perplexity", format!("{:.4}", r.perplexity));
+    row(
+        "speed",
+        format!("{:.1} tokens/s ({:.2} s)", r.tokens_per_s, r.seconds),
+    );
+    if let Some(d) = &r.divergence {
+        row(
+            "reference",
+            format!("perplexity {:.4}", d.reference_perplexity),
+        );
+        row("KL(ref||model)", format!("{:.6} nats per token", d.mean_kl));
+        row("top-1 agree", format!("{:.2}%", 100.0 * d.top1_agreement));
+    }
+    s
+}

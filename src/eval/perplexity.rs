@@ -1,0 +1,307 @@
+//! Streaming perplexity and divergence from a reference: windows run in small batches, and
+//! logits exist only for a bounded block of scored positions at a time.
+
+use super::windows::{Convention, Window};
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::progress::Progress;
+use candle_core::{Device, Tensor};
+use std::time::Instant;
+
+/// Logit elements computed at once (rows × vocabulary), about 128 MiB of f32.
+const LOGIT_BLOCK_ELEMS: usize = 32 << 20;
+
+/// One model to run: weights plus the layers it skips.
+#[derive(Clone, Copy)]
+pub struct Run<'a> {
+    pub model: &'a Model,
+    pub skip: &'a [usize],
+}
+
+/// How the model compares with a reference on the scored positions.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Divergence {
+    /// Mean over scored positions of KL(reference ‖ model) of the next-token distributions, in nats.
+    pub mean_kl: f64,
+    /// Share of scored positions where both put their largest logit on the same token.
+    pub top1_agreement: f64,
+    /// The reference's perplexity on the same tokens.
+    pub reference_perplexity: f64,
+}
+
+/// The result of a perplexity run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EvalReport {
+    /// `chunks` or `sliding`.
+    pub convention: String,
+    /// Which tokens were scored, in words.
+    pub scored: String,
+    pub ctx: usize,
+    pub stride: Option<usize>,
+    pub windows: usize,
+    /// Tokens whose prediction was scored.
+    pub tokens_evaluated: usize,
+    /// Tokens fed through the evaluated model (windows overlap under the sliding convention).
+    pub tokens_forwarded: usize,
+    /// Mean negative log-likelihood in nats.
+    pub mean_nll: f64,
+    pub perplexity: f64,
+    pub seconds: f64,
+    /// Tokens forwarded through the evaluated model per second of the whole run (a reference
+    /// pass, if any, is inside the time).
+    pub tokens_per_s: f64,
+    pub divergence: Option<Divergence>,
+}
+
+#[derive(Default)]
+struct Sums {
+    nll: f64,
+    ref_nll: f64,
+    kl: f64,
+    agree: usize,
+    n: usize,
+}
+
+/// The log of the softmax denominator of one row, and the row's argmax (the first, on ties).
+fn log_sum_exp(row: &[f32]) -> (f64, usize) {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    let max = row[best];
+    let sum: f64 = row.iter().map(|&v| (v - max).exp() as f64).sum();
+    (sum.ln() + max as f64, best)
+}
+
+/// KL(p_ref ‖ p_model) of two logit rows with known log-normalisers:
+/// `Σ p_ref (r - m) - lse_r + lse_m`, since the reference probabilities add up to one.
+fn kl_row(r: &[f32], lse_r: f64, m: &[f32], lse_m: f64) -> f64 {
+    let expect: f64 = r
+        .iter()
+        .zip(m)
+        .map(|(&a, &b)| (a as f64 - lse_r).exp() * (a as f64 - b as f64))
+        .sum();
+    expect - lse_r + lse_m
+}
+
+/// Adds rows `rows` of a logit block (and of the reference block) to `sums`.
+fn score_rows(
+    logits: &[f32],
+    reference: Option<&[f32]>,
+    targets: &[u32],
+    vocab: usize,
+    rows: std::ops::Range<usize>,
+) -> Sums {
+    let mut sums = Sums::default();
+    for k in rows {
+        let row = &logits[k * vocab..(k + 1) * vocab];
+        let target = targets[k] as usize;
+        let (lse, top) = log_sum_exp(row);
+        sums.nll += lse - row[target] as f64;
+        if let Some(rl) = reference {
+            let rrow = &rl[k * vocab..(k + 1) * vocab];
+            let (rlse, rtop) = log_sum_exp(rrow);
+            sums.ref_nll += rlse - rrow[target] as f64;
+            sums.kl += kl_row(rrow, rlse, row, lse);
+            sums.agree += usize::from(top == rtop);
+        }
+        sums.n += 1;
+    }
+    sums
+}
+
+impl Sums {
+    fn add(&mut self, o: Sums) {
+        self.nll += o.nll;
+        self.ref_nll += o.ref_nll;
+        self.kl += o.kl;
+        self.agree += o.agree;
+        self.n += o.n;
+    }
+}
+
+/// Scores a block of rows on all threads.
+fn score_block(logits: &[f32], reference: Option<&[f32]>, targets: &[u32], vocab: usize) -> Sums {
+    let n = targets.len();
+    let threads = candle_core::utils::get_num_threads().clamp(1, n.max(1));
+    let per = n.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let rows = (t * per).min(n)..((t + 1) * per).min(n);
+                scope.spawn(move || score_rows(logits, reference, targets, vocab, rows))
+            })
+            .collect();
+        let mut total = Sums::default();
+        for h in handles {
+            total.add(h.join().unwrap_or_default());
+        }
+        total
+    })
+}
+
+/// Scores `tokens` under `conv`, running `batch` windows at a time; with `reference`, also the
+/// divergence of the evaluated model from it on the same positions.
+pub fn evaluate(
+    run: Run<'_>,
+    reference: Option<Run<'_>>,
+    tokens: &[u32],
+    windows: &[Window],
+    conv: Convention,
+    batch: usize,
+    progress: &dyn Progress,
+) -> Result<EvalReport> {
+    if batch == 0 {
+        return Err(Error::Invalid("--batch must be at least 1".into()));
+    }
+    run.model.check_skip(run.skip)?;
+    if let Some(r) = reference {
+        r.model.check_skip(r.skip)?;
+        if r.model.vocab_size() != run.model.vocab_size() {
+            return Err(Error::Invalid(format!(
+                "the reference `{}` has a vocabulary of {} entries, the model {}; they must share a tokenizer",
+                r.model.path().display(),
+                r.model.vocab_size(),
+                run.model.vocab_size()
+            )));
+        }
+    }
+    let forwarded: usize = windows.iter().map(|w| w.len).sum();
+    progress.start("eval", forwarded as u64);
+    let started = Instant::now();
+    let mut sums = Sums::default();
+    let mut i = 0;
+    while i < windows.len() {
+        // A batch: up to `batch` consecutive windows of equal length.
+        let len = windows[i].len;
+        let mut j = i + 1;
+        while j < windows.len() && j - i < batch && windows[j].len == len {
+            j += 1;
+        }
+        score_batch(run, reference, tokens, &windows[i..j], &mut sums)?;
+        progress.advance((len * (j - i)) as u64);
+        i = j;
+    }
+    progress.finish();
+    let seconds = started.elapsed().as_secs_f64();
+    let n = sums.n.max(1) as f64;
+    let mean_nll = sums.nll / n;
+    let stride = match conv {
+        Convention::Sliding { stride, .. } => Some(stride),
+        Convention::Chunks { .. } => None,
+    };
+    Ok(EvalReport {
+        convention: conv.name().to_string(),
+        scored: conv.describe(),
+        ctx: conv.ctx(),
+        stride,
+        windows: windows.len(),
+        tokens_evaluated: sums.n,
+        tokens_forwarded: forwarded,
+        mean_nll,
+        perplexity: mean_nll.exp(),
+        seconds,
+        tokens_per_s: forwarded as f64 / seconds.max(1e-9),
+        divergence: reference.map(|_| Divergence {
+            mean_kl: sums.kl / n,
+            top1_agreement: sums.agree as f64 / n,
+            reference_perplexity: (sums.ref_nll / n).exp(),
+        }),
+    })
+}
+
+/// Runs one batch of equal-length windows and adds its scored positions to `sums`.
+fn score_batch(
+    run: Run<'_>,
+    reference: Option<Run<'_>>,
+    tokens: &[u32],
+    batch: &[Window],
+    sums: &mut Sums,
+) -> Result<()> {
+    let rows: Vec<&[u32]> = batch
+        .iter()
+        .map(|w| &tokens[w.start..w.start + w.len])
+        .collect();
+    let ids = run.model.tokens(&rows)?;
+    let len = batch[0].len;
+    // Flat row indices (window × position) of the positions whose next token is scored, and
+    // the targets they predict.
+    let mut picks = Vec::new();
+    let mut targets = Vec::new();
+    for (b, w) in batch.iter().enumerate() {
+        for p in w.score_from..w.len {
+            picks.push((b * len + p - 1) as u32);
+            targets.push(tokens[w.start + p]);
+        }
+    }
+    let gather = |r: Run<'_>| -> Result<Tensor> {
+        let hidden = r
+            .model
+            .forward_hidden(&ids, r.skip, None, &mut |_| Ok(()))?;
+        let h = hidden.dim(2)?;
+        let flat = hidden.reshape((batch.len() * len, h))?;
+        let index = Tensor::from_vec(picks.clone(), picks.len(), &Device::Cpu)?;
+        Ok(flat.index_select(&index, 0)?)
+    };
+    let hidden = gather(run)?;
+    let ref_hidden = reference.map(gather).transpose()?;
+    let vocab = run.model.vocab_size();
+    let block = (LOGIT_BLOCK_ELEMS / vocab).max(1);
+    let mut start = 0;
+    while start < picks.len() {
+        let n = block.min(picks.len() - start);
+        let logits = run.model.logits(&hidden.narrow(0, start, n)?)?;
+        let logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+        let ref_logits: Option<Vec<f32>> = match (&ref_hidden, reference) {
+            (Some(h), Some(r)) => Some(
+                r.model
+                    .logits(&h.narrow(0, start, n)?)?
+                    .flatten_all()?
+                    .to_vec1()?,
+            ),
+            _ => None,
+        };
+        sums.add(score_block(
+            &logits,
+            ref_logits.as_deref(),
+            &targets[start..start + n],
+            vocab,
+        ));
+        start += n;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_softmax(row: &[f32]) -> Vec<f64> {
+        let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+        let lse = row
+            .iter()
+            .map(|&v| (v as f64 - max).exp())
+            .sum::<f64>()
+            .ln()
+            + max;
+        row.iter().map(|&v| v as f64 - lse).collect()
+    }
+
+    #[test]
+    fn kl_and_nll_agree_with_the_definitions() {
+        let m = [1.0f32, 2.0, 3.0, -1.0];
+        let r = [0.5f32, 2.5, 2.0, 0.0];
+        let (lm, lr) = (log_softmax(&m), log_softmax(&r));
+        let want_kl: f64 = lr.iter().zip(&lm).map(|(a, b)| a.exp() * (a - b)).sum();
+        let (lse_m, top_m) = log_sum_exp(&m);
+        let (lse_r, top_r) = log_sum_exp(&r);
+        assert!((kl_row(&r, lse_r, &m, lse_m) - want_kl).abs() < 1e-6);
+        assert_eq!((top_m, top_r), (2, 1));
+        let logits: Vec<f32> = m.iter().chain(&r).copied().collect();
+        let s = score_block(&logits, Some(&logits), &[0, 3], 4);
+        assert!((s.nll - (-lm[0] - lr[3])).abs() < 1e-6);
+        assert!(s.kl.abs() < 1e-6 && s.agree == 2 && s.n == 2);
+    }
+}

@@ -1,0 +1,196 @@
+//! What the forward pass needs from `config.json`: the [`ArchConfig`] fields plus the RoPE variant
+//! and each layer's attention window, checked against the families the forward pass implements.
+
+use crate::arch::ArchConfig;
+use crate::error::{Error, Result};
+use serde_json::Value;
+use std::path::Path;
+
+/// Architectures the forward pass implements.
+pub const FORWARD_SUPPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
+
+/// How RoPE frequencies are derived from `rope_theta`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeScaling {
+    /// Plain RoPE.
+    Default,
+    /// Every frequency divided by `factor` (HF `linear`).
+    Linear { factor: f64 },
+    /// Llama 3.1's band-wise scaling (HF `llama3`).
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: f64,
+    },
+}
+
+/// Configuration of the forward pass.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub arch: ArchConfig,
+    pub rope_scaling: RopeScaling,
+    /// The attention window of each layer (`None` for full causal attention), by original index.
+    pub windows: Vec<Option<usize>>,
+}
+
+impl ModelConfig {
+    /// Reads `config.json` and checks that the forward pass implements its architecture.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let (arch, value) = ArchConfig::from_file(path)?;
+        Self::new(arch, &value).map_err(|msg| Error::config(path, msg))
+    }
+
+    /// Builds the configuration from a parsed config and its raw JSON; the error is a message
+    /// without the file name.
+    pub fn new(arch: ArchConfig, raw: &Value) -> std::result::Result<Self, String> {
+        if !FORWARD_SUPPORTED.contains(&arch.model_type.as_str()) {
+            return Err(format!(
+                "architecture `{}` is not supported by the forward pass (supported: {})",
+                arch.model_type,
+                FORWARD_SUPPORTED.join(", ")
+            ));
+        }
+        if arch.moe.is_some() {
+            return Err("mixture-of-experts layers are not supported by the forward pass".into());
+        }
+        if arch.mlp_bias {
+            return Err("`mlp_bias` is not supported by the forward pass".into());
+        }
+        if arch.head_dim % 2 != 0 {
+            return Err(format!(
+                "`head_dim` ({}) must be even for RoPE",
+                arch.head_dim
+            ));
+        }
+        let rope_scaling = rope_scaling(raw)?;
+        let windows = (0..arch.num_hidden_layers)
+            .map(|i| layer_window(&arch, i))
+            .collect();
+        Ok(ModelConfig {
+            arch,
+            rope_scaling,
+            windows,
+        })
+    }
+
+    /// The number of layers in the checkpoint.
+    pub fn n_layers(&self) -> usize {
+        self.arch.num_hidden_layers
+    }
+}
+
+/// The attention window of layer `i`, following transformers: mistral windows every layer when
+/// `sliding_window` is set; qwen2/3 only with `use_sliding_window`, from `max_window_layers` on;
+/// an explicit `layer_types` list wins.
+fn layer_window(arch: &ArchConfig, i: usize) -> Option<usize> {
+    let window = arch.sliding_window?;
+    if !arch.use_sliding_window {
+        return None;
+    }
+    if let Some(types) = &arch.layer_types {
+        return (types.get(i).map(String::as_str) == Some("sliding_attention")).then_some(window);
+    }
+    match arch.model_type.as_str() {
+        "mistral" => Some(window),
+        _ => (i >= arch.max_window_layers.unwrap_or(0)).then_some(window),
+    }
+}
+
+/// Reads `rope_parameters` (transformers 5) or `rope_scaling` (earlier).
+fn rope_scaling(raw: &Value) -> std::result::Result<RopeScaling, String> {
+    let params = [raw.get("rope_parameters"), raw.get("rope_scaling")]
+        .into_iter()
+        .flatten()
+        .find(|v| v.is_object());
+    let Some(params) = params else {
+        return Ok(RopeScaling::Default);
+    };
+    let kind = params
+        .get("rope_type")
+        .or_else(|| params.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let num = |key: &str| -> std::result::Result<f64, String> {
+        params
+            .get(key)
+            .and_then(Value::as_f64)
+            .ok_or_else(|| format!("RoPE scaling `{kind}` needs a numeric `{key}`"))
+    };
+    match kind {
+        "default" => Ok(RopeScaling::Default),
+        "linear" => Ok(RopeScaling::Linear { factor: num("factor")? }),
+        "llama3" => {
+            let s = RopeScaling::Llama3 {
+                factor: num("factor")?,
+                low_freq_factor: num("low_freq_factor")?,
+                high_freq_factor: num("high_freq_factor")?,
+                original_max_position_embeddings: num("original_max_position_embeddings")?,
+            };
+            if let RopeScaling::Llama3 {
+                low_freq_factor: lo,
+                high_freq_factor: hi,
+                ..
+            } = s
+            {
+                if hi <= lo {
+                    return Err(format!("RoPE scaling `llama3`: `high_freq_factor` ({hi}) must exceed `low_freq_factor` ({lo})"));
+                }
+            }
+            Ok(s)
+        }
+        other => Err(format!(
+            "RoPE scaling `{other}` is not supported by the forward pass (supported: default, linear, llama3)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cfg(extra: Value) -> std::result::Result<ModelConfig, String> {
+        let mut v = json!({"model_type":"llama","num_hidden_layers":4,"hidden_size":8,"num_attention_heads":2,
+            "intermediate_size":16,"vocab_size":10});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        ModelConfig::new(ArchConfig::from_value(&v)?, &v)
+    }
+
+    #[test]
+    fn lists_supported_architectures() {
+        let err = cfg(json!({"model_type":"gpt2"})).unwrap_err();
+        assert!(
+            err.contains("`gpt2`") && err.contains("llama, mistral, qwen2, qwen3"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reads_llama3_scaling_in_both_forms() {
+        let p = json!({"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,
+            "original_max_position_embeddings":8192,"rope_theta":500000.0});
+        let a = cfg(json!({"rope_parameters": p.clone()})).unwrap();
+        let b = cfg(json!({"rope_scaling": p})).unwrap();
+        assert_eq!(a.rope_scaling, b.rope_scaling);
+        assert!(matches!(a.rope_scaling, RopeScaling::Llama3 { factor, .. } if factor == 8.0));
+        let err = cfg(json!({"rope_scaling": {"type":"yarn","factor":4.0}})).unwrap_err();
+        assert!(err.contains("`yarn`"), "{err}");
+    }
+
+    #[test]
+    fn windows_follow_transformers() {
+        let m = cfg(json!({"model_type":"mistral","sliding_window":8})).unwrap();
+        assert_eq!(m.windows, vec![Some(8); 4]);
+        let q =
+            cfg(json!({"model_type":"qwen2","sliding_window":8,"max_window_layers":2})).unwrap();
+        assert_eq!(q.windows, vec![None; 4]);
+        let q = cfg(json!({"model_type":"qwen2","sliding_window":8,"use_sliding_window":true,"max_window_layers":2})).unwrap();
+        assert_eq!(q.windows, vec![None, None, Some(8), Some(8)]);
+        let l = cfg(json!({"model_type":"mistral","sliding_window":8,
+            "layer_types":["full_attention","sliding_attention","full_attention","sliding_attention"]})).unwrap();
+        assert_eq!(l.windows, vec![None, Some(8), None, Some(8)]);
+    }
+}

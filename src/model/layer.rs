@@ -1,0 +1,365 @@
+//! One decoder layer of the llama family (llama, mistral, qwen2, qwen3): RMSNorm, grouped-query
+//! attention with RoPE and a causal (optionally sliding) mask, and a SwiGLU MLP. Parts are loaded
+//! from tensor names that mirror the checkpoint's (`model.layers.{i}.self_attn.q_proj.weight`).
+
+use super::config::ModelConfig;
+use super::ops::{MaskedSoftmax, SiluMul};
+use super::weights::WeightSource;
+use crate::error::{Error, Result};
+use candle_core::Tensor;
+
+/// Reads a tensor and checks its shape against what the config implies.
+pub(crate) fn load(src: &dyn WeightSource, name: &str, shape: &[usize]) -> Result<Tensor> {
+    if let Some(found) = src.shape(name) {
+        if found != shape {
+            return Err(Error::corrupt(
+                src.path(),
+                format!("tensor `{name}` has shape {found:?}, but config.json implies {shape:?}"),
+            ));
+        }
+    }
+    src.tensor(name)
+}
+
+/// RMSNorm with a learned scale.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f32,
+}
+
+impl RmsNorm {
+    pub(crate) fn new(src: &dyn WeightSource, name: &str, dim: usize, eps: f64) -> Result<Self> {
+        Ok(RmsNorm {
+            weight: load(src, name, &[dim])?,
+            eps: eps as f32,
+        })
+    }
+
+    /// Normalises over the last dimension.
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::rms_norm(
+            &xs.contiguous()?,
+            &self.weight,
+            self.eps,
+        )?)
+    }
+}
+
+/// A linear map `xs @ weight.T + bias`, with `weight` stored `(out, in)` as in the checkpoint.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub(crate) fn new(
+        src: &dyn WeightSource,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        let weight = load(src, &format!("{prefix}.weight"), &[d_out, d_in])?;
+        let bias = if bias {
+            Some(load(src, &format!("{prefix}.bias"), &[d_out])?)
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    /// Wraps an existing `(out, in)` weight, such as tied embeddings.
+    pub fn from_weight(weight: Tensor) -> Self {
+        Linear { weight, bias: None }
+    }
+
+    /// The `(out, in)` weight.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// Applies the map to `(..., in)`, giving `(..., out)`.
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let dims = xs.dims();
+        let d_in = *dims
+            .last()
+            .ok_or_else(|| Error::Compute("linear input has no dimensions".into()))?;
+        let rows = xs.elem_count() / d_in.max(1);
+        let flat = xs.contiguous()?.reshape((rows, d_in))?;
+        let mut ys = flat.matmul(&self.weight.t()?)?;
+        if let Some(b) = &self.bias {
+            ys = ys.broadcast_add(b)?;
+        }
+        let mut out_dims = dims.to_vec();
+        let last = out_dims.len() - 1;
+        out_dims[last] = self.weight.dim(0)?;
+        Ok(ys.reshape(out_dims)?)
+    }
+}
+
+/// Per-forward attention inputs shared by every layer: RoPE tables for the new positions.
+pub struct AttnCtx {
+    /// Position of the first new token (the cache length before this forward).
+    pub offset: usize,
+    pub seq_len: usize,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl AttnCtx {
+    /// Builds tables for `seq_len` new tokens after `offset` cached ones.
+    pub fn new(rope: &super::rope::Rope, offset: usize, seq_len: usize) -> Result<Self> {
+        let (cos, sin) = rope.cos_sin(offset, seq_len)?;
+        Ok(AttnCtx {
+            offset,
+            seq_len,
+            cos,
+            sin,
+        })
+    }
+}
+
+/// One layer's cached keys and values, each `(batch, kv_heads, cached, head_dim)`.
+#[derive(Debug, Clone, Default)]
+pub struct LayerCache {
+    kv: Option<(Tensor, Tensor)>,
+}
+
+impl LayerCache {
+    /// The number of cached positions.
+    pub fn len(&self) -> usize {
+        self.kv.as_ref().map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Attention elements above which the batch is attended one sequence at a time, to bound the
+/// memory of the score matrix.
+const MAX_SCORE_ELEMS: usize = 1 << 26;
+
+/// Grouped-query self-attention.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    window: Option<usize>,
+}
+
+impl Attention {
+    fn new(src: &dyn WeightSource, cfg: &ModelConfig, layer: usize, prefix: &str) -> Result<Self> {
+        let a = &cfg.arch;
+        let (h, d) = (a.hidden_size, a.head_dim);
+        let (q_dim, kv_dim) = (a.num_attention_heads * d, a.num_key_value_heads * d);
+        let norm = |n: &str| RmsNorm::new(src, &format!("{prefix}.{n}.weight"), d, a.rms_norm_eps);
+        Ok(Attention {
+            q_proj: Linear::new(src, &format!("{prefix}.q_proj"), h, q_dim, a.qkv_bias)?,
+            k_proj: Linear::new(src, &format!("{prefix}.k_proj"), h, kv_dim, a.qkv_bias)?,
+            v_proj: Linear::new(src, &format!("{prefix}.v_proj"), h, kv_dim, a.qkv_bias)?,
+            o_proj: Linear::new(src, &format!("{prefix}.o_proj"), q_dim, h, a.o_bias)?,
+            q_norm: if a.qk_norm {
+                Some(norm("q_norm")?)
+            } else {
+                None
+            },
+            k_norm: if a.qk_norm {
+                Some(norm("k_norm")?)
+            } else {
+                None
+            },
+            n_heads: a.num_attention_heads,
+            n_kv_heads: a.num_key_value_heads,
+            head_dim: d,
+            window: cfg.windows.get(layer).copied().flatten(),
+        })
+    }
+
+    /// `(batch, seq, hidden)` → `(batch, seq, hidden)`, appending this forward's keys and values
+    /// to `cache` when given.
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        ctx: &AttnCtx,
+        cache: Option<&mut LayerCache>,
+    ) -> Result<Tensor> {
+        let (b, t, _) = xs.dims3()?;
+        if t != ctx.seq_len {
+            return Err(Error::Compute(format!(
+                "attention got {t} positions, the context has {}",
+                ctx.seq_len
+            )));
+        }
+        let d = self.head_dim;
+        let heads = |x: Tensor, n: usize, norm: &Option<RmsNorm>| -> Result<Tensor> {
+            let mut x = x.reshape((b, t, n, d))?;
+            if let Some(norm) = norm {
+                x = norm.forward(&x)?;
+            }
+            Ok(x.transpose(1, 2)?.contiguous()?)
+        };
+        let q = heads(self.q_proj.forward(xs)?, self.n_heads, &self.q_norm)?;
+        let k = heads(self.k_proj.forward(xs)?, self.n_kv_heads, &self.k_norm)?;
+        let v = heads(self.v_proj.forward(xs)?, self.n_kv_heads, &None)?;
+        let q = candle_nn::rotary_emb::rope(&q, &ctx.cos, &ctx.sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, &ctx.cos, &ctx.sin)?;
+        let (k, v) = match cache {
+            None => (k, v),
+            Some(c) => {
+                let (k, v) = match c.kv.take() {
+                    None => (k, v),
+                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+                };
+                c.kv = Some((k.clone(), v.clone()));
+                (k, v)
+            }
+        };
+        let s = k.dim(2)?;
+        if s != ctx.offset + t {
+            return Err(Error::Compute(format!(
+                "cache holds {} positions, expected {}",
+                s - t,
+                ctx.offset
+            )));
+        }
+        let out = if b * self.n_heads * t * s > MAX_SCORE_ELEMS && b > 1 {
+            let parts = (0..b)
+                .map(|i| {
+                    self.core(
+                        &q.narrow(0, i, 1)?,
+                        &k.narrow(0, i, 1)?,
+                        &v.narrow(0, i, 1)?,
+                        ctx,
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Tensor::cat(&parts, 0)?
+        } else {
+            self.core(&q, &k, &v, ctx)?
+        };
+        let out = out.transpose(1, 2)?.reshape((b, t, self.n_heads * d))?;
+        self.o_proj.forward(&out)
+    }
+
+    /// Scaled dot-product attention on `q (b, heads, t, d)`, `k`/`v (b, kv_heads, s, d)`. The
+    /// query heads sharing a kv head are stacked as rows, so keys and values are never copied;
+    /// scaling, the causal (and window) mask and the softmax run fused, in place.
+    fn core(&self, q: &Tensor, k: &Tensor, v: &Tensor, ctx: &AttnCtx) -> Result<Tensor> {
+        let (b, _, t, d) = q.dims4()?;
+        let n_rep = self.n_heads / self.n_kv_heads;
+        let q = q.reshape((b, self.n_kv_heads, n_rep * t, d))?;
+        let att = q.matmul(&k.t()?)?;
+        att.inplace_op1(&MaskedSoftmax {
+            offset: ctx.offset,
+            seq_len: t,
+            window: self.window,
+            scale: 1.0 / (d as f32).sqrt(),
+        })?;
+        Ok(att.matmul(v)?.reshape((b, self.n_heads, t, d))?)
+    }
+}
+
+/// The SwiGLU feed-forward block: `down(silu(gate(x)) * up(x))`, with the gate and up
+/// projections stored as one `(2 * intermediate, hidden)` matrix so they run as one product.
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    gate_up: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn new(src: &dyn WeightSource, cfg: &ModelConfig, prefix: &str) -> Result<Self> {
+        let (h, i) = (cfg.arch.hidden_size, cfg.arch.intermediate_size);
+        let gate = load(src, &format!("{prefix}.gate_proj.weight"), &[i, h])?;
+        let up = load(src, &format!("{prefix}.up_proj.weight"), &[i, h])?;
+        Ok(Mlp {
+            gate_up: Linear::from_weight(Tensor::cat(&[&gate, &up], 0)?),
+            down_proj: Linear::new(src, &format!("{prefix}.down_proj"), i, h, false)?,
+        })
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let gate_up = self.gate_up.forward(xs)?;
+        self.down_proj.forward(&gate_up.apply_op1_no_bwd(&SiluMul)?)
+    }
+}
+
+/// What one decoder layer computed: the attention and MLP contributions added to the residual
+/// stream, and the layer's output.
+#[derive(Debug, Clone)]
+pub struct LayerOutput {
+    /// The attention block's output (before it is added to the residual).
+    pub attn: Tensor,
+    /// The MLP block's output (before it is added to the residual).
+    pub mlp: Tensor,
+    /// The layer's output: `input + attn + mlp`.
+    pub output: Tensor,
+}
+
+/// A pre-norm decoder layer.
+#[derive(Debug, Clone)]
+pub struct DecoderLayer {
+    index: usize,
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl DecoderLayer {
+    /// Loads layer `index` (0-based, as numbered in the checkpoint).
+    pub fn load(src: &dyn WeightSource, cfg: &ModelConfig, index: usize) -> Result<Self> {
+        let p = format!("model.layers.{index}");
+        let (h, eps) = (cfg.arch.hidden_size, cfg.arch.rms_norm_eps);
+        Ok(DecoderLayer {
+            index,
+            input_layernorm: RmsNorm::new(src, &format!("{p}.input_layernorm.weight"), h, eps)?,
+            self_attn: Attention::new(src, cfg, index, &format!("{p}.self_attn"))?,
+            post_attention_layernorm: RmsNorm::new(
+                src,
+                &format!("{p}.post_attention_layernorm.weight"),
+                h,
+                eps,
+            )?,
+            mlp: Mlp::new(src, cfg, &format!("{p}.mlp"))?,
+        })
+    }
+
+    /// The layer's index in the checkpoint.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The attention window this layer uses, if any.
+    pub fn window(&self) -> Option<usize> {
+        self.self_attn.window
+    }
+
+    /// Runs the layer on `(batch, seq, hidden)`.
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        ctx: &AttnCtx,
+        cache: Option<&mut LayerCache>,
+    ) -> Result<LayerOutput> {
+        let attn = self
+            .self_attn
+            .forward(&self.input_layernorm.forward(xs)?, ctx, cache)?;
+        let hidden = (xs + &attn)?;
+        let mlp = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&hidden)?)?;
+        let output = (&hidden + &mlp)?;
+        Ok(LayerOutput { attn, mlp, output })
+    }
+}

@@ -1,0 +1,330 @@
+//! The forward pass: plain candle code, f32 on the CPU, for llama, mistral, qwen2 and qwen3.
+//!
+//! [`Model`] is the engine that evaluation, scoring and healing call. It exposes the pieces
+//! ([`Model::embed`], [`Model::layer`], [`Model::norm`], [`Model::lm_head`]) and a forward pass
+//! that skips a set of layers and shows each layer's input, attention output, MLP output and
+//! output to a tap ([`Model::forward_hidden`]). Weights come through a [`WeightSource`]; layers that
+//! are not resident are loaded for the one forward that needs them and dropped after, so a model
+//! can run one layer at a time.
+
+mod config;
+mod generate;
+mod layer;
+mod ops;
+mod rope;
+mod weights;
+
+pub use config::{ModelConfig, RopeScaling, FORWARD_SUPPORTED};
+pub use generate::{argmax, generate, GenerateOpts, Generation, Sampler, Sampling};
+pub use layer::{Attention, AttnCtx, DecoderLayer, LayerCache, LayerOutput, Linear, Mlp, RmsNorm};
+pub use rope::Rope;
+pub use weights::{HfFolder, WeightSource, INDEX_FILE, SINGLE_FILE};
+
+use crate::error::{Error, Result};
+use candle_core::{Device, Tensor};
+use std::path::Path;
+use std::sync::Arc;
+
+/// What a tap sees of one layer during [`Model::forward_hidden`]. All tensors are
+/// `(batch, seq, hidden)`, before the final norm.
+pub struct LayerTap<'a> {
+    /// The layer's index in the checkpoint (0-based).
+    pub layer: usize,
+    /// The layer's input (the residual stream entering it).
+    pub input: &'a Tensor,
+    /// The attention output, the MLP output and the layer's output.
+    pub parts: &'a LayerOutput,
+}
+
+/// Keys and values cached across forwards, one slot per checkpoint layer (skipped layers keep
+/// an empty slot). All sequences in a batch share positions.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+    len: usize,
+}
+
+impl KvCache {
+    /// An empty cache for a model with `n_layers` layers.
+    pub fn new(n_layers: usize) -> Self {
+        KvCache {
+            layers: vec![LayerCache::default(); n_layers],
+            len: 0,
+        }
+    }
+
+    /// Positions cached so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A decoder-only model ready to run.
+pub struct Model {
+    cfg: ModelConfig,
+    source: Arc<dyn WeightSource>,
+    embed_tokens: Tensor,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rope: Rope,
+    /// Resident layers by checkpoint index; `None` is loaded on demand.
+    layers: Vec<Option<Arc<DecoderLayer>>>,
+}
+
+impl Model {
+    /// Opens an HF folder with every layer resident.
+    pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with(dir, &[])
+    }
+
+    /// Opens an HF folder, leaving the layers in `skip` unloaded.
+    pub fn open_with(dir: &Path, skip: &[usize]) -> Result<Self> {
+        let (cfg, source) = open_folder(dir)?;
+        Self::from_source(cfg, source, &|i| !skip.contains(&i))
+    }
+
+    /// Builds a model from any weight source; layers for which `resident` is false are not
+    /// loaded now (a forward that needs one loads it for that forward only).
+    pub fn from_source(
+        cfg: ModelConfig,
+        source: Arc<dyn WeightSource>,
+        resident: &dyn Fn(usize) -> bool,
+    ) -> Result<Self> {
+        let a = &cfg.arch;
+        let src = source.as_ref();
+        let embed_tokens = layer::load(
+            src,
+            "model.embed_tokens.weight",
+            &[a.vocab_size, a.hidden_size],
+        )?;
+        let norm = RmsNorm::new(src, "model.norm.weight", a.hidden_size, a.rms_norm_eps)?;
+        let lm_head = if a.tie_word_embeddings {
+            Linear::from_weight(embed_tokens.clone())
+        } else {
+            Linear::new(src, "lm_head", a.hidden_size, a.vocab_size, false)?
+        };
+        let rope = Rope::new(a.head_dim, a.rope_theta, &cfg.rope_scaling);
+        let layers = (0..a.num_hidden_layers)
+            .map(|i| {
+                if resident(i) {
+                    DecoderLayer::load(src, &cfg, i).map(|l| Some(Arc::new(l)))
+                } else {
+                    Ok(None)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Model {
+            cfg,
+            source,
+            embed_tokens,
+            norm,
+            lm_head,
+            rope,
+            layers,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// Layers in the checkpoint.
+    pub fn n_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.cfg.arch.vocab_size
+    }
+
+    /// The checkpoint this model reads.
+    pub fn path(&self) -> &Path {
+        self.source.path()
+    }
+
+    /// Token ids `(batch, seq)` as a tensor, checking every id against the vocabulary.
+    pub fn tokens(&self, rows: &[&[u32]]) -> Result<Tensor> {
+        let t = rows.first().map_or(0, |r| r.len());
+        if t == 0 || rows.iter().any(|r| r.len() != t) {
+            return Err(Error::Invalid(
+                "token rows must be non-empty and of equal length".into(),
+            ));
+        }
+        let flat: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+        if let Some(&bad) = flat.iter().find(|&&id| id as usize >= self.vocab_size()) {
+            return Err(Error::Invalid(format!(
+                "token id {bad} is outside the vocabulary of {} entries",
+                self.vocab_size()
+            )));
+        }
+        Ok(Tensor::from_vec(flat, (rows.len(), t), &Device::Cpu)?)
+    }
+
+    /// Embeds token ids `(batch, seq)` into `(batch, seq, hidden)`.
+    pub fn embed(&self, tokens: &Tensor) -> Result<Tensor> {
+        let (b, t) = tokens.dims2()?;
+        let ids = tokens.flatten_all()?;
+        Ok(self
+            .embed_tokens
+            .index_select(&ids, 0)?
+            .reshape((b, t, self.cfg.arch.hidden_size))?)
+    }
+
+    /// Layer `i` if it is resident; otherwise an error (see [`Model::load_layer`]).
+    pub fn layer(&self, i: usize) -> Result<&DecoderLayer> {
+        match self.layers.get(i) {
+            Some(Some(l)) => Ok(l),
+            Some(None) => Err(Error::Invalid(format!("layer {i} is not loaded"))),
+            None => Err(Error::Invalid(format!(
+                "layer {i} is out of range: the model has {} layers",
+                self.n_layers()
+            ))),
+        }
+    }
+
+    /// Makes layer `i` resident.
+    pub fn load_layer(&mut self, i: usize) -> Result<()> {
+        self.check_index(i)?;
+        if self.layers[i].is_none() {
+            self.layers[i] = Some(Arc::new(DecoderLayer::load(
+                self.source.as_ref(),
+                &self.cfg,
+                i,
+            )?));
+        }
+        Ok(())
+    }
+
+    /// Drops layer `i`'s weights; later forwards load it on demand.
+    pub fn unload_layer(&mut self, i: usize) -> Result<()> {
+        self.check_index(i)?;
+        self.layers[i] = None;
+        Ok(())
+    }
+
+    fn check_index(&self, i: usize) -> Result<()> {
+        if i >= self.n_layers() {
+            return Err(Error::Invalid(format!(
+                "layer {i} is out of range: the model has {} layers",
+                self.n_layers()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The final RMSNorm.
+    pub fn norm(&self, xs: &Tensor) -> Result<Tensor> {
+        self.norm.forward(xs)
+    }
+
+    /// The output projection (apply [`Model::norm`] first).
+    pub fn lm_head(&self, xs: &Tensor) -> Result<Tensor> {
+        self.lm_head.forward(xs)
+    }
+
+    /// Logits from hidden states before the final norm: `lm_head(norm(xs))`.
+    pub fn logits(&self, xs: &Tensor) -> Result<Tensor> {
+        self.lm_head(&self.norm(xs)?)
+    }
+
+    /// RoPE tables and masks for `seq_len` new positions after `offset` cached ones.
+    pub fn attn_ctx(&self, offset: usize, seq_len: usize) -> Result<AttnCtx> {
+        AttnCtx::new(&self.rope, offset, seq_len)
+    }
+
+    /// Checks a skip list: indices in range, and at least one layer left.
+    pub fn check_skip(&self, skip: &[usize]) -> Result<()> {
+        if let Some(&bad) = skip.iter().find(|&&i| i >= self.n_layers()) {
+            return Err(Error::Invalid(format!(
+                "cannot skip layer {bad}: the model has {} layers",
+                self.n_layers()
+            )));
+        }
+        if (0..self.n_layers()).all(|i| skip.contains(&i)) {
+            return Err(Error::Invalid(format!(
+                "cannot skip all {} layers; at least one must run",
+                self.n_layers()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs `tokens (batch, seq)` through every layer not in `skip`, in order, and returns the
+    /// hidden states before the final norm. With `cache`, the new positions follow the cached
+    /// ones and their keys and values are appended. `tap` sees each layer that runs.
+    pub fn forward_hidden(
+        &self,
+        tokens: &Tensor,
+        skip: &[usize],
+        mut cache: Option<&mut KvCache>,
+        tap: &mut dyn FnMut(LayerTap<'_>) -> Result<()>,
+    ) -> Result<Tensor> {
+        self.check_skip(skip)?;
+        let (_, t) = tokens.dims2()?;
+        let offset = cache.as_ref().map_or(0, |c| c.len);
+        if let Some(c) = cache.as_ref() {
+            if c.layers.len() != self.n_layers() {
+                return Err(Error::Invalid(format!(
+                    "the cache has {} layers, the model {}",
+                    c.layers.len(),
+                    self.n_layers()
+                )));
+            }
+        }
+        let ctx = self.attn_ctx(offset, t)?;
+        let mut xs = self.embed(tokens)?;
+        for (i, slot) in self.layers.iter().enumerate() {
+            if skip.contains(&i) {
+                continue;
+            }
+            let loaded;
+            let layer = match slot {
+                Some(l) => l.as_ref(),
+                None => {
+                    loaded = DecoderLayer::load(self.source.as_ref(), &self.cfg, i)?;
+                    &loaded
+                }
+            };
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            let parts = layer.forward(&xs, &ctx, layer_cache)?;
+            tap(LayerTap {
+                layer: i,
+                input: &xs,
+                parts: &parts,
+            })?;
+            xs = parts.output;
+        }
+        if let Some(c) = cache {
+            c.len += t;
+        }
+        Ok(xs)
+    }
+
+    /// Logits `(batch, seq, vocab)` for `tokens`, skipping the layers in `skip`.
+    pub fn forward(
+        &self,
+        tokens: &Tensor,
+        skip: &[usize],
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let hidden = self.forward_hidden(tokens, skip, cache, &mut |_| Ok(()))?;
+        self.logits(&hidden)
+    }
+}
+
+/// Reads `config.json` and opens the weights of an HF folder.
+pub fn open_folder(dir: &Path) -> Result<(ModelConfig, Arc<dyn WeightSource>)> {
+    if !dir.is_dir() {
+        return Err(Error::Invalid(format!(
+            "`{}`: the forward pass reads HF folders (config.json + safetensors); this is not a folder",
+            dir.display()
+        )));
+    }
+    let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
+    let source: Arc<dyn WeightSource> = Arc::new(HfFolder::open(dir)?);
+    Ok((cfg, source))
+}

@@ -1,0 +1,162 @@
+//! Fused CPU kernels for the two elementwise steps that dominate after the matrix products:
+//! the scaled, masked softmax over attention scores (in place, touching only visible keys) and
+//! SwiGLU's `silu(gate) * up` over the fused gate/up projection. Each replaces three or four
+//! candle ops and their temporary tensors.
+
+use candle_core::{CpuStorage, CustomOp1, InplaceOp1, Layout, Shape};
+use rayon::prelude::*;
+
+/// The first key position visible to query position `i` (keys `first..=i` are visible): all of
+/// them without a window, the last `window` with one (transformers: `i - j < window`).
+pub(crate) fn first_visible(i: usize, window: Option<usize>) -> usize {
+    window.map_or(0, |w| (i + 1).saturating_sub(w))
+}
+
+/// `softmax(scale * scores)` over the keys each query may see, in place; the rest become 0.
+/// Works on contiguous `(..., rows, keys)` scores whose rows cycle through `seq_len` queries at
+/// positions `offset..offset + seq_len` (query heads sharing a kv head are stacked as rows).
+pub(crate) struct MaskedSoftmax {
+    pub offset: usize,
+    pub seq_len: usize,
+    pub window: Option<usize>,
+    pub scale: f32,
+}
+
+impl InplaceOp1 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "masked-softmax"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("masked softmax reads f32 scores")
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("masked softmax needs contiguous scores")
+        };
+        let keys = layout.dims().last().copied().unwrap_or(0);
+        if keys == 0 || self.seq_len == 0 || self.offset + self.seq_len > keys {
+            candle_core::bail!(
+                "masked softmax: {keys} keys for queries at {}..{}",
+                self.offset,
+                self.offset + self.seq_len
+            )
+        }
+        data[start..end]
+            .par_chunks_mut(keys)
+            .enumerate()
+            .for_each(|(r, row)| {
+                let i = self.offset + r % self.seq_len;
+                let lo = first_visible(i, self.window);
+                let visible = &mut row[lo..=i];
+                let max = visible.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                let mut sum = 0f32;
+                for v in visible.iter_mut() {
+                    *v = ((*v - max) * self.scale).exp();
+                    sum += *v;
+                }
+                let inv = 1.0 / sum;
+                visible.iter_mut().for_each(|v| *v *= inv);
+                row[..lo].fill(0.0);
+                row[i + 1..].fill(0.0);
+            });
+        Ok(())
+    }
+}
+
+/// `silu(a) * b` where each row of the input is `[a | b]` (the fused gate and up projections),
+/// giving rows half as wide.
+pub(crate) struct SiluMul;
+
+impl CustomOp1 for SiluMul {
+    fn name(&self) -> &'static str {
+        "silu-mul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("silu-mul reads f32")
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("silu-mul needs a contiguous input")
+        };
+        let mut dims = layout.dims().to_vec();
+        let width = dims.last().copied().unwrap_or(0);
+        if width == 0 || width % 2 != 0 {
+            candle_core::bail!("silu-mul needs an even last dimension, got {width}")
+        }
+        let half = width / 2;
+        let src = &data[start..end];
+        let mut out = vec![0f32; src.len() / 2];
+        out.par_chunks_mut(half)
+            .zip(src.par_chunks(width))
+            .for_each(|(o, row)| {
+                let (a, b) = row.split_at(half);
+                for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                    *o = a / (1.0 + (-a).exp()) * b;
+                }
+            });
+        if let Some(last) = dims.last_mut() {
+            *last = half;
+        }
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    #[test]
+    fn softmax_is_causal_windowed_and_scaled() {
+        // Two stacked heads × 3 queries after 1 cached key: 4 keys, window 2.
+        let scores = Tensor::arange(0f32, 24.0, &Device::Cpu)
+            .unwrap()
+            .reshape((1, 6, 4))
+            .unwrap();
+        scores
+            .inplace_op1(&MaskedSoftmax {
+                offset: 1,
+                seq_len: 3,
+                window: Some(2),
+                scale: 0.5,
+            })
+            .unwrap();
+        let rows = scores.reshape((6, 4)).unwrap().to_vec2::<f32>().unwrap();
+        let p = 1.0 / (1.0 + (-0.5f32).exp());
+        for (r, row) in rows.iter().enumerate() {
+            let i = 1 + r % 3;
+            for (j, &v) in row.iter().enumerate() {
+                let want = if j == i {
+                    p
+                } else if j + 1 == i {
+                    1.0 - p
+                } else {
+                    0.0
+                };
+                assert!((v - want).abs() < 1e-6, "row {r} key {j}: {v} vs {want}");
+            }
+        }
+        assert_eq!(first_visible(5, None), 0);
+        assert_eq!(first_visible(5, Some(2)), 4);
+        assert_eq!(first_visible(0, Some(8)), 0);
+    }
+
+    #[test]
+    fn silu_mul_pairs_halves() {
+        let xs = Tensor::new(&[[1f32, -2.0, 3.0, 0.5]], &Device::Cpu).unwrap();
+        let ys = xs
+            .apply_op1_no_bwd(&SiluMul)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let silu = |x: f32| x / (1.0 + (-x).exp());
+        assert!((ys[0][0] - silu(1.0) * 3.0).abs() < 1e-6);
+        assert!((ys[0][1] - silu(-2.0) * 0.5).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,246 @@
+//! `depthprune eval` and `depthprune generate` run as a user runs them, on the golden llama
+//! fixture, each test in a fresh temporary folder.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden")
+}
+
+fn depthprune(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_depthprune"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn expected() -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(fixture().join("llama/eval_expected.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn eval_json_reports_the_transformers_perplexity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, text) = (fixture().join("llama"), fixture().join("eval.txt"));
+    let out = depthprune(
+        &[
+            "eval",
+            s(&model),
+            "--text",
+            s(&text),
+            "--ctx",
+            "16",
+            "--skip",
+            "1..3",
+            "--reference",
+            s(&model),
+            "--json",
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &expected()["chunks"];
+    let ppl = v["perplexity"].as_f64().unwrap();
+    let want = c["skip_perplexity"].as_f64().unwrap();
+    assert!((ppl - want).abs() < 1e-4 * want, "{ppl} vs {want}");
+    assert_eq!(v["convention"], "chunks");
+    assert_eq!(v["tokens_evaluated"], c["tokens"]);
+    assert_eq!(v["skip"], serde_json::json!([1, 2]));
+    let kl = v["divergence"]["mean_kl"].as_f64().unwrap();
+    assert!((kl - c["mean_kl"].as_f64().unwrap()).abs() < 1e-4);
+}
+
+#[test]
+fn eval_against_a_separate_reference_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dense = tmp.path().join("dense");
+    std::fs::create_dir(&dense).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture().join("llama").join(f), dense.join(f)).unwrap();
+    }
+    let out = depthprune(
+        &[
+            "eval",
+            s(&fixture().join("llama")),
+            "--text",
+            s(&fixture().join("eval.txt")),
+            "--ctx",
+            "16",
+            "--skip",
+            "1,2",
+            "--reference",
+            s(&dense),
+            "--batch",
+            "7",
+            "--json",
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &expected()["chunks"];
+    let d = &v["divergence"];
+    assert!((d["mean_kl"].as_f64().unwrap() - c["mean_kl"].as_f64().unwrap()).abs() < 1e-4);
+    let ppl = d["reference_perplexity"].as_f64().unwrap();
+    assert!(
+        (ppl / c["dense_perplexity"].as_f64().unwrap() - 1.0).abs() < 1e-5,
+        "{ppl}"
+    );
+}
+
+#[test]
+fn eval_table_names_the_convention() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = depthprune(
+        &[
+            "eval",
+            s(&fixture().join("llama")),
+            "--text",
+            s(&fixture().join("eval.txt")),
+            "--ctx",
+            "16",
+            "--stride",
+            "6",
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table.contains("sliding") && table.contains("perplexity"),
+        "{table}"
+    );
+    let want = expected()["sliding"]["perplexity"].as_f64().unwrap();
+    assert!(table.contains(&format!("{want:.2}")[..5]), "{table}");
+}
+
+#[test]
+fn eval_refuses_text_shorter_than_a_window() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tmp.path().join("short.txt");
+    std::fs::write(&text, "a few words").unwrap();
+    let out = depthprune(
+        &[
+            "eval",
+            s(&fixture().join("llama")),
+            "--text",
+            s(&text),
+            "--ctx",
+            "64",
+        ],
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: ") && err.contains("short.txt") && err.contains("needs 64"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn eval_refuses_non_utf8_text_with_the_offset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tmp.path().join("bad.txt");
+    std::fs::write(&text, b"hello \xc3\x28 world").unwrap();
+    let out = depthprune(
+        &["eval", s(&fixture().join("llama")), "--text", s(&text)],
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("offset 6"), "{}", stderr(&out));
+}
+
+#[test]
+fn eval_refuses_skipping_every_layer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = depthprune(
+        &[
+            "eval",
+            s(&fixture().join("llama")),
+            "--text",
+            s(&fixture().join("eval.txt")),
+            "--skip",
+            "0..4",
+        ],
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("0..4"), "{}", stderr(&out));
+}
+
+#[test]
+fn eval_lists_supported_architectures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m");
+    std::fs::create_dir(&model).unwrap();
+    for f in [
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(fixture().join("llama").join(f), model.join(f)).unwrap();
+    }
+    let cfg = std::fs::read_to_string(fixture().join("llama/config.json")).unwrap();
+    std::fs::write(
+        model.join("config.json"),
+        cfg.replace("\"llama\"", "\"gpt_neox\""),
+    )
+    .unwrap();
+    let out = depthprune(
+        &["eval", s(&model), "--text", s(&fixture().join("eval.txt"))],
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("`gpt_neox`")
+            && err.contains("llama, mistral, qwen2, qwen3")
+            && err.contains("config.json"),
+        "{err}"
+    );
+}
+
+#[test]
+fn generate_streams_the_greedy_continuation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixture().join("llama");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            s(&model),
+            "--prompt",
+            "The old lighthouse",
+            "--max-new-tokens",
+            "6",
+        ];
+        args.extend_from_slice(extra);
+        let out = depthprune(&args, tmp.path());
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).contains("tokens/s"), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let greedy = run(&[]);
+    assert!(!greedy.trim().is_empty());
+    assert_eq!(greedy, run(&[]), "greedy is deterministic");
+    assert_eq!(
+        run(&["--temperature", "0.9", "--seed", "5"]),
+        run(&["--temperature", "0.9", "--seed", "5"])
+    );
+    assert!(!run(&["--chat", "--skip", "3"]).is_empty());
+}

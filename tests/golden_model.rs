@@ -1,0 +1,334 @@
+//! The forward pass against transformers: tiny random llama, mistral, qwen2 and qwen3 models and
+//! the tensors transformers computed for them (made by `scripts/make_golden.py`). Logits and every
+//! layer's taps must agree within 1e-4; skipping layers must equal deleting them in transformers;
+//! greedy generation must give transformers' tokens, with and without the KV cache.
+
+use candle_core::{DType, Device, Tensor};
+use depthprune::eval::{self, Convention, Run};
+use depthprune::model::{generate, open_folder, GenerateOpts, Model, Sampler, Sampling};
+use depthprune::progress::Silent;
+use depthprune::tokenizer::{HfTokenizer, Message};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+const TOL: f32 = 1e-4;
+const ARCHS: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
+const SKIP: &[usize] = &[1, 2];
+
+fn dir(arch: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/golden")
+        .join(arch)
+}
+
+fn golden(arch: &str) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(dir(arch).join("golden.safetensors"), &Device::Cpu).unwrap()
+}
+
+fn ids(t: &Tensor) -> Vec<Vec<u32>> {
+    t.to_dtype(DType::U32).unwrap().to_vec2().unwrap()
+}
+
+fn max_err(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+fn check(arch: &str, what: &str, got: &Tensor, want: &Tensor) -> f32 {
+    let e = max_err(got, want);
+    assert!(e <= TOL, "{arch}: {what} differs from transformers by {e}");
+    e
+}
+
+#[test]
+fn logits_and_every_layer_tap_match_transformers() {
+    for arch in ARCHS {
+        let g = golden(arch);
+        let model = Model::open(&dir(arch)).unwrap();
+        let rows = ids(&g["tokens"]);
+        let tokens = model
+            .tokens(&rows.iter().map(Vec::as_slice).collect::<Vec<_>>())
+            .unwrap();
+        check(arch, "embed", &model.embed(&tokens).unwrap(), &g["embed"]);
+        let mut worst = 0f32;
+        let mut seen = Vec::new();
+        let hidden = model
+            .forward_hidden(&tokens, &[], None, &mut |tap| {
+                let i = tap.layer;
+                seen.push(i);
+                for (name, t) in [
+                    ("input", tap.input),
+                    ("attn", &tap.parts.attn),
+                    ("mlp", &tap.parts.mlp),
+                    ("output", &tap.parts.output),
+                ] {
+                    worst = worst.max(check(
+                        arch,
+                        &format!("layer {i} {name}"),
+                        t,
+                        &g[&format!("layer{i}.{name}")],
+                    ));
+                }
+                // transformers' hidden_states[i + 1] is layer i's output, except the last, which
+                // is after the final norm.
+                if i + 1 < model.n_layers() {
+                    check(
+                        arch,
+                        "hidden state",
+                        &tap.parts.output,
+                        &g[&format!("hidden{}", i + 1)],
+                    );
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(seen, (0..model.n_layers()).collect::<Vec<_>>());
+        let n = model.n_layers();
+        check(
+            arch,
+            "final norm",
+            &model.norm(&hidden).unwrap(),
+            &g[&format!("hidden{n}")],
+        );
+        let e = check(
+            arch,
+            "logits",
+            &model.logits(&hidden).unwrap(),
+            &g["logits"],
+        );
+        eprintln!("{arch}: max abs error logits {e:.2e}, layer taps {worst:.2e}");
+    }
+}
+
+#[test]
+fn skipping_layers_equals_deleting_them_in_transformers() {
+    for arch in ARCHS {
+        let g = golden(arch);
+        let want = &g["skip.logits"];
+        let rows = ids(&g["tokens"]);
+        let rows: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+        // All layers resident, skipped at run time.
+        let dense = Model::open(&dir(arch)).unwrap();
+        let got = dense
+            .forward(&dense.tokens(&rows).unwrap(), SKIP, None)
+            .unwrap();
+        let e = check(arch, "skip logits", &got, want);
+        // Skipped layers never loaded.
+        let lean = Model::open_with(&dir(arch), SKIP).unwrap();
+        assert!(lean.layer(1).is_err() && lean.layer(0).is_ok());
+        check(
+            arch,
+            "skip logits (not loaded)",
+            &lean
+                .forward(&lean.tokens(&rows).unwrap(), SKIP, None)
+                .unwrap(),
+            want,
+        );
+        eprintln!("{arch}: max abs error with layers {SKIP:?} skipped {e:.2e}");
+    }
+}
+
+#[test]
+fn layers_loaded_on_demand_give_the_same_logits() {
+    let g = golden("qwen3");
+    let (cfg, source) = open_folder(&dir("qwen3")).unwrap();
+    let model = Model::from_source(cfg, source, &|_| false).unwrap();
+    let rows = ids(&g["tokens"]);
+    let rows: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+    let got = model
+        .forward(&model.tokens(&rows).unwrap(), &[], None)
+        .unwrap();
+    check("qwen3", "logits (one layer at a time)", &got, &g["logits"]);
+}
+
+#[test]
+fn greedy_generation_matches_transformers_with_and_without_cache() {
+    for arch in ARCHS {
+        let g = golden(arch);
+        let prompt: Vec<u32> = g["generate.prompt"]
+            .to_dtype(DType::U32)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let want: Vec<u32> = g["generate.tokens"]
+            .to_dtype(DType::U32)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let model = Model::open(&dir(arch)).unwrap();
+        let run = |cache: bool| {
+            let mut s = Sampler::new(Sampling::greedy()).unwrap();
+            let opts = GenerateOpts {
+                max_new: want.len(),
+                skip: &[],
+                eos: &[],
+                use_cache: cache,
+            };
+            generate(&model, &prompt, &opts, &mut s, &mut |_| Ok(true))
+                .unwrap()
+                .tokens
+        };
+        assert_eq!(
+            run(true),
+            want,
+            "{arch}: cached generation differs from transformers"
+        );
+        assert_eq!(
+            run(false),
+            want,
+            "{arch}: uncached generation differs from transformers"
+        );
+    }
+}
+
+#[test]
+fn generation_stops_at_eos_and_on_request() {
+    let g = golden("llama");
+    let prompt: Vec<u32> = g["generate.prompt"]
+        .to_dtype(DType::U32)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let want: Vec<u32> = g["generate.tokens"]
+        .to_dtype(DType::U32)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let model = Model::open(&dir("llama")).unwrap();
+    let mut s = Sampler::new(Sampling::greedy()).unwrap();
+    let eos = [want[3]];
+    let mut opts = GenerateOpts {
+        max_new: 50,
+        skip: &[],
+        eos: &eos,
+        use_cache: true,
+    };
+    let out = generate(&model, &prompt, &opts, &mut s, &mut |_| Ok(true)).unwrap();
+    let first = want.iter().position(|&t| t == want[3]).unwrap();
+    assert_eq!(out.tokens, want[..=first]);
+    assert!(out.stopped_at_eos);
+    let mut n = 0;
+    opts.eos = &[];
+    let out = generate(&model, &prompt, &opts, &mut s, &mut |_| {
+        n += 1;
+        Ok(n < 2)
+    })
+    .unwrap();
+    assert_eq!(out.tokens.len(), 2);
+}
+
+fn expected() -> serde_json::Value {
+    let text = std::fs::read_to_string(dir("llama").join("eval_expected.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn close(got: f64, want: &serde_json::Value, rel: f64, what: &str) {
+    let want = want.as_f64().unwrap();
+    assert!(
+        (got - want).abs() <= rel * want.abs().max(1e-3),
+        "{what}: got {got}, transformers {want}"
+    );
+}
+
+fn eval_tokens() -> (HfTokenizer, Vec<u32>) {
+    let tok = HfTokenizer::open(&dir("llama")).unwrap();
+    let text = eval::read_text(&dir("").join("eval.txt")).unwrap();
+    let ids = eval::tokenize(&tok, &text, None).unwrap();
+    (tok, ids)
+}
+
+#[test]
+fn tokenizer_matches_transformers() {
+    let exp = expected();
+    let (tok, ids) = eval_tokens();
+    let want: Vec<u32> = serde_json::from_value(exp["ids"].clone()).unwrap();
+    assert_eq!(ids, want);
+    assert_eq!(ids[0], tok.bos_id().unwrap());
+    let text = eval::read_text(&dir("").join("eval.txt")).unwrap();
+    let prefix = eval::tokenize(&tok, &text, Some(100)).unwrap();
+    assert_eq!(prefix, want[..100]);
+    let chat = &exp["chat"];
+    let rendered = tok
+        .render_chat(&[Message {
+            role: "user".into(),
+            content: chat["prompt"].as_str().unwrap().into(),
+        }])
+        .unwrap();
+    assert_eq!(rendered, chat["rendered"].as_str().unwrap());
+    let chat_ids: Vec<u32> = serde_json::from_value(chat["ids"].clone()).unwrap();
+    assert_eq!(tok.encode(&rendered, false).unwrap(), chat_ids);
+    let head = tok.decode(&ids[..12]).unwrap();
+    assert!(head.len() > 12 && text.starts_with(&head), "{head:?}");
+}
+
+#[test]
+fn perplexity_and_divergence_match_transformers() {
+    let exp = expected();
+    let (_, ids) = eval_tokens();
+    let model = Model::open(&dir("llama")).unwrap();
+    let c = &exp["chunks"];
+    let conv = Convention::new(16, None).unwrap();
+    let windows = eval::plan(ids.len(), conv).unwrap();
+    for batch in [1, 4] {
+        let r = eval::evaluate(
+            Run {
+                model: &model,
+                skip: SKIP,
+            },
+            Some(Run {
+                model: &model,
+                skip: &[],
+            }),
+            &ids,
+            &windows,
+            conv,
+            batch,
+            &Silent,
+        )
+        .unwrap();
+        assert_eq!(r.windows as u64, c["windows"].as_u64().unwrap());
+        assert_eq!(r.tokens_evaluated as u64, c["tokens"].as_u64().unwrap());
+        close(r.perplexity, &c["skip_perplexity"], 1e-5, "skip perplexity");
+        let d = r.divergence.unwrap();
+        close(
+            d.reference_perplexity,
+            &c["dense_perplexity"],
+            1e-5,
+            "dense perplexity",
+        );
+        close(d.mean_kl, &c["mean_kl"], 1e-4, "mean KL");
+        let n = r.tokens_evaluated as f64;
+        assert!(
+            (d.top1_agreement - c["top1_agreement"].as_f64().unwrap()).abs() <= 1.0 / n + 1e-12
+        );
+    }
+    let s = &exp["sliding"];
+    let conv = Convention::new(16, Some(6)).unwrap();
+    let windows = eval::plan(ids.len(), conv).unwrap();
+    let r = eval::evaluate(
+        Run {
+            model: &model,
+            skip: &[],
+        },
+        None,
+        &ids,
+        &windows,
+        conv,
+        3,
+        &Silent,
+    )
+    .unwrap();
+    assert_eq!(r.windows as u64, s["windows"].as_u64().unwrap());
+    assert_eq!(r.tokens_evaluated as u64, s["tokens"].as_u64().unwrap());
+    close(r.perplexity, &s["perplexity"], 1e-5, "sliding perplexity");
+    assert!(r.divergence.is_none());
+}
