@@ -98,8 +98,22 @@ impl Gram {
         let n = m.len() / h;
         let mm = Mat::<f64>::from_fn(n, h, |i, j| f64::from(m[i * h + j]));
         let zm = Mat::<f64>::from_fn(n, h, |i, j| f64::from(z[i * h + j]));
-        matmul(&mut self.mtm, Accum::Add, mm.transpose(), &mm, 1.0, Par::Seq);
-        matmul(&mut self.mtz, Accum::Add, mm.transpose(), &zm, 1.0, Par::Seq);
+        matmul(
+            &mut self.mtm,
+            Accum::Add,
+            mm.transpose(),
+            &mm,
+            1.0,
+            Par::Seq,
+        );
+        matmul(
+            &mut self.mtz,
+            Accum::Add,
+            mm.transpose(),
+            &zm,
+            1.0,
+            Par::Seq,
+        );
         self.zz += z.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>();
         self.rows += n;
         Ok(())
@@ -110,7 +124,9 @@ impl Gram {
     pub fn solve(&self, alpha: f64, prior: Prior) -> Result<Fit> {
         let h = self.hidden();
         if self.rows == 0 {
-            return Err(Error::Invalid("no calibration rows to fit the healing map".into()));
+            return Err(Error::Invalid(
+                "no calibration rows to fit the healing map".into(),
+            ));
         }
         if !(alpha.is_finite() && alpha >= 0.0) {
             return Err(Error::Invalid(format!(
@@ -200,7 +216,11 @@ fn eigen_solve(a: &Mat<f64>, b: &Mat<f64>) -> Result<Mat<f64>> {
     let mut utb = Mat::<f64>::zeros(h, b.ncols());
     matmul(&mut utb, Accum::Replace, u.transpose(), b, 1.0, Par::Seq);
     for i in 0..h {
-        let inv = if s[i] > smax * EIG_CUTOFF { 1.0 / s[i] } else { 0.0 };
+        let inv = if s[i] > smax * EIG_CUTOFF {
+            1.0 / s[i]
+        } else {
+            0.0
+        };
         for j in 0..b.ncols() {
             utb[(i, j)] *= inv;
         }

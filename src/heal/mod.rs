@@ -104,7 +104,9 @@ impl Overlay {
         let mut replaced = HashMap::new();
         for (name, v) in tensors {
             let shape = base.shape(name).ok_or_else(|| {
-                Error::Invalid(format!("cannot replace `{name}`: the model has no such tensor"))
+                Error::Invalid(format!(
+                    "cannot replace `{name}`: the model has no such tensor"
+                ))
             })?;
             replaced.insert(
                 name.clone(),

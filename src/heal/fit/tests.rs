@@ -75,7 +75,11 @@ fn exact_linear_block_is_recovered_and_the_fold_reproduces_its_output() {
     let m2 = mul(&acts, &transpose(&w2, h, inter), n, inter, h);
     for i in 0..n * h {
         let healed = x[i] - m[i] + m2[i];
-        assert!((healed - y[i]).abs() < 1e-4, "row value {i}: {healed} vs {}", y[i]);
+        assert!(
+            (healed - y[i]).abs() < 1e-4,
+            "row value {i}: {healed} vs {}",
+            y[i]
+        );
     }
 }
 
@@ -96,9 +100,7 @@ fn streamed_gram_solve_matches_a_direct_least_squares_solve() {
         assert_eq!(fit.solver, Solver::Cholesky);
 
         // Direct: the ridge as extra rows, [M; √r·I]·T = [Z; √r·P], solved by QR on the full data.
-        let trace: f64 = (0..n * h)
-            .map(|i| f64::from(m[i]) * f64::from(m[i]))
-            .sum();
+        let trace: f64 = (0..n * h).map(|i| f64::from(m[i]) * f64::from(m[i])).sum();
         let r = alpha * trace / h as f64;
         let sr = r.sqrt();
         let p = if prior == Prior::Identity { sr } else { 0.0 };
@@ -152,12 +154,30 @@ fn rank_deficient_rows_fall_back_to_the_eigen_solve() {
 #[test]
 fn mismatched_rows_and_bad_alpha_are_refused() {
     let mut g = Gram::new(3);
-    assert!(matches!(g.add(&[1.0; 6], &[1.0; 3]), Err(Error::Invalid(_))));
-    assert!(matches!(g.add(&[1.0; 4], &[1.0; 4]), Err(Error::Invalid(_))));
-    assert!(matches!(g.solve(0.1, Prior::Identity), Err(Error::Invalid(_))));
+    assert!(matches!(
+        g.add(&[1.0; 6], &[1.0; 3]),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        g.add(&[1.0; 4], &[1.0; 4]),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        g.solve(0.1, Prior::Identity),
+        Err(Error::Invalid(_))
+    ));
     g.add(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0]).unwrap();
-    assert!(matches!(g.solve(-1.0, Prior::Identity), Err(Error::Invalid(_))));
-    assert!(matches!(g.solve(f64::NAN, Prior::Identity), Err(Error::Invalid(_))));
+    assert!(matches!(
+        g.solve(-1.0, Prior::Identity),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        g.solve(f64::NAN, Prior::Identity),
+        Err(Error::Invalid(_))
+    ));
     let t = Mat::<f64>::identity(2, 2);
-    assert!(matches!(fold_down_proj(&t, &[0.0; 6], 3), Err(Error::Invalid(_))));
+    assert!(matches!(
+        fold_down_proj(&t, &[0.0; 6], 3),
+        Err(Error::Invalid(_))
+    ));
 }
