@@ -4,11 +4,13 @@
 //! With `M` the MLP output rows of the fold layer and `Z` the target rows, the fit minimises
 //! `‖M·T − Z‖² + α‖T − P‖²`, where the prior `P` is the identity ([`Prior::Identity`]) or zero
 //! ([`Prior::Zero`], the ReplaceMe paper's form). The normal equations are
-//! `(MᵀM + αI)·T = MᵀZ + αP`, so only `MᵀM`, `MᵀZ` and `‖Z‖²` are ever held.
+//! `(MᵀM + αI)·T = MᵀZ + αP`, so only `MᵀM`, `MᵀZ` and `‖Z‖²` are ever held. The products run
+//! as f64 candle matmuls; the hidden × hidden solve is a plain f64 Cholesky, with a cyclic Jacobi
+//! eigendecomposition as the fallback (faer was tried and left out: on top of candle it rebuilt
+//! the gemm stack, several minutes of build for two small solves).
 
 use crate::error::{Error, Result};
-use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, Par, Side};
+use candle_core::{Device, Tensor};
 
 /// Below this ratio of smallest to largest Cholesky pivot (squared, so a reciprocal condition
 /// estimate), the Cholesky solve is not trusted and the eigen solve is used instead.
@@ -16,6 +18,9 @@ pub const RCOND_MIN: f64 = 1e-10;
 
 /// Eigenvalues below this fraction of the largest are treated as zero by the eigen solve.
 pub const EIG_CUTOFF: f64 = 1e-10;
+
+/// Jacobi sweeps before the eigen solve gives up.
+const MAX_SWEEPS: usize = 60;
 
 /// What the ridge term pulls the map towards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,11 +47,12 @@ pub enum Solver {
     Eigen,
 }
 
-/// `MᵀM`, `MᵀZ` and `‖Z‖²`, accumulated row block by row block.
+/// `MᵀM`, `MᵀZ` (row-major, hidden × hidden) and `‖Z‖²`, accumulated row block by row block.
 #[derive(Debug, Clone)]
 pub struct Gram {
-    mtm: Mat<f64>,
-    mtz: Mat<f64>,
+    h: usize,
+    mtm: Vec<f64>,
+    mtz: Vec<f64>,
     zz: f64,
     rows: usize,
 }
@@ -54,8 +60,9 @@ pub struct Gram {
 /// A fitted map and how well it fits the calibration rows.
 #[derive(Debug, Clone)]
 pub struct Fit {
-    /// `T`, hidden × hidden.
-    pub t: Mat<f64>,
+    /// `T`, hidden × hidden, row-major: `t[i * hidden + j]`.
+    pub t: Vec<f64>,
+    pub hidden: usize,
     /// The ridge weight actually used (`alpha` times the mean diagonal of `MᵀM`).
     pub ridge: f64,
     /// `‖M·T − Z‖ / ‖Z‖` on the calibration rows.
@@ -65,19 +72,43 @@ pub struct Fit {
     pub solver: Solver,
 }
 
+/// `aᵀ·b` for row-major `a (n × p)` and `b (n × q)`, in f64.
+fn at_b(a: &Tensor, b: &Tensor) -> Result<Vec<f64>> {
+    Ok(a.t()?
+        .contiguous()?
+        .matmul(b)?
+        .flatten_all()?
+        .to_vec1::<f64>()?)
+}
+
+fn to_f64(v: &[f32], rows: usize, cols: usize) -> Result<Tensor> {
+    let d: Vec<f64> = v.iter().map(|&x| f64::from(x)).collect();
+    Ok(Tensor::from_vec(d, (rows, cols), &Device::Cpu)?)
+}
+
+/// The row-major identity.
+pub fn identity(h: usize) -> Vec<f64> {
+    let mut v = vec![0.0; h * h];
+    for i in 0..h {
+        v[i * h + i] = 1.0;
+    }
+    v
+}
+
 impl Gram {
     /// An empty accumulator for `hidden`-wide rows.
     pub fn new(hidden: usize) -> Self {
         Gram {
-            mtm: Mat::zeros(hidden, hidden),
-            mtz: Mat::zeros(hidden, hidden),
+            h: hidden,
+            mtm: vec![0.0; hidden * hidden],
+            mtz: vec![0.0; hidden * hidden],
             zz: 0.0,
             rows: 0,
         }
     }
 
     pub fn hidden(&self) -> usize {
-        self.mtm.nrows()
+        self.h
     }
 
     /// Rows accumulated so far.
@@ -85,9 +116,9 @@ impl Gram {
         self.rows
     }
 
-    /// Adds `rows` rows of `m` and `z`, both row-major `rows × hidden`.
+    /// Adds the rows of `m` and `z`, both row-major `rows × hidden`.
     pub fn add(&mut self, m: &[f32], z: &[f32]) -> Result<()> {
-        let h = self.hidden();
+        let h = self.h;
         if h == 0 || m.len() != z.len() || m.len() % h != 0 {
             return Err(Error::Invalid(format!(
                 "gram rows do not match: {} and {} values for width {h}",
@@ -96,24 +127,17 @@ impl Gram {
             )));
         }
         let n = m.len() / h;
-        let mm = Mat::<f64>::from_fn(n, h, |i, j| f64::from(m[i * h + j]));
-        let zm = Mat::<f64>::from_fn(n, h, |i, j| f64::from(z[i * h + j]));
-        matmul(
-            &mut self.mtm,
-            Accum::Add,
-            mm.transpose(),
-            &mm,
-            1.0,
-            Par::Seq,
-        );
-        matmul(
-            &mut self.mtz,
-            Accum::Add,
-            mm.transpose(),
-            &zm,
-            1.0,
-            Par::Seq,
-        );
+        if n == 0 {
+            return Ok(());
+        }
+        let mm = to_f64(m, n, h)?;
+        let zm = to_f64(z, n, h)?;
+        for (acc, v) in self.mtm.iter_mut().zip(at_b(&mm, &mm)?) {
+            *acc += v;
+        }
+        for (acc, v) in self.mtz.iter_mut().zip(at_b(&mm, &zm)?) {
+            *acc += v;
+        }
         self.zz += z.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>();
         self.rows += n;
         Ok(())
@@ -122,7 +146,7 @@ impl Gram {
     /// Solves for `T` with ridge weight `alpha` relative to the mean diagonal of `MᵀM` (so it
     /// does not depend on how many rows were seen).
     pub fn solve(&self, alpha: f64, prior: Prior) -> Result<Fit> {
-        let h = self.hidden();
+        let h = self.h;
         if self.rows == 0 {
             return Err(Error::Invalid(
                 "no calibration rows to fit the healing map".into(),
@@ -133,50 +157,56 @@ impl Gram {
                 "--alpha must be a finite number ≥ 0, not `{alpha}`"
             )));
         }
-        let trace: f64 = (0..h).map(|i| self.mtm[(i, i)]).sum();
+        let trace: f64 = (0..h).map(|i| self.mtm[i * h + i]).sum();
         let ridge = alpha * trace / h as f64;
         let mut a = self.mtm.clone();
-        for i in 0..h {
-            a[(i, i)] += ridge;
-        }
         let mut b = self.mtz.clone();
-        if prior == Prior::Identity {
-            for i in 0..h {
-                b[(i, i)] += ridge;
+        for i in 0..h {
+            a[i * h + i] += ridge;
+            if prior == Prior::Identity {
+                b[i * h + i] += ridge;
             }
         }
-        let (t, solver) = match cholesky(&a, &b) {
+        let (t, solver) = match cholesky_solve(&a, &b, h) {
             Some(t) => (t, Solver::Cholesky),
-            None => (eigen_solve(&a, &b)?, Solver::Eigen),
+            None => (eigen_solve(&a, &b, h)?, Solver::Eigen),
         };
-        if t.col_iter().any(|c| c.iter().any(|v| !v.is_finite())) {
+        if t.iter().any(|v| !v.is_finite()) {
             return Err(Error::Invalid(
                 "the healing fit produced non-finite values (calibration activations overflow?)"
                     .into(),
             ));
         }
-        let relative_residual = self.relative_residual(&t);
-        let relative_residual_identity = self.relative_residual(&Mat::identity(h, h));
         Ok(Fit {
+            relative_residual: self.relative_residual(&t),
+            relative_residual_identity: self.relative_residual(&identity(h)),
             t,
+            hidden: h,
             ridge,
-            relative_residual,
-            relative_residual_identity,
             solver,
         })
     }
 
     /// `‖M·T − Z‖ / ‖Z‖` from the Gram matrices: `tr(TᵀMᵀMT) − 2·tr(TᵀMᵀZ) + ‖Z‖²`.
-    pub fn relative_residual(&self, t: &Mat<f64>) -> f64 {
-        let h = self.hidden();
-        let mut gt = Mat::<f64>::zeros(h, h);
-        matmul(&mut gt, Accum::Replace, &self.mtm, t, 1.0, Par::Seq);
+    pub fn relative_residual(&self, t: &[f64]) -> f64 {
+        let h = self.h;
         let mut quad = 0.0;
         let mut cross = 0.0;
-        for j in 0..h {
-            for i in 0..h {
-                quad += t[(i, j)] * gt[(i, j)];
-                cross += t[(i, j)] * self.mtz[(i, j)];
+        // tr(TᵀGT) = Σ_{i,k} (G·T)[i][k]·T[i][k]
+        let mut gt_row = vec![0.0; h];
+        for i in 0..h {
+            gt_row.iter_mut().for_each(|v| *v = 0.0);
+            for j in 0..h {
+                let g = self.mtm[i * h + j];
+                if g != 0.0 {
+                    for (acc, tv) in gt_row.iter_mut().zip(&t[j * h..(j + 1) * h]) {
+                        *acc += g * tv;
+                    }
+                }
+            }
+            for k in 0..h {
+                quad += gt_row[k] * t[i * h + k];
+                cross += t[i * h + k] * self.mtz[i * h + k];
             }
         }
         let sq = (quad - 2.0 * cross + self.zz).max(0.0);
@@ -188,72 +218,159 @@ impl Gram {
     }
 }
 
-/// Cholesky solve, or `None` when `a` is not positive definite or too ill-conditioned.
-fn cholesky(a: &Mat<f64>, b: &Mat<f64>) -> Option<Mat<f64>> {
-    use faer::linalg::solvers::Solve;
-    let llt = a.llt(Side::Lower).ok()?;
-    let l = llt.L();
-    let diag: Vec<f64> = (0..a.nrows()).map(|i| l[(i, i)]).collect();
-    let max = diag.iter().cloned().fold(0.0_f64, f64::max);
-    let min = diag.iter().cloned().fold(f64::INFINITY, f64::min);
-    if !(max > 0.0) || (min / max).powi(2) < RCOND_MIN {
+/// Solves `a·x = b` (`a` symmetric `h × h`, `b` `h × h`, row-major) by Cholesky, or `None` when
+/// `a` is not positive definite or too ill-conditioned ([`RCOND_MIN`]).
+pub fn cholesky_solve(a: &[f64], b: &[f64], h: usize) -> Option<Vec<f64>> {
+    let mut l = vec![0.0; h * h];
+    for j in 0..h {
+        let mut d = a[j * h + j];
+        for k in 0..j {
+            d -= l[j * h + k] * l[j * h + k];
+        }
+        if !(d > 0.0) || !d.is_finite() {
+            return None;
+        }
+        let d = d.sqrt();
+        l[j * h + j] = d;
+        for i in j + 1..h {
+            let mut s = a[i * h + j];
+            for k in 0..j {
+                s -= l[i * h + k] * l[j * h + k];
+            }
+            l[i * h + j] = s / d;
+        }
+    }
+    let diag = (0..h).map(|i| l[i * h + i]);
+    let max = diag.clone().fold(0.0_f64, f64::max);
+    let min = diag.fold(f64::INFINITY, f64::min);
+    if (min / max).powi(2) < RCOND_MIN {
         return None;
     }
-    Some(llt.solve(b))
+    let cols = b.len() / h;
+    let mut x = b.to_vec();
+    for c in 0..cols {
+        // L·y = b, then Lᵀ·x = y, column c.
+        for i in 0..h {
+            let mut s = x[i * cols + c];
+            for k in 0..i {
+                s -= l[i * h + k] * x[k * cols + c];
+            }
+            x[i * cols + c] = s / l[i * h + i];
+        }
+        for i in (0..h).rev() {
+            let mut s = x[i * cols + c];
+            for k in i + 1..h {
+                s -= l[k * h + i] * x[k * cols + c];
+            }
+            x[i * cols + c] = s / l[i * h + i];
+        }
+    }
+    Some(x)
 }
 
-/// Pseudo-inverse solve through the symmetric eigendecomposition `a = U·S·Uᵀ`, dropping
-/// eigenvalues below [`EIG_CUTOFF`] of the largest.
-fn eigen_solve(a: &Mat<f64>, b: &Mat<f64>) -> Result<Mat<f64>> {
-    let h = a.nrows();
-    let evd = a
-        .self_adjoint_eigen(Side::Lower)
-        .map_err(|e| Error::Invalid(format!("the healing fit's eigen solve failed: {e:?}")))?;
-    let u = evd.U();
-    let s = evd.S().column_vector();
-    let smax = (0..h).map(|i| s[i].abs()).fold(0.0_f64, f64::max);
-    // Uᵀ·b, scaled row by row by 1/s, then U·(…).
-    let mut utb = Mat::<f64>::zeros(h, b.ncols());
-    matmul(&mut utb, Accum::Replace, u.transpose(), b, 1.0, Par::Seq);
+/// Eigenvalues and eigenvectors (columns of `u`, row-major) of the symmetric `a`, by cyclic
+/// Jacobi rotations.
+fn jacobi_eigen(a: &[f64], h: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    let mut a = a.to_vec();
+    let mut u = identity(h);
+    let scale: f64 = a.iter().map(|v| v * v).sum::<f64>().sqrt();
+    for _ in 0..MAX_SWEEPS {
+        let off: f64 = (0..h)
+            .flat_map(|i| (0..h).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * h + j] * a[i * h + j])
+            .sum::<f64>()
+            .sqrt();
+        if off <= 1e-15 * scale || scale == 0.0 {
+            let s = (0..h).map(|i| a[i * h + i]).collect();
+            return Ok((s, u));
+        }
+        for p in 0..h {
+            for q in p + 1..h {
+                let apq = a[p * h + q];
+                if apq.abs() < f64::MIN_POSITIVE {
+                    continue;
+                }
+                let theta = (a[q * h + q] - a[p * h + p]) / (2.0 * apq);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let t = if theta == 0.0 { 1.0 } else { t };
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for k in 0..h {
+                    let (akp, akq) = (a[k * h + p], a[k * h + q]);
+                    a[k * h + p] = c * akp - s * akq;
+                    a[k * h + q] = s * akp + c * akq;
+                }
+                for k in 0..h {
+                    let (apk, aqk) = (a[p * h + k], a[q * h + k]);
+                    a[p * h + k] = c * apk - s * aqk;
+                    a[q * h + k] = s * apk + c * aqk;
+                }
+                for k in 0..h {
+                    let (ukp, ukq) = (u[k * h + p], u[k * h + q]);
+                    u[k * h + p] = c * ukp - s * ukq;
+                    u[k * h + q] = s * ukp + c * ukq;
+                }
+            }
+        }
+    }
+    Err(Error::Invalid(format!(
+        "the healing fit's eigen solve did not converge in {MAX_SWEEPS} sweeps"
+    )))
+}
+
+/// Pseudo-inverse solve through `a = U·S·Uᵀ`, dropping eigenvalues below [`EIG_CUTOFF`] of the
+/// largest.
+pub fn eigen_solve(a: &[f64], b: &[f64], h: usize) -> Result<Vec<f64>> {
+    let (s, u) = jacobi_eigen(a, h)?;
+    let cols = b.len() / h;
+    let smax = s.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+    // c = diag(1/s)·Uᵀ·b, then x = U·c.
+    let mut c = vec![0.0; h * cols];
     for i in 0..h {
         let inv = if s[i] > smax * EIG_CUTOFF {
             1.0 / s[i]
         } else {
             0.0
         };
-        for j in 0..b.ncols() {
-            utb[(i, j)] *= inv;
+        for k in 0..h {
+            let uki = u[k * h + i] * inv;
+            if uki != 0.0 {
+                for j in 0..cols {
+                    c[i * cols + j] += uki * b[k * cols + j];
+                }
+            }
         }
     }
-    let mut t = Mat::<f64>::zeros(h, b.ncols());
-    matmul(&mut t, Accum::Replace, u, &utb, 1.0, Par::Seq);
-    Ok(t)
+    let mut x = vec![0.0; h * cols];
+    for i in 0..h {
+        for k in 0..h {
+            let uik = u[i * h + k];
+            for j in 0..cols {
+                x[i * cols + j] += uik * c[k * cols + j];
+            }
+        }
+    }
+    Ok(x)
 }
 
-/// Folds `T` into an HF `down_proj.weight` (`[hidden, intermediate]`, row-major).
+/// Folds `T` (row-major `hidden × hidden`) into an HF `down_proj.weight` (`[hidden,
+/// intermediate]`, row-major).
 ///
 /// The MLP output is `m = a·Wᵀ` for a row `a` of intermediate activations. Healing wants
 /// `m·T = a·Wᵀ·T = a·(Tᵀ·W)ᵀ`, so the new weight is `W' = Tᵀ·W`: `W'[i][k] = Σ_j T[j][i]·W[j][k]`.
-pub fn fold_down_proj(t: &Mat<f64>, w: &[f32], hidden: usize) -> Result<Vec<f32>> {
-    if t.nrows() != hidden || t.ncols() != hidden || hidden == 0 || w.len() % hidden != 0 {
+pub fn fold_down_proj(t: &[f64], w: &[f32], hidden: usize) -> Result<Vec<f32>> {
+    if hidden == 0 || t.len() != hidden * hidden || w.len() % hidden != 0 {
         return Err(Error::Invalid(format!(
-            "cannot fold a {}×{} map into a down_proj of {} values with hidden size {hidden}",
-            t.nrows(),
-            t.ncols(),
+            "cannot fold a map of {} values into a down_proj of {} values with hidden size {hidden}",
+            t.len(),
             w.len()
         )));
     }
     let inter = w.len() / hidden;
-    let wm = Mat::<f64>::from_fn(hidden, inter, |i, k| f64::from(w[i * inter + k]));
-    let mut out = Mat::<f64>::zeros(hidden, inter);
-    matmul(&mut out, Accum::Replace, t.transpose(), &wm, 1.0, Par::Seq);
-    let mut v = Vec::with_capacity(w.len());
-    for i in 0..hidden {
-        for k in 0..inter {
-            v.push(out[(i, k)] as f32);
-        }
-    }
-    Ok(v)
+    let tm = Tensor::from_vec(t.to_vec(), (hidden, hidden), &Device::Cpu)?;
+    let wm = to_f64(w, hidden, inter)?;
+    let out = at_b(&tm, &wm)?;
+    Ok(out.into_iter().map(|v| v as f32).collect())
 }
 
 #[cfg(test)]

@@ -1,5 +1,4 @@
 use super::*;
-use faer::linalg::solvers::SolveLstsq;
 
 /// A small deterministic generator (xorshift), values in [-1, 1).
 struct Rng(u64);
@@ -64,7 +63,7 @@ fn exact_linear_block_is_recovered_and_the_fold_reproduces_its_output() {
     let fit = g.solve(0.0, Prior::Identity).unwrap();
     for i in 0..h {
         for j in 0..h {
-            let d = (fit.t[(i, j)] - f64::from(t_star[i * h + j])).abs();
+            let d = (fit.t[i * h + j] - f64::from(t_star[i * h + j])).abs();
             assert!(d < 1e-4, "T[{i}][{j}] off by {d}");
         }
     }
@@ -99,12 +98,14 @@ fn streamed_gram_solve_matches_a_direct_least_squares_solve() {
         let fit = g.solve(alpha, prior).unwrap();
         assert_eq!(fit.solver, Solver::Cholesky);
 
-        // Direct: the ridge as extra rows, [M; √r·I]·T = [Z; √r·P], solved by QR on the full data.
+        // Direct: the ridge as extra rows, [M; √r·I]·T = [Z; √r·P], normal equations formed
+        // with plain loops on the full matrix and solved by the eigen route.
         let trace: f64 = (0..n * h).map(|i| f64::from(m[i]) * f64::from(m[i])).sum();
         let r = alpha * trace / h as f64;
         let sr = r.sqrt();
         let p = if prior == Prior::Identity { sr } else { 0.0 };
-        let a = Mat::<f64>::from_fn(n + h, h, |i, j| {
+        let rows = n + h;
+        let a_at = |i: usize, j: usize| {
             if i < n {
                 f64::from(m[i * h + j])
             } else if i - n == j {
@@ -112,8 +113,8 @@ fn streamed_gram_solve_matches_a_direct_least_squares_solve() {
             } else {
                 0.0
             }
-        });
-        let b = Mat::<f64>::from_fn(n + h, h, |i, j| {
+        };
+        let b_at = |i: usize, j: usize| {
             if i < n {
                 f64::from(z[i * h + j])
             } else if i - n == j {
@@ -121,12 +122,20 @@ fn streamed_gram_solve_matches_a_direct_least_squares_solve() {
             } else {
                 0.0
             }
-        });
-        let t = a.qr().solve_lstsq(&b);
+        };
+        let mut ata = vec![0.0; h * h];
+        let mut atb = vec![0.0; h * h];
         for i in 0..h {
             for j in 0..h {
-                let d = (fit.t[(i, j)] - t[(i, j)]).abs();
-                assert!(d < 1e-9, "{prior:?}: T[{i}][{j}] off by {d}");
+                ata[i * h + j] = (0..rows).map(|k| a_at(k, i) * a_at(k, j)).sum();
+                atb[i * h + j] = (0..rows).map(|k| a_at(k, i) * b_at(k, j)).sum();
+            }
+        }
+        let t = eigen_solve(&ata, &atb, h).unwrap();
+        for i in 0..h {
+            for j in 0..h {
+                let d = (fit.t[i * h + j] - t[i * h + j]).abs();
+                assert!(d < 1e-8, "{prior:?}: T[{i}][{j}] off by {d}");
             }
         }
         assert!((fit.ridge - r).abs() < 1e-9 * r.max(1.0));
@@ -175,9 +184,32 @@ fn mismatched_rows_and_bad_alpha_are_refused() {
         g.solve(f64::NAN, Prior::Identity),
         Err(Error::Invalid(_))
     ));
-    let t = Mat::<f64>::identity(2, 2);
+    let t = identity(2);
     assert!(matches!(
         fold_down_proj(&t, &[0.0; 6], 3),
         Err(Error::Invalid(_))
     ));
+}
+
+#[test]
+fn jacobi_eigen_solve_matches_cholesky_on_a_well_conditioned_system() {
+    let h = 7;
+    let mut rng = Rng(99);
+    let r = rng.vec(h * h);
+    // a = RᵀR + I is symmetric positive definite.
+    let mut a = vec![0.0; h * h];
+    for i in 0..h {
+        for j in 0..h {
+            a[i * h + j] = (0..h)
+                .map(|k| f64::from(r[k * h + i]) * f64::from(r[k * h + j]))
+                .sum::<f64>()
+                + if i == j { 1.0 } else { 0.0 };
+        }
+    }
+    let b: Vec<f64> = rng.vec(h * h).into_iter().map(f64::from).collect();
+    let x1 = cholesky_solve(&a, &b, h).unwrap();
+    let x2 = eigen_solve(&a, &b, h).unwrap();
+    for (u, v) in x1.iter().zip(&x2) {
+        assert!((u - v).abs() < 1e-9, "{u} vs {v}");
+    }
 }
