@@ -227,7 +227,7 @@ pub fn cholesky_solve(a: &[f64], b: &[f64], h: usize) -> Option<Vec<f64>> {
         for k in 0..j {
             d -= l[j * h + k] * l[j * h + k];
         }
-        if !(d > 0.0) || !d.is_finite() {
+        if d.is_nan() || d <= 0.0 || !d.is_finite() {
             return None;
         }
         let d = d.sqrt();
