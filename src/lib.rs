@@ -9,6 +9,7 @@
 //! - [`score`]: layer-importance criteria (angular distance, Block Influence, perplexity, greedy).
 //! - [`model`]: the forward pass (llama, mistral, qwen2, qwen3) with per-layer taps, skips and a KV cache.
 //! - [`eval`]: perplexity under the literature's window conventions, and KL from a reference.
+//! - [`heal`]: healing without training: a least-squares linear map per removed block, folded into `down_proj`.
 //! - [`checkpoint`]: reading, validating and writing checkpoints; config surgery; model cards.
 //! - [`quant`]: decoding ggml tensor formats (F16, BF16, Q4_0 … Q8_0, the k-quants) to `f32`.
 //! - [`tokenizer`]: HF `tokenizer.json` folders, chat templates, and tokenizers rebuilt from GGUF metadata.
@@ -23,6 +24,7 @@ pub mod eval;
 pub mod fmt;
 #[doc(hidden)]
 pub mod fuzz_targets;
+pub mod heal;
 pub mod hub;
 pub mod model;
 pub mod progress;

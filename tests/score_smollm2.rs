@@ -91,10 +91,19 @@ fn bi_and_angular_match_transformers_on_smollm2() {
         .collect();
     assert_eq!(chosen, want_chosen, "bi choice");
 
-    let ang = score(&gguf, &text, "angular", &["--max-block", "12"]);
+    // Compared on all tokens: our GGUF tokenizer splits a few rare sequences of the file
+    // differently from transformers (304,830 vs 304,839 tokens), which shifts the calibration
+    // windows by a few tokens. A one-token-per-window statistic then differs by sampling alone;
+    // the all-token mean does not, and it checks the same computation.
+    let ang = score(
+        &gguf,
+        &text,
+        "angular",
+        &["--max-block", "12", "--tokens", "all"],
+    );
     let d = ang["angular"].as_array().unwrap();
     let mut worst = 0f64;
-    for (n, row) in r["angular_last_token"]
+    for (n, row) in r["angular_all_tokens"]
         .as_array()
         .unwrap()
         .iter()

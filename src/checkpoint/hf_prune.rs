@@ -18,7 +18,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::progress::Progress;
 use crate::select::Removal;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -47,6 +47,11 @@ pub struct PruneOptions {
     pub base_model: Option<String>,
     /// The hub repo and commit the source came from, recorded in `pruning.json`.
     pub hub: Option<HubSource>,
+    /// Tensors to write in place of the source's, by source name, as F32 (healing, issue 6).
+    /// Each must have the source tensor's element count.
+    pub replace: BTreeMap<String, Vec<f32>>,
+    /// The `healing` entry of `pruning.json`, with a sentence for the card.
+    pub healing: Option<(Value, String)>,
 }
 
 /// What a prune wrote.
@@ -109,7 +114,30 @@ pub fn prune_hf(
             )));
         }
     }
-    let planned = plan_tensors(ckpt, removal, opts.dtype);
+    let mut planned = plan_tensors(ckpt, removal, opts.dtype);
+    for p in planned.iter_mut() {
+        if let Some(v) = opts.replace.get(&p.src.name) {
+            if v.len() as u64 != p.src.numel() {
+                return Err(Error::Invalid(format!(
+                    "replacement for `{}` has {} values, the tensor {}",
+                    p.src.name,
+                    v.len(),
+                    p.src.numel()
+                )));
+            }
+            p.out.dtype = Dtype::F32;
+            p.out.len = p.src.numel() * 4;
+        }
+    }
+    if let Some(name) = opts
+        .replace
+        .keys()
+        .find(|n| !planned.iter().any(|p| &p.src.name == *n))
+    {
+        return Err(Error::Invalid(format!(
+            "cannot replace `{name}`: the pruned checkpoint does not keep it"
+        )));
+    }
     let shard_of = assign_shards(&planned, opts.max_shard_size);
     let n_out = shard_of.last().map_or(1, |s| s + 1);
     let shard_names: Vec<String> = (0..n_out)
@@ -164,6 +192,11 @@ pub fn prune_hf(
             if let Some(i) = dest {
                 writer.enter(shard_of[i])?;
             }
+            let replacement = opts.replace.get(&t.name);
+            if let (Some(v), Some(_)) = (replacement, dest) {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                writer.write(&Arc::new(bytes))?;
+            }
             let mut remaining = t.len;
             while remaining > 0 {
                 let n = remaining.min(CHUNK as u64) as usize;
@@ -180,7 +213,7 @@ pub fn prune_hf(
                 }
                 let buf = Arc::new(buf);
                 src_hasher.update(&buf, 0..n);
-                if let Some(i) = dest {
+                if let (Some(i), None) = (dest, replacement) {
                     let p = &planned[i];
                     if p.out.dtype == p.src_dtype {
                         writer.write(&buf)?;
@@ -260,7 +293,7 @@ pub fn prune_hf(
         method: opts.method.clone(),
         dtype: opts.dtype.map(|d| d.name().to_string()),
         config_changes: surgery.changes.clone(),
-        healing: None,
+        healing: opts.healing.as_ref().map(|(v, _)| v.clone()),
         output: Vec::new(),
     };
 
@@ -274,6 +307,9 @@ pub fn prune_hf(
             "Every kept tensor is byte-identical to the original, under its new layer number."
                 .into(),
         );
+    }
+    if let Some((_, note)) = &opts.healing {
+        notes.push(note.clone());
     }
     let base_model = opts
         .base_model

@@ -47,11 +47,14 @@ pub enum Command {
     Generate(generate::Args),
     /// Convert a GGUF file into an HF folder (config, safetensors, tokenizer).
     Convert(convert::Args),
+    /// Heal a pruned checkpoint without training (a least-squares map folded into down_proj).
+    Heal(heal::Args),
 }
 
 mod convert;
 mod eval;
 mod generate;
+mod heal;
 mod inspect;
 mod plan;
 mod prune;
@@ -73,6 +76,7 @@ pub fn run() -> i32 {
         Command::Generate(a) => generate::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Score(a) => score::run(a),
+        Command::Heal(a) => heal::run(a),
     };
     match result {
         Ok(()) => 0,

@@ -44,6 +44,12 @@ pub struct Args {
     /// Print a JSON summary instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Heal the pruned model without training: `lstsq` folds a least-squares linear map per
+    /// removed block into the `down_proj` before it (needs --calib; HF only).
+    #[arg(long, value_parser = ["lstsq"])]
+    pub heal: Option<String>,
+    #[command(flatten)]
+    pub heal_fit: super::heal::HealFitArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -55,6 +61,9 @@ pub fn run(args: Args) -> Result<()> {
                 "`{}`: --dtype {d} applies to HF folders; GGUF tensors are copied in their own ggml types (convert to HF first to change dtypes)",
                 model.display()
             );
+        }
+        if args.heal.is_some() {
+            anyhow::bail!("--heal works on HF folders; convert the GGUF to an HF folder first (`depthprune convert`)");
         }
         return super::gguf::prune(
             model,
@@ -77,6 +86,29 @@ pub fn run(args: Args) -> Result<()> {
         eprint!("{e}");
     }
     let removal = chosen.removal;
+    if args.heal.is_some() {
+        if args.dtype.is_some() {
+            anyhow::bail!("--dtype cannot be combined with --heal (healed tensors are written as F32, the rest as stored)");
+        }
+        let c = &args.strategy.calib;
+        let heal_args = args
+            .heal_fit
+            .with_calib(c.calib.clone(), c.ctx, c.calib_offset);
+        return super::heal::heal_and_write(
+            &ckpt,
+            &removal,
+            &heal_args,
+            &args.out,
+            args.force,
+            args.max_shard_size,
+            chosen.method,
+            chosen.how_chosen,
+            args.json,
+        );
+    }
+    if args.strategy.calib.calib.is_some() && args.layers.drop.is_some() {
+        warn("--calib is only used with --strategy or --heal; writing an unhealed prune");
+    }
     if !ckpt.arch.is_supported() {
         warn(format!(
             "architecture `{}` is not one depthprune knows ({}); layers named `model.layers.N.` are pruned, but per-layer config fields were not checked",
@@ -101,6 +133,8 @@ pub fn run(args: Args) -> Result<()> {
         how_chosen: chosen.how_chosen,
         base_model: resolved.hub.as_ref().map(|h| h.repo.clone()),
         hub: resolved.hub.clone(),
+        replace: Default::default(),
+        healing: None,
     };
     let result = prune_hf(&ckpt, &removal, &args.out, &opts, &Bar::bytes())?;
     for w in &result.warnings {

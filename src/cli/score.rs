@@ -5,13 +5,12 @@
 use super::output::{print, print_json, warn, Bar};
 use anyhow::{bail, Context, Result};
 use depthprune::eval;
-use depthprune::model::{open_folder, Model};
+use depthprune::model::{open_checkpoint, Model};
 use depthprune::score::run::activation_cache_bytes;
 use depthprune::score::{
     calibration_windows, score, Calibration, LayerScores, Metric, ScoreOptions, ScoreOutcome,
     TokenSel,
 };
-use depthprune::tokenizer::HfTokenizer;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
@@ -94,7 +93,7 @@ pub fn run_metric(
     c: &CalibArgs,
     steps: Option<usize>,
 ) -> Result<ScoreOutcome> {
-    let (cfg, source) = open_folder(model_dir)?;
+    let (cfg, source) = open_checkpoint(model_dir)?;
     if metric == Metric::Last {
         let name = model_dir.display().to_string();
         return Ok(ScoreOutcome {
@@ -111,7 +110,7 @@ pub fn run_metric(
     let n = cfg.n_layers();
     let hidden = cfg.arch.hidden_size;
     let model = Model::from_source(cfg, source, &|_| !c.offload)?;
-    let tok = HfTokenizer::open(model_dir)?;
+    let (tok, _notes) = depthprune::tokenizer::open_tokenizer(model_dir)?;
     let text = eval::read_text(calib)?;
     let tokens = tok.encode(&text, false)?;
     let windows = calibration_windows(&tokens, c.ctx, c.samples, c.calib_offset)

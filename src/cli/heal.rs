@@ -1,0 +1,243 @@
+//! Healing without training (issue 6): `depthprune prune … --heal lstsq` and
+//! `depthprune heal PRUNED --from DENSE`. Both fit the maps on the dense model and write the
+//! pruned checkpoint with the healed `down_proj` tensors (F32) in place of the copied ones.
+
+use super::common::resolve_model;
+use super::output::{print, print_json, warn, Bar};
+use anyhow::{bail, Result};
+use depthprune::checkpoint::atomic::Overwrite;
+use depthprune::checkpoint::hf::HfCheckpoint;
+use depthprune::checkpoint::hf_prune::{prune_hf, PruneOptions, DEFAULT_MAX_SHARD};
+use depthprune::checkpoint::verify::read_provenance;
+use depthprune::eval;
+use depthprune::heal::{self, HealOptions, Prior};
+use depthprune::hub::Need;
+use depthprune::select::{format_ranges, Removal};
+use depthprune::tokenizer::HfTokenizer;
+use std::path::{Path, PathBuf};
+
+/// The fit flags of `prune --heal`, which takes its calibration flags (`--calib`, `--ctx`,
+/// `--calib-offset`) from the strategy arguments it shares with `score`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct HealFitArgs {
+    /// Ridge weight, relative to the mean diagonal of MᵀM.
+    #[arg(long, default_value_t = 1e-3)]
+    pub alpha: f64,
+    /// What the ridge pulls the map towards: `identity` (keep the MLP output) or `zero` (the
+    /// ReplaceMe paper's plain ridge).
+    #[arg(long, value_parser = ["identity", "zero"], default_value = "identity")]
+    pub ridge: String,
+    /// Calibration tokens to fit on (cut into windows of --ctx).
+    #[arg(long, default_value_t = 16384, value_name = "N")]
+    pub heal_samples: usize,
+}
+
+impl HealFitArgs {
+    /// The full heal flags, with the calibration set given elsewhere.
+    pub fn with_calib(&self, calib: Option<PathBuf>, ctx: usize, calib_offset: usize) -> HealArgs {
+        HealArgs {
+            calib,
+            alpha: self.alpha,
+            ridge: self.ridge.clone(),
+            heal_samples: self.heal_samples,
+            ctx,
+            calib_offset,
+        }
+    }
+}
+
+/// The calibration and fit flags of `heal`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct HealArgs {
+    /// Calibration text (UTF-8), tokenized with the dense model's tokenizer.
+    #[arg(long, value_name = "FILE")]
+    pub calib: Option<PathBuf>,
+    /// Ridge weight, relative to the mean diagonal of MᵀM.
+    #[arg(long, default_value_t = 1e-3)]
+    pub alpha: f64,
+    /// What the ridge pulls the map towards: `identity` (keep the MLP output) or `zero` (the
+    /// ReplaceMe paper's plain ridge).
+    #[arg(long, value_parser = ["identity", "zero"], default_value = "identity")]
+    pub ridge: String,
+    /// Calibration tokens to fit on (cut into windows of --ctx).
+    #[arg(long, default_value_t = 16384, value_name = "N")]
+    pub heal_samples: usize,
+    /// Calibration window length in tokens.
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+    /// Tokens of the calibration text to skip first (to keep calibration and evaluation apart).
+    #[arg(long, default_value_t = 0, value_name = "T")]
+    pub calib_offset: usize,
+}
+
+/// `depthprune heal PRUNED --from DENSE --calib FILE --out DIR`.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    depthprune heal ./smol-22L --from ./SmolLM2-135M --calib wiki.train.txt --out ./smol-22L-healed\n\n\
+    The removed layers are read from PRUNED's pruning.json; DENSE must be the model it was pruned from.")]
+pub struct Args {
+    /// A folder written by `depthprune prune` (its pruning.json names the removed layers).
+    pub pruned: PathBuf,
+    /// The dense HF folder it was pruned from.
+    #[arg(long)]
+    pub from: PathBuf,
+    #[command(flatten)]
+    pub heal: HealArgs,
+    /// Output folder.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Replace an existing non-empty output.
+    #[arg(long)]
+    pub force: bool,
+    /// Print a JSON summary instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let prov = read_provenance(&args.pruned)?;
+    let dense = resolve_model(&args.from, Need::Snapshot)?.path;
+    let ckpt = HfCheckpoint::open(&dense)?;
+    if prov.layers.layers_before != ckpt.arch.num_hidden_layers {
+        bail!(
+            "`{}` was pruned from a {}-layer model, but `{}` has {} layers\nhint: --from must name the dense model it was pruned from",
+            args.pruned.display(),
+            prov.layers.layers_before,
+            dense.display(),
+            ckpt.arch.num_hidden_layers
+        );
+    }
+    let removal = Removal::from_layers(
+        ckpt.arch.num_hidden_layers,
+        prov.layers.removed.iter().copied(),
+    )?;
+    let how = format!(
+        "removed as in `{}` ({})",
+        args.pruned.display(),
+        format_ranges(&removal.removed_ranges())
+    );
+    heal_and_write(
+        &ckpt,
+        &removal,
+        &args.heal,
+        &args.out,
+        args.force,
+        None,
+        prov.method.clone(),
+        how,
+        args.json,
+    )
+}
+
+/// Fits the maps for `removal` on `ckpt` and writes the healed, pruned checkpoint to `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn heal_and_write(
+    ckpt: &HfCheckpoint,
+    removal: &Removal,
+    h: &HealArgs,
+    out: &Path,
+    force: bool,
+    max_shard_size: Option<u64>,
+    method: serde_json::Value,
+    how_chosen: String,
+    json: bool,
+) -> Result<()> {
+    let Some(calib) = &h.calib else {
+        bail!("healing needs calibration text\nhint: add --calib FILE");
+    };
+    if h.heal_samples < h.ctx {
+        bail!(
+            "--heal-samples {} is less than one window of --ctx {}",
+            h.heal_samples,
+            h.ctx
+        );
+    }
+    let prior = if h.ridge == "zero" {
+        Prior::Zero
+    } else {
+        Prior::Identity
+    };
+    let tok = HfTokenizer::open(&ckpt.dir)?;
+    let text = eval::read_text(calib)?;
+    let want = h.calib_offset.saturating_add(h.heal_samples);
+    let tokens = eval::tokenize(&tok, &text, Some(want))?;
+    let tokens = tokens.get(h.calib_offset..).unwrap_or(&[]);
+    if tokens.len() < h.heal_samples {
+        warn(format!(
+            "`{}` gives {} calibration tokens after --calib-offset {}, fewer than --heal-samples {}",
+            calib.display(),
+            tokens.len(),
+            h.calib_offset,
+            h.heal_samples
+        ));
+    }
+    let opts = HealOptions {
+        alpha: h.alpha,
+        prior,
+        ctx: h.ctx,
+    };
+    let healing = heal::heal(&ckpt.dir, &removal.removed(), tokens, &opts, &Bar::items())?;
+    let renamed = |name: &str| -> String {
+        match depthprune::arch::naming::hf_layer(name) {
+            Some(l) => removal
+                .new_index(l.layer)
+                .map_or_else(|| name.to_string(), |n| l.renumbered(n)),
+            None => name.to_string(),
+        }
+    };
+    let mut record = healing.provenance(&renamed);
+    if let Some(o) = record.as_object_mut() {
+        o.insert("calib".into(), calib.display().to_string().into());
+        o.insert("calib_offset".into(), h.calib_offset.into());
+    }
+    let note = format!(
+        "Healed without training (ReplaceMe-style least squares, {} prior, alpha {}, {} calibration tokens): \
+         a linear map per removed block was folded into the `down_proj` before it, so these tensors differ \
+         from the original and are stored as F32: {}.",
+        prior.name(),
+        h.alpha,
+        healing.samples,
+        healing
+            .tensors
+            .keys()
+            .map(|k| format!("`{}`", renamed(k)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let opts = PruneOptions {
+        dtype: None,
+        max_shard_size: max_shard_size.unwrap_or(DEFAULT_MAX_SHARD),
+        overwrite: if force {
+            Overwrite::Force
+        } else {
+            Overwrite::Refuse
+        },
+        command: super::common::command_line(),
+        method,
+        how_chosen,
+        base_model: None,
+        hub: None,
+        replace: healing.tensors.clone(),
+        healing: Some((record, note)),
+    };
+    let result = prune_hf(ckpt, removal, out, &opts, &Bar::bytes())?;
+    for w in &result.warnings {
+        warn(w);
+    }
+    if json {
+        return print_json(&result.provenance);
+    }
+    let mut s = format!("wrote {}\n", result.out.display());
+    for b in &healing.blocks {
+        s.push_str(&format!(
+            "block {}..{}: folded into layer {} down_proj; relative residual {:.4} (unhealed {:.4}, {:?})\n",
+            b.range.start,
+            b.range.end,
+            b.fold_layer,
+            b.relative_residual,
+            b.relative_residual_identity,
+            b.solver
+        ));
+    }
+    print(&s)
+}

@@ -1,0 +1,377 @@
+//! The least-squares fit behind healing: Gram matrices accumulated in f64 over streamed rows,
+//! a ridge-regularised solve, and the fold of the fitted map into an HF `down_proj` weight.
+//!
+//! With `M` the MLP output rows of the fold layer and `Z` the target rows, the fit minimises
+//! `‖M·T − Z‖² + α‖T − P‖²`, where the prior `P` is the identity ([`Prior::Identity`]) or zero
+//! ([`Prior::Zero`], the ReplaceMe paper's form). The normal equations are
+//! `(MᵀM + αI)·T = MᵀZ + αP`, so only `MᵀM`, `MᵀZ` and `‖Z‖²` are ever held. The products run
+//! as f64 candle matmuls; the hidden × hidden solve is a plain f64 Cholesky, with a cyclic Jacobi
+//! eigendecomposition as the fallback (faer was tried and left out: on top of candle it rebuilt
+//! the gemm stack, several minutes of build for two small solves).
+
+use crate::error::{Error, Result};
+use candle_core::{Device, Tensor};
+
+/// Below this ratio of smallest to largest Cholesky pivot (squared, so a reciprocal condition
+/// estimate), the Cholesky solve is not trusted and the eigen solve is used instead.
+pub const RCOND_MIN: f64 = 1e-10;
+
+/// Eigenvalues below this fraction of the largest are treated as zero by the eigen solve.
+pub const EIG_CUTOFF: f64 = 1e-10;
+
+/// Jacobi sweeps before the eigen solve gives up.
+const MAX_SWEEPS: usize = 60;
+
+/// What the ridge term pulls the map towards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prior {
+    /// `α‖T − I‖²`: with little data the block becomes "keep the MLP output as it is".
+    Identity,
+    /// `α‖T‖²`: the paper's plain ridge.
+    Zero,
+}
+
+impl Prior {
+    pub fn name(self) -> &'static str {
+        match self {
+            Prior::Identity => "identity",
+            Prior::Zero => "zero",
+        }
+    }
+}
+
+/// How the system was solved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Solver {
+    Cholesky,
+    Eigen,
+}
+
+/// `MᵀM`, `MᵀZ` (row-major, hidden × hidden) and `‖Z‖²`, accumulated row block by row block.
+#[derive(Debug, Clone)]
+pub struct Gram {
+    h: usize,
+    mtm: Vec<f64>,
+    mtz: Vec<f64>,
+    zz: f64,
+    rows: usize,
+}
+
+/// A fitted map and how well it fits the calibration rows.
+#[derive(Debug, Clone)]
+pub struct Fit {
+    /// `T`, hidden × hidden, row-major: `t[i * hidden + j]`.
+    pub t: Vec<f64>,
+    pub hidden: usize,
+    /// The ridge weight actually used (`alpha` times the mean diagonal of `MᵀM`).
+    pub ridge: f64,
+    /// `‖M·T − Z‖ / ‖Z‖` on the calibration rows.
+    pub relative_residual: f64,
+    /// The same with `T = I`, that is without healing.
+    pub relative_residual_identity: f64,
+    pub solver: Solver,
+}
+
+/// `aᵀ·b` for row-major `a (n × p)` and `b (n × q)`, in f64.
+fn at_b(a: &Tensor, b: &Tensor) -> Result<Vec<f64>> {
+    Ok(a.t()?
+        .contiguous()?
+        .matmul(b)?
+        .flatten_all()?
+        .to_vec1::<f64>()?)
+}
+
+fn to_f64(v: &[f32], rows: usize, cols: usize) -> Result<Tensor> {
+    let d: Vec<f64> = v.iter().map(|&x| f64::from(x)).collect();
+    Ok(Tensor::from_vec(d, (rows, cols), &Device::Cpu)?)
+}
+
+/// The row-major identity.
+pub fn identity(h: usize) -> Vec<f64> {
+    let mut v = vec![0.0; h * h];
+    for i in 0..h {
+        v[i * h + i] = 1.0;
+    }
+    v
+}
+
+impl Gram {
+    /// An empty accumulator for `hidden`-wide rows.
+    pub fn new(hidden: usize) -> Self {
+        Gram {
+            h: hidden,
+            mtm: vec![0.0; hidden * hidden],
+            mtz: vec![0.0; hidden * hidden],
+            zz: 0.0,
+            rows: 0,
+        }
+    }
+
+    pub fn hidden(&self) -> usize {
+        self.h
+    }
+
+    /// Rows accumulated so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Adds the rows of `m` and `z`, both row-major `rows × hidden`.
+    pub fn add(&mut self, m: &[f32], z: &[f32]) -> Result<()> {
+        let h = self.h;
+        if h == 0 || m.len() != z.len() || m.len() % h != 0 {
+            return Err(Error::Invalid(format!(
+                "gram rows do not match: {} and {} values for width {h}",
+                m.len(),
+                z.len()
+            )));
+        }
+        let n = m.len() / h;
+        if n == 0 {
+            return Ok(());
+        }
+        let mm = to_f64(m, n, h)?;
+        let zm = to_f64(z, n, h)?;
+        for (acc, v) in self.mtm.iter_mut().zip(at_b(&mm, &mm)?) {
+            *acc += v;
+        }
+        for (acc, v) in self.mtz.iter_mut().zip(at_b(&mm, &zm)?) {
+            *acc += v;
+        }
+        self.zz += z.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>();
+        self.rows += n;
+        Ok(())
+    }
+
+    /// Solves for `T` with ridge weight `alpha` relative to the mean diagonal of `MᵀM` (so it
+    /// does not depend on how many rows were seen).
+    pub fn solve(&self, alpha: f64, prior: Prior) -> Result<Fit> {
+        let h = self.h;
+        if self.rows == 0 {
+            return Err(Error::Invalid(
+                "no calibration rows to fit the healing map".into(),
+            ));
+        }
+        if !(alpha.is_finite() && alpha >= 0.0) {
+            return Err(Error::Invalid(format!(
+                "--alpha must be a finite number ≥ 0, not `{alpha}`"
+            )));
+        }
+        let trace: f64 = (0..h).map(|i| self.mtm[i * h + i]).sum();
+        let ridge = alpha * trace / h as f64;
+        let mut a = self.mtm.clone();
+        let mut b = self.mtz.clone();
+        for i in 0..h {
+            a[i * h + i] += ridge;
+            if prior == Prior::Identity {
+                b[i * h + i] += ridge;
+            }
+        }
+        let (t, solver) = match cholesky_solve(&a, &b, h) {
+            Some(t) => (t, Solver::Cholesky),
+            None => (eigen_solve(&a, &b, h)?, Solver::Eigen),
+        };
+        if t.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Invalid(
+                "the healing fit produced non-finite values (calibration activations overflow?)"
+                    .into(),
+            ));
+        }
+        Ok(Fit {
+            relative_residual: self.relative_residual(&t),
+            relative_residual_identity: self.relative_residual(&identity(h)),
+            t,
+            hidden: h,
+            ridge,
+            solver,
+        })
+    }
+
+    /// `‖M·T − Z‖ / ‖Z‖` from the Gram matrices: `tr(TᵀMᵀMT) − 2·tr(TᵀMᵀZ) + ‖Z‖²`.
+    pub fn relative_residual(&self, t: &[f64]) -> f64 {
+        let h = self.h;
+        let mut quad = 0.0;
+        let mut cross = 0.0;
+        // tr(TᵀGT) = Σ_{i,k} (G·T)[i][k]·T[i][k]
+        let mut gt_row = vec![0.0; h];
+        for i in 0..h {
+            gt_row.iter_mut().for_each(|v| *v = 0.0);
+            for j in 0..h {
+                let g = self.mtm[i * h + j];
+                if g != 0.0 {
+                    for (acc, tv) in gt_row.iter_mut().zip(&t[j * h..(j + 1) * h]) {
+                        *acc += g * tv;
+                    }
+                }
+            }
+            for k in 0..h {
+                quad += gt_row[k] * t[i * h + k];
+                cross += t[i * h + k] * self.mtz[i * h + k];
+            }
+        }
+        let sq = (quad - 2.0 * cross + self.zz).max(0.0);
+        if self.zz > 0.0 {
+            (sq / self.zz).sqrt()
+        } else {
+            sq.sqrt()
+        }
+    }
+}
+
+/// Solves `a·x = b` (`a` symmetric `h × h`, `b` `h × h`, row-major) by Cholesky, or `None` when
+/// `a` is not positive definite or too ill-conditioned ([`RCOND_MIN`]).
+pub fn cholesky_solve(a: &[f64], b: &[f64], h: usize) -> Option<Vec<f64>> {
+    let mut l = vec![0.0; h * h];
+    for j in 0..h {
+        let mut d = a[j * h + j];
+        for k in 0..j {
+            d -= l[j * h + k] * l[j * h + k];
+        }
+        if d.is_nan() || d <= 0.0 || !d.is_finite() {
+            return None;
+        }
+        let d = d.sqrt();
+        l[j * h + j] = d;
+        for i in j + 1..h {
+            let mut s = a[i * h + j];
+            for k in 0..j {
+                s -= l[i * h + k] * l[j * h + k];
+            }
+            l[i * h + j] = s / d;
+        }
+    }
+    let diag = (0..h).map(|i| l[i * h + i]);
+    let max = diag.clone().fold(0.0_f64, f64::max);
+    let min = diag.fold(f64::INFINITY, f64::min);
+    if (min / max).powi(2) < RCOND_MIN {
+        return None;
+    }
+    let cols = b.len() / h;
+    let mut x = b.to_vec();
+    for c in 0..cols {
+        // L·y = b, then Lᵀ·x = y, column c.
+        for i in 0..h {
+            let mut s = x[i * cols + c];
+            for k in 0..i {
+                s -= l[i * h + k] * x[k * cols + c];
+            }
+            x[i * cols + c] = s / l[i * h + i];
+        }
+        for i in (0..h).rev() {
+            let mut s = x[i * cols + c];
+            for k in i + 1..h {
+                s -= l[k * h + i] * x[k * cols + c];
+            }
+            x[i * cols + c] = s / l[i * h + i];
+        }
+    }
+    Some(x)
+}
+
+/// Eigenvalues and eigenvectors (columns of `u`, row-major) of the symmetric `a`, by cyclic
+/// Jacobi rotations.
+fn jacobi_eigen(a: &[f64], h: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    let mut a = a.to_vec();
+    let mut u = identity(h);
+    let scale: f64 = a.iter().map(|v| v * v).sum::<f64>().sqrt();
+    for _ in 0..MAX_SWEEPS {
+        let off: f64 = (0..h)
+            .flat_map(|i| (0..h).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * h + j] * a[i * h + j])
+            .sum::<f64>()
+            .sqrt();
+        if off <= 1e-15 * scale || scale == 0.0 {
+            let s = (0..h).map(|i| a[i * h + i]).collect();
+            return Ok((s, u));
+        }
+        for p in 0..h {
+            for q in p + 1..h {
+                let apq = a[p * h + q];
+                if apq.abs() < f64::MIN_POSITIVE {
+                    continue;
+                }
+                let theta = (a[q * h + q] - a[p * h + p]) / (2.0 * apq);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let t = if theta == 0.0 { 1.0 } else { t };
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for k in 0..h {
+                    let (akp, akq) = (a[k * h + p], a[k * h + q]);
+                    a[k * h + p] = c * akp - s * akq;
+                    a[k * h + q] = s * akp + c * akq;
+                }
+                for k in 0..h {
+                    let (apk, aqk) = (a[p * h + k], a[q * h + k]);
+                    a[p * h + k] = c * apk - s * aqk;
+                    a[q * h + k] = s * apk + c * aqk;
+                }
+                for k in 0..h {
+                    let (ukp, ukq) = (u[k * h + p], u[k * h + q]);
+                    u[k * h + p] = c * ukp - s * ukq;
+                    u[k * h + q] = s * ukp + c * ukq;
+                }
+            }
+        }
+    }
+    Err(Error::Invalid(format!(
+        "the healing fit's eigen solve did not converge in {MAX_SWEEPS} sweeps"
+    )))
+}
+
+/// Pseudo-inverse solve through `a = U·S·Uᵀ`, dropping eigenvalues below [`EIG_CUTOFF`] of the
+/// largest.
+pub fn eigen_solve(a: &[f64], b: &[f64], h: usize) -> Result<Vec<f64>> {
+    let (s, u) = jacobi_eigen(a, h)?;
+    let cols = b.len() / h;
+    let smax = s.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+    // c = diag(1/s)·Uᵀ·b, then x = U·c.
+    let mut c = vec![0.0; h * cols];
+    for i in 0..h {
+        let inv = if s[i] > smax * EIG_CUTOFF {
+            1.0 / s[i]
+        } else {
+            0.0
+        };
+        for k in 0..h {
+            let uki = u[k * h + i] * inv;
+            if uki != 0.0 {
+                for j in 0..cols {
+                    c[i * cols + j] += uki * b[k * cols + j];
+                }
+            }
+        }
+    }
+    let mut x = vec![0.0; h * cols];
+    for i in 0..h {
+        for k in 0..h {
+            let uik = u[i * h + k];
+            for j in 0..cols {
+                x[i * cols + j] += uik * c[k * cols + j];
+            }
+        }
+    }
+    Ok(x)
+}
+
+/// Folds `T` (row-major `hidden × hidden`) into an HF `down_proj.weight` (`[hidden,
+/// intermediate]`, row-major).
+///
+/// The MLP output is `m = a·Wᵀ` for a row `a` of intermediate activations. Healing wants
+/// `m·T = a·Wᵀ·T = a·(Tᵀ·W)ᵀ`, so the new weight is `W' = Tᵀ·W`: `W'[i][k] = Σ_j T[j][i]·W[j][k]`.
+pub fn fold_down_proj(t: &[f64], w: &[f32], hidden: usize) -> Result<Vec<f32>> {
+    if hidden == 0 || t.len() != hidden * hidden || w.len() % hidden != 0 {
+        return Err(Error::Invalid(format!(
+            "cannot fold a map of {} values into a down_proj of {} values with hidden size {hidden}",
+            t.len(),
+            w.len()
+        )));
+    }
+    let inter = w.len() / hidden;
+    let tm = Tensor::from_vec(t.to_vec(), (hidden, hidden), &Device::Cpu)?;
+    let wm = to_f64(w, hidden, inter)?;
+    let out = at_b(&tm, &wm)?;
+    Ok(out.into_iter().map(|v| v as f32).collect())
+}
+
+#[cfg(test)]
+mod tests;

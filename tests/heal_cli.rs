@@ -1,0 +1,260 @@
+//! Healing without training (issue 6), run as a user runs it on the golden llama fixture: the
+//! healed checkpoint reconstructs the dense residual stream better than the plain prune, reloads
+//! with the logits of the in-memory healed model, passes `verify --source`, and `heal` on a
+//! plain prune writes the same weights as `prune --heal`.
+
+use candle_core::Tensor;
+use depthprune::eval;
+use depthprune::heal::{self, HealOptions, Prior};
+use depthprune::model::Model;
+use depthprune::progress::Silent;
+use depthprune::tokenizer::HfTokenizer;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const CTX: usize = 32;
+const SAMPLES: usize = 256;
+/// The removed block: layers 2..3 of 4, healed into layer 1's down_proj.
+const DROP: &str = "2..3";
+const REMOVED: &[usize] = &[2];
+
+fn dense() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/llama")
+}
+
+fn calib() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/eval.txt")
+}
+
+fn depthprune(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_depthprune"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn heal_flags() -> Vec<String> {
+    vec![
+        "--calib".into(),
+        s(&calib()).into(),
+        "--ctx".into(),
+        CTX.to_string(),
+        "--heal-samples".into(),
+        SAMPLES.to_string(),
+    ]
+}
+
+fn prune_healed(cwd: &Path, out: &str) {
+    let mut args: Vec<String> = vec![
+        "prune".into(),
+        s(&dense()).into(),
+        "--drop".into(),
+        DROP.into(),
+        "--heal".into(),
+        "lstsq".into(),
+        "--out".into(),
+        out.into(),
+    ];
+    args.extend(heal_flags());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&depthprune(&refs, cwd));
+}
+
+fn calib_tokens() -> Vec<u32> {
+    let tok = HfTokenizer::open(&dense()).unwrap();
+    let text = eval::read_text(&calib()).unwrap();
+    eval::tokenize(&tok, &text, Some(SAMPLES)).unwrap()
+}
+
+/// The residual stream after `layer` for each calibration window, concatenated.
+fn stream(model: &Model, skip: &[usize], layer: usize, tokens: &[u32]) -> Vec<f32> {
+    let mut all = Vec::new();
+    for w in tokens.chunks(CTX).filter(|w| w.len() == CTX) {
+        let t = model.tokens(&[w]).unwrap();
+        model
+            .forward_hidden(&t, skip, None, &mut |tap| {
+                if tap.layer == layer {
+                    all.extend(tap.parts.output.flatten_all()?.to_vec1::<f32>()?);
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+    all
+}
+
+fn dist(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(x - y).powi(2))
+        .sum::<f64>()
+        .sqrt()
+}
+
+fn logits(model: &Model, skip: &[usize], tokens: &[u32]) -> Vec<f32> {
+    let t = model.tokens(&[&tokens[..CTX]]).unwrap();
+    let l: Tensor = model.forward(&t, skip, None).unwrap();
+    l.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+#[test]
+fn healed_prune_reconstructs_better_and_reloads_with_the_in_memory_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    prune_healed(tmp.path(), "healed");
+    let plain = depthprune(
+        &["prune", s(&dense()), "--drop", DROP, "--out", "plain"],
+        tmp.path(),
+    );
+    ok(&plain);
+    let tokens = calib_tokens();
+    assert_eq!(tokens.len(), SAMPLES, "the fixture text is too short");
+
+    // Dense output after the block (layer 2) vs the pruned models' output of layer 1, which
+    // after pruning feeds what was layer 3.
+    let dense_model = Model::open(&dense()).unwrap();
+    let y = stream(&dense_model, &[], 2, &tokens);
+    let healed = Model::open(&tmp.path().join("healed")).unwrap();
+    let plain = Model::open(&tmp.path().join("plain")).unwrap();
+    let e_healed = dist(&stream(&healed, &[], 1, &tokens), &y);
+    let e_plain = dist(&stream(&plain, &[], 1, &tokens), &y);
+    assert!(
+        e_healed < 0.95 * e_plain,
+        "healing did not lower the reconstruction error: {e_healed} vs {e_plain}"
+    );
+
+    // The same fit in memory, on the dense folder with the block skipped.
+    let opts = HealOptions {
+        alpha: 1e-3,
+        prior: Prior::Identity,
+        ctx: CTX,
+    };
+    let h = heal::heal(&dense(), REMOVED, &tokens, &opts, &Silent).unwrap();
+    assert_eq!(h.tensors.len(), 1);
+    assert!(h
+        .tensors
+        .contains_key("model.layers.1.mlp.down_proj.weight"));
+    let mem = heal::open_healed(&dense(), &h.tensors).unwrap();
+    let a = logits(&mem, REMOVED, &tokens);
+    let b = logits(&healed, &[], &tokens);
+    let max = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(max < 1e-5, "reloaded logits differ by {max}");
+
+    // pruning.json records the healing, the changed tensor under its new name.
+    let prov: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("healed/pruning.json")).unwrap(),
+    )
+    .unwrap();
+    let healing = &prov["healing"];
+    assert_eq!(healing["method"], "lstsq");
+    assert_eq!(healing["samples"], SAMPLES);
+    assert_eq!(
+        healing["tensors"],
+        serde_json::json!(["model.layers.1.mlp.down_proj.weight"])
+    );
+    let block = &healing["blocks"][0];
+    assert_eq!(
+        (block["start"].as_u64(), block["end"].as_u64()),
+        (Some(2), Some(3))
+    );
+    assert_eq!(block["fold_layer"], 1);
+    assert!(
+        block["relative_residual"].as_f64().unwrap()
+            < block["relative_residual_unhealed"].as_f64().unwrap()
+    );
+    let card = std::fs::read_to_string(tmp.path().join("healed/README.md")).unwrap();
+    assert!(card.contains("Healed without training"), "{card}");
+}
+
+#[test]
+fn verify_with_source_skips_the_healed_tensors() {
+    let tmp = tempfile::tempdir().unwrap();
+    prune_healed(tmp.path(), "healed");
+    let o = depthprune(&["verify", "healed", "--source", s(&dense())], tmp.path());
+    ok(&o);
+}
+
+#[test]
+fn heal_subcommand_matches_prune_with_heal() {
+    let tmp = tempfile::tempdir().unwrap();
+    prune_healed(tmp.path(), "one");
+    ok(&depthprune(
+        &["prune", s(&dense()), "--drop", DROP, "--out", "plain"],
+        tmp.path(),
+    ));
+    let mut args: Vec<String> = vec![
+        "heal".into(),
+        "plain".into(),
+        "--from".into(),
+        s(&dense()).into(),
+        "--out".into(),
+        "two".into(),
+    ];
+    args.extend(heal_flags());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&depthprune(&refs, tmp.path()));
+    let a = std::fs::read(tmp.path().join("one/model.safetensors")).unwrap();
+    let b = std::fs::read(tmp.path().join("two/model.safetensors")).unwrap();
+    assert!(a == b, "`heal` and `prune --heal` wrote different weights");
+}
+
+#[test]
+fn a_block_at_layer_0_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = vec![
+        "prune".into(),
+        s(&dense()).into(),
+        "--drop".into(),
+        "0..2".into(),
+        "--heal".into(),
+        "lstsq".into(),
+        "--out".into(),
+        "x".into(),
+    ];
+    args.extend(heal_flags());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = depthprune(&refs, tmp.path());
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("starts at layer 0"), "{err}");
+    assert!(!tmp.path().join("x").exists());
+}
+
+#[test]
+fn healing_without_calibration_text_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = depthprune(
+        &[
+            "prune",
+            s(&dense()),
+            "--drop",
+            DROP,
+            "--heal",
+            "lstsq",
+            "--out",
+            "x",
+        ],
+        tmp.path(),
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--calib"), "{err}");
+}
