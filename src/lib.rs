@@ -9,6 +9,7 @@
 //! - [`score`]: layer-importance criteria (angular distance, Block Influence, perplexity, greedy).
 //! - [`model`]: the forward pass (llama, mistral, qwen2, qwen3) with per-layer taps, skips and a KV cache.
 //! - [`eval`]: perplexity under the literature's window conventions, and KL from a reference.
+//! - [`sweep`]: the study: strategies × layers removed, pruned virtually and measured against the dense model.
 //! - [`heal`]: healing without training: a least-squares linear map per removed block, folded into `down_proj`.
 //! - [`checkpoint`]: reading, validating and writing checkpoints; config surgery; model cards.
 //! - [`quant`]: decoding ggml tensor formats (F16, BF16, Q4_0 … Q8_0, the k-quants) to `f32`.
@@ -31,6 +32,7 @@ pub mod progress;
 pub mod quant;
 pub mod score;
 pub mod select;
+pub mod sweep;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

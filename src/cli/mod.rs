@@ -49,6 +49,10 @@ pub enum Command {
     Convert(convert::Args),
     /// Heal a pruned checkpoint without training (a least-squares map folded into down_proj).
     Heal(heal::Args),
+    /// The study: every strategy at every number of layers removed, measured against the dense model.
+    Sweep(sweep::Args),
+    /// Write report.md for a sweep: tables, plots, checkpoints and generations side by side.
+    Report(report::Args),
 }
 
 mod convert;
@@ -58,8 +62,10 @@ mod heal;
 mod inspect;
 mod plan;
 mod prune;
+mod report;
 mod score;
 mod strategy;
+mod sweep;
 mod synth;
 mod verify;
 
@@ -77,6 +83,8 @@ pub fn run() -> i32 {
         Command::Convert(a) => convert::run(a),
         Command::Score(a) => score::run(a),
         Command::Heal(a) => heal::run(a),
+        Command::Sweep(a) => sweep::run(a),
+        Command::Report(a) => report::run(a),
     };
     match result {
         Ok(()) => 0,

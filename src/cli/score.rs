@@ -237,7 +237,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Writes the charts for `s` into `dir`.
-fn plot(dir: &Path, s: &LayerScores) -> Result<()> {
+pub fn plot(dir: &Path, s: &LayerScores) -> Result<()> {
     use depthprune::report::plot::{angular_heatmap, layer_bars, line_chart, Reference, Series};
     std::fs::create_dir_all(dir).with_context(|| format!("`{}`: cannot create", dir.display()))?;
     let m = s.metric.name();

@@ -5,7 +5,7 @@
 pub mod perplexity;
 pub mod windows;
 
-pub use perplexity::{evaluate, Divergence, EvalReport, Run};
+pub use perplexity::{evaluate, score_hidden, Divergence, EvalReport, Run, Totals};
 pub use windows::{plan, Convention, Window};
 
 use crate::error::{Error, IoContext, Result};

@@ -53,14 +53,41 @@ pub struct EvalReport {
     pub divergence: Option<Divergence>,
 }
 
-#[derive(Default)]
-struct Sums {
-    nll: f64,
-    ref_nll: f64,
-    kl: f64,
-    agree: usize,
-    n: usize,
+/// Sums over scored positions: the model's and the reference's negative log-likelihoods, the KL
+/// divergence and top-1 agreements. Callers that run the layers themselves (the sweep) get these
+/// from [`score_hidden`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Totals {
+    pub nll: f64,
+    pub ref_nll: f64,
+    pub kl: f64,
+    pub agree: usize,
+    pub n: usize,
 }
+
+impl Totals {
+    /// `exp(mean NLL)`.
+    pub fn perplexity(&self) -> f64 {
+        (self.nll / self.n.max(1) as f64).exp()
+    }
+
+    /// Mean KL(reference ‖ model) per scored position.
+    pub fn mean_kl(&self) -> f64 {
+        self.kl / self.n.max(1) as f64
+    }
+
+    /// Share of positions where model and reference agree on the top token.
+    pub fn top1_agreement(&self) -> f64 {
+        self.agree as f64 / self.n.max(1) as f64
+    }
+
+    /// The reference's perplexity on the same positions.
+    pub fn reference_perplexity(&self) -> f64 {
+        (self.ref_nll / self.n.max(1) as f64).exp()
+    }
+}
+
+type Sums = Totals;
 
 /// The log of the softmax denominator of one row, and the row's argmax (the first, on ties).
 fn log_sum_exp(row: &[f32]) -> (f64, usize) {
@@ -212,6 +239,75 @@ pub fn evaluate(
     })
 }
 
+/// Scores rows of hidden states `(rows, hidden)` (before the final norm) predicting `targets`,
+/// against the reference's rows at the same positions, a bounded block of logits at a time.
+fn score_rows_of(
+    model: &Model,
+    hidden: &Tensor,
+    reference: Option<(&Model, &Tensor)>,
+    targets: &[u32],
+) -> Result<Sums> {
+    let vocab = model.vocab_size();
+    let block = (LOGIT_BLOCK_ELEMS / vocab).max(1);
+    let mut sums = Sums::default();
+    let mut start = 0;
+    while start < targets.len() {
+        let n = block.min(targets.len() - start);
+        let logits = model.logits(&hidden.narrow(0, start, n)?)?;
+        let logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+        let ref_logits: Option<Vec<f32>> = match reference {
+            Some((r, h)) => Some(
+                r.logits(&h.narrow(0, start, n)?)?
+                    .flatten_all()?
+                    .to_vec1()?,
+            ),
+            None => None,
+        };
+        sums.add(score_block(
+            &logits,
+            ref_logits.as_deref(),
+            &targets[start..start + n],
+            vocab,
+        ));
+        start += n;
+    }
+    Ok(sums)
+}
+
+/// Scores whole windows from their final hidden states `(windows, seq, hidden)` (before the final
+/// norm): every position but each window's last predicts the next token of `windows`. With
+/// `reference`, the reference's hidden states on the same windows give the divergence; both
+/// pass through `model`'s final norm and head, so they must share them (a model and its pruned or
+/// healed self).
+pub fn score_hidden(
+    model: &Model,
+    hidden: &Tensor,
+    reference: Option<&Tensor>,
+    windows: &[Vec<u32>],
+) -> Result<Totals> {
+    let (w, t, h) = hidden.dims3()?;
+    if w != windows.len() || windows.iter().any(|x| x.len() != t) || t < 2 {
+        return Err(Error::Invalid(format!(
+            "hidden states of shape ({w}, {t}, {h}) do not match {} windows of at least 2 tokens",
+            windows.len()
+        )));
+    }
+    let mut picks = Vec::with_capacity(w * (t - 1));
+    let mut targets = Vec::with_capacity(w * (t - 1));
+    for (b, tokens) in windows.iter().enumerate() {
+        for p in 0..t - 1 {
+            picks.push((b * t + p) as u32);
+            targets.push(tokens[p + 1]);
+        }
+    }
+    let index = Tensor::from_vec(picks, targets.len(), &Device::Cpu)?;
+    let rows =
+        |x: &Tensor| -> Result<Tensor> { Ok(x.reshape((w * t, h))?.index_select(&index, 0)?) };
+    let mine = rows(hidden)?;
+    let theirs = reference.map(rows).transpose()?;
+    score_rows_of(model, &mine, theirs.as_ref().map(|r| (model, r)), &targets)
+}
+
 /// Runs one batch of equal-length windows and adds its scored positions to `sums`.
 fn score_batch(
     run: Run<'_>,
@@ -247,30 +343,13 @@ fn score_batch(
     };
     let hidden = gather(run)?;
     let ref_hidden = reference.map(gather).transpose()?;
-    let vocab = run.model.vocab_size();
-    let block = (LOGIT_BLOCK_ELEMS / vocab).max(1);
-    let mut start = 0;
-    while start < picks.len() {
-        let n = block.min(picks.len() - start);
-        let logits = run.model.logits(&hidden.narrow(0, start, n)?)?;
-        let logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
-        let ref_logits: Option<Vec<f32>> = match (&ref_hidden, reference) {
-            (Some(h), Some(r)) => Some(
-                r.model
-                    .logits(&h.narrow(0, start, n)?)?
-                    .flatten_all()?
-                    .to_vec1()?,
-            ),
-            _ => None,
-        };
-        sums.add(score_block(
-            &logits,
-            ref_logits.as_deref(),
-            &targets[start..start + n],
-            vocab,
-        ));
-        start += n;
-    }
+    let r = reference.map(|r| r.model);
+    sums.add(score_rows_of(
+        run.model,
+        &hidden,
+        r.zip(ref_hidden.as_ref()),
+        &targets,
+    )?);
     Ok(())
 }
 

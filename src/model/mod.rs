@@ -133,6 +133,11 @@ impl Model {
         &self.cfg
     }
 
+    /// Where the weights come from.
+    pub fn source(&self) -> &Arc<dyn WeightSource> {
+        &self.source
+    }
+
     /// Layers in the checkpoint.
     pub fn n_layers(&self) -> usize {
         self.layers.len()

@@ -1,4 +1,5 @@
-//! What people look at: plots (PNG and SVG) of scores and sweeps. Plots read saved numbers, never
-//! the model.
+//! What people look at: plots (PNG and SVG) of scores and sweeps, and the study as Markdown
+//! (`report.md`, the model card's evaluation section). Both render saved numbers, never the model.
 
 pub mod plot;
+pub mod study;

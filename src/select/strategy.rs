@@ -8,7 +8,7 @@ use crate::score::{LayerScores, Metric};
 use serde::Serialize;
 
 /// Layers that must stay: the first and last K.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Protect {
     pub first: usize,
     pub last: usize,

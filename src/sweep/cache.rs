@@ -1,0 +1,94 @@
+//! The dense model's residual stream on a fixed set of windows, kept once so that every virtual
+//! prune restarts at the first layer it changes instead of at the embedding.
+
+use crate::error::{Error, Result};
+use crate::model::{AttnCtx, DecoderLayer, Model};
+use crate::progress::Progress;
+use candle_core::Tensor;
+use std::collections::BTreeMap;
+
+/// The residual stream entering each layer of the dense model, for windows of equal length.
+pub struct DenseCache {
+    /// `inputs[l]` is `(windows, seq, hidden)` entering layer `l`; `inputs[n]` is the last output.
+    inputs: Vec<Tensor>,
+    ctx: AttnCtx,
+    windows: Vec<Vec<u32>>,
+}
+
+/// Bytes a cache holds: `(n_layers + 1) × windows × seq × hidden` f32 values.
+pub fn cache_bytes(n_layers: usize, windows: usize, seq: usize, hidden: usize) -> u64 {
+    (n_layers as u64 + 1) * windows as u64 * seq as u64 * hidden as u64 * 4
+}
+
+impl DenseCache {
+    /// Runs the dense model once over `windows` (all of the same length, at least 2 tokens),
+    /// keeping every layer's input. `progress` counts layers.
+    pub fn build(model: &Model, windows: Vec<Vec<u32>>, progress: &dyn Progress) -> Result<Self> {
+        let t = windows.first().map_or(0, Vec::len);
+        if t < 2 || windows.iter().any(|w| w.len() != t) {
+            return Err(Error::Invalid(
+                "evaluation windows must be non-empty, of equal length, and at least 2 tokens long"
+                    .into(),
+            ));
+        }
+        let refs: Vec<&[u32]> = windows.iter().map(Vec::as_slice).collect();
+        let tokens = model.tokens(&refs)?;
+        let ctx = model.attn_ctx(0, t)?;
+        let n = model.n_layers();
+        progress.start("dense pass", n as u64);
+        let mut inputs = Vec::with_capacity(n + 1);
+        let mut xs = model.embed(&tokens)?;
+        for i in 0..n {
+            inputs.push(xs.clone());
+            xs = model.run_layer(i, &xs, &ctx)?.output;
+            progress.advance(1);
+        }
+        inputs.push(xs);
+        progress.finish();
+        Ok(DenseCache {
+            inputs,
+            ctx,
+            windows,
+        })
+    }
+
+    /// The windows the cache was built on.
+    pub fn windows(&self) -> &[Vec<u32>] {
+        &self.windows
+    }
+
+    /// The dense model's final hidden states (before the final norm).
+    pub fn dense_hidden(&self) -> &Tensor {
+        &self.inputs[self.inputs.len() - 1]
+    }
+
+    /// The final hidden states with the layers in `skip` removed and the layers in `replaced`
+    /// swapped for the given ones (healed layers), restarting from the cached input of the first
+    /// layer that differs from the dense model.
+    pub fn run(
+        &self,
+        model: &Model,
+        skip: &[usize],
+        replaced: &BTreeMap<usize, DecoderLayer>,
+    ) -> Result<Tensor> {
+        let n = self.inputs.len() - 1;
+        model.check_skip(skip)?;
+        let first = skip
+            .iter()
+            .chain(replaced.keys())
+            .copied()
+            .min()
+            .unwrap_or(n);
+        let mut xs = self.inputs[first].clone();
+        for i in first..n {
+            if skip.contains(&i) {
+                continue;
+            }
+            xs = match replaced.get(&i) {
+                Some(layer) => layer.forward(&xs, &self.ctx, None)?.output,
+                None => model.run_layer(i, &xs, &self.ctx)?.output,
+            };
+        }
+        Ok(xs)
+    }
+}
