@@ -133,7 +133,7 @@ pub fn run_metric(
             TokenSel::Last
         },
         max_block: c.max_block.unwrap_or(n),
-        batch: if c.offload { c.samples } else { c.batch },
+        batch: c.batch,
         greedy_steps: steps,
     };
     let mut out = score(&model, &windows, &opts, &Bar::items())?;

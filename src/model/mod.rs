@@ -133,6 +133,24 @@ impl Model {
         &self.cfg
     }
 
+    /// Whether every layer is resident (none is loaded on demand).
+    pub fn all_resident(&self) -> bool {
+        self.layers.iter().all(Option::is_some)
+    }
+
+    /// Layer `i`: the resident one, or loaded now for the caller to drop.
+    pub fn fetch_layer(&self, i: usize) -> Result<Arc<DecoderLayer>> {
+        self.check_index(i)?;
+        match &self.layers[i] {
+            Some(l) => Ok(l.clone()),
+            None => Ok(Arc::new(DecoderLayer::load(
+                self.source.as_ref(),
+                &self.cfg,
+                i,
+            )?)),
+        }
+    }
+
     /// Where the weights come from.
     pub fn source(&self) -> &Arc<dyn WeightSource> {
         &self.source

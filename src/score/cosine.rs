@@ -79,6 +79,16 @@ impl BiAccumulator {
         }
     }
 
+    /// Adds `other`'s tokens, keeping them as one batch of their own.
+    pub fn absorb(&mut self, mut other: BiAccumulator) {
+        other.end_batch();
+        for (a, b) in self.sums.iter_mut().zip(&other.sums) {
+            *a += b;
+        }
+        self.tokens += other.tokens;
+        self.batches.extend(other.batches);
+    }
+
     /// Mean BI per layer.
     pub fn bi(&self) -> Vec<f64> {
         let t = self.tokens.max(1) as f64;

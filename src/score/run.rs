@@ -155,6 +155,59 @@ fn rows(xs: &Tensor, w: usize) -> Result<Vec<Vec<f32>>> {
     Ok(xs.narrow(0, w, 1)?.squeeze(0)?.to_vec2::<f32>()?)
 }
 
+/// Runs every window through every layer and shows each layer to `tap` with the index of the
+/// batch of windows it ran on; returns each batch's last hidden states. Batch-major (each batch
+/// through all layers) when every layer is resident; layer-major (each layer, loaded once, over
+/// all batches) when layers are loaded on demand, so an offloaded model reads each layer once
+/// while only one batch's intermediate tensors exist at a time.
+fn for_each_layer(
+    model: &Model,
+    batches: &[&[Vec<u32>]],
+    progress: &dyn Progress,
+    tap: &mut dyn FnMut(usize, crate::model::LayerTap<'_>) -> Result<()>,
+) -> Result<Vec<Tensor>> {
+    let t = batches[0][0].len();
+    let tokens = |b: &[Vec<u32>]| -> Result<Tensor> {
+        let refs: Vec<&[u32]> = b.iter().map(|w| w.as_slice()).collect();
+        model.tokens(&refs)
+    };
+    if model.all_resident() {
+        progress.start(
+            "scoring windows",
+            batches.iter().map(|b| b.len() as u64).sum(),
+        );
+        let mut out = Vec::with_capacity(batches.len());
+        for (i, b) in batches.iter().enumerate() {
+            out.push(model.forward_hidden(&tokens(b)?, &[], None, &mut |x| tap(i, x))?);
+            progress.advance(b.len() as u64);
+        }
+        return Ok(out);
+    }
+    let ctx = model.attn_ctx(0, t)?;
+    let mut xs = batches
+        .iter()
+        .map(|b| model.embed(&tokens(b)?))
+        .collect::<Result<Vec<_>>>()?;
+    progress.start("scoring layers (offloaded)", model.n_layers() as u64);
+    for l in 0..model.n_layers() {
+        let layer = model.fetch_layer(l)?;
+        for (i, x) in xs.iter_mut().enumerate() {
+            let parts = layer.forward(x, &ctx, None)?;
+            tap(
+                i,
+                crate::model::LayerTap {
+                    layer: l,
+                    input: x,
+                    parts: &parts,
+                },
+            )?;
+            *x = parts.output;
+        }
+        progress.advance(1);
+    }
+    Ok(xs)
+}
+
 fn cosine_scores(
     model: &Model,
     windows: &[Vec<u32>],
@@ -164,34 +217,41 @@ fn cosine_scores(
 ) -> Result<()> {
     let n = model.n_layers();
     let angular = opts.metric == Metric::Angular;
-    let mut bi = BiAccumulator::new(n);
-    let mut ang = AngularAccumulator::new(n, if angular { opts.max_block } else { 1 });
-    progress.start("scoring windows", windows.len() as u64);
-    for batch in windows.chunks(opts.batch.max(1)) {
-        let refs: Vec<&[u32]> = batch.iter().map(|w| w.as_slice()).collect();
-        let tokens = model.tokens(&refs)?;
-        let b = batch.len();
-        // Per window, per depth: the rows the angular distance needs (inputs of layers 0..n,
-        // then the last output).
-        let mut depths: Vec<Vec<Vec<Vec<f32>>>> = vec![Vec::with_capacity(n + 1); b];
-        let mut tap = |t: crate::model::LayerTap<'_>| -> Result<()> {
-            for (w, states) in depths.iter_mut().enumerate() {
-                let input = rows(t.input, w)?;
+    let batches: Vec<&[Vec<u32>]> = windows.chunks(opts.batch.max(1)).collect();
+    // One Block Influence accumulator per batch (ModelOpt's variant averages per-batch sums).
+    let mut bis: Vec<BiAccumulator> = batches.iter().map(|_| BiAccumulator::new(n)).collect();
+    // Per window, per depth: the rows the angular distance needs (inputs of layers 0..n, then
+    // the last output).
+    let mut depths: Vec<Vec<Vec<Vec<f32>>>> = vec![Vec::with_capacity(n + 1); windows.len()];
+    let starts: Vec<usize> = batches
+        .iter()
+        .scan(0, |acc, b| {
+            let s = *acc;
+            *acc += b.len();
+            Some(s)
+        })
+        .collect();
+    let lasts = for_each_layer(model, &batches, progress, &mut |bi, t| {
+        for w in 0..batches[bi].len() {
+            let input = rows(t.input, w)?;
+            if angular {
+                depths[starts[bi] + w].push(select(input, opts.tokens));
+            } else {
                 let output = rows(&t.parts.output, w)?;
-                if angular {
-                    states.push(select(input, opts.tokens));
-                } else {
-                    for (x, y) in input.iter().zip(&output) {
-                        bi.add_layer_token(t.layer, x, y);
-                    }
+                for (x, y) in input.iter().zip(&output) {
+                    bis[bi].add_layer_token(t.layer, x, y);
                 }
             }
-            Ok(())
-        };
-        let last = model.forward_hidden(&tokens, &[], None, &mut tap)?;
+        }
+        Ok(())
+    })?;
+    let mut bi = BiAccumulator::new(n);
+    let mut ang = AngularAccumulator::new(n, if angular { opts.max_block } else { 1 });
+    for (i, last) in lasts.iter().enumerate() {
         if angular {
-            for (w, states) in depths.iter_mut().enumerate() {
-                states.push(select(rows(&last, w)?, opts.tokens));
+            for w in 0..batches[i].len() {
+                let states = &mut depths[starts[i] + w];
+                states.push(select(rows(last, w)?, opts.tokens));
                 let per_token = states[0].len();
                 for k in 0..per_token {
                     let at: Vec<&[f32]> = states.iter().map(|d| d[k].as_slice()).collect();
@@ -199,10 +259,10 @@ fn cosine_scores(
                 }
             }
         } else {
-            bi.count_tokens((b * batch[0].len()) as u64);
-            bi.end_batch();
+            let mut b = std::mem::replace(&mut bis[i], BiAccumulator::new(n));
+            b.count_tokens((batches[i].len() * batches[i][0].len()) as u64);
+            bi.absorb(b);
         }
-        progress.advance(b as u64);
     }
     progress.finish();
     if angular {
