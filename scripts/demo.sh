@@ -17,8 +17,8 @@ TEXT="$(python3 scripts/demo-text.py "$OUT/text")"
 CALIB=(--calib "$TEXT" --calib-offset 32768 --ctx 256 --samples 8)
 START=$SECONDS
 
-echo "== sweep: angular, bi, ppl, last; 0..=12 layers removed"
-"$BIN" sweep "$MODEL" --strategies angular,bi,ppl,last --remove 0..=12 "${CALIB[@]}" \
+echo "== sweep: angular, bi, ppl, last; 0 to 12 layers removed"
+"$BIN" sweep "$MODEL" --strategies angular,bi,ppl,last --remove 0..13 "${CALIB[@]}" \
   --eval "$TEXT" --eval-ctx 512 --eval-samples 4 --out "$OUT/study"
 
 DROP="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["best"]["8"]["drop"])' "$OUT/study/sweep.json")"

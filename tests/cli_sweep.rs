@@ -66,7 +66,7 @@ fn sweep_rows_match_independent_eval_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let model = fixture().join("llama");
     let t = text(tmp.path());
-    let o = sweep(tmp.path(), &model, &t, "0..=2", &[]);
+    let o = sweep(tmp.path(), &model, &t, "0..3", &[]);
     assert!(o.status.success(), "{}", err(&o));
     let table = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(table.contains("best by perplexity"), "{table}");
@@ -189,7 +189,7 @@ fn sweep_refuses_overlapping_calibration_and_evaluation() {
         tmp.path(),
         &fixture().join("llama"),
         &t,
-        "0..=2",
+        "0..3",
         &["--eval-offset", "70"],
     );
     assert_eq!(o.status.code(), Some(1));
@@ -203,7 +203,7 @@ fn sweep_refuses_bad_counts_and_strategies() {
     let tmp = tempfile::tempdir().unwrap();
     let t = text(tmp.path());
     let model = fixture().join("llama");
-    let o = sweep(tmp.path(), &model, &t, "0..=4", &[]);
+    let o = sweep(tmp.path(), &model, &t, "0..5", &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(err(&o).contains("at least one must stay"), "{}", err(&o));
     let o = depthprune(
@@ -236,7 +236,7 @@ fn sweep_heals_each_removal_not_touching_layer_0() {
             "--strategies",
             "bi,last",
             "--remove",
-            "0..=2",
+            "0..3",
             "--protect",
             "first:1",
             "--calib",

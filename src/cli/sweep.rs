@@ -1,4 +1,4 @@
-//! `depthprune sweep MODEL --strategies … --remove 0..=K --calib FILE --eval FILE --out DIR`:
+//! `depthprune sweep MODEL --strategies … --remove 0..K --calib FILE --eval FILE --out DIR`:
 //! every strategy at every number of layers removed, pruned virtually and measured against the
 //! dense model; writes `sweep.csv`, `sweep.json`, the plots, and with `--report` the report.
 
@@ -24,13 +24,14 @@ const CACHE_WARN_BYTES: u64 = 8 << 30;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
-    depthprune sweep model.gguf --strategies angular,bi,ppl,last --remove 0..=12 \\\n      \
+    depthprune sweep model.gguf --strategies angular,bi,ppl,last --remove 0..13 \\\n      \
         --calib calib.txt --eval eval.txt --out study/ --report\n  \
     depthprune sweep ./Qwen3-4B --strategies angular,bi:block,greedy --remove 4,8,12 \\\n      \
         --calib wiki.txt --eval wiki.txt --calib-offset 200000 --heal lstsq --out study/\n\n\
     Strategies: angular, bi, minitron, ppl, greedy, last; `angular` removes one contiguous block and\n\
     the others individual layers, unless `:block` or `:layers` is added (e.g. `bi:block`).\n\
-    --remove takes `A..B` (half-open, like layer ranges), `A..=B` or a list (`2,4,8`); 0 is the dense model.\n\
+    --remove takes `A..B` (half-open, like layer ranges: `0..13` is 0 to 12) or a list (`2,4,8`);\n\
+    0 is the dense model.\n\
     Nothing is written but results: layers are skipped in memory, and the dense model's activations\n\
     are computed once and reused, so each cell restarts at the first layer it removes.")]
 pub struct Args {
@@ -40,7 +41,7 @@ pub struct Args {
     #[arg(long, default_value = "angular,bi,ppl,last", value_name = "LIST")]
     pub strategies: String,
     /// Numbers of layers to remove.
-    #[arg(long, default_value = "0..=8", value_name = "COUNTS")]
+    #[arg(long, default_value = "0..9", value_name = "COUNTS")]
     pub remove: String,
     /// Never remove these: `first:K,last:K`.
     #[arg(long, value_name = "first:K,last:K")]

@@ -1,5 +1,5 @@
 //! The sweep's two small grammars: strategy names (`angular`, `bi:block`, …) and the numbers of
-//! layers to remove (`0..=12`, `0..13`, `2,4,8`).
+//! layers to remove (`0..13`, half-open like layer ranges, or `2,4,8`).
 
 use crate::error::{Error, Result};
 use crate::score::Metric;
@@ -51,8 +51,8 @@ impl StrategySpec {
     }
 }
 
-/// Parses the numbers of layers to remove: `A..B` (half-open, as layer ranges are), `A..=B`,
-/// or a comma-separated list; each below `n_layers`. Sorted, without repeats.
+/// Parses the numbers of layers to remove: `A..B` (half-open, as layer ranges are) or a
+/// comma-separated list; each below `n_layers`. Sorted, without repeats.
 pub fn parse_counts(s: &str, n_layers: usize) -> Result<Vec<usize>> {
     let bad = |why: &str| Error::Invalid(format!("--remove `{s}`: {why}"));
     let num = |t: &str| -> Result<usize> {
@@ -63,11 +63,13 @@ pub fn parse_counts(s: &str, n_layers: usize) -> Result<Vec<usize>> {
     let mut out: Vec<usize> = Vec::new();
     for part in s.split(',') {
         if let Some((a, b)) = part.split_once("..=") {
-            let (a, b) = (num(a)?, num(b)?);
-            if a > b {
-                return Err(bad(&format!("{a}..={b} is empty")));
-            }
-            out.extend(a..=b);
+            let b = num(b)?;
+            return Err(bad(&format!(
+                "inclusive ranges are refused: ranges are half-open everywhere; write {}..{} for {}..={b}",
+                a.trim(),
+                b + 1,
+                a.trim()
+            )));
         } else if let Some((a, b)) = part.split_once("..") {
             let (a, b) = (num(a)?, num(b)?);
             if a >= b {
@@ -102,7 +104,6 @@ mod tests {
     #[test]
     fn counts_follow_the_range_conventions() {
         assert_eq!(parse_counts("0..4", 30).unwrap(), vec![0, 1, 2, 3]);
-        assert_eq!(parse_counts("0..=3", 30).unwrap(), vec![0, 1, 2, 3]);
         assert_eq!(parse_counts("8,2,4,2", 30).unwrap(), vec![2, 4, 8]);
         assert_eq!(parse_counts("1..3,6", 30).unwrap(), vec![1, 2, 6]);
     }
@@ -111,9 +112,10 @@ mod tests {
     fn bad_counts_are_refused_with_the_reason() {
         let e = |s: &str| parse_counts(s, 10).unwrap_err().to_string();
         assert!(e("3..3").contains("half-open"), "{}", e("3..3"));
-        assert!(e("0..=10").contains("at least one must stay"));
+        assert!(e("0..11").contains("at least one must stay"));
+        assert!(e("0..=3").contains("write 0..4"), "{}", e("0..=3"));
         assert!(e("x").contains("not a whole number"));
-        assert!(e("5..=2").contains("empty"));
+        assert!(e("5..2").contains("empty"));
     }
 
     #[test]
