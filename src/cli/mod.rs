@@ -53,6 +53,7 @@ pub enum Command {
 
 mod convert;
 mod eval;
+mod eval_tasks;
 mod generate;
 mod heal;
 mod inspect;
