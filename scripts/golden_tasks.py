@@ -16,10 +16,18 @@ tests/fixtures/golden/tasks_expected.json:
                   continuation, from one forward of (context + continuation)[-(max_len + 1):][:-1],
                   and acc / acc_norm / their standard errors computed as lm-eval does.
 Run with: /tmp/pyref/bin/python scripts/golden_tasks.py
+
+With `--smollm2 GGUF_PATH` it instead reads tests/fixtures/smollm2/tasks.jsonl (our format and
+hand-written HellaSwag, PIQA, ARC and BoolQ records, mapped here to prompts independently of the
+Rust parser, as lm-eval's task configs do), loads SmolLM2-135M-Instruct from the Q4_1 GGUF with
+transformers (dequantized, tokenizer from the GGUF vocabulary) and writes
+tests/fixtures/smollm2/tasks_expected.json with the same fields (one run, max_len 8192).
 """
 import json
 import math
 import os
+import re
+import sys
 
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
@@ -113,4 +121,82 @@ def main():
     print("wrote tasks.jsonl and tasks_expected.json")
 
 
-main()
+def hellaswag_clean(text):
+    text = text.strip()
+    text = text.replace(" [title]", ". ")
+    text = re.sub("\\[.*?\\]", "", text)
+    return text.replace("  ", " ")
+
+
+def to_item(r):
+    """(context, choices, gold) of a record, as lm-eval's task configs build them."""
+    if "context" in r:
+        return r["context"], r["choices"], int(r["gold"])
+    if "endings" in r:
+        ctx = r["ctx_a"] + " " + r["ctx_b"].capitalize()
+        return (
+            hellaswag_clean(r["activity_label"] + ": " + ctx),
+            [hellaswag_clean(e) for e in r["endings"]],
+            int(r["label"]),
+        )
+    if "goal" in r:
+        return f"Question: {r['goal']}\nAnswer:", [r["sol1"], r["sol2"]], int(r["label"])
+    if "passage" in r:
+        return f"{r['passage']}\nQuestion: {r['question']}?\nAnswer:", ["no", "yes"], int(r["answer"])
+    q = r["question"]["stem"] if isinstance(r["question"], dict) else r["question"]
+    ch = r["choices"]
+    if isinstance(ch, dict):
+        texts, labels = ch["text"], ch["label"]
+    else:
+        texts, labels = [c["text"] for c in ch], [c["label"] for c in ch]
+    return f"Question: {q}\nAnswer:", texts, labels.index(r["answerKey"])
+
+
+def smollm2(gguf_path):
+    from transformers import AutoTokenizer
+
+    torch.set_num_threads(int(os.environ.get("THREADS", "2")))
+    d = os.path.join(ROOT, "..", "smollm2")
+    with open(os.path.join(d, "tasks.jsonl")) as f:
+        items = [to_item(json.loads(line)) for line in f if line.strip()]
+    folder, name = os.path.split(os.path.abspath(gguf_path))
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    model.eval()
+    max_len = model.config.max_position_embeddings
+    requests = [[encode_pair(tok, c, " " + x) for x in ch] for c, ch, _ in items]
+    chars = [[len(x) for x in ch] for _, ch, _ in items]
+    gold = [g for _, _, g in items]
+    lls = [[loglikelihood(model, c, k, max_len) for c, k in item] for item in requests]
+    acc = [float(first_argmax(l) == g) for l, g in zip(lls, gold)]
+    norm = [float(first_argmax([x / n for x, n in zip(l, ch)]) == g) for l, ch, g in zip(lls, chars, gold)]
+    out = {
+        "contexts": [c for c, _, _ in items],
+        "requests": [[{"context": c, "continuation": k} for c, k in item] for item in requests],
+        "choice_chars": chars,
+        "gold": gold,
+        "runs": {
+            str(max_len): {
+                "max_len": max_len,
+                "skip": [],
+                "archs": {
+                    "smollm2": {
+                        "loglikelihoods": lls,
+                        "acc": sum(acc) / len(acc),
+                        "acc_stderr": stderr(acc),
+                        "acc_norm": sum(norm) / len(norm),
+                        "acc_norm_stderr": stderr(norm),
+                    }
+                },
+            }
+        },
+    }
+    with open(os.path.join(d, "tasks_expected.json"), "w") as f:
+        json.dump(out, f, indent=1, ensure_ascii=False)
+    print("wrote tests/fixtures/smollm2/tasks_expected.json")
+
+
+if len(sys.argv) == 3 and sys.argv[1] == "--smollm2":
+    smollm2(sys.argv[2])
+else:
+    main()
