@@ -2,9 +2,9 @@
 //! tokenizer must split `tasks.jsonl` into the same context/continuation tokens as lm-eval's
 //! `_encode_pair`, and every tiny model must give transformers' summed log-likelihoods (within
 //! 1e-4), accuracies and standard errors, at full length, with left truncation, and with layers
-//! skipped.
+//! skipped, whatever the batch size.
 
-use depthprune::eval::{self, EncodedItem, Request, TaskReport};
+use depthprune::eval::{self, EncodedItem, Request, TaskOpts, TaskReport};
 use depthprune::model::Model;
 use depthprune::progress::Silent;
 use depthprune::tokenizer::HfTokenizer;
@@ -96,13 +96,17 @@ fn loglikelihoods_match_transformers_in_every_run() {
         let skip = usizes(&run["skip"]);
         for (arch, want) in run["archs"].as_object().unwrap() {
             let model = Model::open(&golden().join(arch)).unwrap();
-            let got = eval::score_encoded(&model, &skip, &items, max_len, &Silent).unwrap();
-            let what = format!("{arch} run {name}");
-            worst = worst.max(compare(&what, &got, want));
-            if max_len == 12 {
-                assert!(got.truncated > 0, "{what}: nothing was truncated");
-            } else {
-                assert_eq!(got.truncated, 0, "{what}");
+            // One request per forward, and batches of unequal lengths padded on the right.
+            for batch in [1, 4, 64] {
+                let opts = TaskOpts { max_len, batch };
+                let got = eval::score_encoded(&model, &skip, &items, opts, &Silent).unwrap();
+                let what = format!("{arch} run {name} batch {batch}");
+                worst = worst.max(compare(&what, &got, want));
+                if max_len == 12 {
+                    assert!(got.truncated > 0, "{what}: nothing was truncated");
+                } else {
+                    assert_eq!(got.truncated, 0, "{what}");
+                }
             }
         }
     }

@@ -66,7 +66,7 @@ pub struct Args {
     /// dense MODEL itself, with --skip on the evaluated side).
     #[arg(long, value_name = "DENSE")]
     pub reference: Option<PathBuf>,
-    /// Windows per forward pass.
+    /// Windows (with --tasks: question × choice requests) per forward pass.
     #[arg(long, default_value_t = 4, value_name = "B")]
     pub batch: usize,
     /// Print the report as JSON.

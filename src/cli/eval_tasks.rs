@@ -4,7 +4,8 @@
 
 use super::eval::{skip_list, Args};
 use super::output::{print, print_json, warn, Bar};
-use depthprune::eval::{self, TaskReport};
+use depthprune::eval::choice::max_len;
+use depthprune::eval::{self, TaskOpts, TaskReport};
 use depthprune::model::{open_checkpoint, Model};
 use depthprune::tokenizer::open_tokenizer;
 use std::path::Path;
@@ -12,6 +13,9 @@ use std::path::Path;
 pub fn run(args: &Args, file: &Path) -> anyhow::Result<()> {
     if args.limit == Some(0) {
         anyhow::bail!("--limit must be at least 1");
+    }
+    if args.batch == 0 {
+        anyhow::bail!("--batch must be at least 1");
     }
     // Read the questions first: a bad file fails before the model loads.
     let items = eval::read_tasks(file, args.limit)?;
@@ -24,7 +28,15 @@ pub fn run(args: &Args, file: &Path) -> anyhow::Result<()> {
         warn(note);
     }
     let bar = Bar::items();
-    let report = eval::score_tasks(&model, &skip, &tok, &items, &bar)?;
+    let encoded = items
+        .iter()
+        .map(|i| eval::encode_item(&tok, i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let opts = TaskOpts {
+        max_len: max_len(&model),
+        batch: args.batch,
+    };
+    let report = eval::score_encoded(&model, &skip, &encoded, opts, &bar)?;
     if report.truncated > 0 {
         warn(format!(
             "{} of the question × choice inputs were longer than {} tokens and lost their start",

@@ -12,7 +12,7 @@
 //! choice text without the leading space); ties go to the first. Standard errors are the sample
 //! standard error of the mean of the 0/1 outcomes, `sqrt(p (1 - p) / (n - 1))`.
 
-use super::perplexity::log_sum_exp;
+use super::perplexity::{log_sum_exp, LOGIT_BLOCK_ELEMS};
 use super::tasks::TaskItem;
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -134,6 +134,28 @@ pub fn encode_item(tok: &HfTokenizer, item: &TaskItem) -> Result<EncodedItem> {
     })
 }
 
+/// How to run the requests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TaskOpts {
+    /// Inputs are cut from the left to this many tokens.
+    pub max_len: usize,
+    /// Requests per forward pass.
+    pub batch: usize,
+}
+
+impl TaskOpts {
+    /// The model's own context length ([`max_len`]) and [`DEFAULT_BATCH`] requests per forward.
+    pub fn for_model(model: &Model) -> Self {
+        TaskOpts {
+            max_len: max_len(model),
+            batch: DEFAULT_BATCH,
+        }
+    }
+}
+
+/// Requests per forward pass unless told otherwise.
+pub const DEFAULT_BATCH: usize = 8;
+
 /// Scores text questions on `model` with the layers in `skip` left out, at the model's own
 /// context length.
 pub fn score_tasks(
@@ -147,7 +169,7 @@ pub fn score_tasks(
         .iter()
         .map(|i| encode_item(tok, i))
         .collect::<Result<Vec<_>>>()?;
-    score_encoded(model, skip, &encoded, max_len(model), progress)
+    score_encoded(model, skip, &encoded, TaskOpts::for_model(model), progress)
 }
 
 /// The model's input for a request: `(context + continuation)` cut to its last `max_len + 1`
@@ -159,37 +181,61 @@ fn input(r: &Request, max_len: usize) -> (Vec<u32>, bool) {
     (all[start..all.len() - 1].to_vec(), start > 0)
 }
 
-/// Scores questions given as tokens; inputs are cut to `max_len` tokens.
+/// One request to run: where its score goes, its input and how many of its last positions
+/// predict the continuation.
+struct Job<'a> {
+    item: usize,
+    choice: usize,
+    input: Vec<u32>,
+    continuation: &'a [u32],
+}
+
+/// Scores questions given as tokens. Requests run longest first, `opts.batch` at a time, each
+/// batch padded on the right to its longest input: under the causal mask the padding cannot
+/// change the positions before it.
 pub fn score_encoded(
     model: &Model,
     skip: &[usize],
     items: &[EncodedItem],
-    max_len: usize,
+    opts: TaskOpts,
     progress: &dyn Progress,
 ) -> Result<TaskReport> {
     model.check_skip(skip)?;
-    if max_len == 0 {
+    if opts.max_len == 0 || opts.batch == 0 {
         return Err(Error::Invalid(
-            "the context length must be at least 1".into(),
+            "the context length and the batch must be at least 1".into(),
         ));
     }
     for item in items {
-        check_item(item, max_len)?;
+        check_item(item, opts.max_len)?;
     }
-    progress.start("tasks", items.len() as u64);
     let started = Instant::now();
-    let (mut forwarded, mut truncated) = (0, 0);
-    let mut scores = Vec::with_capacity(items.len());
-    for item in items {
-        let inputs: Vec<(Vec<u32>, bool)> =
-            item.requests.iter().map(|r| input(r, max_len)).collect();
-        forwarded += inputs.iter().map(|(t, _)| t.len()).sum::<usize>();
-        truncated += inputs.iter().filter(|(_, cut)| *cut).count();
-        let lls = loglikelihoods(model, skip, &item.requests, &inputs)?;
-        scores.push(judge(item, lls));
-        progress.advance(1);
+    let mut truncated = 0;
+    let mut jobs = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        for (c, r) in item.requests.iter().enumerate() {
+            let (input, cut) = input(r, opts.max_len);
+            truncated += usize::from(cut);
+            jobs.push(Job {
+                item: i,
+                choice: c,
+                input,
+                continuation: &r.continuation,
+            });
+        }
+    }
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.input.len()));
+    let forwarded = jobs.iter().map(|j| j.input.len()).sum();
+    let mut lls: Vec<Vec<f64>> = items.iter().map(|i| vec![0.0; i.requests.len()]).collect();
+    progress.start("tasks", jobs.len() as u64);
+    for batch in jobs.chunks(opts.batch) {
+        for (job, ll) in batch.iter().zip(run_batch(model, skip, batch)?) {
+            lls[job.item][job.choice] = ll;
+        }
+        progress.advance(batch.len() as u64);
     }
     progress.finish();
+    let scores: Vec<ItemScore> = items.iter().zip(lls).map(|(i, l)| judge(i, l)).collect();
     let n = scores.len();
     let acc = mean(scores.iter().map(|s| s.pred == s.gold));
     let acc_norm = mean(scores.iter().map(|s| s.pred_norm == s.gold));
@@ -199,7 +245,7 @@ pub fn score_encoded(
         acc_stderr: stderr(acc, n),
         acc_norm,
         acc_norm_stderr: stderr(acc_norm, n),
-        max_len,
+        max_len: opts.max_len,
         truncated,
         tokens_forwarded: forwarded,
         seconds: started.elapsed().as_secs_f64(),
@@ -233,52 +279,50 @@ fn check_item(item: &EncodedItem, max_len: usize) -> Result<()> {
     Ok(())
 }
 
-/// Runs one question's requests, batching those whose inputs have equal length.
-fn loglikelihoods(
-    model: &Model,
-    skip: &[usize],
-    requests: &[Request],
-    inputs: &[(Vec<u32>, bool)],
-) -> Result<Vec<f64>> {
-    let mut out = vec![0.0; requests.len()];
-    let mut done = vec![false; requests.len()];
-    for first in 0..requests.len() {
-        if done[first] {
-            continue;
+/// Runs one batch of requests (right-padded to the longest) and returns each one's summed
+/// continuation log-likelihood.
+fn run_batch(model: &Model, skip: &[usize], batch: &[Job<'_>]) -> Result<Vec<f64>> {
+    let len = batch.iter().map(|j| j.input.len()).max().unwrap_or(0);
+    let padded: Vec<Vec<u32>> = batch
+        .iter()
+        .map(|j| {
+            let mut row = j.input.clone();
+            row.resize(len, 0);
+            row
+        })
+        .collect();
+    let rows: Vec<&[u32]> = padded.iter().map(Vec::as_slice).collect();
+    let ids = model.tokens(&rows)?;
+    let hidden = model.forward_hidden(&ids, skip, None, &mut |_| Ok(()))?;
+    let flat = hidden.reshape((batch.len() * len, hidden.dim(2)?))?;
+    let mut picks = Vec::new();
+    let mut targets = Vec::new();
+    for (b, job) in batch.iter().enumerate() {
+        let (n, c) = (job.input.len(), job.continuation.len());
+        for (k, &t) in job.continuation.iter().enumerate() {
+            picks.push((b * len + n - c + k) as u32);
+            targets.push(t as usize);
         }
-        let len = inputs[first].0.len();
-        let group: Vec<usize> = (first..requests.len())
-            .filter(|&j| !done[j] && inputs[j].0.len() == len)
-            .collect();
-        let rows: Vec<&[u32]> = group.iter().map(|&j| inputs[j].0.as_slice()).collect();
-        let ids = model.tokens(&rows)?;
-        let hidden = model.forward_hidden(&ids, skip, None, &mut |_| Ok(()))?;
-        let h = hidden.dim(2)?;
-        let flat = hidden.reshape((group.len() * len, h))?;
-        let mut picks = Vec::new();
-        let mut targets = Vec::new();
-        for (b, &j) in group.iter().enumerate() {
-            let cont = &requests[j].continuation;
-            for (k, &t) in cont.iter().enumerate() {
-                picks.push((b * len + len - cont.len() + k) as u32);
-                targets.push(t as usize);
-            }
+    }
+    let vocab = model.vocab_size();
+    let block = (LOGIT_BLOCK_ELEMS / vocab).max(1);
+    let mut logprobs = Vec::with_capacity(picks.len());
+    for (rows, tgts) in picks.chunks(block).zip(targets.chunks(block)) {
+        let index = Tensor::from_vec(rows.to_vec(), rows.len(), &Device::Cpu)?;
+        let logits: Vec<f32> = model
+            .logits(&flat.index_select(&index, 0)?)?
+            .flatten_all()?
+            .to_vec1()?;
+        for (r, &t) in logits.chunks(vocab).zip(tgts) {
+            logprobs.push(r[t] as f64 - log_sum_exp(r).0);
         }
-        let index = Tensor::from_vec(picks.clone(), picks.len(), &Device::Cpu)?;
-        let logits = model.logits(&flat.index_select(&index, 0)?)?;
-        let vocab = model.vocab_size();
-        let logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
-        let mut row = 0;
-        for &j in &group {
-            let mut sum = 0.0;
-            for _ in 0..requests[j].continuation.len() {
-                let r = &logits[row * vocab..(row + 1) * vocab];
-                sum += r[targets[row]] as f64 - log_sum_exp(r).0;
-                row += 1;
-            }
-            out[j] = sum;
-            done[j] = true;
-        }
+    }
+    let mut out = Vec::with_capacity(batch.len());
+    let mut at = 0;
+    for job in batch {
+        let c = job.continuation.len();
+        out.push(logprobs[at..at + c].iter().sum());
+        at += c;
     }
     Ok(out)
 }

@@ -8,7 +8,9 @@ pub mod perplexity;
 pub mod tasks;
 pub mod windows;
 
-pub use choice::{score_encoded, score_tasks, EncodedItem, ItemScore, Request, TaskReport};
+pub use choice::{
+    encode_item, score_encoded, score_tasks, EncodedItem, ItemScore, Request, TaskOpts, TaskReport,
+};
 pub use perplexity::{evaluate, Divergence, EvalReport, Run};
 pub use tasks::{read_tasks, TaskItem};
 pub use windows::{plan, Convention, Window};

@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 use std::time::Instant;
 
 /// Logit elements computed at once (rows × vocabulary), about 128 MiB of f32.
-const LOGIT_BLOCK_ELEMS: usize = 32 << 20;
+pub(super) const LOGIT_BLOCK_ELEMS: usize = 32 << 20;
 
 /// One model to run: weights plus the layers it skips.
 #[derive(Clone, Copy)]
