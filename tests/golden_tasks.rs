@@ -129,3 +129,16 @@ fn score_tasks_from_text_matches_transformers() {
     );
     assert_eq!(got.items[0].id, "lamp");
 }
+
+#[test]
+fn empty_and_whitespace_contexts_start_from_bos() {
+    use depthprune::eval::choice::encode_pair;
+    let tok = HfTokenizer::open(&golden().join("llama")).unwrap();
+    let bos = tok.bos_id().unwrap();
+    let r = encode_pair(&tok, "", " the bell").unwrap();
+    assert_eq!(r.context, vec![bos]);
+    assert_eq!(r.continuation, tok.encode(" the bell", false).unwrap());
+    let r = encode_pair(&tok, " \n", " the bell").unwrap();
+    assert_eq!(r.context, vec![bos]);
+    assert_eq!(r.continuation, tok.encode(" \n the bell", false).unwrap());
+}

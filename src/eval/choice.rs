@@ -4,8 +4,8 @@
 //! Each choice becomes a request: context `item.context`, continuation `" " + choice`. Tokens
 //! come as lm-eval's `_encode_pair` makes them: whitespace at the end of the context moves to the
 //! front of the continuation, `context + continuation` is encoded whole (no special tokens) and
-//! the continuation tokens are those after the context's own token count. An empty context is
-//! one token, BOS (else EOS). The model sees `(context + continuation)` cut from the left to its
+//! the continuation tokens are those after the context's own token count. An empty context (or
+//! one of whitespace alone) is one token, BOS (else EOS). The model sees `(context + continuation)` cut from the left to its
 //! last `max_len + 1` tokens, less the last one, in one forward; a choice's score is the sum of
 //! the log-probabilities of its continuation tokens. `acc` takes the argmax of the sums, `acc_norm`
 //! of the sums divided by the choice's length in characters (lm-eval's `completion_len`: the
@@ -86,7 +86,10 @@ pub fn max_len(model: &Model) -> usize {
 
 /// Splits a context and a continuation into tokens as lm-eval's `_encode_pair` does.
 pub fn encode_pair(tok: &HfTokenizer, context: &str, continuation: &str) -> Result<Request> {
-    if context.is_empty() {
+    let trimmed = context.trim_end();
+    if trimmed.is_empty() {
+        // lm-eval's empty context; a context of whitespace alone moves into the continuation.
+        let continuation = format!("{context}{continuation}");
         let prefix = tok
             .bos_id()
             .or_else(|| tok.eos_ids().first().copied())
@@ -98,10 +101,9 @@ pub fn encode_pair(tok: &HfTokenizer, context: &str, continuation: &str) -> Resu
             })?;
         return Ok(Request {
             context: vec![prefix],
-            continuation: tok.encode(continuation, false)?,
+            continuation: tok.encode(&continuation, false)?,
         });
     }
-    let trimmed = context.trim_end();
     let (context, continuation) = if trimmed.len() < context.len() {
         (
             trimmed,
