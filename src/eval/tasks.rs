@@ -404,6 +404,52 @@ mod tests {
         assert_eq!(parse_tasks(text, Some(1)).unwrap().len(), 1);
     }
 
+    fn value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let text = "[a-zA-Z \\[\\]\n]{0,12}";
+        let leaf = prop_oneof![
+            text.prop_map(Value::from),
+            (-3i64..6).prop_map(Value::from),
+            any::<bool>().prop_map(Value::from),
+            Just(Value::Null),
+            proptest::collection::vec(text, 0..4).prop_map(Value::from),
+        ];
+        leaf.prop_recursive(2, 12, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::vec(
+                    (
+                        proptest::sample::select(vec!["text", "label", "stem"]),
+                        inner
+                    ),
+                    0..3
+                )
+                .prop_map(|kv| Value::Object(
+                    kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                )),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Any object built from the known field names parses or fails with a message; what
+        /// parses has at least two choices and a gold among them.
+        #[test]
+        fn records_never_panic_and_parsed_ones_are_valid(
+            fields in proptest::collection::vec((proptest::sample::select(vec![
+                "context", "choices", "gold", "id", "endings", "ctx", "ctx_a", "ctx_b",
+                "activity_label", "label", "goal", "sol1", "sol2", "passage", "question",
+                "answer", "answerKey",
+            ]), value()), 0..8),
+        ) {
+            let o: Map<String, Value> =
+                fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            if let Ok(t) = parse_line(&Value::Object(o).to_string(), 1) {
+                proptest::prop_assert!(t.choices.len() >= 2 && t.gold < t.choices.len());
+            }
+        }
+    }
+
     #[test]
     fn read_tasks_names_the_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
