@@ -128,7 +128,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for note in &notes {
         warn(note);
     }
-    let text_path = args.text.as_deref().unwrap_or(Path::new(""));
+    let Some(text_path) = args.text.as_deref() else {
+        anyhow::bail!("give --text FILE (perplexity) or --tasks FILE.jsonl (multiple choice)");
+    };
     let text = eval::read_text(text_path)?;
     let tokens = eval::tokenize(&tok, &text, args.max_tokens)?;
     let windows = eval::plan(tokens.len(), conv)
