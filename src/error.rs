@@ -19,6 +19,13 @@ pub enum Error {
     /// A `config.json` that is missing a field, has a wrong type, or contradicts the tensors.
     #[error("`{}`: {msg}", path.display())]
     Config { path: PathBuf, msg: String },
+    /// A task file (JSONL) whose record on `line` (1-based) cannot be used.
+    #[error("`{}` line {line}: {msg}", path.display())]
+    Task {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
     /// A layer SPEC that cannot be parsed or resolved.
     #[error("layer spec `{spec}`: {msg}")]
     Spec { spec: String, msg: String },

@@ -1,5 +1,6 @@
 //! `depthprune eval`: perplexity of a model (optionally with layers skipped) on a text file, and
-//! its divergence from a reference.
+//! its divergence from a reference; or, with `--tasks`, zero-shot multiple-choice accuracy
+//! (`eval_tasks.rs`).
 
 use super::output::{print, print_json, warn, Bar};
 use depthprune::eval::{self, Convention, EvalReport, Run};
@@ -17,13 +18,38 @@ use std::path::{Path, PathBuf};
     Without --stride, the tokens are cut into non-overlapping windows of --ctx tokens (a shorter tail\n\
     is dropped) and every position but each window's first is scored. With --stride S, windows of\n\
     --ctx tokens start every S tokens and each scores only the tokens no earlier window scored\n\
-    (transformers' perplexity guide): with S < N, every token but the first is scored once.")]
+    (transformers' perplexity guide): with S < N, every token but the first is scored once.\n\n\
+    With --tasks FILE.jsonl, each line is a multiple-choice question scored zero-shot by\n\
+    log-likelihood as lm-evaluation-harness does: {\"context\": str, \"choices\": [str], \"gold\": int}\n\
+    (optional \"id\"), or a HellaSwag, PIQA, ARC or BoolQ record as exported on the Hub:\n  \
+    HellaSwag  ctx_a + ctx_b (or ctx), endings, label; cleaned as lm-eval's hellaswag task\n  \
+    PIQA       \"Question: {goal}\\nAnswer:\" with sol1, sol2, label\n  \
+    ARC        \"Question: {question}\\nAnswer:\" with choices.text; gold = answerKey's label\n  \
+    BoolQ      \"{passage}\\nQuestion: {question}?\\nAnswer:\" with [\"no\", \"yes\"]; gold = answer\n\
+    Each choice is scored as the continuation \" \" + choice: the sum of its tokens' log-probabilities\n\
+    (inputs cut from the left to the model's max_position_embeddings). acc takes the best sum,\n\
+    acc_norm the best sum per character of the choice; stderr is sqrt(p(1-p)/(n-1)).\n\n  \
+    depthprune eval ./Qwen3-4B --tasks hellaswag.jsonl --skip 20..28 --limit 500 --json")]
 pub struct Args {
     /// The model: an HF folder (config.json, tokenizer.json, safetensors) or a `.gguf` file.
     pub model: PathBuf,
     /// The text to score (UTF-8), tokenized as one stream.
-    #[arg(long, value_name = "FILE")]
-    pub text: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "tasks",
+        conflicts_with = "tasks"
+    )]
+    pub text: Option<PathBuf>,
+    /// Score multiple-choice questions (JSON Lines, see below) instead of perplexity.
+    #[arg(long, value_name = "FILE.jsonl", conflicts_with_all = ["stride", "max_tokens", "reference"])]
+    pub tasks: Option<PathBuf>,
+    /// With --tasks: score only the first N questions.
+    #[arg(long, value_name = "N", requires = "tasks")]
+    pub limit: Option<usize>,
+    /// With --tasks and --json: also list each question's log-likelihoods and predictions.
+    #[arg(long, requires = "tasks")]
+    pub per_item: bool,
     /// Tokens per window.
     #[arg(long, default_value_t = 512, value_name = "N")]
     pub ctx: usize,
@@ -40,12 +66,20 @@ pub struct Args {
     /// dense MODEL itself, with --skip on the evaluated side).
     #[arg(long, value_name = "DENSE")]
     pub reference: Option<PathBuf>,
-    /// Windows per forward pass.
+    /// Windows (with --tasks: question × choice requests) per forward pass.
     #[arg(long, default_value_t = 4, value_name = "B")]
     pub batch: usize,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The layers `--skip SPEC` names, sorted.
+pub(super) fn skip_list(spec: Option<&str>, n_layers: usize) -> anyhow::Result<Vec<usize>> {
+    Ok(match spec {
+        Some(s) => Removal::drop(&LayerSpec::parse(s)?, n_layers)?.removed(),
+        None => Vec::new(),
+    })
 }
 
 fn same_path(a: &Path, b: &Path) -> bool {
@@ -56,16 +90,16 @@ fn same_path(a: &Path, b: &Path) -> bool {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(file) = &args.tasks {
+        return super::eval_tasks::run(&args, file);
+    }
     let conv = Convention::new(args.ctx, args.stride)?;
     if args.batch == 0 {
         anyhow::bail!("--batch must be at least 1");
     }
     let (cfg, source) = open_checkpoint(&args.model)?;
     let n_layers = cfg.n_layers();
-    let skip = match &args.skip {
-        Some(s) => Removal::drop(&LayerSpec::parse(s)?, n_layers)?.removed(),
-        None => Vec::new(),
-    };
+    let skip = skip_list(args.skip.as_deref(), n_layers)?;
     let self_reference = args
         .reference
         .as_deref()
@@ -94,10 +128,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for note in &notes {
         warn(note);
     }
-    let text = eval::read_text(&args.text)?;
+    let Some(text_path) = args.text.as_deref() else {
+        anyhow::bail!("give --text FILE (perplexity) or --tasks FILE.jsonl (multiple choice)");
+    };
+    let text = eval::read_text(text_path)?;
     let tokens = eval::tokenize(&tok, &text, args.max_tokens)?;
     let windows = eval::plan(tokens.len(), conv)
-        .map_err(|e| anyhow::anyhow!("`{}`: {e}", args.text.display()))?;
+        .map_err(|e| anyhow::anyhow!("`{}`: {e}", text_path.display()))?;
     let bar = Bar::items();
     let report = eval::evaluate(
         Run {
@@ -120,7 +157,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .as_ref()
             .map(|p| p.display().to_string())
             .into();
-        v["text"] = args.text.display().to_string().into();
+        v["text"] = text_path.display().to_string().into();
         print_json(&v)
     } else {
         print(&table(&args, &skip, n_layers, &report))

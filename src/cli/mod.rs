@@ -39,7 +39,8 @@ pub enum Command {
     Synth(synth::Args),
     /// Re-hash a pruned checkpoint and check every tensor (against its source, if given).
     Verify(verify::Args),
-    /// Perplexity on a text file (optionally with layers skipped), and divergence from a reference.
+    /// Perplexity on a text file and divergence from a reference, or zero-shot multiple-choice
+    /// accuracy on a task file (--tasks); optionally with layers skipped.
     Eval(eval::Args),
     /// Layer importance on calibration text (angular, bi, minitron, ppl, greedy, last).
     Score(score::Args),
@@ -57,6 +58,7 @@ pub enum Command {
 
 mod convert;
 mod eval;
+mod eval_tasks;
 mod generate;
 mod heal;
 mod inspect;

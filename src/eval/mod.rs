@@ -1,11 +1,18 @@
 //! Evaluation: perplexity over a text file under the literature's window conventions
 //! ([`windows`]), streamed in small batches, with the divergence from a reference model
-//! ([`perplexity`]).
+//! ([`perplexity`]); zero-shot multiple-choice accuracy by log-likelihood on task files
+//! ([`tasks`] reads them, [`choice`] scores them).
 
+pub mod choice;
 pub mod perplexity;
+pub mod tasks;
 pub mod windows;
 
+pub use choice::{
+    encode_item, score_encoded, score_tasks, EncodedItem, ItemScore, Request, TaskOpts, TaskReport,
+};
 pub use perplexity::{evaluate, score_hidden, Divergence, EvalReport, Run, Totals};
+pub use tasks::{read_tasks, TaskItem};
 pub use windows::{plan, Convention, Window};
 
 use crate::error::{Error, IoContext, Result};

@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 use std::time::Instant;
 
 /// Logit elements computed at once (rows × vocabulary), about 128 MiB of f32.
-const LOGIT_BLOCK_ELEMS: usize = 32 << 20;
+pub(super) const LOGIT_BLOCK_ELEMS: usize = 32 << 20;
 
 /// One model to run: weights plus the layers it skips.
 #[derive(Clone, Copy)]
@@ -90,7 +90,7 @@ impl Totals {
 type Sums = Totals;
 
 /// The log of the softmax denominator of one row, and the row's argmax (the first, on ties).
-fn log_sum_exp(row: &[f32]) -> (f64, usize) {
+pub(super) fn log_sum_exp(row: &[f32]) -> (f64, usize) {
     let mut best = 0;
     for (i, &v) in row.iter().enumerate() {
         if v > row[best] {
