@@ -5,6 +5,7 @@
 
 pub mod choice;
 pub mod perplexity;
+pub mod reference;
 pub mod tasks;
 pub mod windows;
 
@@ -12,6 +13,7 @@ pub use choice::{
     encode_item, score_encoded, score_tasks, EncodedItem, ItemScore, Request, TaskOpts, TaskReport,
 };
 pub use perplexity::{evaluate, score_hidden, Divergence, EvalReport, Run, Totals};
+pub use reference::ReferenceLogProbs;
 pub use tasks::{read_tasks, TaskItem};
 pub use windows::{plan, Convention, Window};
 

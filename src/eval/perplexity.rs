@@ -90,7 +90,7 @@ impl Totals {
 type Sums = Totals;
 
 /// The log of the softmax denominator of one row, and the row's argmax (the first, on ties).
-pub(super) fn log_sum_exp(row: &[f32]) -> (f64, usize) {
+pub(crate) fn log_sum_exp(row: &[f32]) -> (f64, usize) {
     let mut best = 0;
     for (i, &v) in row.iter().enumerate() {
         if v > row[best] {

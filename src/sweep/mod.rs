@@ -15,7 +15,7 @@ pub use spec::{parse_counts, StrategySpec};
 
 use crate::arch::ParamCounts;
 use crate::error::Result;
-use crate::eval::{score_hidden, Totals};
+use crate::eval::{score_hidden, ReferenceLogProbs, Totals};
 use crate::heal::{self, HealOptions, Overlay};
 use crate::model::{DecoderLayer, Model, WeightSource};
 use crate::progress::{Progress, Silent};
@@ -27,6 +27,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// The largest dense log-probability table kept for the whole sweep (rows × vocabulary × 4 bytes).
+pub const REFERENCE_MAX_BYTES: u64 = 2 << 30;
 
 /// Perplexity and divergence from the dense model on the evaluation windows.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -151,6 +154,18 @@ pub fn run(
     let dense_params = counts_p.total();
     let dense_hidden = cache.dense_hidden();
     let dense = score_hidden(model, dense_hidden, None, cache.windows())?;
+    // The dense model's log-probabilities, once, when they fit; otherwise each cell recomputes
+    // the dense head alongside its own.
+    let (w, t) = (cache.windows().len(), cache.windows()[0].len());
+    let reference = (ReferenceLogProbs::bytes(w, t, model.vocab_size()) <= REFERENCE_MAX_BYTES)
+        .then(|| ReferenceLogProbs::new(model, dense_hidden, cache.windows()))
+        .transpose()?;
+    let compare = |hidden: &candle_core::Tensor| -> Result<Measured> {
+        Ok(Measured::from(match &reference {
+            Some(r) => r.compare(model, hidden)?,
+            None => score_hidden(model, hidden, Some(dense_hidden), cache.windows())?,
+        }))
+    };
     let dense_measured = Measured {
         perplexity: dense.perplexity(),
         mean_kl: 0.0,
@@ -182,13 +197,7 @@ pub fn run(
             } else if let Some(m) = measured.get(&removed) {
                 *m
             } else {
-                let hidden = cache.run(model, &removed, &BTreeMap::new())?;
-                let m = Measured::from(score_hidden(
-                    model,
-                    &hidden,
-                    Some(dense_hidden),
-                    cache.windows(),
-                )?);
+                let m = compare(&cache.run(model, &removed, &BTreeMap::new())?)?;
                 measured.insert(removed.clone(), m);
                 m
             };
@@ -199,8 +208,9 @@ pub fn run(
                     Some(match healed.get(&removed) {
                         Some(h) => h.clone(),
                         None => {
-                            let h =
-                                heal_and_measure(model, model_path, cache, &removed, calib, opts)?;
+                            let h = heal_and_measure(
+                                model, model_path, cache, &removed, calib, opts, &compare,
+                            )?;
                             healed.insert(removed.clone(), h.clone());
                             h
                         }
@@ -274,6 +284,7 @@ fn heal_and_measure(
     removed: &[usize],
     calib: &[u32],
     opts: &HealOptions,
+    compare: &dyn Fn(&candle_core::Tensor) -> Result<Measured>,
 ) -> Result<(Measured, Vec<f64>)> {
     let healing = heal::heal(model_path, removed, calib, opts, &Silent)?;
     let overlay: Arc<dyn WeightSource> =
@@ -285,13 +296,7 @@ fn heal_and_measure(
             DecoderLayer::load(overlay.as_ref(), model.config(), b.fold_layer)?,
         );
     }
-    let hidden = cache.run(model, removed, &replaced)?;
-    let m = Measured::from(score_hidden(
-        model,
-        &hidden,
-        Some(cache.dense_hidden()),
-        cache.windows(),
-    )?);
+    let m = compare(&cache.run(model, removed, &replaced)?)?;
     Ok((
         m,
         healing.blocks.iter().map(|b| b.relative_residual).collect(),
