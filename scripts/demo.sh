@@ -15,6 +15,7 @@ TEXT="$(python3 scripts/demo-text.py "$OUT/text")"
 # Evaluation: 4 windows of 512 tokens from token 0. Calibration: 8 windows of 256 tokens from
 # token 32768, disjoint from evaluation (sweep refuses overlapping slices of one file).
 CALIB=(--calib "$TEXT" --calib-offset 32768 --ctx 256 --samples 8)
+HEAL=(--heal lstsq --heal-samples 2048)
 START=$SECONDS
 
 echo "== sweep: angular, bi, ppl, last; 0 to 12 layers removed"
@@ -24,7 +25,7 @@ echo "== sweep: angular, bi, ppl, last; 0 to 12 layers removed"
 DROP="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["best"]["8"]["drop"])' "$OUT/study/sweep.json")"
 echo "== prune + heal the best 8-layer choice: --drop $DROP"
 "$BIN" convert "$MODEL" --to hf --dtype f32 --out "$OUT/SmolLM2-135M-Instruct" --force
-"$BIN" prune "$OUT/SmolLM2-135M-Instruct" --drop "$DROP" "${CALIB[@]}" --heal lstsq \
+"$BIN" prune "$OUT/SmolLM2-135M-Instruct" --drop "$DROP" "${CALIB[@]}" "${HEAL[@]}" \
   --out "$OUT/SmolLM2-135M-Instruct-22L-healed" --force
 "$BIN" prune "$OUT/SmolLM2-135M-Instruct" --drop "$DROP" \
   --out "$OUT/SmolLM2-135M-Instruct-22L" --force

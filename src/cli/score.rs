@@ -242,11 +242,23 @@ pub fn plot(dir: &Path, s: &LayerScores) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("`{}`: cannot create", dir.display()))?;
     let m = s.metric.name();
     let first: Vec<usize> = s.removal_order().into_iter().take(s.n_layers / 4).collect();
+    // Perplexities span orders of magnitude (removing layer 0 often multiplies it by 1000), so
+    // the ppl bars show the rise in mean NLL, ln(ppl without the layer / dense ppl), in nats.
+    let (values, y_label) = match (s.metric, s.baseline_ppl) {
+        (depthprune::score::Metric::Ppl, Some(base)) => (
+            s.importance.iter().map(|p| (p / base).ln()).collect(),
+            "rise in calibration NLL without the layer, nats".to_string(),
+        ),
+        _ => (
+            s.importance.clone(),
+            format!("{m} score (higher = more important)"),
+        ),
+    };
     layer_bars(
         &dir.join(format!("{m}_scores")),
         &format!("{m} per layer (red: the first quarter removed)"),
-        &format!("{m} score (higher = more important)"),
-        &s.importance,
+        &y_label,
+        &values,
         &first,
     )?;
     if let Some(d) = &s.angular {

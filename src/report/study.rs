@@ -114,7 +114,7 @@ pub fn results_table(s: &Sweep) -> String {
 
 /// The evaluation section for a model card: the setting and the best choice at each count.
 pub fn evaluation_section(s: &Sweep, checkpoints: &[Checkpoint]) -> String {
-    let mut t = String::from("## Evaluation\n\n");
+    let mut t = String::new();
     let _ = writeln!(
         t,
         "Measured by `depthprune sweep` on `{}`: {} windows of {} tokens from token {} ({} scored tokens). \
