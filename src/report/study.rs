@@ -196,6 +196,11 @@ pub fn render(s: &Sweep, parts: &ReportParts<'_>) -> String {
         t.push_str("\n\n");
     }
     t.push_str("## Summary\n\n");
+    t.push_str(
+        "\"Best\" is the lowest perplexity on the evaluation text at each count, so the choice is \
+         made on the same text that measures it; for an unbiased figure, measure the chosen \
+         removal on further held-out text.\n\n",
+    );
     if let Some(r) = parts.chosen {
         let m = r.healed.unwrap_or(r.measured);
         let _ = writeln!(
