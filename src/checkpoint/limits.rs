@@ -18,6 +18,8 @@
 //! | GGUF tensor dimensions | — | [`MAX_DIMS`] |
 //! | GGUF tensor data | inside the file, no overlap | — (never read whole) |
 //! | safetensors header | the file's length | [`MAX_HEADER_BYTES`], parsed into compact types |
+//! | safetensors shape, `data_offsets` | — | [`MAX_SHAPE_DIMS`] entries |
+//! | safetensors `__metadata__` | — | [`MAX_METADATA_ENTRIES`] entries |
 //! | `config.json`, index, tokenizer config | — | [`MAX_JSON_BYTES`] |
 //! | `tokenizer.json` | — | [`MAX_TOKENIZER_BYTES`] |
 //! | GGUF vocabulary → tokenizer | — | [`MAX_VOCAB_TOKENS`] tokens, [`MAX_MERGES`] merges |
@@ -33,7 +35,7 @@ use std::path::Path;
 pub use super::gguf::{
     MAX_ARRAY_DEPTH, MAX_ARRAY_LEN, MAX_DIMS, MAX_KEYS, MAX_NAME_LEN, MAX_STRING_LEN, MAX_TENSORS,
 };
-pub use super::safetensors::MAX_HEADER_BYTES;
+pub use super::safetensors::{MAX_HEADER_BYTES, MAX_METADATA_ENTRIES, MAX_SHAPE_DIMS};
 
 /// Peak heap bytes per byte of file while reading a GGUF or safetensors header.
 pub const HEADER_ALLOC_FACTOR: u64 = 16;
