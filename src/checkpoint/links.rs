@@ -60,7 +60,9 @@ fn files_read(dir: &Path) -> Vec<PathBuf> {
         }
     }
     // Shards named by the index; a bad index is reported when it is parsed, not here.
-    if let Ok(text) = std::fs::read_to_string(dir.join(INDEX_FILE)) {
+    if let Ok(text) =
+        super::limits::read_text_capped(&dir.join(INDEX_FILE), super::limits::MAX_JSON_BYTES)
+    {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
             if let Some(map) = v.get("weight_map").and_then(|m| m.as_object()) {
                 names.extend(map.values().filter_map(|f| f.as_str()).map(String::from));
