@@ -1,12 +1,13 @@
-//! Crash safety: a prune killed with SIGKILL at any point leaves nothing at the target path (only a
-//! clearly named temporary, removed by the next run), and a full disk gives a clear error and no
-//! output.
+//! Crash safety: a prune or convert killed with SIGKILL at any point leaves nothing at the target
+//! path (only a clearly named temporary, removed by the next run), and a full disk gives a clear
+//! error and no output.
 
 mod common;
 
 use common::*;
 use depthprune::checkpoint::safetensors::Dtype;
 use serde_json::json;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -24,38 +25,43 @@ fn temporaries(dir: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn sigkill_at_any_point_leaves_no_output() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    make_checkpoint(&src, &medium_config(), Dtype::F32, 8_000_000);
-    let out = tmp.path().join("out");
-    let args = |o: &std::path::Path| {
-        vec![
-            "prune".to_string(),
-            src.display().to_string(),
-            "--drop".into(),
-            "2..5".into(),
-            "--out".into(),
-            o.display().to_string(),
-            "--max-shard-size".into(),
-            "8MB".into(),
-        ]
+/// Runs `args(out)` to completion once to time it, then `kills` times killed with SIGKILL at
+/// spread-out points. After each kill nothing may be at `out` and the only temporary is
+/// `.NAME.depthprune-tmp`; a run that finished first must pass `check_whole`. The next run must
+/// succeed and remove the temporary. Returns how many runs were killed mid-way.
+fn kill_at_points(
+    dir: &Path,
+    out: &Path,
+    kills: u32,
+    args: impl Fn(&Path) -> Vec<String>,
+    check_whole: impl Fn(&Path),
+) -> u32 {
+    let remove = |p: &Path| {
+        if p.is_dir() {
+            std::fs::remove_dir_all(p).unwrap()
+        } else {
+            std::fs::remove_file(p).unwrap()
+        }
     };
-    // How long an undisturbed run takes.
+    let probe = dir.join(format!(
+        "probe-{}",
+        out.file_name().unwrap().to_string_lossy()
+    ));
     let t0 = Instant::now();
-    let o = Command::new(bin())
-        .args(args(&tmp.path().join("probe")))
-        .output()
-        .unwrap();
+    let o = Command::new(bin()).args(args(&probe)).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let full = t0.elapsed();
+    remove(&probe);
+    let tmp_name = format!(
+        ".{}.depthprune-tmp",
+        out.file_name().unwrap().to_string_lossy()
+    );
 
     let mut killed = 0;
-    for k in 0..8u32 {
-        let delay = full.mul_f64(f64::from(k) / 8.0 + 0.02);
+    for k in 0..kills {
+        let delay = full.mul_f64(f64::from(k) / f64::from(kills) + 0.02);
         let mut child = Command::new(bin())
-            .args(args(&out))
+            .args(args(out))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -68,40 +74,111 @@ fn sigkill_at_any_point_leaves_no_output() {
         }
         let status = child.wait().unwrap();
         if finished || status.success() {
-            // It completed before the kill: the output must be whole.
-            let v = run(&[
-                "verify",
-                out.to_str().unwrap(),
-                "--source",
-                src.to_str().unwrap(),
-            ]);
-            assert!(
-                v.status.success(),
-                "completed output must verify: {}",
-                stdout(&v)
-            );
-            std::fs::remove_dir_all(&out).unwrap();
+            check_whole(out);
+            remove(out);
         } else {
             assert!(
                 !out.exists(),
                 "kill {k} after {delay:?} left an output at the target path"
             );
-            for t in temporaries(tmp.path()) {
-                assert_eq!(t, ".out.depthprune-tmp", "unexpected temporary");
+            for t in temporaries(dir) {
+                assert_eq!(t, tmp_name, "unexpected temporary");
             }
         }
         // The next run cleans the temporary up and succeeds.
-        let o = Command::new(bin()).args(args(&out)).output().unwrap();
+        let o = Command::new(bin()).args(args(out)).output().unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(
-            temporaries(tmp.path()).is_empty(),
+            temporaries(dir).is_empty(),
             "temporary left after a successful run"
         );
-        std::fs::remove_dir_all(&out).unwrap();
+        remove(out);
     }
+    killed
+}
+
+#[test]
+fn sigkill_at_any_point_leaves_no_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_checkpoint(&src, &medium_config(), Dtype::F32, 8_000_000);
+    let out = tmp.path().join("out");
+    let args = |o: &Path| {
+        vec![
+            "prune".to_string(),
+            src.display().to_string(),
+            "--drop".into(),
+            "2..5".into(),
+            "--out".into(),
+            o.display().to_string(),
+            "--max-shard-size".into(),
+            "8MB".into(),
+        ]
+    };
+    let killed = kill_at_points(tmp.path(), &out, 8, args, |o| {
+        let v = run(&[
+            "verify",
+            o.to_str().unwrap(),
+            "--source",
+            src.to_str().unwrap(),
+        ]);
+        assert!(
+            v.status.success(),
+            "completed output must verify: {}",
+            stdout(&v)
+        );
+    });
     assert!(
         killed >= 4,
         "only {killed} runs were killed mid-way; the model is too small to test this"
+    );
+}
+
+#[test]
+fn sigkill_during_convert_leaves_no_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_checkpoint(&src, &medium_config(), Dtype::F32, 5_000_000_000);
+    let gguf = tmp.path().join("model.gguf");
+    let to_gguf = |o: &Path| {
+        ["convert", src.to_str().unwrap(), "--to", "gguf", "--out"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([o.display().to_string()])
+            .collect::<Vec<_>>()
+    };
+    let whole_gguf = |o: &Path| {
+        let v = run(&["inspect", o.to_str().unwrap()]);
+        assert!(
+            v.status.success(),
+            "completed output must read: {}",
+            stderr(&v)
+        );
+    };
+    let killed = kill_at_points(tmp.path(), &gguf, 3, to_gguf, whole_gguf);
+    // A whole GGUF file to convert back.
+    let o = Command::new(bin()).args(to_gguf(&gguf)).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let hf = tmp.path().join("hf");
+    let to_hf = |o: &Path| {
+        ["convert", gguf.to_str().unwrap(), "--to", "hf", "--out"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([o.display().to_string()])
+            .collect::<Vec<_>>()
+    };
+    let whole_hf = |o: &Path| {
+        let v = run(&["inspect", o.to_str().unwrap()]);
+        assert!(
+            v.status.success(),
+            "completed output must read: {}",
+            stderr(&v)
+        );
+    };
+    let killed = killed + kill_at_points(tmp.path(), &hf, 3, to_hf, whole_hf);
+    assert!(
+        killed >= 3,
+        "only {killed} of 6 convert runs were killed mid-way; the model is too small to test this"
     );
 }
 

@@ -71,7 +71,10 @@ fn get_bool(obj: &Map<String, Value>, key: &str) -> Option<bool> {
 impl ArchConfig {
     /// Reads and parses a `config.json` file.
     pub fn from_file(path: &Path) -> Result<(Self, Value)> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::checkpoint::limits::read_text_capped(
+            path,
+            crate::checkpoint::limits::MAX_JSON_BYTES,
+        )?;
         let value: Value = serde_json::from_str(&text)
             .map_err(|e| Error::config(path, format!("not valid JSON: {e}")))?;
         let cfg = Self::from_value(&value).map_err(|msg| Error::config(path, msg))?;

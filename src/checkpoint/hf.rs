@@ -5,7 +5,7 @@
 use super::safetensors::{Dtype, SafetensorsFile, TensorInfo};
 use crate::arch::naming::{component_of, hf_layer, Component};
 use crate::arch::{ArchConfig, ParamCounts};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -55,6 +55,9 @@ pub fn config_path_of(model: &Path) -> PathBuf {
 
 /// Reads a config (folder or file) without looking at weights.
 pub fn read_config(model: &Path) -> Result<(ArchConfig, Value, PathBuf)> {
+    if model.is_dir() {
+        super::links::check_folder(model)?;
+    }
     let path = config_path_of(model);
     if !path.exists() {
         return Err(Error::Invalid(format!(
@@ -80,6 +83,7 @@ impl HfCheckpoint {
                 dir.display()
             )));
         }
+        super::links::check_folder(dir)?;
         let (arch, config, config_path) = read_config(dir)?;
         let (shards, index) = if dir.join(INDEX_FILE).is_file() {
             let (shards, index) = open_sharded(dir)?;
@@ -225,7 +229,7 @@ pub fn read_index(dir: &Path) -> Result<Option<Index>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&path).at(&path)?;
+    let text = super::limits::read_text_capped(&path, super::limits::MAX_JSON_BYTES)?;
     parse_index(&path, &text).map(Some)
 }
 

@@ -11,6 +11,8 @@ pub mod gguf;
 pub mod hashing;
 pub mod hf;
 pub mod hf_prune;
+pub mod limits;
+pub mod links;
 pub mod provenance;
 pub mod safetensors;
 pub mod synth;

@@ -20,6 +20,10 @@ use std::path::{Path, PathBuf};
 
 /// The largest header accepted (the reference implementation's cap).
 pub const MAX_HEADER_BYTES: u64 = 100_000_000;
+/// The most dimensions a tensor's shape may have.
+pub const MAX_SHAPE_DIMS: usize = 16;
+/// The most entries `__metadata__` may hold (real files hold one or two).
+pub const MAX_METADATA_ENTRIES: usize = 4096;
 
 /// Element types of the safetensors format, named as in its headers.
 #[allow(non_camel_case_types)]
@@ -190,28 +194,29 @@ impl SafetensorsFile {
         if !text.trim_start().starts_with('{') {
             return Err(corrupt("safetensors header is not a JSON object".into()));
         }
-        let Entries(entries) = serde_json::from_str(text)
-            .map_err(|e| corrupt(format!("safetensors header is not valid JSON: {e}")))?;
+        let Entries(entries) = serde_json::from_str(text).map_err(|e| {
+            use serde_json::error::Category;
+            match e.classify() {
+                Category::Data => corrupt(format!("safetensors header: {e}")),
+                _ => corrupt(format!("safetensors header is not valid JSON: {e}")),
+            }
+        })?;
         let mut seen = std::collections::HashSet::with_capacity(entries.len());
         if let Some((dup, _)) = entries.iter().find(|(k, _)| !seen.insert(k.as_str())) {
             return Err(corrupt(format!("duplicate tensor name `{dup}`")));
         }
+        drop(seen);
         let mut metadata = Map::new();
         let mut tensors = Vec::with_capacity(entries.len());
-        for (name, v) in entries {
-            if name == "__metadata__" {
-                let Value::Object(m) = v else {
-                    return Err(corrupt("`__metadata__` is not an object".into()));
-                };
-                if let Some((k, _)) = m.iter().find(|(_, v)| !v.is_string()) {
-                    return Err(corrupt(format!(
-                        "`__metadata__` value `{k}` is not a string"
-                    )));
+        for (name, entry) in entries {
+            match entry {
+                Entry::Metadata(m) => {
+                    metadata = m.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
                 }
-                metadata = m;
-                continue;
+                Entry::Tensor(raw) => {
+                    tensors.push(Self::parse_tensor(path, &name, raw, data_start)?);
+                }
             }
-            tensors.push(Self::parse_tensor(path, &name, &v, data_start)?);
         }
         tensors.sort_by_key(|t| t.file_offset);
         let mut expected = data_start;
@@ -252,42 +257,32 @@ impl SafetensorsFile {
         })
     }
 
-    fn parse_tensor(path: &Path, name: &str, v: &Value, data_start: u64) -> Result<TensorInfo> {
+    fn parse_tensor(
+        path: &Path,
+        name: &str,
+        raw: RawTensor,
+        data_start: u64,
+    ) -> Result<TensorInfo> {
         let corrupt = |msg: String| Error::corrupt(path, format!("tensor `{name}`: {msg}"));
-        let obj = v
-            .as_object()
-            .ok_or_else(|| corrupt("entry is not an object".into()))?;
-        let dtype_str = obj
-            .get("dtype")
-            .and_then(Value::as_str)
-            .ok_or_else(|| corrupt("missing `dtype`".into()))?;
-        let dtype = Dtype::parse(dtype_str).ok_or_else(|| {
+        let dtype_str = raw.dtype.ok_or_else(|| corrupt("missing `dtype`".into()))?;
+        let dtype = Dtype::parse(&dtype_str).ok_or_else(|| {
             Error::Unsupported(format!(
                 "`{}`: tensor `{name}` has unsupported dtype `{dtype_str}`",
                 path.display()
             ))
         })?;
-        let shape = obj
-            .get("shape")
-            .and_then(Value::as_array)
+        let shape: Vec<u64> = raw
+            .shape
             .ok_or_else(|| corrupt("missing `shape`".into()))?
-            .iter()
-            .map(|d| {
-                d.as_u64().ok_or_else(|| {
-                    corrupt(format!("shape entry {d} is not a non-negative integer"))
-                })
-            })
-            .collect::<Result<Vec<u64>>>()?;
-        let offsets = obj
-            .get("data_offsets")
-            .and_then(Value::as_array)
+            .0
+            .into_iter()
+            .map(|d| d.0)
+            .collect();
+        let offsets = raw
+            .data_offsets
             .filter(|a| a.len() == 2)
             .ok_or_else(|| corrupt("`data_offsets` must be [begin, end]".into()))?;
-        let (Some(begin), Some(end)) = (offsets[0].as_u64(), offsets[1].as_u64()) else {
-            return Err(corrupt(
-                "`data_offsets` must be non-negative integers".into(),
-            ));
-        };
+        let (begin, end) = (offsets[0].0, offsets[1].0);
         if end < begin {
             return Err(corrupt(format!(
                 "`data_offsets` [{begin}, {end}] end before they begin"
@@ -324,8 +319,89 @@ impl SafetensorsFile {
     }
 }
 
-/// A JSON object's entries in file order, duplicates kept (so they can be refused).
-struct Entries(Vec<(String, Value)>);
+/// A header's entries in file order, duplicates kept (so they can be refused). Entries are read
+/// straight into compact types, never into `serde_json::Value`, so the memory a header takes is a
+/// small multiple of its bytes (see [`crate::checkpoint::limits`]).
+struct Entries(Vec<(String, Entry)>);
+
+enum Entry {
+    Tensor(RawTensor),
+    /// `__metadata__`: string keys to string values.
+    Metadata(Vec<(String, String)>),
+}
+
+/// One tensor entry as written; `parse_tensor` checks it. Unknown fields are skipped unread.
+#[derive(serde::Deserialize)]
+struct RawTensor {
+    dtype: Option<String>,
+    shape: Option<Dims>,
+    data_offsets: Option<Dims>,
+}
+
+/// A short array of [`Dim`]s: at most [`MAX_SHAPE_DIMS`], refused as soon as it holds more.
+struct Dims(Vec<Dim>);
+
+impl std::ops::Deref for Dims {
+    type Target = Vec<Dim>;
+    fn deref(&self) -> &Vec<Dim> {
+        &self.0
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Dims {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Dims;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(
+                    f,
+                    "an array of at most {MAX_SHAPE_DIMS} non-negative integers"
+                )
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut s: A,
+            ) -> std::result::Result<Dims, A::Error> {
+                let mut out = Vec::new();
+                while let Some(d) = s.next_element::<Dim>()? {
+                    if out.len() == MAX_SHAPE_DIMS {
+                        return Err(serde::de::Error::custom(format!(
+                            "more than {MAX_SHAPE_DIMS} entries in a shape or offsets"
+                        )));
+                    }
+                    out.push(d);
+                }
+                Ok(Dims(out))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// A shape entry or data offset: a non-negative integer.
+struct Dim(u64);
+
+impl<'de> serde::Deserialize<'de> for Dim {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Dim;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a non-negative integer")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Dim, E> {
+                Ok(Dim(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Dim, E> {
+                u64::try_from(v)
+                    .map(Dim)
+                    .map_err(|_| E::custom(format!("{v} is not a non-negative integer")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 impl<'de> serde::Deserialize<'de> for Entries {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
@@ -340,10 +416,46 @@ impl<'de> serde::Deserialize<'de> for Entries {
                 mut m: A,
             ) -> std::result::Result<Entries, A::Error> {
                 let mut out = Vec::new();
-                while let Some(entry) = m.next_entry::<String, Value>()? {
-                    out.push(entry);
+                while let Some(key) = m.next_key::<String>()? {
+                    let entry = if key == "__metadata__" {
+                        Entry::Metadata(m.next_value::<StringMap>()?.0)
+                    } else {
+                        Entry::Tensor(m.next_value()?)
+                    };
+                    out.push((key, entry));
                 }
                 Ok(Entries(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// `__metadata__`: an object whose values are all strings.
+struct StringMap(Vec<(String, String)>);
+
+impl<'de> serde::Deserialize<'de> for StringMap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = StringMap;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`__metadata__` as an object of strings")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> std::result::Result<StringMap, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = m.next_entry::<String, String>()? {
+                    if out.len() == MAX_METADATA_ENTRIES {
+                        return Err(serde::de::Error::custom(format!(
+                            "more than {MAX_METADATA_ENTRIES} `__metadata__` entries"
+                        )));
+                    }
+                    out.push(entry);
+                }
+                Ok(StringMap(out))
             }
         }
         d.deserialize_map(V)
@@ -458,7 +570,8 @@ mod tests {
             (vec![1, 2, 3], "shorter than the 8-byte"),
             (u64::MAX.to_le_bytes().to_vec(), "exceeds"),
             (file_with("{", 0)[..5].to_vec(), "truncated"),
-            (file_with("{\"a\":1", 0), "not valid JSON"),
+            (file_with("{\"a\":{", 0), "not valid JSON"),
+            (file_with("{\"a\":1}", 0), "expected struct"),
             (file_with("[1]", 0), "not a JSON object"),
             (
                 file_with(

@@ -52,6 +52,10 @@ pub fn read_provenance(dir: &Path) -> Result<Provenance> {
 
 /// Verifies an HF output folder.
 pub fn verify_hf(out: &Path, source: Option<&Path>) -> Result<VerifyReport> {
+    super::links::check_folder(out)?;
+    if let Some(src) = source {
+        super::links::check_folder(src)?;
+    }
     let prov = read_provenance(out)?;
     let mut report = VerifyReport { checks: Vec::new() };
 
@@ -232,4 +236,211 @@ fn take_file(files: &mut HashMap<PathBuf, File>, path: &Path) -> Result<File> {
         Some(f) => Ok(f),
         None => File::open(path).at(path),
     }
+}
+
+/// Reads `key` as an array of layer numbers.
+fn layer_list(md: &super::gguf::Metadata, key: &str) -> Option<Vec<usize>> {
+    use super::gguf::{Array, Value};
+    match md.get(key)? {
+        Value::Array(Array::U32(v)) => Some(v.iter().map(|&l| l as usize).collect()),
+        _ => None,
+    }
+}
+
+/// Verifies a GGUF file written by `depthprune prune` (the first part, if split). Reading it
+/// checks every tensor's type, shape and byte size, that its data lies inside the file, aligned,
+/// and overlapping no other; the `depthprune.*` keys must describe a consistent removal that
+/// matches the block count. With the source, every kept tensor must be byte-identical to the
+/// source tensor it was renumbered from, and every source tensor outside the removed layers must
+/// be present: a GGUF prune never changes tensor bytes (it records no healing or type change).
+pub fn verify_gguf(out: &Path, source: Option<&Path>) -> Result<VerifyReport> {
+    use super::gguf::GgufModel;
+    let mut report = VerifyReport { checks: Vec::new() };
+    let model = match GgufModel::open(out) {
+        Ok(m) => m,
+        Err(e) => {
+            report.push("file structure", false, e.to_string());
+            return Ok(report);
+        }
+    };
+    report.push(
+        "tensor headers",
+        true,
+        format!(
+            "{} tensors in {} file(s): types, shapes, sizes, bounds and alignment hold, no overlap",
+            model.tensors().len(),
+            model.parts().len()
+        ),
+    );
+    let md = model.metadata();
+    if md.get("depthprune.version").is_none() {
+        return Err(Error::corrupt(
+            out,
+            "no `depthprune.*` metadata: this file was not written by `depthprune prune`",
+        ));
+    }
+    let kept = layer_list(md, "depthprune.kept_layers");
+    let removed = layer_list(md, "depthprune.removed_layers");
+    let before = md.get("depthprune.layers_before").and_then(|v| v.as_u64());
+    let after = md.get("depthprune.layers_after").and_then(|v| v.as_u64());
+    let (Some(kept), Some(removed), Some(before), Some(after)) = (kept, removed, before, after)
+    else {
+        report.push(
+            "provenance",
+            false,
+            "`depthprune.kept_layers`, `removed_layers`, `layers_before` or `layers_after` is missing or mistyped",
+        );
+        return Ok(report);
+    };
+    let mut all: Vec<usize> = kept.iter().chain(&removed).copied().collect();
+    all.sort_unstable();
+    let partition = all.iter().copied().eq(0..before as usize)
+        && kept.windows(2).all(|w| w[0] < w[1])
+        && kept.len() as u64 == after;
+    report.push(
+        "provenance",
+        partition,
+        format!(
+            "{} kept + {} removed of {before} layers, layers_after {after}",
+            kept.len(),
+            removed.len()
+        ),
+    );
+    let blocks = model.block_count();
+    let blocks_ok = matches!(blocks, Ok(b) if b as u64 == after);
+    report.push(
+        "layer count",
+        blocks_ok,
+        match blocks {
+            Ok(b) => format!("block count {b}, depthprune.layers_after says {after}"),
+            Err(e) => e.to_string(),
+        },
+    );
+    let mut stray = Vec::new();
+    for t in model.tensors() {
+        if let Some(l) = crate::arch::naming::gguf_layer(t.name()) {
+            if l.layer as u64 >= after {
+                stray.push(t.name().to_string());
+            }
+        }
+    }
+    report.push(
+        "layer tensors",
+        stray.is_empty(),
+        if stray.is_empty() {
+            format!("every `blk.N.*` tensor is below layer {after}")
+        } else {
+            format!("past the last layer: {}", stray.join(", "))
+        },
+    );
+    if let Some(src) = source {
+        if partition {
+            compare_gguf_with_source(&model, &kept, removed.len(), src, &mut report)?;
+        }
+    }
+    Ok(report)
+}
+
+fn compare_gguf_with_source(
+    out: &super::gguf::GgufModel,
+    kept: &[usize],
+    removed: usize,
+    src_path: &Path,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    use crate::arch::naming::gguf_layer;
+    let src = super::gguf::GgufModel::open(src_path)?;
+    let src_layers = src.block_count()?;
+    if src_layers != kept.len() + removed {
+        report.push(
+            format!("source `{}`", src_path.display()),
+            false,
+            format!(
+                "source has {src_layers} layers, depthprune.layers_before says {}",
+                kept.len() + removed
+            ),
+        );
+        return Ok(());
+    }
+    let by_name: HashMap<&str, &super::gguf::TensorInfo> =
+        src.tensors().iter().map(|t| (t.name(), t)).collect();
+    let mut expected: std::collections::HashSet<String> = src
+        .tensors()
+        .iter()
+        .filter_map(|t| match gguf_layer(t.name()) {
+            Some(l) => kept
+                .iter()
+                .position(|&k| k == l.layer)
+                .map(|new| l.renumbered(new)),
+            None => Some(t.name().to_string()),
+        })
+        .collect();
+    let mut files: HashMap<PathBuf, File> = HashMap::new();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let mut same = 0usize;
+    let mut bad = Vec::new();
+    for t in out.tensors() {
+        expected.remove(t.name());
+        let src_name = match gguf_layer(t.name()) {
+            Some(l) => match kept.get(l.layer) {
+                Some(&old) => l.renumbered(old),
+                None => {
+                    bad.push(format!("`{}`: layer {} was not kept", t.name(), l.layer));
+                    continue;
+                }
+            },
+            None => t.name().to_string(),
+        };
+        let Some(st) = by_name.get(src_name.as_str()) else {
+            bad.push(format!("`{}`: source has no `{src_name}`", t.name()));
+            continue;
+        };
+        if st.ggml_type() != t.ggml_type() || st.dims() != t.dims() {
+            bad.push(format!(
+                "`{}` is {} {:?}, source `{src_name}` is {} {:?}",
+                t.name(),
+                t.ggml_type().name(),
+                t.dims(),
+                st.ggml_type().name(),
+                st.dims()
+            ));
+            continue;
+        }
+        let pa = &out.parts()[t.part()].path;
+        let mut fa = take_file(&mut files, pa)?;
+        read_range(&mut fa, pa, t.file_offset(), t.n_bytes(), &mut a)?;
+        files.insert(pa.clone(), fa);
+        let pb = &src.parts()[st.part()].path;
+        let mut fb = take_file(&mut files, pb)?;
+        read_range(&mut fb, pb, st.file_offset(), st.n_bytes(), &mut b)?;
+        files.insert(pb.clone(), fb);
+        if a == b {
+            same += 1;
+        } else {
+            bad.push(format!("`{}` differs from source `{src_name}`", t.name()));
+        }
+    }
+    let mut missing: Vec<String> = expected.into_iter().collect();
+    missing.sort();
+    bad.extend(
+        missing
+            .iter()
+            .map(|m| format!("`{m}` (from a kept layer or outside the layers) is missing")),
+    );
+    let ok = bad.is_empty();
+    let detail = if ok {
+        format!("{same} byte-identical under the old→new layer mapping")
+    } else {
+        format!(
+            "{} mismatches: {}",
+            bad.len(),
+            bad.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
+        )
+    };
+    report.push(
+        format!("tensors against source `{}`", src_path.display()),
+        ok,
+        detail,
+    );
+    Ok(())
 }

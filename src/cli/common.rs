@@ -112,11 +112,8 @@ pub fn resolve_model(model: &Path, need: Need) -> anyhow::Result<Resolved> {
     )?)
 }
 
-/// Whether MODEL names a GGUF file.
-pub fn is_gguf(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
-}
+/// Whether MODEL names a GGUF file (the library's test, shared by every command).
+pub use depthprune::model::is_gguf;
 
 #[cfg(test)]
 mod tests {

@@ -23,6 +23,10 @@ use clap::{Parser, Subcommand};
         Layer SPEC grammar: N | A..B | A.. | ..B | first:K | last:K, joined with commas (e.g. `3..6,9,last:2`)."
 )]
 pub struct Cli {
+    /// Read files in model folders that are symlinks to places outside the folder (refused by
+    /// default; hub-cache snapshots may always point into their own cache folder).
+    #[arg(long, global = true)]
+    pub follow_symlinks: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -74,6 +78,7 @@ mod verify;
 /// Runs the CLI and returns the process exit code.
 pub fn run() -> i32 {
     let cli = Cli::parse();
+    depthprune::checkpoint::links::set_follow_symlinks(cli.follow_symlinks);
     let result = match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Plan(a) => plan::run(a),

@@ -2,16 +2,18 @@
 
 use super::output::{print, print_json};
 use anyhow::{bail, Result};
-use depthprune::checkpoint::verify::verify_hf;
+use depthprune::checkpoint::verify::{verify_gguf, verify_hf};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
     depthprune verify ./Qwen3-4B-10L\n  \
-    depthprune verify ./Qwen3-4B-10L --source ./Qwen3-4B\n\n\
+    depthprune verify ./Qwen3-4B-10L --source ./Qwen3-4B\n  \
+    depthprune verify pruned.gguf --source model.gguf\n\n\
     Exit 0 only when every check holds.")]
 pub struct Args {
-    /// A folder written by `depthprune prune` (it holds pruning.json).
+    /// A folder written by `depthprune prune` (it holds pruning.json), or a pruned `.gguf` file
+    /// (its `depthprune.*` metadata records the removal).
     pub out: PathBuf,
     /// The source it was pruned from: each kept tensor must be byte-identical to its source.
     #[arg(long)]
@@ -21,7 +23,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let report = verify_hf(&args.out, args.source.as_deref())?;
+    let report = if super::common::is_gguf(&args.out) {
+        verify_gguf(&args.out, args.source.as_deref())?
+    } else {
+        verify_hf(&args.out, args.source.as_deref())?
+    };
     if args.json {
         print_json(&report)?;
     } else {

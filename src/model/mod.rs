@@ -376,6 +376,7 @@ pub fn open_folder(dir: &Path) -> Result<(ModelConfig, Arc<dyn WeightSource>)> {
             dir.display()
         )));
     }
+    crate::checkpoint::links::check_folder(dir)?;
     let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
     let source: Arc<dyn WeightSource> = Arc::new(HfFolder::open(dir)?);
     Ok((cfg, source))

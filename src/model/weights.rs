@@ -16,8 +16,6 @@ use std::path::{Path, PathBuf};
 pub const SINGLE_FILE: &str = "model.safetensors";
 /// The name of a sharded HF checkpoint's index.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
-/// The largest index file read (real ones are well under 1 MiB).
-const MAX_INDEX_BYTES: u64 = 64 << 20;
 
 /// A store of named tensors that the forward pass reads from.
 pub trait WeightSource: Send + Sync {
@@ -135,6 +133,7 @@ pub struct HfFolder {
 impl HfFolder {
     /// Opens the checkpoint in `dir`, validating every shard's header.
     pub fn open(dir: &Path) -> Result<Self> {
+        crate::checkpoint::links::check_folder(dir)?;
         let single = dir.join(SINGLE_FILE);
         let index_path = dir.join(INDEX_FILE);
         let files: Vec<PathBuf> = if index_path.is_file() {
@@ -178,14 +177,10 @@ impl HfFolder {
 
 /// The distinct shard files an index names, in first-seen order of sorted tensor names.
 fn shard_files(index_path: &Path) -> Result<Vec<PathBuf>> {
-    let len = std::fs::metadata(index_path).at(index_path)?.len();
-    if len > MAX_INDEX_BYTES {
-        return Err(Error::corrupt(
-            index_path,
-            format!("index is {len} bytes, over the {MAX_INDEX_BYTES}-byte limit"),
-        ));
-    }
-    let text = std::fs::read_to_string(index_path).at(index_path)?;
+    let text = crate::checkpoint::limits::read_text_capped(
+        index_path,
+        crate::checkpoint::limits::MAX_JSON_BYTES,
+    )?;
     #[derive(serde::Deserialize)]
     struct Index {
         weight_map: BTreeMap<String, String>,

@@ -172,61 +172,41 @@ impl QuantFormat {
         self as u32
     }
 
+    /// The GGUF type this format reads and writes; its size table
+    /// ([`crate::checkpoint::gguf::GgmlType`]) is the one source of truth for names and sizes.
+    pub fn ggml_type(self) -> crate::checkpoint::gguf::GgmlType {
+        use crate::checkpoint::gguf::GgmlType as G;
+        match self {
+            QuantFormat::F32 => G::F32,
+            QuantFormat::F16 => G::F16,
+            QuantFormat::Q4_0 => G::Q4_0,
+            QuantFormat::Q4_1 => G::Q4_1,
+            QuantFormat::Q5_0 => G::Q5_0,
+            QuantFormat::Q5_1 => G::Q5_1,
+            QuantFormat::Q8_0 => G::Q8_0,
+            QuantFormat::Q2_K => G::Q2_K,
+            QuantFormat::Q3_K => G::Q3_K,
+            QuantFormat::Q4_K => G::Q4_K,
+            QuantFormat::Q5_K => G::Q5_K,
+            QuantFormat::Q6_K => G::Q6_K,
+            QuantFormat::Q8_K => G::Q8_K,
+            QuantFormat::BF16 => G::BF16,
+        }
+    }
+
     /// ggml's name for the type (`ggml_type_name`).
     pub fn name(self) -> &'static str {
-        match self {
-            QuantFormat::F32 => "F32",
-            QuantFormat::F16 => "F16",
-            QuantFormat::Q4_0 => "Q4_0",
-            QuantFormat::Q4_1 => "Q4_1",
-            QuantFormat::Q5_0 => "Q5_0",
-            QuantFormat::Q5_1 => "Q5_1",
-            QuantFormat::Q8_0 => "Q8_0",
-            QuantFormat::Q2_K => "Q2_K",
-            QuantFormat::Q3_K => "Q3_K",
-            QuantFormat::Q4_K => "Q4_K",
-            QuantFormat::Q5_K => "Q5_K",
-            QuantFormat::Q6_K => "Q6_K",
-            QuantFormat::Q8_K => "Q8_K",
-            QuantFormat::BF16 => "BF16",
-        }
+        self.ggml_type().name()
     }
 
     /// Elements per block.
     pub fn block_size(self) -> usize {
-        match self {
-            QuantFormat::F32 | QuantFormat::F16 | QuantFormat::BF16 => 1,
-            QuantFormat::Q4_0
-            | QuantFormat::Q4_1
-            | QuantFormat::Q5_0
-            | QuantFormat::Q5_1
-            | QuantFormat::Q8_0 => legacy::QK,
-            QuantFormat::Q2_K
-            | QuantFormat::Q3_K
-            | QuantFormat::Q4_K
-            | QuantFormat::Q5_K
-            | QuantFormat::Q6_K
-            | QuantFormat::Q8_K => QK_K,
-        }
+        self.ggml_type().block_size() as usize
     }
 
     /// Bytes per block.
     pub fn type_size(self) -> usize {
-        match self {
-            QuantFormat::F32 => 4,
-            QuantFormat::F16 | QuantFormat::BF16 => 2,
-            QuantFormat::Q4_0 => legacy::Q4_0_BYTES,
-            QuantFormat::Q4_1 => legacy::Q4_1_BYTES,
-            QuantFormat::Q5_0 => legacy::Q5_0_BYTES,
-            QuantFormat::Q5_1 => legacy::Q5_1_BYTES,
-            QuantFormat::Q8_0 => legacy::Q8_0_BYTES,
-            QuantFormat::Q2_K => kquants::Q2_K_BYTES,
-            QuantFormat::Q3_K => kquants::Q3_K_BYTES,
-            QuantFormat::Q4_K => kquants::Q4_K_BYTES,
-            QuantFormat::Q5_K => kquants::Q5_K_BYTES,
-            QuantFormat::Q6_K => kquants::Q6_K_BYTES,
-            QuantFormat::Q8_K => kquants::Q8_K_BYTES,
-        }
+        self.ggml_type().type_size() as usize
     }
 
     /// The byte size of `n_elements` values in this format (`ggml_row_size`), checking that they

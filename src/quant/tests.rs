@@ -145,6 +145,24 @@ fn block_sizes_match_ggml_static_asserts() {
     }
     assert_eq!(QuantFormat::BF16.type_id(), 30);
     assert_eq!(QuantFormat::Q2_K.type_id(), 10);
+    // The kernels' block layouts agree with the GGUF size table the formats read their sizes from.
+    let kernels = [
+        (QuantFormat::Q4_0, legacy::Q4_0_BYTES),
+        (QuantFormat::Q4_1, legacy::Q4_1_BYTES),
+        (QuantFormat::Q5_0, legacy::Q5_0_BYTES),
+        (QuantFormat::Q5_1, legacy::Q5_1_BYTES),
+        (QuantFormat::Q8_0, legacy::Q8_0_BYTES),
+        (QuantFormat::Q2_K, kquants::Q2_K_BYTES),
+        (QuantFormat::Q3_K, kquants::Q3_K_BYTES),
+        (QuantFormat::Q4_K, kquants::Q4_K_BYTES),
+        (QuantFormat::Q5_K, kquants::Q5_K_BYTES),
+        (QuantFormat::Q6_K, kquants::Q6_K_BYTES),
+        (QuantFormat::Q8_K, kquants::Q8_K_BYTES),
+    ];
+    for (f, bytes) in kernels {
+        assert_eq!(f.type_size(), bytes, "{f}");
+        assert_eq!(f.ggml_type().id(), f.type_id(), "{f}");
+    }
 }
 
 #[test]

@@ -98,6 +98,13 @@ pub enum VocabError {
     /// `tokenizer.ggml.tokens` is empty.
     #[error("`tokenizer.ggml.tokens` is empty")]
     EmptyVocab,
+    /// More tokens or merges than any real vocabulary has (see [`crate::checkpoint::limits`]).
+    #[error("`{key}` has {count} entries, over the limit of {cap}")]
+    TooMany {
+        key: &'static str,
+        count: usize,
+        cap: usize,
+    },
     /// A per-token array whose length differs from the number of tokens.
     #[error("`{key}` has {actual} entries, but there are {expected} tokens")]
     LengthMismatch {
@@ -268,6 +275,15 @@ impl GgufVocab {
         let n = self.tokens.len();
         if n == 0 {
             return Err(VocabError::EmptyVocab);
+        }
+        use crate::checkpoint::limits::{MAX_MERGES, MAX_VOCAB_TOKENS};
+        for (key, count, cap) in [
+            ("tokenizer.ggml.tokens", n, MAX_VOCAB_TOKENS),
+            ("tokenizer.ggml.merges", self.merges.len(), MAX_MERGES),
+        ] {
+            if count > cap {
+                return Err(VocabError::TooMany { key, count, cap });
+            }
         }
         if let Some(s) = &self.scores {
             check_len("tokenizer.ggml.scores", n, s.len())?;

@@ -3,12 +3,9 @@
 //! and end-of-sequence ids from `generation_config.json` and `config.json`. Chat templates render
 //! with minijinja under jinja2's settings as transformers uses them.
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-
-/// The largest JSON side file read.
-const MAX_CONFIG_BYTES: u64 = 64 << 20;
 
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -32,14 +29,10 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let len = std::fs::metadata(path).at(path)?.len();
-    if len > MAX_CONFIG_BYTES {
-        return Err(Error::corrupt(
-            path,
-            format!("{len} bytes is over the {MAX_CONFIG_BYTES}-byte limit"),
-        ));
-    }
-    let text = std::fs::read_to_string(path).at(path)?;
+    let text = crate::checkpoint::limits::read_text_capped(
+        path,
+        crate::checkpoint::limits::MAX_JSON_BYTES,
+    )?;
     let v = serde_json::from_str(&text)
         .map_err(|e| Error::corrupt(path, format!("not valid JSON: {e}")))?;
     Ok(Some(v))
@@ -70,6 +63,7 @@ fn ids(v: Option<&Value>) -> Vec<u32> {
 impl HfTokenizer {
     /// Opens the tokenizer in an HF folder.
     pub fn open(dir: &Path) -> Result<Self> {
+        crate::checkpoint::links::check_folder(dir)?;
         let path = dir.join("tokenizer.json");
         if !path.is_file() {
             return Err(Error::Invalid(format!(
@@ -77,14 +71,22 @@ impl HfTokenizer {
                 dir.display()
             )));
         }
-        let inner = tokenizers::Tokenizer::from_file(&path)
+        let text = crate::checkpoint::limits::read_text_capped(
+            &path,
+            crate::checkpoint::limits::MAX_TOKENIZER_BYTES,
+        )?;
+        let inner = text
+            .parse::<tokenizers::Tokenizer>()
             .map_err(|e| Error::corrupt(&path, format!("cannot read the tokenizer: {e}")))?;
         let cfg = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
         let gen = read_json(&dir.join("generation_config.json"))?.unwrap_or(Value::Null);
         let model_cfg = read_json(&dir.join("config.json"))?.unwrap_or(Value::Null);
         let jinja = dir.join("chat_template.jinja");
         let jinja = if jinja.is_file() {
-            Some(std::fs::read_to_string(&jinja).at(&jinja)?)
+            Some(crate::checkpoint::limits::read_text_capped(
+                &jinja,
+                crate::checkpoint::limits::MAX_JSON_BYTES,
+            )?)
         } else {
             None
         };

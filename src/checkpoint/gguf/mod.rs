@@ -114,9 +114,15 @@ impl Metadata {
         self.entries.retain(|(k, v)| keep(k, v));
     }
 
+    /// Room for `n` entries; `n` must have been checked against the bytes of the file.
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Metadata {
+            entries: Vec::with_capacity(n),
+        }
+    }
+
     /// Appends an entry whose key the caller has checked is new.
     fn push_unique(&mut self, key: String, value: Value) {
-        debug_assert!(self.get(&key).is_none());
         self.entries.push((key, value));
     }
 }

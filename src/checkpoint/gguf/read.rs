@@ -180,8 +180,9 @@ fn check_count(what: &'static str, count: u64, cap: u64, fit: u64) -> Result<(),
 }
 
 fn read_metadata<R: Read>(src: &mut Source<R>, n_kv: u64) -> Result<Metadata, FormatError> {
-    let mut metadata = Metadata::default();
-    let mut seen = HashSet::new();
+    // `n_kv` was checked against the bytes left, so this reserves a few times the file at most.
+    let mut metadata = Metadata::with_capacity(n_kv as usize);
+    let mut seen = HashSet::with_capacity(n_kv as usize);
     for i in 0..n_kv {
         src.ctx = format!("metadata key #{i}");
         let key = src.name("key", MAX_NAME_LEN)?;
@@ -220,8 +221,9 @@ fn read_tensor_infos<R: Read>(
     n_tensors: u64,
     part: usize,
 ) -> Result<Vec<(TensorInfo, u64)>, FormatError> {
+    // `n_tensors` was checked against the bytes left, so this reserves a few times the file.
     let mut tensors = Vec::with_capacity(n_tensors as usize);
-    let mut seen = HashSet::new();
+    let mut seen = HashSet::with_capacity(n_tensors as usize);
     for i in 0..n_tensors {
         src.ctx = format!("tensor info #{i}");
         let name = src.name("name", MAX_NAME_LEN)?;

@@ -1,0 +1,136 @@
+//! Symlinks in model folders: a file that links outside the folder is refused, naming it, unless
+//! `--follow-symlinks`; links inside the folder, and hub-cache snapshots linking into their
+//! `blobs/`, are read as usual.
+
+mod common;
+
+use common::*;
+use depthprune::checkpoint::safetensors::Dtype;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+fn checkpoint(dir: &Path) {
+    make_checkpoint(dir, &tiny_config("llama"), Dtype::F32, 5_000_000_000);
+}
+
+fn one_error_line(err: &str) -> &str {
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    lines[0]
+}
+
+#[test]
+fn a_link_outside_the_folder_is_refused_unless_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    checkpoint(&src);
+    // The config lives outside the folder, like `/etc/passwd` would.
+    let outside = tmp.path().join("elsewhere");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::rename(src.join("config.json"), outside.join("secret.json")).unwrap();
+    symlink(outside.join("secret.json"), src.join("config.json")).unwrap();
+    let s = src.to_str().unwrap();
+    let out = tmp.path().join("out");
+    let o = out.to_str().unwrap();
+
+    for args in [
+        vec!["inspect", s],
+        vec!["plan", s, "--drop", "1"],
+        vec!["prune", s, "--drop", "1", "--out", o],
+        vec!["eval", s, "--text", s],
+    ] {
+        let r = run(&args);
+        let err = stderr(&r);
+        assert_eq!(r.status.code(), Some(1), "{args:?}: {err}");
+        let line = one_error_line(&err);
+        assert!(
+            line.contains("config.json")
+                && line.contains("outside the model folder")
+                && line.contains("--follow-symlinks"),
+            "{args:?}: {line}"
+        );
+        assert_no_output(&out);
+    }
+
+    // The same, with the flag before or after the subcommand.
+    let r = run(&["--follow-symlinks", "inspect", s]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let r = run(&["prune", s, "--drop", "1", "--out", o, "--follow-symlinks"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    // The output is a plain folder; verifying it against the linked source needs the flag too.
+    let r = run(&["verify", o, "--source", s]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(one_error_line(&stderr(&r)).contains("outside the model folder"));
+    let r = run(&["verify", o, "--source", s, "--follow-symlinks"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+}
+
+#[test]
+fn a_shard_linking_outside_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    checkpoint(&src);
+    let elsewhere = tmp.path().join("weights.bin");
+    std::fs::rename(src.join("model.safetensors"), &elsewhere).unwrap();
+    symlink(&elsewhere, src.join("model.safetensors")).unwrap();
+    let r = run(&["inspect", src.to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(1));
+    let line = one_error_line(&stderr(&r)).to_string();
+    assert!(
+        line.contains("model.safetensors") && line.contains("weights.bin"),
+        "{line}"
+    );
+}
+
+#[test]
+fn links_inside_the_folder_are_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    checkpoint(&src);
+    std::fs::create_dir(src.join("real")).unwrap();
+    std::fs::rename(
+        src.join("model.safetensors"),
+        src.join("real/w.safetensors"),
+    )
+    .unwrap();
+    symlink("real/w.safetensors", src.join("model.safetensors")).unwrap();
+    // The folder itself may be reached through a link.
+    let via = tmp.path().join("via");
+    symlink(&src, &via).unwrap();
+    let r = run(&["inspect", via.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", stderr(&r));
+}
+
+#[test]
+fn hub_snapshots_linking_into_their_blobs_are_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plain = tmp.path().join("plain");
+    checkpoint(&plain);
+    let cache = tmp.path().join("cache");
+    let repo = cache.join("models--org--tiny");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let snap = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    for e in std::fs::read_dir(&plain).unwrap() {
+        let e = e.unwrap();
+        let blob = format!("blob-{}", e.file_name().to_string_lossy());
+        std::fs::copy(e.path(), repo.join("blobs").join(&blob)).unwrap();
+        symlink(format!("../../blobs/{blob}"), snap.join(e.file_name())).unwrap();
+    }
+    let out = tmp.path().join("out");
+    let r = std::process::Command::new(bin())
+        .args(["prune", "org/tiny", "--drop", "1", "--out"])
+        .arg(&out)
+        .env("HF_HUB_CACHE", &cache)
+        .env("HF_HOME", tmp.path().join("home"))
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", stderr(&r));
+    // The snapshot folder given as a path works too.
+    let r = run(&["inspect", snap.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", stderr(&r));
+}
