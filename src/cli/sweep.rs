@@ -92,7 +92,13 @@ fn check_disjoint(args: &Args, eval_ctx: usize) -> Result<()> {
     if !same {
         return Ok(());
     }
-    let c = args.calib.calib_offset..args.calib.calib_offset + args.calib.ctx * args.calib.samples;
+    let scored = args.calib.ctx * args.calib.samples;
+    let healed = if args.heal.is_some() {
+        args.heal_fit.heal_samples
+    } else {
+        0
+    };
+    let c = args.calib.calib_offset..args.calib.calib_offset + scored.max(healed);
     let e = args.eval_offset..args.eval_offset + eval_ctx * args.eval_samples;
     if c.start < e.end && e.start < c.end {
         bail!(
@@ -195,7 +201,13 @@ pub fn run(args: Args) -> Result<()> {
         out.scores.model = args.model.display().to_string();
         strategies.push((*spec, out.scores));
     }
-    let calib_flat: Vec<u32> = calib_windows.concat();
+    // Healing fits on --heal-samples tokens of the calibration text from --calib-offset (as
+    // `prune --heal` does), whole windows of --ctx.
+    let heal_tokens: &[u32] = {
+        let start = args.calib.calib_offset.min(calib_tokens.len());
+        let end = (start + args.heal_fit.heal_samples).min(calib_tokens.len());
+        &calib_tokens[start..end]
+    };
     let heal = args.heal.as_ref().map(|_| {
         (
             HealOptions {
@@ -207,9 +219,7 @@ pub fn run(args: Args) -> Result<()> {
                 },
                 ctx: args.calib.ctx,
             },
-            &calib_flat[..calib_flat
-                .len()
-                .min(args.heal_fit.heal_samples.max(args.calib.ctx))],
+            heal_tokens,
         )
     });
     let cache = DenseCache::build(&model, eval_windows, &Bar::items())?;
