@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 const CTX: usize = 32;
 const REMOVED: &[usize] = &[2];
 
-fn golden(arch: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/".to_owned() + arch)
+fn golden(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/".to_owned() + name)
 }
 
 /// Deterministic pseudo-random token ids below `vocab`.
@@ -342,4 +342,143 @@ fn smollm2_q4_1_heal_reloads_with_the_in_memory_logits() {
         started.elapsed().as_secs_f64()
     );
     assert!(d < 1e-4, "reloaded logits differ by {d}");
+}
+
+fn depthprune(args: &[&str], cwd: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_depthprune"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+}
+
+fn ok(o: &std::process::Output) {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn prune_heal_and_heal_subcommand_write_the_same_gguf() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The golden qwen2 weights with the golden llama fixture's byte-level BPE tokenizer, so the
+    // GGUF carries a tokenizer for the calibration text.
+    let hf = tmp.path().join("hf");
+    std::fs::create_dir_all(&hf).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(golden("qwen2").join(f), hf.join(f)).unwrap();
+    }
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(golden("llama").join(f), hf.join(f)).unwrap();
+    }
+    hf_to_gguf(
+        &hf,
+        &tmp.path().join("dense.gguf"),
+        GgmlType::F32,
+        Overwrite::Refuse,
+    )
+    .unwrap();
+    let calib = golden("eval.txt");
+    let calib = calib.to_str().unwrap();
+    let fit = ["--calib", calib, "--ctx", "32", "--heal-samples", "256"];
+    let run = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(fit);
+        depthprune(&all, tmp.path())
+    };
+    ok(&run(&[
+        "prune",
+        "dense.gguf",
+        "--drop",
+        "2..3",
+        "--heal",
+        "lstsq",
+        "--out",
+        "one.gguf",
+    ]));
+    ok(&depthprune(
+        &[
+            "prune",
+            "dense.gguf",
+            "--drop",
+            "2..3",
+            "--out",
+            "plain.gguf",
+        ],
+        tmp.path(),
+    ));
+    ok(&run(&[
+        "heal",
+        "plain.gguf",
+        "--from",
+        "dense.gguf",
+        "--out",
+        "two.gguf",
+    ]));
+    let one = std::fs::read(tmp.path().join("one.gguf")).unwrap();
+    let two = std::fs::read(tmp.path().join("two.gguf")).unwrap();
+    assert!(
+        one == two,
+        "`heal` and `prune --heal` wrote different files"
+    );
+    check_bytes(
+        &tmp.path().join("dense.gguf"),
+        &tmp.path().join("one.gguf"),
+        REMOVED,
+        &["blk.1.ffn_down.weight"],
+        GgmlType::F32,
+    );
+
+    ok(&run(&[
+        "prune",
+        "dense.gguf",
+        "--drop",
+        "2..3",
+        "--heal",
+        "lstsq",
+        "--dtype",
+        "f16",
+        "--out",
+        "half.gguf",
+    ]));
+    check_bytes(
+        &tmp.path().join("dense.gguf"),
+        &tmp.path().join("half.gguf"),
+        REMOVED,
+        &["blk.1.ffn_down.weight"],
+        GgmlType::F16,
+    );
+
+    let o = run(&[
+        "prune",
+        "dense.gguf",
+        "--drop",
+        "2..3",
+        "--heal",
+        "lstsq",
+        "--dtype",
+        "bf16",
+        "--out",
+        "bad.gguf",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("f32 or f16"), "{err}");
+    assert!(!tmp.path().join("bad.gguf").exists());
+
+    let o = run(&[
+        "heal",
+        "dense.gguf",
+        "--from",
+        "dense.gguf",
+        "--out",
+        "x.gguf",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("depthprune.removed_layers"), "{err}");
+    assert!(!tmp.path().join("x.gguf").exists());
 }

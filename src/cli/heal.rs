@@ -307,7 +307,16 @@ pub fn heal_and_write_gguf(
     if json {
         return print_json(&serde_json::json!({
             "report": report,
-            "healing": healing.provenance(&|n: &str| n.to_string()),
+            "healing": healing.provenance(&|n: &str| {
+                // The healed tensor's name in the written GGUF.
+                let g = depthprune::arch::naming::hf_to_gguf(n).unwrap_or_else(|| n.to_string());
+                match depthprune::arch::naming::gguf_layer(&g) {
+                    Some(l) => removal
+                        .new_index(l.layer)
+                        .map_or_else(|| g.clone(), |i| l.renumbered(i)),
+                    None => g.clone(),
+                }
+            }),
         }));
     }
     let mut s = String::new();
