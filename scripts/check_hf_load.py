@@ -7,6 +7,10 @@ transformers loading the GGUF itself: the same ids on a few strings and logits w
 short text. Prints one line per check and exits non-zero on a failure. Not run by CI (it needs
 PyTorch); results are noted in the branch's report.
 
+Result on SmolLM2-135M-Instruct.Q4_1.gguf (transformers 5.24, torch CPU): the folder loads as
+LlamaForCausalLM with a 49,152-token TokenizersBackend tokenizer; ids equal on the strings;
+logits max |converted folder - GGUF| = 0.0; the chat template renders the same.
+
 Usage: scripts/check_hf_load.py DEPTHPRUNE_BIN GGUF_PATH
 (needs: torch, transformers, gguf)
 """
