@@ -1,7 +1,9 @@
 //! Conversion of an HF folder (llama, mistral, qwen2, qwen3) into an unquantized GGUF file:
 //! llama.cpp's metadata keys from `config.json`, tensors under their GGUF names with the Q/K rows
 //! permuted for llama as llama.cpp's converter does, 2-D tensors in the chosen float type and
-//! 1-D ones (norms, biases) in F32. The tokenizer is not written yet (see `ConvertReport`).
+//! 1-D ones (norms, biases) in F32. A byte-level BPE tokenizer is written as llama.cpp's
+//! `tokenizer.*` metadata ([`crate::tokenizer::to_gguf`]); other tokenizers are left out with a
+//! warning in the [`ConvertReport`].
 
 use super::atomic::{AtomicOutput, Overwrite};
 use super::convert::ConvertReport;
@@ -11,6 +13,7 @@ use crate::arch::ArchConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::model::gguf::permute_rows;
 use crate::model::{HfFolder, WeightSource};
+use crate::tokenizer::to_gguf::{gguf_tokenizer_metadata, TokenizerMetadata};
 use std::io::BufWriter;
 use std::path::Path;
 
@@ -110,12 +113,27 @@ pub fn hf_to_gguf(
         (k("rope.freq_base"), Value::F32(cfg.rope_theta as f32)),
         (k("vocab_size"), u32v(cfg.vocab_size)),
     ];
-    for (field, key) in [
-        ("bos_token_id", "tokenizer.ggml.bos_token_id"),
-        ("eos_token_id", "tokenizer.ggml.eos_token_id"),
-    ] {
-        if let Some(id) = raw.get(field).and_then(|v| v.as_u64()) {
-            kvs.push((key.into(), Value::U32(id as u32)));
+    let mut warnings = Vec::new();
+    match gguf_tokenizer_metadata(src, cfg.vocab_size)? {
+        TokenizerMetadata::Written {
+            entries,
+            warnings: w,
+        } => {
+            kvs.extend(entries);
+            warnings.extend(w);
+        }
+        TokenizerMetadata::Skipped(why) => {
+            warnings.push(format!(
+                "{why}; the GGUF has no tokenizer metadata, which llama.cpp needs to run it"
+            ));
+            for (field, key) in [
+                ("bos_token_id", "tokenizer.ggml.bos_token_id"),
+                ("eos_token_id", "tokenizer.ggml.eos_token_id"),
+            ] {
+                if let Some(id) = raw.get(field).and_then(|v| v.as_u64()) {
+                    kvs.push((key.into(), Value::U32(id as u32)));
+                }
+            }
         }
     }
 
@@ -189,8 +207,6 @@ pub fn hf_to_gguf(
         out: target,
         tensors: names.len(),
         bytes,
-        warnings: vec![
-            "the GGUF has no tokenizer metadata yet; llama.cpp needs one to run it".into(),
-        ],
+        warnings,
     })
 }

@@ -16,7 +16,7 @@ use std::path::PathBuf;
     depthprune convert model.gguf --to hf --out ./model-hf --dtype bf16\n  \
     depthprune convert ./model-hf --to gguf --out model.f16.gguf --dtype f16\n\n\
     Quantized tensors are dequantized; llama files get their Q/K rows back in HF order (and\n\
-    permuted again when written as GGUF). GGUF output carries no tokenizer yet.")]
+    permuted again when written as GGUF). GGUF output carries a byte-level BPE tokenizer (others are left out).")]
 pub struct Args {
     /// The model to convert: a `.gguf` file (`--to hf`) or an HF folder (`--to gguf`).
     pub model: PathBuf,

@@ -1,19 +1,24 @@
 //! Healing without training (issue 6): `depthprune prune … --heal lstsq` and
 //! `depthprune heal PRUNED --from DENSE`. Both fit the maps on the dense model and write the
-//! pruned checkpoint with the healed `down_proj` tensors (F32) in place of the copied ones.
+//! pruned checkpoint with the healed `down_proj` tensors (F32) in place of the copied ones. For a
+//! GGUF model the output is a GGUF whose healed `ffn_down` tensors are F32 (or F16), every other
+//! tensor copied byte for byte.
 
 use super::common::resolve_model;
 use super::output::{print, print_json, warn, Bar};
 use anyhow::{bail, Result};
 use depthprune::checkpoint::atomic::Overwrite;
+use depthprune::checkpoint::gguf::{GgmlType, GgufModel, Value};
 use depthprune::checkpoint::hf::HfCheckpoint;
 use depthprune::checkpoint::hf_prune::{prune_hf, PruneOptions, DEFAULT_MAX_SHARD};
 use depthprune::checkpoint::verify::read_provenance;
 use depthprune::eval;
-use depthprune::heal::{self, HealOptions, Prior};
+use depthprune::heal::gguf::{write_healed_gguf, GgufHealOptions};
+use depthprune::heal::{self, HealOptions, Healing, Prior};
 use depthprune::hub::Need;
+use depthprune::model::is_gguf;
 use depthprune::select::{format_ranges, Removal};
-use depthprune::tokenizer::HfTokenizer;
+use depthprune::tokenizer::{gguf_tokenizer, HfTokenizer};
 use std::path::{Path, PathBuf};
 
 /// The fit flags of `prune --heal`, which takes its calibration flags (`--calib`, `--ctx`,
@@ -73,19 +78,24 @@ pub struct HealArgs {
 /// `depthprune heal PRUNED --from DENSE --calib FILE --out DIR`.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
-    depthprune heal ./smol-22L --from ./SmolLM2-135M --calib wiki.train.txt --out ./smol-22L-healed\n\n\
-    The removed layers are read from PRUNED's pruning.json; DENSE must be the model it was pruned from.")]
+    depthprune heal ./smol-22L --from ./SmolLM2-135M --calib wiki.train.txt --out ./smol-22L-healed\n  \
+    depthprune heal smol-22L.gguf --from SmolLM2-135M.Q4_1.gguf --calib wiki.train.txt --out smol-22L-healed.gguf\n\n\
+    The removed layers are read from PRUNED's pruning.json (or, for GGUF, its `depthprune.removed_layers`);\n\
+    DENSE must be the model it was pruned from.")]
 pub struct Args {
-    /// A folder written by `depthprune prune` (its pruning.json names the removed layers).
+    /// A folder or `.gguf` file written by `depthprune prune` (which records the removed layers).
     pub pruned: PathBuf,
-    /// The dense HF folder it was pruned from.
+    /// The dense model it was pruned from (an HF folder, or the `.gguf` file for a GGUF prune).
     #[arg(long)]
     pub from: PathBuf,
     #[command(flatten)]
     pub heal: HealArgs,
-    /// Output folder.
+    /// Output folder (HF) or file (GGUF).
     #[arg(long, short)]
     pub out: PathBuf,
+    /// Type of the healed tensors in a GGUF output (HF outputs store them as F32).
+    #[arg(long, value_parser = ["f32", "f16"])]
+    pub dtype: Option<String>,
     /// Replace an existing non-empty output.
     #[arg(long)]
     pub force: bool,
@@ -95,8 +105,14 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let prov = read_provenance(&args.pruned)?;
     let dense = resolve_model(&args.from, Need::Snapshot)?.path;
+    if is_gguf(&args.pruned) || is_gguf(&dense) {
+        return run_gguf(&args, &dense);
+    }
+    if args.dtype.is_some() {
+        bail!("--dtype applies to GGUF outputs; healed HF tensors are written as F32");
+    }
+    let prov = read_provenance(&args.pruned)?;
     let ckpt = HfCheckpoint::open(&dense)?;
     if prov.layers.layers_before != ckpt.arch.num_hidden_layers {
         bail!(
@@ -129,6 +145,188 @@ pub fn run(args: Args) -> Result<()> {
     )
 }
 
+/// `heal PRUNED.gguf --from DENSE.gguf`: the removal comes from PRUNED's `depthprune.*` metadata.
+fn run_gguf(args: &Args, dense: &Path) -> Result<()> {
+    if !(is_gguf(&args.pruned) && is_gguf(dense)) {
+        bail!(
+            "`{}` and `{}`: heal a GGUF prune from the GGUF it was pruned from, or an HF prune from its HF folder",
+            args.pruned.display(),
+            dense.display()
+        );
+    }
+    let pruned = GgufModel::open(&args.pruned)?;
+    let md = pruned.metadata();
+    let not_ours = || {
+        anyhow::anyhow!(
+            "`{}` has no `depthprune.removed_layers` / `depthprune.layers_before` metadata\nhint: PRUNED must be a file written by `depthprune prune`",
+            args.pruned.display()
+        )
+    };
+    let before = md
+        .get("depthprune.layers_before")
+        .and_then(Value::as_u64)
+        .ok_or_else(not_ours)? as usize;
+    let removed: Vec<usize> = match md
+        .get("depthprune.removed_layers")
+        .and_then(Value::as_array)
+    {
+        Some(a) => (0..a.len())
+            .map(|i| a.get(i).and_then(|v| v.as_u64()).map(|x| x as usize))
+            .collect::<Option<_>>()
+            .ok_or_else(not_ours)?,
+        None => return Err(not_ours()),
+    };
+    let model = GgufModel::open(dense)?;
+    let n = model.block_count()?;
+    if before != n {
+        bail!(
+            "`{}` was pruned from a {before}-layer model, but `{}` has {n} layers\nhint: --from must name the dense model it was pruned from",
+            args.pruned.display(),
+            dense.display()
+        );
+    }
+    let removal = Removal::from_layers(n, removed)?;
+    heal_and_write_gguf(
+        &model,
+        &removal,
+        &args.heal,
+        &args.out,
+        args.force,
+        None,
+        args.dtype.as_deref(),
+        args.json,
+    )
+}
+
+/// Tokenizes the calibration text and fits the maps for `removal` on the dense model at `dense`.
+fn fit(tok: &HfTokenizer, dense: &Path, removal: &Removal, h: &HealArgs) -> Result<Healing> {
+    let Some(calib) = &h.calib else {
+        bail!("healing needs calibration text\nhint: add --calib FILE");
+    };
+    if h.heal_samples < h.ctx {
+        bail!(
+            "--heal-samples {} is less than one window of --ctx {}",
+            h.heal_samples,
+            h.ctx
+        );
+    }
+    let prior = if h.ridge == "zero" {
+        Prior::Zero
+    } else {
+        Prior::Identity
+    };
+    let text = eval::read_text(calib)?;
+    let want = h.calib_offset.saturating_add(h.heal_samples);
+    let tokens = eval::tokenize(tok, &text, Some(want))?;
+    let tokens = tokens.get(h.calib_offset..).unwrap_or(&[]);
+    if tokens.len() < h.heal_samples {
+        warn(format!(
+            "`{}` gives {} calibration tokens after --calib-offset {}, fewer than --heal-samples {}",
+            calib.display(),
+            tokens.len(),
+            h.calib_offset,
+            h.heal_samples
+        ));
+    }
+    let opts = HealOptions {
+        alpha: h.alpha,
+        prior,
+        ctx: h.ctx,
+    };
+    Ok(heal::heal(
+        dense,
+        &removal.removed(),
+        tokens,
+        &opts,
+        &Bar::items(),
+    )?)
+}
+
+/// The per-block lines printed after healing.
+fn block_lines(healing: &Healing) -> String {
+    let mut s = String::new();
+    for b in &healing.blocks {
+        s.push_str(&format!(
+            "block {}..{}: folded into layer {} down_proj; relative residual {:.4} (unhealed {:.4}, {:?})\n",
+            b.range.start,
+            b.range.end,
+            b.fold_layer,
+            b.relative_residual,
+            b.relative_residual_identity,
+            b.solver
+        ));
+    }
+    s
+}
+
+/// Fits the maps for `removal` on the GGUF `model` and writes the healed, pruned GGUF to `out`,
+/// the healed tensors as `dtype` (`f32` unless `f16`).
+#[allow(clippy::too_many_arguments)]
+pub fn heal_and_write_gguf(
+    model: &GgufModel,
+    removal: &Removal,
+    h: &HealArgs,
+    out: &Path,
+    force: bool,
+    split_max_bytes: Option<u64>,
+    dtype: Option<&str>,
+    json: bool,
+) -> Result<()> {
+    let ty = match dtype {
+        None | Some("f32") => GgmlType::F32,
+        Some("f16") => GgmlType::F16,
+        Some(other) => bail!("--dtype {other}: healed GGUF tensors are written as f32 or f16"),
+    };
+    let (tok, warnings) = gguf_tokenizer(model)?;
+    for w in warnings {
+        warn(w);
+    }
+    let healing = fit(&tok, model.path(), removal, h)?;
+    let mut metadata = Vec::new();
+    if let Some(c) = &h.calib {
+        metadata.push((
+            "depthprune.healing.calib".to_string(),
+            Value::string(&c.display().to_string()),
+        ));
+        metadata.push((
+            "depthprune.healing.calib_offset".to_string(),
+            Value::U64(h.calib_offset as u64),
+        ));
+    }
+    let opts = GgufHealOptions {
+        overwrite: if force {
+            Overwrite::Force
+        } else {
+            Overwrite::Refuse
+        },
+        split_max_bytes,
+        ty,
+        metadata,
+    };
+    let report = write_healed_gguf(model, removal, &healing, out, &opts, &Bar::bytes())?;
+    if json {
+        return print_json(&serde_json::json!({
+            "report": report,
+            "healing": healing.provenance(&|n: &str| {
+                // The healed tensor's name in the written GGUF.
+                let g = depthprune::arch::naming::hf_to_gguf(n).unwrap_or_else(|| n.to_string());
+                match depthprune::arch::naming::gguf_layer(&g) {
+                    Some(l) => removal
+                        .new_index(l.layer)
+                        .map_or_else(|| g.clone(), |i| l.renumbered(i)),
+                    None => g.clone(),
+                }
+            }),
+        }));
+    }
+    let mut s = String::new();
+    for o in &report.outputs {
+        s.push_str(&format!("wrote {}\n", o.display()));
+    }
+    s.push_str(&block_lines(&healing));
+    print(&s)
+}
+
 /// Fits the maps for `removal` on `ckpt` and writes the healed, pruned checkpoint to `out`.
 #[allow(clippy::too_many_arguments)]
 pub fn heal_and_write(
@@ -145,38 +343,9 @@ pub fn heal_and_write(
     let Some(calib) = &h.calib else {
         bail!("healing needs calibration text\nhint: add --calib FILE");
     };
-    if h.heal_samples < h.ctx {
-        bail!(
-            "--heal-samples {} is less than one window of --ctx {}",
-            h.heal_samples,
-            h.ctx
-        );
-    }
-    let prior = if h.ridge == "zero" {
-        Prior::Zero
-    } else {
-        Prior::Identity
-    };
     let tok = HfTokenizer::open(&ckpt.dir)?;
-    let text = eval::read_text(calib)?;
-    let want = h.calib_offset.saturating_add(h.heal_samples);
-    let tokens = eval::tokenize(&tok, &text, Some(want))?;
-    let tokens = tokens.get(h.calib_offset..).unwrap_or(&[]);
-    if tokens.len() < h.heal_samples {
-        warn(format!(
-            "`{}` gives {} calibration tokens after --calib-offset {}, fewer than --heal-samples {}",
-            calib.display(),
-            tokens.len(),
-            h.calib_offset,
-            h.heal_samples
-        ));
-    }
-    let opts = HealOptions {
-        alpha: h.alpha,
-        prior,
-        ctx: h.ctx,
-    };
-    let healing = heal::heal(&ckpt.dir, &removal.removed(), tokens, &opts, &Bar::items())?;
+    let healing = fit(&tok, &ckpt.dir, removal, h)?;
+    let prior = healing.options.prior;
     let renamed = |name: &str| -> String {
         match depthprune::arch::naming::hf_layer(name) {
             Some(l) => removal
@@ -228,16 +397,6 @@ pub fn heal_and_write(
         return print_json(&result.provenance);
     }
     let mut s = format!("wrote {}\n", result.out.display());
-    for b in &healing.blocks {
-        s.push_str(&format!(
-            "block {}..{}: folded into layer {} down_proj; relative residual {:.4} (unhealed {:.4}, {:?})\n",
-            b.range.start,
-            b.range.end,
-            b.fold_layer,
-            b.relative_residual,
-            b.relative_residual_identity,
-            b.solver
-        ));
-    }
+    s.push_str(&block_lines(&healing));
     print(&s)
 }

@@ -33,6 +33,7 @@ pub struct Args {
     #[arg(long, short)]
     pub out: PathBuf,
     /// Convert floating-point tensors to this dtype (HF only); otherwise bytes are copied unchanged.
+    /// With --heal on a GGUF: the type of the healed tensors (f32 or f16).
     #[arg(long, value_parser = ["f32", "f16", "bf16"])]
     pub dtype: Option<String>,
     /// Largest shard to write: bytes, or with units (5GB, 500MB, 2GiB).
@@ -45,7 +46,8 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// Heal the pruned model without training: `lstsq` folds a least-squares linear map per
-    /// removed block into the `down_proj` before it (needs --calib; HF only).
+    /// removed block into the `down_proj` before it (needs --calib). For a GGUF the healed
+    /// `ffn_down` tensors are written as F32 (or F16 with --dtype f16), the rest copied.
     #[arg(long, value_parser = ["lstsq"])]
     pub heal: Option<String>,
     #[command(flatten)]
@@ -56,14 +58,35 @@ pub fn run(args: Args) -> Result<()> {
     let resolved = resolve_model(&args.model, Need::Snapshot)?;
     let model = &resolved.path;
     if is_gguf(model) {
-        if let Some(d) = &args.dtype {
-            anyhow::bail!(
-                "`{}`: --dtype {d} applies to HF folders; GGUF tensors are copied in their own ggml types (convert to HF first to change dtypes)",
-                model.display()
+        if args.heal.is_some() {
+            if let Some(d) = args.dtype.as_deref().filter(|d| *d == "bf16") {
+                anyhow::bail!(
+                    "`{}`: --dtype {d} with --heal on a GGUF: the healed tensors are written as f32 or f16",
+                    model.display()
+                );
+            }
+            let gguf_model = depthprune::checkpoint::gguf::GgufModel::open(model)?;
+            let removal = args.layers.removal(gguf_model.block_count()?)?;
+            let c = &args.strategy.calib;
+            let heal_args = args
+                .heal_fit
+                .with_calib(c.calib.clone(), c.ctx, c.calib_offset);
+            return super::heal::heal_and_write_gguf(
+                &gguf_model,
+                &removal,
+                &heal_args,
+                &args.out,
+                args.force,
+                args.max_shard_size,
+                args.dtype.as_deref(),
+                args.json,
             );
         }
-        if args.heal.is_some() {
-            anyhow::bail!("--heal works on HF folders; convert the GGUF to an HF folder first (`depthprune convert`)");
+        if let Some(d) = &args.dtype {
+            anyhow::bail!(
+                "`{}`: --dtype {d} applies to HF folders (or to the healed tensors with --heal); GGUF tensors are copied in their own ggml types (convert to HF first to change dtypes)",
+                model.display()
+            );
         }
         return super::gguf::prune(
             model,

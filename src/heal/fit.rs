@@ -6,8 +6,15 @@
 //! ([`Prior::Zero`], the ReplaceMe paper's form). The normal equations are
 //! `(MᵀM + αI)·T = MᵀZ + αP`, so only `MᵀM`, `MᵀZ` and `‖Z‖²` are ever held. The products run
 //! as f64 candle matmuls; the hidden × hidden solve is a plain f64 Cholesky, with a cyclic Jacobi
-//! eigendecomposition as the fallback (faer was tried and left out: on top of candle it rebuilt
-//! the gemm stack, several minutes of build for two small solves).
+//! eigendecomposition as the fallback. For the symmetric positive semi-definite `MᵀM + αI` the
+//! eigendecomposition is its SVD, so the fallback is the SVD pseudo-inverse solve.
+//!
+//! Why not `faer` (which the issue names): measured on this project's 2-core build machine with
+//! `cargo build --timings`, `faer = { version = "0.24", default-features = false, features =
+//! ["std", "linalg"] }` shares gemm 0.19 with candle but adds nano-gemm (its f32/f64/c32/c64
+//! kernels alone take 62–86 s each), private-gemm-x86 (39 s), faer itself (42 s), equator and
+//! faer-traits: about 400 s of compile units in all (under dependency opt-level 3), far over the
+//! one-minute budget, for two hidden × hidden solves that take milliseconds here.
 
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};

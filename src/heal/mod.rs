@@ -21,11 +21,12 @@
 //!   outlive its forward.
 
 pub mod fit;
+pub mod gguf;
 
 pub use fit::{fold_down_proj, Fit, Gram, Prior, Solver};
 
 use crate::error::{Error, Result};
-use crate::model::{open_folder, Model, WeightSource};
+use crate::model::{open_checkpoint, Model, ModelConfig, WeightSource};
 use crate::progress::Progress;
 use candle_core::{Device, Tensor};
 use serde_json::{json, Value};
@@ -70,6 +71,11 @@ pub struct Healing {
 }
 
 impl Healing {
+    /// The removed layers (dense-model numbers) of the healed blocks.
+    pub fn removed(&self) -> Vec<usize> {
+        self.blocks.iter().flat_map(|b| b.range.clone()).collect()
+    }
+
     /// The `healing` entry of `pruning.json`; `renamed` maps a dense-model tensor name to its
     /// name in the pruned checkpoint.
     pub fn provenance(&self, renamed: &dyn Fn(&str) -> String) -> Value {
@@ -138,11 +144,23 @@ impl WeightSource for Overlay {
     }
 }
 
-/// Opens the HF folder `dense` with `tensors` replaced.
+/// Opens the dense checkpoint `dense` (an HF folder or a `.gguf` file, whose tensors are served
+/// under their HF names) with `tensors` replaced. Run it with the removed layers skipped to get
+/// the in-memory healed model.
 pub fn open_healed(dense: &Path, tensors: &BTreeMap<String, Vec<f32>>) -> Result<Model> {
-    let (cfg, source) = open_folder(dense)?;
+    let (cfg, source) = open_checkpoint(dense)?;
+    healed_model(cfg, source, tensors, &[])
+}
+
+/// `source` with `tensors` replaced, as a model with every layer but those in `skip` resident.
+fn healed_model(
+    cfg: ModelConfig,
+    source: Arc<dyn WeightSource>,
+    tensors: &BTreeMap<String, Vec<f32>>,
+    skip: &[usize],
+) -> Result<Model> {
     let overlay: Arc<dyn WeightSource> = Arc::new(Overlay::new(source, tensors)?);
-    Model::from_source(cfg, overlay, &|_| true)
+    Model::from_source(cfg, overlay, &|i| !skip.contains(&i))
 }
 
 /// The name of layer `i`'s `down_proj` weight.
@@ -172,6 +190,8 @@ fn rows(t: &Tensor) -> Result<Vec<f32>> {
 
 /// Fits and folds one map per removed block of `removed` (dense-model layer numbers), on the
 /// calibration tokens `calib` cut into windows of `opts.ctx`. `progress` counts windows.
+/// `dense_dir` is an HF folder or a `.gguf` file (dequantized to f32); either way the maps and
+/// the returned tensors are in HF terms (names and layout).
 pub fn heal(
     dense_dir: &Path,
     removed: &[usize],
@@ -196,8 +216,8 @@ pub fn heal(
             opts.ctx
         )));
     }
-    let (cfg, source) = open_folder(dense_dir)?;
-    let dense = Model::from_source(cfg, source.clone(), &|_| true)?;
+    let (cfg, source) = open_checkpoint(dense_dir)?;
+    let dense = Model::from_source(cfg.clone(), source.clone(), &|_| true)?;
     dense.check_skip(removed)?;
     let hidden = dense.config().arch.hidden_size;
     let todo = blocks(removed);
@@ -213,7 +233,7 @@ pub fn heal(
     for block in &todo {
         let fold_layer = block.start - 1;
         let last = block.end - 1;
-        let pruned = open_healed(dense_dir, &tensors)?;
+        let pruned = healed_model(cfg.clone(), source.clone(), &tensors, removed)?;
         let mut gram = Gram::new(hidden);
         for w in &windows {
             let tokens = dense.tokens(&[*w])?;

@@ -147,6 +147,40 @@ impl GgufWeights {
     }
 }
 
+impl GgufWeights {
+    /// `values` of HF tensor `name` (HF layout) in the element order of its GGUF tensor: the same
+    /// row-major data (GGUF's dims are HF's reversed), with the Q/K rows permuted back where the
+    /// file's architecture has them permuted.
+    pub fn to_gguf_layout(&self, name: &str, values: Vec<f32>) -> Result<Vec<f32>> {
+        let t = self.tensors.get(name).ok_or_else(|| {
+            Error::corrupt(&self.path, format!("the checkpoint has no tensor `{name}`"))
+        })?;
+        if values.len() as u64 != t.n_elements() {
+            return Err(Error::Invalid(format!(
+                "tensor `{name}` has {} elements, not {}",
+                t.n_elements(),
+                values.len()
+            )));
+        }
+        let Some((heads, kv)) = self.permute else {
+            return Ok(values);
+        };
+        let n_head = if name.contains("self_attn.q_proj.") {
+            heads
+        } else if name.contains("self_attn.k_proj.") {
+            kv
+        } else {
+            return Ok(values);
+        };
+        let rows = t.dims().last().copied().unwrap_or(1) as usize;
+        permute_rows(&values, rows, n_head).ok_or_else(|| {
+            Error::Invalid(format!(
+                "tensor `{name}` has {rows} rows, which do not split into {n_head} heads"
+            ))
+        })
+    }
+}
+
 /// Undoes llama.cpp's per-head row permutation: GGUF row `2j + t` of a head holds HF row
 /// `t * head_dim / 2 + j`. `values` holds `rows` rows of equal length.
 pub fn unpermute_rows(values: &[f32], rows: usize, n_head: usize) -> Option<Vec<f32>> {

@@ -23,22 +23,22 @@ use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
 /// llama.cpp's token types (`LLAMA_TOKEN_TYPE_*`).
-const TOKEN_UNKNOWN: i32 = 2;
-const TOKEN_CONTROL: i32 = 3;
-const TOKEN_USER_DEFINED: i32 = 4;
-const TOKEN_UNUSED: i32 = 5;
+pub(super) const TOKEN_UNKNOWN: i32 = 2;
+pub(super) const TOKEN_CONTROL: i32 = 3;
+pub(super) const TOKEN_USER_DEFINED: i32 = 4;
+pub(super) const TOKEN_UNUSED: i32 = 5;
 const TOKEN_BYTE: i32 = 6;
 
 /// SentencePiece's word-boundary marker, which stands for a space.
 const SPIECE_SPACE: &str = "\u{2581}";
 
 /// GPT-2's split regex, which `ByteLevel` applies when `use_regex` is set.
-const GPT2_SPLIT: &str =
+pub(super) const GPT2_SPLIT: &str =
     r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 /// Llama 3's split: numbers in runs of up to three digits.
-const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub(super) const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen2's split: Llama 3's with every digit on its own.
-const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub(super) const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The tokenizer metadata of a GGUF file. Each field names the key it comes from.
 #[derive(Debug, Clone, Default, PartialEq)]

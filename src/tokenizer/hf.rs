@@ -25,7 +25,7 @@ pub struct HfTokenizer {
     chat_template: Option<String>,
 }
 
-fn read_json(path: &Path) -> Result<Option<Value>> {
+pub(crate) fn read_json(path: &Path) -> Result<Option<Value>> {
     if !path.is_file() {
         return Ok(None);
     }
@@ -39,7 +39,7 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
 }
 
 /// A special token given as `"<s>"` or as `{"content": "<s>", ...}`.
-fn token_text(v: Option<&Value>) -> Option<String> {
+pub(crate) fn token_text(v: Option<&Value>) -> Option<String> {
     match v? {
         Value::String(s) => Some(s.clone()),
         Value::Object(o) => o.get("content").and_then(Value::as_str).map(String::from),

@@ -25,7 +25,7 @@ pub mod write;
 pub use error::{Bound, FormatError};
 pub use info::GgufInfo;
 pub use model::{GgufModel, GgufPart};
-pub use prune::{prune, PruneOptions, PruneReport};
+pub use prune::{prune, prune_with, Edits, PruneOptions, PruneReport, Replacement};
 pub use read::{GgufFile, TensorInfo};
 pub use types::GgmlType;
 pub use value::{Array, Value, ValueType};

@@ -10,11 +10,16 @@
 //! - `depthprune.*` keys record the tool version, the source file and the removal;
 //! - `split.*` keys are dropped, and rewritten when the output is split.
 //!
+//! [`prune_with`] also takes [`Edits`]: tensors written with new data (and possibly a new float
+//! type, same name and dims), as healing needs, and extra metadata entries. Every other tensor is
+//! still copied byte for byte.
+//!
 //! Outputs are written to temporary siblings, read back and checked, and only then renamed.
 
 use super::model::GgufModel;
 use super::read::{GgufFile, TensorInfo};
 use super::split::{self, MAX_SPLITS};
+use super::types::GgmlType;
 use super::value::{Array, Value};
 use super::write::{header_len, tensor_info_len, GgufWriter};
 use super::{
@@ -27,6 +32,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::progress::Progress;
 use crate::select::{format_ranges, Removal, RemovalSummary};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -37,6 +43,23 @@ pub struct PruneOptions {
     pub overwrite: Overwrite,
     /// Split the output into parts of at most this many bytes (`--split-max-size`).
     pub split_max_bytes: Option<u64>,
+}
+
+/// A tensor that a prune writes with new data in place of the source's bytes: same name (before
+/// renumbering) and dims, in `ty`, with `data` in ggml's layout for those dims.
+#[derive(Debug, Clone)]
+pub struct Replacement {
+    pub ty: GgmlType,
+    pub data: Vec<u8>,
+}
+
+/// What a prune changes besides dropping layers.
+#[derive(Debug, Clone, Default)]
+pub struct Edits {
+    /// New data by source tensor name; each tensor must belong to a kept layer or none.
+    pub replace: BTreeMap<String, Replacement>,
+    /// Metadata entries set after the prune's own, in order.
+    pub metadata: Vec<(String, Value)>,
 }
 
 /// What a prune will write: the new metadata and each kept tensor under its new name.
@@ -188,8 +211,70 @@ pub fn prune(
     opts: &PruneOptions,
     progress: &dyn Progress,
 ) -> Result<PruneReport> {
-    let plan = plan(model, removal)?;
-    let parts = layout(&plan, opts.split_max_bytes)?;
+    prune_with(model, removal, out, opts, &Edits::default(), progress)
+}
+
+/// The type and byte length each planned tensor will have, with its replacement if any.
+type Written<'e> = (GgmlType, u64, Option<&'e Replacement>);
+
+/// Checks `edits` against `plan` and returns what each planned tensor is written as.
+fn written<'e>(model: &GgufModel, plan: &PrunePlan, edits: &'e Edits) -> Result<Vec<Written<'e>>> {
+    for name in edits.replace.keys() {
+        if !plan.tensors.iter().any(|(_, t)| t.name() == name) {
+            let why = if model.tensors().iter().any(|t| t.name() == name) {
+                "it belongs to a removed layer"
+            } else {
+                "the model has no such tensor"
+            };
+            return Err(Error::Invalid(format!(
+                "`{}`: cannot replace tensor `{name}`: {why}",
+                model.path().display()
+            )));
+        }
+    }
+    plan.tensors
+        .iter()
+        .map(|(_, t)| match edits.replace.get(t.name()) {
+            None => Ok((t.ggml_type(), t.n_bytes(), None)),
+            Some(r) => {
+                let want = r.ty.tensor_bytes(t.dims()).map_err(|e| {
+                    Error::Invalid(format!(
+                        "cannot write tensor `{}` with dims {:?} as {}: {e}",
+                        t.name(),
+                        t.dims(),
+                        r.ty.name()
+                    ))
+                })?;
+                if want != r.data.len() as u64 {
+                    return Err(Error::Invalid(format!(
+                        "replacement for tensor `{}` has {} bytes; {} with dims {:?} needs {want}",
+                        t.name(),
+                        r.data.len(),
+                        r.ty.name(),
+                        t.dims()
+                    )));
+                }
+                Ok((r.ty, want, Some(r)))
+            }
+        })
+        .collect()
+}
+
+/// [`prune`] with `edits` applied: replaced tensors and extra metadata.
+pub fn prune_with(
+    model: &GgufModel,
+    removal: &Removal,
+    out: &Path,
+    opts: &PruneOptions,
+    edits: &Edits,
+    progress: &dyn Progress,
+) -> Result<PruneReport> {
+    let mut plan = plan(model, removal)?;
+    for (k, v) in &edits.metadata {
+        plan.metadata.set(k, v.clone());
+    }
+    let written = written(model, &plan, edits)?;
+    let parts = layout(&plan, &written, opts.split_max_bytes)?;
     let targets: Vec<PathBuf> = if opts.split_max_bytes.is_some() {
         let prefix = split::output_prefix(out);
         (0..parts.len())
@@ -205,7 +290,7 @@ pub fn prune(
         .iter()
         .map(|p| File::open(&p.path).at(&p.path))
         .collect::<Result<Vec<_>>>()?;
-    let total: u64 = plan.tensors.iter().map(|(_, t)| t.n_bytes()).sum();
+    let total: u64 = written.iter().map(|w| w.1).sum();
     progress.start("pruning", total);
     let mut outputs = Vec::new();
     for (i, (target, range)) in targets.iter().zip(&parts).enumerate() {
@@ -222,16 +307,18 @@ pub fn prune(
         }
         let output = AtomicOutput::file(target, opts.overwrite)?;
         let tensors = &plan.tensors[range.clone()];
+        let types = &written[range.clone()];
         write_part(
             output.path(),
             &md,
             tensors,
+            types,
             plan.alignment,
             model,
             &mut sources,
             progress,
         )?;
-        verify_part(output.path(), &md, tensors)?;
+        verify_part(output.path(), &md, tensors, types)?;
         outputs.push(output);
     }
     progress.finish();
@@ -264,7 +351,11 @@ fn add_split_keys(md: &mut Metadata, i: usize, count: usize, n_tensors: usize) {
 }
 
 /// Which tensors go in which output part: one part, or as many as `max_bytes` requires.
-fn layout(plan: &PrunePlan, max_bytes: Option<u64>) -> Result<Vec<std::ops::Range<usize>>> {
+fn layout(
+    plan: &PrunePlan,
+    written: &[Written],
+    max_bytes: Option<u64>,
+) -> Result<Vec<std::ops::Range<usize>>> {
     let Some(max) = max_bytes else {
         return Ok(std::iter::once(0..plan.tensors.len()).collect());
     };
@@ -290,7 +381,8 @@ fn layout(plan: &PrunePlan, max_bytes: Option<u64>) -> Result<Vec<std::ops::Rang
     let costs: Vec<u64> = plan
         .tensors
         .iter()
-        .map(|(name, t)| tensor_info_len(name, t.dims().len()) + t.n_bytes().next_multiple_of(a))
+        .zip(written)
+        .map(|((name, t), w)| tensor_info_len(name, t.dims().len()) + w.1.next_multiple_of(a))
         .collect();
     let parts = split::plan_parts(&costs, max, overhead(&first), overhead(&split_keys));
     if parts.len() > MAX_SPLITS {
@@ -321,10 +413,12 @@ fn refuse_overwriting_input(model: &GgufModel, targets: &[PathBuf]) -> Result<()
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_part(
     path: &Path,
     md: &Metadata,
     tensors: &[(String, &TensorInfo)],
+    written: &[Written],
     alignment: u64,
     model: &GgufModel,
     sources: &mut [File],
@@ -336,13 +430,18 @@ fn write_part(
     for (k, v) in md.iter() {
         w.kv(k, v)?;
     }
-    for (name, t) in tensors {
-        w.tensor_info(name, t.dims(), t.ggml_type())?;
+    for ((name, t), (ty, _, _)) in tensors.iter().zip(written) {
+        w.tensor_info(name, t.dims(), *ty)?;
     }
-    for (_, t) in tensors {
-        let src = &model.parts()[t.part()].path;
-        w.copy_tensor(&mut sources[t.part()], src, t.file_offset())?;
-        progress.advance(t.n_bytes());
+    for ((_, t), (_, n, replacement)) in tensors.iter().zip(written) {
+        match replacement {
+            Some(r) => w.write_tensor(&r.data)?,
+            None => {
+                let src = &model.parts()[t.part()].path;
+                w.copy_tensor(&mut sources[t.part()], src, t.file_offset())?;
+            }
+        }
+        progress.advance(*n);
     }
     w.finish()?
         .into_inner()
@@ -351,7 +450,12 @@ fn write_part(
 }
 
 /// Reads a written part back and checks it holds what was meant to be written.
-fn verify_part(path: &Path, md: &Metadata, tensors: &[(String, &TensorInfo)]) -> Result<()> {
+fn verify_part(
+    path: &Path,
+    md: &Metadata,
+    tensors: &[(String, &TensorInfo)],
+    written: &[Written],
+) -> Result<()> {
     let back = GgufFile::read(path, 0)?;
     let fail = |what: String| {
         Err(Error::Invalid(format!(
@@ -369,8 +473,8 @@ fn verify_part(path: &Path, md: &Metadata, tensors: &[(String, &TensorInfo)]) ->
             tensors.len()
         ));
     }
-    for (b, (name, t)) in back.tensors.iter().zip(tensors) {
-        if b.name() != name || b.dims() != t.dims() || b.ggml_type() != t.ggml_type() {
+    for ((b, (name, t)), (ty, _, _)) in back.tensors.iter().zip(tensors).zip(written) {
+        if b.name() != name || b.dims() != t.dims() || b.ggml_type() != *ty {
             return fail(format!("tensor `{}` differs", b.name()));
         }
     }

@@ -1,0 +1,201 @@
+//! Writing a healed, pruned GGUF: the layers are dropped and renumbered as by
+//! [`crate::checkpoint::gguf::prune`], every tensor is copied byte for byte except the healed
+//! `ffn_down` weights, which are written as F32 (or F16) from the fitted f32 values, and the fit
+//! is recorded under `depthprune.healing.*` with a note (`depthprune.note`) naming the tensors
+//! written that way.
+//!
+//! Layout: a healed weight comes back from [`super::heal`] in HF terms, `(hidden, ffn)` row-major
+//! for `down_proj`. GGUF lists dims fastest first, so the same tensor is `ffn_down` with
+//! `ne = [n_ff, n_embd]` and the very same element order; only llama's Q/K rows would need
+//! permuting, which [`GgufWeights::to_gguf_layout`] does should such a tensor ever be replaced.
+
+use super::{Healing, METHOD};
+use crate::arch::naming::gguf_layer;
+use crate::checkpoint::atomic::Overwrite;
+use crate::checkpoint::gguf::{
+    prune_with, Array, Edits, GgmlType, GgufModel, PruneOptions, PruneReport, Replacement, Value,
+};
+use crate::error::{Error, Result};
+use crate::model::gguf::GgufWeights;
+use crate::progress::Progress;
+use crate::select::Removal;
+use std::path::Path;
+
+/// How to write a healed GGUF.
+#[derive(Debug, Clone)]
+pub struct GgufHealOptions {
+    pub overwrite: Overwrite,
+    /// Split the output into parts of at most this many bytes.
+    pub split_max_bytes: Option<u64>,
+    /// The type of the healed tensors: F32 or F16.
+    pub ty: GgmlType,
+    /// More `depthprune.healing.*` entries (the calibration file, say), set after the fit's own.
+    pub metadata: Vec<(String, Value)>,
+}
+
+/// Encodes f32 values as F32 or F16 bytes.
+pub fn encode_float(values: &[f32], ty: GgmlType) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(values.len() * 4);
+    match ty {
+        GgmlType::F32 => values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        GgmlType::F16 => values
+            .iter()
+            .for_each(|&v| out.extend_from_slice(&half::f16::from_f32(v).to_bits().to_le_bytes())),
+        other => {
+            return Err(Error::Unsupported(format!(
+                "healed tensors are written as F32 or F16, not {}",
+                other.name()
+            )))
+        }
+    }
+    Ok(out)
+}
+
+/// The GGUF name, in the pruned file, of source tensor `name`.
+fn renamed(removal: &Removal, name: &str) -> String {
+    match gguf_layer(name) {
+        Some(l) => removal
+            .new_index(l.layer)
+            .map_or_else(|| name.to_string(), |n| l.renumbered(n)),
+        None => name.to_string(),
+    }
+}
+
+/// The note recorded in `depthprune.note`: what was healed and which tensors were written from
+/// f32 values rather than copied. `tensors` are `(new name, source type)`.
+pub fn healing_note(healing: &Healing, tensors: &[(String, GgmlType)], ty: GgmlType) -> String {
+    let list = tensors
+        .iter()
+        .map(|(n, src)| {
+            if src.is_quantized() {
+                format!("`{n}` (dequantized from {})", src.name())
+            } else {
+                format!("`{n}` (was {})", src.name())
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "Healed without training (ReplaceMe-style least squares, {} prior, alpha {}, {} calibration tokens): \
+         a linear map per removed block was folded into the `ffn_down` before it, so these tensors differ \
+         from the original and are stored as {}: {list}. All other tensors are byte-identical to the source.",
+        healing.options.prior.name(),
+        healing.options.alpha,
+        healing.samples,
+        ty.name()
+    )
+}
+
+/// Prunes the GGUF `model` as `removal` says, writing the healed tensors of `healing` (fitted on
+/// this same model) in place of the copied ones.
+pub fn write_healed_gguf(
+    model: &GgufModel,
+    removal: &Removal,
+    healing: &Healing,
+    out: &Path,
+    opts: &GgufHealOptions,
+    progress: &dyn Progress,
+) -> Result<PruneReport> {
+    if !matches!(opts.ty, GgmlType::F32 | GgmlType::F16) {
+        return Err(Error::Unsupported(format!(
+            "healed tensors are written as F32 or F16, not {}",
+            opts.ty.name()
+        )));
+    }
+    let weights = GgufWeights::new(model)?;
+    let mut edits = Edits::default();
+    let mut written = Vec::new();
+    for (hf, values) in &healing.tensors {
+        let info = weights.info(hf).ok_or_else(|| {
+            Error::Invalid(format!(
+                "`{}`: the healed tensor `{hf}` is not in this file; heal and write the same model",
+                model.path().display()
+            ))
+        })?;
+        let name = info.name().to_string();
+        let src_ty = info.ggml_type();
+        let data = encode_float(&weights.to_gguf_layout(hf, values.clone())?, opts.ty)?;
+        written.push((renamed(removal, &name), src_ty));
+        edits
+            .replace
+            .insert(name, Replacement { ty: opts.ty, data });
+    }
+    let u32v = |x: usize| Value::U32(x as u32);
+    let blocks = &healing.blocks;
+    let p = "depthprune.healing.";
+    let mut md: Vec<(String, Value)> = vec![
+        (format!("{p}method"), Value::string(METHOD)),
+        (
+            format!("{p}prior"),
+            Value::string(healing.options.prior.name()),
+        ),
+        (format!("{p}alpha"), Value::F64(healing.options.alpha)),
+        (format!("{p}samples"), Value::U64(healing.samples as u64)),
+        (format!("{p}ctx"), u32v(healing.options.ctx)),
+        (
+            format!("{p}block_starts"),
+            Value::Array(Array::U32(
+                blocks.iter().map(|b| b.range.start as u32).collect(),
+            )),
+        ),
+        (
+            format!("{p}block_ends"),
+            Value::Array(Array::U32(
+                blocks.iter().map(|b| b.range.end as u32).collect(),
+            )),
+        ),
+        (
+            format!("{p}fold_layers"),
+            Value::Array(Array::U32(
+                blocks.iter().map(|b| b.fold_layer as u32).collect(),
+            )),
+        ),
+        (
+            format!("{p}relative_residual"),
+            Value::Array(Array::F64(
+                blocks.iter().map(|b| b.relative_residual).collect(),
+            )),
+        ),
+        (
+            format!("{p}relative_residual_unhealed"),
+            Value::Array(Array::F64(
+                blocks
+                    .iter()
+                    .map(|b| b.relative_residual_identity)
+                    .collect(),
+            )),
+        ),
+        (
+            format!("{p}solvers"),
+            Value::Array(Array::String(
+                blocks
+                    .iter()
+                    .map(|b| format!("{:?}", b.solver).to_lowercase().into_bytes())
+                    .collect(),
+            )),
+        ),
+        (
+            format!("{p}tensors"),
+            Value::Array(Array::String(
+                written
+                    .iter()
+                    .map(|(n, _)| n.clone().into_bytes())
+                    .collect(),
+            )),
+        ),
+        (format!("{p}tensor_type"), Value::string(opts.ty.name())),
+    ];
+    md.extend(opts.metadata.iter().cloned());
+    md.push((
+        "depthprune.note".into(),
+        Value::string(&healing_note(healing, &written, opts.ty)),
+    ));
+    edits.metadata = md;
+    let prune_opts = PruneOptions {
+        overwrite: opts.overwrite,
+        split_max_bytes: opts.split_max_bytes,
+    };
+    prune_with(model, removal, out, &prune_opts, &edits, progress)
+}
