@@ -14,7 +14,11 @@
 //!   model is run with every earlier fold applied, so `M` and `X` are what the healed model
 //!   really computes there while `Y` always comes from the dense model. A later fold thus also
 //!   corrects the drift left by earlier ones. Top-down would fit against inputs that the earlier
-//!   folds then change. This costs one dense and one pruned forward per window per block.
+//!   folds then change.
+//! - **Cost.** One dense pass per window gives every block's target. The pruned model's residual
+//!   stream is kept per window at the input of the last fold layer, so each block runs only the
+//!   layers between its fold layer and the previous one: about one dense and one pruned forward
+//!   per window in all, whatever the number of blocks.
 //! - **A block at layer 0** has no MLP before it to fold into; it is refused with a message
 //!   (mapping the embedding output would change the tied embedding and `lm_head` too).
 //! - Activations are streamed window by window into f64 Gram matrices; no window's activations
@@ -229,34 +233,47 @@ pub fn heal(
     }
     let mut tensors: BTreeMap<String, Vec<f32>> = BTreeMap::new();
     let mut healed = Vec::new();
-    progress.start("healing", (windows.len() * todo.len()) as u64);
-    for block in &todo {
+    progress.start("healing", (windows.len() * (todo.len() + 1)) as u64);
+    let ctx = dense.attn_ctx(0, opts.ctx)?;
+    // One dense pass per window gives every block's target Y (the dense output of its last
+    // layer); only these rows are kept, not the whole residual stream.
+    let lasts: Vec<usize> = todo.iter().map(|b| b.end - 1).collect();
+    let mut ys: Vec<Vec<Vec<f32>>> = vec![Vec::with_capacity(windows.len()); todo.len()];
+    // The pruned, healed model's residual stream per window, entering layer `from`: each block
+    // resumes where the previous one stopped (at the input of its fold layer, which the previous
+    // fit changed) instead of rerunning from the embedding.
+    let mut states: Vec<Tensor> = Vec::with_capacity(windows.len());
+    for w in &windows {
+        let tokens = dense.tokens(&[*w])?;
+        dense.forward_hidden(&tokens, &[], None, &mut |tap| {
+            for (k, &l) in lasts.iter().enumerate() {
+                if tap.layer == l {
+                    ys[k].push(rows(&tap.parts.output)?);
+                }
+            }
+            Ok(())
+        })?;
+        states.push(dense.embed(&tokens)?);
+        progress.advance(1);
+    }
+    let mut from = 0;
+    let mut replaced: BTreeMap<usize, Arc<crate::model::DecoderLayer>> = BTreeMap::new();
+    for (k, block) in todo.iter().enumerate() {
         let fold_layer = block.start - 1;
-        let last = block.end - 1;
-        let pruned = healed_model(cfg.clone(), source.clone(), &tensors, removed)?;
         let mut gram = Gram::new(hidden);
-        for w in &windows {
-            let tokens = dense.tokens(&[*w])?;
-            let mut y = None;
-            dense.forward_hidden(&tokens, &[], None, &mut |tap| {
-                if tap.layer == last {
-                    y = Some(rows(&tap.parts.output)?);
-                }
-                Ok(())
-            })?;
-            let mut xm = None;
-            pruned.forward_hidden(&tokens, removed, None, &mut |tap| {
-                if tap.layer == fold_layer {
-                    xm = Some((rows(&tap.parts.output)?, rows(&tap.parts.mlp)?));
-                }
-                Ok(())
-            })?;
-            let (Some(y), Some((x, m))) = (y, xm) else {
-                return Err(Error::Invalid(format!(
-                    "layers {fold_layer} and {last} did not both run during healing"
-                )));
-            };
-            let z: Vec<f32> = y
+        for (w, state) in states.iter_mut().enumerate() {
+            let mut xs = state.clone();
+            for i in (from..fold_layer).filter(|i| !removed.contains(i)) {
+                let layer = match replaced.get(&i) {
+                    Some(l) => l.clone(),
+                    None => dense.fetch_layer(i)?,
+                };
+                xs = layer.forward(&xs, &ctx, None)?.output;
+            }
+            let parts = dense.fetch_layer(fold_layer)?.forward(&xs, &ctx, None)?;
+            *state = xs;
+            let (x, m) = (rows(&parts.output)?, rows(&parts.mlp)?);
+            let z: Vec<f32> = ys[k][w]
                 .iter()
                 .zip(&x)
                 .zip(&m)
@@ -265,12 +282,20 @@ pub fn heal(
             gram.add(&m, &z)?;
             progress.advance(1);
         }
+        from = fold_layer;
         let fit = gram.solve(opts.alpha, opts.prior)?;
         let name = down_proj_name(fold_layer);
         // Each fold layer is distinct (blocks are maximal runs), so the dense weight is the one
         // to fold into.
         let w = rows(&source.tensor(&name)?)?;
         tensors.insert(name, fold_down_proj(&fit.t, &w, hidden)?);
+        let overlay = Overlay::new(source.clone(), &tensors)?;
+        replaced.insert(
+            fold_layer,
+            Arc::new(crate::model::DecoderLayer::load(
+                &overlay, &cfg, fold_layer,
+            )?),
+        );
         healed.push(HealedBlock {
             range: block.clone(),
             fold_layer,
