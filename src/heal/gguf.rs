@@ -1,5 +1,5 @@
 //! Writing a healed, pruned GGUF: the layers are dropped and renumbered as by
-//! [`crate::checkpoint::gguf::prune`], every tensor is copied byte for byte except the healed
+//! [`crate::checkpoint::gguf::prune()`], every tensor is copied byte for byte except the healed
 //! `ffn_down` weights, which are written as F32 (or F16) from the fitted f32 values, and the fit
 //! is recorded under `depthprune.healing.*` with a note (`depthprune.note`) naming the tensors
 //! written that way.
