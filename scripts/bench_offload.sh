@@ -4,9 +4,12 @@
 # memory and once with --offload, and report each run's wall time and peak RSS. The tokenizer is
 # SmolLM2's (its ids fit in the 146,260-entry vocabulary); the text is WikiText-2.
 # Usage: scripts/bench_offload.sh [METRICS]   (default "bi angular"; needs ~9 GB disk, ~18 GB RAM)
+# CTX and SAMPLES override the window length (512) and count (16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 METRICS="${1:-bi angular}"
+CTX="${CTX:-512}"
+SAMPLES="${SAMPLES:-16}"
 DIR="${BENCH_DIR:-/tmp/bench-offload}"
 TEXT="${DEPTHPRUNE_WIKITEXT:-$(cd .. && pwd)/shared/data/wikitext-2-raw-test.txt}"
 cargo build --release --quiet
@@ -26,7 +29,7 @@ for metric in $METRICS; do
     flag=()
     [ "$mode" = offload ] && flag=(--offload)
     /usr/bin/time -f "$metric $mode: %e s wall, %M KB peak RSS" \
-      "$BIN" score "$MODEL" --metric "$metric" --calib "$TEXT" --ctx 512 --samples 16 --batch 4 \
+      "$BIN" score "$MODEL" --metric "$metric" --calib "$TEXT" --ctx "$CTX" --samples "$SAMPLES" --batch 4 \
       "${flag[@]}" --json >"$DIR/$metric-$mode.json" 2>"$DIR/$metric-$mode.err" || {
       tail -n 3 "$DIR/$metric-$mode.err"
       exit 1
