@@ -240,15 +240,9 @@ pub fn run(args: Args) -> Result<()> {
     let result = sweep::run(&model, &args.model, &cache, plan, &Bar::items())?;
     let files = write_outputs(&args.out, &result)?;
     if args.report {
-        let k = args.report_k.unwrap_or_else(|| {
-            result
-                .counts
-                .iter()
-                .copied()
-                .filter(|&k| k > 0 && k <= 8)
-                .max()
-                .unwrap_or(max_k)
-        });
+        let k = args
+            .report_k
+            .unwrap_or_else(|| super::report::default_k(&result));
         let report = super::report::write_report(&args.out, &result, &model, &tok, k, None)?;
         eprintln!("report: {}", report.display());
     }
