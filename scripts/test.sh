@@ -5,9 +5,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export DEPTHPRUNE_SMOLLM2_GGUF="${DEPTHPRUNE_SMOLLM2_GGUF:-$(scripts/fetch-demo-model.sh)}"
-export DEPTHPRUNE_WIKITEXT="${DEPTHPRUNE_WIKITEXT:-$(cd .. && pwd)/shared/data/wikitext-2-raw-test.txt}"
+# WikiText-2 is not in the repository. CI has it in ../shared; a fresh clone alone in its folder
+# does not, and the tests whose references were made on it then print one SKIPPED line each.
+WIKITEXT="${DEPTHPRUNE_WIKITEXT:-$(cd .. && pwd)/shared/data/wikitext-2-raw-test.txt}"
+if [ -f "$WIKITEXT" ]; then
+  export DEPTHPRUNE_WIKITEXT="$WIKITEXT"
+else
+  unset DEPTHPRUNE_WIKITEXT
+  echo "note: WikiText-2 not found at \`$WIKITEXT\`; the tests that need it will say SKIPPED" >&2
+fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
-cargo test --locked
+cargo test --locked --no-fail-fast

@@ -7,8 +7,10 @@
 //! logits agree within 1e-3. A second check converts the file to an HF folder and runs it again.
 //!
 //! Set `DEPTHPRUNE_SMOLLM2_GGUF` to the `.gguf` path to run it (the WikiText file is found through
-//! `DEPTHPRUNE_WIKITEXT`, else `../shared/data/wikitext-2-raw-test.txt`); without them the test
-//! prints SKIPPED and passes.
+//! `DEPTHPRUNE_WIKITEXT`, else `../shared/data/wikitext-2-raw-test.txt`); without either the test
+//! prints one SKIPPED line naming what is missing. The conversion check needs no WikiText.
+
+mod common;
 
 use depthprune::eval::{self, Convention, Run};
 use depthprune::model::{open_checkpoint, Model};
@@ -20,21 +22,12 @@ use std::path::{Path, PathBuf};
 
 const ENV: &str = "DEPTHPRUNE_SMOLLM2_GGUF";
 
-fn inputs() -> Option<(PathBuf, PathBuf)> {
+fn inputs(test: &str) -> Option<(PathBuf, PathBuf)> {
     let Ok(gguf) = std::env::var(ENV) else {
-        eprintln!("SKIPPED: set {ENV} to the SmolLM2-135M-Instruct .gguf to run this test");
+        eprintln!("SKIPPED {test}: set {ENV} to the SmolLM2-135M-Instruct .gguf to run this test");
         return None;
     };
-    let text = std::env::var("DEPTHPRUNE_WIKITEXT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/wikitext-2-raw-test.txt")
-        });
-    assert!(
-        text.is_file(),
-        "{ENV} is set but the WikiText file `{}` is missing; set DEPTHPRUNE_WIKITEXT",
-        text.display()
-    );
+    let text = common::wikitext(test)?;
     Some((PathBuf::from(gguf), text))
 }
 
@@ -77,7 +70,7 @@ fn max_error(ours: &[Vec<f32>], want: &Value) -> f64 {
 
 #[test]
 fn gguf_model_matches_transformers() {
-    let Some((gguf, text)) = inputs() else {
+    let Some((gguf, text)) = inputs("gguf_model_matches_transformers") else {
         return;
     };
     let r = reference();

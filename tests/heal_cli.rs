@@ -5,7 +5,7 @@
 
 use candle_core::Tensor;
 use depthprune::eval;
-use depthprune::heal::{self, HealOptions, Prior};
+use depthprune::heal::{self, HealOptions, Objective, Prior};
 use depthprune::model::Model;
 use depthprune::progress::Silent;
 use depthprune::tokenizer::HfTokenizer;
@@ -55,6 +55,12 @@ fn heal_flags() -> Vec<String> {
         CTX.to_string(),
         "--heal-samples".into(),
         SAMPLES.to_string(),
+        // Without validation: these tests check the fold and the writing; the guard has its
+        // own tests (tests/heal_guard.rs).
+        "--holdout".into(),
+        "0".into(),
+        "--alpha".into(),
+        "1e-3".into(),
     ]
 }
 
@@ -138,11 +144,7 @@ fn healed_prune_reconstructs_better_and_reloads_with_the_in_memory_logits() {
     );
 
     // The same fit in memory, on the dense folder with the block skipped.
-    let opts = HealOptions {
-        alpha: 1e-3,
-        prior: Prior::Identity,
-        ctx: CTX,
-    };
+    let opts = HealOptions::fixed(Objective::Lstsq, 1e-3, Prior::Identity, CTX);
     let h = heal::heal(&dense(), REMOVED, &tokens, &opts, &Silent).unwrap();
     assert_eq!(h.tensors.len(), 1);
     assert!(h
@@ -205,6 +207,8 @@ fn heal_subcommand_matches_prune_with_heal() {
         "plain".into(),
         "--from".into(),
         s(&dense()).into(),
+        "--method".into(),
+        "lstsq".into(),
         "--out".into(),
         "two".into(),
     ];

@@ -5,12 +5,14 @@
 //! compared with the in-memory model built from the same dequantized weights. SmolLM2 (Q4_1),
 //! when `DEPTHPRUNE_SMOLLM2_GGUF` is set, is checked the same way.
 
+mod common;
+
 use depthprune::checkpoint::atomic::Overwrite;
 use depthprune::checkpoint::convert_gguf::hf_to_gguf;
 use depthprune::checkpoint::gguf::{GgmlType, GgufModel, GgufWriter, Value};
 use depthprune::eval;
 use depthprune::heal::gguf::{write_healed_gguf, GgufHealOptions};
-use depthprune::heal::{self, HealOptions, Healing, Prior};
+use depthprune::heal::{self, HealOptions, Healing, Objective, Prior};
 use depthprune::model::Model;
 use depthprune::progress::Silent;
 use depthprune::quant::{quantize, QuantFormat};
@@ -41,11 +43,7 @@ fn tokens(n: usize, vocab: u32) -> Vec<u32> {
 }
 
 fn opts(ctx: usize) -> HealOptions {
-    HealOptions {
-        alpha: 1e-3,
-        prior: Prior::Identity,
-        ctx,
-    }
+    HealOptions::fixed(Objective::Lstsq, 1e-3, Prior::Identity, ctx)
 }
 
 fn logits(model: &Model, skip: &[usize], tokens: &[u32]) -> Vec<f32> {
@@ -304,14 +302,13 @@ fn smollm2_q4_1_heal_reloads_with_the_in_memory_logits() {
         eprintln!("SKIPPED: set DEPTHPRUNE_SMOLLM2_GGUF to the SmolLM2-135M-Instruct .gguf");
         return;
     };
-    let Ok(text) = std::env::var("DEPTHPRUNE_WIKITEXT") else {
-        eprintln!("SKIPPED: set DEPTHPRUNE_WIKITEXT to wikitext-2-raw-test.txt");
+    let Some(text) = common::wikitext("smollm2_q4_1_heal_reloads_with_the_in_memory_logits") else {
         return;
     };
     let gguf = PathBuf::from(gguf);
     let started = std::time::Instant::now();
     let (tok, _) = open_tokenizer(&gguf).unwrap();
-    let text = eval::read_text(Path::new(&text)).unwrap();
+    let text = eval::read_text(&text).unwrap();
     let toks = eval::tokenize(&tok, &text, Some(2 * 64)).unwrap();
     let removed: Vec<usize> = (20..24).collect();
     let h = heal::heal(&gguf, &removed, &toks, &opts(64), &Silent).unwrap();
@@ -383,7 +380,19 @@ fn prune_heal_and_heal_subcommand_write_the_same_gguf() {
     .unwrap();
     let calib = golden("eval.txt");
     let calib = calib.to_str().unwrap();
-    let fit = ["--calib", calib, "--ctx", "32", "--heal-samples", "256"];
+    // Without validation, as these check the writing, not the guard (tests/heal_guard.rs).
+    let fit = [
+        "--calib",
+        calib,
+        "--ctx",
+        "32",
+        "--heal-samples",
+        "256",
+        "--holdout",
+        "0",
+        "--alpha",
+        "1e-3",
+    ];
     let run = |args: &[&str]| {
         let mut all: Vec<&str> = args.to_vec();
         all.extend(fit);
@@ -415,6 +424,8 @@ fn prune_heal_and_heal_subcommand_write_the_same_gguf() {
         "plain.gguf",
         "--from",
         "dense.gguf",
+        "--method",
+        "lstsq",
         "--out",
         "two.gguf",
     ]));

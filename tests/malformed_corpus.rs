@@ -236,6 +236,55 @@ fn gguf_cases() -> Vec<GgufCase> {
         x,
         &["belongs to layer 2"],
     );
+    // The blocks the metadata declares are the blocks the tensors hold (issue 13).
+    let mut above = toy_model(3);
+    above.kvs.retain(|(k, _, _)| k != "llama.block_count");
+    case(
+        "block count above the tensors".into(),
+        above.u32("llama.block_count", 60).build().0,
+        &["`llama.block_count` is 60 but the tensors hold 3 blocks"],
+    );
+    let renamed = |from: &str, to: &str| {
+        let mut b = toy_model(3);
+        for t in &mut b.tensors {
+            if t.name == from {
+                t.name = to.to_string();
+            }
+        }
+        b.build().0
+    };
+    case(
+        "a block with no tensors".into(),
+        {
+            let mut b = toy_model(3);
+            for t in &mut b.tensors {
+                if let Some(rest) = t.name.strip_prefix("blk.1.") {
+                    t.name = format!("blk.3.{rest}");
+                }
+            }
+            b.kvs.retain(|(k, _, _)| k != "llama.block_count");
+            b.u32("llama.block_count", 4).build().0
+        },
+        &["the tensors hold 3 blocks (block 1 has none)"],
+    );
+    case(
+        "a block lacking a tensor the others have".into(),
+        renamed("blk.1.attn_k.weight", "blk.1.attn_kk.weight"),
+        &["has no `blk.1.attn_k.weight` tensor, which layer 0 has"],
+    );
+    case(
+        "a block with a tensor the others lack".into(),
+        toy_model(3)
+            .tensor("blk.2.attn_x.weight", &[32], 0)
+            .build()
+            .0,
+        &["layer 2 has `blk.2.attn_x.weight`, which layer 0 lacks"],
+    );
+    case(
+        "a tensor of block 4000000000".into(),
+        renamed("blk.2.attn_k.weight", "blk.4000000000.attn_k.weight"),
+        &["belongs to layer 4000000000"],
+    );
     let mut none = toy_model(3);
     none.kvs.retain(|(k, _, _)| k != "llama.block_count");
     case(
@@ -532,6 +581,32 @@ fn hf_cases(
         Box::new(|d| set_config(d, "num_hidden_layers", 4.into())),
         "config.json",
         &["`num_hidden_layers` is 4"],
+    );
+    let rename = |from: &'static str, to: &'static str| -> Mutation {
+        Box::new(move |d: &Path| {
+            edit_header(&d.join(ST), |h| {
+                let v = h.remove(from).unwrap();
+                h.insert(to.into(), v);
+            })
+        })
+    };
+    add(
+        "a layer lacking a tensor the others have",
+        rename(
+            "model.layers.1.self_attn.q_proj.weight",
+            "model.layers.1.self_attn.qq_proj.weight",
+        ),
+        "config.json",
+        &["has no `model.layers.1.self_attn.q_proj.weight` tensor"],
+    );
+    add(
+        "a tensor beyond num_hidden_layers",
+        rename(
+            "model.layers.2.mlp.down_proj.weight",
+            "model.layers.9.mlp.down_proj.weight",
+        ),
+        "config.json",
+        &["`num_hidden_layers` is 6 but the tensors hold 7 layers (numbers up to 9)"],
     );
     add(
         "config vocabulary contradicts the embedding",

@@ -5,9 +5,11 @@
 //! criterion chooses.
 //!
 //! Set `DEPTHPRUNE_SMOLLM2_GGUF` to the `.gguf` path to run it (the text is
-//! `../shared/data/wikitext-2-raw-test.txt`, or `DEPTHPRUNE_WIKITEXT`); without it the test says
-//! SKIPPED and passes. It runs the CLI, so it needs `score` to open GGUF files (the engine's GGUF
+//! `../shared/data/wikitext-2-raw-test.txt`, or `DEPTHPRUNE_WIKITEXT`); without either it prints
+//! one SKIPPED line naming what is missing. It runs the CLI, so it needs `score` to open GGUF files (the engine's GGUF
 //! loading).
+
+mod common;
 
 use serde_json::Value;
 use std::path::PathBuf;
@@ -60,12 +62,10 @@ fn bi_and_angular_match_transformers_on_smollm2() {
         return;
     };
     let gguf = gguf.to_string_lossy().into_owned();
-    let text = std::env::var("DEPTHPRUNE_WIKITEXT").unwrap_or_else(|_| {
-        format!(
-            "{}/../shared/data/wikitext-2-raw-test.txt",
-            env!("CARGO_MANIFEST_DIR")
-        )
-    });
+    let Some(text) = common::wikitext("bi_and_angular_match_transformers_on_smollm2") else {
+        return;
+    };
+    let text = text.to_string_lossy().into_owned();
     let r = reference();
     let remove = r["remove"].as_u64().unwrap() as usize;
 

@@ -12,6 +12,8 @@ pub const HF_LAYER_PREFIXES: &[&str] = &[
     "model.decoder.layers.",
 ];
 
+use std::collections::BTreeMap;
+
 /// The GGUF prefix of per-layer tensors.
 pub const GGUF_LAYER_PREFIX: &str = "blk.";
 
@@ -57,6 +59,37 @@ pub fn hf_layer(name: &str) -> Option<LayerName<'_>> {
 /// Splits a GGUF tensor name, if it belongs to a block.
 pub fn gguf_layer(name: &str) -> Option<LayerName<'_>> {
     split_with_prefix(name, GGUF_LAYER_PREFIX)
+}
+
+/// The first way in which the layers of one checkpoint do not share their tensor names, as a
+/// message, given each layer's names after its number (`rest` of [`LayerName`]) and the name
+/// prefix (`blk.` or `model.layers.`) to show. Layers of one model hold the same tensors; only the
+/// feed-forward part (names starting with `ffn`) may differ between layers when some layer has
+/// experts (names containing `experts`): dense layers among sparse ones (issue 13).
+pub fn layers_mismatch(
+    layers: &BTreeMap<usize, Vec<&str>>,
+    prefix: &str,
+    ffn: &str,
+) -> Option<String> {
+    let moe = layers
+        .values()
+        .flatten()
+        .any(|r| r.contains("exps.") || r.contains("experts."));
+    let compared = |r: &&&str| !(moe && r.starts_with(ffn));
+    let (first_no, first) = layers.iter().next()?;
+    for (i, names) in layers {
+        if let Some(lack) = first.iter().filter(compared).find(|r| !names.contains(r)) {
+            return Some(format!(
+                "layer {i} has no `{prefix}{i}.{lack}` tensor, which layer {first_no} has; the layers do not match"
+            ));
+        }
+        if let Some(extra) = names.iter().filter(compared).find(|r| !first.contains(r)) {
+            return Some(format!(
+                "layer {i} has `{prefix}{i}.{extra}`, which layer {first_no} lacks; the layers do not match"
+            ));
+        }
+    }
+    None
 }
 
 /// HF ↔ GGUF names of the tensors outside the layers, as llama.cpp's converter writes them.
@@ -190,6 +223,41 @@ pub fn component_of(name: &str) -> (Option<usize>, Component) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layers_must_share_their_tensor_names() {
+        let dense: BTreeMap<usize, Vec<&str>> = [
+            (0, vec!["attn_q.weight", "ffn_down.weight"]),
+            (1, vec!["attn_q.weight", "ffn_down.weight"]),
+        ]
+        .into();
+        assert_eq!(layers_mismatch(&dense, "blk.", "ffn"), None);
+        let mut lacking = dense.clone();
+        lacking.insert(2, vec!["ffn_down.weight"]);
+        assert_eq!(
+            layers_mismatch(&lacking, "blk.", "ffn").unwrap(),
+            "layer 2 has no `blk.2.attn_q.weight` tensor, which layer 0 has; the layers do not match"
+        );
+        let mut extra = dense.clone();
+        extra.insert(1, vec!["attn_q.weight", "ffn_down.weight", "attn_x.weight"]);
+        assert!(layers_mismatch(&extra, "blk.", "ffn")
+            .unwrap()
+            .contains("`blk.1.attn_x.weight`"));
+        // A dense layer among expert layers differs only in its feed-forward part.
+        let moe: BTreeMap<usize, Vec<&str>> = [
+            (0, vec!["attn_q.weight", "ffn_down.weight"]),
+            (
+                1,
+                vec![
+                    "attn_q.weight",
+                    "ffn_down_exps.weight",
+                    "ffn_gate_inp.weight",
+                ],
+            ),
+        ]
+        .into();
+        assert_eq!(layers_mismatch(&moe, "blk.", "ffn"), None);
+    }
 
     #[test]
     fn splits_and_renumbers() {

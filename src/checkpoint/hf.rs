@@ -3,11 +3,11 @@
 //! against the shards, and the config against the tensors, before anything is written.
 
 use super::safetensors::{Dtype, SafetensorsFile, TensorInfo};
-use crate::arch::naming::{component_of, hf_layer, Component};
+use crate::arch::naming::{component_of, hf_layer, layers_mismatch, Component};
 use crate::arch::{ArchConfig, ParamCounts};
 use crate::error::{Error, Result};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 pub const CONFIG_FILE: &str = "config.json";
@@ -177,22 +177,11 @@ impl HfCheckpoint {
     /// The config must describe the tensors: every layer `0..num_hidden_layers` present and no
     /// other, and the embedding shaped `[vocab_size, hidden_size]`.
     fn check_config_against_tensors(&self, config_path: &Path) -> Result<()> {
-        let n = self.arch.num_hidden_layers;
-        let layers: BTreeSet<usize> = self
-            .tensors()
-            .filter_map(|(_, t)| hf_layer(&t.name).map(|l| l.layer))
-            .collect();
-        let found = layers.len();
-        let max = layers.iter().next_back().map_or(0, |m| m + 1);
-        if found != n || max != n {
-            return Err(Error::config(
-                config_path,
-                format!(
-                    "`num_hidden_layers` is {n} but the tensors hold {found} layers (numbers up to {}); the config contradicts the weights",
-                    max.saturating_sub(1)
-                ),
-            ));
-        }
+        check_layer_tensors(
+            config_path,
+            self.arch.num_hidden_layers,
+            self.tensors().map(|(_, t)| t.name.as_str()),
+        )?;
         for (_, t) in self.tensors() {
             if component_of(&t.name).1 == Component::Embeddings && t.shape.len() == 2 {
                 let want = [self.arch.vocab_size as u64, self.arch.hidden_size as u64];
@@ -209,6 +198,37 @@ impl HfCheckpoint {
         }
         Ok(())
     }
+}
+
+/// The layers `num_hidden_layers` declares must be the layers the tensors hold (issue 13): every
+/// layer `0..n` present, no other, and each with the same tensor names ([`layers_mismatch`]).
+/// Errors name `config_path`, which contradicts the weights.
+pub fn check_layer_tensors<'a>(
+    config_path: &Path,
+    n: usize,
+    names: impl Iterator<Item = &'a str>,
+) -> Result<()> {
+    let mut by_layer: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+    let mut prefix = "model.layers.";
+    for l in names.filter_map(hf_layer) {
+        prefix = l.prefix;
+        by_layer.entry(l.layer).or_default().push(l.rest);
+    }
+    let found = by_layer.len();
+    let max = by_layer.keys().next_back().map_or(0, |m| m + 1);
+    if found != n || max != n {
+        return Err(Error::config(
+            config_path,
+            format!(
+                "`num_hidden_layers` is {n} but the tensors hold {found} layers (numbers up to {}); the config contradicts the weights",
+                max.saturating_sub(1)
+            ),
+        ));
+    }
+    if let Some(msg) = layers_mismatch(&by_layer, prefix, "mlp") {
+        return Err(Error::config(config_path, msg));
+    }
+    Ok(())
 }
 
 /// A parsed `model.safetensors.index.json`: which shard holds each tensor.

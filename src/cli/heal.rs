@@ -14,40 +14,74 @@ use depthprune::checkpoint::hf_prune::{prune_hf, PruneOptions, DEFAULT_MAX_SHARD
 use depthprune::checkpoint::verify::read_provenance;
 use depthprune::eval;
 use depthprune::heal::gguf::{write_healed_gguf, GgufHealOptions};
-use depthprune::heal::{self, HealOptions, Healing, Prior};
+use depthprune::heal::{self, HealOptions, Healing, Maps, Objective, Prior};
 use depthprune::hub::Need;
 use depthprune::model::is_gguf;
 use depthprune::select::{format_ranges, Removal};
 use depthprune::tokenizer::{gguf_tokenizer, HfTokenizer};
 use std::path::{Path, PathBuf};
 
+/// The healing methods: `auto` tries every objective, the others fix one. All are validated on
+/// held-out windows unless `--holdout 0`.
+pub const HEAL_METHODS: [&str; 3] = ["auto", "lstsq", "weighted"];
+
 /// The fit flags of `prune --heal`, which takes its calibration flags (`--calib`, `--ctx`,
 /// `--calib-offset`) from the strategy arguments it shares with `score`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct HealFitArgs {
-    /// Ridge weight, relative to the mean diagonal of MᵀM.
-    #[arg(long, default_value_t = 1e-3)]
-    pub alpha: f64,
+    /// Ridge weights to try, relative to the mean diagonal of MᵀM (comma-separated); each block
+    /// takes the one with the lowest held-out residual. With --holdout 0, give exactly one.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1e-4,1e-3,1e-2,1e-1",
+        value_name = "A[,A...]"
+    )]
+    pub alpha: Vec<f64>,
     /// What the ridge pulls the map towards: `identity` (keep the MLP output) or `zero` (the
     /// ReplaceMe paper's plain ridge).
     #[arg(long, value_parser = ["identity", "zero"], default_value = "identity")]
     pub ridge: String,
-    /// Calibration tokens to fit on (cut into windows of --ctx).
+    /// Calibration tokens to heal on (cut into windows of --ctx), validation windows included.
     #[arg(long, default_value_t = 16384, value_name = "N")]
     pub heal_samples: usize,
+    /// Hold out one calibration window in N for validation: each block keeps the map (objective
+    /// and ridge weight) with the lowest next-token KL to the dense model there, or none when
+    /// leaving it unhealed is better. 0 heals every block without validation.
+    #[arg(long, default_value_t = heal::DEFAULT_HOLDOUT, value_name = "N")]
+    pub holdout: usize,
+    /// Where maps go: `per-block` (one per removed block, into the layer before it) or
+    /// `per-layer` (also one per kept layer after the first removed block, each fitted to the
+    /// dense output of that layer and validated like the others).
+    #[arg(long, value_parser = ["per-block", "per-layer"], default_value = "per-block")]
+    pub maps: String,
 }
 
 impl HealFitArgs {
-    /// The full heal flags, with the calibration set given elsewhere.
-    pub fn with_calib(&self, calib: Option<PathBuf>, ctx: usize, calib_offset: usize) -> HealArgs {
+    /// The full heal flags for `method`, with the calibration set given elsewhere.
+    pub fn with_calib(
+        &self,
+        method: &str,
+        calib: Option<PathBuf>,
+        ctx: usize,
+        calib_offset: usize,
+    ) -> HealArgs {
         HealArgs {
             calib,
-            alpha: self.alpha,
+            method: method.to_string(),
+            alpha: self.alpha.clone(),
             ridge: self.ridge.clone(),
             heal_samples: self.heal_samples,
+            holdout: self.holdout,
+            maps: self.maps.clone(),
             ctx,
             calib_offset,
         }
+    }
+
+    /// The library options for `method` and windows of `ctx` tokens.
+    pub fn options(&self, method: &str, ctx: usize) -> Result<HealOptions> {
+        self.with_calib(method, None, ctx, 0).options()
     }
 }
 
@@ -57,22 +91,82 @@ pub struct HealArgs {
     /// Calibration text (UTF-8), tokenized with the dense model's tokenizer.
     #[arg(long, value_name = "FILE")]
     pub calib: Option<PathBuf>,
-    /// Ridge weight, relative to the mean diagonal of MᵀM.
-    #[arg(long, default_value_t = 1e-3)]
-    pub alpha: f64,
+    /// `auto` tries every objective; `lstsq` fits plain least squares; `weighted` weights each
+    /// token by the inverse norm of its target (so attention-sink tokens do not dominate).
+    #[arg(long, value_parser = HEAL_METHODS, default_value = "auto")]
+    pub method: String,
+    /// Ridge weights to try, relative to the mean diagonal of MᵀM (comma-separated); each block
+    /// takes the one with the lowest held-out residual. With --holdout 0, give exactly one.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1e-4,1e-3,1e-2,1e-1",
+        value_name = "A[,A...]"
+    )]
+    pub alpha: Vec<f64>,
     /// What the ridge pulls the map towards: `identity` (keep the MLP output) or `zero` (the
     /// ReplaceMe paper's plain ridge).
     #[arg(long, value_parser = ["identity", "zero"], default_value = "identity")]
     pub ridge: String,
-    /// Calibration tokens to fit on (cut into windows of --ctx).
+    /// Calibration tokens to heal on (cut into windows of --ctx), validation windows included.
     #[arg(long, default_value_t = 16384, value_name = "N")]
     pub heal_samples: usize,
+    /// Hold out one calibration window in N for validation: each block keeps the map (objective
+    /// and ridge weight) with the lowest next-token KL to the dense model there, or none when
+    /// leaving it unhealed is better. 0 heals every block without validation.
+    #[arg(long, default_value_t = heal::DEFAULT_HOLDOUT, value_name = "N")]
+    pub holdout: usize,
+    /// Where maps go: `per-block` (one per removed block, into the layer before it) or
+    /// `per-layer` (also one per kept layer after the first removed block, each fitted to the
+    /// dense output of that layer and validated like the others).
+    #[arg(long, value_parser = ["per-block", "per-layer"], default_value = "per-block")]
+    pub maps: String,
     /// Calibration window length in tokens.
     #[arg(long, default_value_t = 512)]
     pub ctx: usize,
     /// Tokens of the calibration text to skip first (to keep calibration and evaluation apart).
     #[arg(long, default_value_t = 0, value_name = "T")]
     pub calib_offset: usize,
+}
+
+impl HealArgs {
+    /// The library options these flags ask for.
+    pub fn options(&self) -> Result<HealOptions> {
+        let prior = if self.ridge == "zero" {
+            Prior::Zero
+        } else {
+            Prior::Identity
+        };
+        let objectives = match self.method.as_str() {
+            "auto" => Objective::ALL.to_vec(),
+            m => vec![Objective::parse(m)
+                .ok_or_else(|| anyhow::anyhow!("unknown healing method `{m}`"))?],
+        };
+        if self.holdout == 0 && self.alpha.len() != 1 {
+            bail!(
+                "--holdout 0 heals without validation, so it takes exactly one --alpha (e.g. --alpha 1e-3), not {}",
+                self.alpha.len()
+            );
+        }
+        if self.holdout == 0 && objectives.len() != 1 {
+            bail!("--holdout 0 heals without validation, so it needs one method: --heal lstsq or --heal weighted, not `auto`");
+        }
+        if self.holdout == 1 {
+            bail!("--holdout 1 would hold out every window; use 2 or more, or 0 for no validation");
+        }
+        Ok(HealOptions {
+            alphas: self.alpha.clone(),
+            prior,
+            ctx: self.ctx,
+            objectives,
+            holdout: self.holdout,
+            maps: if self.maps == "per-layer" {
+                Maps::PerLayer
+            } else {
+                Maps::PerBlock
+            },
+        })
+    }
 }
 
 /// `depthprune heal PRUNED --from DENSE --calib FILE --out DIR`.
@@ -210,11 +304,7 @@ fn fit(tok: &HfTokenizer, dense: &Path, removal: &Removal, h: &HealArgs) -> Resu
             h.ctx
         );
     }
-    let prior = if h.ridge == "zero" {
-        Prior::Zero
-    } else {
-        Prior::Identity
-    };
+    let opts = h.options()?;
     let text = eval::read_text(calib)?;
     let want = h.calib_offset.saturating_add(h.heal_samples);
     let tokens = eval::tokenize(tok, &text, Some(want))?;
@@ -228,11 +318,6 @@ fn fit(tok: &HfTokenizer, dense: &Path, removal: &Removal, h: &HealArgs) -> Resu
             h.heal_samples
         ));
     }
-    let opts = HealOptions {
-        alpha: h.alpha,
-        prior,
-        ctx: h.ctx,
-    };
     Ok(heal::heal(
         dense,
         &removal.removed(),
@@ -244,19 +329,7 @@ fn fit(tok: &HfTokenizer, dense: &Path, removal: &Removal, h: &HealArgs) -> Resu
 
 /// The per-block lines printed after healing.
 fn block_lines(healing: &Healing) -> String {
-    let mut s = String::new();
-    for b in &healing.blocks {
-        s.push_str(&format!(
-            "block {}..{}: folded into layer {} down_proj; relative residual {:.4} (unhealed {:.4}, {:?})\n",
-            b.range.start,
-            b.range.end,
-            b.fold_layer,
-            b.relative_residual,
-            b.relative_residual_identity,
-            b.solver
-        ));
-    }
-    s
+    healing.sites().map(|b| b.describe() + "\n").collect()
 }
 
 /// Fits the maps for `removal` on the GGUF `model` and writes the healed, pruned GGUF to `out`,
@@ -345,7 +418,6 @@ pub fn heal_and_write(
     };
     let tok = HfTokenizer::open(&ckpt.dir)?;
     let healing = fit(&tok, &ckpt.dir, removal, h)?;
-    let prior = healing.options.prior;
     let renamed = |name: &str| -> String {
         match depthprune::arch::naming::hf_layer(name) {
             Some(l) => removal
@@ -360,12 +432,9 @@ pub fn heal_and_write(
         o.insert("calib_offset".into(), h.calib_offset.into());
     }
     let note = format!(
-        "Healed without training (ReplaceMe-style least squares, {} prior, alpha {}, {} calibration tokens): \
-         a linear map per removed block was folded into the `down_proj` before it, so these tensors differ \
-         from the original and are stored as F32: {}.",
-        prior.name(),
-        h.alpha,
-        healing.samples,
+        "Healed without training ({}): a linear map per healed block was folded into the `down_proj` \
+         before it, so these tensors differ from the original and are stored as F32: {}.",
+        healing.summary(),
         healing
             .tensors
             .keys()

@@ -45,10 +45,12 @@ pub struct Args {
     /// Print a JSON summary instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Heal the pruned model without training: `lstsq` folds a least-squares linear map per
-    /// removed block into the `down_proj` before it (needs --calib). For a GGUF the healed
-    /// `ffn_down` tensors are written as F32 (or F16 with --dtype f16), the rest copied.
-    #[arg(long, value_parser = ["lstsq"])]
+    /// Heal the pruned model without training: fold a least-squares linear map per removed block
+    /// into the `down_proj` before it (needs --calib). `auto` (the default) lets held-out
+    /// validation choose between `lstsq` and `weighted` per block, and leaves a block unhealed
+    /// when no map helps. For a GGUF the healed `ffn_down` tensors are written as F32 (or F16
+    /// with --dtype f16), the rest copied.
+    #[arg(long, value_parser = super::heal::HEAL_METHODS, num_args = 0..=1, default_missing_value = "auto", value_name = "METHOD")]
     pub heal: Option<String>,
     #[command(flatten)]
     pub heal_fit: super::heal::HealFitArgs,
@@ -58,7 +60,7 @@ pub fn run(args: Args) -> Result<()> {
     let resolved = resolve_model(&args.model, Need::Snapshot)?;
     let model = &resolved.path;
     if is_gguf(model) {
-        if args.heal.is_some() {
+        if let Some(method) = &args.heal {
             if let Some(d) = args.dtype.as_deref().filter(|d| *d == "bf16") {
                 anyhow::bail!(
                     "`{}`: --dtype {d} with --heal on a GGUF: the healed tensors are written as f32 or f16",
@@ -68,9 +70,9 @@ pub fn run(args: Args) -> Result<()> {
             let gguf_model = depthprune::checkpoint::gguf::GgufModel::open(model)?;
             let removal = args.layers.removal(gguf_model.block_count()?)?;
             let c = &args.strategy.calib;
-            let heal_args = args
-                .heal_fit
-                .with_calib(c.calib.clone(), c.ctx, c.calib_offset);
+            let heal_args =
+                args.heal_fit
+                    .with_calib(method, c.calib.clone(), c.ctx, c.calib_offset);
             return super::heal::heal_and_write_gguf(
                 &gguf_model,
                 &removal,
@@ -109,14 +111,14 @@ pub fn run(args: Args) -> Result<()> {
         eprint!("{e}");
     }
     let removal = chosen.removal;
-    if args.heal.is_some() {
+    if let Some(method) = &args.heal {
         if args.dtype.is_some() {
             anyhow::bail!("--dtype cannot be combined with --heal (healed tensors are written as F32, the rest as stored)");
         }
         let c = &args.strategy.calib;
         let heal_args = args
             .heal_fit
-            .with_calib(c.calib.clone(), c.ctx, c.calib_offset);
+            .with_calib(method, c.calib.clone(), c.ctx, c.calib_offset);
         return super::heal::heal_and_write(
             &ckpt,
             &removal,

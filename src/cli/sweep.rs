@@ -7,7 +7,6 @@ use super::output::{print, print_json, warn, Bar};
 use super::score::{plot as plot_scores, CalibArgs};
 use anyhow::{bail, Context, Result};
 use depthprune::eval;
-use depthprune::heal::{HealOptions, Prior};
 use depthprune::model::{open_checkpoint, Model};
 use depthprune::report::plot::{line_chart, Reference, Series};
 use depthprune::score::{calibration_windows, score, Calibration, ScoreOptions, TokenSel};
@@ -60,8 +59,9 @@ pub struct Args {
     /// Tokens of the evaluation text to skip first.
     #[arg(long, default_value_t = 0, value_name = "TOKENS")]
     pub eval_offset: usize,
-    /// Also heal every removal (`lstsq`) and measure it healed.
-    #[arg(long, value_parser = ["lstsq"], value_name = "METHOD")]
+    /// Also heal every removal and measure it healed (`auto`, `lstsq` or `weighted`, as in
+    /// `prune --heal`; validated on held-out calibration windows unless --holdout 0).
+    #[arg(long, value_parser = super::heal::HEAL_METHODS, num_args = 0..=1, default_missing_value = "auto", value_name = "METHOD")]
     pub heal: Option<String>,
     #[command(flatten)]
     pub heal_fit: HealFitArgs,
@@ -208,20 +208,10 @@ pub fn run(args: Args) -> Result<()> {
         let end = (start + args.heal_fit.heal_samples).min(calib_tokens.len());
         &calib_tokens[start..end]
     };
-    let heal = args.heal.as_ref().map(|_| {
-        (
-            HealOptions {
-                alpha: args.heal_fit.alpha,
-                prior: if args.heal_fit.ridge == "zero" {
-                    Prior::Zero
-                } else {
-                    Prior::Identity
-                },
-                ctx: args.calib.ctx,
-            },
-            heal_tokens,
-        )
-    });
+    let heal = match &args.heal {
+        Some(method) => Some((args.heal_fit.options(method, args.calib.ctx)?, heal_tokens)),
+        None => None,
+    };
     let cache = DenseCache::build(&model, eval_windows, &Bar::items())?;
     let plan = sweep::SweepPlan {
         strategies,
@@ -342,7 +332,7 @@ fn write_outputs(dir: &Path, s: &Sweep) -> Result<Vec<PathBuf>> {
 /// One CSV row per strategy and count.
 pub fn csv(s: &Sweep) -> Result<String> {
     let mut t = String::from(
-        "strategy,k,drop,params,params_kept,perplexity,mean_kl,top1_agreement,healed_perplexity,healed_mean_kl,healed_top1_agreement\n",
+        "strategy,k,drop,params,params_kept,perplexity,mean_kl,top1_agreement,heal_choices,healed_perplexity,healed_mean_kl,healed_top1_agreement\n",
     );
     for r in &s.rows {
         let h = |f: fn(&sweep::Measured) -> f64| {
@@ -354,7 +344,7 @@ pub fn csv(s: &Sweep) -> Result<String> {
         };
         writeln!(
             t,
-            "{},{},\"{}\",{},{:.6},{},{},{},{},{},{}",
+            "{},{},\"{}\",{},{:.6},{},{},{},\"{}\",{},{},{}",
             r.strategy,
             r.k,
             r.drop,
@@ -363,6 +353,7 @@ pub fn csv(s: &Sweep) -> Result<String> {
             r.measured.perplexity,
             r.measured.mean_kl,
             r.measured.top1_agreement,
+            r.heal_choices.as_deref().unwrap_or_default().join(" "),
             h(|m| m.perplexity),
             h(|m| m.mean_kl),
             h(|m| m.top1_agreement),

@@ -360,6 +360,29 @@ pub fn eigen_solve(a: &[f64], b: &[f64], h: usize) -> Result<Vec<f64>> {
     Ok(x)
 }
 
+/// The rows of `m` and `z` (row-major `rows × hidden`) scaled for the token-weighted objective:
+/// token `t` gets weight `1/‖zₜ‖` in the squared error, so both rows are multiplied by
+/// `‖zₜ‖^(-1/2)`. A row whose target is zero carries no direction and is dropped (weight 0).
+pub fn weigh_rows(m: &[f32], z: &[f32], hidden: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut wm = Vec::with_capacity(m.len());
+    let mut wz = Vec::with_capacity(z.len());
+    for (mr, zr) in m.chunks(hidden.max(1)).zip(z.chunks(hidden.max(1))) {
+        let norm = zr
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            .sqrt();
+        let s = if norm > 0.0 && norm.is_finite() {
+            (1.0 / norm.sqrt()) as f32
+        } else {
+            0.0
+        };
+        wm.extend(mr.iter().map(|&v| v * s));
+        wz.extend(zr.iter().map(|&v| v * s));
+    }
+    (wm, wz)
+}
+
 /// Folds `T` (row-major `hidden × hidden`) into an HF `down_proj.weight` (`[hidden,
 /// intermediate]`, row-major).
 ///

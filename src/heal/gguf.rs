@@ -78,12 +78,10 @@ pub fn healing_note(healing: &Healing, tensors: &[(String, GgmlType)], ty: GgmlT
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "Healed without training (ReplaceMe-style least squares, {} prior, alpha {}, {} calibration tokens): \
-         a linear map per removed block was folded into the `ffn_down` before it, so these tensors differ \
-         from the original and are stored as {}: {list}. All other tensors are byte-identical to the source.",
-        healing.options.prior.name(),
-        healing.options.alpha,
-        healing.samples,
+        "Healed without training ({}): a linear map per healed block was folded into the `ffn_down` \
+         before it, so these tensors differ from the original and are stored as {}: {list}. All other \
+         tensors are byte-identical to the source.",
+        healing.summary(),
         ty.name()
     )
 }
@@ -131,8 +129,31 @@ pub fn write_healed_gguf(
             format!("{p}prior"),
             Value::string(healing.options.prior.name()),
         ),
-        (format!("{p}alpha"), Value::F64(healing.options.alpha)),
+        (format!("{p}alpha"), Value::F64(healing.options.alphas[0])),
         (format!("{p}samples"), Value::U64(healing.samples as u64)),
+        (format!("{p}holdout"), u32v(healing.options.holdout)),
+        (
+            format!("{p}validation_samples"),
+            Value::U64(healing.validation_samples as u64),
+        ),
+        (
+            format!("{p}block_objectives"),
+            Value::Array(Array::String(
+                blocks
+                    .iter()
+                    .map(|b| {
+                        b.objective
+                            .map_or("unhealed", |o| o.name())
+                            .as_bytes()
+                            .to_vec()
+                    })
+                    .collect(),
+            )),
+        ),
+        (
+            format!("{p}block_alphas"),
+            Value::Array(Array::F64(blocks.iter().map(|b| b.alpha).collect())),
+        ),
         (format!("{p}ctx"), u32v(healing.options.ctx)),
         (
             format!("{p}block_starts"),
@@ -186,7 +207,45 @@ pub fn write_healed_gguf(
             )),
         ),
         (format!("{p}tensor_type"), Value::string(opts.ty.name())),
+        (
+            format!("{p}maps"),
+            Value::string(healing.options.maps.name()),
+        ),
     ];
+    if !healing.layers.is_empty() {
+        md.push((
+            format!("{p}healed_layer_folds"),
+            Value::Array(Array::U32(
+                healing
+                    .layers
+                    .iter()
+                    .filter(|b| b.healed())
+                    .map(|b| b.fold_layer as u32)
+                    .collect(),
+            )),
+        ));
+    }
+    if blocks.iter().all(|b| b.validation.is_some()) && !blocks.is_empty() {
+        let kl = |f: &dyn Fn(&crate::heal::HealedBlock) -> f64| {
+            Value::Array(Array::F64(blocks.iter().map(f).collect()))
+        };
+        md.push((
+            format!("{p}validation_kl_unhealed"),
+            kl(&|b| b.validation.as_ref().map_or(f64::NAN, |v| v.unhealed_kl)),
+        ));
+        md.push((
+            format!("{p}validation_kl"),
+            kl(&|b| {
+                let v = b.validation.as_ref();
+                match b.objective {
+                    Some(o) => v
+                        .and_then(|v| v.candidates.iter().find(|c| c.objective == o))
+                        .map_or(f64::NAN, |c| c.validation_kl),
+                    None => v.map_or(f64::NAN, |v| v.unhealed_kl),
+                }
+            }),
+        ));
+    }
     md.extend(opts.metadata.iter().cloned());
     md.push((
         "depthprune.note".into(),

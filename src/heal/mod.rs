@@ -23,149 +23,48 @@
 //!   (mapping the embedding output would change the tied embedding and `lm_head` too).
 //! - Activations are streamed window by window into f64 Gram matrices; no window's activations
 //!   outlive its forward.
+//! - **The guard** ([`HealOptions::holdout`], issue 18). One calibration window in `holdout` is
+//!   kept out of the fits. For each block and objective the ridge weight comes from a grid by
+//!   the held-out residual; then each objective's map is judged by the mean next-token
+//!   KL(dense ‖ healed) on the held-out windows, against the same KL with the block left
+//!   unhealed. The best wins, and "unhealed" is a candidate, so healing never makes the
+//!   held-out windows worse. The unhealed KL of a block is the chosen KL of the block before it
+//!   (the same model), so each block costs one tail forward per objective on the held-out
+//!   windows.
+//!
+//! Where the ideas come from, in our words:
+//! - Fitting one linear map per removed block on calibration activations and folding it into
+//!   the preceding `down_proj`, so the result is a stock checkpoint: ReplaceMe (Shopkhoev et
+//!   al., 2025, "ReplaceMe: Network Simplification via Depth Pruning and Transformer Block
+//!   Linearization"), whose least-squares variant is [`Objective::Lstsq`] with the zero prior.
+//! - Weighting tokens by the inverse norm of their target ([`Objective::Weighted`]): a response
+//!   to the "massive activations" that a few tokens (the first token, delimiters) carry in the
+//!   residual stream (Sun et al., 2024, "Massive Activations in Large Language Models"; the
+//!   attention sinks of Xiao et al., 2023, "Efficient Streaming Language Models with Attention
+//!   Sinks"). In plain least squares those rows dominate `MᵀM`; the weighting is ours.
+//! - The identity prior, the bottom-up order with the healed model's own inputs, the held-out
+//!   KL guard and the choice among objectives and ridge weights by validation are this project's.
 
 pub mod fit;
 pub mod gguf;
+mod options;
+mod overlay;
+mod result;
+mod run;
+mod validate;
 
 pub use fit::{fold_down_proj, Fit, Gram, Prior, Solver};
+pub use options::{HealOptions, Maps, Objective, DEFAULT_ALPHAS, DEFAULT_HOLDOUT};
+pub use overlay::{open_healed, Overlay};
+pub use result::{Candidate, HealedBlock, Healing, Validation};
+pub use run::heal;
 
-use crate::error::{Error, Result};
-use crate::model::{open_checkpoint, Model, ModelConfig, WeightSource};
-use crate::progress::Progress;
-use candle_core::{Device, Tensor};
-use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use crate::error::Result;
+use candle_core::Tensor;
 use std::ops::Range;
-use std::path::Path;
-use std::sync::Arc;
 
 /// The method name recorded in `pruning.json`.
 pub const METHOD: &str = "lstsq";
-
-/// How to heal.
-#[derive(Debug, Clone)]
-pub struct HealOptions {
-    /// Ridge weight, relative to the mean diagonal of `MᵀM`.
-    pub alpha: f64,
-    pub prior: Prior,
-    /// Calibration window length in tokens.
-    pub ctx: usize,
-}
-
-/// One healed block.
-#[derive(Debug, Clone)]
-pub struct HealedBlock {
-    /// The removed layers `[start, end)`, numbered as in the dense model.
-    pub range: Range<usize>,
-    /// The dense-model layer whose `down_proj` took the map (`start − 1`).
-    pub fold_layer: usize,
-    pub relative_residual: f64,
-    pub relative_residual_identity: f64,
-    pub solver: Solver,
-}
-
-/// The result of healing: the new `down_proj` weights by their dense-model name, as f32.
-#[derive(Debug, Clone)]
-pub struct Healing {
-    pub blocks: Vec<HealedBlock>,
-    pub tensors: BTreeMap<String, Vec<f32>>,
-    /// Calibration tokens used per block.
-    pub samples: usize,
-    pub options: HealOptions,
-}
-
-impl Healing {
-    /// The removed layers (dense-model numbers) of the healed blocks.
-    pub fn removed(&self) -> Vec<usize> {
-        self.blocks.iter().flat_map(|b| b.range.clone()).collect()
-    }
-
-    /// The `healing` entry of `pruning.json`; `renamed` maps a dense-model tensor name to its
-    /// name in the pruned checkpoint.
-    pub fn provenance(&self, renamed: &dyn Fn(&str) -> String) -> Value {
-        json!({
-            "method": METHOD,
-            "prior": self.options.prior.name(),
-            "alpha": self.options.alpha,
-            "samples": self.samples,
-            "ctx": self.options.ctx,
-            "blocks": self.blocks.iter().map(|b| json!({
-                "start": b.range.start,
-                "end": b.range.end,
-                "fold_layer": b.fold_layer,
-                "relative_residual": b.relative_residual,
-                "relative_residual_unhealed": b.relative_residual_identity,
-                "solver": format!("{:?}", b.solver).to_lowercase(),
-            })).collect::<Vec<_>>(),
-            "tensors": self.tensors.keys().map(|k| renamed(k)).collect::<Vec<_>>(),
-        })
-    }
-}
-
-/// A weight source with some tensors replaced (the healed `down_proj`s).
-pub struct Overlay {
-    base: Arc<dyn WeightSource>,
-    replaced: HashMap<String, Tensor>,
-}
-
-impl Overlay {
-    /// Wraps `base`, replacing the tensors in `tensors` (f32, with the base tensor's shape).
-    pub fn new(base: Arc<dyn WeightSource>, tensors: &BTreeMap<String, Vec<f32>>) -> Result<Self> {
-        let mut replaced = HashMap::new();
-        for (name, v) in tensors {
-            let shape = base.shape(name).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "cannot replace `{name}`: the model has no such tensor"
-                ))
-            })?;
-            replaced.insert(
-                name.clone(),
-                Tensor::from_slice(v.as_slice(), shape, &Device::Cpu)?,
-            );
-        }
-        Ok(Overlay { base, replaced })
-    }
-}
-
-impl WeightSource for Overlay {
-    fn tensor(&self, name: &str) -> Result<Tensor> {
-        match self.replaced.get(name) {
-            Some(t) => Ok(t.clone()),
-            None => self.base.tensor(name),
-        }
-    }
-
-    fn contains(&self, name: &str) -> bool {
-        self.base.contains(name)
-    }
-
-    fn shape(&self, name: &str) -> Option<Vec<usize>> {
-        self.base.shape(name)
-    }
-
-    fn path(&self) -> &Path {
-        self.base.path()
-    }
-}
-
-/// Opens the dense checkpoint `dense` (an HF folder or a `.gguf` file, whose tensors are served
-/// under their HF names) with `tensors` replaced. Run it with the removed layers skipped to get
-/// the in-memory healed model.
-pub fn open_healed(dense: &Path, tensors: &BTreeMap<String, Vec<f32>>) -> Result<Model> {
-    let (cfg, source) = open_checkpoint(dense)?;
-    healed_model(cfg, source, tensors, &[])
-}
-
-/// `source` with `tensors` replaced, as a model with every layer but those in `skip` resident.
-fn healed_model(
-    cfg: ModelConfig,
-    source: Arc<dyn WeightSource>,
-    tensors: &BTreeMap<String, Vec<f32>>,
-    skip: &[usize],
-) -> Result<Model> {
-    let overlay: Arc<dyn WeightSource> = Arc::new(Overlay::new(source, tensors)?);
-    Model::from_source(cfg, overlay, &|i| !skip.contains(&i))
-}
 
 /// The name of layer `i`'s `down_proj` weight.
 pub fn down_proj_name(layer: usize) -> String {
@@ -188,127 +87,6 @@ pub fn blocks(removed: &[usize]) -> Vec<Range<usize>> {
 }
 
 /// Row-major f32 values of the `(1, seq, hidden)` tensor `t`.
-fn rows(t: &Tensor) -> Result<Vec<f32>> {
+pub(crate) fn rows(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_vec1::<f32>()?)
-}
-
-/// Fits and folds one map per removed block of `removed` (dense-model layer numbers), on the
-/// calibration tokens `calib` cut into windows of `opts.ctx`. `progress` counts windows.
-/// `dense_dir` is an HF folder or a `.gguf` file (dequantized to f32); either way the maps and
-/// the returned tensors are in HF terms (names and layout).
-pub fn heal(
-    dense_dir: &Path,
-    removed: &[usize],
-    calib: &[u32],
-    opts: &HealOptions,
-    progress: &dyn Progress,
-) -> Result<Healing> {
-    if opts.ctx < 2 {
-        return Err(Error::Invalid(format!(
-            "--ctx must be at least 2 tokens, not {}",
-            opts.ctx
-        )));
-    }
-    let windows: Vec<&[u32]> = calib
-        .chunks(opts.ctx)
-        .filter(|w| w.len() == opts.ctx)
-        .collect();
-    if windows.is_empty() {
-        return Err(Error::Invalid(format!(
-            "the calibration text has {} tokens, fewer than one window of --ctx {}; hint: use a longer --calib file or a smaller --ctx",
-            calib.len(),
-            opts.ctx
-        )));
-    }
-    let (cfg, source) = open_checkpoint(dense_dir)?;
-    let dense = Model::from_source(cfg.clone(), source.clone(), &|_| true)?;
-    dense.check_skip(removed)?;
-    let hidden = dense.config().arch.hidden_size;
-    let todo = blocks(removed);
-    if let Some(b) = todo.iter().find(|b| b.start == 0) {
-        return Err(Error::Invalid(format!(
-            "cannot heal the removed block {}..{}: it starts at layer 0, so no kept MLP precedes it to take the map; hint: keep layer 0 or prune without --heal",
-            b.start, b.end
-        )));
-    }
-    let mut tensors: BTreeMap<String, Vec<f32>> = BTreeMap::new();
-    let mut healed = Vec::new();
-    progress.start("healing", (windows.len() * (todo.len() + 1)) as u64);
-    let ctx = dense.attn_ctx(0, opts.ctx)?;
-    // One dense pass per window gives every block's target Y (the dense output of its last
-    // layer); only these rows are kept, not the whole residual stream.
-    let lasts: Vec<usize> = todo.iter().map(|b| b.end - 1).collect();
-    let mut ys: Vec<Vec<Vec<f32>>> = vec![Vec::with_capacity(windows.len()); todo.len()];
-    // The pruned, healed model's residual stream per window, entering layer `from`: each block
-    // resumes where the previous one stopped (at the input of its fold layer, which the previous
-    // fit changed) instead of rerunning from the embedding.
-    let mut states: Vec<Tensor> = Vec::with_capacity(windows.len());
-    for w in &windows {
-        let tokens = dense.tokens(&[*w])?;
-        dense.forward_hidden(&tokens, &[], None, &mut |tap| {
-            for (k, &l) in lasts.iter().enumerate() {
-                if tap.layer == l {
-                    ys[k].push(rows(&tap.parts.output)?);
-                }
-            }
-            Ok(())
-        })?;
-        states.push(dense.embed(&tokens)?);
-        progress.advance(1);
-    }
-    let mut from = 0;
-    let mut replaced: BTreeMap<usize, Arc<crate::model::DecoderLayer>> = BTreeMap::new();
-    for (k, block) in todo.iter().enumerate() {
-        let fold_layer = block.start - 1;
-        let mut gram = Gram::new(hidden);
-        for (w, state) in states.iter_mut().enumerate() {
-            let mut xs = state.clone();
-            for i in (from..fold_layer).filter(|i| !removed.contains(i)) {
-                let layer = match replaced.get(&i) {
-                    Some(l) => l.clone(),
-                    None => dense.fetch_layer(i)?,
-                };
-                xs = layer.forward(&xs, &ctx, None)?.output;
-            }
-            let parts = dense.fetch_layer(fold_layer)?.forward(&xs, &ctx, None)?;
-            *state = xs;
-            let (x, m) = (rows(&parts.output)?, rows(&parts.mlp)?);
-            let z: Vec<f32> = ys[k][w]
-                .iter()
-                .zip(&x)
-                .zip(&m)
-                .map(|((y, x), m)| y - x + m)
-                .collect();
-            gram.add(&m, &z)?;
-            progress.advance(1);
-        }
-        from = fold_layer;
-        let fit = gram.solve(opts.alpha, opts.prior)?;
-        let name = down_proj_name(fold_layer);
-        // Each fold layer is distinct (blocks are maximal runs), so the dense weight is the one
-        // to fold into.
-        let w = rows(&source.tensor(&name)?)?;
-        tensors.insert(name, fold_down_proj(&fit.t, &w, hidden)?);
-        let overlay = Overlay::new(source.clone(), &tensors)?;
-        replaced.insert(
-            fold_layer,
-            Arc::new(crate::model::DecoderLayer::load(
-                &overlay, &cfg, fold_layer,
-            )?),
-        );
-        healed.push(HealedBlock {
-            range: block.clone(),
-            fold_layer,
-            relative_residual: fit.relative_residual,
-            relative_residual_identity: fit.relative_residual_identity,
-            solver: fit.solver,
-        });
-    }
-    progress.finish();
-    Ok(Healing {
-        blocks: healed,
-        tensors,
-        samples: windows.len() * opts.ctx,
-        options: opts.clone(),
-    })
 }

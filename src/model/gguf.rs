@@ -297,7 +297,8 @@ pub fn gguf_config_json(model: &GgufModel) -> Result<serde_json::Value> {
     let k = |s: &str| format!("{arch}.{s}");
     let need =
         |key: String| -> Result<u64> { meta_u64(model, &key)?.ok_or_else(|| missing(path, &key)) };
-    let layers = need(k("block_count"))?;
+    // Checked against the `blk.N` tensors, not just read (issue 13).
+    let layers = model.block_count()? as u64;
     let hidden = need(k("embedding_length"))?;
     let ffn = need(k("feed_forward_length"))?;
     let heads = need(k("attention.head_count"))?;

@@ -378,6 +378,12 @@ pub fn open_folder(dir: &Path) -> Result<(ModelConfig, Arc<dyn WeightSource>)> {
     }
     crate::checkpoint::links::check_folder(dir)?;
     let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
-    let source: Arc<dyn WeightSource> = Arc::new(HfFolder::open(dir)?);
+    let folder = HfFolder::open(dir)?;
+    crate::checkpoint::hf::check_layer_tensors(
+        &dir.join("config.json"),
+        cfg.arch.num_hidden_layers,
+        folder.names().into_iter(),
+    )?;
+    let source: Arc<dyn WeightSource> = Arc::new(folder);
     Ok((cfg, source))
 }

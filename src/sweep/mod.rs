@@ -71,6 +71,10 @@ pub struct SweepRow {
     pub healed: Option<Measured>,
     /// With `--heal`: the relative residual of each block's fit.
     pub heal_residuals: Option<Vec<f64>>,
+    /// With `--heal`: what each block got, `A..B:objective` or `A..B:unhealed` when validation
+    /// found no map better than none.
+    #[serde(default)]
+    pub heal_choices: Option<Vec<String>>,
 }
 
 /// The evaluation set, in words and numbers.
@@ -172,7 +176,7 @@ pub fn run(
         top1_agreement: 1.0,
     };
     let mut measured: HashMap<Vec<usize>, Measured> = HashMap::new();
-    let mut healed: HashMap<Vec<usize>, (Measured, Vec<f64>)> = HashMap::new();
+    let mut healed: HashMap<Vec<usize>, Healed> = HashMap::new();
     let mut rows = Vec::new();
     progress.start("sweep", (plan.strategies.len() * plan.counts.len()) as u64);
     for (spec, scores) in &plan.strategies {
@@ -233,7 +237,8 @@ pub fn run(
                 params_kept: params as f64 / dense_params.max(1) as f64,
                 measured: m,
                 healed: heal_result.as_ref().map(|h| h.0),
-                heal_residuals: heal_result.map(|h| h.1),
+                heal_residuals: heal_result.as_ref().map(|h| h.1.clone()),
+                heal_choices: heal_result.map(|h| h.2),
             });
             progress.advance(1);
         }
@@ -252,8 +257,11 @@ pub fn run(
         heal: plan.heal.as_ref().map(|(o, calib)| {
             serde_json::json!({
                 "method": heal::METHOD,
+                "objectives": o.objectives.iter().map(|o| o.name()).collect::<Vec<_>>(),
                 "prior": o.prior.name(),
-                "alpha": o.alpha,
+                "alpha": o.alphas[0],
+                "alphas": o.alphas,
+                "holdout": o.holdout,
                 "ctx": o.ctx,
                 "calibration_tokens": calib.len() / o.ctx * o.ctx,
             })
@@ -276,6 +284,9 @@ pub fn run(
     Ok(sweep)
 }
 
+/// A healed removal as measured: the metrics, each block's fit residual and what each block got.
+type Healed = (Measured, Vec<f64>, Vec<String>);
+
 /// Heals `removed` on the calibration tokens and measures the healed model from the cache.
 fn heal_and_measure(
     model: &Model,
@@ -285,20 +296,29 @@ fn heal_and_measure(
     calib: &[u32],
     opts: &HealOptions,
     compare: &dyn Fn(&candle_core::Tensor) -> Result<Measured>,
-) -> Result<(Measured, Vec<f64>)> {
+) -> Result<Healed> {
     let healing = heal::heal(model_path, removed, calib, opts, &Silent)?;
     let overlay: Arc<dyn WeightSource> =
         Arc::new(Overlay::new(model.source().clone(), &healing.tensors)?);
     let mut replaced = BTreeMap::new();
-    for b in &healing.blocks {
+    for b in healing.sites().filter(|b| b.healed()) {
         replaced.insert(
             b.fold_layer,
             DecoderLayer::load(overlay.as_ref(), model.config(), b.fold_layer)?,
         );
     }
     let m = compare(&cache.run(model, removed, &replaced)?)?;
+    let choices = healing
+        .blocks
+        .iter()
+        .map(|b| {
+            let what = b.objective.map_or("unhealed", |o| o.name());
+            format!("{}..{}:{what}", b.range.start, b.range.end)
+        })
+        .collect();
     Ok((
         m,
         healing.blocks.iter().map(|b| b.relative_residual).collect(),
+        choices,
     ))
 }

@@ -6,9 +6,9 @@ use super::read::{GgufFile, TensorInfo};
 use super::split::{self, MAX_SPLITS};
 use super::value::Value;
 use super::{Metadata, KEY_ARCHITECTURE, KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TENSORS_COUNT};
-use crate::arch::naming::gguf_layer;
+use crate::arch::naming::{gguf_layer, layers_mismatch};
 use crate::error::{Error, Result};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// One file of a model.
@@ -243,18 +243,48 @@ impl GgufModel {
         };
         let n = usize::try_from(n)
             .map_err(|_| Error::config(self.path(), format!("`{key}` is {n}")))?;
-        if let Some((name, layer)) = self
-            .tensors
-            .iter()
-            .filter_map(|t| gguf_layer(t.name()).map(|l| (t.name(), l.layer)))
-            .find(|&(_, layer)| layer >= n)
-        {
-            return Err(Error::config(
+        self.check_blocks(&key, n)?;
+        Ok(n)
+    }
+
+    /// The blocks `{arch}.block_count` declares must be the blocks the tensors hold (issue 13): no
+    /// tensor beyond the count, no block without tensors, and every block with the same tensor
+    /// names ([`layers_mismatch`]; which names an architecture needs is checked when the engine
+    /// loads a block, as a reader of the format may hold any). The errors are
+    /// [`Error::Corrupt`]: the file contradicts itself.
+    fn check_blocks(&self, key: &str, n: usize) -> Result<()> {
+        // By block number: a hostile name like `blk.4000000000.x` must not size an allocation.
+        let mut present: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+        for t in &self.tensors {
+            let Some(l) = gguf_layer(t.name()) else {
+                continue;
+            };
+            if l.layer >= n {
+                return Err(Error::corrupt(
+                    self.path(),
+                    format!(
+                        "tensor `{}` belongs to layer {}, but `{key}` is {n}; the metadata contradicts the tensors",
+                        t.name(),
+                        l.layer
+                    ),
+                ));
+            }
+            present.entry(l.layer).or_default().push(l.rest);
+        }
+        let held = present.len();
+        if held != n {
+            let first_missing = (0..n).find(|i| !present.contains_key(i)).unwrap_or(0);
+            return Err(Error::corrupt(
                 self.path(),
-                format!("tensor `{name}` belongs to layer {layer}, but `{key}` is {n}"),
+                format!(
+                    "`{key}` is {n} but the tensors hold {held} blocks (block {first_missing} has none); the metadata contradicts the tensors"
+                ),
             ));
         }
-        Ok(n)
+        if let Some(msg) = layers_mismatch(&present, "blk.", "ffn") {
+            return Err(Error::corrupt(self.path(), msg));
+        }
+        Ok(())
     }
 
     /// `(name, elements)` for every tensor, for [`crate::arch::ParamCounts::from_tensors`].

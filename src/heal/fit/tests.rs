@@ -213,3 +213,34 @@ fn jacobi_eigen_solve_matches_cholesky_on_a_well_conditioned_system() {
         assert!((u - v).abs() < 1e-9, "{u} vs {v}");
     }
 }
+
+#[test]
+fn token_weighted_fit_recovers_an_exact_map_despite_outlier_tokens() {
+    let (n, h) = (200, 5);
+    let mut rng = Rng(0x2545f4914f6cdd1d);
+    let mut m = rng.vec(n * h);
+    // A few "attention sink" rows, a thousand times larger than the rest.
+    for r in [0, 50, 150] {
+        for v in &mut m[r * h..(r + 1) * h] {
+            *v *= 1000.0;
+        }
+    }
+    let t_star = rng.vec(h * h);
+    let z = mul(&m, &t_star, n, h, h);
+    let (wm, wz) = weigh_rows(&m, &z, h);
+    let mut g = Gram::new(h);
+    g.add(&wm, &wz).unwrap();
+    let fit = g.solve(0.0, Prior::Identity).unwrap();
+    for (i, (a, b)) in fit.t.iter().zip(&t_star).enumerate() {
+        assert!((a - f64::from(*b)).abs() < 1e-3, "T[{i}]: {a} vs {b}");
+    }
+    assert!(fit.relative_residual < 1e-4, "{}", fit.relative_residual);
+}
+
+#[test]
+fn token_weights_are_the_inverse_target_norm() {
+    // Row 0's target has norm 4, so both rows scale by 4^(-1/2) = 0.5: weight 1/4 on the square.
+    let (m, z) = weigh_rows(&[2.0, 2.0, 1.0, 1.0], &[0.0, 4.0, 0.0, 0.0], 2);
+    assert_eq!(m, vec![1.0, 1.0, 0.0, 0.0]);
+    assert_eq!(z, vec![0.0, 2.0, 0.0, 0.0]);
+}

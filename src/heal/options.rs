@@ -1,0 +1,138 @@
+//! The options of healing: objectives, ridge weights, the validation hold-out and where maps go.
+
+use super::fit::Prior;
+use crate::error::{Error, Result};
+
+/// The ridge weights tried per block when validation chooses (relative to the mean diagonal of
+/// `MᵀM`).
+pub const DEFAULT_ALPHAS: &[f64] = &[1e-4, 1e-3, 1e-2, 1e-1];
+
+/// One calibration window in this many is held out for validation by default.
+pub const DEFAULT_HOLDOUT: usize = 8;
+
+/// What the per-block map is fitted to minimise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// `Σₜ ‖mₜ·T − zₜ‖²` over every calibration token (ReplaceMe's closed form).
+    Lstsq,
+    /// The same with token `t` weighted by `1/‖zₜ‖`: a few tokens (attention sinks) carry
+    /// activations orders of magnitude larger than the rest and otherwise dominate the Gram.
+    Weighted,
+}
+
+impl Objective {
+    pub const ALL: &'static [Objective] = &[Objective::Lstsq, Objective::Weighted];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Objective::Lstsq => "lstsq",
+            Objective::Weighted => "weighted",
+        }
+    }
+
+    /// The objective named `s` (`lstsq` or `weighted`).
+    pub fn parse(s: &str) -> Option<Objective> {
+        Objective::ALL.iter().copied().find(|o| o.name() == s)
+    }
+}
+
+/// Where maps are folded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Maps {
+    /// One map per removed block, into the `down_proj` of the layer before it (ReplaceMe).
+    PerBlock,
+    /// Those, and one map per kept layer after the first removed block, each fitted so that the
+    /// layer's output matches the dense model's output of the same layer: the drift the removal
+    /// leaves downstream is corrected where it arises. Each is validated like a block's map.
+    PerLayer,
+}
+
+impl Maps {
+    pub fn name(self) -> &'static str {
+        match self {
+            Maps::PerBlock => "per-block",
+            Maps::PerLayer => "per-layer",
+        }
+    }
+}
+
+/// How to heal.
+#[derive(Debug, Clone)]
+pub struct HealOptions {
+    /// Ridge weights to try, relative to the mean diagonal of `MᵀM`. Several need validation.
+    pub alphas: Vec<f64>,
+    pub prior: Prior,
+    /// Calibration window length in tokens.
+    pub ctx: usize,
+    /// Objectives to try. Several need validation.
+    pub objectives: Vec<Objective>,
+    /// Every `holdout`-th calibration window is held out of the fits and used to validate them:
+    /// each block takes the candidate with the lowest next-token KL to the dense model on those
+    /// windows, and stays unhealed when no candidate beats leaving it so. 0 fits on every
+    /// window and heals every block with the one objective and ridge weight given.
+    pub holdout: usize,
+    /// Where maps are folded.
+    pub maps: Maps,
+}
+
+impl HealOptions {
+    /// One objective and one ridge weight, every block healed, no validation (the behaviour
+    /// before the guard).
+    pub fn fixed(objective: Objective, alpha: f64, prior: Prior, ctx: usize) -> Self {
+        HealOptions {
+            alphas: vec![alpha],
+            prior,
+            ctx,
+            objectives: vec![objective],
+            holdout: 0,
+            maps: Maps::PerBlock,
+        }
+    }
+
+    /// The default: both objectives, [`DEFAULT_ALPHAS`], one window in [`DEFAULT_HOLDOUT`]
+    /// held out, identity prior.
+    pub fn validated(ctx: usize) -> Self {
+        HealOptions {
+            alphas: DEFAULT_ALPHAS.to_vec(),
+            prior: Prior::Identity,
+            ctx,
+            objectives: Objective::ALL.to_vec(),
+            holdout: DEFAULT_HOLDOUT,
+            maps: Maps::PerBlock,
+        }
+    }
+
+    pub(super) fn check(&self) -> Result<()> {
+        if self.ctx < 2 {
+            return Err(Error::Invalid(format!(
+                "the calibration window must be at least 2 tokens, not {}",
+                self.ctx
+            )));
+        }
+        if self.alphas.is_empty() || self.objectives.is_empty() {
+            return Err(Error::Invalid(
+                "healing needs at least one ridge weight and one objective".into(),
+            ));
+        }
+        if let Some(a) = self.alphas.iter().find(|a| !(a.is_finite() && **a >= 0.0)) {
+            return Err(Error::Invalid(format!(
+                "the ridge weight must be a finite number ≥ 0, not `{a}`"
+            )));
+        }
+        if self.holdout == 0 && (self.alphas.len() > 1 || self.objectives.len() > 1) {
+            return Err(Error::Invalid(format!(
+                "choosing among {} ridge weights and {} objectives needs held-out validation windows, but the hold-out is 0",
+                self.alphas.len(),
+                self.objectives.len()
+            )));
+        }
+        if self.holdout == 1 {
+            return Err(Error::Invalid(
+                "a hold-out of 1 would leave no window to fit on; use 0 (no validation) or 2 or more".into(),
+            ));
+        }
+        Ok(())
+    }
+}

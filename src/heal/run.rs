@@ -1,0 +1,324 @@
+//! The healing loop: the dense and the pruned model run in lockstep over the calibration
+//! windows, fold site by fold site from the bottom up, and each site's Gram matrices are filled,
+//! solved and (when validation agrees) folded before the pruned stream moves on.
+
+use super::fit::{self, fold_down_proj, Fit, Gram, Solver};
+use super::options::{HealOptions, Maps, Objective};
+use super::result::{Candidate, HealedBlock, Healing, Validation};
+use super::validate::Validator;
+use super::{blocks, down_proj_name, rows, Overlay};
+use crate::error::{Error, Result};
+use crate::model::{open_checkpoint, DecoderLayer, Model};
+use crate::progress::Progress;
+use candle_core::Tensor;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Where a map is folded and what it is fitted to.
+struct Site {
+    /// The kept layer whose `down_proj` takes the map.
+    fold: usize,
+    /// The dense layer whose output the healed output of `fold` should match.
+    target: usize,
+    /// The removed block after `fold`, or an empty range for a per-layer site.
+    range: Range<usize>,
+}
+
+/// The fold sites for `removed`, in layer order: one per removed block, and with
+/// [`Maps::PerLayer`] one per kept layer after the first removed block.
+fn sites(removed: &[usize], n_layers: usize, maps: Maps) -> Vec<Site> {
+    let todo = blocks(removed);
+    let mut out: Vec<Site> = todo
+        .iter()
+        .map(|b| Site {
+            fold: b.start - 1,
+            target: b.end - 1,
+            range: b.clone(),
+        })
+        .collect();
+    if maps == Maps::PerLayer {
+        if let Some(first) = todo.first() {
+            for l in first.end..n_layers {
+                if !removed.contains(&l) && !out.iter().any(|s| s.fold == l) {
+                    out.push(Site {
+                        fold: l,
+                        target: l,
+                        range: l + 1..l + 1,
+                    });
+                }
+            }
+        }
+    }
+    out.sort_by_key(|s| s.fold);
+    out
+}
+
+/// Fits and folds the maps for the removed layers `removed` (dense-model numbers), on the
+/// calibration tokens `calib` cut into windows of `opts.ctx`. `progress` counts windows.
+/// `dense_dir` is an HF folder or a `.gguf` file (dequantized to f32); either way the maps and
+/// the returned tensors are in HF terms (names and layout). With `opts.holdout > 0` each site
+/// takes the candidate map that validates best, or none ([`HealOptions::holdout`]).
+pub fn heal(
+    dense_dir: &Path,
+    removed: &[usize],
+    calib: &[u32],
+    opts: &HealOptions,
+    progress: &dyn Progress,
+) -> Result<Healing> {
+    opts.check()?;
+    let windows: Vec<&[u32]> = calib
+        .chunks(opts.ctx)
+        .filter(|w| w.len() == opts.ctx)
+        .collect();
+    // Window `i` validates when `(i + 1) % holdout == 0`: spread through the text, not its end.
+    let held = |i: usize| opts.holdout > 0 && (i + 1) % opts.holdout == 0;
+    let n_val = (0..windows.len()).filter(|&i| held(i)).count();
+    if windows.len() == n_val || (opts.holdout > 0 && n_val == 0) {
+        return Err(Error::Invalid(format!(
+            "the calibration text has {} tokens: {} windows of {} tokens, but healing needs {}; hint: give more calibration tokens or a smaller window",
+            calib.len(),
+            windows.len(),
+            opts.ctx,
+            if opts.holdout > 0 {
+                format!(
+                    "{} (one in {} is held out for validation)",
+                    opts.holdout, opts.holdout
+                )
+            } else {
+                "at least one".to_string()
+            }
+        )));
+    }
+    let (cfg, source) = open_checkpoint(dense_dir)?;
+    let dense = Model::from_source(cfg.clone(), source.clone(), &|_| true)?;
+    dense.check_skip(removed)?;
+    let hidden = dense.config().arch.hidden_size;
+    if let Some(b) = blocks(removed).iter().find(|b| b.start == 0) {
+        return Err(Error::Invalid(format!(
+            "cannot heal the removed block {}..{}: it starts at layer 0, so no kept MLP precedes it to take the map; hint: keep layer 0 or prune without --heal",
+            b.start, b.end
+        )));
+    }
+    let sites = sites(removed, dense.n_layers(), opts.maps);
+    let per_site = if n_val > 0 { opts.objectives.len() } else { 0 };
+    progress.start(
+        "healing",
+        (windows.len() * sites.len() + sites.len() * per_site + 2 * n_val) as u64,
+    );
+    let ctx = dense.attn_ctx(0, opts.ctx)?;
+    let mut validator = if n_val > 0 {
+        let val: Vec<Vec<u32>> = (0..windows.len())
+            .filter(|&i| held(i))
+            .map(|i| windows[i].to_vec())
+            .collect();
+        let mut finals = Vec::with_capacity(val.len());
+        for w in &val {
+            finals.push(dense.forward_hidden(&dense.tokens(&[w])?, &[], None, &mut |_| Ok(()))?);
+            progress.advance(1);
+        }
+        Some(Validator::new(
+            &dense,
+            &Tensor::cat(&finals, 0)?,
+            &val,
+            removed,
+        )?)
+    } else {
+        None
+    };
+    // Per window, the dense residual stream entering layer `dense_next`, and the pruned, healed
+    // one entering layer `from`: both only move forward, so each model runs once in all.
+    let mut dense_states = Vec::with_capacity(windows.len());
+    for w in &windows {
+        dense_states.push(dense.embed(&dense.tokens(&[*w])?)?);
+    }
+    let mut states = dense_states.clone();
+    let mut dense_next = 0;
+    let mut from = 0;
+    let mut tensors: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    let mut replaced: BTreeMap<usize, Arc<DecoderLayer>> = BTreeMap::new();
+    let mut out_blocks = Vec::new();
+    let mut out_layers = Vec::new();
+    for site in &sites {
+        let fold_layer = site.fold;
+        let mut train: Vec<Gram> = opts.objectives.iter().map(|_| Gram::new(hidden)).collect();
+        let mut val: Vec<Gram> = opts.objectives.iter().map(|_| Gram::new(hidden)).collect();
+        let mut val_inputs = Vec::new();
+        for (w, state) in states.iter_mut().enumerate() {
+            let mut ys = dense_states[w].clone();
+            for i in dense_next..=site.target {
+                ys = dense.fetch_layer(i)?.forward(&ys, &ctx, None)?.output;
+            }
+            dense_states[w] = ys.clone();
+            let mut xs = state.clone();
+            for i in (from..fold_layer).filter(|i| !removed.contains(i)) {
+                let layer = match replaced.get(&i) {
+                    Some(l) => l.clone(),
+                    None => dense.fetch_layer(i)?,
+                };
+                xs = layer.forward(&xs, &ctx, None)?.output;
+            }
+            let parts = dense.fetch_layer(fold_layer)?.forward(&xs, &ctx, None)?;
+            if held(w) {
+                val_inputs.push(xs.clone());
+            }
+            *state = xs;
+            let (y, x, m) = (rows(&ys)?, rows(&parts.output)?, rows(&parts.mlp)?);
+            let z: Vec<f32> = y
+                .iter()
+                .zip(&x)
+                .zip(&m)
+                .map(|((y, x), m)| y - x + m)
+                .collect();
+            let grams = if held(w) { &mut val } else { &mut train };
+            for (g, &o) in grams.iter_mut().zip(&opts.objectives) {
+                match o {
+                    Objective::Lstsq => g.add(&m, &z)?,
+                    Objective::Weighted => {
+                        let (m, z) = fit::weigh_rows(&m, &z, hidden);
+                        g.add(&m, &z)?
+                    }
+                }
+            }
+            progress.advance(1);
+        }
+        dense_next = site.target + 1;
+        from = fold_layer;
+        let name = down_proj_name(fold_layer);
+        // Each fold layer is distinct, so the dense weight is the one to fold into.
+        let w = rows(&source.tensor(&name)?)?;
+        let fits = best_alphas(opts, &train, &val)?;
+        let mut record = HealedBlock {
+            range: site.range.clone(),
+            fold_layer,
+            objective: None,
+            alpha: opts.alphas[0],
+            relative_residual: fits.first().map_or(1.0, |f| f.1.relative_residual_identity),
+            relative_residual_identity: fits
+                .first()
+                .map_or(1.0, |f| f.1.relative_residual_identity),
+            solver: fits.first().map_or(Solver::Cholesky, |f| f.1.solver),
+            validation: None,
+        };
+        let mut chosen: Option<(Objective, Fit, f64, Vec<f32>)> = None;
+        match validator.as_mut() {
+            None => {
+                if let Some((o, fit, alpha, _)) = fits.into_iter().next() {
+                    let folded = fold_down_proj(&fit.t, &w, hidden)?;
+                    chosen = Some((o, fit, alpha, folded));
+                }
+            }
+            Some(v) => {
+                let unhealed_kl = v.current_kl(&dense, &val_inputs, fold_layer, progress)?;
+                let mut candidates = Vec::new();
+                let mut best_kl = unhealed_kl;
+                for (o, fit, alpha, vr) in fits {
+                    let folded = fold_down_proj(&fit.t, &w, hidden)?;
+                    let mut trial = tensors.clone();
+                    trial.insert(name.clone(), folded.clone());
+                    let layer = DecoderLayer::load(
+                        &Overlay::new(source.clone(), &trial)?,
+                        &cfg,
+                        fold_layer,
+                    )?;
+                    let kl = v.kl_with(&dense, &val_inputs, fold_layer, &layer)?;
+                    progress.advance(1);
+                    candidates.push(Candidate {
+                        objective: o,
+                        alpha,
+                        train_residual: fit.relative_residual,
+                        validation_residual: vr,
+                        validation_kl: kl,
+                    });
+                    if kl < best_kl {
+                        best_kl = kl;
+                        chosen = Some((o, fit, alpha, folded));
+                    }
+                }
+                v.set_current(best_kl);
+                record.validation = Some(Validation {
+                    unhealed_kl,
+                    candidates,
+                });
+            }
+        }
+        if let Some((o, fit, alpha, folded)) = chosen {
+            tensors.insert(name, folded);
+            let overlay = Overlay::new(source.clone(), &tensors)?;
+            replaced.insert(
+                fold_layer,
+                Arc::new(DecoderLayer::load(&overlay, &cfg, fold_layer)?),
+            );
+            record.objective = Some(o);
+            record.alpha = alpha;
+            record.relative_residual = fit.relative_residual;
+            record.relative_residual_identity = fit.relative_residual_identity;
+            record.solver = fit.solver;
+        }
+        if site.range.is_empty() {
+            out_layers.push(record);
+        } else {
+            out_blocks.push(record);
+        }
+    }
+    progress.finish();
+    Ok(Healing {
+        blocks: out_blocks,
+        layers: out_layers,
+        tensors,
+        samples: (windows.len() - n_val) * opts.ctx,
+        validation_samples: n_val * opts.ctx,
+        options: opts.clone(),
+    })
+}
+
+/// Per objective, the fit with the ridge weight of lowest held-out residual (the first weight
+/// when nothing is held out): `(objective, fit, alpha, held-out residual)`.
+fn best_alphas(
+    opts: &HealOptions,
+    train: &[Gram],
+    val: &[Gram],
+) -> Result<Vec<(Objective, Fit, f64, f64)>> {
+    let mut fits = Vec::new();
+    for (o, (tg, vg)) in opts.objectives.iter().zip(train.iter().zip(val)) {
+        let mut best: Option<(Fit, f64, f64)> = None;
+        for &alpha in &opts.alphas {
+            let fit = tg.solve(alpha, opts.prior)?;
+            let vr = if vg.rows() > 0 {
+                vg.relative_residual(&fit.t)
+            } else {
+                0.0
+            };
+            if best.as_ref().is_none_or(|(_, _, b)| vr < *b) {
+                best = Some((fit, alpha, vr));
+            }
+        }
+        if let Some((fit, alpha, vr)) = best {
+            fits.push((*o, fit, alpha, vr));
+        }
+    }
+    Ok(fits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sites_cover_blocks_and_with_per_layer_every_later_kept_layer() {
+        let s = sites(&[3, 4, 7], 10, Maps::PerBlock);
+        let v: Vec<_> = s
+            .iter()
+            .map(|s| (s.fold, s.target, s.range.clone()))
+            .collect();
+        assert_eq!(v, vec![(2, 4, 3..5), (6, 7, 7..8)]);
+        let s = sites(&[3, 4, 7], 10, Maps::PerLayer);
+        let v: Vec<_> = s.iter().map(|s| (s.fold, s.target)).collect();
+        assert_eq!(v, vec![(2, 4), (5, 5), (6, 7), (8, 8), (9, 9)]);
+        assert!(s
+            .iter()
+            .filter(|s| s.fold != 2 && s.fold != 6)
+            .all(|s| s.range.is_empty()));
+    }
+}
