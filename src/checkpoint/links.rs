@@ -5,6 +5,9 @@
 //! the file, unless following is switched on ([`set_follow_symlinks`], the CLI's
 //! `--follow-symlinks`).
 //!
+//! The other parts of a split GGUF (`NAME-00002-of-00003.gguf`, …), found beside the part the
+//! user named, are checked the same way ([`check_sibling`]).
+//!
 //! The Hugging Face hub cache stores `snapshots/<commit>/<file>` as relative symlinks into
 //! `../../blobs/`; for a folder that is such a snapshot, the allowed root is the cache's repo
 //! folder (`models--org--name`), so resolved hub models keep working.
@@ -87,24 +90,45 @@ pub fn check_folder(dir: &Path) -> Result<()> {
     }
     let root = allowed_root(dir)?;
     for path in files_read(dir) {
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if !meta.file_type().is_symlink() {
-            continue;
-        }
-        let Ok(target) = path.canonicalize() else {
-            continue;
-        };
-        if !target.starts_with(&root) {
-            return Err(Error::corrupt(
-                &path,
-                format!(
-                    "is a symlink to `{}`, outside the model folder; refused (pass --follow-symlinks to read it anyway)",
-                    target.display()
-                ),
-            ));
-        }
+        check_link(&path, &root)?;
+    }
+    Ok(())
+}
+
+/// Refuses `part`, a file found beside the GGUF file `named` (the other parts of a split model,
+/// issue 13), when it is a symlink resolving outside `named`'s folder (or, for a hub snapshot,
+/// outside the cache's repo folder), unless following is switched on. `named` itself was chosen
+/// by the user and is not checked.
+pub fn check_sibling(named: &Path, part: &Path) -> Result<()> {
+    if follow_symlinks() {
+        return Ok(());
+    }
+    let dir = match named.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    check_link(part, &allowed_root(dir)?)
+}
+
+/// Refuses `path` when it is a symlink whose target is not under `root` (canonical).
+fn check_link(path: &Path, root: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let Ok(target) = path.canonicalize() else {
+        return Ok(());
+    };
+    if !target.starts_with(root) {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "is a symlink to `{}`, outside the model folder; refused (pass --follow-symlinks to read it anyway)",
+                target.display()
+            ),
+        ));
     }
     Ok(())
 }

@@ -111,6 +111,51 @@ impl GgufFile {
     }
 }
 
+impl GgufFile {
+    /// Parses the header region from `prefix`, the first bytes of a file of `len` bytes that is
+    /// not on disk (read over HTTP by range requests). `Ok(None)` when `prefix` ends before the
+    /// header does, so the caller can read more; a header that is broken within `prefix` is an
+    /// error as for a file. `path` is used in errors; `part` as in [`GgufFile::read`].
+    pub fn from_prefix(
+        path: &Path,
+        prefix: &[u8],
+        len: u64,
+        part: usize,
+    ) -> Result<Option<GgufFile>> {
+        let mut r = Prefix {
+            data: prefix,
+            short: false,
+        };
+        match parse(&mut r, len, part) {
+            Ok(mut parsed) => {
+                parsed.path = path.to_path_buf();
+                Ok(Some(parsed))
+            }
+            Err(_) if r.short => Ok(None),
+            Err(e) => Err(e.at(path)),
+        }
+    }
+}
+
+/// A reader over the first bytes of a longer file that records whether a read went past them.
+struct Prefix<'a> {
+    data: &'a [u8],
+    short: bool,
+}
+
+impl Read for Prefix<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.data.is_empty() && !buf.is_empty() {
+            self.short = true;
+            return Err(std::io::Error::other("read past the bytes fetched so far"));
+        }
+        let n = buf.len().min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
 /// Parses a GGUF header from `r`, a reader at byte 0 of a file of `len` bytes.
 pub(super) fn parse<R: Read>(r: R, len: u64, part: usize) -> Result<GgufFile, FormatError> {
     let mut src = Source::new(r, len);
