@@ -233,6 +233,21 @@ mod tests {
     }
 
     #[test]
+    fn blob_locks_live_where_huggingface_hub_puts_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = RepoCache::new(tmp.path(), "org/name");
+        assert_eq!(
+            cache.lock_path("e1"),
+            tmp.path().join(".locks/models--org--name/e1.lock")
+        );
+        let held = cache.lock_blob("e1").unwrap();
+        let other = std::fs::File::open(cache.lock_path("e1")).unwrap();
+        assert!(other.try_lock().is_err(), "the lock must be exclusive");
+        drop(held);
+        other.try_lock().unwrap();
+    }
+
+    #[test]
     fn a_ref_that_is_not_a_hash_is_corrupt() {
         let tmp = tempfile::tempdir().unwrap();
         let cache = RepoCache::new(tmp.path(), "org/name");

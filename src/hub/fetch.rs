@@ -22,6 +22,7 @@ use super::model_ref::HubRef;
 use super::{Need, Resolved};
 use crate::checkpoint::gguf::{split, GgufFile, GgufModel};
 use crate::checkpoint::hf::{self, HfCheckpoint, CONFIG_FILE, INDEX_FILE, SIDE_FILES, SINGLE_FILE};
+use crate::checkpoint::limits::MAX_REMOTE_GGUF_HEADER;
 use crate::checkpoint::provenance::HubSource;
 use crate::checkpoint::safetensors::{SafetensorsFile, MAX_HEADER_BYTES};
 use crate::error::{Error, IoContext, Result};
@@ -31,8 +32,6 @@ use std::path::{Path, PathBuf};
 
 /// The first range read of a remote GGUF header; each further read doubles what is held.
 pub const GGUF_FIRST_READ: u64 = 64 << 10;
-/// The largest GGUF header read over HTTP; a larger one is refused rather than fetched.
-pub const MAX_GGUF_HEADER: u64 = 256 << 20;
 
 /// Resolves `r` for `need`; see the module docs.
 pub fn fetch(r: &HubRef, need: Need, cfg: &HubConfig, progress: &dyn Progress) -> Result<Resolved> {
@@ -361,7 +360,7 @@ fn remote_gguf(client: &Client, commit: &str, file: &str, meta: FileMeta) -> Res
 }
 
 /// One GGUF file's header region: a first range of [`GGUF_FIRST_READ`] bytes, then ranges that
-/// double what is held until the header parses (or fails to), up to [`MAX_GGUF_HEADER`]. Errors
+/// double what is held until the header parses (or fails to), up to [`MAX_REMOTE_GGUF_HEADER`]. Errors
 /// name the file's URL, since the file is not on disk.
 fn remote_gguf_header(
     client: &Client,
@@ -392,14 +391,14 @@ fn remote_gguf_header(
                 "the GGUF header does not fit in the file",
             ));
         }
-        if want >= MAX_GGUF_HEADER {
+        if want >= MAX_REMOTE_GGUF_HEADER {
             return Err(Error::corrupt(
                 &label,
                 format!(
-                    "the GGUF header is larger than {MAX_GGUF_HEADER} bytes; not read over HTTP (download the file with `prune`)"
+                    "the GGUF header is larger than {MAX_REMOTE_GGUF_HEADER} bytes; not read over HTTP (download the file with `prune`)"
                 ),
             ));
         }
-        want = want.saturating_mul(2).min(size).min(MAX_GGUF_HEADER);
+        want = want.saturating_mul(2).min(size).min(MAX_REMOTE_GGUF_HEADER);
     }
 }

@@ -390,6 +390,34 @@ mod tests {
         assert_eq!(&b[x.file_offset() as usize..][..66], &[9; 66]);
     }
 
+    #[test]
+    fn a_prefix_is_short_until_the_header_ends() {
+        let b = sample();
+        let whole = parse(&b[..], b.len() as u64, 0).unwrap();
+        let p = Path::new("s.gguf");
+        let mut first_whole = None;
+        for n in 0..=b.len() {
+            match GgufFile::from_prefix(p, &b[..n], b.len() as u64, 1).unwrap() {
+                None => assert!(first_whole.is_none(), "short again at {n}"),
+                Some(f) => {
+                    first_whole.get_or_insert(n);
+                    assert_eq!(f.tensors.len(), whole.tensors.len());
+                    assert_eq!(f.data_start, whole.data_start);
+                    assert!(f.tensors.iter().all(|t| t.part() == 1));
+                }
+            }
+        }
+        // The header ends where the tensor infos do, before the padding and the data.
+        let n = first_whole.unwrap() as u64;
+        assert!(n <= whole.data_start && n + 32 > whole.data_start, "{n}");
+
+        // A rule broken inside the prefix is an error, not a request for more.
+        let mut bad = b.clone();
+        bad[4..8].copy_from_slice(&9u32.to_le_bytes());
+        let e = GgufFile::from_prefix(p, &bad[..16], bad.len() as u64, 0).unwrap_err();
+        assert!(e.to_string().contains("GGUF version 9"), "{e}");
+    }
+
     proptest! {
         /// A small fuzz target: any edit or truncation of a valid file gives `Ok` or an error,
         /// never a panic or an absurd allocation.
