@@ -1020,3 +1020,66 @@ fn a_broken_gguf_header_on_the_hub_is_one_error_naming_the_file() {
         );
     }
 }
+
+#[test]
+fn plan_on_a_split_gguf_reads_every_part_header_by_ranges() {
+    // A split model made by `prune --max-shard-size`, served from a subfolder of the repo.
+    let tmp = tempfile::tempdir().unwrap();
+    let toy = tmp.path().join("toy.gguf");
+    std::fs::write(&toy, toy_gguf()).unwrap();
+    let out = tmp.path().join("x.gguf");
+    let o = run(&[
+        "prune",
+        toy.to_str().unwrap(),
+        "--drop",
+        "0",
+        "--max-shard-size",
+        "1MB",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let parts: Vec<PathBuf> = v["report"]["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| PathBuf::from(p.as_str().unwrap()))
+        .collect();
+    assert!(parts.len() >= 2, "{parts:?}");
+    let bytes: Vec<Vec<u8>> = parts.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let names: Vec<String> = parts
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let s = Setup::new(|r| {
+        for (n, b) in names.iter().zip(&bytes) {
+            r.files.insert(format!("Q8/{n}"), b.clone());
+        }
+    });
+    let o = s.cli(
+        &[
+            "plan",
+            &format!("org/tiny:Q8/{}", names[0]),
+            "--drop",
+            "1",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plan: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(plan["removal"]["removed"], serde_json::json!([1]));
+    assert_eq!(plan["tensors_before"], 3 + 3 * 4 + 1);
+    let reqs = s.hub.requests();
+    let total: u64 = bytes.iter().map(|b| b.len() as u64).sum();
+    let mut read = 0;
+    for b in &bytes {
+        let cdn: Vec<&Req> = reqs.iter().filter(|r| r.path == cdn_path(b)).collect();
+        assert!(!cdn.is_empty(), "every part's header is read: {reqs:?}");
+        assert!(cdn.iter().all(|r| r.range.is_some()), "{reqs:?}");
+        read += cdn.iter().map(|r| r.body_bytes).sum::<u64>();
+    }
+    assert!(read * 4 < total, "read {read} of {total} bytes");
+}

@@ -234,18 +234,34 @@ fn split_gguf_parts_linking_inside_or_into_hub_blobs_are_read() {
     let r = run(&["inspect", parts[0].to_str().unwrap()]);
     assert!(r.status.success(), "{}", stderr(&r));
 
-    // A hub-cache snapshot whose parts are links into `../../blobs/`.
-    let repo = tmp.path().join("cache/models--org--split");
-    let snap = repo.join("snapshots/0123456789abcdef0123456789abcdef01234567");
+    // A hub-cache snapshot whose parts, in a subfolder as GGUF repos often keep them, are links
+    // into `../../../blobs/`: read from the cache by path and by hub ID.
+    let cache = tmp.path().join("cache");
+    let repo = cache.join("models--org--split");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let sub = repo.join("snapshots").join(commit).join("Q4");
     std::fs::create_dir_all(repo.join("blobs")).unwrap();
-    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    std::fs::create_dir_all(&sub).unwrap();
     for p in &parts {
         let name = p.file_name().unwrap().to_str().unwrap();
         let blob = format!("blob-{name}");
         std::fs::copy(p, repo.join("blobs").join(&blob)).unwrap();
-        symlink(format!("../../blobs/{blob}"), snap.join(name)).unwrap();
+        symlink(format!("../../../blobs/{blob}"), sub.join(name)).unwrap();
     }
-    let first = snap.join(parts[0].file_name().unwrap());
+    let first_name = parts[0].file_name().unwrap().to_str().unwrap();
+    let first = sub.join(first_name);
     let r = run(&["inspect", first.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let r = std::process::Command::new(bin())
+        .arg("plan")
+        .arg(format!("org/split:Q4/{first_name}"))
+        .args(["--drop", "1"])
+        .env("HF_HUB_CACHE", &cache)
+        .env("HF_HOME", tmp.path().join("home"))
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
     assert!(r.status.success(), "{}", stderr(&r));
 }

@@ -31,10 +31,14 @@ pub fn follow_symlinks() -> bool {
 }
 
 /// The folder symlinks in `dir` may point into: the hub cache's repo folder when `dir` is a
-/// snapshot (`<repo>/snapshots/<commit>` next to `<repo>/blobs`), else `dir` itself. Canonical.
+/// snapshot or a folder inside one (`<repo>/snapshots/<commit>[/sub…]` next to `<repo>/blobs`,
+/// as for `org/name:Q4_K_M/model-00001-of-00003.gguf`), else `dir` itself. Canonical.
 pub fn allowed_root(dir: &Path) -> Result<PathBuf> {
     let root = dir.canonicalize().at(dir)?;
-    if let Some(snapshots) = root.parent() {
+    for snapshot in root.ancestors() {
+        let Some(snapshots) = snapshot.parent() else {
+            break;
+        };
         if snapshots.file_name().is_some_and(|n| n == "snapshots") {
             if let Some(repo) = snapshots.parent() {
                 if repo.join("blobs").is_dir() {
@@ -146,5 +150,12 @@ mod tests {
         assert_eq!(allowed_root(&snap).unwrap(), snap.canonicalize().unwrap());
         std::fs::create_dir_all(repo.join("blobs")).unwrap();
         assert_eq!(allowed_root(&snap).unwrap(), repo.canonicalize().unwrap());
+        let sub = snap.join("Q4_K_M");
+        std::fs::create_dir_all(&sub).unwrap();
+        assert_eq!(allowed_root(&sub).unwrap(), repo.canonicalize().unwrap());
+        // A folder named `snapshots` elsewhere, with no `blobs` beside it, is no snapshot.
+        let plain = t.path().join("x/snapshots/abc");
+        std::fs::create_dir_all(&plain).unwrap();
+        assert_eq!(allowed_root(&plain).unwrap(), plain.canonicalize().unwrap());
     }
 }

@@ -159,6 +159,11 @@ impl Fetcher<'_> {
             let meta = client.head(revision, file)?;
             let commit = meta.commit.clone();
             if need != Need::Snapshot && is_gguf(Path::new(file)) {
+                let mut meta = meta;
+                // As in `ensure`: a file answered at a branch is read at the commit.
+                if meta.url == client.resolve_url(revision, file) {
+                    meta.url = client.resolve_url(&commit, file);
+                }
                 let model = remote_gguf(&client, &commit, file, meta)?;
                 self.cache.write_ref(revision, &commit)?;
                 let path = self.cache.snapshot(&commit).join(file);
