@@ -98,9 +98,10 @@ impl RepoCache {
             .join(format!("{etag}.lock"))
     }
 
-    /// Waits for, then holds, the exclusive lock on blob `etag` (an `flock` on Unix, as
-    /// `huggingface_hub` takes it); the lock is released when the returned file is dropped.
-    pub fn lock_blob(&self, etag: &str) -> Result<BlobLock> {
+    /// Holds the exclusive lock on blob `etag` (an `flock` on Unix, as `huggingface_hub` takes
+    /// it), calling `waiting` first if another process holds it and waiting for it; the lock is
+    /// released when the returned guard is dropped.
+    pub fn lock_blob(&self, etag: &str, waiting: impl FnOnce()) -> Result<BlobLock> {
         let path = self.lock_path(etag);
         let parent = path.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(parent).at(parent)?;
@@ -111,7 +112,14 @@ impl RepoCache {
             .truncate(false)
             .open(&path)
             .at(&path)?;
-        file.lock().at(&path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                waiting();
+                file.lock().at(&path)?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e).at(&path),
+        }
         Ok(BlobLock { _file: file })
     }
 
@@ -240,7 +248,7 @@ mod tests {
             cache.lock_path("e1"),
             tmp.path().join(".locks/models--org--name/e1.lock")
         );
-        let held = cache.lock_blob("e1").unwrap();
+        let held = cache.lock_blob("e1", || panic!("nobody holds it")).unwrap();
         let other = std::fs::File::open(cache.lock_path("e1")).unwrap();
         assert!(other.try_lock().is_err(), "the lock must be exclusive");
         drop(held);

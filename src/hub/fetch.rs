@@ -293,7 +293,15 @@ impl Fetcher<'_> {
         if !blob.is_file() {
             // Only the holder of the blob's lock writes its `.incomplete`; a process that waited
             // finds the blob complete (renamed into place under the lock) and downloads nothing.
-            let _lock = self.cache.lock_blob(&meta.etag)?;
+            let waited = std::cell::Cell::new(false);
+            let _lock = self.cache.lock_blob(&meta.etag, || {
+                waited.set(true);
+                let label = format!("{file} (waiting for another process downloading it)");
+                self.progress.start(&label, 0);
+            })?;
+            if waited.get() {
+                self.progress.finish();
+            }
             if !blob.is_file() {
                 let blobs = self.cache.dir.join("blobs");
                 std::fs::create_dir_all(&blobs).at(&blobs)?;
