@@ -20,7 +20,7 @@ use super::config::HubConfig;
 use super::error::HubError;
 use super::model_ref::HubRef;
 use super::{Need, Resolved};
-use crate::checkpoint::gguf::{split, GgufFile, GgufModel};
+use crate::checkpoint::gguf::{split, GgufFile, GgufModel, KEY_SPLIT_COUNT};
 use crate::checkpoint::hf::{self, HfCheckpoint, CONFIG_FILE, INDEX_FILE, SIDE_FILES, SINGLE_FILE};
 use crate::checkpoint::limits::MAX_REMOTE_GGUF_HEADER;
 use crate::checkpoint::provenance::HubSource;
@@ -360,8 +360,16 @@ fn remote_header(client: &Client, commit: &str, name: &str) -> Result<Safetensor
 /// The header of `file` (and of its other parts, when it is the first of a split model), read
 /// by range requests; no tensor data is fetched. `meta` is the `HEAD` answer for `file`.
 fn remote_gguf(client: &Client, commit: &str, file: &str, meta: FileMeta) -> Result<GgufModel> {
-    let mut files = vec![remote_gguf_header(client, commit, file, &meta, 0)?];
-    if let Some((prefix, 1, count)) = split::parse_part_path(Path::new(file)) {
+    let first = remote_gguf_header(client, commit, file, &meta, 0)?;
+    // The other parts are fetched only when the first says it has them and is named for them;
+    // anything else is left to the checks `from_parts` shares with a local open.
+    let declared = first.metadata.get(KEY_SPLIT_COUNT).and_then(|v| v.as_u64());
+    let named = split::parse_part_path(Path::new(file));
+    let mut files = vec![first];
+    if let (Some((prefix, 1, count)), Some(declared)) = (named, declared) {
+        if declared != count as u64 {
+            return GgufModel::from_parts(files);
+        }
         for no in 2..=count {
             let part = split::part_path(&prefix, no, count);
             let name = part.to_string_lossy().into_owned();
@@ -373,8 +381,8 @@ fn remote_gguf(client: &Client, commit: &str, file: &str, meta: FileMeta) -> Res
 }
 
 /// One GGUF file's header region: a first range of [`GGUF_FIRST_READ`] bytes, then ranges that
-/// double what is held until the header parses (or fails to), up to [`MAX_REMOTE_GGUF_HEADER`]. Errors
-/// name the file's URL, since the file is not on disk.
+/// double what is held until the header parses (or fails to), up to
+/// [`MAX_REMOTE_GGUF_HEADER`]. Errors name the file's URL, since the file is not on disk.
 fn remote_gguf_header(
     client: &Client,
     commit: &str,
