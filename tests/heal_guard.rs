@@ -82,7 +82,7 @@ fn the_guard_refuses_a_map_that_validation_says_is_worse() {
     let real = tokens();
     let mut t = Vec::with_capacity(SAMPLES);
     for (i, w) in real.chunks(CTX).enumerate() {
-        if (i + 1) % HOLDOUT == 0 {
+        if (i + 1).is_multiple_of(HOLDOUT) {
             t.extend_from_slice(w);
         } else {
             t.extend(std::iter::repeat_n(5u32, CTX));

@@ -3,6 +3,7 @@
 //! reaches any other address.
 
 mod common;
+mod gguf_support;
 mod hub_server;
 
 use common::*;
@@ -236,6 +237,15 @@ impl Setup {
     /// Runs the binary with the hub and cache pointed here and every other HF or proxy setting
     /// cleared.
     fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = self.command(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    }
+
+    /// The command [`Setup::cli`] runs, to spawn several at once.
+    fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.args(args).current_dir(self.tmp.path());
         for k in [
@@ -257,10 +267,7 @@ impl Setup {
         c.env("HF_HOME", self.tmp.path().join("home"))
             .env("HF_HUB_CACHE", self.cache())
             .env("HF_ENDPOINT", &self.hub.url);
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c.output().unwrap()
+        c
     }
 
     fn file_len(&self, name: &str) -> u64 {
@@ -431,7 +438,7 @@ fn a_gguf_file_ref_downloads_only_that_file() {
     });
     let r = resolve(
         "org/tiny@v1.0:gguf/tiny-Q8_0.gguf",
-        Need::Config,
+        Need::Snapshot,
         &setup.cfg(),
     )
     .unwrap();
@@ -812,4 +819,267 @@ fn a_second_revision_sharing_blobs_downloads_nothing_new() {
             .all(|q| q.method == "HEAD" || q.path.starts_with("/api/")),
         "only metadata may be asked for: {reqs:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several processes on one cache (issue 13).
+
+/// The blobs folder holds no `.incomplete`, and every blob named by a SHA-256 has that hash.
+fn assert_blobs_whole(blobs: &Path) {
+    for e in std::fs::read_dir(blobs).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(!name.ends_with(".incomplete"), "`{name}` left behind");
+        if name.len() == 64 {
+            assert_eq!(sha256_hex(&std::fs::read(&p).unwrap()), name);
+        }
+    }
+}
+
+#[test]
+fn two_prunes_at_once_download_each_blob_once_and_both_succeed() {
+    // Slow downloads, so that the two runs overlap.
+    let s = Setup::new(|r| r.pace = Some(std::time::Duration::from_millis(15)));
+    let children: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|out| {
+            s.command(&["prune", ID, "--drop", "1", "--out", out])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert_blobs_whole(&s.repo_dir().join("blobs"));
+    assert_eq!(
+        std::fs::read_to_string(s.repo_dir().join("refs/main")).unwrap(),
+        C1
+    );
+    let reqs = s.hub.requests();
+    for shard in &s.shards {
+        let bytes = std::fs::read(s.src.join(shard)).unwrap();
+        assert!(s
+            .repo_dir()
+            .join("blobs")
+            .join(sha256_hex(&bytes))
+            .is_file());
+        // One run downloaded it; the other waited for the lock and found it complete.
+        assert_eq!(
+            bytes_to(&reqs, &cdn_path(&bytes)),
+            bytes.len() as u64,
+            "{shard}: {reqs:?}"
+        );
+    }
+    assert_eq!(
+        tensor_bytes(&s.tmp.path().join("a")),
+        tensor_bytes(&s.tmp.path().join("b"))
+    );
+}
+
+#[test]
+fn a_blob_locked_as_huggingface_hub_locks_it_is_waited_for() {
+    let s = Setup::new(|_| {});
+    // Another process (huggingface_hub, say) holds the lock of every weight blob.
+    let locks_dir = s.cache().join(".locks").join("models--org--tiny");
+    std::fs::create_dir_all(&locks_dir).unwrap();
+    let shas: Vec<String> = s
+        .shards
+        .iter()
+        .map(|f| sha256_hex(&std::fs::read(s.src.join(f)).unwrap()))
+        .collect();
+    let locks: Vec<std::fs::File> = shas
+        .iter()
+        .map(|sha| {
+            let f = std::fs::File::create(locks_dir.join(format!("{sha}.lock"))).unwrap();
+            f.lock().unwrap();
+            f
+        })
+        .collect();
+    let mut child = s
+        .command(&["prune", ID, "--drop", "1", "--out", "out"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "prune must wait for the lock"
+    );
+    let blobs = s.repo_dir().join("blobs");
+    for sha in &shas {
+        assert!(
+            !blobs.join(sha).exists(),
+            "blob written under another's lock"
+        );
+        assert!(!blobs.join(format!("{sha}.incomplete")).exists());
+    }
+    drop(locks);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_blobs_whole(&blobs);
+    for sha in &shas {
+        assert!(blobs.join(sha).is_file());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A GGUF file on the hub: `plan` and `inspect` read its header by range requests (issue 13).
+
+/// A 4-layer toy GGUF with a header longer than the first range read (a long merge list) and
+/// a few MB of tensor data.
+fn toy_gguf() -> Vec<u8> {
+    let merges: Vec<String> = (0..6000).map(|i| format!("m{i:05} x{i:05}")).collect();
+    let merges: Vec<&str> = merges.iter().map(String::as_str).collect();
+    gguf_support::toy_model(4)
+        .strs("tokenizer.ggml.merges", &merges)
+        .tensor("rope_freqs.weight", &[512, 1024], gguf_support::F32)
+        .build()
+        .0
+}
+
+#[test]
+fn plan_and_inspect_on_a_gguf_file_read_only_its_header_by_ranges() {
+    let gguf = toy_gguf();
+    let len = gguf.len() as u64;
+    let s = Setup::new(|r| {
+        r.files.insert("gguf/toy.gguf".into(), gguf.clone());
+    });
+    let id = "org/tiny:gguf/toy.gguf";
+    let o = s.cli(&["plan", id, "--drop", "1..3"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("remove        2 layers: 1..3"), "{out}");
+    assert!(out.contains("`llama.block_count` = 2"), "{out}");
+
+    let check_ranges = |what: &str| {
+        let reqs = s.hub.requests();
+        let cdn: Vec<&Req> = reqs.iter().filter(|r| r.path == cdn_path(&gguf)).collect();
+        assert!(
+            cdn.len() >= 2,
+            "{what}: the header needs a second range: {reqs:?}"
+        );
+        assert!(cdn.iter().all(|r| r.range.is_some()), "{what}: {reqs:?}");
+        let read: u64 = cdn.iter().map(|r| r.body_bytes).sum();
+        assert!(read * 8 < len, "{what}: read {read} of {len} bytes");
+        assert!(!s.repo_dir().join("blobs").join(sha256_hex(&gguf)).exists());
+    };
+    check_ranges("plan");
+
+    s.hub.clear();
+    let o = s.cli(&["plan", id, "--keep", "0,3", "--json"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["removal"]["removed"], serde_json::json!([1, 2]));
+    check_ranges("plan --json");
+
+    s.hub.clear();
+    let o = s.cli(&["inspect", id, "--json"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["block_count"], 4);
+    check_ranges("inspect");
+}
+
+/// What an error line must say.
+type LineCheck = fn(&str) -> bool;
+
+#[test]
+fn a_broken_gguf_header_on_the_hub_is_one_error_naming_the_file() {
+    let gguf = toy_gguf();
+    let mut bad_version = gguf.clone();
+    bad_version[4..8].copy_from_slice(&99u32.to_le_bytes());
+    let s = Setup::new(|r| {
+        // Cut inside the tensor infos: the file ends before its header does.
+        r.files
+            .insert("gguf/cut.gguf".into(), gguf[..100_000].to_vec());
+        r.files.insert("gguf/v99.gguf".into(), bad_version);
+    });
+    // The cut falls inside the merge list or after it: either way the file is too short.
+    let cases: [(&str, LineCheck); 2] = [
+        ("cut.gguf", |l| {
+            l.contains("truncated") || l.contains("rest of the file")
+        }),
+        ("v99.gguf", |l| l.contains("GGUF version 99")),
+    ];
+    for (file, problem) in cases {
+        let id = format!("org/tiny:gguf/{file}");
+        let o = s.cli(&["plan", &id, "--drop", "1"], &[]);
+        assert_eq!(o.status.code(), Some(1), "{file}: {}", stderr(&o));
+        assert!(o.stdout.is_empty(), "{file}: {}", stdout(&o));
+        let err = stderr(&o);
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "{file}: {err}");
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].contains(file) && problem(lines[0]),
+            "{file}: {err}"
+        );
+    }
+}
+
+#[test]
+fn plan_on_a_split_gguf_reads_every_part_header_by_ranges() {
+    // A split model made by `prune --max-shard-size`, served from a subfolder of the repo.
+    let tmp = tempfile::tempdir().unwrap();
+    let toy = tmp.path().join("toy.gguf");
+    std::fs::write(&toy, toy_gguf()).unwrap();
+    let out = tmp.path().join("x.gguf");
+    let o = run(&[
+        "prune",
+        toy.to_str().unwrap(),
+        "--drop",
+        "0",
+        "--max-shard-size",
+        "1MB",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let parts: Vec<PathBuf> = v["report"]["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| PathBuf::from(p.as_str().unwrap()))
+        .collect();
+    assert!(parts.len() >= 2, "{parts:?}");
+    let bytes: Vec<Vec<u8>> = parts.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let names: Vec<String> = parts
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let s = Setup::new(|r| {
+        for (n, b) in names.iter().zip(&bytes) {
+            r.files.insert(format!("Q8/{n}"), b.clone());
+        }
+    });
+    let o = s.cli(
+        &[
+            "plan",
+            &format!("org/tiny:Q8/{}", names[0]),
+            "--drop",
+            "1",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plan: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(plan["removal"]["removed"], serde_json::json!([1]));
+    assert_eq!(plan["tensors_before"], 3 + 3 * 4 + 1);
+    let reqs = s.hub.requests();
+    let total: u64 = bytes.iter().map(|b| b.len() as u64).sum();
+    let mut read = 0;
+    for b in &bytes {
+        let cdn: Vec<&Req> = reqs.iter().filter(|r| r.path == cdn_path(b)).collect();
+        assert!(!cdn.is_empty(), "every part's header is read: {reqs:?}");
+        assert!(cdn.iter().all(|r| r.range.is_some()), "{reqs:?}");
+        read += cdn.iter().map(|r| r.body_bytes).sum::<u64>();
+    }
+    assert!(read * 4 < total, "read {read} of {total} bytes");
 }

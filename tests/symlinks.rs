@@ -1,8 +1,9 @@
 //! Symlinks in model folders: a file that links outside the folder is refused, naming it, unless
 //! `--follow-symlinks`; links inside the folder, and hub-cache snapshots linking into their
-//! `blobs/`, are read as usual.
+//! `blobs/`, are read as usual. The same holds for every part of a split GGUF (issue 13).
 
 mod common;
+mod gguf_support;
 
 use common::*;
 use depthprune::checkpoint::safetensors::Dtype;
@@ -132,5 +133,135 @@ fn hub_snapshots_linking_into_their_blobs_are_read() {
     assert!(r.status.success(), "{}", stderr(&r));
     // The snapshot folder given as a path works too.
     let r = run(&["inspect", snap.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", stderr(&r));
+}
+
+/// A 4-layer toy GGUF split into parts under `dir`; returns the part paths, first first.
+fn split_gguf(tmp: &Path, dir: &Path) -> Vec<std::path::PathBuf> {
+    let toy = tmp.join("toy.gguf");
+    gguf_support::toy_model(4).write(&toy);
+    std::fs::create_dir_all(dir).unwrap();
+    let out = dir.join("model.gguf");
+    let r = run(&[
+        "prune",
+        toy.to_str().unwrap(),
+        "--drop",
+        "0",
+        "--max-shard-size",
+        "2KB",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&r)).unwrap();
+    let parts: Vec<std::path::PathBuf> = v["report"]["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().into())
+        .collect();
+    assert!(parts.len() >= 3, "{parts:?}");
+    parts
+}
+
+#[test]
+fn a_split_gguf_part_linking_outside_is_refused_unless_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("model");
+    let parts = split_gguf(tmp.path(), &dir);
+    // The last part lives elsewhere and is linked back in.
+    let last = parts.last().unwrap();
+    let elsewhere = tmp.path().join("stranger.gguf");
+    std::fs::rename(last, &elsewhere).unwrap();
+    symlink(&elsewhere, last).unwrap();
+    let first = parts[0].to_str().unwrap();
+    let out = tmp.path().join("out.gguf");
+    let o = out.to_str().unwrap();
+    let part_name = last.file_name().unwrap().to_str().unwrap();
+    for args in [
+        vec!["inspect", first],
+        vec!["plan", first, "--drop", "1"],
+        vec!["prune", first, "--drop", "1", "--out", o],
+    ] {
+        let r = run(&args);
+        let err = stderr(&r);
+        assert_eq!(r.status.code(), Some(1), "{args:?}: {err}");
+        assert!(r.stdout.is_empty(), "{args:?}: {}", stdout(&r));
+        let line = one_error_line(&err);
+        assert!(
+            line.contains(part_name)
+                && line.contains("stranger.gguf")
+                && line.contains("outside the model folder")
+                && line.contains("--follow-symlinks"),
+            "{args:?}: {line}"
+        );
+        assert_no_output(&out);
+    }
+    // `verify` reports the refusal as a failed check.
+    let r = run(&["verify", first]);
+    assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
+    assert!(
+        stdout(&r).contains("outside the model folder"),
+        "{}",
+        stdout(&r)
+    );
+    let r = run(&["--follow-symlinks", "inspect", first]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let r = run(&[
+        "prune",
+        first,
+        "--drop",
+        "1",
+        "--out",
+        o,
+        "--follow-symlinks",
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+}
+
+#[test]
+fn split_gguf_parts_linking_inside_or_into_hub_blobs_are_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("model");
+    let parts = split_gguf(tmp.path(), &dir);
+    // A part moved into a subfolder of the model folder and linked back: still inside.
+    std::fs::create_dir(dir.join("real")).unwrap();
+    let second = &parts[1];
+    let name = second.file_name().unwrap().to_str().unwrap();
+    std::fs::rename(second, dir.join("real").join(name)).unwrap();
+    symlink(format!("real/{name}"), second).unwrap();
+    let r = run(&["inspect", parts[0].to_str().unwrap()]);
+    assert!(r.status.success(), "{}", stderr(&r));
+
+    // A hub-cache snapshot whose parts, in a subfolder as GGUF repos often keep them, are links
+    // into `../../../blobs/`: read from the cache by path and by hub ID.
+    let cache = tmp.path().join("cache");
+    let repo = cache.join("models--org--split");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let sub = repo.join("snapshots").join(commit).join("Q4");
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    std::fs::create_dir_all(&sub).unwrap();
+    for p in &parts {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        let blob = format!("blob-{name}");
+        std::fs::copy(p, repo.join("blobs").join(&blob)).unwrap();
+        symlink(format!("../../../blobs/{blob}"), sub.join(name)).unwrap();
+    }
+    let first_name = parts[0].file_name().unwrap().to_str().unwrap();
+    let first = sub.join(first_name);
+    let r = run(&["inspect", first.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let r = std::process::Command::new(bin())
+        .arg("plan")
+        .arg(format!("org/split:Q4/{first_name}"))
+        .args(["--drop", "1"])
+        .env("HF_HUB_CACHE", &cache)
+        .env("HF_HOME", tmp.path().join("home"))
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
     assert!(r.status.success(), "{}", stderr(&r));
 }

@@ -245,7 +245,7 @@ impl ArchConfig {
                 if self.model_type == "mixtral" {
                     return true;
                 }
-                !m.mlp_only_layers.contains(&i) && (i + 1) % m.decoder_sparse_step == 0
+                !m.mlp_only_layers.contains(&i) && (i + 1).is_multiple_of(m.decoder_sparse_step)
             }
         }
     }

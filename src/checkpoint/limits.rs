@@ -23,6 +23,7 @@
 //! | `config.json`, index, tokenizer config | — | [`MAX_JSON_BYTES`] |
 //! | `tokenizer.json` | — | [`MAX_TOKENIZER_BYTES`] |
 //! | GGUF vocabulary → tokenizer | — | [`MAX_VOCAB_TOKENS`] tokens, [`MAX_MERGES`] merges |
+//! | GGUF header read over HTTP | the file's length | [`MAX_REMOTE_GGUF_HEADER`] |
 //!
 //! Tensor data is never read whole into memory on the strength of a header: pruning streams it,
 //! and the forward pass maps files and reads one tensor at a time, whose size was checked against
@@ -51,6 +52,9 @@ pub const MAX_TOKENIZER_BYTES: u64 = 256 << 20;
 pub const MAX_VOCAB_TOKENS: usize = 1 << 20;
 /// The most merges a GGUF vocabulary may hold.
 pub const MAX_MERGES: usize = 1 << 21;
+/// The largest GGUF header region read from the hub by range requests (`plan`/`inspect` on
+/// `org/name:file.gguf`); real ones, vocabulary included, are a few tens of MiB at most.
+pub const MAX_REMOTE_GGUF_HEADER: u64 = 256 << 20;
 
 /// Reads a text file of at most `cap` bytes whole; a longer file is refused before it is read.
 pub fn read_text_capped(path: &Path, cap: u64) -> Result<String> {

@@ -5,6 +5,9 @@
 //! the file, unless following is switched on ([`set_follow_symlinks`], the CLI's
 //! `--follow-symlinks`).
 //!
+//! The other parts of a split GGUF (`NAME-00002-of-00003.gguf`, …), found beside the part the
+//! user named, are checked the same way ([`check_sibling`]).
+//!
 //! The Hugging Face hub cache stores `snapshots/<commit>/<file>` as relative symlinks into
 //! `../../blobs/`; for a folder that is such a snapshot, the allowed root is the cache's repo
 //! folder (`models--org--name`), so resolved hub models keep working.
@@ -28,10 +31,14 @@ pub fn follow_symlinks() -> bool {
 }
 
 /// The folder symlinks in `dir` may point into: the hub cache's repo folder when `dir` is a
-/// snapshot (`<repo>/snapshots/<commit>` next to `<repo>/blobs`), else `dir` itself. Canonical.
+/// snapshot or a folder inside one (`<repo>/snapshots/<commit>[/sub…]` next to `<repo>/blobs`,
+/// as for `org/name:Q4_K_M/model-00001-of-00003.gguf`), else `dir` itself. Canonical.
 pub fn allowed_root(dir: &Path) -> Result<PathBuf> {
     let root = dir.canonicalize().at(dir)?;
-    if let Some(snapshots) = root.parent() {
+    for snapshot in root.ancestors() {
+        let Some(snapshots) = snapshot.parent() else {
+            break;
+        };
         if snapshots.file_name().is_some_and(|n| n == "snapshots") {
             if let Some(repo) = snapshots.parent() {
                 if repo.join("blobs").is_dir() {
@@ -87,24 +94,45 @@ pub fn check_folder(dir: &Path) -> Result<()> {
     }
     let root = allowed_root(dir)?;
     for path in files_read(dir) {
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if !meta.file_type().is_symlink() {
-            continue;
-        }
-        let Ok(target) = path.canonicalize() else {
-            continue;
-        };
-        if !target.starts_with(&root) {
-            return Err(Error::corrupt(
-                &path,
-                format!(
-                    "is a symlink to `{}`, outside the model folder; refused (pass --follow-symlinks to read it anyway)",
-                    target.display()
-                ),
-            ));
-        }
+        check_link(&path, &root)?;
+    }
+    Ok(())
+}
+
+/// Refuses `part`, a file found beside the GGUF file `named` (the other parts of a split model,
+/// issue 13), when it is a symlink resolving outside `named`'s folder (or, for a hub snapshot,
+/// outside the cache's repo folder), unless following is switched on. `named` itself was chosen
+/// by the user and is not checked.
+pub fn check_sibling(named: &Path, part: &Path) -> Result<()> {
+    if follow_symlinks() {
+        return Ok(());
+    }
+    let dir = match named.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    check_link(part, &allowed_root(dir)?)
+}
+
+/// Refuses `path` when it is a symlink whose target is not under `root` (canonical).
+fn check_link(path: &Path, root: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let Ok(target) = path.canonicalize() else {
+        return Ok(());
+    };
+    if !target.starts_with(root) {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "is a symlink to `{}`, outside the model folder; refused (pass --follow-symlinks to read it anyway)",
+                target.display()
+            ),
+        ));
     }
     Ok(())
 }
@@ -122,5 +150,12 @@ mod tests {
         assert_eq!(allowed_root(&snap).unwrap(), snap.canonicalize().unwrap());
         std::fs::create_dir_all(repo.join("blobs")).unwrap();
         assert_eq!(allowed_root(&snap).unwrap(), repo.canonicalize().unwrap());
+        let sub = snap.join("Q4_K_M");
+        std::fs::create_dir_all(&sub).unwrap();
+        assert_eq!(allowed_root(&sub).unwrap(), repo.canonicalize().unwrap());
+        // A folder named `snapshots` elsewhere, with no `blobs` beside it, is no snapshot.
+        let plain = t.path().join("x/snapshots/abc");
+        std::fs::create_dir_all(&plain).unwrap();
+        assert_eq!(allowed_root(&plain).unwrap(), plain.canonicalize().unwrap());
     }
 }

@@ -491,7 +491,7 @@ pub fn encode_header(tensors: &[OutTensor], metadata: &Map<String, Value>) -> Ve
         obj.insert(t.name.clone(), Value::Object(e));
     }
     let mut json = serde_json::to_vec(&Value::Object(obj)).unwrap_or_default();
-    while (8 + json.len()) % 8 != 0 {
+    while !(8 + json.len()).is_multiple_of(8) {
         json.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + json.len());

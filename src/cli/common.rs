@@ -28,7 +28,7 @@ impl LayerArgs {
             (None, Some(k)) => Removal::keep(&LayerSpec::parse(k)?, n_layers)?,
             (None, None) => {
                 return Err(depthprune::Error::Unsupported(
-                    "--strategy needs an HF folder with weights here; score the model, then pass the chosen layers with --drop".into(),
+                    "--strategy chooses layers by scoring the model, which this command does not do; pass the chosen layers with --drop".into(),
                 ))
             }
         };

@@ -3,22 +3,32 @@
 
 use super::common::LayerArgs;
 use super::output::{print, print_json, warn, Bar};
+use super::strategy::{Chosen, StrategyArgs};
 use depthprune::arch::params::reduction_pct;
 use depthprune::arch::ParamCounts;
 use depthprune::checkpoint::atomic::Overwrite;
 use depthprune::checkpoint::gguf::{
-    self, prune::plan as prune_plan, GgufInfo, GgufModel, PruneOptions,
+    self, prune::plan as prune_plan, Edits, GgufInfo, GgufModel, PruneOptions, Value,
 };
 use depthprune::fmt::{human_bytes, thousands};
+use depthprune::hub::Resolved;
 use depthprune::select::{format_ranges, to_ranges, Removal};
 use serde_json::json;
 use std::fmt::Write as _;
 use std::path::Path;
 
+/// The GGUF model a MODEL argument names: the header read over HTTP for a hub file that is not
+/// in the cache, else the file (and its split parts) on disk.
+pub fn open(resolved: &mut Resolved) -> anyhow::Result<GgufModel> {
+    Ok(match resolved.remote_gguf.take() {
+        Some(m) => m,
+        None => GgufModel::open(&resolved.path)?,
+    })
+}
+
 /// `depthprune inspect MODEL.gguf`.
-pub fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
-    let model = GgufModel::open(path)?;
-    let info = GgufInfo::of(&model);
+pub fn inspect(model: &GgufModel, json: bool) -> anyhow::Result<()> {
+    let info = GgufInfo::of(model);
     if json {
         return print_json(&info);
     }
@@ -109,12 +119,45 @@ pub fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
     print(&s)
 }
 
-/// `depthprune plan MODEL.gguf --drop SPEC`.
-pub fn plan(path: &Path, layers: &LayerArgs, json: bool) -> anyhow::Result<()> {
-    let model = GgufModel::open(path)?;
+/// Chooses the layers of a GGUF model as `--drop`/`--keep` or `--strategy` (scoring the file
+/// itself, as `score` does) say; the same choice an HF folder gets.
+pub fn choose(
+    model: &GgufModel,
+    layers: &LayerArgs,
+    strategy: &StrategyArgs,
+) -> anyhow::Result<Chosen> {
+    let counts = ParamCounts::from_tensors(model.tensor_elements());
+    super::strategy::resolve(
+        layers,
+        strategy,
+        model.path(),
+        model.block_count()?,
+        &counts,
+    )
+}
+
+/// The metadata a prune records beside its own when a strategy chose the layers.
+pub fn how_chosen_metadata(chosen: &Chosen) -> Vec<(String, Value)> {
+    match chosen.method.get("kind").and_then(|k| k.as_str()) {
+        Some("strategy") => vec![(
+            "depthprune.how_chosen".to_string(),
+            Value::string(&chosen.how_chosen),
+        )],
+        _ => Vec::new(),
+    }
+}
+
+/// `depthprune plan MODEL.gguf --drop SPEC` (or `--strategy M --remove N`).
+pub fn plan(
+    model: &GgufModel,
+    layers: &LayerArgs,
+    strategy: &StrategyArgs,
+    json: bool,
+) -> anyhow::Result<()> {
     let n = model.block_count()?;
-    let removal = layers.removal(n)?;
-    let plan = prune_plan(&model, &removal)?;
+    let chosen = choose(model, layers, strategy)?;
+    let removal = chosen.removal;
+    let plan = prune_plan(model, &removal)?;
     let before = ParamCounts::from_tensors(model.tensor_elements());
     let after = before.after(&removal);
     let bytes_after: u64 = plan.tensors.iter().map(|(_, t)| t.n_bytes()).sum();
@@ -139,9 +182,10 @@ pub fn plan(path: &Path, layers: &LayerArgs, json: bool) -> anyhow::Result<()> {
             "block_count_key": plan.block_count_key,
             "per_layer_keys": plan.per_layer_keys,
             "adjusted_keys": plan.adjusted_keys,
+            "method": chosen.method,
         }));
     }
-    let mut s = String::new();
+    let mut s = chosen.explain.unwrap_or_default();
     let _ = writeln!(
         s,
         "model         {} ({}, {n} layers)",
@@ -172,18 +216,16 @@ pub fn plan(path: &Path, layers: &LayerArgs, json: bool) -> anyhow::Result<()> {
 
 /// `depthprune prune MODEL.gguf --drop SPEC --out OUT.gguf [--max-shard-size SIZE]`: with a
 /// size, the output is split into `OUT-00001-of-0000N.gguf` parts as llama.cpp's `gguf-split`
-/// names them.
+/// names them. `chosen` comes from [`choose`].
 pub fn prune(
-    path: &Path,
-    layers: &LayerArgs,
+    model: &GgufModel,
+    chosen: &Chosen,
     out: &Path,
     force: bool,
     split_max_size: Option<u64>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let model = GgufModel::open(path)?;
-    let n = model.block_count()?;
-    let removal = layers.removal(n)?;
+    let removal = &chosen.removal;
     let opts = PruneOptions {
         overwrite: if force {
             Overwrite::Force
@@ -192,12 +234,17 @@ pub fn prune(
         },
         split_max_bytes: split_max_size,
     };
-    let report = gguf::prune(&model, &removal, out, &opts, &Bar::bytes())?;
+    let edits = Edits {
+        metadata: how_chosen_metadata(chosen),
+        ..Edits::default()
+    };
+    let report = gguf::prune_with(model, removal, out, &opts, &edits, &Bar::bytes())?;
     let before = ParamCounts::from_tensors(model.tensor_elements());
-    let after = before.after(&removal);
+    let after = before.after(removal);
     if json {
         return print_json(&json!({
             "model": model.path(),
+            "method": chosen.method,
             "report": report,
             "params_before": before.total(),
             "params_after": after.total(),
@@ -212,7 +259,7 @@ pub fn prune(
     Summary {
         before: &before,
         after: &after,
-        removal: &removal,
+        removal,
     }
     .write(&mut s);
     let _ = writeln!(

@@ -288,6 +288,7 @@ fn run_gguf(args: &Args, dense: &Path) -> Result<()> {
         args.force,
         None,
         args.dtype.as_deref(),
+        Vec::new(),
         args.json,
     )
 }
@@ -333,7 +334,8 @@ fn block_lines(healing: &Healing) -> String {
 }
 
 /// Fits the maps for `removal` on the GGUF `model` and writes the healed, pruned GGUF to `out`,
-/// the healed tensors as `dtype` (`f32` unless `f16`).
+/// the healed tensors as `dtype` (`f32` unless `f16`), with `extra` metadata (how the layers
+/// were chosen) after the healing's own.
 #[allow(clippy::too_many_arguments)]
 pub fn heal_and_write_gguf(
     model: &GgufModel,
@@ -343,6 +345,7 @@ pub fn heal_and_write_gguf(
     force: bool,
     split_max_bytes: Option<u64>,
     dtype: Option<&str>,
+    extra: Vec<(String, Value)>,
     json: bool,
 ) -> Result<()> {
     let ty = match dtype {
@@ -366,6 +369,7 @@ pub fn heal_and_write_gguf(
             Value::U64(h.calib_offset as u64),
         ));
     }
+    metadata.extend(extra);
     let opts = GgufHealOptions {
         overwrite: if force {
             Overwrite::Force

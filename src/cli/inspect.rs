@@ -36,11 +36,12 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         Need::Config
     };
-    let resolved = resolve_model(&args.model, need)?;
-    let model = &resolved.path;
-    if is_gguf(model) {
-        return super::gguf::inspect(model, args.json);
+    let mut resolved = resolve_model(&args.model, need)?;
+    if is_gguf(&resolved.path) {
+        let model = super::gguf::open(&mut resolved)?;
+        return super::gguf::inspect(&model, args.json);
     }
+    let model = &resolved.path;
     let weights = resolved.remote.is_some() || (model.is_dir() && hf::has_weights(model));
     let (arch, counts, dtypes, bytes) = if weights {
         let ckpt = match resolved.remote {

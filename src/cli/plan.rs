@@ -38,7 +38,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let need = if args.exact {
+    // A strategy that runs its metric opens the checkpoint (weights and tokenizer), wherever
+    // it is; only saved `--scores` spare that.
+    let scores_weights = args.layers.strategy.is_some() && args.strategy.scores.is_none();
+    let need = if scores_weights {
+        Need::Snapshot
+    } else if args.exact {
         Need::Headers
     } else {
         Need::Config
@@ -46,7 +51,8 @@ pub fn run(args: Args) -> Result<()> {
     let mut resolved = resolve_model(&args.model, need)?;
     let path = resolved.path.clone();
     if is_gguf(&path) {
-        return super::gguf::plan(&path, &args.layers, args.json);
+        let model = super::gguf::open(&mut resolved)?;
+        return super::gguf::plan(&model, &args.layers, &args.strategy, args.json);
     }
     let remote = resolved.remote.is_some();
     let weights = remote || (path.is_dir() && hf::has_weights(&path));

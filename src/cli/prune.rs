@@ -4,19 +4,21 @@ use super::common::{is_gguf, parse_size, resolve_model, LayerArgs};
 use super::output::{print, print_json, warn, Bar};
 use anyhow::Result;
 use depthprune::checkpoint::atomic::Overwrite;
+use depthprune::checkpoint::gguf::GgufModel;
 use depthprune::checkpoint::hf::HfCheckpoint;
 use depthprune::checkpoint::hf_prune::{prune_hf, PruneOptions, DEFAULT_MAX_SHARD};
 use depthprune::checkpoint::safetensors::Dtype;
 use depthprune::fmt::thousands;
 use depthprune::hub::Need;
 use depthprune::select::format_ranges;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
     depthprune prune ./Qwen3-4B --drop 3..29 --out ./Qwen3-4B-10L\n  \
     depthprune prune ./Llama-3.1-8B --drop 24..28 --dtype bf16 --max-shard-size 2GB --out ./llama-28L\n  \
     depthprune prune model.gguf --drop last:8 --out pruned.gguf\n  \
+    depthprune prune model.gguf --strategy bi --remove 8 --calib train.txt --out pruned.gguf\n  \
     depthprune prune Qwen/Qwen3-4B --drop 3..29 --out ./Qwen3-4B-10L   # downloads into the HF cache\n\n\
     The output is written to a temporary sibling (`.NAME.depthprune-tmp`) and renamed into place\n\
     when complete. It holds the weights, config.json, tokenizer files, a model card (README.md)\n\
@@ -60,44 +62,7 @@ pub fn run(args: Args) -> Result<()> {
     let resolved = resolve_model(&args.model, Need::Snapshot)?;
     let model = &resolved.path;
     if is_gguf(model) {
-        if let Some(method) = &args.heal {
-            if let Some(d) = args.dtype.as_deref().filter(|d| *d == "bf16") {
-                anyhow::bail!(
-                    "`{}`: --dtype {d} with --heal on a GGUF: the healed tensors are written as f32 or f16",
-                    model.display()
-                );
-            }
-            let gguf_model = depthprune::checkpoint::gguf::GgufModel::open(model)?;
-            let removal = args.layers.removal(gguf_model.block_count()?)?;
-            let c = &args.strategy.calib;
-            let heal_args =
-                args.heal_fit
-                    .with_calib(method, c.calib.clone(), c.ctx, c.calib_offset);
-            return super::heal::heal_and_write_gguf(
-                &gguf_model,
-                &removal,
-                &heal_args,
-                &args.out,
-                args.force,
-                args.max_shard_size,
-                args.dtype.as_deref(),
-                args.json,
-            );
-        }
-        if let Some(d) = &args.dtype {
-            anyhow::bail!(
-                "`{}`: --dtype {d} applies to HF folders (or to the healed tensors with --heal); GGUF tensors are copied in their own ggml types (convert to HF first to change dtypes)",
-                model.display()
-            );
-        }
-        return super::gguf::prune(
-            model,
-            &args.layers,
-            &args.out,
-            args.force,
-            args.max_shard_size,
-            args.json,
-        );
+        return prune_gguf(&args, model);
     }
     let ckpt = HfCheckpoint::open(model)?;
     let chosen = super::strategy::resolve(
@@ -189,4 +154,56 @@ pub fn run(args: Args) -> Result<()> {
         ));
     }
     print(&s)
+}
+
+/// `prune MODEL.gguf`: the layers chosen as for an HF folder (`--drop`, `--keep` or
+/// `--strategy`), then pruned, or healed and pruned with `--heal lstsq`.
+fn prune_gguf(args: &Args, model: &Path) -> Result<()> {
+    if args.heal.is_some() {
+        if let Some(d) = args.dtype.as_deref().filter(|d| *d == "bf16") {
+            anyhow::bail!(
+                "`{}`: --dtype {d} with --heal on a GGUF: the healed tensors are written as f32 or f16",
+                model.display()
+            );
+        }
+    } else if let Some(d) = &args.dtype {
+        anyhow::bail!(
+            "`{}`: --dtype {d} applies to HF folders (or to the healed tensors with --heal); GGUF tensors are copied in their own ggml types (convert to HF first to change dtypes)",
+            model.display()
+        );
+    }
+    let gguf_model = GgufModel::open(model)?;
+    let chosen = super::gguf::choose(&gguf_model, &args.layers, &args.strategy)?;
+    if let Some(e) = &chosen.explain {
+        eprint!("{e}");
+    }
+    if args.heal.is_none() {
+        if args.strategy.calib.calib.is_some() && args.layers.strategy.is_none() {
+            warn("--calib is only used with --strategy or --heal; writing an unhealed prune");
+        }
+        return super::gguf::prune(
+            &gguf_model,
+            &chosen,
+            &args.out,
+            args.force,
+            args.max_shard_size,
+            args.json,
+        );
+    }
+    let c = &args.strategy.calib;
+    let method = args.heal.as_deref().unwrap_or("auto");
+    let heal_args = args
+        .heal_fit
+        .with_calib(method, c.calib.clone(), c.ctx, c.calib_offset);
+    super::heal::heal_and_write_gguf(
+        &gguf_model,
+        &chosen.removal,
+        &heal_args,
+        &args.out,
+        args.force,
+        args.max_shard_size,
+        args.dtype.as_deref(),
+        super::gguf::how_chosen_metadata(&chosen),
+        args.json,
+    )
 }

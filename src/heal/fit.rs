@@ -126,7 +126,7 @@ impl Gram {
     /// Adds the rows of `m` and `z`, both row-major `rows × hidden`.
     pub fn add(&mut self, m: &[f32], z: &[f32]) -> Result<()> {
         let h = self.h;
-        if h == 0 || m.len() != z.len() || m.len() % h != 0 {
+        if h == 0 || m.len() != z.len() || !m.len().is_multiple_of(h) {
             return Err(Error::Invalid(format!(
                 "gram rows do not match: {} and {} values for width {h}",
                 m.len(),
@@ -389,7 +389,7 @@ pub fn weigh_rows(m: &[f32], z: &[f32], hidden: usize) -> (Vec<f32>, Vec<f32>) {
 /// The MLP output is `m = a·Wᵀ` for a row `a` of intermediate activations. Healing wants
 /// `m·T = a·Wᵀ·T = a·(Tᵀ·W)ᵀ`, so the new weight is `W' = Tᵀ·W`: `W'[i][k] = Σ_j T[j][i]·W[j][k]`.
 pub fn fold_down_proj(t: &[f64], w: &[f32], hidden: usize) -> Result<Vec<f32>> {
-    if hidden == 0 || t.len() != hidden * hidden || w.len() % hidden != 0 {
+    if hidden == 0 || t.len() != hidden * hidden || !w.len().is_multiple_of(hidden) {
         return Err(Error::Invalid(format!(
             "cannot fold a map of {} values into a down_proj of {} values with hidden size {hidden}",
             t.len(),

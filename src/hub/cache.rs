@@ -11,11 +11,18 @@
 //! A snapshot never changes once written (a commit is immutable), so a file found there is used
 //! without asking the hub. Writes are atomic: blobs are renamed into place when complete and
 //! verified, links and refs are written under a temporary name and renamed.
+//!
+//! Several processes may fill one cache at once (two `prune org/name` runs, or depthprune beside
+//! `huggingface_hub`). A blob is downloaded only under an exclusive lock on
+//! `<root>/.locks/models--ORG--NAME/<etag>.lock`, the file `huggingface_hub` locks for the same
+//! blob, so one process writes `<etag>.incomplete` while the others wait and then find the blob
+//! complete (issue 13).
 
 use super::model_ref::{is_commit, validate_repo_path};
 use crate::checkpoint::hf::{self, CONFIG_FILE, SINGLE_FILE};
 use crate::error::{Error, IoContext, Result};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One repo's folder in the cache.
 #[derive(Debug, Clone)]
@@ -82,6 +89,40 @@ impl RepoCache {
         self.dir.join("blobs").join(etag)
     }
 
+    /// `<root>/.locks/models--ORG--NAME/<etag>.lock`, where `huggingface_hub` locks the same blob.
+    pub fn lock_path(&self, etag: &str) -> PathBuf {
+        let repo = self.dir.file_name().unwrap_or_default();
+        self.root
+            .join(".locks")
+            .join(repo)
+            .join(format!("{etag}.lock"))
+    }
+
+    /// Holds the exclusive lock on blob `etag` (an `flock` on Unix, as `huggingface_hub` takes
+    /// it), calling `waiting` first if another process holds it and waiting for it; the lock is
+    /// released when the returned guard is dropped.
+    pub fn lock_blob(&self, etag: &str, waiting: impl FnOnce()) -> Result<BlobLock> {
+        let path = self.lock_path(etag);
+        let parent = path.parent().unwrap_or(&self.root);
+        std::fs::create_dir_all(parent).at(parent)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .at(&path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                waiting();
+                file.lock().at(&path)?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e).at(&path),
+        }
+        Ok(BlobLock { _file: file })
+    }
+
     /// `blobs/<etag>.incomplete`.
     pub fn incomplete(&self, etag: &str) -> PathBuf {
         self.dir.join("blobs").join(format!("{etag}.incomplete"))
@@ -93,13 +134,7 @@ impl RepoCache {
         let link = self.snapshot(commit).join(file);
         let parent = link.parent().unwrap_or(&self.dir);
         std::fs::create_dir_all(parent).at(parent)?;
-        let tmp = parent.join(format!(
-            ".{}.{}.tmp",
-            link.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default(),
-            std::process::id()
-        ));
+        let tmp = temp_sibling(&link);
         let _ = std::fs::remove_file(&tmp);
         make_link(&self.blob(etag), &tmp, file)?;
         std::fs::rename(&tmp, &link).at(&link)?;
@@ -123,19 +158,40 @@ impl RepoCache {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary sibling.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// An exclusive lock on one blob, held until dropped (closing the file releases it).
+#[derive(Debug)]
+pub struct BlobLock {
+    _file: std::fs::File,
+}
+
+/// A temporary name beside `path`, unique to this process and call, so that concurrent writers
+/// (other processes, or threads of this one) never share one.
+fn temp_sibling(path: &Path) -> PathBuf {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
     let parent = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).at(parent)?;
-    let tmp = parent.join(format!(
-        ".{}.{}.tmp",
+    parent.join(format!(
+        ".{}.{}.{}.tmp",
         path.file_name()
             .map(|n| n.to_string_lossy())
             .unwrap_or_default(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes).at(&tmp)?;
-    std::fs::rename(&tmp, path).at(path)
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Writes `bytes` to `path` through a temporary sibling renamed over it, so a reader (another
+/// process) sees the old content or the new, never a part.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).at(parent)?;
+    let tmp = temp_sibling(path);
+    if let Err(e) = std::fs::write(&tmp, bytes).at(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).at(path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 /// A relative symlink from `link` (at `snapshots/<commit>/<file>`) to `blob`, as
@@ -182,6 +238,21 @@ mod tests {
         assert_eq!(std::fs::read(&link).unwrap(), b"{}");
         assert_eq!(cache.file(C1, "sub/config.json"), Some(link));
         assert_eq!(cache.file(C1, "config.json"), None);
+    }
+
+    #[test]
+    fn blob_locks_live_where_huggingface_hub_puts_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = RepoCache::new(tmp.path(), "org/name");
+        assert_eq!(
+            cache.lock_path("e1"),
+            tmp.path().join(".locks/models--org--name/e1.lock")
+        );
+        let held = cache.lock_blob("e1", || panic!("nobody holds it")).unwrap();
+        let other = std::fs::File::open(cache.lock_path("e1")).unwrap();
+        assert!(other.try_lock().is_err(), "the lock must be exclusive");
+        drop(held);
+        other.try_lock().unwrap();
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! From a hub reference to files on disk: what a command [`Need`]s, served from the cache when
 //! the snapshot has it (no request at all), otherwise fetched and written into the cache.
 //!
-//! - A named file (`org/name:file.gguf`): that file.
+//! - A named file (`org/name:file.gguf`): that file for [`Need::Snapshot`]; otherwise, unless the
+//!   cache has it, only its GGUF header (and each split part's), read by range requests that
+//!   grow until the header parses (issue 13).
 //! - [`Need::Config`]: `config.json`; one `HEAD` to learn the commit, one `GET` if new.
 //! - [`Need::Headers`]: also the index, and each shard's header by two range requests (the
 //!   8-byte length, then the JSON); the weights themselves are never requested.
@@ -18,12 +20,18 @@ use super::config::HubConfig;
 use super::error::HubError;
 use super::model_ref::HubRef;
 use super::{Need, Resolved};
+use crate::checkpoint::gguf::{split, GgufFile, GgufModel, KEY_SPLIT_COUNT};
 use crate::checkpoint::hf::{self, HfCheckpoint, CONFIG_FILE, INDEX_FILE, SIDE_FILES, SINGLE_FILE};
+use crate::checkpoint::limits::MAX_REMOTE_GGUF_HEADER;
 use crate::checkpoint::provenance::HubSource;
 use crate::checkpoint::safetensors::{SafetensorsFile, MAX_HEADER_BYTES};
 use crate::error::{Error, IoContext, Result};
+use crate::model::is_gguf;
 use crate::progress::Progress;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// The first range read of a remote GGUF header; each further read doubles what is held.
+pub const GGUF_FIRST_READ: u64 = 64 << 10;
 
 /// Resolves `r` for `need`; see the module docs.
 pub fn fetch(r: &HubRef, need: Need, cfg: &HubConfig, progress: &dyn Progress) -> Result<Resolved> {
@@ -77,6 +85,7 @@ impl Fetcher<'_> {
                 file: self.r.file.clone(),
             }),
             remote,
+            remote_gguf: None,
         }
     }
 
@@ -149,6 +158,19 @@ impl Fetcher<'_> {
         if let Some(file) = &self.r.file {
             let meta = client.head(revision, file)?;
             let commit = meta.commit.clone();
+            if need != Need::Snapshot && is_gguf(Path::new(file)) {
+                let mut meta = meta;
+                // As in `ensure`: a file answered at a branch is read at the commit.
+                if meta.url == client.resolve_url(revision, file) {
+                    meta.url = client.resolve_url(&commit, file);
+                }
+                let model = remote_gguf(&client, &commit, file, meta)?;
+                self.cache.write_ref(revision, &commit)?;
+                let path = self.cache.snapshot(&commit).join(file);
+                let mut res = self.resolved(path, &commit, None);
+                res.remote_gguf = Some(model);
+                return Ok(res);
+            }
             let path = self.ensure(&client, &commit, file, Some(meta))?;
             self.cache.write_ref(revision, &commit)?;
             return Ok(self.resolved(path, &commit, None));
@@ -269,11 +291,24 @@ impl Fetcher<'_> {
         }
         let blob = self.cache.blob(&meta.etag);
         if !blob.is_file() {
-            let blobs = self.cache.dir.join("blobs");
-            std::fs::create_dir_all(&blobs).at(&blobs)?;
-            let part = self.cache.incomplete(&meta.etag);
-            client.download(&meta, file, &part, self.progress)?;
-            std::fs::rename(&part, &blob).at(&blob)?;
+            // Only the holder of the blob's lock writes its `.incomplete`; a process that waited
+            // finds the blob complete (renamed into place under the lock) and downloads nothing.
+            let waited = std::cell::Cell::new(false);
+            let _lock = self.cache.lock_blob(&meta.etag, || {
+                waited.set(true);
+                let label = format!("{file} (waiting for another process downloading it)");
+                self.progress.start(&label, 0);
+            })?;
+            if waited.get() {
+                self.progress.finish();
+            }
+            if !blob.is_file() {
+                let blobs = self.cache.dir.join("blobs");
+                std::fs::create_dir_all(&blobs).at(&blobs)?;
+                let part = self.cache.incomplete(&meta.etag);
+                client.download(&meta, file, &part, self.progress)?;
+                std::fs::rename(&part, &blob).at(&blob)?;
+            }
         }
         self.cache.link(commit, file, &meta.etag)
     }
@@ -320,4 +355,71 @@ fn remote_header(client: &Client, commit: &str, name: &str) -> Result<Safetensor
     }
     let header = client.read_range(&meta.url, 8, header_len)?;
     SafetensorsFile::parse_header(&label, &header, data_start, size)
+}
+
+/// The header of `file` (and of its other parts, when it is the first of a split model), read
+/// by range requests; no tensor data is fetched. `meta` is the `HEAD` answer for `file`.
+fn remote_gguf(client: &Client, commit: &str, file: &str, meta: FileMeta) -> Result<GgufModel> {
+    let first = remote_gguf_header(client, commit, file, &meta, 0)?;
+    // The other parts are fetched only when the first says it has them and is named for them;
+    // anything else is left to the checks `from_parts` shares with a local open.
+    let declared = first.metadata.get(KEY_SPLIT_COUNT).and_then(|v| v.as_u64());
+    let named = split::parse_part_path(Path::new(file));
+    let mut files = vec![first];
+    if let (Some((prefix, 1, count)), Some(declared)) = (named, declared) {
+        if declared != count as u64 {
+            return GgufModel::from_parts(files);
+        }
+        for no in 2..=count {
+            let part = split::part_path(&prefix, no, count);
+            let name = part.to_string_lossy().into_owned();
+            let meta = client.head(commit, &name)?;
+            files.push(remote_gguf_header(client, commit, &name, &meta, no - 1)?);
+        }
+    }
+    GgufModel::from_parts(files)
+}
+
+/// One GGUF file's header region: a first range of [`GGUF_FIRST_READ`] bytes, then ranges that
+/// double what is held until the header parses (or fails to), up to
+/// [`MAX_REMOTE_GGUF_HEADER`]. Errors name the file's URL, since the file is not on disk.
+fn remote_gguf_header(
+    client: &Client,
+    commit: &str,
+    file: &str,
+    meta: &FileMeta,
+    part: usize,
+) -> Result<GgufFile> {
+    let label = PathBuf::from(client.resolve_url(commit, file));
+    let size = meta.size.ok_or_else(|| {
+        Error::corrupt(
+            &label,
+            "the hub gave no size for this file; cannot read its GGUF header",
+        )
+    })?;
+    let mut bytes: Vec<u8> = Vec::new();
+    let mut want = GGUF_FIRST_READ.min(size);
+    loop {
+        let have = bytes.len() as u64;
+        bytes.extend(client.read_range(&meta.url, have, want - have)?);
+        if let Some(f) = GgufFile::from_prefix(&label, &bytes, size, part)? {
+            return Ok(f);
+        }
+        if want >= size {
+            // The whole file parses or fails; a prefix of it cannot be short.
+            return Err(Error::corrupt(
+                &label,
+                "the GGUF header does not fit in the file",
+            ));
+        }
+        if want >= MAX_REMOTE_GGUF_HEADER {
+            return Err(Error::corrupt(
+                &label,
+                format!(
+                    "the GGUF header is larger than {MAX_REMOTE_GGUF_HEADER} bytes; not read over HTTP (download the file with `prune`)"
+                ),
+            ));
+        }
+        want = want.saturating_mul(2).min(size).min(MAX_REMOTE_GGUF_HEADER);
+    }
 }

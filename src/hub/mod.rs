@@ -8,7 +8,8 @@
 //! - [`fetch`]: what each command needs, from the cache or the network.
 //!
 //! Commands say what they [`Need`]: `plan` and `inspect` need only `config.json` (plus the
-//! safetensors headers, read with range requests, for exact counts); `prune` needs the weights.
+//! safetensors headers, read with range requests, for exact counts), or for a GGUF file its
+//! header, read with range requests; `prune` needs the weights.
 //! A snapshot that holds what is needed is used without any request, so a second run works
 //! offline. With `HF_HUB_OFFLINE` set, nothing is ever requested and a missing file is an error
 //! that says so.
@@ -24,6 +25,7 @@ pub use config::HubConfig;
 pub use error::HubError;
 pub use model_ref::{HubRef, ModelRef};
 
+use crate::checkpoint::gguf::GgufModel;
 use crate::checkpoint::hf::HfCheckpoint;
 use crate::checkpoint::provenance::HubSource;
 use crate::error::Result;
@@ -52,6 +54,10 @@ pub struct Resolved {
     /// A checkpoint whose shard headers were read over HTTP ([`Need::Headers`] when the weights
     /// are not in the cache); its data cannot be read.
     pub remote: Option<HfCheckpoint>,
+    /// A GGUF file (`org/name:file.gguf`) whose header was read over HTTP by range requests,
+    /// when the command needs no more than that and the file is not in the cache; `path` is
+    /// then where the file would be in the cache, and does not exist.
+    pub remote_gguf: Option<GgufModel>,
 }
 
 impl Resolved {
@@ -61,6 +67,7 @@ impl Resolved {
             path,
             hub: None,
             remote: None,
+            remote_gguf: None,
         }
     }
 

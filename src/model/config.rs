@@ -57,7 +57,7 @@ impl ModelConfig {
         if arch.mlp_bias {
             return Err("`mlp_bias` is not supported by the forward pass".into());
         }
-        if arch.head_dim % 2 != 0 {
+        if !arch.head_dim.is_multiple_of(2) {
             return Err(format!(
                 "`head_dim` ({}) must be even for RoPE",
                 arch.head_dim

@@ -193,7 +193,11 @@ pub fn permute_rows(values: &[f32], rows: usize, n_head: usize) -> Option<Vec<f3
 }
 
 fn permute_impl(values: &[f32], rows: usize, n_head: usize, forward: bool) -> Option<Vec<f32>> {
-    if n_head == 0 || rows == 0 || rows % (2 * n_head) != 0 || values.len() % rows != 0 {
+    if n_head == 0
+        || rows == 0
+        || !rows.is_multiple_of(2 * n_head)
+        || !values.len().is_multiple_of(rows)
+    {
         return None;
     }
     let cols = values.len() / rows;

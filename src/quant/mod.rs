@@ -213,7 +213,7 @@ impl QuantFormat {
     /// fill whole blocks and that the size fits in a `usize`.
     pub fn byte_size(self, n_elements: usize) -> Result<usize, QuantError> {
         let block = self.block_size();
-        if n_elements % block != 0 {
+        if !n_elements.is_multiple_of(block) {
             return Err(QuantError::PartialBlock {
                 format: self,
                 n_elements,

@@ -1,5 +1,6 @@
 //! A fake Hugging Face hub for hermetic tests: a thread serving HTTP/1.1 on 127.0.0.1 only,
-//! one request per connection, that stops by itself after [`MAX_REQUESTS`] requests or
+//! one request per connection (each on its own thread, so several clients are served at once),
+//! that stops by itself after [`MAX_REQUESTS`] requests or
 //! [`LIFETIME`], and when dropped. It speaks the parts of the hub's protocol the client uses:
 //!
 //! - `HEAD`/`GET /{org}/{name}/resolve/{rev}/{file}`: `X-Repo-Commit`, and for small files `ETag`
@@ -53,6 +54,8 @@ pub struct Repo {
     pub strip_commit: bool,
     /// An old name that redirects here (a renamed repo), with a relative `Location`.
     pub renamed_from: Option<String>,
+    /// Pause this long after each 4 KiB of a `/cdn/` body, so downloads take a while.
+    pub pace: Option<Duration>,
 }
 
 impl Repo {
@@ -129,7 +132,10 @@ impl FakeHub {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         served += 1;
-                        let _ = serve(stream, &st, &base);
+                        let (st, base) = (st.clone(), base.clone());
+                        std::thread::spawn(move || {
+                            let _ = serve(stream, &st, &base);
+                        });
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         std::thread::sleep(Duration::from_millis(2));
@@ -176,6 +182,8 @@ struct Answer {
     body: Vec<u8>,
     /// Stop after this many body bytes and close the connection.
     cut: Option<u64>,
+    /// Pause after each 4 KiB of the body.
+    pace: Option<Duration>,
 }
 
 impl Answer {
@@ -185,6 +193,7 @@ impl Answer {
             headers: Vec::new(),
             body: Vec::new(),
             cut: None,
+            pace: None,
         }
     }
 
@@ -267,7 +276,16 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, base: &str) -> std::io::Re
         body_bytes: body.len() as u64,
     });
     stream.write_all(out.as_bytes())?;
-    stream.write_all(body)?;
+    match answer.pace {
+        Some(pause) => {
+            for chunk in body.chunks(4096) {
+                stream.write_all(chunk)?;
+                stream.flush()?;
+                std::thread::sleep(pause);
+            }
+        }
+        None => stream.write_all(body)?,
+    }
     stream.flush()?;
     let _ = stream.shutdown(std::net::Shutdown::Both);
     Ok(())
@@ -396,9 +414,9 @@ fn cdn(s: &mut State, sha: &str, range: Option<&str>) -> Answer {
         r.files
             .iter()
             .find(|(_, b)| sha256_hex(b) == sha)
-            .map(|(name, b)| (r.drops.clone(), name.clone(), b.clone()))
+            .map(|(name, b)| (r.drops.clone(), r.pace, name.clone(), b.clone()))
     });
-    let Some((drops, name, bytes)) = found else {
+    let Some((drops, pace, name, bytes)) = found else {
         return Answer::new(404);
     };
     let total = bytes.len() as u64;
@@ -424,6 +442,7 @@ fn cdn(s: &mut State, sha: &str, range: Option<&str>) -> Answer {
         Answer::new(200)
     };
     a.body = bytes[start as usize..=end as usize].to_vec();
+    a.pace = pace;
     if let Some((file, after, times)) = drops {
         if file == name && s.dropped < times {
             s.dropped += 1;

@@ -108,8 +108,24 @@ impl GgufModel {
                     path.display()
                 )));
             }
+            crate::checkpoint::links::check_sibling(path, &p)?;
             files.push(GgufFile::read(&p, no - 1)?);
         }
+        Self::join(files, count)
+    }
+
+    /// A model from header regions already read (over HTTP, say): one file, or every part of
+    /// a split model in order. The parts are checked as [`GgufModel::open`] checks them.
+    pub fn from_parts(mut files: Vec<GgufFile>) -> Result<GgufModel> {
+        let Some(first) = files.first() else {
+            return Err(Error::Invalid(
+                "a GGUF model needs at least one file".into(),
+            ));
+        };
+        if files.len() == 1 && split_key(first, KEY_SPLIT_COUNT)?.is_none() {
+            return Ok(Self::single(files.remove(0)));
+        }
+        let count = files.len();
         Self::join(files, count)
     }
 

@@ -111,6 +111,51 @@ impl GgufFile {
     }
 }
 
+impl GgufFile {
+    /// Parses the header region from `prefix`, the first bytes of a file of `len` bytes that is
+    /// not on disk (read over HTTP by range requests). `Ok(None)` when `prefix` ends before the
+    /// header does, so the caller can read more; a header that is broken within `prefix` is an
+    /// error as for a file. `path` is used in errors; `part` as in [`GgufFile::read`].
+    pub fn from_prefix(
+        path: &Path,
+        prefix: &[u8],
+        len: u64,
+        part: usize,
+    ) -> Result<Option<GgufFile>> {
+        let mut r = Prefix {
+            data: prefix,
+            short: false,
+        };
+        match parse(&mut r, len, part) {
+            Ok(mut parsed) => {
+                parsed.path = path.to_path_buf();
+                Ok(Some(parsed))
+            }
+            Err(_) if r.short => Ok(None),
+            Err(e) => Err(e.at(path)),
+        }
+    }
+}
+
+/// A reader over the first bytes of a longer file that records whether a read went past them.
+struct Prefix<'a> {
+    data: &'a [u8],
+    short: bool,
+}
+
+impl Read for Prefix<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.data.is_empty() && !buf.is_empty() {
+            self.short = true;
+            return Err(std::io::Error::other("read past the bytes fetched so far"));
+        }
+        let n = buf.len().min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
 /// Parses a GGUF header from `r`, a reader at byte 0 of a file of `len` bytes.
 pub(super) fn parse<R: Read>(r: R, len: u64, part: usize) -> Result<GgufFile, FormatError> {
     let mut src = Source::new(r, len);
@@ -343,6 +388,34 @@ mod tests {
         assert_eq!(f.metadata.len(), 4);
         let x = &f.tensors[2];
         assert_eq!(&b[x.file_offset() as usize..][..66], &[9; 66]);
+    }
+
+    #[test]
+    fn a_prefix_is_short_until_the_header_ends() {
+        let b = sample();
+        let whole = parse(&b[..], b.len() as u64, 0).unwrap();
+        let p = Path::new("s.gguf");
+        let mut first_whole = None;
+        for n in 0..=b.len() {
+            match GgufFile::from_prefix(p, &b[..n], b.len() as u64, 1).unwrap() {
+                None => assert!(first_whole.is_none(), "short again at {n}"),
+                Some(f) => {
+                    first_whole.get_or_insert(n);
+                    assert_eq!(f.tensors.len(), whole.tensors.len());
+                    assert_eq!(f.data_start, whole.data_start);
+                    assert!(f.tensors.iter().all(|t| t.part() == 1));
+                }
+            }
+        }
+        // The header ends where the tensor infos do, before the padding and the data.
+        let n = first_whole.unwrap() as u64;
+        assert!(n <= whole.data_start && n + 32 > whole.data_start, "{n}");
+
+        // A rule broken inside the prefix is an error, not a request for more.
+        let mut bad = b.clone();
+        bad[4..8].copy_from_slice(&9u32.to_le_bytes());
+        let e = GgufFile::from_prefix(p, &bad[..16], bad.len() as u64, 0).unwrap_err();
+        assert!(e.to_string().contains("GGUF version 9"), "{e}");
     }
 
     proptest! {
