@@ -15,7 +15,7 @@ TEXT="$(python3 scripts/demo-text.py "$OUT/text")"
 # Evaluation: 4 windows of 512 tokens from token 0. Calibration: 8 windows of 256 tokens from
 # token 32768, disjoint from evaluation (sweep refuses overlapping slices of one file).
 CALIB=(--calib "$TEXT" --calib-offset 32768 --ctx 256 --samples 8)
-HEAL=(--heal lstsq --heal-samples 2048)
+HEAL=(--heal --heal-samples 2048 --holdout 4)
 START=$SECONDS
 
 echo "== sweep: angular, bi, ppl, last; 0 to 12 layers removed"

@@ -264,3 +264,50 @@ fn nonfinite_weights_warn_with_a_count() {
         stderr(&o)
     );
 }
+
+/// The engine's reader (eval, score, heal, generate) checks the config against the tensors too
+/// (issue 13): a config that names fewer layers than the tensors hold once ran silently with
+/// the last layer dropped.
+#[test]
+fn engine_commands_refuse_a_layer_count_that_contradicts_the_tensors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    make_checkpoint(&dir, &tiny_config("llama"), Dtype::F32, 0);
+    let text = tmp.path().join("t.txt");
+    std::fs::write(&text, "a b c d e f g h i j k l m n o p ".repeat(8)).unwrap();
+    for n in [5, 7] {
+        set_config(&dir, "num_hidden_layers", n.into());
+        for args in [
+            vec![
+                "eval",
+                dir.to_str().unwrap(),
+                "--text",
+                text.to_str().unwrap(),
+                "--ctx",
+                "8",
+            ],
+            vec![
+                "generate",
+                dir.to_str().unwrap(),
+                "--prompt",
+                "a",
+                "--max-new-tokens",
+                "1",
+            ],
+        ] {
+            let o = run(&args);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+            assert!(!err.contains("panicked"), "{err}");
+            let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+            assert_eq!(lines.len(), 1, "{err}");
+            assert!(
+                lines[0].contains("config.json")
+                    && lines[0].contains(&format!(
+                        "`num_hidden_layers` is {n} but the tensors hold 6 layers"
+                    )),
+                "{err}"
+            );
+        }
+    }
+}

@@ -69,11 +69,7 @@ impl HealFitArgs {
         HealArgs {
             calib,
             method: method.to_string(),
-            alpha: self.alpha.clone(),
-            ridge: self.ridge.clone(),
-            heal_samples: self.heal_samples,
-            holdout: self.holdout,
-            maps: self.maps.clone(),
+            fit: self.clone(),
             ctx,
             calib_offset,
         }
@@ -95,32 +91,8 @@ pub struct HealArgs {
     /// token by the inverse norm of its target (so attention-sink tokens do not dominate).
     #[arg(long, value_parser = HEAL_METHODS, default_value = "auto")]
     pub method: String,
-    /// Ridge weights to try, relative to the mean diagonal of MᵀM (comma-separated); each block
-    /// takes the one with the lowest held-out residual. With --holdout 0, give exactly one.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "1e-4,1e-3,1e-2,1e-1",
-        value_name = "A[,A...]"
-    )]
-    pub alpha: Vec<f64>,
-    /// What the ridge pulls the map towards: `identity` (keep the MLP output) or `zero` (the
-    /// ReplaceMe paper's plain ridge).
-    #[arg(long, value_parser = ["identity", "zero"], default_value = "identity")]
-    pub ridge: String,
-    /// Calibration tokens to heal on (cut into windows of --ctx), validation windows included.
-    #[arg(long, default_value_t = 16384, value_name = "N")]
-    pub heal_samples: usize,
-    /// Hold out one calibration window in N for validation: each block keeps the map (objective
-    /// and ridge weight) with the lowest next-token KL to the dense model there, or none when
-    /// leaving it unhealed is better. 0 heals every block without validation.
-    #[arg(long, default_value_t = heal::DEFAULT_HOLDOUT, value_name = "N")]
-    pub holdout: usize,
-    /// Where maps go: `per-block` (one per removed block, into the layer before it) or
-    /// `per-layer` (also one per kept layer after the first removed block, each fitted to the
-    /// dense output of that layer and validated like the others).
-    #[arg(long, value_parser = ["per-block", "per-layer"], default_value = "per-block")]
-    pub maps: String,
+    #[command(flatten)]
+    pub fit: HealFitArgs,
     /// Calibration window length in tokens.
     #[arg(long, default_value_t = 512)]
     pub ctx: usize,
@@ -132,7 +104,7 @@ pub struct HealArgs {
 impl HealArgs {
     /// The library options these flags ask for.
     pub fn options(&self) -> Result<HealOptions> {
-        let prior = if self.ridge == "zero" {
+        let prior = if self.fit.ridge == "zero" {
             Prior::Zero
         } else {
             Prior::Identity
@@ -142,25 +114,25 @@ impl HealArgs {
             m => vec![Objective::parse(m)
                 .ok_or_else(|| anyhow::anyhow!("unknown healing method `{m}`"))?],
         };
-        if self.holdout == 0 && self.alpha.len() != 1 {
+        if self.fit.holdout == 0 && self.fit.alpha.len() != 1 {
             bail!(
                 "--holdout 0 heals without validation, so it takes exactly one --alpha (e.g. --alpha 1e-3), not {}",
-                self.alpha.len()
+                self.fit.alpha.len()
             );
         }
-        if self.holdout == 0 && objectives.len() != 1 {
+        if self.fit.holdout == 0 && objectives.len() != 1 {
             bail!("--holdout 0 heals without validation, so it needs one method: --heal lstsq or --heal weighted, not `auto`");
         }
-        if self.holdout == 1 {
+        if self.fit.holdout == 1 {
             bail!("--holdout 1 would hold out every window; use 2 or more, or 0 for no validation");
         }
         Ok(HealOptions {
-            alphas: self.alpha.clone(),
+            alphas: self.fit.alpha.clone(),
             prior,
             ctx: self.ctx,
             objectives,
-            holdout: self.holdout,
-            maps: if self.maps == "per-layer" {
+            holdout: self.fit.holdout,
+            maps: if self.fit.maps == "per-layer" {
                 Maps::PerLayer
             } else {
                 Maps::PerBlock
@@ -298,25 +270,25 @@ fn fit(tok: &HfTokenizer, dense: &Path, removal: &Removal, h: &HealArgs) -> Resu
     let Some(calib) = &h.calib else {
         bail!("healing needs calibration text\nhint: add --calib FILE");
     };
-    if h.heal_samples < h.ctx {
+    if h.fit.heal_samples < h.ctx {
         bail!(
             "--heal-samples {} is less than one window of --ctx {}",
-            h.heal_samples,
+            h.fit.heal_samples,
             h.ctx
         );
     }
     let opts = h.options()?;
     let text = eval::read_text(calib)?;
-    let want = h.calib_offset.saturating_add(h.heal_samples);
+    let want = h.calib_offset.saturating_add(h.fit.heal_samples);
     let tokens = eval::tokenize(tok, &text, Some(want))?;
     let tokens = tokens.get(h.calib_offset..).unwrap_or(&[]);
-    if tokens.len() < h.heal_samples {
+    if tokens.len() < h.fit.heal_samples {
         warn(format!(
             "`{}` gives {} calibration tokens after --calib-offset {}, fewer than --heal-samples {}",
             calib.display(),
             tokens.len(),
             h.calib_offset,
-            h.heal_samples
+            h.fit.heal_samples
         ));
     }
     Ok(heal::heal(
