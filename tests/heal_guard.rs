@@ -170,11 +170,14 @@ fn prune_heal_records_the_validation_in_pruning_json_and_the_card() {
     assert_eq!(h["holdout"], 4);
     assert_eq!(h["validation_samples"], 64);
     assert_eq!(h["samples"], 192);
-    assert_eq!(h["objectives"], serde_json::json!(["lstsq", "weighted"]));
+    assert_eq!(
+        h["objectives"],
+        serde_json::json!(["lstsq", "weighted", "scale"])
+    );
     let b = &h["blocks"][0];
     let v = &b["validation"];
     assert!(v["kl_unhealed"].as_f64().unwrap() > 0.0, "{b}");
-    assert_eq!(v["candidates"].as_array().unwrap().len(), 2, "{b}");
+    assert_eq!(v["candidates"].as_array().unwrap().len(), 3, "{b}");
     let card = std::fs::read_to_string(tmp.path().join("healed/README.md")).unwrap();
     assert!(card.contains("held-out tokens by next-token KL"), "{card}");
 

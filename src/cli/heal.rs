@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 /// The healing methods: `auto` tries every objective, the others fix one. All are validated on
 /// held-out windows unless `--holdout 0`.
-pub const HEAL_METHODS: [&str; 3] = ["auto", "lstsq", "weighted"];
+pub const HEAL_METHODS: [&str; 4] = ["auto", "lstsq", "weighted", "scale"];
 
 /// The fit flags of `prune --heal`, which takes its calibration flags (`--calib`, `--ctx`,
 /// `--calib-offset`) from the strategy arguments it shares with `score`.
@@ -88,7 +88,8 @@ pub struct HealArgs {
     #[arg(long, value_name = "FILE")]
     pub calib: Option<PathBuf>,
     /// `auto` tries every objective; `lstsq` fits plain least squares; `weighted` weights each
-    /// token by the inverse norm of its target (so attention-sink tokens do not dominate).
+    /// token by the inverse norm of its target (so attention-sink tokens do not dominate);
+    /// `scale` fits one scalar per block (magnitude compensation).
     #[arg(long, value_parser = HEAL_METHODS, default_value = "auto")]
     pub method: String,
     #[command(flatten)]

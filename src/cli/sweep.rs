@@ -59,7 +59,7 @@ pub struct Args {
     /// Tokens of the evaluation text to skip first.
     #[arg(long, default_value_t = 0, value_name = "TOKENS")]
     pub eval_offset: usize,
-    /// Also heal every removal and measure it healed (`auto`, `lstsq` or `weighted`, as in
+    /// Also heal every removal and measure it healed (`auto`, `lstsq`, `weighted` or `scale`, as in
     /// `prune --heal`; validated on held-out calibration windows unless --holdout 0).
     #[arg(long, value_parser = super::heal::HEAL_METHODS, num_args = 0..=1, default_missing_value = "auto", value_name = "METHOD")]
     pub heal: Option<String>,

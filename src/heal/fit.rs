@@ -194,6 +194,33 @@ impl Gram {
         })
     }
 
+    /// The best scalar map `T = c·I`: `c = tr(MᵀZ) / tr(MᵀM)` (1 when there is no signal).
+    pub fn solve_scale(&self) -> Result<Fit> {
+        let h = self.h;
+        if self.rows == 0 {
+            return Err(Error::Invalid(
+                "no calibration rows to fit the healing map".into(),
+            ));
+        }
+        let tm: f64 = (0..h).map(|i| self.mtm[i * h + i]).sum();
+        let tz: f64 = (0..h).map(|i| self.mtz[i * h + i]).sum();
+        let c = if tm > 0.0 && (tz / tm).is_finite() {
+            tz / tm
+        } else {
+            1.0
+        };
+        let mut t = identity(h);
+        t.iter_mut().for_each(|v| *v *= c);
+        Ok(Fit {
+            relative_residual: self.relative_residual(&t),
+            relative_residual_identity: self.relative_residual(&identity(h)),
+            t,
+            hidden: h,
+            ridge: 0.0,
+            solver: Solver::Cholesky,
+        })
+    }
+
     /// `‖M·T − Z‖ / ‖Z‖` from the Gram matrices: `tr(TᵀMᵀMT) − 2·tr(TᵀMᵀZ) + ‖Z‖²`.
     pub fn relative_residual(&self, t: &[f64]) -> f64 {
         let h = self.h;

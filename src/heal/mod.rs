@@ -42,6 +42,10 @@
 //!   residual stream (Sun et al., 2024, "Massive Activations in Large Language Models"; the
 //!   attention sinks of Xiao et al., 2023, "Efficient Streaming Language Models with Attention
 //!   Sinks"). In plain least squares those rows dominate `MᵀM`; the weighting is ours.
+//! - The scalar map ([`Objective::Scale`]): the magnitude compensation of Prune&Comp (Chen et
+//!   al., 2025, "Prune&Comp: Free Lunch for Layer-Pruned LLMs via Iterative Pruning with
+//!   Magnitude Compensation"), which rescales what the removal leaves so the stream's magnitude
+//!   matches the dense model's; here one least-squares scalar folded into the same `down_proj`.
 //! - The identity prior, the bottom-up order with the healed model's own inputs, the held-out
 //!   KL guard and the choice among objectives and ridge weights by validation are this project's.
 

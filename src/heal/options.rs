@@ -19,19 +19,26 @@ pub enum Objective {
     /// The same with token `t` weighted by `1/‖zₜ‖`: a few tokens (attention sinks) carry
     /// activations orders of magnitude larger than the rest and otherwise dominate the Gram.
     Weighted,
+    /// One scalar: `T = c·I` with `c = tr(MᵀZ) / tr(MᵀM)`, the least-squares magnitude
+    /// compensation of the MLP output (after Prune&Comp's rescaling of what the removal leaves).
+    /// One parameter per block cannot overfit; it helps where the block mostly changed the
+    /// stream's scale.
+    Scale,
 }
 
 impl Objective {
-    pub const ALL: &'static [Objective] = &[Objective::Lstsq, Objective::Weighted];
+    pub const ALL: &'static [Objective] =
+        &[Objective::Lstsq, Objective::Weighted, Objective::Scale];
 
     pub fn name(self) -> &'static str {
         match self {
             Objective::Lstsq => "lstsq",
             Objective::Weighted => "weighted",
+            Objective::Scale => "scale",
         }
     }
 
-    /// The objective named `s` (`lstsq` or `weighted`).
+    /// The objective named `s` (`lstsq`, `weighted` or `scale`).
     pub fn parse(s: &str) -> Option<Objective> {
         Objective::ALL.iter().copied().find(|o| o.name() == s)
     }

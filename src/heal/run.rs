@@ -174,7 +174,7 @@ pub fn heal(
             let grams = if held(w) { &mut val } else { &mut train };
             for (g, &o) in grams.iter_mut().zip(&opts.objectives) {
                 match o {
-                    Objective::Lstsq => g.add(&m, &z)?,
+                    Objective::Lstsq | Objective::Scale => g.add(&m, &z)?,
                     Objective::Weighted => {
                         let (m, z) = fit::weigh_rows(&m, &z, hidden);
                         g.add(&m, &z)?
@@ -284,7 +284,15 @@ fn best_alphas(
     for (o, (tg, vg)) in opts.objectives.iter().zip(train.iter().zip(val)) {
         let mut best: Option<(Fit, f64, f64)> = None;
         for &alpha in &opts.alphas {
-            let fit = tg.solve(alpha, opts.prior)?;
+            // The scalar map has no ridge: one fit, whatever the weight.
+            if *o == Objective::Scale && best.is_some() {
+                break;
+            }
+            let fit = if *o == Objective::Scale {
+                tg.solve_scale()?
+            } else {
+                tg.solve(alpha, opts.prior)?
+            };
             let vr = if vg.rows() > 0 {
                 vg.relative_residual(&fit.t)
             } else {

@@ -244,3 +244,25 @@ fn token_weights_are_the_inverse_target_norm() {
     assert_eq!(m, vec![1.0, 1.0, 0.0, 0.0]);
     assert_eq!(z, vec![0.0, 2.0, 0.0, 0.0]);
 }
+
+#[test]
+fn scalar_map_recovers_a_pure_rescaling() {
+    let (n, h) = (50, 4);
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let m = rng.vec(n * h);
+    let z: Vec<f32> = m.iter().map(|v| 0.7 * v).collect();
+    let mut g = Gram::new(h);
+    g.add(&m, &z).unwrap();
+    let fit = g.solve_scale().unwrap();
+    for i in 0..h {
+        for j in 0..h {
+            let want = if i == j { 0.7 } else { 0.0 };
+            assert!(
+                (fit.t[i * h + j] - want).abs() < 1e-6,
+                "T[{i}][{j}] = {}",
+                fit.t[i * h + j]
+            );
+        }
+    }
+    assert!(fit.relative_residual < 1e-6);
+}
