@@ -44,9 +44,14 @@ impl ParamCounts {
     /// Counts from tensor names and element counts (HF or GGUF names).
     pub fn from_tensors<'a>(tensors: impl IntoIterator<Item = (&'a str, u64)>) -> Self {
         let mut out = ParamCounts::default();
+        let tensors: Vec<(&str, u64)> = tensors.into_iter().collect();
+        // Every layer of a real model holds a tensor, so no layer number reaches the tensor
+        // count; a hostile name (`blk.4000000000.x`) must not size the per-layer table. Such
+        // tensors are counted under `other`, and the readers' layer checks reject the file.
+        let max_layers = tensors.len();
         for (name, numel) in tensors {
             let (layer, comp) = component_of(name);
-            if let Some(i) = layer {
+            if let Some(i) = layer.filter(|&i| i < max_layers) {
                 if out.layers.len() <= i {
                     out.layers.resize(i + 1, LayerParams::default());
                 }
@@ -154,6 +159,17 @@ mod tests {
     use super::*;
     use crate::select::LayerSpec;
     use serde_json::json;
+
+    #[test]
+    fn a_hostile_layer_number_does_not_size_the_table() {
+        let c = ParamCounts::from_tensors([
+            ("blk.0.attn_q.weight", 4),
+            ("blk.4000000000.attn_q.weight", 8),
+        ]);
+        assert_eq!(c.layers.len(), 1);
+        assert_eq!(c.other, 8);
+        assert_eq!(c.total(), 12);
+    }
 
     /// The seed card's model: a Qwen3-4B with a 146,260-token vocabulary and tied embeddings.
     /// These figures are the card's; the config is worked out from them.

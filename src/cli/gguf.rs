@@ -126,14 +126,10 @@ pub fn choose(
     layers: &LayerArgs,
     strategy: &StrategyArgs,
 ) -> anyhow::Result<Chosen> {
+    // The blocks are checked against the tensors before anything is sized by them.
+    let n = model.block_count()?;
     let counts = ParamCounts::from_tensors(model.tensor_elements());
-    super::strategy::resolve(
-        layers,
-        strategy,
-        model.path(),
-        model.block_count()?,
-        &counts,
-    )
+    super::strategy::resolve(layers, strategy, model.path(), n, &counts)
 }
 
 /// The metadata a prune records beside its own when a strategy chose the layers.
