@@ -27,7 +27,11 @@ pub fn wikitext(test: &str) -> Option<PathBuf> {
     if p.is_file() {
         return Some(p);
     }
-    eprintln!(
+    // Written to the stderr handle, not with `eprintln!`, which the test harness captures and
+    // shows only for failing tests: a skip must be seen.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
         "SKIPPED {test}: needs WikiText-2 (`{}` is missing; set DEPTHPRUNE_WIKITEXT)",
         p.display()
     );
