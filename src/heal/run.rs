@@ -8,7 +8,7 @@ use super::result::{Candidate, HealedBlock, Healing, Validation};
 use super::validate::Validator;
 use super::{blocks, down_proj_name, rows, Overlay};
 use crate::error::{Error, Result};
-use crate::model::{open_checkpoint, DecoderLayer, Model};
+use crate::model::{open_checkpoint, DecoderLayer, Model, ModelConfig, WeightSource};
 use crate::progress::Progress;
 use candle_core::Tensor;
 use std::collections::BTreeMap;
@@ -215,13 +215,7 @@ pub fn heal(
                 let mut best_kl = unhealed_kl;
                 for (o, fit, alpha, vr) in fits {
                     let folded = fold_down_proj(&fit.t, &w, hidden)?;
-                    let mut trial = tensors.clone();
-                    trial.insert(name.clone(), folded.clone());
-                    let layer = DecoderLayer::load(
-                        &Overlay::new(source.clone(), &trial)?,
-                        &cfg,
-                        fold_layer,
-                    )?;
+                    let layer = fold_layer_with(&source, &cfg, &name, &folded, fold_layer)?;
                     let kl = v.kl_with(&dense, &val_inputs, fold_layer, &layer)?;
                     progress.advance(1);
                     candidates.push(Candidate {
@@ -244,12 +238,9 @@ pub fn heal(
             }
         }
         if let Some((o, fit, alpha, folded)) = chosen {
+            let layer = fold_layer_with(&source, &cfg, &name, &folded, fold_layer)?;
+            replaced.insert(fold_layer, Arc::new(layer));
             tensors.insert(name, folded);
-            let overlay = Overlay::new(source.clone(), &tensors)?;
-            replaced.insert(
-                fold_layer,
-                Arc::new(DecoderLayer::load(&overlay, &cfg, fold_layer)?),
-            );
             record.objective = Some(o);
             record.alpha = alpha;
             record.relative_residual = fit.relative_residual;
@@ -271,6 +262,19 @@ pub fn heal(
         validation_samples: n_val * opts.ctx,
         options: opts.clone(),
     })
+}
+
+/// Layer `fold_layer` with its `down_proj` (`name`) replaced by `folded`. Only that tensor is
+/// swapped in: each fold layer takes exactly one map, so the other healed tensors are irrelevant.
+fn fold_layer_with(
+    source: &Arc<dyn WeightSource>,
+    cfg: &ModelConfig,
+    name: &str,
+    folded: &[f32],
+    fold_layer: usize,
+) -> Result<DecoderLayer> {
+    let one = BTreeMap::from([(name.to_string(), folded.to_vec())]);
+    DecoderLayer::load(&Overlay::new(source.clone(), &one)?, cfg, fold_layer)
 }
 
 /// Per objective, the fit with the ridge weight of lowest held-out residual (the first weight
