@@ -7,6 +7,8 @@ pub trait Progress: Sync {
     fn start(&self, _label: &str, _total: u64) {}
     /// `n` more units are done.
     fn advance(&self, _n: u64) {}
+    /// A status line for the current phase (a running loss, say).
+    fn message(&self, _msg: &str) {}
     /// The current phase is over.
     fn finish(&self) {}
 }

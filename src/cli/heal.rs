@@ -14,16 +14,17 @@ use depthprune::checkpoint::hf_prune::{prune_hf, PruneOptions, DEFAULT_MAX_SHARD
 use depthprune::checkpoint::verify::read_provenance;
 use depthprune::eval;
 use depthprune::heal::gguf::{write_healed_gguf, GgufHealOptions};
-use depthprune::heal::{self, HealOptions, Healing, Maps, Objective, Prior};
+use depthprune::heal::{self, HealOptions, Healing, KdOptions, Maps, Objective, Prior};
 use depthprune::hub::Need;
 use depthprune::model::is_gguf;
 use depthprune::select::{format_ranges, Removal};
 use depthprune::tokenizer::{gguf_tokenizer, HfTokenizer};
 use std::path::{Path, PathBuf};
 
-/// The healing methods: `auto` tries every objective, the others fix one. All are validated on
-/// held-out windows unless `--holdout 0`.
-pub const HEAL_METHODS: [&str; 4] = ["auto", "lstsq", "weighted", "scale"];
+/// The healing methods: `auto` tries every objective, `lstsq`, `weighted` and `scale` fix one, and
+/// `kd` distils the maps of `auto` on the dense model's next-token distribution. All are
+/// validated on held-out windows unless `--holdout 0` (which `kd` refuses).
+pub const HEAL_METHODS: [&str; 5] = ["auto", "lstsq", "weighted", "scale", "kd"];
 
 /// The fit flags of `prune --heal`, which takes its calibration flags (`--calib`, `--ctx`,
 /// `--calib-offset`) from the strategy arguments it shares with `score`.
@@ -55,6 +56,18 @@ pub struct HealFitArgs {
     /// dense output of that layer and validated like the others).
     #[arg(long, value_parser = ["per-block", "per-layer"], default_value = "per-block")]
     pub maps: String,
+    /// With `kd`: training steps, one calibration window each (the fit windows in turn).
+    #[arg(long, default_value_t = heal::kd::DEFAULT_STEPS, value_name = "N")]
+    pub steps: usize,
+    /// With `kd`: Adam's learning rate for the maps.
+    #[arg(long, default_value_t = heal::kd::DEFAULT_LR, value_name = "LR")]
+    pub lr: f64,
+    /// With `kd`: steps between validations on the held-out windows (the best maps are kept).
+    #[arg(long, default_value_t = heal::kd::DEFAULT_EVAL_EVERY, value_name = "N")]
+    pub kd_eval_every: usize,
+    /// With `kd`: validations without improvement before training stops (0: never early).
+    #[arg(long, default_value_t = heal::kd::DEFAULT_PATIENCE, value_name = "N")]
+    pub patience: usize,
 }
 
 impl HealFitArgs {
@@ -79,6 +92,16 @@ impl HealFitArgs {
     pub fn options(&self, method: &str, ctx: usize) -> Result<HealOptions> {
         self.with_calib(method, None, ctx, 0).options()
     }
+
+    /// The distillation options of `kd`.
+    pub fn kd(&self) -> KdOptions {
+        KdOptions {
+            steps: self.steps,
+            lr: self.lr,
+            eval_every: self.kd_eval_every,
+            patience: self.patience,
+        }
+    }
 }
 
 /// The calibration and fit flags of `heal`.
@@ -89,7 +112,8 @@ pub struct HealArgs {
     pub calib: Option<PathBuf>,
     /// `auto` tries every objective; `lstsq` fits plain least squares; `weighted` weights each
     /// token by the inverse norm of its target (so attention-sink tokens do not dominate);
-    /// `scale` fits one scalar per block (magnitude compensation).
+    /// `scale` fits one scalar per block (magnitude compensation); `kd` starts from `auto` and
+    /// trains only the maps to match the dense model's next-token distribution (--steps, --lr).
     #[arg(long, value_parser = HEAL_METHODS, default_value = "auto")]
     pub method: String,
     #[command(flatten)]
@@ -111,7 +135,7 @@ impl HealArgs {
             Prior::Identity
         };
         let objectives = match self.method.as_str() {
-            "auto" => Objective::ALL.to_vec(),
+            "auto" | "kd" => Objective::ALL.to_vec(),
             m => vec![Objective::parse(m)
                 .ok_or_else(|| anyhow::anyhow!("unknown healing method `{m}`"))?],
         };
@@ -120,6 +144,9 @@ impl HealArgs {
                 "--holdout 0 heals without validation, so it takes exactly one --alpha (e.g. --alpha 1e-3), not {}",
                 self.fit.alpha.len()
             );
+        }
+        if self.fit.holdout == 0 && self.method == "kd" {
+            bail!("--heal kd stops training on held-out windows, so it needs --holdout 2 or more, not 0");
         }
         if self.fit.holdout == 0 && objectives.len() != 1 {
             bail!("--holdout 0 heals without validation, so it needs one method: --heal lstsq or --heal weighted, not `auto`");
@@ -292,18 +319,27 @@ fn fit(tok: &HfTokenizer, dense: &Path, removal: &Removal, h: &HealArgs) -> Resu
             h.fit.heal_samples
         ));
     }
-    Ok(heal::heal(
+    let healing = heal::heal(dense, &removal.removed(), tokens, &opts, &Bar::items())?;
+    if h.method != "kd" {
+        return Ok(healing);
+    }
+    Ok(heal::distil(
         dense,
-        &removal.removed(),
         tokens,
-        &opts,
+        &healing,
+        &h.fit.kd(),
         &Bar::items(),
     )?)
 }
 
 /// The per-block lines printed after healing.
 fn block_lines(healing: &Healing) -> String {
-    healing.sites().map(|b| b.describe() + "\n").collect()
+    let mut s: String = healing.sites().map(|b| b.describe() + "\n").collect();
+    if let Some(d) = &healing.distillation {
+        s.push_str(&d.describe());
+        s.push('\n');
+    }
+    s
 }
 
 /// Fits the maps for `removal` on the GGUF `model` and writes the healed, pruned GGUF to `out`,
@@ -408,8 +444,9 @@ pub fn heal_and_write(
         o.insert("calib".into(), calib.display().to_string().into());
         o.insert("calib_offset".into(), h.calib_offset.into());
     }
+    let how = healing.headline();
     let note = format!(
-        "Healed without training ({}): a linear map per healed block was folded into the `down_proj` \
+        "{how} ({}): a linear map per healed block was folded into the `down_proj` \
          before it, so these tensors differ from the original and are stored as F32: {}.",
         healing.summary(),
         healing

@@ -102,6 +102,14 @@ impl Progress for Bar {
         }
     }
 
+    fn message(&self, msg: &str) {
+        if let Ok(slot) = self.bar.lock() {
+            if let Some(pb) = slot.as_ref() {
+                pb.set_message(msg.to_string());
+            }
+        }
+    }
+
     fn finish(&self) {
         if let Ok(mut slot) = self.bar.lock() {
             if let Some(pb) = slot.take() {

@@ -232,6 +232,21 @@ pub fn run(args: Args) -> Result<()> {
             )?;
         }
     }
+    if let Some(g) = &s.healed {
+        writeln!(
+            t,
+            "\nheal-aware order (relative stream error left after healing, summed over blocks):"
+        )?;
+        for (k, step) in g.iter().enumerate() {
+            writeln!(
+                t,
+                "  {:>3}. layer {:>3}  cost {:.6}",
+                k + 1,
+                step.layer,
+                step.cost
+            )?;
+        }
+    }
     writeln!(t, "\nrank 1 is removed first.")?;
     print(&t)
 }

@@ -97,7 +97,14 @@ pub fn resolve(
         }
         None => {
             let steps = match amount {
-                Amount::Layers(k) if metric == depthprune::score::Metric::Greedy => Some(k),
+                Amount::Layers(k)
+                    if matches!(
+                        metric,
+                        depthprune::score::Metric::Greedy | depthprune::score::Metric::Healed
+                    ) =>
+                {
+                    Some(k)
+                }
                 _ => None,
             };
             run_metric(model_dir, metric, &strat.calib, steps)?.scores
@@ -142,6 +149,7 @@ pub fn resolve(
         "scores": scores.importance,
         "angular": scores.angular,
         "greedy": scores.greedy,
+        "healed": scores.healed,
         "baseline_ppl": scores.baseline_ppl,
         "drop": drop,
     });

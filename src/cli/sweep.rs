@@ -209,6 +209,9 @@ pub fn run(args: Args) -> Result<()> {
         &calib_tokens[start..end]
     };
     let heal = match &args.heal {
+        Some(m) if m == "kd" => anyhow::bail!(
+            "--heal kd is not available in sweep: distilling every cell takes minutes each; distil the chosen removal with `prune --heal kd` or `heal --method kd`"
+        ),
         Some(method) => Some((args.heal_fit.options(method, args.calib.ctx)?, heal_tokens)),
         None => None,
     };

@@ -9,7 +9,7 @@
 //! `ne = [n_ff, n_embd]` and the very same element order; only llama's Q/K rows would need
 //! permuting, which [`GgufWeights::to_gguf_layout`] does should such a tensor ever be replaced.
 
-use super::{Healing, METHOD};
+use super::Healing;
 use crate::arch::naming::gguf_layer;
 use crate::checkpoint::atomic::Overwrite;
 use crate::checkpoint::gguf::{
@@ -78,9 +78,10 @@ pub fn healing_note(healing: &Healing, tensors: &[(String, GgmlType)], ty: GgmlT
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "Healed without training ({}): a linear map per healed block was folded into the `ffn_down` \
+        "{} ({}): a linear map per healed block was folded into the `ffn_down` \
          before it, so these tensors differ from the original and are stored as {}: {list}. All other \
          tensors are byte-identical to the source.",
+        healing.headline(),
         healing.summary(),
         ty.name()
     )
@@ -124,7 +125,7 @@ pub fn write_healed_gguf(
     let blocks = &healing.blocks;
     let p = "depthprune.healing.";
     let mut md: Vec<(String, Value)> = vec![
-        (format!("{p}method"), Value::string(METHOD)),
+        (format!("{p}method"), Value::string(healing.method())),
         (
             format!("{p}prior"),
             Value::string(healing.options.prior.name()),
@@ -245,6 +246,22 @@ pub fn write_healed_gguf(
                 }
             }),
         ));
+    }
+    if let Some(d) = &healing.distillation {
+        md.extend([
+            (
+                format!("{p}kd_fold_layers"),
+                Value::Array(Array::U32(
+                    d.fold_layers.iter().map(|&l| l as u32).collect(),
+                )),
+            ),
+            (format!("{p}kd_lr"), Value::F64(d.lr)),
+            (format!("{p}kd_steps"), u32v(d.steps)),
+            (format!("{p}kd_best_step"), u32v(d.best_step)),
+            (format!("{p}kd_samples"), Value::U64(d.samples as u64)),
+            (format!("{p}kd_validation_kl_start"), Value::F64(d.start_kl)),
+            (format!("{p}kd_validation_kl"), Value::F64(d.best_kl)),
+        ]);
     }
     md.extend(opts.metadata.iter().cloned());
     md.push((

@@ -51,6 +51,7 @@
 
 pub mod fit;
 pub mod gguf;
+pub mod kd;
 mod options;
 mod overlay;
 mod result;
@@ -58,6 +59,7 @@ mod run;
 mod validate;
 
 pub use fit::{fold_down_proj, Fit, Gram, Prior, Solver};
+pub use kd::{distil, Distillation, KdOptions};
 pub use options::{HealOptions, Maps, Objective, DEFAULT_ALPHAS, DEFAULT_HOLDOUT};
 pub use overlay::{open_healed, Overlay};
 pub use result::{Candidate, HealedBlock, Healing, Validation};

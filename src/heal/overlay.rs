@@ -62,7 +62,7 @@ pub fn open_healed(dense: &Path, tensors: &BTreeMap<String, Vec<f32>>) -> Result
 }
 
 /// `source` with `tensors` replaced, as a model with every layer but those in `skip` resident.
-fn healed_model(
+pub(super) fn healed_model(
     cfg: crate::model::ModelConfig,
     source: Arc<dyn WeightSource>,
     tensors: &BTreeMap<String, Vec<f32>>,

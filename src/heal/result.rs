@@ -1,6 +1,7 @@
 //! What healing produced: the folded tensors, and per fold site what was chosen and why.
 
 use super::fit::Solver;
+use super::kd::Distillation;
 use super::options::{HealOptions, Maps, Objective};
 use super::METHOD;
 use serde_json::{json, Value};
@@ -111,6 +112,8 @@ pub struct Healing {
     /// Calibration tokens held out for validation.
     pub validation_samples: usize,
     pub options: HealOptions,
+    /// What map-only distillation did after the fits, when it ran ([`super::kd`]).
+    pub distillation: Option<Distillation>,
 }
 
 impl Healing {
@@ -154,14 +157,44 @@ impl Healing {
                 self.options.alphas[0]
             ));
         }
+        if let Some(d) = &self.distillation {
+            if d.kept() {
+                s.push_str(&format!(
+                    "; then the maps at layers {:?} distilled towards the dense model's next-token distribution ({} of {} steps kept, {} tokens, held-out KL {:.4} → {:.4})",
+                    d.fold_layers, d.best_step, d.steps, d.samples, d.start_kl, d.best_kl
+                ));
+            } else {
+                s.push_str(&format!(
+                    "; distillation ({} steps) did not lower the held-out KL {:.4}, so the least-squares maps were kept",
+                    d.steps, d.start_kl
+                ));
+            }
+        }
         s
+    }
+
+    /// How the note on a healed checkpoint begins.
+    pub fn headline(&self) -> &'static str {
+        if self.method() == "kd" {
+            "Healed by map-only distillation"
+        } else {
+            "Healed without training"
+        }
+    }
+
+    /// The method name recorded in `pruning.json`: `kd` when distilled maps were kept.
+    pub fn method(&self) -> &'static str {
+        match &self.distillation {
+            Some(d) if d.kept() => "kd",
+            _ => METHOD,
+        }
     }
 
     /// The `healing` entry of `pruning.json`; `renamed` maps a dense-model tensor name to its
     /// name in the pruned checkpoint.
     pub fn provenance(&self, renamed: &dyn Fn(&str) -> String) -> Value {
         json!({
-            "method": METHOD,
+            "method": self.method(),
             "prior": self.options.prior.name(),
             "alpha": self.options.alphas[0],
             "alphas": self.options.alphas,
@@ -174,6 +207,13 @@ impl Healing {
             "blocks": self.blocks.iter().map(site_json).collect::<Vec<_>>(),
             "layers": self.layers.iter().map(site_json).collect::<Vec<_>>(),
             "tensors": self.tensors.keys().map(|k| renamed(k)).collect::<Vec<_>>(),
+            "distillation": self.distillation.as_ref().map(|d| {
+                let mut v = json!(d);
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("kept".into(), d.kept().into());
+                }
+                v
+            }),
         })
     }
 }

@@ -261,6 +261,7 @@ pub fn heal(
         samples: (windows.len() - n_val) * opts.ctx,
         validation_samples: n_val * opts.ctx,
         options: opts.clone(),
+        distillation: None,
     })
 }
 

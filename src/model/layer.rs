@@ -36,8 +36,12 @@ impl RmsNorm {
         })
     }
 
-    /// Normalises over the last dimension.
+    /// Normalises over the last dimension. An input that records a graph (training) takes
+    /// candle's composed form, which has a backward pass; the fused kernel has none.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if xs.track_op() {
+            return Ok(candle_nn::ops::rms_norm_slow(xs, &self.weight, self.eps)?);
+        }
         Ok(candle_nn::ops::rms_norm(
             &xs.contiguous()?,
             &self.weight,
@@ -211,8 +215,14 @@ impl Attention {
         let q = heads(self.q_proj.forward(xs)?, self.n_heads, &self.q_norm)?;
         let k = heads(self.k_proj.forward(xs)?, self.n_kv_heads, &self.k_norm)?;
         let v = heads(self.v_proj.forward(xs)?, self.n_kv_heads, &None)?;
-        let q = candle_nn::rotary_emb::rope(&q, &ctx.cos, &ctx.sin)?;
-        let k = candle_nn::rotary_emb::rope(&k, &ctx.cos, &ctx.sin)?;
+        // The fused RoPE kernel has no backward pass; the composed one is for training.
+        let rope = if q.track_op() {
+            candle_nn::rotary_emb::rope_slow
+        } else {
+            candle_nn::rotary_emb::rope
+        };
+        let q = rope(&q, &ctx.cos, &ctx.sin)?;
+        let k = rope(&k, &ctx.cos, &ctx.sin)?;
         let (k, v) = match cache {
             None => (k, v),
             Some(c) => {
@@ -259,12 +269,19 @@ impl Attention {
         let n_rep = self.n_heads / self.n_kv_heads;
         let q = q.reshape((b, self.n_kv_heads, n_rep * t, d))?;
         let att = q.matmul(&k.t()?)?;
-        att.inplace_op1(&MaskedSoftmax {
+        let softmax = MaskedSoftmax {
             offset: ctx.offset,
             seq_len: t,
             window: self.window,
             scale: 1.0 / (d as f32).sqrt(),
-        })?;
+        };
+        // In place unless a graph is recorded (training), which needs the probabilities kept.
+        let att = if att.track_op() {
+            att.apply_op1(softmax)?
+        } else {
+            att.inplace_op1(&softmax)?;
+            att
+        };
         Ok(att.matmul(v)?.reshape((b, self.n_heads, t, d))?)
     }
 }
@@ -290,7 +307,7 @@ impl Mlp {
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let gate_up = self.gate_up.forward(xs)?;
-        self.down_proj.forward(&gate_up.apply_op1_no_bwd(&SiluMul)?)
+        self.down_proj.forward(&gate_up.apply_op1(SiluMul)?)
     }
 }
 

@@ -250,6 +250,11 @@ impl Model {
         self.lm_head.forward(xs)
     }
 
+    /// The output projection's `(vocab, hidden)` weight (the embeddings when tied).
+    pub fn lm_head_weight(&self) -> &Tensor {
+        self.lm_head.weight()
+    }
+
     /// Logits from hidden states before the final norm: `lm_head(norm(xs))`.
     pub fn logits(&self, xs: &Tensor) -> Result<Tensor> {
         self.lm_head(&self.norm(xs)?)

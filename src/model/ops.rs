@@ -2,8 +2,12 @@
 //! the scaled, masked softmax over attention scores (in place, touching only visible keys) and
 //! SwiGLU's `silu(gate) * up` over the fused gate/up projection. Each replaces three or four
 //! candle ops and their temporary tensors.
+//!
+//! Both also have a backward pass, so the same layer code trains: map-only distillation
+//! (`heal::kd`) backpropagates through the kept layers. Inference never records a graph (no input
+//! is a variable), so the backward costs it nothing.
 
-use candle_core::{CpuStorage, CustomOp1, InplaceOp1, Layout, Shape};
+use candle_core::{CpuStorage, CustomOp1, InplaceOp1, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
 /// The first key position visible to query position `i` (keys `first..=i` are visible): all of
@@ -31,6 +35,15 @@ impl InplaceOp1 for MaskedSoftmax {
         let CpuStorage::F32(data) = storage else {
             candle_core::bail!("masked softmax reads f32 scores")
         };
+        let (start, end, keys) = self.span(layout)?;
+        self.rows(&mut data[start..end], keys);
+        Ok(())
+    }
+}
+
+impl MaskedSoftmax {
+    /// Checks the layout and returns the contiguous span and the number of keys.
+    fn span(&self, layout: &Layout) -> candle_core::Result<(usize, usize, usize)> {
         let Some((start, end)) = layout.contiguous_offsets() else {
             candle_core::bail!("masked softmax needs contiguous scores")
         };
@@ -42,25 +55,59 @@ impl InplaceOp1 for MaskedSoftmax {
                 self.offset + self.seq_len
             )
         }
-        data[start..end]
-            .par_chunks_mut(keys)
-            .enumerate()
-            .for_each(|(r, row)| {
-                let i = self.offset + r % self.seq_len;
-                let lo = first_visible(i, self.window);
-                let visible = &mut row[lo..=i];
-                let max = visible.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                let mut sum = 0f32;
-                for v in visible.iter_mut() {
-                    *v = ((*v - max) * self.scale).exp();
-                    sum += *v;
-                }
-                let inv = 1.0 / sum;
-                visible.iter_mut().for_each(|v| *v *= inv);
-                row[..lo].fill(0.0);
-                row[i + 1..].fill(0.0);
-            });
-        Ok(())
+        Ok((start, end, keys))
+    }
+
+    /// The softmax of every row of `data` (rows of `keys` scores), in place.
+    fn rows(&self, data: &mut [f32], keys: usize) {
+        data.par_chunks_mut(keys).enumerate().for_each(|(r, row)| {
+            let i = self.offset + r % self.seq_len;
+            let lo = first_visible(i, self.window);
+            let visible = &mut row[lo..=i];
+            let max = visible.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let mut sum = 0f32;
+            for v in visible.iter_mut() {
+                *v = ((*v - max) * self.scale).exp();
+                sum += *v;
+            }
+            let inv = 1.0 / sum;
+            visible.iter_mut().for_each(|v| *v *= inv);
+            row[..lo].fill(0.0);
+            row[i + 1..].fill(0.0);
+        });
+    }
+}
+
+/// The out-of-place form, which records a backward pass: with `p` the probabilities and `g` the
+/// gradient reaching them, the scores get `scale · p ⊙ (g − Σⱼ gⱼpⱼ)`; masked keys (p = 0) get 0.
+impl CustomOp1 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "masked-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("masked softmax reads f32 scores")
+        };
+        let (start, end, keys) = self.span(layout)?;
+        let mut out = data[start..end].to_vec();
+        self.rows(&mut out, keys);
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let dot = (grad * res)?.sum_keepdim(D::Minus1)?;
+        let g = (res * grad.broadcast_sub(&dot)?)?;
+        Ok(Some((g * self.scale as f64)?))
     }
 }
 
@@ -104,6 +151,25 @@ impl CustomOp1 for SiluMul {
             *last = half;
         }
         Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+
+    /// With `x = [a | b]` and `g` the gradient of `silu(a)·b`: `a` gets `g·b·σ(a)(1 + a(1 − σ(a)))`
+    /// and `b` gets `g·silu(a)`.
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let half = arg.dim(D::Minus1)? / 2;
+        let a = arg.narrow(D::Minus1, 0, half)?;
+        let b = arg.narrow(D::Minus1, half, half)?;
+        let sig = (a.neg()?.exp()? + 1.0)?.recip()?;
+        let silu = (&a * &sig)?;
+        let dsilu = (&sig + (&silu * (1.0 - &sig)?)?)?;
+        let ga = (grad * &b)?.mul(&dsilu)?;
+        let gb = (grad * &silu)?;
+        Ok(Some(Tensor::cat(&[&ga, &gb], D::Minus1)?))
     }
 }
 

@@ -13,11 +13,14 @@
 //! - [`Metric::Ppl`] (Shortened LLaMA): calibration perplexity with each single layer removed.
 //! - [`Metric::Greedy`] (SLEB): remove, one at a time, the layer whose removal hurts calibration
 //!   perplexity least, rescoring after each removal.
+//! - [`Metric::Healed`] (this project, issue 18): greedy removal of the layer whose removal
+//!   least-squares healing repairs best, from one dense pass ([`healed`]).
 //! - [`Metric::Last`]: a baseline that removes the last layers before the final one.
 
 pub mod cosine;
+pub mod healed;
 pub mod run;
 pub mod scores;
 
 pub use run::{calibration_windows, score, ReuseTiming, ScoreOptions, ScoreOutcome, TokenSel};
-pub use scores::{Calibration, LayerScores, Metric};
+pub use scores::{Calibration, HealedStep, LayerScores, Metric};

@@ -135,6 +135,7 @@ pub fn score(
         importance: vec![0.0; n],
         angular: None,
         greedy: None,
+        healed: None,
         baseline_ppl: None,
     };
     let timing = match opts.metric {
@@ -144,6 +145,10 @@ pub fn score(
         }
         Metric::Ppl | Metric::Greedy => {
             Some(ppl_scores(model, windows, opts, &mut scores, progress)?)
+        }
+        Metric::Healed => {
+            super::healed::healed_scores(model, windows, opts.greedy_steps, &mut scores, progress)?;
+            None
         }
         Metric::Last => None,
     };

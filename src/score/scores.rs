@@ -12,6 +12,7 @@ pub enum Metric {
     Minitron,
     Ppl,
     Greedy,
+    Healed,
     Last,
 }
 
@@ -22,6 +23,7 @@ impl Metric {
         Metric::Minitron,
         Metric::Ppl,
         Metric::Greedy,
+        Metric::Healed,
         Metric::Last,
     ];
 
@@ -32,6 +34,7 @@ impl Metric {
             "minitron" => Metric::Minitron,
             "ppl" => Metric::Ppl,
             "greedy" => Metric::Greedy,
+            "healed" => Metric::Healed,
             "last" => Metric::Last,
             _ => return None,
         })
@@ -44,6 +47,7 @@ impl Metric {
             Metric::Minitron => "minitron",
             Metric::Ppl => "ppl",
             Metric::Greedy => "greedy",
+            Metric::Healed => "healed",
             Metric::Last => "last",
         }
     }
@@ -66,6 +70,7 @@ impl Metric {
             Metric::Minitron => "Block Influence summed per batch, averaged over batches (Minitron / ModelOpt)",
             Metric::Ppl => "calibration perplexity with the layer removed (Shortened LLaMA)",
             Metric::Greedy => "iterative removal of the layer that hurts perplexity least (SLEB)",
+            Metric::Healed => "heal-aware: iterative removal of the layer whose removal least-squares healing repairs best (this project)",
             Metric::Last => "baseline: the last layers before the final one",
         }
     }
@@ -93,6 +98,14 @@ pub struct GreedyStep {
     pub ppl: f64,
 }
 
+/// One step of heal-aware removal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealedStep {
+    pub layer: usize,
+    /// The summed relative stream error left after healing every block removed so far.
+    pub cost: f64,
+}
+
 /// What a criterion measured for one model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerScores {
@@ -108,6 +121,9 @@ pub struct LayerScores {
     /// Greedy removal order with the perplexity after each step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub greedy: Option<Vec<GreedyStep>>,
+    /// Heal-aware removal order with the cost after each step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healed: Option<Vec<HealedStep>>,
     /// Calibration perplexity of the whole model (ppl and greedy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline_ppl: Option<f64>,
@@ -117,8 +133,17 @@ impl LayerScores {
     /// The order in which individual layers would be removed: greedy's own order, else by
     /// ascending importance (ties to the later layer, which tends to matter less).
     pub fn removal_order(&self) -> Vec<usize> {
-        if let Some(steps) = &self.greedy {
-            let mut order: Vec<usize> = steps.iter().map(|s| s.layer).collect();
+        let steps = self
+            .greedy
+            .as_ref()
+            .map(|g| g.iter().map(|s| s.layer).collect::<Vec<_>>())
+            .or_else(|| {
+                self.healed
+                    .as_ref()
+                    .map(|h| h.iter().map(|s| s.layer).collect())
+            });
+        if let Some(steps) = steps {
+            let mut order = steps;
             for l in (0..self.n_layers).rev() {
                 if !order.contains(&l) {
                     order.push(l);
@@ -156,6 +181,7 @@ impl LayerScores {
             importance,
             angular: None,
             greedy: None,
+            healed: None,
             baseline_ppl: None,
         }
     }

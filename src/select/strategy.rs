@@ -209,6 +209,7 @@ mod tests {
             importance,
             angular: None,
             greedy: None,
+            healed: None,
             baseline_ppl: None,
         }
     }

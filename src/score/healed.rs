@@ -1,0 +1,240 @@
+//! Heal-aware selection ([`Metric::Healed`], issue 18): remove the layers that least-squares
+//! healing can best make up for, rather than the layers that matter least unhealed.
+//!
+//! One dense pass over the calibration windows keeps, per layer `l`, its output `X_l` and its MLP
+//! output `M_l` (tokens × hidden, f32). Removing the block `[s, e)` and healing it folds a map
+//! `T` into layer `f = s − 1`'s MLP, fitted so that `M_f·T ≈ Z = X_{e−1} − X_f + M_f` (the
+//! block's contribution plus the MLP output the map replaces; see [`crate::heal`]). What healing
+//! cannot repair is `E = M_f·T − Z`, an error in the residual stream at layer `e − 1`. The
+//! block's cost is the mean over tokens of `‖E_t‖² / ‖X_{e−1,t}‖²`, the relative disturbance each
+//! token's stream is left with (every later layer sees the stream through an RMSNorm, so the
+//! relative size is what it feels).
+//!
+//! Removal is greedy: each step removes the layer whose removal gives the lowest total cost over
+//! the blocks of the removed set (a new layer starts a block or joins and merges its
+//! neighbours). Only the block that changes needs a new fit, and fits are cached by block, so
+//! the whole order costs about one Gram solve per distinct block, with no forward pass beyond
+//! the first. A block starting at layer 0 cannot be healed (no MLP precedes it), so layer 0 is
+//! removed last.
+//!
+//! The fit is the heal's own: identity prior, ridge `alpha` relative to the mean diagonal of
+//! `MᵀM`, f64 Gram and Cholesky solve (eigen solve when ill-conditioned). The cost uses the
+//! dense model's activations at every block, which is cheap but ignores how earlier repairs
+//! change later inputs; `prune --heal` then fits the chosen blocks sequentially on the real
+//! pruned stream.
+
+use super::scores::{HealedStep, LayerScores};
+use crate::error::{Error, Result};
+use crate::heal::fit::{cholesky_solve, eigen_solve, identity};
+use crate::model::Model;
+use crate::progress::Progress;
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::ops::Range;
+
+/// The relative ridge weight of the proxy fits.
+pub const ALPHA: f64 = 1e-3;
+
+/// Per layer, the dense activations over every calibration token, `(tokens, hidden)`.
+struct Taps {
+    outputs: Vec<Tensor>,
+    mlps: Vec<Tensor>,
+}
+
+/// The fits and costs computed so far.
+struct Costs<'a> {
+    taps: &'a Taps,
+    /// `(MᵀM + ridge·I)⁻¹` and the ridge, per fold layer, f64.
+    inverses: HashMap<usize, (Tensor, f64)>,
+    blocks: HashMap<(usize, usize), f64>,
+}
+
+impl Costs<'_> {
+    /// The cost of the removed block `r` (`r.start ≥ 1`).
+    fn block(&mut self, r: Range<usize>) -> Result<f64> {
+        if let Some(&c) = self.blocks.get(&(r.start, r.end)) {
+            return Ok(c);
+        }
+        let f = r.start - 1;
+        let m = &self.taps.mlps[f];
+        let (inv, ridge) = match self.inverses.entry(f) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(ridge_inverse(m)?),
+        };
+        let target = &self.taps.outputs[r.end - 1];
+        let z = ((target - &self.taps.outputs[f])? + m)?;
+        let m64 = m.to_dtype(DType::F64)?;
+        let mtz = m64.t()?.matmul(&z.to_dtype(DType::F64)?)?;
+        let h = m.dim(1)?;
+        let prior = (Tensor::eye(h, DType::F64, &Device::Cpu)? * *ridge)?;
+        let t = inv.matmul(&(mtz + prior)?)?.to_dtype(DType::F32)?;
+        let err = (m.matmul(&t)? - &z)?;
+        let e2 = err.sqr()?.sum(1)?;
+        let y2 = target.sqr()?.sum(1)?;
+        let rel = (e2 / (y2 + 1e-30)?)?.mean_all()?.to_scalar::<f32>()? as f64;
+        self.blocks.insert((r.start, r.end), rel);
+        Ok(rel)
+    }
+
+    /// The total cost of removing `removed` (sorted): the sum over its maximal blocks, infinite
+    /// when a block starts at layer 0.
+    fn total(&mut self, removed: &[usize]) -> Result<f64> {
+        let mut sum = 0.0;
+        for b in crate::heal::blocks(removed) {
+            if b.start == 0 {
+                return Ok(f64::INFINITY);
+            }
+            sum += self.block(b)?;
+        }
+        Ok(sum)
+    }
+}
+
+/// `(MᵀM + ridge·I)⁻¹` in f64 and the ridge (`ALPHA` times the mean diagonal of `MᵀM`).
+fn ridge_inverse(m: &Tensor) -> Result<(Tensor, f64)> {
+    let h = m.dim(1)?;
+    let m64 = m.to_dtype(DType::F64)?;
+    let mut a: Vec<f64> = m64.t()?.matmul(&m64)?.flatten_all()?.to_vec1()?;
+    let mean_diag = (0..h).map(|i| a[i * h + i]).sum::<f64>() / h as f64;
+    let ridge = ALPHA * mean_diag.max(f64::MIN_POSITIVE);
+    for i in 0..h {
+        a[i * h + i] += ridge;
+    }
+    let eye = identity(h);
+    let inv = match cholesky_solve(&a, &eye, h) {
+        Some(x) => x,
+        None => eigen_solve(&a, &eye, h)?,
+    };
+    Ok((Tensor::from_vec(inv, (h, h), &Device::Cpu)?, ridge))
+}
+
+/// Bytes the taps hold: two `(tokens, hidden)` f32 matrices per layer.
+pub fn taps_bytes(n_layers: usize, tokens: usize, hidden: usize) -> u64 {
+    2 * n_layers as u64 * tokens as u64 * hidden as u64 * 4
+}
+
+/// Scores `model` on `windows` by heal-aware greedy removal; `steps` limits the removals
+/// computed (the rest keep their order by last cost). Fills `scores.importance` (the step at
+/// which each layer goes) and `scores.healed`.
+pub(super) fn healed_scores(
+    model: &Model,
+    windows: &[Vec<u32>],
+    steps: Option<usize>,
+    scores: &mut LayerScores,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let n = model.n_layers();
+    if n < 2 {
+        return Err(Error::Invalid(
+            "heal-aware selection needs a model of at least 2 layers".into(),
+        ));
+    }
+    let mut outputs: Vec<Vec<Tensor>> = vec![Vec::new(); n];
+    let mut mlps: Vec<Vec<Tensor>> = vec![Vec::new(); n];
+    progress.start("dense pass", windows.len() as u64);
+    for w in windows {
+        model.forward_hidden(&model.tokens(&[w])?, &[], None, &mut |tap| {
+            outputs[tap.layer].push(tap.parts.output.squeeze(0)?);
+            mlps[tap.layer].push(tap.parts.mlp.squeeze(0)?);
+            Ok(())
+        })?;
+        progress.advance(1);
+    }
+    let cat = |v: Vec<Vec<Tensor>>| -> Result<Vec<Tensor>> {
+        v.into_iter()
+            .map(|parts| Ok(Tensor::cat(&parts, 0)?))
+            .collect()
+    };
+    let taps = Taps {
+        outputs: cat(outputs)?,
+        mlps: cat(mlps)?,
+    };
+    let mut costs = Costs {
+        taps: &taps,
+        inverses: HashMap::new(),
+        blocks: HashMap::new(),
+    };
+    let steps = steps.unwrap_or(n - 1).min(n - 1);
+    let mut removed: Vec<usize> = Vec::new();
+    let mut order = Vec::new();
+    progress.start("heal-aware steps", steps as u64);
+    for _ in 0..steps {
+        let mut best: Option<(f64, usize)> = None;
+        for c in (0..n).filter(|c| !removed.contains(c)) {
+            let mut set = removed.clone();
+            set.push(c);
+            set.sort_unstable();
+            let cost = costs.total(&set)?;
+            // Ties go to the later layer, as in `removal_order`.
+            if best.is_none_or(|(b, _)| cost <= b) {
+                best = Some((cost, c));
+            }
+        }
+        let Some((cost, c)) = best else { break };
+        removed.push(c);
+        order.push(HealedStep { layer: c, cost });
+        progress.advance(1);
+    }
+    progress.finish();
+    scores.importance = vec![n as f64; n];
+    for (k, s) in order.iter().enumerate() {
+        scores.importance[s.layer] = k as f64;
+    }
+    scores.healed = Some(order);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A constructed stream: layer 2's contribution is a linear function of layer 1's MLP output,
+    /// so healing repairs its removal exactly, while layer 3's is not.
+    #[test]
+    fn a_linearly_absorbable_layer_costs_nothing() {
+        let (t, h) = (64, 4);
+        let mut s = 7u64;
+        let mut rnd = || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let mat = |f: &mut dyn FnMut() -> f32| {
+            Tensor::from_vec(
+                (0..t * h).map(|_| f()).collect::<Vec<f32>>(),
+                (t, h),
+                &Device::Cpu,
+            )
+            .unwrap()
+        };
+        let m1 = mat(&mut rnd);
+        let x0 = mat(&mut rnd);
+        let x1 = (&x0 + &m1).unwrap();
+        // Layer 2 adds 0.5·M1·P for a fixed P; layer 3 adds unrelated noise.
+        let p = Tensor::from_vec(
+            vec![
+                0f32, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0,
+            ],
+            (h, h),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let x2 = (&x1 + (m1.matmul(&p).unwrap() * 0.5).unwrap()).unwrap();
+        let x3 = (&x2 + mat(&mut rnd)).unwrap();
+        let taps = Taps {
+            outputs: vec![x0.clone(), x1, x2, x3],
+            mlps: vec![x0.clone(), m1, mat(&mut rnd), mat(&mut rnd)],
+        };
+        let mut costs = Costs {
+            taps: &taps,
+            inverses: HashMap::new(),
+            blocks: HashMap::new(),
+        };
+        let c2 = costs.total(&[2]).unwrap();
+        let c3 = costs.total(&[3]).unwrap();
+        assert!(c2 < 1e-4, "layer 2 is absorbable: cost {c2}");
+        assert!(c3 > 1e-2, "layer 3 is not: cost {c3}");
+        assert!(costs.total(&[0, 2]).unwrap().is_infinite());
+    }
+}

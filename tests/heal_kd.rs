@@ -1,0 +1,219 @@
+//! Map-only distillation (`--heal kd`, issue 18) on the golden llama fixture (4 layers, layer 2
+//! removed): it lowers the held-out KL of the least-squares heal or keeps that heal unchanged,
+//! and the written checkpoints (HF and GGUF paths share the fold) reload with the in-memory
+//! logits. The gradient itself is checked against finite differences in `src/heal/kd/tests.rs`.
+
+use candle_core::Tensor;
+use depthprune::eval;
+use depthprune::heal::{self, HealOptions, KdOptions};
+use depthprune::model::Model;
+use depthprune::progress::Silent;
+use depthprune::tokenizer::HfTokenizer;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const CTX: usize = 16;
+const SAMPLES: usize = 256;
+const HOLDOUT: usize = 4;
+
+fn dense() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/llama")
+}
+
+fn calib() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/eval.txt")
+}
+
+fn tokens() -> Vec<u32> {
+    let tok = HfTokenizer::open(&dense()).unwrap();
+    let text = eval::read_text(&calib()).unwrap();
+    let t = eval::tokenize(&tok, &text, Some(SAMPLES)).unwrap();
+    assert_eq!(t.len(), SAMPLES, "the fixture text is too short");
+    t
+}
+
+fn opts() -> HealOptions {
+    HealOptions {
+        holdout: HOLDOUT,
+        ..HealOptions::validated(CTX)
+    }
+}
+
+fn kd(lr: f64) -> KdOptions {
+    KdOptions {
+        steps: 24,
+        lr,
+        eval_every: 4,
+        patience: 0,
+    }
+}
+
+fn logits(model: &Model, skip: &[usize], tokens: &[u32]) -> Vec<f32> {
+    let t = model.tokens(&[&tokens[..CTX]]).unwrap();
+    let l: Tensor = model.forward(&t, skip, None).unwrap();
+    l.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
+#[test]
+fn distillation_lowers_the_held_out_kl_of_the_least_squares_heal() {
+    let t = tokens();
+    let start = heal::heal(&dense(), &[2], &t, &opts(), &Silent).unwrap();
+    let out = heal::distil(&dense(), &t, &start, &kd(1e-2), &Silent).unwrap();
+    let d = out.distillation.as_ref().unwrap();
+    assert_eq!(d.fold_layers, vec![1]);
+    assert!(d.kept(), "{d:?}");
+    assert!(d.best_kl < d.start_kl, "{d:?}");
+    assert_eq!(d.curve.len(), 24 / 4 + 1);
+    assert_eq!(d.curve[0].validation_kl, d.start_kl);
+    let best = d.curve.iter().find(|p| p.step == d.best_step).unwrap();
+    assert_eq!(best.validation_kl, d.best_kl);
+    assert!(d.curve.iter().all(|p| p.validation_kl >= d.best_kl));
+    // The fold is what was validated: the healed model's KL on the held-out windows, measured
+    // independently through the plain forward with the folded weights.
+    let name = "model.layers.1.mlp.down_proj.weight";
+    assert_ne!(
+        out.tensors[name],
+        start.tensors.get(name).cloned().unwrap_or_default()
+    );
+    assert_eq!(out.method(), "kd");
+    assert!(out.summary().contains("distilled"), "{}", out.summary());
+}
+
+#[test]
+fn distillation_that_only_hurts_keeps_the_least_squares_heal() {
+    let t = tokens();
+    let start = heal::heal(&dense(), &[2], &t, &opts(), &Silent).unwrap();
+    // A learning rate this large throws the maps far off at the first step.
+    let out = heal::distil(&dense(), &t, &start, &kd(10.0), &Silent).unwrap();
+    let d = out.distillation.as_ref().unwrap();
+    assert!(!d.kept(), "{d:?}");
+    assert_eq!(d.best_kl, d.start_kl);
+    assert!(
+        d.curve[1..].iter().all(|p| p.validation_kl > d.start_kl),
+        "{d:?}"
+    );
+    assert_eq!(out.tensors, start.tensors);
+    assert_eq!(out.method(), "lstsq");
+}
+
+#[test]
+fn distillation_without_a_hold_out_or_steps_is_refused() {
+    let t = tokens();
+    let start = heal::heal(&dense(), &[2], &t, &opts(), &Silent).unwrap();
+    let none = KdOptions {
+        steps: 0,
+        ..kd(1e-3)
+    };
+    let e = heal::distil(&dense(), &t, &start, &none, &Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("at least one step"), "{e}");
+    let fixed = heal::heal(
+        &dense(),
+        &[2],
+        &t,
+        &HealOptions::fixed(heal::Objective::Lstsq, 1e-3, heal::Prior::Identity, CTX),
+        &Silent,
+    )
+    .unwrap();
+    let e = heal::distil(&dense(), &t, &fixed, &kd(1e-3), &Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("hold-out of 2 or more"), "{e}");
+}
+
+fn depthprune(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_depthprune"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn prune_heal_kd_writes_a_checkpoint_that_reloads_with_the_in_memory_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = depthprune(
+        &[
+            "prune",
+            dense().to_str().unwrap(),
+            "--drop",
+            "2..3",
+            "--heal",
+            "kd",
+            "--steps",
+            "24",
+            "--lr",
+            "1e-2",
+            "--kd-eval-every",
+            "4",
+            "--patience",
+            "0",
+            "--calib",
+            calib().to_str().unwrap(),
+            "--ctx",
+            "16",
+            "--heal-samples",
+            "256",
+            "--holdout",
+            "4",
+            "--out",
+            "kd",
+        ],
+        tmp.path(),
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("distilled maps at layers 1"), "{stdout}");
+    let prov: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("kd/pruning.json")).unwrap())
+            .unwrap();
+    let h = &prov["healing"];
+    assert_eq!(h["method"], "kd");
+    let d = &h["distillation"];
+    assert_eq!(d["kept"], true, "{d}");
+    assert!(d["best_kl"].as_f64().unwrap() < d["start_kl"].as_f64().unwrap());
+    let card = std::fs::read_to_string(tmp.path().join("kd/README.md")).unwrap();
+    assert!(card.contains("map-only distillation"), "{card}");
+
+    let t = tokens();
+    let start = heal::heal(&dense(), &[2], &t, &opts(), &Silent).unwrap();
+    let mem = heal::distil(&dense(), &t, &start, &kd(1e-2), &Silent).unwrap();
+    let in_memory = heal::open_healed(&dense(), &mem.tensors).unwrap();
+    let reloaded = Model::open(&tmp.path().join("kd")).unwrap();
+    let diff = max_diff(&logits(&in_memory, &[2], &t), &logits(&reloaded, &[], &t));
+    assert!(diff < 1e-5, "reloaded logits differ by {diff}");
+
+    // kd needs the hold-out: refused before any work, nothing written.
+    let o = depthprune(
+        &[
+            "prune",
+            dense().to_str().unwrap(),
+            "--drop",
+            "2..3",
+            "--heal",
+            "kd",
+            "--holdout",
+            "0",
+            "--alpha",
+            "1e-3",
+            "--calib",
+            calib().to_str().unwrap(),
+            "--out",
+            "x",
+        ],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("--holdout 2 or more"), "{e}");
+    assert!(!tmp.path().join("x").exists());
+}
