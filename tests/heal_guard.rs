@@ -204,3 +204,23 @@ fn prune_heal_records_the_validation_in_pruning_json_and_the_card() {
     assert!(e.contains("exactly one --alpha"), "{e}");
     assert!(!tmp.path().join("x").exists());
 }
+
+#[test]
+fn the_cosine_objective_is_refined_from_least_squares_and_validated_like_the_others() {
+    let t = tokens();
+    let opts = HealOptions {
+        objectives: vec![Objective::Lstsq, Objective::Cosine],
+        ..validated()
+    };
+    let h = heal::heal(&dense(), &[2], &t, &opts, &Silent).unwrap();
+    check_rule(&h);
+    let v = h.blocks[0].validation.as_ref().unwrap();
+    let cands: Vec<_> = v.candidates.iter().map(|c| c.objective).collect();
+    assert_eq!(cands, vec![Objective::Lstsq, Objective::Cosine]);
+    // The cosine map starts from the least-squares map of the same ridge weight, and refining
+    // moves it.
+    let (ls, cos) = (&v.candidates[0], &v.candidates[1]);
+    assert_eq!(ls.alpha, cos.alpha);
+    assert_ne!(cos.train_residual, ls.train_residual, "{ls:?} {cos:?}");
+    assert_ne!(cos.validation_kl, ls.validation_kl);
+}

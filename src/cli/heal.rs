@@ -21,10 +21,11 @@ use depthprune::select::{format_ranges, Removal};
 use depthprune::tokenizer::{gguf_tokenizer, HfTokenizer};
 use std::path::{Path, PathBuf};
 
-/// The healing methods: `auto` tries every objective, `lstsq`, `weighted` and `scale` fix one, and
-/// `kd` distils the maps of `auto` on the dense model's next-token distribution. All are
+/// The healing methods: `auto` tries the closed-form objectives, `lstsq`, `weighted`, `scale` and
+/// `cosine` fix one, and `kd` distils the maps of `auto` on the dense model's next-token
+/// distribution. All are
 /// validated on held-out windows unless `--holdout 0` (which `kd` refuses).
-pub const HEAL_METHODS: [&str; 5] = ["auto", "lstsq", "weighted", "scale", "kd"];
+pub const HEAL_METHODS: [&str; 6] = ["auto", "lstsq", "weighted", "scale", "cosine", "kd"];
 
 /// The fit flags of `prune --heal`, which takes its calibration flags (`--calib`, `--ctx`,
 /// `--calib-offset`) from the strategy arguments it shares with `score`.
@@ -112,7 +113,8 @@ pub struct HealArgs {
     pub calib: Option<PathBuf>,
     /// `auto` tries every objective; `lstsq` fits plain least squares; `weighted` weights each
     /// token by the inverse norm of its target (so attention-sink tokens do not dominate);
-    /// `scale` fits one scalar per block (magnitude compensation); `kd` starts from `auto` and
+    /// `scale` fits one scalar per block (magnitude compensation); `cosine` refines the
+    /// least-squares map to minimise the cosine distance (slower); `kd` starts from `auto` and
     /// trains only the maps to match the dense model's next-token distribution (--steps, --lr).
     #[arg(long, value_parser = HEAL_METHODS, default_value = "auto")]
     pub method: String,
@@ -135,7 +137,7 @@ impl HealArgs {
             Prior::Identity
         };
         let objectives = match self.method.as_str() {
-            "auto" | "kd" => Objective::ALL.to_vec(),
+            "auto" | "kd" => Objective::AUTO.to_vec(),
             m => vec![Objective::parse(m)
                 .ok_or_else(|| anyhow::anyhow!("unknown healing method `{m}`"))?],
         };

@@ -47,11 +47,12 @@ pub struct Args {
     /// Print a JSON summary instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Heal the pruned model without training: fold a least-squares linear map per removed block
-    /// into the `down_proj` before it (needs --calib). `auto` (the default) lets held-out
-    /// validation choose among `lstsq`, `weighted` and `scale` per block, and leaves a block unhealed
-    /// when no map helps. For a GGUF the healed `ffn_down` tensors are written as F32 (or F16
-    /// with --dtype f16), the rest copied.
+    /// Heal the pruned model: fold a linear map per removed block into the `down_proj` before it
+    /// (needs --calib). `auto` (the default) lets held-out validation choose among `lstsq`,
+    /// `weighted` and `scale` per block, and leaves a block unhealed when no map helps; `cosine`
+    /// refines the least-squares map by cosine distance; `kd` then trains the maps on the dense
+    /// model's next-token distribution (--steps, --lr). For a GGUF the healed `ffn_down` tensors
+    /// are written as F32 (or F16 with --dtype f16), the rest copied.
     #[arg(long, value_parser = super::heal::HEAL_METHODS, num_args = 0..=1, default_missing_value = "auto", value_name = "METHOD")]
     pub heal: Option<String>,
     #[command(flatten)]

@@ -49,6 +49,7 @@
 //! - The identity prior, the bottom-up order with the healed model's own inputs, the held-out
 //!   KL guard and the choice among objectives and ridge weights by validation are this project's.
 
+pub mod cosine;
 pub mod fit;
 pub mod gguf;
 pub mod kd;

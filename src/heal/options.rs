@@ -24,21 +24,34 @@ pub enum Objective {
     /// One parameter per block cannot overfit; it helps where the block mostly changed the
     /// stream's scale.
     Scale,
+    /// The least-squares map refined to minimise the mean cosine distance between `mₜ·T` and
+    /// `zₜ` (ReplaceMe's second variant; [`super::cosine`]).
+    Cosine,
 }
 
 impl Objective {
-    pub const ALL: &'static [Objective] =
+    /// The closed-form objectives that `auto` (and `kd`, which starts from it) tries. Cosine is
+    /// left out: its refinement costs several dense forwards' worth of products per block.
+    pub const AUTO: &'static [Objective] =
         &[Objective::Lstsq, Objective::Weighted, Objective::Scale];
+
+    pub const ALL: &'static [Objective] = &[
+        Objective::Lstsq,
+        Objective::Weighted,
+        Objective::Scale,
+        Objective::Cosine,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Objective::Lstsq => "lstsq",
             Objective::Weighted => "weighted",
             Objective::Scale => "scale",
+            Objective::Cosine => "cosine",
         }
     }
 
-    /// The objective named `s` (`lstsq`, `weighted` or `scale`).
+    /// The objective named `s` (`lstsq`, `weighted`, `scale` or `cosine`).
     pub fn parse(s: &str) -> Option<Objective> {
         Objective::ALL.iter().copied().find(|o| o.name() == s)
     }
@@ -98,14 +111,14 @@ impl HealOptions {
         }
     }
 
-    /// The default: both objectives, [`DEFAULT_ALPHAS`], one window in [`DEFAULT_HOLDOUT`]
+    /// The default: the [`Objective::AUTO`] objectives, [`DEFAULT_ALPHAS`], one window in [`DEFAULT_HOLDOUT`]
     /// held out, identity prior.
     pub fn validated(ctx: usize) -> Self {
         HealOptions {
             alphas: DEFAULT_ALPHAS.to_vec(),
             prior: Prior::Identity,
             ctx,
-            objectives: Objective::ALL.to_vec(),
+            objectives: Objective::AUTO.to_vec(),
             holdout: DEFAULT_HOLDOUT,
             maps: Maps::PerBlock,
         }

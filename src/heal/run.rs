@@ -2,6 +2,7 @@
 //! windows, fold site by fold site from the bottom up, and each site's Gram matrices are filled,
 //! solved and (when validation agrees) folded before the pruned stream moves on.
 
+use super::cosine;
 use super::fit::{self, fold_down_proj, Fit, Gram, Solver};
 use super::options::{HealOptions, Maps, Objective};
 use super::result::{Candidate, HealedBlock, Healing, Validation};
@@ -145,6 +146,9 @@ pub fn heal(
         let mut train: Vec<Gram> = opts.objectives.iter().map(|_| Gram::new(hidden)).collect();
         let mut val: Vec<Gram> = opts.objectives.iter().map(|_| Gram::new(hidden)).collect();
         let mut val_inputs = Vec::new();
+        // The fit rows, kept for the objectives that are not a Gram solve (cosine).
+        let keep_rows = opts.objectives.contains(&Objective::Cosine);
+        let (mut fit_m, mut fit_z) = (Vec::new(), Vec::new());
         for (w, state) in states.iter_mut().enumerate() {
             let mut ys = dense_states[w].clone();
             for i in dense_next..=site.target {
@@ -171,10 +175,14 @@ pub fn heal(
                 .zip(&m)
                 .map(|((y, x), m)| y - x + m)
                 .collect();
+            if keep_rows && !held(w) {
+                fit_m.extend_from_slice(&m);
+                fit_z.extend_from_slice(&z);
+            }
             let grams = if held(w) { &mut val } else { &mut train };
             for (g, &o) in grams.iter_mut().zip(&opts.objectives) {
                 match o {
-                    Objective::Lstsq | Objective::Scale => g.add(&m, &z)?,
+                    Objective::Lstsq | Objective::Scale | Objective::Cosine => g.add(&m, &z)?,
                     Objective::Weighted => {
                         let (m, z) = fit::weigh_rows(&m, &z, hidden);
                         g.add(&m, &z)?
@@ -188,7 +196,8 @@ pub fn heal(
         let name = down_proj_name(fold_layer);
         // Each fold layer is distinct, so the dense weight is the one to fold into.
         let w = rows(&source.tensor(&name)?)?;
-        let fits = best_alphas(opts, &train, &val)?;
+        let fits = best_alphas(opts, &train, &val, (&fit_m, &fit_z))?;
+        drop((fit_m, fit_z));
         let mut record = HealedBlock {
             range: site.range.clone(),
             fold_layer,
@@ -279,11 +288,13 @@ fn fold_layer_with(
 }
 
 /// Per objective, the fit with the ridge weight of lowest held-out residual (the first weight
-/// when nothing is held out): `(objective, fit, alpha, held-out residual)`.
+/// when nothing is held out): `(objective, fit, alpha, held-out residual)`. The cosine map is
+/// the least-squares one of that weight, refined on the fit rows `rows` (`M`, `Z`).
 fn best_alphas(
     opts: &HealOptions,
     train: &[Gram],
     val: &[Gram],
+    rows: (&[f32], &[f32]),
 ) -> Result<Vec<(Objective, Fit, f64, f64)>> {
     let mut fits = Vec::new();
     for (o, (tg, vg)) in opts.objectives.iter().zip(train.iter().zip(val)) {
@@ -307,7 +318,15 @@ fn best_alphas(
                 best = Some((fit, alpha, vr));
             }
         }
-        if let Some((fit, alpha, vr)) = best {
+        if let Some((mut fit, alpha, mut vr)) = best {
+            if *o == Objective::Cosine {
+                let h = tg.hidden();
+                fit.t = cosine::refine(rows.0, rows.1, h, &fit.t, cosine::STEPS, cosine::LR)?;
+                fit.relative_residual = tg.relative_residual(&fit.t);
+                if vg.rows() > 0 {
+                    vr = vg.relative_residual(&fit.t);
+                }
+            }
             fits.push((*o, fit, alpha, vr));
         }
     }

@@ -3,7 +3,7 @@
 //! from tensor names that mirror the checkpoint's (`model.layers.{i}.self_attn.q_proj.weight`).
 
 use super::config::ModelConfig;
-use super::ops::{MaskedSoftmax, SiluMul};
+use super::ops::{FrozenLinear, MaskedSoftmax, SiluMul};
 use super::weights::WeightSource;
 use crate::error::{Error, Result};
 use candle_core::Tensor;
@@ -92,7 +92,12 @@ impl Linear {
             .ok_or_else(|| Error::Compute("linear input has no dimensions".into()))?;
         let rows = xs.elem_count() / d_in.max(1);
         let flat = xs.contiguous()?.reshape((rows, d_in))?;
-        let mut ys = flat.matmul(&self.weight.t()?)?;
+        // Training (a recorded graph) needs only the input's gradient, never the weight's.
+        let mut ys = if flat.track_op() {
+            flat.apply_op1(FrozenLinear(self.weight.clone()))?
+        } else {
+            flat.matmul(&self.weight.t()?)?
+        };
         if let Some(b) = &self.bias {
             ys = ys.broadcast_add(b)?;
         }

@@ -7,7 +7,7 @@
 //! (`heal::kd`) backpropagates through the kept layers. Inference never records a graph (no input
 //! is a variable), so the backward costs it nothing.
 
-use candle_core::{CpuStorage, CustomOp1, InplaceOp1, Layout, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, Device, InplaceOp1, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
 /// The first key position visible to query position `i` (keys `first..=i` are visible): all of
@@ -170,6 +170,47 @@ impl CustomOp1 for SiluMul {
         let ga = (grad * &b)?.mul(&dsilu)?;
         let gb = (grad * &silu)?;
         Ok(Some(Tensor::cat(&[&ga, &gb], D::Minus1)?))
+    }
+}
+
+/// `x·Wᵀ` for rows `x (rows, in)` and a frozen weight `W (out, in)`. Its backward gives only the
+/// input's gradient, `g·W`: a plain matmul would also compute the weight's gradient, a product
+/// as large as the forward, which training the fold maps never uses.
+pub(crate) struct FrozenLinear(pub Tensor);
+
+impl CustomOp1 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("frozen-linear reads f32")
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("frozen-linear needs a contiguous input")
+        };
+        let (rows, d_in) = layout.shape().dims2()?;
+        let x = Tensor::from_slice(&data[start..end], (rows, d_in), &Device::Cpu)?;
+        let y = x.matmul(&self.0.t()?)?;
+        let d_out = y.dim(1)?;
+        Ok((
+            CpuStorage::F32(y.flatten_all()?.to_vec1()?),
+            Shape::from((rows, d_out)),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.matmul(&self.0)?))
     }
 }
 
