@@ -493,3 +493,58 @@ fn prune_heal_and_heal_subcommand_write_the_same_gguf() {
     assert!(err.contains("depthprune.removed_layers"), "{err}");
     assert!(!tmp.path().join("x.gguf").exists());
 }
+
+#[test]
+fn distilled_gguf_heal_reloads_with_the_in_memory_logits_and_records_the_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dense = tmp.path().join("dense.gguf");
+    hf_to_gguf(&golden("qwen3"), &dense, GgmlType::F32, Overwrite::Refuse).unwrap();
+    let toks = tokens(8 * CTX, 300);
+    let validated = HealOptions {
+        holdout: 4,
+        ..HealOptions::validated(CTX)
+    };
+    let start = heal::heal(&dense, REMOVED, &toks, &validated, &Silent).unwrap();
+    let kd = heal::KdOptions {
+        steps: 12,
+        lr: 1e-2,
+        eval_every: 4,
+        patience: 0,
+    };
+    let h = heal::distil(&dense, &toks, &start, &kd, &Silent).unwrap();
+    let d = h.distillation.clone().unwrap();
+    assert!(d.kept(), "{d:?}");
+    let out = tmp.path().join("kd.gguf");
+    write(&dense, &h, &out, GgmlType::F32);
+    check_bytes(
+        &dense,
+        &out,
+        REMOVED,
+        &["blk.1.ffn_down.weight"],
+        GgmlType::F32,
+    );
+    let mem = heal::open_healed(&dense, &h.tensors).unwrap();
+    let reloaded = Model::open(&out).unwrap();
+    let window = &toks[..CTX];
+    let diff = max_diff(
+        &logits(&mem, REMOVED, window),
+        &logits(&reloaded, &[], window),
+    );
+    assert!(diff < 1e-5, "reloaded logits differ by {diff}");
+    let md = GgufModel::open(&out).unwrap().metadata().clone();
+    assert_eq!(md.get_str("depthprune.healing.method"), Some("kd"));
+    assert_eq!(
+        md.get("depthprune.healing.kd_validation_kl"),
+        Some(&Value::F64(d.best_kl))
+    );
+    assert_eq!(
+        md.get("depthprune.healing.kd_best_step")
+            .and_then(Value::as_u64),
+        Some(d.best_step as u64)
+    );
+    let note = md.get_str("depthprune.note").unwrap();
+    assert!(
+        note.starts_with("Healed by map-only distillation"),
+        "{note}"
+    );
+}
