@@ -1,4 +1,4 @@
-//! Healing without training (issue 6): `depthprune prune … --heal lstsq` and
+//! Healing (issues 6 and 18): `depthprune prune … --heal [METHOD]` and
 //! `depthprune heal PRUNED --from DENSE`. Both fit the maps on the dense model and write the
 //! pruned checkpoint with the healed `down_proj` tensors (F32) in place of the copied ones. For a
 //! GGUF model the output is a GGUF whose healed `ffn_down` tensors are F32 (or F16), every other

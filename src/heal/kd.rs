@@ -42,12 +42,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-/// Default number of training steps (one calibration window each).
-pub const DEFAULT_STEPS: usize = 64;
+/// Default number of training steps (one calibration window each). On SmolLM2 (bi-8 and the
+/// heal-aware 8) the held-out KL was still falling at 64 steps of 2e-4 and bottomed out near
+/// step 128 at 5e-4.
+pub const DEFAULT_STEPS: usize = 128;
 /// Default Adam learning rate.
-pub const DEFAULT_LR: f64 = 2e-4;
+pub const DEFAULT_LR: f64 = 5e-4;
 /// Default steps between validations.
-pub const DEFAULT_EVAL_EVERY: usize = 8;
+pub const DEFAULT_EVAL_EVERY: usize = 16;
 /// Default validations without improvement before stopping.
 pub const DEFAULT_PATIENCE: usize = 3;
 

@@ -1,5 +1,7 @@
-//! Healing without training (issue 6): a linear map fitted per removed block and folded into the
-//! `down_proj` of the last kept layer before it, in the manner of ReplaceMe.
+//! Healing (issues 6 and 18): a linear map fitted per removed block and folded into the
+//! `down_proj` of the last kept layer before it, in the manner of ReplaceMe; optionally refined by
+//! cosine distance ([`cosine`]) or distilled on the dense model's next-token distribution
+//! ([`kd`]).
 //!
 //! For a removed block `[s, e)` (a maximal run of removed layers), let `M` be the MLP output of
 //! layer `s − 1`, `X` its output and `Y` the dense model's output of layer `e − 1`. After pruning,
@@ -46,8 +48,10 @@
 //!   al., 2025, "Prune&Comp: Free Lunch for Layer-Pruned LLMs via Iterative Pruning with
 //!   Magnitude Compensation"), which rescales what the removal leaves so the stream's magnitude
 //!   matches the dense model's; here one least-squares scalar folded into the same `down_proj`.
+//! - The cosine objective and map-only distillation: see [`cosine`] and [`kd`].
 //! - The identity prior, the bottom-up order with the healed model's own inputs, the held-out
-//!   KL guard and the choice among objectives and ridge weights by validation are this project's.
+//!   KL guard, the choice among objectives and ridge weights by validation, and heal-aware
+//!   selection ([`crate::score::healed`]) are this project's.
 
 pub mod cosine;
 pub mod fit;
