@@ -16,8 +16,10 @@
 //! - [`Metric::Last`]: a baseline that removes the last layers before the final one.
 
 pub mod cosine;
+pub mod resample;
 pub mod run;
 pub mod scores;
 
+pub use resample::resample_windows;
 pub use run::{calibration_windows, score, ReuseTiming, ScoreOptions, ScoreOutcome, TokenSel};
 pub use scores::{Calibration, LayerScores, Metric};
