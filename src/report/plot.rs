@@ -456,10 +456,23 @@ macro_rules! draw_lines {
             .light_line_style(WHITE.mix(0.0))
             .draw()
             .map_err(|e| e.to_string())?;
+        let n_series = $self.series.len();
         for (k, s) in $self.series.iter().enumerate() {
             let color = PALETTE[k % PALETTE.len()];
             let usable = |y: f64| y.is_finite() && (!log_y || y > 0.0);
-            let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| usable(p.1)).collect();
+            // On a count axis, series sit side by side around each whole number (dodged), so
+            // equal values and their error bars do not hide one another.
+            let dx = if integer_x && n_series > 1 {
+                (k as f64 - (n_series - 1) as f64 / 2.0) * (0.3 / n_series as f64).min(0.08)
+            } else {
+                0.0
+            };
+            let pts: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .map(|p| (p.0 + dx, p.1))
+                .filter(|p| usable(p.1))
+                .collect();
             if s.ci.len() == s.points.len() {
                 // An error bar: the interval as a vertical line with short caps.
                 let cap = span * 0.006;
@@ -469,7 +482,7 @@ macro_rules! draw_lines {
                     .zip(&s.ci)
                     .filter(|(p, c)| usable(p.1) && usable(c[0]) && usable(c[1]))
                     .flat_map(|(p, c)| {
-                        let x = p.0;
+                        let x = p.0 + dx;
                         [
                             vec![(x, c[0]), (x, c[1])],
                             vec![(x - cap, c[0]), (x + cap, c[0])],
@@ -571,7 +584,12 @@ impl Chart for Lines<'_> {
         } else {
             (x0 - 1.0, x0 + 1.0)
         };
-        let pad = (x1 - x0) * 0.03;
+        // Room for the dodged series and their error bars on a count axis.
+        let pad = if self.axis.integer_x() {
+            ((x1 - x0) * 0.03).max(0.3)
+        } else {
+            (x1 - x0) * 0.03
+        };
         let xr = (x0 - pad)..(x1 + pad);
         let y0 = ys.iter().copied().fold(f64::MAX, f64::min);
         let y1 = ys.iter().copied().fold(f64::MIN, f64::max);
