@@ -28,19 +28,19 @@ TEXT="$(python3 scripts/demo-text.py "$OUT/text")"
 # right after calibration (the default, --select-offset 34816).
 CALIB=(--calib "$TEXT" --calib-offset 32768 --ctx 256 --samples 8)
 HEAL=(--heal --heal-samples 2048 --holdout 4)
-echo "== sweep: angular, bi, ppl, last; 0 to 12 layers removed; 3 calibration resamples each"
+echo "== sweep: angular, bi, ppl, last; 0 to 12 layers removed; 3 calibration resamples each ($((SECONDS - START)) s so far)"
 "$BIN" sweep "$MODEL" --strategies angular,bi,ppl,last --remove 0..13 "${CALIB[@]}" \
   --eval "$TEXT" --eval-ctx 512 --eval-samples 4 --resamples 3 --report-k 8 --out "$OUT/study"
 
 DROP="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["best"]["8"]["drop"])' "$OUT/study/sweep.json")"
-echo "== prune + heal the best 8-layer choice: --drop $DROP"
+echo "== prune + heal the best 8-layer choice: --drop $DROP ($((SECONDS - START)) s so far)"
 "$BIN" convert "$MODEL" --to hf --dtype f32 --out "$OUT/SmolLM2-135M-Instruct" --force
 "$BIN" prune "$OUT/SmolLM2-135M-Instruct" --drop "$DROP" "${CALIB[@]}" "${HEAL[@]}" \
   --out "$OUT/SmolLM2-135M-Instruct-22L-healed" --force
 "$BIN" prune "$OUT/SmolLM2-135M-Instruct" --drop "$DROP" \
   --out "$OUT/SmolLM2-135M-Instruct-22L" --force
 
-echo "== report"
+echo "== report ($((SECONDS - START)) s so far)"
 "$BIN" report "$OUT/study" --k 8 --text-note "$OUT/text/TEXT.md" \
   --pruned "$OUT/SmolLM2-135M-Instruct-22L" --pruned "$OUT/SmolLM2-135M-Instruct-22L-healed"
 echo "done in $((SECONDS - START)) s (build included)"

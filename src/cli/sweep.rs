@@ -536,6 +536,10 @@ fn table(s: &Sweep) -> Result<String> {
                     "; not distinguishable from {} (runner-up {:+.2} [{:.2}, {:.2}])",
                     u.strategy, u.difference.estimate, u.difference.ci[0], u.difference.ci[1]
                 ),
+                Some(u) if u.difference.estimate < 0.0 => format!(
+                    "; runner-up {} {:+.2} [{:.2}, {:.2}] is lower on evaluation",
+                    u.strategy, u.difference.estimate, u.difference.ci[0], u.difference.ci[1]
+                ),
                 Some(u) => format!(
                     "; runner-up {} {:+.2} [{:.2}, {:.2}]",
                     u.strategy, u.difference.estimate, u.difference.ci[0], u.difference.ci[1]

@@ -256,7 +256,13 @@ fn summary(s: &Sweep, t: &mut String) {
                     d.estimate,
                     ci(Some(d.ci), 2)
                 );
-                if d.separates() {
+                if d.separates() && d.estimate < 0.0 {
+                    // Chosen on validation text, beaten on evaluation text: the choice did not
+                    // carry over, which is what choosing on held-out text can reveal.
+                    t.push_str(
+                        ", lower on the evaluation slice: the validation choice did not carry over",
+                    );
+                } else if d.separates() {
                     t.push_str(", a real gap at this sample size");
                 } else {
                     t.push_str(", **cannot be told apart at this sample size**");

@@ -43,7 +43,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// The largest dense log-probability table kept for the whole sweep (rows × vocabulary × 4 bytes),
-/// for each of the evaluation and validation slices.
+/// on the evaluation slice.
 pub const REFERENCE_MAX_BYTES: u64 = 2 << 30;
 
 /// Perplexity and divergence from the dense model on the evaluation windows, with 95% intervals
@@ -237,30 +237,38 @@ pub struct SweepPlan<'a> {
     pub bootstrap: Bootstrap,
 }
 
-/// One slice's dense cache, with the dense log-probabilities when they fit.
+/// One slice's dense cache; for the evaluation slice, with the dense log-probabilities when they
+/// fit. The validation slice only ranks removals by perplexity, so it skips the divergence (half
+/// of a cell's cost is the KL over the vocabulary).
 struct Slice<'a> {
     cache: &'a DenseCache,
+    divergence: bool,
     reference: Option<ReferenceLogProbs>,
 }
 
 impl<'a> Slice<'a> {
-    fn new(model: &Model, cache: &'a DenseCache) -> Result<Self> {
+    fn new(model: &Model, cache: &'a DenseCache, divergence: bool) -> Result<Self> {
         let (w, t) = (cache.windows().len(), cache.windows()[0].len());
-        let reference = (ReferenceLogProbs::bytes(w, t, model.vocab_size()) <= REFERENCE_MAX_BYTES)
+        let fits = ReferenceLogProbs::bytes(w, t, model.vocab_size()) <= REFERENCE_MAX_BYTES;
+        let reference = (divergence && fits)
             .then(|| ReferenceLogProbs::new(model, cache.dense_hidden(), cache.windows()))
             .transpose()?;
-        Ok(Slice { cache, reference })
+        Ok(Slice {
+            cache,
+            divergence,
+            reference,
+        })
     }
 
-    /// Per-window sums of the final hidden states `hidden` against the dense model; without a
-    /// stored reference, the dense head runs alongside.
+    /// Per-window sums of the final hidden states `hidden`, against the dense model when the
+    /// slice measures divergence; without a stored reference, the dense head runs alongside.
     fn compare(&self, model: &Model, hidden: &candle_core::Tensor) -> Result<Vec<Totals>> {
         match &self.reference {
             Some(r) => r.compare_windows(model, hidden),
             None => score_hidden_windows(
                 model,
                 hidden,
-                Some(self.cache.dense_hidden()),
+                self.divergence.then(|| self.cache.dense_hidden()),
                 self.cache.windows(),
             ),
         }
@@ -315,8 +323,8 @@ pub fn run(
         ));
     }
     let dense_windows = score_hidden_windows(model, cache.dense_hidden(), None, cache.windows())?;
-    let eval = Slice::new(model, cache)?;
-    let select = Slice::new(model, select_cache)?;
+    let eval = Slice::new(model, cache, true)?;
+    let select = Slice::new(model, select_cache, false)?;
     let dense_select = perplexity(&score_hidden_windows(
         model,
         select_cache.dense_hidden(),
