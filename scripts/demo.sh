@@ -23,14 +23,15 @@ mkdir -p "$OUT"
 TEXT="$(python3 scripts/demo-text.py "$OUT/text")"
 
 # Three disjoint slices of one text (sweep refuses overlapping slices of one file):
-# evaluation, 4 windows of 512 tokens from token 0; calibration, 8 windows of 256 tokens from
-# token 32768; validation (where the best choice at each count is made), 4 windows of 512 tokens
-# right after calibration (the default, --select-offset 34816).
+# evaluation, 16 windows of 128 tokens from token 0 (many short windows: the bootstrap resamples
+# windows, so it needs many); calibration, 8 windows of 256 tokens from token 32768; validation
+# (where the best choice at each count is made), 16 windows of 128 tokens right after
+# calibration (the default, --select-offset 34816).
 CALIB=(--calib "$TEXT" --calib-offset 32768 --ctx 256 --samples 8)
 HEAL=(--heal --heal-samples 2048 --holdout 4)
 echo "== sweep: angular, bi, ppl, last; 0 to 12 layers removed; 3 calibration resamples each ($((SECONDS - START)) s so far)"
 "$BIN" sweep "$MODEL" --strategies angular,bi,ppl,last --remove 0..13 "${CALIB[@]}" \
-  --eval "$TEXT" --eval-ctx 512 --eval-samples 4 --resamples 3 --report-k 8 --out "$OUT/study"
+  --eval "$TEXT" --eval-ctx 128 --eval-samples 16 --resamples 3 --report-k 8 --out "$OUT/study"
 
 DROP="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["best"]["8"]["drop"])' "$OUT/study/sweep.json")"
 echo "== prune + heal the best 8-layer choice: --drop $DROP ($((SECONDS - START)) s so far)"

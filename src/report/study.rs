@@ -5,6 +5,9 @@ use crate::eval::Interval;
 use crate::sweep::{EvalSet, Measured, Sweep, SweepRow};
 use std::fmt::Write;
 
+/// Fewer evaluation windows than this make a bootstrap interval rough; the report says so.
+pub const FEW_WINDOWS: usize = 20;
+
 /// The prompts `report` generates from unless given others.
 pub const DEFAULT_PROMPTS: [&str; 4] = [
     "What is the capital of France?",
@@ -373,8 +376,20 @@ pub fn render(s: &Sweep, parts: &ReportParts<'_>) -> String {
         let _ = writeln!(
             t,
             "- Intervals: 95% percentile intervals from a bootstrap over the {} evaluation windows \
-             ({} resamples, seed {}); differences are paired (the same windows drawn for both sides).",
-            s.eval.windows, b.resamples, b.seed
+             ({} resamples, seed {}); differences are paired (the same windows drawn for both sides). \
+             They measure how the figures vary across windows of this text, not across other texts.{}",
+            s.eval.windows,
+            b.resamples,
+            b.seed,
+            if s.eval.windows < FEW_WINDOWS {
+                format!(
+                    " With only {} windows the intervals are rough and tend to be too narrow; \
+                     use at least {FEW_WINDOWS} (`--eval-samples`) for figures to cite.",
+                    s.eval.windows
+                )
+            } else {
+                String::new()
+            }
         );
     }
     if let Some(k) = s.resamples {
