@@ -1,6 +1,7 @@
 //! The sweep's own charts from a [`Sweep`]: perplexity against layers removed and against
 //! parameters kept, KL against layers removed, and with `--tasks` accuracy against layers
-//! removed; each point with its 95% interval as an error bar.
+//! removed; each point with its 95% interval as an error bar (the legend names them, so titles
+//! stay short enough for the plot area).
 
 use anyhow::Result;
 use depthprune::report::plot::{line_chart, Axis, Reference, Series};
@@ -52,14 +53,9 @@ pub fn sweep_plots(dir: &Path, s: &Sweep) -> Result<Vec<PathBuf>> {
     };
     let removed = |r: &SweepRow| r.k as f64;
     let ppl: Figure = |m| (m.perplexity, m.perplexity_ci);
-    let note = if s.bootstrap.is_some() {
-        "; bars: 95% intervals"
-    } else {
-        ""
-    };
     let mut files = line_chart(
         &dir.join("ppl_vs_removed"),
-        &format!("evaluation perplexity by layers removed{note}"),
+        "evaluation perplexity by layers removed",
         "layers removed",
         "perplexity (log scale)",
         &series(s, removed, ppl),
@@ -68,7 +64,7 @@ pub fn sweep_plots(dir: &Path, s: &Sweep) -> Result<Vec<PathBuf>> {
     )?;
     files.extend(line_chart(
         &dir.join("ppl_vs_params"),
-        &format!("evaluation perplexity by parameters kept{note}"),
+        "evaluation perplexity by parameters kept",
         "parameters kept (millions)",
         "perplexity (log scale)",
         &series(s, |r| r.params as f64 / 1e6, ppl),
@@ -77,7 +73,7 @@ pub fn sweep_plots(dir: &Path, s: &Sweep) -> Result<Vec<PathBuf>> {
     )?);
     files.extend(line_chart(
         &dir.join("kl_vs_removed"),
-        &format!("KL divergence from the dense model by layers removed{note}"),
+        "KL divergence from the dense model by layers removed",
         "layers removed",
         "mean KL(dense ‖ pruned), nats",
         &series(s, removed, |m| (m.mean_kl, m.mean_kl_ci)),
@@ -112,7 +108,7 @@ pub fn sweep_plots(dir: &Path, s: &Sweep) -> Result<Vec<PathBuf>> {
         files.extend(line_chart(
             &dir.join("acc_vs_removed"),
             &format!(
-                "zero-shot accuracy by layers removed ({} questions){note}",
+                "zero-shot accuracy by layers removed ({} questions)",
                 t.questions
             ),
             "layers removed",

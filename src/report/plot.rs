@@ -410,7 +410,7 @@ const PALETTE: [RGBColor; 8] = [
 macro_rules! draw_lines {
     ($self:expr, $root:expr, $side:expr, $y_range:expr, $xs:expr, $decades:expr) => {{
         let mut chart = ChartBuilder::on($root)
-            .caption($self.title, ("sans-serif", 24))
+            .caption($self.title, ("sans-serif", 22))
             .margin(16)
             .x_label_area_size(48)
             .y_label_area_size(80)
