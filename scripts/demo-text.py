@@ -29,8 +29,8 @@ def main() -> None:
     note = f"""Calibration and evaluation text come from the Python Language Reference that CPython
 {platform.python_version()} ships in its standard library (`pydoc_data.topics`, {len(names)} topics
 joined in sorted order; {len(data):,} bytes, SHA-256 `{digest}`). A fresh machine has it without a
-download, which is why the demo uses it. Calibration and evaluation windows are disjoint slices
-of this file (see the offsets above).
+download, which is why the demo uses it. Calibration, validation and evaluation windows are
+disjoint slices of this file (see the offsets above).
 
 Limits: this is technical English with grammar rules and code, not general web or encyclopaedic
 text, so perplexities are not comparable with WikiText-2 or published figures, and the layers a

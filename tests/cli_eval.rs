@@ -244,3 +244,58 @@ fn generate_streams_the_greedy_continuation() {
     );
     assert!(!run(&["--chat", "--skip", "3"]).is_empty());
 }
+
+#[test]
+fn eval_intervals_are_seeded_and_hold_the_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, text) = (fixture().join("llama"), fixture().join("eval.txt"));
+    let run = |extra: &[&str]| -> serde_json::Value {
+        let mut a = vec![
+            "eval",
+            s(&model),
+            "--text",
+            s(&text),
+            "--ctx",
+            "16",
+            "--skip",
+            "1",
+            "--reference",
+            s(&model),
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        let out = depthprune(&a, tmp.path());
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let v = run(&[]);
+    let ci = |v: &serde_json::Value, f: &str| -> [f64; 2] {
+        let a = v.pointer(f).unwrap().as_array().unwrap();
+        [a[0].as_f64().unwrap(), a[1].as_f64().unwrap()]
+    };
+    for (fig, int) in [
+        ("/perplexity", "/perplexity_ci"),
+        ("/divergence/mean_kl", "/divergence/mean_kl_ci"),
+        (
+            "/divergence/top1_agreement",
+            "/divergence/top1_agreement_ci",
+        ),
+    ] {
+        let x = v.pointer(fig).unwrap().as_f64().unwrap();
+        let c = ci(&v, int);
+        assert!(c[0] <= x && x <= c[1] && c[0] < c[1], "{fig} {x} {c:?}");
+    }
+    assert_eq!(v["bootstrap"]["resamples"], 1000);
+    // Seeded: the same run gives the same intervals; batching does not change the windows.
+    let again = run(&["--batch", "3"]);
+    let (a, b) = (ci(&v, "/perplexity_ci"), ci(&again, "/perplexity_ci"));
+    assert!((a[0] - b[0]).abs() < 1e-9 * a[0] && (a[1] - b[1]).abs() < 1e-9 * a[1]);
+    // One window: every resample is that window, so the interval is the point.
+    let one = run(&["--max-tokens", "16"]);
+    let p = one["perplexity"].as_f64().unwrap();
+    let c = ci(&one, "/perplexity_ci");
+    assert!(
+        (c[0] - p).abs() < 1e-9 * p && (c[1] - p).abs() < 1e-9 * p,
+        "{c:?} {p}"
+    );
+}

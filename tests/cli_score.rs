@@ -249,3 +249,52 @@ fn errors_name_the_problem() {
         "{e}"
     );
 }
+
+#[test]
+fn score_resamples_report_mean_sd_and_selection_frequency() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, t) = (fixture().join("llama"), fixture().join("eval.txt"));
+    let mut a = score_args(s(&m), s(&t), "bi");
+    // Four calibration windows instead of two.
+    *a.last_mut().unwrap() = "4";
+    a.extend_from_slice(&["--resamples", "5", "--choose", "2", "--json"]);
+    a.extend_from_slice(&["--plot", "plots"]);
+    let o = depthprune(&a, tmp.path());
+    assert!(o.status.success(), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let st = &v["stability"];
+    assert_eq!(st["resamples"], 5);
+    assert_eq!(st["k"], 2);
+    let chosen = st["chosen"].as_array().unwrap();
+    assert_eq!(chosen.len(), 5);
+    let freq: Vec<f64> = st["frequency"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    // Each resample chooses 2 of 4 layers, so the frequencies add up to 2.
+    assert!((freq.iter().sum::<f64>() - 2.0).abs() < 1e-9, "{freq:?}");
+    for (l, f) in freq.iter().enumerate() {
+        let n = chosen
+            .iter()
+            .filter(|c| c.as_array().unwrap().contains(&serde_json::json!(l)))
+            .count();
+        assert!((f - n as f64 / 5.0).abs() < 1e-12);
+    }
+    let sd = st["sd"].as_array().unwrap();
+    assert!(sd.iter().all(|x| x.as_f64().unwrap() >= 0.0));
+    let overlap = st["mean_pairwise_overlap"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&overlap));
+    assert!(tmp.path().join("plots/stability_bi.png").is_file());
+    // Seeded: the same command gives the same resamples.
+    let o2 = depthprune(&a, tmp.path());
+    let v2: serde_json::Value = serde_json::from_slice(&o2.stdout).unwrap();
+    assert_eq!(v2["stability"], v["stability"]);
+    let o = depthprune(
+        &[&score_args(s(&m), s(&t), "bi")[..], &["--resamples", "0"]].concat(),
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("at least 1"), "{}", err(&o));
+}

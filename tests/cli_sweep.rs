@@ -69,7 +69,7 @@ fn sweep_rows_match_independent_eval_runs() {
     let o = sweep(tmp.path(), &model, &t, "0..3", &[]);
     assert!(o.status.success(), "{}", err(&o));
     let table = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(table.contains("best by perplexity"), "{table}");
+    assert!(table.contains("best by validation perplexity"), "{table}");
 
     let csv = std::fs::read_to_string(tmp.path().join("out/sweep.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
@@ -152,16 +152,59 @@ fn sweep_rows_match_independent_eval_runs() {
         checked += 1;
     }
     assert_eq!(checked, 4);
+    // The best choice is made on the validation slice (by default the calibration file's next
+    // tokens, 96..128 here) and reported with its evaluation figures.
+    assert_eq!(v["select"]["offset_tokens"], 96, "{}", v["select"]);
+    assert_eq!(v["select"]["windows"], 2);
     let best = &v["best"]["2"];
     let best_row = rows
         .iter()
         .filter(|r| r["k"] == 2)
         .min_by(|a, b| {
-            let p = |r: &serde_json::Value| r["perplexity"].as_f64().unwrap();
+            let p = |r: &serde_json::Value| r["select_perplexity"].as_f64().unwrap();
             p(a).total_cmp(&p(b))
         })
         .unwrap();
     assert_eq!(best["drop"], best_row["drop"]);
+    assert_eq!(best["perplexity"], best_row["perplexity"]);
+    assert_eq!(best["select_perplexity"], best_row["select_perplexity"]);
+    // Every figure carries an interval that holds it; differences are paired against dense.
+    for r in rows.iter().filter(|r| r["k"].as_u64().unwrap() > 0) {
+        for (f, ci) in [
+            ("perplexity", "perplexity_ci"),
+            ("mean_kl", "mean_kl_ci"),
+            ("top1_agreement", "top1_agreement_ci"),
+        ] {
+            let x = r[f].as_f64().unwrap();
+            let c: Vec<f64> = r[ci]
+                .as_array()
+                .unwrap_or_else(|| panic!("{ci} missing in {r}"))
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert!(
+                c[0] <= x + 1e-9 && x <= c[1] + 1e-9,
+                "{f} {x} outside {c:?}"
+            );
+        }
+        let d = &r["ppl_vs_dense"];
+        let est = d["estimate"].as_f64().unwrap();
+        assert!((est - (r["perplexity"].as_f64().unwrap() - dense)).abs() < 1e-6 * dense.max(1.0));
+    }
+    let header = csv.lines().next().unwrap();
+    for col in [
+        "perplexity_lo",
+        "perplexity_hi",
+        "mean_kl_lo",
+        "top1_agreement_hi",
+        "select_perplexity",
+        "ppl_vs_dense_lo",
+        "acc",
+        "stability_same",
+    ] {
+        assert!(header.split(',').any(|c| c == col), "{col} not in {header}");
+    }
+    assert!(header.starts_with("strategy,k,drop,params,params_kept,perplexity,mean_kl,top1_agreement,heal_choices,healed_perplexity"));
 
     // The report: table, plots and generations side by side.
     let o = depthprune(
@@ -173,6 +216,10 @@ fn sweep_rows_match_independent_eval_runs() {
     for want in [
         "## Results",
         "## Generations",
+        "- Validation (chooses the best removal at each count): ",
+        "from token 96",
+        "95% percentile intervals",
+        "runner-up",
         "![perplexity by layers removed](plots/ppl_vs_removed.png)",
         "| dense |",
         "removed by",
@@ -253,6 +300,8 @@ fn sweep_heals_each_removal_not_touching_layer_0() {
             "2",
             "--heal",
             "lstsq",
+            "--heal-samples",
+            "1024",
             "--out",
             "out",
             "--json",
@@ -275,6 +324,179 @@ fn sweep_heals_each_removal_not_touching_layer_0() {
         }
     }
     let csv = std::fs::read_to_string(tmp.path().join("out/sweep.csv")).unwrap();
-    let healed_cells = csv.lines().skip(1).filter(|l| !l.ends_with(",,")).count();
+    let col = column(&csv, "healed_perplexity");
+    let healed_cells = csv
+        .lines()
+        .skip(1)
+        .filter(|l| !cells(l)[col].is_empty())
+        .count();
     assert_eq!(healed_cells, 4, "{csv}");
+}
+
+/// The cells of a CSV line (quoted cells hold no commas in a sweep's `drop` here).
+fn cells(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// The index of a CSV column by its header.
+fn column(csv: &str, name: &str) -> usize {
+    let header = cells(csv.lines().next().unwrap());
+    header
+        .iter()
+        .position(|c| c == name)
+        .unwrap_or_else(|| panic!("no column {name} in {header:?}"))
+}
+
+#[test]
+fn sweep_refuses_a_validation_slice_that_overlaps_another() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = text(tmp.path());
+    let model = fixture().join("llama");
+    // Evaluation is tokens 0..32 and calibration 64..96 of the same file.
+    for (offset, other) in [("16", "evaluation"), ("80", "calibration")] {
+        let o = sweep(tmp.path(), &model, &t, "0..3", &["--select-offset", offset]);
+        assert_eq!(o.status.code(), Some(1), "{offset}");
+        let e = err(&o);
+        assert!(
+            e.contains("validation tokens") && e.contains(other) && e.contains("overlap"),
+            "{e}"
+        );
+        assert!(e.contains("--select-offset"), "{e}");
+        assert!(!tmp.path().join("out").exists());
+    }
+    // A validation file too short for its windows is refused, naming the file and the slice.
+    let short = tmp.path().join("short.txt");
+    std::fs::write(&short, "a few words").unwrap();
+    let o = sweep(tmp.path(), &model, &t, "0..3", &["--select-on", s(&short)]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = err(&o);
+    assert!(e.contains("short.txt") && e.contains("validation"), "{e}");
+    assert!(e.lines().count() <= 3, "{e}");
+    for bad in [
+        ["--resamples", "0"],
+        ["--ci-resamples", "0"],
+        ["--select-samples", "0"],
+    ] {
+        let o = sweep(tmp.path(), &model, &t, "0..3", &bad);
+        assert_eq!(o.status.code(), Some(1), "{bad:?}");
+        assert!(err(&o).contains("at least 1"), "{bad:?}: {}", err(&o));
+    }
+    // A broken task file fails before anything is written.
+    let tasks = tmp.path().join("tasks.jsonl");
+    std::fs::write(&tasks, "{\"context\": \"x\"}\n").unwrap();
+    let o = sweep(tmp.path(), &model, &t, "0..3", &["--tasks", s(&tasks)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("tasks.jsonl"), "{}", err(&o));
+    assert!(!tmp.path().join("out").exists());
+}
+
+#[test]
+fn sweep_adds_accuracy_and_stability_columns_that_match_eval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = text(tmp.path());
+    let model = fixture().join("llama");
+    let tasks = fixture().join("tasks.jsonl");
+    let o = sweep(
+        tmp.path(),
+        &model,
+        &t,
+        "0..3",
+        &[
+            "--tasks",
+            s(&tasks),
+            "--limit",
+            "6",
+            "--resamples",
+            "3",
+            "--report",
+            "--report-k",
+            "2",
+        ],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let csv = std::fs::read_to_string(tmp.path().join("out/sweep.csv")).unwrap();
+    let (acc, lo, hi) = (
+        column(&csv, "acc"),
+        column(&csv, "acc_lo"),
+        column(&csv, "acc_hi"),
+    );
+    let (same, overlap) = (
+        column(&csv, "stability_same"),
+        column(&csv, "stability_overlap"),
+    );
+    let drop = column(&csv, "drop");
+    let mut checked = 0;
+    for line in csv.lines().skip(1) {
+        let c = cells(line);
+        if c[1] == "0" {
+            continue;
+        }
+        let a: f64 = c[acc].parse().unwrap();
+        let (l, h): (f64, f64) = (c[lo].parse().unwrap(), c[hi].parse().unwrap());
+        assert!(l <= a && a <= h, "{line}");
+        let st: f64 = c[same].parse().unwrap();
+        let ov: f64 = c[overlap].parse().unwrap();
+        assert!(
+            (0.0..=1.0).contains(&st) && (st..=1.0).contains(&ov),
+            "{line}"
+        );
+        if c[0] == "last" {
+            // `last` reads no text: every resample chooses the same layers.
+            assert_eq!(st, 1.0, "{line}");
+        }
+        if c[0] != "bi" {
+            continue;
+        }
+        let o = depthprune(
+            &[
+                "eval",
+                s(&model),
+                "--tasks",
+                s(&tasks),
+                "--limit",
+                "6",
+                "--skip",
+                &c[drop],
+                "--json",
+            ],
+            tmp.path(),
+        );
+        assert!(o.status.success(), "{}", err(&o));
+        let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(
+            (e["acc"].as_f64().unwrap() - a).abs() < 1e-12,
+            "{line} vs {e}"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 2);
+    for f in [
+        "plots/acc_vs_removed.png",
+        "plots/stability_bi.png",
+        "plots/stability_angular.svg",
+        "report.md",
+    ] {
+        assert!(tmp.path().join("out").join(f).is_file(), "{f} missing");
+    }
+    let md = std::fs::read_to_string(tmp.path().join("out/report.md")).unwrap();
+    for want in [
+        "| acc | acc_norm |",
+        "same choice",
+        "bootstrap resamples of the calibration",
+        "plots/stability_bi.png",
+        "plots/acc_vs_removed.png",
+    ] {
+        assert!(md.contains(want), "{want} not in report:\n{md}");
+    }
 }

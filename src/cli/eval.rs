@@ -184,7 +184,10 @@ fn table(args: &Args, skip: &[usize], n_layers: usize, r: &EvalReport) -> String
         ),
     );
     row("mean NLL", format!("{:.4} nats", r.mean_nll));
-    row("perplexity", format!("{:.4}", r.perplexity));
+    row(
+        "perplexity",
+        format!("{:.4} {}", r.perplexity, ci(r.perplexity_ci, 4)),
+    );
     row(
         "speed",
         format!("{:.1} tokens/s ({:.2} s)", r.tokens_per_s, r.seconds),
@@ -194,8 +197,27 @@ fn table(args: &Args, skip: &[usize], n_layers: usize, r: &EvalReport) -> String
             "reference",
             format!("perplexity {:.4}", d.reference_perplexity),
         );
-        row("KL(ref||model)", format!("{:.6} nats per token", d.mean_kl));
-        row("top-1 agree", format!("{:.2}%", 100.0 * d.top1_agreement));
+        row(
+            "KL(ref||model)",
+            format!("{:.6} nats per token {}", d.mean_kl, ci(d.mean_kl_ci, 6)),
+        );
+        let pct = [
+            100.0 * d.top1_agreement_ci[0],
+            100.0 * d.top1_agreement_ci[1],
+        ];
+        row(
+            "top-1 agree",
+            format!("{:.2}% {}", 100.0 * d.top1_agreement, ci(pct, 2)),
+        );
     }
+    s.push_str(&format!(
+        "\n95% intervals: bootstrap over the {} windows ({} resamples, seed {}).\n",
+        r.windows, r.bootstrap.resamples, r.bootstrap.seed
+    ));
     s
+}
+
+/// A 95% interval as `[lo, hi]` with `digits` decimals.
+fn ci(i: depthprune::eval::Interval, digits: usize) -> String {
+    format!("[{:.digits$}, {:.digits$}]", i[0], i[1])
 }

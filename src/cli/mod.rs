@@ -72,6 +72,7 @@ mod report;
 mod score;
 mod strategy;
 mod sweep;
+mod sweep_plots;
 mod synth;
 mod verify;
 

@@ -184,6 +184,9 @@ fn measure(dense: &Model, pruned: &Model, tok: &HfTokenizer, s: &Sweep) -> Resul
         perplexity: r.perplexity,
         mean_kl: d.mean_kl,
         top1_agreement: d.top1_agreement,
+        perplexity_ci: Some(r.perplexity_ci),
+        mean_kl_ci: Some(d.mean_kl_ci),
+        top1_agreement_ci: Some(d.top1_agreement_ci),
     })
 }
 
@@ -225,6 +228,22 @@ pub fn write_report(
         max_new_tokens: 40,
         ..Default::default()
     });
+    // The sweep's charts are drawn again from sweep.json, so a report always shows the current
+    // chart style (and never re-runs the model for it).
+    let plots_dir = dir.join("plots");
+    std::fs::create_dir_all(&plots_dir)
+        .with_context(|| format!("`{}`: cannot create", plots_dir.display()))?;
+    super::sweep_plots::sweep_plots(&plots_dir, sweep)?;
+    for (label, st) in &sweep.layer_stability {
+        if let Some((_, sc)) = sweep
+            .strategies
+            .iter()
+            .zip(&sweep.scores)
+            .find(|(l, _)| *l == label)
+        {
+            super::score::plot_stability(&plots_dir, sc, st)?;
+        }
+    }
     let chosen = sweep.best_at(k);
     if chosen.is_none() {
         warn(format!(
@@ -285,6 +304,10 @@ pub fn write_report(
         ("perplexity by layers removed", "plots/ppl_vs_removed.png"),
         ("perplexity by parameters kept", "plots/ppl_vs_params.png"),
         (
+            "zero-shot accuracy by layers removed",
+            "plots/acc_vs_removed.png",
+        ),
+        (
             "KL divergence from the dense model",
             "plots/kl_vs_removed.png",
         ),
@@ -297,8 +320,18 @@ pub fn write_report(
         ("greedy removal curve", "plots/greedy_curve.png"),
     ]
     .iter()
-    .filter(|(_, p)| dir.join(p).is_file())
     .map(|(c, p)| (c.to_string(), p.to_string()))
+    .chain(sweep.layer_stability.iter().map(|(label, st)| {
+        let metric = label.split(':').next().unwrap_or(label);
+        (
+            format!(
+                "{label}: score stability over {} calibration resamples, and how often each layer is chosen at {} removed",
+                st.resamples, st.k
+            ),
+            format!("plots/stability_{metric}.png"),
+        )
+    }))
+    .filter(|(_, p)| dir.join(p).is_file())
     .collect();
     let parts = ReportParts {
         k,

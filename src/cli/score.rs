@@ -4,13 +4,16 @@
 
 use super::output::{print, print_json, warn, Bar};
 use anyhow::{bail, Context, Result};
+use depthprune::arch::ParamCounts;
 use depthprune::eval;
 use depthprune::model::{open_checkpoint, Model};
 use depthprune::score::run::activation_cache_bytes;
 use depthprune::score::{
-    calibration_windows, score, Calibration, LayerScores, Metric, ScoreOptions, ScoreOutcome,
-    TokenSel,
+    calibration_windows, resample_windows, score, Calibration, LayerScores, Metric, ScoreOptions,
+    ScoreOutcome, TokenSel,
 };
+use depthprune::select::stability::LayerStability;
+use depthprune::select::strategy::Protect;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
@@ -76,6 +79,16 @@ pub struct Args {
     /// Save the scores as JSON (for `plan`/`prune --scores`).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Also score on K bootstrap resamples of the calibration windows: each layer's mean ± sd,
+    /// how often it lands in the chosen set, and how much the chosen sets overlap.
+    #[arg(long, value_name = "K")]
+    pub resamples: Option<usize>,
+    /// With --resamples: layers in each chosen set (default: a quarter of the layers).
+    #[arg(long, value_name = "N", requires = "resamples")]
+    pub choose: Option<usize>,
+    /// Seed of the resamples.
+    #[arg(long, default_value_t = eval::bootstrap::SEED, value_name = "N")]
+    pub seed: u64,
 }
 
 /// Parses a metric name into a clear error listing the choices.
@@ -93,13 +106,30 @@ pub fn run_metric(
     c: &CalibArgs,
     steps: Option<usize>,
 ) -> Result<ScoreOutcome> {
+    Ok(run_metric_resampled(model_dir, metric, c, steps, 0, 0)?.0)
+}
+
+/// [`run_metric`], then the same on `resamples` bootstrap resamples of the calibration windows
+/// drawn from `seed`; also returns the model's parameter counts.
+pub fn run_metric_resampled(
+    model_dir: &Path,
+    metric: Metric,
+    c: &CalibArgs,
+    steps: Option<usize>,
+    resamples: usize,
+    seed: u64,
+) -> Result<(ScoreOutcome, Vec<LayerScores>, ParamCounts)> {
     let (cfg, source) = open_checkpoint(model_dir)?;
+    let counts = ParamCounts::from_config(&cfg.arch);
     if metric == Metric::Last {
         let name = model_dir.display().to_string();
-        return Ok(ScoreOutcome {
-            scores: LayerScores::last_baseline(&name, cfg.n_layers()),
+        let scores = LayerScores::last_baseline(&name, cfg.n_layers());
+        let again = vec![scores.clone(); resamples];
+        let out = ScoreOutcome {
+            scores,
             timing: None,
-        });
+        };
+        return Ok((out, again, counts));
     }
     let Some(calib) = &c.calib else {
         bail!(
@@ -137,13 +167,24 @@ pub fn run_metric(
         greedy_steps: steps,
     };
     let mut out = score(&model, &windows, &opts, &Bar::items())?;
-    out.scores.calibration = Some(Calibration {
+    let calibration = Some(Calibration {
         file: calib.display().to_string(),
         ctx: c.ctx,
         samples: c.samples,
         offset_tokens: c.calib_offset,
         tokens: c.tokens.clone(),
     });
+    out.scores.calibration = calibration.clone();
+    let mut again = Vec::new();
+    for (i, w) in resample_windows(&windows, resamples, seed)
+        .iter()
+        .enumerate()
+    {
+        eprintln!("calibration resample {} of {resamples}", i + 1);
+        let mut s = score(&model, w, &opts, &Bar::items())?.scores;
+        s.calibration = calibration.clone();
+        again.push(s);
+    }
     if let Some(t) = &out.timing {
         warn(format!(
             "activation reuse: {} candidates in {:.2} s; a full forward per candidate would take ~{:.2} s ({:.1}x)",
@@ -153,7 +194,7 @@ pub fn run_metric(
             t.speedup()
         ));
     }
-    Ok(out)
+    Ok((out, again, counts))
 }
 
 /// Ranks: 1 is the least important layer (removed first).
@@ -176,10 +217,89 @@ pub fn describe_calibration(c: &Option<Calibration>) -> String {
     }
 }
 
+/// The per-layer values a plot or a stability summary shows: for `ppl`, the rise in mean NLL
+/// `ln(ppl without the layer / dense ppl)` in nats (perplexities span orders of magnitude:
+/// removing layer 0 often multiplies it by 1000); for the others, the score itself.
+pub fn shown_values(s: &LayerScores) -> (Vec<f64>, String) {
+    match (s.metric, s.baseline_ppl) {
+        (Metric::Ppl, Some(base)) => (
+            s.importance.iter().map(|p| (p / base).ln()).collect(),
+            "rise in calibration NLL without the layer, nats".to_string(),
+        ),
+        _ => (
+            s.importance.clone(),
+            format!("{} score (higher = more important)", s.metric.name()),
+        ),
+    }
+}
+
+/// Stability over resampled scores, on the values [`shown_values`] gives (the same order, so the
+/// same choices), choosing `k` layers in the criterion's own form.
+pub fn stability(
+    resampled: &[LayerScores],
+    k: usize,
+    protect: Protect,
+    counts: &ParamCounts,
+) -> Result<LayerStability> {
+    let shown: Vec<LayerScores> = resampled
+        .iter()
+        .map(|s| {
+            let mut t = s.clone();
+            t.importance = shown_values(s).0;
+            t
+        })
+        .collect();
+    let contiguous = resampled.first().is_some_and(|s| s.metric.prefers_blocks());
+    Ok(LayerStability::of(&shown, k, contiguous, protect, counts)?)
+}
+
+/// Writes `stability.png`/`.svg` for `s` into `dir`.
+pub fn plot_stability(
+    dir: &Path,
+    scores: &LayerScores,
+    s: &LayerStability,
+) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("`{}`: cannot create", dir.display()))?;
+    let m = scores.metric.name();
+    Ok(depthprune::report::stability_plot::stability_chart(
+        &dir.join(format!("stability_{m}")),
+        &format!(
+            "{m} per layer over {} calibration resamples (mean ± sd; overlap of choices {:.2})",
+            s.resamples, s.mean_pairwise_overlap
+        ),
+        &shown_values(scores).1,
+        s,
+    )?)
+}
+
 pub fn run(args: Args) -> Result<()> {
     let metric = parse_metric(&args.metric)?;
-    let out = run_metric(&args.model, metric, &args.calib, args.steps)?;
+    if args.resamples == Some(0) {
+        bail!("--resamples must be at least 1");
+    }
+    let (out, resampled, counts) = run_metric_resampled(
+        &args.model,
+        metric,
+        &args.calib,
+        args.steps,
+        args.resamples.unwrap_or(0),
+        args.seed,
+    )?;
     let s = &out.scores;
+    let stable = match args.resamples {
+        Some(_) => {
+            let k = args.choose.unwrap_or((s.n_layers / 4).max(1));
+            if k >= s.n_layers {
+                bail!(
+                    "--choose {k}: at most {} of {} layers",
+                    s.n_layers - 1,
+                    s.n_layers
+                );
+            }
+            Some(stability(&resampled, k, Protect::default(), &counts)?)
+        }
+        None => None,
+    };
     if let Some(path) = &args.out {
         let json = serde_json::to_string_pretty(s)?;
         std::fs::write(path, json)
@@ -187,6 +307,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     if let Some(dir) = &args.plot {
         plot(dir, s)?;
+        if let Some(st) = &stable {
+            plot_stability(dir, s, st)?;
+        }
     }
     let rank = ranks(s);
     if args.json {
@@ -195,12 +318,24 @@ pub fn run(args: Args) -> Result<()> {
         if let Some(t) = &out.timing {
             v["reuse"] = serde_json::to_value(t)?;
         }
+        if let Some(st) = &stable {
+            v["stability"] = serde_json::to_value(st)?;
+        }
         return print_json(&v);
     }
     if args.csv {
-        let mut t = String::from("layer,score,rank\n");
+        let mut t = String::from("layer,score,rank");
+        t.push_str(if stable.is_some() {
+            ",mean,sd,chosen\n"
+        } else {
+            "\n"
+        });
         for (l, (v, r)) in s.importance.iter().zip(&rank).enumerate() {
-            writeln!(t, "{l},{v},{r}")?;
+            write!(t, "{l},{v},{r}")?;
+            if let Some(st) = &stable {
+                write!(t, ",{},{},{}", st.mean[l], st.sd[l], st.frequency[l])?;
+            }
+            t.push('\n');
         }
         return print(&t);
     }
@@ -216,9 +351,34 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(b) = s.baseline_ppl {
         writeln!(t, "baseline ppl {b:.4}")?;
     }
-    writeln!(t, "\n{:>5}  {:>14}  {:>4}", "layer", "score", "rank")?;
-    for (l, (v, r)) in s.importance.iter().zip(&rank).enumerate() {
-        writeln!(t, "{l:>5}  {v:>14.6}  {r:>4}")?;
+    match &stable {
+        Some(st) => {
+            writeln!(
+                t,
+                "stability    {} bootstrap resamples of the calibration windows (seed {}); chosen sets of {} layers overlap {:.2} on average (Jaccard)",
+                st.resamples, args.seed, st.k, st.mean_pairwise_overlap
+            )?;
+            let label = shown_values(s).1;
+            writeln!(
+                t,
+                "\n{:>5}  {:>14}  {:>4}  {:>22}  {:>6}   (mean ± sd: {label})",
+                "layer", "score", "rank", "mean ± sd", "chosen"
+            )?;
+            for (l, (v, r)) in s.importance.iter().zip(&rank).enumerate() {
+                let ms = format!("{:.4} ± {:.4}", st.mean[l], st.sd[l]);
+                writeln!(
+                    t,
+                    "{l:>5}  {v:>14.6}  {r:>4}  {ms:>22}  {:>5.0}%",
+                    100.0 * st.frequency[l]
+                )?;
+            }
+        }
+        None => {
+            writeln!(t, "\n{:>5}  {:>14}  {:>4}", "layer", "score", "rank")?;
+            for (l, (v, r)) in s.importance.iter().zip(&rank).enumerate() {
+                writeln!(t, "{l:>5}  {v:>14.6}  {r:>4}")?;
+            }
+        }
     }
     if let Some(g) = &s.greedy {
         writeln!(t, "\ngreedy order (ppl after each removal):")?;
@@ -253,22 +413,13 @@ pub fn run(args: Args) -> Result<()> {
 
 /// Writes the charts for `s` into `dir`.
 pub fn plot(dir: &Path, s: &LayerScores) -> Result<()> {
-    use depthprune::report::plot::{angular_heatmap, layer_bars, line_chart, Reference, Series};
+    use depthprune::report::plot::{
+        angular_heatmap, layer_bars, line_chart, Axis, Reference, Series,
+    };
     std::fs::create_dir_all(dir).with_context(|| format!("`{}`: cannot create", dir.display()))?;
     let m = s.metric.name();
     let first: Vec<usize> = s.removal_order().into_iter().take(s.n_layers / 4).collect();
-    // Perplexities span orders of magnitude (removing layer 0 often multiplies it by 1000), so
-    // the ppl bars show the rise in mean NLL, ln(ppl without the layer / dense ppl), in nats.
-    let (values, y_label) = match (s.metric, s.baseline_ppl) {
-        (depthprune::score::Metric::Ppl, Some(base)) => (
-            s.importance.iter().map(|p| (p / base).ln()).collect(),
-            "rise in calibration NLL without the layer, nats".to_string(),
-        ),
-        _ => (
-            s.importance.clone(),
-            format!("{m} score (higher = more important)"),
-        ),
-    };
+    let (values, y_label) = shown_values(s);
     layer_bars(
         &dir.join(format!("{m}_scores")),
         &format!("{m} per layer (red: the first quarter removed)"),
@@ -293,6 +444,7 @@ pub fn plot(dir: &Path, s: &LayerScores) -> Result<()> {
         let series = [Series {
             name: "greedy removal".into(),
             points,
+            ci: Vec::new(),
         }];
         let dense = s.baseline_ppl.map(|y| Reference {
             label: "dense model".into(),
@@ -304,7 +456,7 @@ pub fn plot(dir: &Path, s: &LayerScores) -> Result<()> {
             "layers removed",
             "calibration perplexity",
             &series,
-            true,
+            Axis::LogCounts,
             dense.as_ref(),
         )?;
     }

@@ -3,16 +3,20 @@
 //! ([`perplexity`]); zero-shot multiple-choice accuracy by log-likelihood on task files
 //! ([`tasks`] reads them, [`choice`] scores them).
 
+pub mod bootstrap;
 pub mod choice;
 pub mod perplexity;
 pub mod reference;
 pub mod tasks;
 pub mod windows;
 
+pub use bootstrap::{Bootstrap, Difference, Interval, TotalsIntervals};
 pub use choice::{
     encode_item, score_encoded, score_tasks, EncodedItem, ItemScore, Request, TaskOpts, TaskReport,
 };
-pub use perplexity::{evaluate, score_hidden, Divergence, EvalReport, Run, Totals};
+pub use perplexity::{
+    evaluate, score_hidden, score_hidden_windows, Divergence, EvalReport, Run, Totals,
+};
 pub use reference::ReferenceLogProbs;
 pub use tasks::{read_tasks, TaskItem};
 pub use windows::{plan, Convention, Window};

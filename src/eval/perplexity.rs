@@ -1,6 +1,7 @@
 //! Streaming perplexity and divergence from a reference: windows run in small batches, and
 //! logits exist only for a bounded block of scored positions at a time.
 
+use super::bootstrap::{Bootstrap, Interval};
 use super::windows::{Convention, Window};
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -27,6 +28,10 @@ pub struct Divergence {
     pub top1_agreement: f64,
     /// The reference's perplexity on the same tokens.
     pub reference_perplexity: f64,
+    /// 95% interval of `mean_kl`, by a bootstrap over windows.
+    pub mean_kl_ci: Interval,
+    /// 95% interval of `top1_agreement`, by a bootstrap over windows.
+    pub top1_agreement_ci: Interval,
 }
 
 /// The result of a perplexity run.
@@ -46,17 +51,24 @@ pub struct EvalReport {
     /// Mean negative log-likelihood in nats.
     pub mean_nll: f64,
     pub perplexity: f64,
+    /// 95% interval of `perplexity`, by a seeded bootstrap over windows ([`Bootstrap`]).
+    pub perplexity_ci: Interval,
+    /// The resamples and seed behind the intervals.
+    pub bootstrap: Bootstrap,
     pub seconds: f64,
     /// Tokens forwarded through the evaluated model per second of the whole run (a reference
     /// pass, if any, is inside the time).
     pub tokens_per_s: f64,
     pub divergence: Option<Divergence>,
+    /// Each window's sums, in window order (what the intervals resample).
+    #[serde(skip)]
+    pub per_window: Vec<Totals>,
 }
 
 /// Sums over scored positions: the model's and the reference's negative log-likelihoods, the KL
 /// divergence and top-1 agreements. Callers that run the layers themselves (the sweep) get these
 /// from [`score_hidden`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Totals {
     pub nll: f64,
     pub ref_nll: f64,
@@ -140,7 +152,8 @@ fn score_rows(
 }
 
 impl Sums {
-    fn add(&mut self, o: Sums) {
+    /// Adds another set of sums (another window, another block of rows).
+    pub fn add(&mut self, o: Sums) {
         self.nll += o.nll;
         self.ref_nll += o.ref_nll;
         self.kl += o.kl;
@@ -198,7 +211,7 @@ pub fn evaluate(
     let forwarded: usize = windows.iter().map(|w| w.len).sum();
     progress.start("eval", forwarded as u64);
     let started = Instant::now();
-    let mut sums = Sums::default();
+    let mut per_window = Vec::with_capacity(windows.len());
     let mut i = 0;
     while i < windows.len() {
         // A batch: up to `batch` consecutive windows of equal length.
@@ -207,12 +220,18 @@ pub fn evaluate(
         while j < windows.len() && j - i < batch && windows[j].len == len {
             j += 1;
         }
-        score_batch(run, reference, tokens, &windows[i..j], &mut sums)?;
+        score_batch(run, reference, tokens, &windows[i..j], &mut per_window)?;
         progress.advance((len * (j - i)) as u64);
         i = j;
     }
     progress.finish();
     let seconds = started.elapsed().as_secs_f64();
+    let mut sums = Sums::default();
+    for w in &per_window {
+        sums.add(*w);
+    }
+    let boot = Bootstrap::default();
+    let ci = boot.totals(&per_window);
     let n = sums.n.max(1) as f64;
     let mean_nll = sums.nll / n;
     let stride = match conv {
@@ -229,13 +248,18 @@ pub fn evaluate(
         tokens_forwarded: forwarded,
         mean_nll,
         perplexity: mean_nll.exp(),
+        perplexity_ci: ci.perplexity,
+        bootstrap: boot,
         seconds,
         tokens_per_s: forwarded as f64 / seconds.max(1e-9),
         divergence: reference.map(|_| Divergence {
             mean_kl: sums.kl / n,
             top1_agreement: sums.agree as f64 / n,
             reference_perplexity: (sums.ref_nll / n).exp(),
+            mean_kl_ci: ci.mean_kl,
+            top1_agreement_ci: ci.top1_agreement,
         }),
+        per_window,
     })
 }
 
@@ -285,6 +309,20 @@ pub fn score_hidden(
     reference: Option<&Tensor>,
     windows: &[Vec<u32>],
 ) -> Result<Totals> {
+    let mut total = Totals::default();
+    for w in score_hidden_windows(model, hidden, reference, windows)? {
+        total.add(w);
+    }
+    Ok(total)
+}
+
+/// [`score_hidden`], window by window: one [`Totals`] per window, in order.
+pub fn score_hidden_windows(
+    model: &Model,
+    hidden: &Tensor,
+    reference: Option<&Tensor>,
+    windows: &[Vec<u32>],
+) -> Result<Vec<Totals>> {
     let (w, t, h) = hidden.dims3()?;
     if w != windows.len() || windows.iter().any(|x| x.len() != t) || t < 2 {
         return Err(Error::Invalid(format!(
@@ -305,16 +343,28 @@ pub fn score_hidden(
         |x: &Tensor| -> Result<Tensor> { Ok(x.reshape((w * t, h))?.index_select(&index, 0)?) };
     let mine = rows(hidden)?;
     let theirs = reference.map(rows).transpose()?;
-    score_rows_of(model, &mine, theirs.as_ref().map(|r| (model, r)), &targets)
+    let per = t - 1;
+    (0..w)
+        .map(|b| {
+            let part = |x: &Tensor| x.narrow(0, b * per, per);
+            let theirs = theirs.as_ref().map(part).transpose()?;
+            score_rows_of(
+                model,
+                &part(&mine)?,
+                theirs.as_ref().map(|r| (model, r)),
+                &targets[b * per..(b + 1) * per],
+            )
+        })
+        .collect()
 }
 
-/// Runs one batch of equal-length windows and adds its scored positions to `sums`.
+/// Runs one batch of equal-length windows and pushes each window's sums onto `out`.
 fn score_batch(
     run: Run<'_>,
     reference: Option<Run<'_>>,
     tokens: &[u32],
     batch: &[Window],
-    sums: &mut Sums,
+    out: &mut Vec<Sums>,
 ) -> Result<()> {
     let rows: Vec<&[u32]> = batch
         .iter()
@@ -344,12 +394,19 @@ fn score_batch(
     let hidden = gather(run)?;
     let ref_hidden = reference.map(gather).transpose()?;
     let r = reference.map(|r| r.model);
-    sums.add(score_rows_of(
-        run.model,
-        &hidden,
-        r.zip(ref_hidden.as_ref()),
-        &targets,
-    )?);
+    let mut start = 0;
+    for w in batch {
+        let n = w.scored();
+        let part = |x: &Tensor| x.narrow(0, start, n);
+        let theirs = ref_hidden.as_ref().map(part).transpose()?;
+        out.push(score_rows_of(
+            run.model,
+            &part(&hidden)?,
+            r.zip(theirs.as_ref()),
+            &targets[start..start + n],
+        )?);
+        start += n;
+    }
     Ok(())
 }
 

@@ -101,6 +101,15 @@ impl ReferenceLogProbs {
     /// Scores `model`'s final hidden states on the same windows against the reference:
     /// perplexity, KL(reference ‖ model) and top-1 agreement.
     pub fn compare(&self, model: &Model, hidden: &Tensor) -> Result<Totals> {
+        let mut total = Totals::default();
+        for w in self.compare_windows(model, hidden)? {
+            total.add(w);
+        }
+        Ok(total)
+    }
+
+    /// [`Self::compare`], window by window: one [`Totals`] per window, in order.
+    pub fn compare_windows(&self, model: &Model, hidden: &Tensor) -> Result<Vec<Totals>> {
         if hidden.dims3()? != self.shape || model.vocab_size() != self.vocab {
             return Err(Error::Invalid(format!(
                 "hidden states {:?} or vocabulary {} do not match the reference's {:?} and {}",
@@ -113,7 +122,7 @@ impl ReferenceLogProbs {
         let rows = Self::rows(hidden, &self.picks, self.shape)?;
         let vocab = self.vocab;
         let block = (BLOCK_ELEMS / vocab).max(1);
-        let mut total = Totals::default();
+        let mut per_window = vec![Totals::default(); self.shape.0];
         let mut start = 0;
         while start < self.picks.len() {
             let n = block.min(self.picks.len() - start);
@@ -121,7 +130,7 @@ impl ReferenceLogProbs {
                 .logits(&rows.narrow(0, start, n)?)?
                 .flatten_all()?
                 .to_vec1()?;
-            let parts: Vec<Totals> = std::thread::scope(|scope| {
+            let parts: Vec<Vec<Totals>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = spans(n)
                     .into_iter()
                     .map(|span| {
@@ -134,23 +143,23 @@ impl ReferenceLogProbs {
                     .map(|h| h.join().unwrap_or_default())
                     .collect()
             });
-            for p in parts {
-                total.nll += p.nll;
-                total.ref_nll += p.ref_nll;
-                total.kl += p.kl;
-                total.agree += p.agree;
-                total.n += p.n;
+            for part in parts {
+                for (acc, p) in per_window.iter_mut().zip(part) {
+                    acc.add(p);
+                }
             }
             start += n;
         }
-        Ok(total)
+        Ok(per_window)
     }
 
-    /// Rows `span` of a logit block that starts at scored row `offset`.
-    fn score(&self, logits: &[f32], offset: usize, span: std::ops::Range<usize>) -> Totals {
+    /// Rows `span` of a logit block that starts at scored row `offset`, summed per window.
+    fn score(&self, logits: &[f32], offset: usize, span: std::ops::Range<usize>) -> Vec<Totals> {
         let v = self.vocab;
-        let mut s = Totals::default();
+        let per = self.shape.1 - 1;
+        let mut out = vec![Totals::default(); self.shape.0];
         for k in span {
+            let s = &mut out[(offset + k) / per];
             let row = &logits[k * v..(k + 1) * v];
             let r = offset + k;
             let lp = &self.logp[r * v..(r + 1) * v];
@@ -168,6 +177,6 @@ impl ReferenceLogProbs {
             s.agree += usize::from(best as u32 == self.top[r]);
             s.n += 1;
         }
-        s
+        out
     }
 }

@@ -2,4 +2,5 @@
 //! (`report.md`, the model card's evaluation section). Both render saved numbers, never the model.
 
 pub mod plot;
+pub mod stability_plot;
 pub mod study;

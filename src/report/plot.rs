@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 const WIDTH: u32 = 1000;
-const HEIGHT: u32 = 560;
+pub(crate) const HEIGHT: u32 = 560;
 
 static FONT: Once = Once::new();
 
@@ -33,7 +33,7 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
 }
 
 /// A chart that can draw itself on any backend.
-trait Chart {
+pub(crate) trait Chart {
     fn draw<DB: DrawingBackend>(
         &self,
         root: &DrawingArea<DB, Shift>,
@@ -41,7 +41,7 @@ trait Chart {
 }
 
 /// Draws `chart` into `stem.svg` and `stem.png`; returns both paths.
-fn render(stem: &Path, chart: &impl Chart) -> Result<Vec<PathBuf>> {
+pub(crate) fn render(stem: &Path, chart: &impl Chart) -> Result<Vec<PathBuf>> {
     register_font();
     let svg = stem.with_extension("svg");
     {
@@ -212,7 +212,7 @@ impl Chart for Heatmap<'_> {
             .copied()
             .fold(f64::MIN, f64::max)
             .max(lo + 1e-12);
-        let (main, bar) = root.split_horizontally(WIDTH - 110);
+        let (main, bar) = root.split_horizontally(WIDTH - 130);
         let max_n = self.d.len();
         let mut chart = ChartBuilder::on(&main)
             .caption(self.title, ("sans-serif", 24))
@@ -262,8 +262,9 @@ impl Chart for Heatmap<'_> {
         let mut cb = ChartBuilder::on(&bar)
             .margin_top(60)
             .margin_bottom(64)
-            .margin_right(10)
-            .y_label_area_size(56)
+            .margin_right(4)
+            .margin_left(8)
+            .y_label_area_size(52)
             .build_cartesian_2d(0f64..1f64, lo..hi)
             .map_err(|e| e.to_string())?;
         cb.configure_mesh()
@@ -304,6 +305,8 @@ pub fn angular_heatmap(
 pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64)>,
+    /// A 95% interval `[lo, hi]` for each point, drawn as an error bar; empty for none.
+    pub ci: Vec<[f64; 2]>,
 }
 
 /// A horizontal reference line, e.g. the dense model.
@@ -313,12 +316,83 @@ pub struct Reference {
     pub y: f64,
 }
 
+/// The axes of a line chart: a linear or logarithmic y, and whether x counts layers (integer
+/// ticks only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Axis {
+    Linear,
+    Log,
+    LinearCounts,
+    LogCounts,
+}
+
+impl Axis {
+    fn log_y(self) -> bool {
+        matches!(self, Axis::Log | Axis::LogCounts)
+    }
+
+    fn integer_x(self) -> bool {
+        matches!(self, Axis::LinearCounts | Axis::LogCounts)
+    }
+}
+
+const SUPERSCRIPTS: [char; 10] = ['⁰', '¹', '²', '³', '⁴', '⁵', '⁶', '⁷', '⁸', '⁹'];
+
+/// `10` raised to `e`, written with superscript digits: `10²`, `10⁻³`.
+fn power_of_ten(e: i32) -> String {
+    let mut out = String::from("10");
+    if e < 0 {
+        out.push('⁻');
+    }
+    for d in e.unsigned_abs().to_string().bytes() {
+        out.push(SUPERSCRIPTS[(d - b'0') as usize]);
+    }
+    out
+}
+
+/// A tick label for a log axis. On an axis spanning `decades` of at least 3, powers of ten read
+/// `10ⁿ`, other values `m×10ⁿ`; on a narrower one, and always between 0.01 and 1000, plain
+/// numbers with at most three significant digits (`20`, `2.5`), never `1000000000.0`.
+pub fn log_tick_label(v: f64, decades: f64) -> String {
+    if !v.is_finite() || v <= 0.0 {
+        return String::new();
+    }
+    let e = v.log10().floor() as i32;
+    let m = v / 10f64.powi(e);
+    let exact = (m - m.round()).abs() < 1e-6;
+    if (-2..3).contains(&e) && !(decades >= 3.0 && exact && m.round() as i64 == 1 && e != 0) {
+        let digits = (2 - e).clamp(0, 4) as usize;
+        let t = format!("{v:.digits$}");
+        return if t.contains('.') {
+            t.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            t
+        };
+    }
+    match (exact, m.round() as i64) {
+        (true, 1) => power_of_ten(e),
+        (true, m) => format!("{m}×{}", power_of_ten(e)),
+        _ => format!("{m:.1}×{}", power_of_ten(e)),
+    }
+}
+
+/// A tick label for a linear axis: no trailing zeros.
+fn linear_tick_label(v: f64) -> String {
+    let t = format!("{v:.4}");
+    let t = t.trim_end_matches('0').trim_end_matches('.');
+    if t == "-0" {
+        "0".into()
+    } else {
+        t.to_string()
+    }
+}
+
 struct Lines<'a> {
     title: &'a str,
     x_label: &'a str,
     y_label: &'a str,
     series: &'a [Series],
-    log_y: bool,
+    axis: Axis,
     reference: Option<&'a Reference>,
 }
 
@@ -334,38 +408,93 @@ const PALETTE: [RGBColor; 8] = [
 ];
 
 macro_rules! draw_lines {
-    ($self:expr, $root:expr, $y_range:expr, $xs:expr) => {{
+    ($self:expr, $root:expr, $side:expr, $y_range:expr, $xs:expr, $decades:expr) => {{
         let mut chart = ChartBuilder::on($root)
-            .caption($self.title, ("sans-serif", 24))
+            .caption($self.title, ("sans-serif", 22))
             .margin(16)
             .x_label_area_size(48)
             .y_label_area_size(80)
             .build_cartesian_2d($xs.clone(), $y_range)
             .map_err(|e| e.to_string())?;
+        let integer_x = $self.axis.integer_x();
+        let log_y = $self.axis.log_y();
+        // Integer ticks for layer counts: one label per whole number, or every second one.
+        let span = ($xs.end - $xs.start).max(1.0);
+        let x_ticks = if integer_x {
+            (span.ceil() as usize + 1).min(40)
+        } else {
+            10
+        };
+        let x_fmt = move |x: &f64| {
+            if integer_x {
+                if (x - x.round()).abs() < 1e-6 {
+                    format!("{}", x.round() as i64)
+                } else {
+                    String::new()
+                }
+            } else {
+                linear_tick_label(*x)
+            }
+        };
+        let decades: f64 = $decades;
+        let y_fmt = move |y: &f64| {
+            if log_y {
+                log_tick_label(*y, decades)
+            } else {
+                linear_tick_label(*y)
+            }
+        };
         chart
             .configure_mesh()
             .x_desc($self.x_label)
             .y_desc($self.y_label)
+            .x_labels(x_ticks)
+            .x_label_formatter(&x_fmt)
+            .y_label_formatter(&y_fmt)
             .label_style(("sans-serif", 14))
             .axis_desc_style(("sans-serif", 16))
             .light_line_style(WHITE.mix(0.0))
             .draw()
             .map_err(|e| e.to_string())?;
+        let n_series = $self.series.len();
         for (k, s) in $self.series.iter().enumerate() {
             let color = PALETTE[k % PALETTE.len()];
+            let usable = |y: f64| y.is_finite() && (!log_y || y > 0.0);
+            // On a count axis, series sit side by side around each whole number (dodged), so
+            // equal values and their error bars do not hide one another.
+            let dx = if integer_x && n_series > 1 {
+                (k as f64 - (n_series - 1) as f64 / 2.0) * (0.3 / n_series as f64).min(0.08)
+            } else {
+                0.0
+            };
             let pts: Vec<(f64, f64)> = s
                 .points
                 .iter()
-                .copied()
-                .filter(|p| p.1.is_finite() && (!$self.log_y || p.1 > 0.0))
+                .map(|p| (p.0 + dx, p.1))
+                .filter(|p| usable(p.1))
                 .collect();
+            if s.ci.len() == s.points.len() {
+                // An error bar: the interval as a vertical line with short caps.
+                let cap = span * 0.006;
+                let bars = s
+                    .points
+                    .iter()
+                    .zip(&s.ci)
+                    .filter(|(p, c)| usable(p.1) && usable(c[0]) && usable(c[1]))
+                    .flat_map(|(p, c)| {
+                        let x = p.0 + dx;
+                        [
+                            vec![(x, c[0]), (x, c[1])],
+                            vec![(x - cap, c[0]), (x + cap, c[0])],
+                            vec![(x - cap, c[1]), (x + cap, c[1])],
+                        ]
+                    })
+                    .map(|path| PathElement::new(path, color.mix(0.7).stroke_width(1)));
+                chart.draw_series(bars).map_err(|e| e.to_string())?;
+            }
             chart
                 .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                .map_err(|e| e.to_string())?
-                .label(s.name.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
+                .map_err(|e| e.to_string())?;
             chart
                 .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
                 .map_err(|e| e.to_string())?;
@@ -373,24 +502,58 @@ macro_rules! draw_lines {
         if let Some(r) = $self.reference {
             let (x0, x1) = ($xs.start, $xs.end);
             chart
-                .draw_series(LineSeries::new(
+                .draw_series(DashedLineSeries::new(
                     vec![(x0, r.y), (x1, r.y)],
-                    BLACK.mix(0.6).stroke_width(1),
+                    8,
+                    5,
+                    BLACK.mix(0.8).stroke_width(2),
                 ))
-                .map_err(|e| e.to_string())?
-                .label(r.label.clone())
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.6)));
+                .map_err(|e| e.to_string())?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .label_font(("sans-serif", 14))
-            .draw()
-            .map_err(|e| e.to_string())?;
+        draw_legend($side, $self.series, $self.reference).map_err(|e| e.to_string())?;
         Ok(())
     }};
+}
+
+/// Width of the legend panel to the right of a line chart, so the legend never hides data.
+const LEGEND_W: u32 = 210;
+
+/// The legend of a line chart in its own panel: one entry per series, then the reference line.
+fn draw_legend<DB: DrawingBackend>(
+    side: &DrawingArea<DB, Shift>,
+    series: &[Series],
+    reference: Option<&Reference>,
+) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let font = ("sans-serif", 14).into_font().color(&BLACK);
+    let mut y = 64;
+    for (k, s) in series.iter().enumerate() {
+        let color = PALETTE[k % PALETTE.len()];
+        side.draw(&PathElement::new(
+            vec![(4, y), (30, y)],
+            color.stroke_width(2),
+        ))?;
+        side.draw(&Circle::new((17, y), 3, color.filled()))?;
+        side.draw(&Text::new(s.name.clone(), (38, y - 8), font.clone()))?;
+        y += 24;
+    }
+    if let Some(r) = reference {
+        for x in [4, 16] {
+            side.draw(&PathElement::new(
+                vec![(x, y), (x + 8, y)],
+                BLACK.mix(0.8).stroke_width(2),
+            ))?;
+        }
+        side.draw(&Text::new(r.label.clone(), (38, y - 8), font.clone()))?;
+        y += 24;
+    }
+    if series.iter().any(|s| !s.ci.is_empty()) {
+        side.draw(&PathElement::new(
+            vec![(17, y - 8), (17, y + 8)],
+            BLACK.stroke_width(1),
+        ))?;
+        side.draw(&Text::new("95% interval", (38, y - 8), font))?;
+    }
+    Ok(())
 }
 
 impl Chart for Lines<'_> {
@@ -398,11 +561,18 @@ impl Chart for Lines<'_> {
         &self,
         root: &DrawingArea<DB, Shift>,
     ) -> std::result::Result<(), String> {
+        let log_y = self.axis.log_y();
+        let (main, side) = root.split_horizontally(WIDTH - LEGEND_W);
         let pts = || self.series.iter().flat_map(|s| s.points.iter().copied());
         let xs: Vec<f64> = pts().map(|p| p.0).collect();
+        let bounds = self
+            .series
+            .iter()
+            .flat_map(|s| s.ci.iter().flat_map(|c| c.iter().copied()));
         let mut ys: Vec<f64> = pts()
             .map(|p| p.1)
-            .filter(|y| y.is_finite() && (!self.log_y || *y > 0.0))
+            .chain(bounds)
+            .filter(|y| y.is_finite() && (!log_y || *y > 0.0))
             .collect();
         if let Some(r) = self.reference {
             ys.push(r.y);
@@ -414,17 +584,23 @@ impl Chart for Lines<'_> {
         } else {
             (x0 - 1.0, x0 + 1.0)
         };
-        let pad = (x1 - x0) * 0.03;
+        // Room for the dodged series and their error bars on a count axis.
+        let pad = if self.axis.integer_x() {
+            ((x1 - x0) * 0.03).max(0.3)
+        } else {
+            (x1 - x0) * 0.03
+        };
         let xr = (x0 - pad)..(x1 + pad);
         let y0 = ys.iter().copied().fold(f64::MAX, f64::min);
         let y1 = ys.iter().copied().fold(f64::MIN, f64::max);
-        if self.log_y {
+        if log_y {
             let (y0, y1) = if y0 < y1 {
-                (y0 / 1.3, y1 * 1.3)
+                (y0 / 1.6, y1 * 1.3)
             } else {
                 (y0 / 2.0, y0 * 2.0)
             };
-            draw_lines!(self, root, (y0..y1).log_scale(), xr)
+            let decades = (y1 / y0).log10();
+            draw_lines!(self, &main, &side, (y0..y1).log_scale(), xr, decades)
         } else {
             let (y0, y1) = if y0 < y1 {
                 (y0, y1)
@@ -432,19 +608,20 @@ impl Chart for Lines<'_> {
                 (y0 - 1.0, y0 + 1.0)
             };
             let p = (y1 - y0) * 0.05;
-            draw_lines!(self, root, (y0 - p)..(y1 + p), xr)
+            draw_lines!(self, &main, &side, (y0 - p)..(y1 + p), xr, 0.0)
         }
     }
 }
 
-/// A line chart, one line per series, optionally with a log y axis and a reference line.
+/// A line chart, one line per series (with error bars where a series has intervals), with the
+/// axes `axis` and an optional reference line.
 pub fn line_chart(
     stem: &Path,
     title: &str,
     x_label: &str,
     y_label: &str,
     series: &[Series],
-    log_y: bool,
+    axis: Axis,
     reference: Option<&Reference>,
 ) -> Result<Vec<PathBuf>> {
     if series.iter().all(|s| s.points.is_empty()) {
@@ -460,7 +637,7 @@ pub fn line_chart(
             x_label,
             y_label,
             series,
-            log_y,
+            axis,
             reference,
         },
     )
@@ -469,6 +646,21 @@ pub fn line_chart(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_ticks_read_as_powers_of_ten() {
+        assert_eq!(log_tick_label(1e9, 8.0), "10⁹");
+        assert_eq!(log_tick_label(1000.0, 1.0), "10³");
+        assert_eq!(log_tick_label(20000.0, 8.0), "2×10⁴");
+        assert_eq!(log_tick_label(20.0, 8.0), "20");
+        assert_eq!(log_tick_label(100.0, 8.0), "10²");
+        assert_eq!(log_tick_label(100.0, 1.0), "100");
+        assert_eq!(log_tick_label(10.0, 8.0), "10¹");
+        assert_eq!(log_tick_label(2.5, 1.0), "2.5");
+        assert_eq!(log_tick_label(0.001, 1.0), "10⁻³");
+        assert_eq!(linear_tick_label(0.5), "0.5");
+        assert_eq!(linear_tick_label(3.0), "3");
+    }
 
     #[test]
     fn writes_png_and_svg() {
@@ -495,6 +687,7 @@ mod tests {
         let s = vec![Series {
             name: "greedy".into(),
             points: vec![(0.0, 10.0), (1.0, 12.0), (2.0, 30.0)],
+            ci: vec![[9.0, 11.0], [11.0, 13.0], [20.0, 40.0]],
         }];
         let r = Reference {
             label: "dense".into(),
@@ -506,7 +699,7 @@ mod tests {
             "layers removed",
             "perplexity",
             &s,
-            true,
+            Axis::LogCounts,
             Some(&r),
         )
         .unwrap();

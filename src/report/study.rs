@@ -1,8 +1,12 @@
 //! The study as Markdown: `report.md` for a sweep, and the evaluation section that a pruned
 //! checkpoint's model card carries. Rendering only: the numbers and generations come in.
 
-use crate::sweep::{Measured, Sweep, SweepRow};
+use crate::eval::Interval;
+use crate::sweep::{EvalSet, Measured, Sweep, SweepRow};
 use std::fmt::Write;
+
+/// Fewer evaluation windows than this make a bootstrap interval rough; the report says so.
+pub const FEW_WINDOWS: usize = 20;
 
 /// The prompts `report` generates from unless given others.
 pub const DEFAULT_PROMPTS: [&str; 4] = [
@@ -50,6 +54,29 @@ fn pct(x: f64) -> String {
     format!("{:.1}%", 100.0 * x)
 }
 
+/// ` [lo, hi]` with `digits` decimals, or nothing when there is no interval.
+fn ci(i: Option<Interval>, digits: usize) -> String {
+    i.map(|c| format!(" [{:.digits$}, {:.digits$}]", c[0], c[1]))
+        .unwrap_or_default()
+}
+
+/// A share and its interval, in percent.
+fn pct_ci(x: f64, i: Option<Interval>) -> String {
+    format!(
+        "{}{}",
+        pct(x),
+        ci(i.map(|c| [100.0 * c[0], 100.0 * c[1]]), 1)
+    )
+}
+
+/// A slice of text in words.
+fn describe(e: &EvalSet) -> String {
+    format!(
+        "`{}`, {} windows of {} tokens from token {} ({} scored tokens)",
+        e.file, e.windows, e.ctx, e.offset_tokens, e.scored_tokens
+    )
+}
+
 fn millions(p: u64) -> String {
     format!("{:.1}M", p as f64 / 1e6)
 }
@@ -61,55 +88,204 @@ fn cell(s: &str) -> String {
         .replace('\n', "<br>")
 }
 
-/// The results table: one row per strategy and count (the dense row once).
+/// The results table: one row per strategy and count (the dense row once), each figure with its
+/// 95% interval.
 pub fn results_table(s: &Sweep) -> String {
     let healed = s.heal.is_some();
+    let tasks = s.tasks.is_some();
+    let stable = s.resamples.is_some();
     let mut t = String::new();
-    t.push_str("| strategy | layers removed | removed (`--drop`) | parameters | perplexity | KL to dense | top-1 agreement |");
+    t.push_str("| strategy | layers removed | removed (`--drop`) | parameters | perplexity | Δ vs dense | KL to dense | top-1 agreement |");
+    if s.select.is_some() {
+        t.push_str(" validation perplexity |");
+    }
     if healed {
         t.push_str(" healed perplexity | healed KL | healed top-1 |");
     }
-    t.push('\n');
-    t.push_str("|---|---:|---|---:|---:|---:|---:|");
-    if healed {
-        t.push_str("---:|---:|---:|");
+    if tasks {
+        t.push_str(" acc | acc_norm |");
+    }
+    if stable {
+        t.push_str(" same choice | overlap |");
     }
     t.push('\n');
-    let _ = writeln!(
+    t.push_str("|---|---:|---|---:|---:|---:|---:|---:|");
+    let extra = usize::from(s.select.is_some())
+        + 3 * usize::from(healed)
+        + 2 * usize::from(tasks)
+        + 2 * usize::from(stable);
+    t.push_str(&"---:|".repeat(extra));
+    t.push('\n');
+    let blank = |n: usize| " |".repeat(n);
+    let _ = write!(
         t,
-        "| dense | 0 | – | {} | {:.3} | 0 | 100% |{}",
+        "| dense | 0 | – | {} | {:.3}{} | – | 0 | 100% |",
         millions(s.dense_params),
         s.dense_perplexity,
-        if healed { " | | |" } else { "" }
+        ci(s.dense_perplexity_ci, 3),
     );
+    if s.select.is_some() {
+        let v = s
+            .rows
+            .iter()
+            .find(|r| r.k == 0)
+            .and_then(|r| r.select_perplexity);
+        let _ = write!(t, " {} |", v.map(|v| format!("{v:.3}")).unwrap_or_default());
+    }
+    t.push_str(&blank(3 * usize::from(healed)));
+    if let Some(task) = &s.tasks {
+        let _ = write!(
+            t,
+            " {}{} | {}{} |",
+            format_args!("{:.3}", task.dense.acc),
+            ci(Some(task.dense.acc_ci), 3),
+            format_args!("{:.3}", task.dense.acc_norm),
+            ci(Some(task.dense.acc_norm_ci), 3)
+        );
+    }
+    t.push_str(&blank(2 * usize::from(stable)));
+    t.push('\n');
     for r in s.rows.iter().filter(|r| r.k > 0) {
         let m = &r.measured;
         let _ = write!(
             t,
-            "| {} | {} | `{}` | {} ({}) | {:.3} | {:.4} | {} |",
+            "| {} | {} | `{}` | {} ({}) | {:.3}{} | {} | {:.4}{} | {} |",
             r.strategy,
             r.k,
             r.drop,
             millions(r.params),
             pct(r.params_kept),
             m.perplexity,
+            ci(m.perplexity_ci, 3),
+            r.ppl_vs_dense
+                .map(|d| format!("{:+.3}{}", d.estimate, ci(Some(d.ci), 3)))
+                .unwrap_or_default(),
             m.mean_kl,
-            pct(m.top1_agreement)
+            ci(m.mean_kl_ci, 4),
+            pct_ci(m.top1_agreement, m.top1_agreement_ci)
         );
+        if s.select.is_some() {
+            let _ = write!(
+                t,
+                " {} |",
+                r.select_perplexity
+                    .map(|v| format!("{v:.3}"))
+                    .unwrap_or_default()
+            );
+        }
         if let Some(h) = &r.healed {
             let _ = write!(
                 t,
-                " {:.3} | {:.4} | {} |",
+                " {:.3}{} | {:.4}{} | {} |",
                 h.perplexity,
+                ci(h.perplexity_ci, 3),
                 h.mean_kl,
-                pct(h.top1_agreement)
+                ci(h.mean_kl_ci, 4),
+                pct_ci(h.top1_agreement, h.top1_agreement_ci)
             );
         } else if healed {
-            t.push_str(" | | |");
+            t.push_str(&blank(3));
+        }
+        if tasks {
+            match &r.tasks {
+                Some(c) => {
+                    let _ = write!(
+                        t,
+                        " {:.3}{} | {:.3}{} |",
+                        c.acc,
+                        ci(Some(c.acc_ci), 3),
+                        c.acc_norm,
+                        ci(Some(c.acc_norm_ci), 3)
+                    );
+                }
+                None => t.push_str(&blank(2)),
+            }
+        }
+        if stable {
+            match &r.stability {
+                Some(c) => {
+                    let _ = write!(t, " {} | {:.2} |", pct(c.same), c.overlap);
+                }
+                None => t.push_str(&blank(2)),
+            }
         }
         t.push('\n');
     }
     t
+}
+
+/// The best choice at each count, how it was chosen and whether the runner-up can be told apart.
+fn summary(s: &Sweep, t: &mut String) {
+    if s.select.is_some() {
+        t.push_str(
+            "\"Best\" is the lowest perplexity on the **validation** slice at each count (healed, \
+             when healed); the figures below are its perplexity on the separate **evaluation** \
+             slice, so the choice is not made on the text that measures it. Brackets are 95% \
+             intervals from a bootstrap over evaluation windows; \"runner-up\" is the next-best \
+             strategy that removes different layers, and its gap to the best is a paired \
+             bootstrap over the same windows.\n\n",
+        );
+    } else {
+        t.push_str(
+            "\"Best\" is the lowest perplexity on the evaluation text at each count: this sweep \
+             was written before validation slices existed, so the choice is made on the same \
+             text that measures it.\n\n",
+        );
+    }
+    let mut tied = Vec::new();
+    for k in s.counts.iter().filter(|&&k| k > 0) {
+        let Some(b) = s.best.get(&k.to_string()) else {
+            continue;
+        };
+        let _ = write!(
+            t,
+            "- {k} removed: **{}** (`{}`), perplexity {:.2}{}",
+            b.strategy,
+            b.drop,
+            b.perplexity,
+            ci(b.perplexity_ci, 2)
+        );
+        if let Some(v) = b.select_perplexity.filter(|_| s.select.is_some()) {
+            let _ = write!(t, " (validation {v:.2})");
+        }
+        match &b.runner_up {
+            Some(u) => {
+                let d = &u.difference;
+                let _ = write!(
+                    t,
+                    "; runner-up {} (`{}`) {:+.2}{}",
+                    u.strategy,
+                    u.drop,
+                    d.estimate,
+                    ci(Some(d.ci), 2)
+                );
+                if d.separates() && d.estimate < 0.0 {
+                    // Chosen on validation text, beaten on evaluation text: the choice did not
+                    // carry over, which is what choosing on held-out text can reveal.
+                    t.push_str(
+                        ", lower on the evaluation slice: the validation choice did not carry over",
+                    );
+                } else if d.separates() {
+                    t.push_str(", a real gap at this sample size");
+                } else {
+                    t.push_str(", **cannot be told apart at this sample size**");
+                    tied.push(format!("{k} ({} vs {})", b.strategy, u.strategy));
+                }
+            }
+            None => t.push_str("; every strategy chose the same layers"),
+        }
+        t.push('\n');
+    }
+    if !tied.is_empty() {
+        let _ = writeln!(
+            t,
+            "\nAt {} layers removed the best and the runner-up are within the noise of {} \
+             evaluation windows: more evaluation text, not this table, would have to decide.",
+            tied.join(", "),
+            s.eval.windows
+        );
+    }
+    t.push('\n');
 }
 
 /// The evaluation section for a model card: the setting and the best choice at each count.
@@ -119,20 +295,25 @@ pub fn evaluation_section(s: &Sweep, checkpoints: &[Checkpoint]) -> String {
         t,
         "Measured by `depthprune sweep` on `{}`: {} windows of {} tokens from token {} ({} scored tokens). \
          KL is KL(dense ‖ pruned) per token in nats; top-1 agreement is the share of tokens where both \
-         models rank the same token first. The dense model's perplexity is {:.3}.\n",
-        s.eval.file, s.eval.windows, s.eval.ctx, s.eval.offset_tokens, s.eval.scored_tokens, s.dense_perplexity
+         models rank the same token first. The dense model's perplexity is {:.3}{}. Brackets are 95% \
+         intervals from a bootstrap over the evaluation windows.\n",
+        s.eval.file, s.eval.windows, s.eval.ctx, s.eval.offset_tokens, s.eval.scored_tokens, s.dense_perplexity,
+        ci(s.dense_perplexity_ci, 3)
     );
     if !checkpoints.is_empty() {
         t.push_str("| checkpoint | parameters | perplexity | KL to dense | top-1 agreement |\n|---|---:|---:|---:|---:|\n");
         for c in checkpoints {
+            let m = &c.measured;
             let _ = writeln!(
                 t,
-                "| {} | {} | {:.3} | {:.4} | {} |",
+                "| {} | {} | {:.3}{} | {:.4}{} | {} |",
                 c.label,
                 millions(c.params),
-                c.measured.perplexity,
-                c.measured.mean_kl,
-                pct(c.measured.top1_agreement)
+                m.perplexity,
+                ci(m.perplexity_ci, 3),
+                m.mean_kl,
+                ci(m.mean_kl_ci, 4),
+                pct_ci(m.top1_agreement, m.top1_agreement_ci)
             );
         }
         t.push('\n');
@@ -168,21 +349,65 @@ pub fn render(s: &Sweep, parts: &ReportParts<'_>) -> String {
          `greedy` removes layers one at a time by calibration perplexity (SLEB); `last` removes \
          the last layers before the final one (a baseline).\n\n",
     );
+    t.push_str("Three disjoint slices of text:\n\n");
     match &s.calibration {
         Some(c) => {
             let _ = writeln!(
                 t,
-                "- Calibration: `{}`, {} windows of {} tokens from token {} (angular distance on {} tokens).",
+                "- Calibration (scores the layers): `{}`, {} windows of {} tokens from token {} (angular distance on {} tokens).",
                 c.file, c.samples, c.ctx, c.offset_tokens, c.tokens
             );
         }
         None => t.push_str("- Calibration: none (the strategies need no text).\n"),
     }
+    if let Some(v) = &s.select {
+        let _ = writeln!(
+            t,
+            "- Validation (chooses the best removal at each count): {}.",
+            describe(v)
+        );
+    }
     let _ = writeln!(
         t,
-        "- Evaluation: `{}`, {} windows of {} tokens from token {} ({} scored tokens).",
-        s.eval.file, s.eval.windows, s.eval.ctx, s.eval.offset_tokens, s.eval.scored_tokens
+        "- Evaluation (measures every cell): {}.",
+        describe(&s.eval)
     );
+    if let Some(b) = &s.bootstrap {
+        let _ = writeln!(
+            t,
+            "- Intervals: 95% percentile intervals from a bootstrap over the {} evaluation windows \
+             ({} resamples, seed {}); differences are paired (the same windows drawn for both sides). \
+             They measure how the figures vary across windows of this text, not across other texts.{}",
+            s.eval.windows,
+            b.resamples,
+            b.seed,
+            if s.eval.windows < FEW_WINDOWS {
+                format!(
+                    " With only {} windows the intervals are rough and tend to be too narrow; \
+                     use at least {FEW_WINDOWS} (`--eval-samples`) for figures to cite.",
+                    s.eval.windows
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    if let Some(k) = s.resamples {
+        let _ = writeln!(
+            t,
+            "- Stability: each strategy also scored on {k} bootstrap resamples of the calibration \
+             windows; \"same choice\" is the share of resamples that remove exactly the same layers, \
+             \"overlap\" their mean Jaccard overlap with the chosen layers."
+        );
+    }
+    if let Some(task) = &s.tasks {
+        let _ = writeln!(
+            t,
+            "- Zero-shot: `{}`, {} questions scored by log-likelihood (acc and acc_norm as \
+             `eval --tasks`), intervals by a bootstrap over questions.",
+            task.file, task.questions
+        );
+    }
     if let Some(h) = &s.heal {
         let _ = writeln!(
             t,
@@ -196,56 +421,47 @@ pub fn render(s: &Sweep, parts: &ReportParts<'_>) -> String {
         t.push_str("\n\n");
     }
     t.push_str("## Summary\n\n");
-    t.push_str(
-        "\"Best\" is the lowest perplexity on the evaluation text at each count, so the choice is \
-         made on the same text that measures it; for an unbiased figure, measure the chosen \
-         removal on further held-out text.\n\n",
-    );
     if let Some(r) = parts.chosen {
         let m = r.healed.unwrap_or(r.measured);
         let _ = writeln!(
             t,
             "Best at {} layers removed: **{}**, `--drop {}` (removed {:?}); {} of the parameters kept; \
-             perplexity {:.3} against {:.3} dense{}; KL {:.4} nats; top-1 agreement {}.\n",
+             perplexity {:.3}{} against {:.3}{} dense{}; KL {:.4}{} nats; top-1 agreement {}.\n",
             parts.k,
             r.strategy,
             r.drop,
             r.removed,
             pct(r.params_kept),
             m.perplexity,
+            ci(m.perplexity_ci, 3),
             s.dense_perplexity,
+            ci(s.dense_perplexity_ci, 3),
             if r.healed.is_some() {
                 format!(" (unhealed {:.3})", r.measured.perplexity)
             } else {
                 String::new()
             },
             m.mean_kl,
-            pct(m.top1_agreement)
+            ci(m.mean_kl_ci, 4),
+            pct_ci(m.top1_agreement, m.top1_agreement_ci)
         );
     }
-    for k in s.counts.iter().filter(|&&k| k > 0) {
-        if let Some(r) = s.best_at(*k) {
-            let m = r.healed.unwrap_or(r.measured);
-            let _ = writeln!(
-                t,
-                "- {k} removed: {} (`{}`), perplexity {:.2}",
-                r.strategy, r.drop, m.perplexity
-            );
-        }
-    }
-    t.push('\n');
+    summary(s, &mut t);
     if !parts.checkpoints.is_empty() {
         t.push_str("## Written checkpoints\n\n| checkpoint | path | parameters | perplexity | KL to dense | top-1 agreement |\n|---|---|---:|---:|---:|---:|\n");
         for c in parts.checkpoints {
+            let m = &c.measured;
             let _ = writeln!(
                 t,
-                "| {} | `{}` | {} | {:.3} | {:.4} | {} |",
+                "| {} | `{}` | {} | {:.3}{} | {:.4}{} | {} |",
                 c.label,
                 c.path,
                 millions(c.params),
-                c.measured.perplexity,
-                c.measured.mean_kl,
-                pct(c.measured.top1_agreement)
+                m.perplexity,
+                ci(m.perplexity_ci, 3),
+                m.mean_kl,
+                ci(m.mean_kl_ci, 4),
+                pct_ci(m.top1_agreement, m.top1_agreement_ci)
             );
         }
         t.push('\n');

@@ -19,8 +19,10 @@
 
 pub mod cosine;
 pub mod healed;
+pub mod resample;
 pub mod run;
 pub mod scores;
 
+pub use resample::resample_windows;
 pub use run::{calibration_windows, score, ReuseTiming, ScoreOptions, ScoreOutcome, TokenSel};
 pub use scores::{Calibration, HealedStep, LayerScores, Metric};

@@ -4,6 +4,7 @@
 
 pub mod removal;
 mod spec;
+pub mod stability;
 pub mod strategy;
 
 pub use removal::{format_ranges, to_ranges, LayerMap, Removal, RemovalSummary};

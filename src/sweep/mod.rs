@@ -6,20 +6,34 @@
 //! ([`DenseCache`]); each virtual prune restarts at the first layer it removes, or the first layer
 //! healing changed, so the grid costs a fraction of one full forward per cell. Identical removals
 //! chosen by different strategies are measured once.
+//!
+//! Every cell is measured on two slices of text (issue 15): the validation slice, on which the
+//! best choice at each count is made ([`best`]), and the evaluation slice, which reports it with
+//! 95% intervals from a seeded bootstrap over windows and paired differences against the dense
+//! model and between the best and the runner-up. Optional columns: zero-shot accuracy
+//! ([`tasks`]) and the stability of each choice under resampled calibration text.
 
+pub mod best;
 pub mod cache;
 mod spec;
+pub mod tasks;
 
+pub use best::{Best, RunnerUp};
 pub use cache::{cache_bytes, DenseCache};
 pub use spec::{parse_counts, StrategySpec};
+pub use tasks::TaskCell;
 
 use crate::arch::ParamCounts;
-use crate::error::Result;
-use crate::eval::{score_hidden, ReferenceLogProbs, Totals};
+use crate::error::{Error, Result};
+use crate::eval::{
+    score_encoded, score_hidden_windows, Bootstrap, Difference, EncodedItem, Interval,
+    ReferenceLogProbs, TaskOpts, Totals,
+};
 use crate::heal::{self, HealOptions, Overlay};
 use crate::model::{DecoderLayer, Model, WeightSource};
 use crate::progress::{Progress, Silent};
 use crate::score::{Calibration, LayerScores};
+use crate::select::stability::{chosen_sets, ChoiceStability, LayerStability};
 use crate::select::strategy::{choose, Amount, Protect};
 use crate::select::{format_ranges, Removal};
 use serde::{Deserialize, Serialize};
@@ -28,10 +42,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The largest dense log-probability table kept for the whole sweep (rows × vocabulary × 4 bytes).
+/// The largest dense log-probability table kept for the whole sweep (rows × vocabulary × 4 bytes),
+/// on the evaluation slice.
 pub const REFERENCE_MAX_BYTES: u64 = 2 << 30;
 
-/// Perplexity and divergence from the dense model on the evaluation windows.
+/// Perplexity and divergence from the dense model on the evaluation windows, with 95% intervals
+/// from a bootstrap over the windows (absent in sweeps written before intervals existed).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Measured {
     pub perplexity: f64,
@@ -39,15 +55,48 @@ pub struct Measured {
     pub mean_kl: f64,
     /// Share of scored tokens where the pruned model's top token is the dense model's.
     pub top1_agreement: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perplexity_ci: Option<Interval>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_kl_ci: Option<Interval>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top1_agreement_ci: Option<Interval>,
 }
 
-impl From<Totals> for Measured {
-    fn from(t: Totals) -> Self {
+impl Measured {
+    /// Figures without intervals.
+    pub fn point(perplexity: f64, mean_kl: f64, top1_agreement: f64) -> Self {
+        Measured {
+            perplexity,
+            mean_kl,
+            top1_agreement,
+            perplexity_ci: None,
+            mean_kl_ci: None,
+            top1_agreement_ci: None,
+        }
+    }
+
+    /// The figures of per-window sums, with bootstrap intervals over the windows.
+    pub fn from_windows(windows: &[Totals], boot: &Bootstrap) -> Self {
+        let mut t = Totals::default();
+        for w in windows {
+            t.add(*w);
+        }
+        let ci = boot.totals(windows);
         Measured {
             perplexity: t.perplexity(),
             mean_kl: t.mean_kl(),
             top1_agreement: t.top1_agreement(),
+            perplexity_ci: Some(ci.perplexity),
+            mean_kl_ci: Some(ci.mean_kl),
+            top1_agreement_ci: Some(ci.top1_agreement),
         }
+    }
+}
+
+impl From<Totals> for Measured {
+    fn from(t: Totals) -> Self {
+        Measured::point(t.perplexity(), t.mean_kl(), t.top1_agreement())
     }
 }
 
@@ -67,17 +116,33 @@ pub struct SweepRow {
     pub params_kept: f64,
     #[serde(flatten)]
     pub measured: Measured,
+    /// Perplexity on the validation slice, the figure the best choice is made on.
+    #[serde(default)]
+    pub select_perplexity: Option<f64>,
+    /// Evaluation perplexity minus the dense model's, with a paired interval over the windows.
+    #[serde(default)]
+    pub ppl_vs_dense: Option<Difference>,
     /// With `--heal`: the same removal with the least-squares maps folded in.
     pub healed: Option<Measured>,
+    /// With `--heal`: the healed removal's perplexity on the validation slice.
+    #[serde(default)]
+    pub healed_select_perplexity: Option<f64>,
     /// With `--heal`: the relative residual of each block's fit.
     pub heal_residuals: Option<Vec<f64>>,
     /// With `--heal`: what each block got, `A..B:objective` or `A..B:unhealed` when validation
     /// found no map better than none.
     #[serde(default)]
     pub heal_choices: Option<Vec<String>>,
+    /// With `--tasks`: zero-shot accuracy (unhealed).
+    #[serde(default)]
+    pub tasks: Option<TaskCell>,
+    /// With `--resamples`: how often resampled calibration text picks the same layers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stability: Option<ChoiceStability>,
 }
 
-/// The evaluation set, in words and numbers.
+/// A slice of text, in words and numbers: the evaluation set, or the validation set the best
+/// choices are made on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalSet {
     pub file: String,
@@ -88,14 +153,6 @@ pub struct EvalSet {
     pub scored_tokens: usize,
 }
 
-/// The best choice at one count.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Best {
-    pub strategy: String,
-    pub drop: String,
-    pub perplexity: f64,
-}
-
 /// Everything a sweep measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sweep {
@@ -103,83 +160,193 @@ pub struct Sweep {
     pub n_layers: usize,
     pub dense_params: u64,
     pub dense_perplexity: f64,
+    #[serde(default)]
+    pub dense_perplexity_ci: Option<Interval>,
     pub eval: EvalSet,
+    /// The validation slice the best choice at each count is made on (absent in sweeps written
+    /// before it existed, whose choices were made on the evaluation slice).
+    #[serde(default)]
+    pub select: Option<EvalSet>,
     pub calibration: Option<Calibration>,
+    /// The bootstrap behind every interval.
+    #[serde(default)]
+    pub bootstrap: Option<Bootstrap>,
+    /// With `--tasks`: the task file and how many questions.
+    #[serde(default)]
+    pub tasks: Option<TaskSet>,
+    /// With `--resamples`: calibration resamples per strategy.
+    #[serde(default)]
+    pub resamples: Option<usize>,
+    /// With `--resamples`: per-layer score stability of each criterion that reads text, choosing
+    /// as many layers as the report's count.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layer_stability: Vec<(String, LayerStability)>,
     pub strategies: Vec<String>,
     pub counts: Vec<usize>,
     pub protect: Protect,
     /// The healing settings, when the sweep healed.
     pub heal: Option<serde_json::Value>,
     pub rows: Vec<SweepRow>,
-    /// The lowest-perplexity choice (healed, when healed) at each count above 0, keyed by the
-    /// count.
+    /// The choice with the lowest validation perplexity (healed, when healed) at each count
+    /// above 0, keyed by the count, with its evaluation figures and the runner-up.
     pub best: BTreeMap<String, Best>,
     /// The scores behind each strategy, in the order of `strategies`.
     pub scores: Vec<LayerScores>,
     pub seconds: f64,
 }
 
+/// The task file behind the accuracy columns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskSet {
+    pub file: String,
+    pub questions: usize,
+    /// The dense model's accuracy.
+    pub dense: TaskCell,
+}
+
 impl Sweep {
-    /// The row with the lowest perplexity (healed, when healed) at `k` layers removed.
+    /// The row chosen at `k` layers removed: lowest validation perplexity (healed, when healed).
     pub fn best_at(&self, k: usize) -> Option<&SweepRow> {
-        let key = |r: &SweepRow| r.healed.unwrap_or(r.measured).perplexity;
-        self.rows
-            .iter()
-            .filter(|r| r.k == k && r.k > 0)
-            .min_by(|a, b| key(a).total_cmp(&key(b)))
+        best::best_at(&self.rows, k)
     }
+}
+
+/// Questions to score each removal on.
+pub struct TaskPlan<'a> {
+    pub file: String,
+    pub items: &'a [EncodedItem],
+    pub opts: TaskOpts,
 }
 
 /// What to sweep.
 pub struct SweepPlan<'a> {
     /// Each strategy with its scores on the calibration set.
     pub strategies: Vec<(StrategySpec, LayerScores)>,
+    /// For each strategy (same order), its scores on resampled calibration windows; empty for
+    /// none.
+    pub resampled: Vec<Vec<LayerScores>>,
     /// Numbers of layers to remove (0 is the dense model).
     pub counts: Vec<usize>,
     pub protect: Protect,
     /// Heal each removal, fitting on these calibration tokens.
     pub heal: Option<(HealOptions, &'a [u32])>,
     pub eval: EvalSet,
+    pub select: EvalSet,
     pub calibration: Option<Calibration>,
+    pub tasks: Option<TaskPlan<'a>>,
+    pub bootstrap: Bootstrap,
 }
 
-/// Runs the grid. `model_path` is where `model` was opened from (healing reads it).
-/// `progress` counts cells.
+/// One slice's dense cache; for the evaluation slice, with the dense log-probabilities when they
+/// fit. The validation slice only ranks removals by perplexity, so it skips the divergence (half
+/// of a cell's cost is the KL over the vocabulary).
+struct Slice<'a> {
+    cache: &'a DenseCache,
+    divergence: bool,
+    reference: Option<ReferenceLogProbs>,
+}
+
+impl<'a> Slice<'a> {
+    fn new(model: &Model, cache: &'a DenseCache, divergence: bool) -> Result<Self> {
+        let (w, t) = (cache.windows().len(), cache.windows()[0].len());
+        let fits = ReferenceLogProbs::bytes(w, t, model.vocab_size()) <= REFERENCE_MAX_BYTES;
+        let reference = (divergence && fits)
+            .then(|| ReferenceLogProbs::new(model, cache.dense_hidden(), cache.windows()))
+            .transpose()?;
+        Ok(Slice {
+            cache,
+            divergence,
+            reference,
+        })
+    }
+
+    /// Per-window sums of the final hidden states `hidden`, against the dense model when the
+    /// slice measures divergence; without a stored reference, the dense head runs alongside.
+    fn compare(&self, model: &Model, hidden: &candle_core::Tensor) -> Result<Vec<Totals>> {
+        match &self.reference {
+            Some(r) => r.compare_windows(model, hidden),
+            None => score_hidden_windows(
+                model,
+                hidden,
+                self.divergence.then(|| self.cache.dense_hidden()),
+                self.cache.windows(),
+            ),
+        }
+    }
+
+    /// Per-window sums with `removed` skipped and `replaced` swapped in.
+    fn measure(
+        &self,
+        model: &Model,
+        removed: &[usize],
+        replaced: &BTreeMap<usize, DecoderLayer>,
+    ) -> Result<Vec<Totals>> {
+        self.compare(model, &self.cache.run(model, removed, replaced)?)
+    }
+}
+
+/// A removal measured on both slices: per-window sums on the evaluation windows, and the
+/// validation perplexity.
+#[derive(Clone)]
+struct Cell {
+    eval: Vec<Totals>,
+    select: f64,
+}
+
+/// Perplexity of summed windows.
+fn perplexity(windows: &[Totals]) -> f64 {
+    let mut t = Totals::default();
+    for w in windows {
+        t.add(*w);
+    }
+    t.perplexity()
+}
+
+/// Runs the grid. `model_path` is where `model` was opened from (healing reads it). `cache` holds
+/// the evaluation windows, `select_cache` the validation windows. `progress` counts cells.
 pub fn run(
     model: &Model,
     model_path: &Path,
     cache: &DenseCache,
+    select_cache: &DenseCache,
     plan: SweepPlan<'_>,
     progress: &dyn Progress,
 ) -> Result<Sweep> {
     let started = Instant::now();
     let n = model.n_layers();
+    let boot = plan.bootstrap;
     let counts_p = ParamCounts::from_config(&model.config().arch);
     let dense_params = counts_p.total();
-    let dense_hidden = cache.dense_hidden();
-    let dense = score_hidden(model, dense_hidden, None, cache.windows())?;
-    // The dense model's log-probabilities, once, when they fit; otherwise each cell recomputes
-    // the dense head alongside its own.
-    let (w, t) = (cache.windows().len(), cache.windows()[0].len());
-    let reference = (ReferenceLogProbs::bytes(w, t, model.vocab_size()) <= REFERENCE_MAX_BYTES)
-        .then(|| ReferenceLogProbs::new(model, dense_hidden, cache.windows()))
-        .transpose()?;
-    let compare = |hidden: &candle_core::Tensor| -> Result<Measured> {
-        Ok(Measured::from(match &reference {
-            Some(r) => r.compare(model, hidden)?,
-            None => score_hidden(model, hidden, Some(dense_hidden), cache.windows())?,
-        }))
+    if !plan.resampled.is_empty() && plan.resampled.len() != plan.strategies.len() {
+        return Err(Error::Invalid(
+            "resampled scores must be given for every strategy or none".into(),
+        ));
+    }
+    let dense_windows = score_hidden_windows(model, cache.dense_hidden(), None, cache.windows())?;
+    let eval = Slice::new(model, cache, true)?;
+    let select = Slice::new(model, select_cache, false)?;
+    let dense_select = perplexity(&score_hidden_windows(
+        model,
+        select_cache.dense_hidden(),
+        None,
+        select_cache.windows(),
+    )?);
+    let mut dense_measured = Measured::from_windows(&dense_windows, &boot);
+    dense_measured.mean_kl = 0.0;
+    dense_measured.top1_agreement = 1.0;
+    dense_measured.mean_kl_ci = Some([0.0, 0.0]);
+    dense_measured.top1_agreement_ci = Some([1.0, 1.0]);
+    let dense_cell = Cell {
+        eval: dense_windows.clone(),
+        select: dense_select,
     };
-    let dense_measured = Measured {
-        perplexity: dense.perplexity(),
-        mean_kl: 0.0,
-        top1_agreement: 1.0,
-    };
-    let mut measured: HashMap<Vec<usize>, Measured> = HashMap::new();
+    let mut measured: HashMap<Vec<usize>, Cell> = HashMap::new();
     let mut healed: HashMap<Vec<usize>, Healed> = HashMap::new();
+    let mut task_cells: HashMap<Vec<usize>, TaskCell> = HashMap::new();
     let mut rows = Vec::new();
+    let mut cells: Vec<(Cell, Option<Cell>)> = Vec::new();
     progress.start("sweep", (plan.strategies.len() * plan.counts.len()) as u64);
-    for (spec, scores) in &plan.strategies {
+    for (si, (spec, scores)) in plan.strategies.iter().enumerate() {
         for &k in &plan.counts {
             let removal = if k == 0 {
                 None
@@ -196,14 +363,23 @@ pub fn run(
                 )
             };
             let removed = removal.as_ref().map(Removal::removed).unwrap_or_default();
+            let cell = if k == 0 {
+                dense_cell.clone()
+            } else if let Some(c) = measured.get(&removed) {
+                c.clone()
+            } else {
+                let none = BTreeMap::new();
+                let c = Cell {
+                    eval: eval.measure(model, &removed, &none)?,
+                    select: perplexity(&select.measure(model, &removed, &none)?),
+                };
+                measured.insert(removed.clone(), c.clone());
+                c
+            };
             let m = if k == 0 {
                 dense_measured
-            } else if let Some(m) = measured.get(&removed) {
-                *m
             } else {
-                let m = compare(&cache.run(model, &removed, &BTreeMap::new())?)?;
-                measured.insert(removed.clone(), m);
-                m
+                Measured::from_windows(&cell.eval, &boot)
             };
             // A removal that starts at layer 0 has no MLP before it to fold a map into; its
             // healed columns stay empty.
@@ -213,12 +389,31 @@ pub fn run(
                         Some(h) => h.clone(),
                         None => {
                             let h = heal_and_measure(
-                                model, model_path, cache, &removed, calib, opts, &compare,
+                                model, model_path, &eval, &select, &removed, calib, opts,
                             )?;
                             healed.insert(removed.clone(), h.clone());
                             h
                         }
                     })
+                }
+                _ => None,
+            };
+            let task = match &plan.tasks {
+                Some(t) if k > 0 => Some(match task_cells.get(&removed) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let r = score_encoded(model, &removed, t.items, t.opts, &Silent)?;
+                        let c = TaskCell::from_report(&r, &boot);
+                        task_cells.insert(removed.clone(), c.clone());
+                        c
+                    }
+                }),
+                _ => None,
+            };
+            let stability = match plan.resampled.get(si) {
+                Some(r) if k > 0 && !r.is_empty() => {
+                    let sets = chosen_sets(r, k, spec.contiguous, plan.protect, &counts_p)?;
+                    Some(ChoiceStability::of(&removed, &sets))
                 }
                 _ => None,
             };
@@ -236,21 +431,49 @@ pub fn run(
                 params,
                 params_kept: params as f64 / dense_params.max(1) as f64,
                 measured: m,
-                healed: heal_result.as_ref().map(|h| h.0),
-                heal_residuals: heal_result.as_ref().map(|h| h.1.clone()),
-                heal_choices: heal_result.map(|h| h.2),
+                select_perplexity: Some(cell.select),
+                ppl_vs_dense: (k > 0)
+                    .then(|| boot.paired(&cell.eval, &dense_windows, Totals::perplexity))
+                    .transpose()?,
+                healed: heal_result
+                    .as_ref()
+                    .map(|h| Measured::from_windows(&h.cell.eval, &boot)),
+                healed_select_perplexity: heal_result.as_ref().map(|h| h.cell.select),
+                heal_residuals: heal_result.as_ref().map(|h| h.residuals.clone()),
+                heal_choices: heal_result.as_ref().map(|h| h.choices.clone()),
+                tasks: task,
+                stability,
             });
+            cells.push((cell, heal_result.map(|h| h.cell)));
             progress.advance(1);
         }
     }
     progress.finish();
-    let mut sweep = Sweep {
+    let tasks = match &plan.tasks {
+        Some(t) => {
+            let r = score_encoded(model, &[], t.items, t.opts, &Silent)?;
+            Some(TaskSet {
+                file: t.file.clone(),
+                questions: t.items.len(),
+                dense: TaskCell::from_report(&r, &boot),
+            })
+        }
+        None => None,
+    };
+    let best = best_per_count(&rows, &cells, &plan.counts, &boot)?;
+    Ok(Sweep {
         model: model_path.display().to_string(),
         n_layers: n,
         dense_params,
-        dense_perplexity: dense.perplexity(),
+        dense_perplexity: dense_measured.perplexity,
+        dense_perplexity_ci: dense_measured.perplexity_ci,
         eval: plan.eval,
+        select: Some(plan.select),
         calibration: plan.calibration,
+        bootstrap: Some(boot),
+        tasks,
+        resamples: plan.resampled.first().map(Vec::len).filter(|&r| r > 0),
+        layer_stability: Vec::new(),
         strategies: plan.strategies.iter().map(|(s, _)| s.label()).collect(),
         counts: plan.counts,
         protect: plan.protect,
@@ -267,35 +490,81 @@ pub fn run(
             })
         }),
         rows,
-        best: BTreeMap::new(),
+        best,
         scores: plan.strategies.into_iter().map(|(_, s)| s).collect(),
         seconds: started.elapsed().as_secs_f64(),
-    };
-    for &k in &sweep.counts {
-        if let Some(r) = sweep.best_at(k) {
-            let best = Best {
-                strategy: r.strategy.clone(),
-                drop: r.drop.clone(),
-                perplexity: r.healed.unwrap_or(r.measured).perplexity,
-            };
-            sweep.best.insert(k.to_string(), best);
-        }
-    }
-    Ok(sweep)
+    })
 }
 
-/// A healed removal as measured: the metrics, each block's fit residual and what each block got.
-type Healed = (Measured, Vec<f64>, Vec<String>);
+/// The best row at each count, chosen on the validation slice, with its evaluation figures and a
+/// paired comparison with the runner-up on the evaluation windows. `cells[i]` holds row `i`'s
+/// per-window sums (unhealed, healed).
+fn best_per_count(
+    rows: &[SweepRow],
+    cells: &[(Cell, Option<Cell>)],
+    counts: &[usize],
+    boot: &Bootstrap,
+) -> Result<BTreeMap<String, Best>> {
+    let index = |r: &SweepRow| rows.iter().position(|x| std::ptr::eq(x, r)).unwrap_or(0);
+    let figure = |i: usize| -> (&Vec<Totals>, Measured) {
+        let (c, h) = &cells[i];
+        match (h, &rows[i].healed) {
+            (Some(h), Some(m)) => (&h.eval, *m),
+            _ => (&c.eval, rows[i].measured),
+        }
+    };
+    let mut out = BTreeMap::new();
+    for &k in counts {
+        let Some(b) = best::best_at(rows, k) else {
+            continue;
+        };
+        let (bw, bm) = figure(index(b));
+        let runner_up = match best::runner_up_at(rows, b) {
+            Some(r) => {
+                let (rw, rm) = figure(index(r));
+                Some(RunnerUp {
+                    strategy: r.strategy.clone(),
+                    drop: r.drop.clone(),
+                    perplexity: rm.perplexity,
+                    select_perplexity: Some(best::selection_key(r)),
+                    difference: boot.paired(rw, bw, Totals::perplexity)?,
+                })
+            }
+            None => None,
+        };
+        out.insert(
+            k.to_string(),
+            Best {
+                strategy: b.strategy.clone(),
+                drop: b.drop.clone(),
+                perplexity: bm.perplexity,
+                perplexity_ci: bm.perplexity_ci,
+                select_perplexity: Some(best::selection_key(b)),
+                runner_up,
+            },
+        );
+    }
+    Ok(out)
+}
 
-/// Heals `removed` on the calibration tokens and measures the healed model from the cache.
+/// A healed removal as measured: per-window sums on both slices, each block's fit residual and
+/// what each block got.
+#[derive(Clone)]
+struct Healed {
+    cell: Cell,
+    residuals: Vec<f64>,
+    choices: Vec<String>,
+}
+
+/// Heals `removed` on the calibration tokens and measures the healed model from both caches.
 fn heal_and_measure(
     model: &Model,
     model_path: &Path,
-    cache: &DenseCache,
+    eval: &Slice<'_>,
+    select: &Slice<'_>,
     removed: &[usize],
     calib: &[u32],
     opts: &HealOptions,
-    compare: &dyn Fn(&candle_core::Tensor) -> Result<Measured>,
 ) -> Result<Healed> {
     let healing = heal::heal(model_path, removed, calib, opts, &Silent)?;
     let overlay: Arc<dyn WeightSource> =
@@ -307,7 +576,10 @@ fn heal_and_measure(
             DecoderLayer::load(overlay.as_ref(), model.config(), b.fold_layer)?,
         );
     }
-    let m = compare(&cache.run(model, removed, &replaced)?)?;
+    let cell = Cell {
+        eval: eval.measure(model, removed, &replaced)?,
+        select: perplexity(&select.measure(model, removed, &replaced)?),
+    };
     let choices = healing
         .blocks
         .iter()
@@ -316,9 +588,9 @@ fn heal_and_measure(
             format!("{}..{}:{what}", b.range.start, b.range.end)
         })
         .collect();
-    Ok((
-        m,
-        healing.blocks.iter().map(|b| b.relative_residual).collect(),
+    Ok(Healed {
+        cell,
+        residuals: healing.blocks.iter().map(|b| b.relative_residual).collect(),
         choices,
-    ))
+    })
 }
