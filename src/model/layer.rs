@@ -2,8 +2,9 @@
 //! attention with RoPE and a causal (optionally sliding) mask, and a SwiGLU MLP. Parts are loaded
 //! from tensor names that mirror the checkpoint's (`model.layers.{i}.self_attn.q_proj.weight`).
 
+use super::attention::CausalAttention;
 use super::config::ModelConfig;
-use super::ops::{MaskedSoftmax, SiluMul};
+use super::ops::SiluMul;
 use super::weights::WeightSource;
 use crate::error::{Error, Result};
 use candle_core::Tensor;
@@ -138,10 +139,6 @@ impl LayerCache {
     }
 }
 
-/// Attention elements above which the batch is attended one sequence at a time, to bound the
-/// memory of the score matrix.
-const MAX_SCORE_ELEMS: usize = 1 << 26;
-
 /// Grouped-query self-attention.
 #[derive(Debug, Clone)]
 pub struct Attention {
@@ -232,40 +229,16 @@ impl Attention {
                 ctx.offset
             )));
         }
-        let out = if b * self.n_heads * t * s > MAX_SCORE_ELEMS && b > 1 {
-            let parts = (0..b)
-                .map(|i| {
-                    self.core(
-                        &q.narrow(0, i, 1)?,
-                        &k.narrow(0, i, 1)?,
-                        &v.narrow(0, i, 1)?,
-                        ctx,
-                    )
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Tensor::cat(&parts, 0)?
-        } else {
-            self.core(&q, &k, &v, ctx)?
-        };
-        let out = out.transpose(1, 2)?.reshape((b, t, self.n_heads * d))?;
+        let out = q.apply_op3_no_bwd(
+            &k,
+            &v,
+            &CausalAttention {
+                offset: ctx.offset,
+                window: self.window,
+                scale: 1.0 / (d as f32).sqrt(),
+            },
+        )?;
         self.o_proj.forward(&out)
-    }
-
-    /// Scaled dot-product attention on `q (b, heads, t, d)`, `k`/`v (b, kv_heads, s, d)`. The
-    /// query heads sharing a kv head are stacked as rows, so keys and values are never copied;
-    /// scaling, the causal (and window) mask and the softmax run fused, in place.
-    fn core(&self, q: &Tensor, k: &Tensor, v: &Tensor, ctx: &AttnCtx) -> Result<Tensor> {
-        let (b, _, t, d) = q.dims4()?;
-        let n_rep = self.n_heads / self.n_kv_heads;
-        let q = q.reshape((b, self.n_kv_heads, n_rep * t, d))?;
-        let att = q.matmul(&k.t()?)?;
-        att.inplace_op1(&MaskedSoftmax {
-            offset: ctx.offset,
-            seq_len: t,
-            window: self.window,
-            scale: 1.0 / (d as f32).sqrt(),
-        })?;
-        Ok(att.matmul(v)?.reshape((b, self.n_heads, t, d))?)
     }
 }
 

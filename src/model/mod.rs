@@ -7,7 +7,9 @@
 //! are not resident are loaded for the one forward that needs them and dropped after, so a model
 //! can run one layer at a time.
 
+mod attention;
 mod config;
+mod fastmath;
 mod generate;
 pub mod gguf;
 mod layer;
@@ -16,6 +18,7 @@ mod rope;
 mod weights;
 
 pub use config::{ModelConfig, RopeScaling, FORWARD_SUPPORTED};
+pub use fastmath::{log_sum_exp, silu_mul, softmax_unnormalised};
 pub use generate::{argmax, generate, GenerateOpts, Generation, Sampler, Sampling};
 pub use layer::{Attention, AttnCtx, DecoderLayer, LayerCache, LayerOutput, Linear, Mlp, RmsNorm};
 pub use rope::Rope;

@@ -1,67 +1,14 @@
-//! Fused CPU kernels for the two elementwise steps that dominate after the matrix products:
-//! the scaled, masked softmax over attention scores (in place, touching only visible keys) and
-//! SwiGLU's `silu(gate) * up` over the fused gate/up projection. Each replaces three or four
-//! candle ops and their temporary tensors.
+//! Fused CPU kernels for elementwise steps: SwiGLU's `silu(gate) * up` over the fused gate/up
+//! projection (one pass instead of three candle ops and their temporaries), and the window rule
+//! the attention kernel ([`super::attention`]) masks by.
 
-use candle_core::{CpuStorage, CustomOp1, InplaceOp1, Layout, Shape};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
 
 /// The first key position visible to query position `i` (keys `first..=i` are visible): all of
 /// them without a window, the last `window` with one (transformers: `i - j < window`).
 pub(crate) fn first_visible(i: usize, window: Option<usize>) -> usize {
     window.map_or(0, |w| (i + 1).saturating_sub(w))
-}
-
-/// `softmax(scale * scores)` over the keys each query may see, in place; the rest become 0.
-/// Works on contiguous `(..., rows, keys)` scores whose rows cycle through `seq_len` queries at
-/// positions `offset..offset + seq_len` (query heads sharing a kv head are stacked as rows).
-pub(crate) struct MaskedSoftmax {
-    pub offset: usize,
-    pub seq_len: usize,
-    pub window: Option<usize>,
-    pub scale: f32,
-}
-
-impl InplaceOp1 for MaskedSoftmax {
-    fn name(&self) -> &'static str {
-        "masked-softmax"
-    }
-
-    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("masked softmax reads f32 scores")
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("masked softmax needs contiguous scores")
-        };
-        let keys = layout.dims().last().copied().unwrap_or(0);
-        if keys == 0 || self.seq_len == 0 || self.offset + self.seq_len > keys {
-            candle_core::bail!(
-                "masked softmax: {keys} keys for queries at {}..{}",
-                self.offset,
-                self.offset + self.seq_len
-            )
-        }
-        data[start..end]
-            .par_chunks_mut(keys)
-            .enumerate()
-            .for_each(|(r, row)| {
-                let i = self.offset + r % self.seq_len;
-                let lo = first_visible(i, self.window);
-                let visible = &mut row[lo..=i];
-                let max = visible.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                let mut sum = 0f32;
-                for v in visible.iter_mut() {
-                    *v = ((*v - max) * self.scale).exp();
-                    sum += *v;
-                }
-                let inv = 1.0 / sum;
-                visible.iter_mut().for_each(|v| *v *= inv);
-                row[..lo].fill(0.0);
-                row[i + 1..].fill(0.0);
-            });
-        Ok(())
-    }
 }
 
 /// `silu(a) * b` where each row of the input is `[a | b]` (the fused gate and up projections),
@@ -96,9 +43,7 @@ impl CustomOp1 for SiluMul {
             .zip(src.par_chunks(width))
             .for_each(|(o, row)| {
                 let (a, b) = row.split_at(half);
-                for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                    *o = a / (1.0 + (-a).exp()) * b;
-                }
+                super::fastmath::silu_mul(a, b, o);
             });
         if let Some(last) = dims.last_mut() {
             *last = half;
@@ -113,35 +58,7 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     #[test]
-    fn softmax_is_causal_windowed_and_scaled() {
-        // Two stacked heads × 3 queries after 1 cached key: 4 keys, window 2.
-        let scores = Tensor::arange(0f32, 24.0, &Device::Cpu)
-            .unwrap()
-            .reshape((1, 6, 4))
-            .unwrap();
-        scores
-            .inplace_op1(&MaskedSoftmax {
-                offset: 1,
-                seq_len: 3,
-                window: Some(2),
-                scale: 0.5,
-            })
-            .unwrap();
-        let rows = scores.reshape((6, 4)).unwrap().to_vec2::<f32>().unwrap();
-        let p = 1.0 / (1.0 + (-0.5f32).exp());
-        for (r, row) in rows.iter().enumerate() {
-            let i = 1 + r % 3;
-            for (j, &v) in row.iter().enumerate() {
-                let want = if j == i {
-                    p
-                } else if j + 1 == i {
-                    1.0 - p
-                } else {
-                    0.0
-                };
-                assert!((v - want).abs() < 1e-6, "row {r} key {j}: {v} vs {want}");
-            }
-        }
+    fn windows_start_where_transformers_does() {
         assert_eq!(first_visible(5, None), 0);
         assert_eq!(first_visible(5, Some(2)), 4);
         assert_eq!(first_visible(0, Some(8)), 0);
