@@ -95,6 +95,7 @@ mod verify;
 pub fn run() -> i32 {
     let cli = Cli::parse();
     depthprune::checkpoint::links::set_follow_symlinks(cli.follow_symlinks);
+    depthprune::model::reuse_freed_memory();
     depthprune::model::set_default_compute(match cli.compute {
         ComputeArg::F32 => depthprune::model::Compute::F32,
         ComputeArg::Bf16 => depthprune::model::Compute::Bf16,

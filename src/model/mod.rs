@@ -7,6 +7,7 @@
 //! are not resident are loaded for the one forward that needs them and dropped after, so a model
 //! can run one layer at a time.
 
+mod alloc;
 mod attention;
 mod config;
 mod fastmath;
@@ -18,6 +19,7 @@ mod ops;
 mod rope;
 mod weights;
 
+pub use alloc::reuse_freed_memory;
 pub use config::{
     default_compute, set_default_compute, Compute, ModelConfig, RopeScaling, FORWARD_SUPPORTED,
 };
