@@ -12,7 +12,7 @@ use std::time::Instant;
 /// vocabulary, below glibc's largest mmap threshold so the block's memory is reused rather than
 /// mapped and faulted in afresh each time, and large enough that re-packing the head's weight
 /// for each block costs little.
-pub(super) const LOGIT_BLOCK_ELEMS: usize = 6 << 20;
+pub(crate) const LOGIT_BLOCK_ELEMS: usize = 6 << 20;
 
 /// One model to run: weights plus the layers it skips.
 #[derive(Clone, Copy)]
