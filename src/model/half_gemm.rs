@@ -140,14 +140,16 @@ fn matmul_with(
     n: usize,
     native: bool,
 ) -> Vec<f32> {
-    let mut out = vec![0f32; m * n];
     if m == 0 || n == 0 {
-        return out;
+        return vec![0f32; m * n];
     }
-    let ptr = OutPtr(out.as_mut_ptr());
     let panels = n.div_ceil(NR);
     #[cfg(target_arch = "x86_64")]
-    if native {
+    if native && k > 0 {
+        // The tiles write every element (the first slice of the inner dimension stores rather
+        // than adds), so the output is not zeroed first.
+        let mut out: Vec<f32> = Vec::with_capacity(m * n);
+        let ptr = OutPtr(out.as_mut_ptr());
         let pairs = k.div_ceil(2);
         // SAFETY: `native` says the CPU has AVX512-BF16.
         let xb = unsafe { x86::to_bf16_pairs(xs, m, k) };
@@ -161,16 +163,27 @@ fn matmul_with(
             let (panel, chunk) = (task / chunks, task % chunks);
             let rows = chunk * per..m.min((chunk + 1) * per);
             TILE.with_borrow_mut(|tile| {
-                pack_pairs(w, n, k, panel, tile);
                 let cols = NR.min(n - panel * NR);
+                match w {
+                    // SAFETY: the CPU has AVX-512 (it has AVX512-BF16), the panel is full and
+                    // `k` even, as the gather needs.
+                    HalfWeight::Bf16(wb) if cols == NR && k.is_multiple_of(2) => unsafe {
+                        x86::pack_gather(wb, k, panel * NR, tile)
+                    },
+                    _ => pack_pairs(w, n, k, panel, tile),
+                }
                 let dst = ptr;
                 // SAFETY: the tile and row range lie inside `xb`, `tile` and `out`, and the
                 // CPU has AVX512-BF16.
                 unsafe { x86::tile(&xb, pairs, rows, tile, dst.0.add(panel * NR), n, cols) };
             });
         });
+        // SAFETY: every one of the `m * n` elements was written by exactly one tile.
+        unsafe { out.set_len(m * n) };
         return out;
     }
+    let mut out = vec![0f32; m * n];
+    let ptr = OutPtr(out.as_mut_ptr());
     let blocks = m.div_ceil(MC);
     let _ = native;
     (0..panels * blocks).into_par_iter().for_each(|task| {
@@ -279,6 +292,39 @@ mod x86 {
             }
         }
         out
+    }
+
+    /// [`super::pack_pairs`] for a full panel of a bf16 weight with even `k`: each group of 16
+    /// columns' pair `p` is one 32-bit gather, instead of 16 scalar loads and stores.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pack_gather(w: &[half::bf16], k: usize, c0: usize, tile: &mut Vec<u32>) {
+        let pairs = k / 2;
+        assert!((c0 + NR) * k <= w.len() && pairs * NR < i32::MAX as usize);
+        tile.clear();
+        tile.reserve(pairs * NR);
+        let base = w[c0 * k..].as_ptr() as *const i32;
+        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let stride = _mm512_set1_epi32(pairs as i32);
+        let idx: [__m512i; 4] = std::array::from_fn(|g| {
+            _mm512_mullo_epi32(
+                _mm512_add_epi32(lanes, _mm512_set1_epi32(16 * g as i32)),
+                stride,
+            )
+        });
+        let out = tile.as_mut_ptr();
+        for p in 0..pairs {
+            let off = _mm512_set1_epi32(p as i32);
+            for (g, &i) in idx.iter().enumerate() {
+                // SAFETY: word `(c * pairs + p)` of the panel's rows lies in `w` (asserted), and
+                // `tile` has room for `pairs * NR` words.
+                unsafe {
+                    let v = _mm512_i32gather_epi32::<4>(_mm512_add_epi32(i, off), base);
+                    _mm512_storeu_si512(out.add(p * NR + 16 * g) as *mut _, v);
+                }
+            }
+        }
+        // SAFETY: every word was written above.
+        unsafe { tile.set_len(pairs * NR) };
     }
 
     /// Rows `rows` of `xb` times one packed panel, into `dst` (row stride `ld`), writing the
