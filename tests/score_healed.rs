@@ -35,7 +35,10 @@ fn healed_order_is_greedy_by_cost_and_prune_follows_it() {
     assert_eq!(steps.len(), 3, "{v}");
     let costs: Vec<f64> = steps.iter().map(|s| s["cost"].as_f64().unwrap()).collect();
     assert!(costs.windows(2).all(|w| w[0] <= w[1]), "{costs:?}");
-    assert!(costs.iter().all(|c| c.is_finite() && *c >= 0.0), "{costs:?}");
+    assert!(
+        costs.iter().all(|c| c.is_finite() && *c >= 0.0),
+        "{costs:?}"
+    );
     let order: Vec<u64> = steps.iter().map(|s| s["layer"].as_u64().unwrap()).collect();
     assert!(!order.contains(&0), "layer 0 cannot be healed: {order:?}");
 

@@ -27,8 +27,24 @@ pub struct Cli {
     /// default; hub-cache snapshots may always point into their own cache folder).
     #[arg(long, global = true)]
     pub follow_symlinks: bool,
+    /// Threads for the commands that run the model (matrix products, attention, scoring);
+    /// default: every core (or RAYON_NUM_THREADS).
+    #[arg(long, global = true, value_name = "N")]
+    pub threads: Option<std::num::NonZeroUsize>,
+    /// Precision of the matrix products: f32 (weights widened on load, the default, for
+    /// fidelity) or bf16 (matrix weights kept in 16 bits, bf16/f16 as stored, with f32
+    /// accumulation: half the memory, native bf16 dot products where the CPU has them).
+    #[arg(long, global = true, value_name = "P", default_value = "f32")]
+    pub compute: ComputeArg,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--compute`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ComputeArg {
+    F32,
+    Bf16,
 }
 
 #[derive(Subcommand, Debug)]
@@ -80,6 +96,16 @@ mod verify;
 pub fn run() -> i32 {
     let cli = Cli::parse();
     depthprune::checkpoint::links::set_follow_symlinks(cli.follow_symlinks);
+    depthprune::model::reuse_freed_memory();
+    depthprune::model::set_default_compute(match cli.compute {
+        ComputeArg::F32 => depthprune::model::Compute::F32,
+        ComputeArg::Bf16 => depthprune::model::Compute::Bf16,
+    });
+    if let Some(n) = cli.threads {
+        if let Err(e) = depthprune::model::set_threads(n.get()) {
+            return output::report_error(&e.into());
+        }
+    }
     let result = match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Plan(a) => plan::run(a),

@@ -9,8 +9,11 @@ use crate::progress::Progress;
 use candle_core::{Device, Tensor};
 use std::time::Instant;
 
-/// Logit elements computed at once (rows × vocabulary), about 128 MiB of f32.
-pub(super) const LOGIT_BLOCK_ELEMS: usize = 32 << 20;
+/// Logit elements computed at once (rows × vocabulary), 24 MiB of f32: about 128 rows of a 49k
+/// vocabulary, below glibc's largest mmap threshold so the block's memory is reused rather than
+/// mapped and faulted in afresh each time, and large enough that re-packing the head's weight
+/// for each block costs little.
+pub(crate) const LOGIT_BLOCK_ELEMS: usize = 6 << 20;
 
 /// One model to run: weights plus the layers it skips.
 #[derive(Clone, Copy)]
@@ -101,18 +104,10 @@ impl Totals {
 
 type Sums = Totals;
 
-/// The log of the softmax denominator of one row, and the row's argmax (the first, on ties).
-pub(crate) fn log_sum_exp(row: &[f32]) -> (f64, usize) {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    let max = row[best];
-    let sum: f64 = row.iter().map(|&v| (v - max).exp() as f64).sum();
-    (sum.ln() + max as f64, best)
-}
+/// The log of the softmax denominator of one row, and the row's argmax (the first, on ties);
+/// vectorised, since the LM head's rows (49k entries for SmolLM2) make this the largest
+/// elementwise cost of an eval.
+pub(crate) use crate::model::log_sum_exp;
 
 /// KL(p_ref ‖ p_model) of two logit rows with known log-normalisers:
 /// `Σ p_ref (r - m) - lse_r + lse_m`, since the reference probabilities add up to one.

@@ -5,6 +5,7 @@ use crate::arch::ArchConfig;
 use crate::error::{Error, Result};
 use serde_json::Value;
 use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Architectures the forward pass implements.
 pub const FORWARD_SUPPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
@@ -25,10 +26,40 @@ pub enum RopeScaling {
     },
 }
 
+/// The precision the matrix products run in (`--compute`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compute {
+    /// Weights widened to f32 on load; every product in f32 (the default, for fidelity).
+    #[default]
+    F32,
+    /// Matrix weights and the embedding kept in 16 bits (bf16 and f16 as stored, anything else
+    /// rounded to bf16), products accumulated in f32; norms, attention and the residual stream
+    /// stay f32. Half the weight memory, and native bf16 dot products where the CPU has them.
+    Bf16,
+}
+
+static DEFAULT_COMPUTE: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the [`Compute`] that configurations read from now on get (the CLI's `--compute`, set
+/// once at start-up so that every command that opens a model follows it).
+pub fn set_default_compute(c: Compute) {
+    DEFAULT_COMPUTE.store(c as u8, Ordering::Relaxed);
+}
+
+/// The [`Compute`] new configurations get.
+pub fn default_compute() -> Compute {
+    match DEFAULT_COMPUTE.load(Ordering::Relaxed) {
+        0 => Compute::F32,
+        _ => Compute::Bf16,
+    }
+}
+
 /// Configuration of the forward pass.
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
     pub arch: ArchConfig,
+    /// The precision of the matrix products ([`default_compute`] unless changed).
+    pub compute: Compute,
     pub rope_scaling: RopeScaling,
     /// The attention window of each layer (`None` for full causal attention), by original index.
     pub windows: Vec<Option<usize>>,
@@ -69,6 +100,7 @@ impl ModelConfig {
             .collect();
         Ok(ModelConfig {
             arch,
+            compute: default_compute(),
             rope_scaling,
             windows,
         })

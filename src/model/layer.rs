@@ -2,14 +2,17 @@
 //! attention with RoPE and a causal (optionally sliding) mask, and a SwiGLU MLP. Parts are loaded
 //! from tensor names that mirror the checkpoint's (`model.layers.{i}.self_attn.q_proj.weight`).
 
+use super::attention::CausalAttention;
+use super::config::Compute;
 use super::config::ModelConfig;
+use super::half_gemm::HalfMatmul;
 use super::ops::{FrozenLinear, MaskedSoftmax, SiluMul};
 use super::weights::WeightSource;
 use crate::error::{Error, Result};
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
-/// Reads a tensor and checks its shape against what the config implies.
-pub(crate) fn load(src: &dyn WeightSource, name: &str, shape: &[usize]) -> Result<Tensor> {
+/// Checks a tensor's stored shape against what the config implies.
+fn check_shape(src: &dyn WeightSource, name: &str, shape: &[usize]) -> Result<()> {
     if let Some(found) = src.shape(name) {
         if found != shape {
             return Err(Error::corrupt(
@@ -18,7 +21,28 @@ pub(crate) fn load(src: &dyn WeightSource, name: &str, shape: &[usize]) -> Resul
             ));
         }
     }
+    Ok(())
+}
+
+/// Reads a tensor as f32 and checks its shape against what the config implies.
+pub(crate) fn load(src: &dyn WeightSource, name: &str, shape: &[usize]) -> Result<Tensor> {
+    check_shape(src, name, shape)?;
     src.tensor(name)
+}
+
+/// Reads a matrix weight in the precision `compute` keeps it in: f32, or 16 bits
+/// ([`WeightSource::tensor_half`]).
+pub(crate) fn load_in(
+    src: &dyn WeightSource,
+    name: &str,
+    shape: &[usize],
+    compute: Compute,
+) -> Result<Tensor> {
+    check_shape(src, name, shape)?;
+    match compute {
+        Compute::F32 => src.tensor(name),
+        Compute::Bf16 => src.tensor_half(name),
+    }
 }
 
 /// RMSNorm with a learned scale.
@@ -58,14 +82,17 @@ pub struct Linear {
 }
 
 impl Linear {
-    pub(crate) fn new(
+    /// Loads `{prefix}.weight` (and `{prefix}.bias`), the weight kept in the precision `compute`
+    /// says (biases stay f32).
+    pub(crate) fn new_in(
         src: &dyn WeightSource,
         prefix: &str,
         d_in: usize,
         d_out: usize,
         bias: bool,
+        compute: Compute,
     ) -> Result<Self> {
-        let weight = load(src, &format!("{prefix}.weight"), &[d_out, d_in])?;
+        let weight = load_in(src, &format!("{prefix}.weight"), &[d_out, d_in], compute)?;
         let bias = if bias {
             Some(load(src, &format!("{prefix}.bias"), &[d_out])?)
         } else {
@@ -79,7 +106,7 @@ impl Linear {
         Linear { weight, bias: None }
     }
 
-    /// The `(out, in)` weight.
+    /// The `(out, in)` weight: f32, or bf16/f16 under [`Compute::Bf16`].
     pub fn weight(&self) -> &Tensor {
         &self.weight
     }
@@ -92,11 +119,18 @@ impl Linear {
             .ok_or_else(|| Error::Compute("linear input has no dimensions".into()))?;
         let rows = xs.elem_count() / d_in.max(1);
         let flat = xs.contiguous()?.reshape((rows, d_in))?;
-        // Training (a recorded graph) needs only the input's gradient, never the weight's.
         let mut ys = if flat.track_op() {
+            // Training (a recorded graph) needs only the input's gradient, never the weight's.
+            if self.weight.dtype() != DType::F32 {
+                return Err(Error::Invalid(
+                    "training through the layers needs f32 weights (--compute f32)".into(),
+                ));
+            }
             flat.apply_op1(FrozenLinear(self.weight.clone()))?
-        } else {
+        } else if self.weight.dtype() == DType::F32 {
             flat.matmul(&self.weight.t()?)?
+        } else {
+            flat.apply_op2_no_bwd(&self.weight, &HalfMatmul)?
         };
         if let Some(b) = &self.bias {
             ys = ys.broadcast_add(b)?;
@@ -147,10 +181,6 @@ impl LayerCache {
     }
 }
 
-/// Attention elements above which the batch is attended one sequence at a time, to bound the
-/// memory of the score matrix.
-const MAX_SCORE_ELEMS: usize = 1 << 26;
-
 /// Grouped-query self-attention.
 #[derive(Debug, Clone)]
 pub struct Attention {
@@ -172,11 +202,21 @@ impl Attention {
         let (h, d) = (a.hidden_size, a.head_dim);
         let (q_dim, kv_dim) = (a.num_attention_heads * d, a.num_key_value_heads * d);
         let norm = |n: &str| RmsNorm::new(src, &format!("{prefix}.{n}.weight"), d, a.rms_norm_eps);
+        let linear = |n: &str, d_in, d_out, bias| {
+            Linear::new_in(
+                src,
+                &format!("{prefix}.{n}"),
+                d_in,
+                d_out,
+                bias,
+                cfg.compute,
+            )
+        };
         Ok(Attention {
-            q_proj: Linear::new(src, &format!("{prefix}.q_proj"), h, q_dim, a.qkv_bias)?,
-            k_proj: Linear::new(src, &format!("{prefix}.k_proj"), h, kv_dim, a.qkv_bias)?,
-            v_proj: Linear::new(src, &format!("{prefix}.v_proj"), h, kv_dim, a.qkv_bias)?,
-            o_proj: Linear::new(src, &format!("{prefix}.o_proj"), q_dim, h, a.o_bias)?,
+            q_proj: linear("q_proj", h, q_dim, a.qkv_bias)?,
+            k_proj: linear("k_proj", h, kv_dim, a.qkv_bias)?,
+            v_proj: linear("v_proj", h, kv_dim, a.qkv_bias)?,
+            o_proj: linear("o_proj", q_dim, h, a.o_bias)?,
             q_norm: if a.qk_norm {
                 Some(norm("q_norm")?)
             } else {
@@ -247,28 +287,28 @@ impl Attention {
                 ctx.offset
             )));
         }
-        let out = if b * self.n_heads * t * s > MAX_SCORE_ELEMS && b > 1 {
-            let parts = (0..b)
-                .map(|i| {
-                    self.core(
-                        &q.narrow(0, i, 1)?,
-                        &k.narrow(0, i, 1)?,
-                        &v.narrow(0, i, 1)?,
-                        ctx,
-                    )
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Tensor::cat(&parts, 0)?
+        let out = if q.track_op() {
+            // Training: the composed attention, which has a backward pass.
+            let out = self.core(&q, &k, &v, ctx)?;
+            out.transpose(1, 2)?.reshape((b, t, self.n_heads * d))?
         } else {
-            self.core(&q, &k, &v, ctx)?
+            q.apply_op3_no_bwd(
+                &k,
+                &v,
+                &CausalAttention {
+                    offset: ctx.offset,
+                    window: self.window,
+                    scale: 1.0 / (d as f32).sqrt(),
+                },
+            )?
         };
-        let out = out.transpose(1, 2)?.reshape((b, t, self.n_heads * d))?;
         self.o_proj.forward(&out)
     }
 
-    /// Scaled dot-product attention on `q (b, heads, t, d)`, `k`/`v (b, kv_heads, s, d)`. The
-    /// query heads sharing a kv head are stacked as rows, so keys and values are never copied;
-    /// scaling, the causal (and window) mask and the softmax run fused, in place.
+    /// Scaled dot-product attention on `q (b, heads, t, d)`, `k`/`v (b, kv_heads, s, d)` with the
+    /// score matrix materialised, for training ([`crate::heal::kd`]): every step records a
+    /// backward. The query heads sharing a kv head are stacked as rows, so keys and values are
+    /// never copied.
     fn core(&self, q: &Tensor, k: &Tensor, v: &Tensor, ctx: &AttnCtx) -> Result<Tensor> {
         let (b, _, t, d) = q.dims4()?;
         let n_rep = self.n_heads / self.n_kv_heads;
@@ -280,13 +320,7 @@ impl Attention {
             window: self.window,
             scale: 1.0 / (d as f32).sqrt(),
         };
-        // In place unless a graph is recorded (training), which needs the probabilities kept.
-        let att = if att.track_op() {
-            att.apply_op1(softmax)?
-        } else {
-            att.inplace_op1(&softmax)?;
-            att
-        };
+        let att = att.apply_op1(softmax)?;
         Ok(att.matmul(v)?.reshape((b, self.n_heads, t, d))?)
     }
 }
@@ -302,11 +336,14 @@ pub struct Mlp {
 impl Mlp {
     fn new(src: &dyn WeightSource, cfg: &ModelConfig, prefix: &str) -> Result<Self> {
         let (h, i) = (cfg.arch.hidden_size, cfg.arch.intermediate_size);
-        let gate = load(src, &format!("{prefix}.gate_proj.weight"), &[i, h])?;
-        let up = load(src, &format!("{prefix}.up_proj.weight"), &[i, h])?;
+        let c = cfg.compute;
+        let gate = load_in(src, &format!("{prefix}.gate_proj.weight"), &[i, h], c)?;
+        let up = load_in(src, &format!("{prefix}.up_proj.weight"), &[i, h], c)?;
+        let gate_up = Tensor::cat(&[&gate, &up], 0)?;
+        drop((gate, up));
         Ok(Mlp {
-            gate_up: Linear::from_weight(Tensor::cat(&[&gate, &up], 0)?),
-            down_proj: Linear::new(src, &format!("{prefix}.down_proj"), i, h, false)?,
+            gate_up: Linear::from_weight(gate_up),
+            down_proj: Linear::new_in(src, &format!("{prefix}.down_proj"), i, h, false, c)?,
         })
     }
 

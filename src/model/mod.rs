@@ -7,15 +7,23 @@
 //! are not resident are loaded for the one forward that needs them and dropped after, so a model
 //! can run one layer at a time.
 
+mod alloc;
+mod attention;
 mod config;
+mod fastmath;
 mod generate;
 pub mod gguf;
+mod half_gemm;
 mod layer;
 mod ops;
 mod rope;
 mod weights;
 
-pub use config::{ModelConfig, RopeScaling, FORWARD_SUPPORTED};
+pub use alloc::reuse_freed_memory;
+pub use config::{
+    default_compute, set_default_compute, Compute, ModelConfig, RopeScaling, FORWARD_SUPPORTED,
+};
+pub use fastmath::{log_sum_exp, silu_mul, softmax_unnormalised};
 pub use generate::{argmax, generate, GenerateOpts, Generation, Sampler, Sampling};
 pub use layer::{Attention, AttnCtx, DecoderLayer, LayerCache, LayerOutput, Linear, Mlp, RmsNorm};
 pub use rope::Rope;
@@ -97,16 +105,24 @@ impl Model {
     ) -> Result<Self> {
         let a = &cfg.arch;
         let src = source.as_ref();
-        let embed_tokens = layer::load(
+        let embed_tokens = layer::load_in(
             src,
             "model.embed_tokens.weight",
             &[a.vocab_size, a.hidden_size],
+            cfg.compute,
         )?;
         let norm = RmsNorm::new(src, "model.norm.weight", a.hidden_size, a.rms_norm_eps)?;
         let lm_head = if a.tie_word_embeddings {
             Linear::from_weight(embed_tokens.clone())
         } else {
-            Linear::new(src, "lm_head", a.hidden_size, a.vocab_size, false)?
+            Linear::new_in(
+                src,
+                "lm_head",
+                a.hidden_size,
+                a.vocab_size,
+                false,
+                cfg.compute,
+            )?
         };
         let rope = Rope::new(a.head_dim, a.rope_theta, &cfg.rope_scaling);
         let layers = (0..a.num_hidden_layers)
@@ -195,6 +211,7 @@ impl Model {
         Ok(self
             .embed_tokens
             .index_select(&ids, 0)?
+            .to_dtype(candle_core::DType::F32)?
             .reshape((b, t, self.cfg.arch.hidden_size))?)
     }
 
@@ -354,6 +371,19 @@ impl Model {
         let hidden = self.forward_hidden(tokens, skip, cache, &mut |_| Ok(()))?;
         self.logits(&hidden)
     }
+}
+
+/// Runs the engine on `n` threads: the rayon pool (attention, tiles, elementwise kernels) and
+/// candle's `gemm` calls, which read `RAYON_NUM_THREADS`. Call it once, before any model runs;
+/// the CLI's `--threads` does.
+pub fn set_threads(n: usize) -> Result<()> {
+    // SAFETY (of the environment write): called at start-up, before any thread exists that
+    // could read the environment concurrently.
+    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .map_err(|e| Error::Invalid(format!("cannot start {n} threads: {e}")))
 }
 
 /// Opens a checkpoint: a `.gguf` file (dequantized on load) or an HF folder.

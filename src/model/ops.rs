@@ -1,13 +1,14 @@
-//! Fused CPU kernels for the two elementwise steps that dominate after the matrix products:
-//! the scaled, masked softmax over attention scores (in place, touching only visible keys) and
-//! SwiGLU's `silu(gate) * up` over the fused gate/up projection. Each replaces three or four
-//! candle ops and their temporary tensors.
+//! Fused CPU kernels for elementwise steps: SwiGLU's `silu(gate) * up` over the fused gate/up
+//! projection (one pass instead of three candle ops and their temporaries), and the window rule
+//! the attention kernel ([`super::attention`]) masks by.
 //!
-//! Both also have a backward pass, so the same layer code trains: map-only distillation
-//! (`heal::kd`) backpropagates through the kept layers. Inference never records a graph (no input
-//! is a variable), so the backward costs it nothing.
+//! Training (map-only distillation, `heal::kd`) runs the same layer code with a recorded graph,
+//! so SwiGLU has a backward pass here, and so do the two ops only training uses: a masked softmax
+//! over a materialised score matrix and a linear map whose frozen weight gets no gradient.
+//! Inference never records a graph (no input is a variable), so none of it costs inference
+//! anything.
 
-use candle_core::{CpuStorage, CustomOp1, Device, InplaceOp1, Layout, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
 /// The first key position visible to query position `i` (keys `first..=i` are visible): all of
@@ -16,7 +17,7 @@ pub(crate) fn first_visible(i: usize, window: Option<usize>) -> usize {
     window.map_or(0, |w| (i + 1).saturating_sub(w))
 }
 
-/// `softmax(scale * scores)` over the keys each query may see, in place; the rest become 0.
+/// `softmax(scale * scores)` over the keys each query may see; the rest become 0.
 /// Works on contiguous `(..., rows, keys)` scores whose rows cycle through `seq_len` queries at
 /// positions `offset..offset + seq_len` (query heads sharing a kv head are stacked as rows).
 pub(crate) struct MaskedSoftmax {
@@ -24,21 +25,6 @@ pub(crate) struct MaskedSoftmax {
     pub seq_len: usize,
     pub window: Option<usize>,
     pub scale: f32,
-}
-
-impl InplaceOp1 for MaskedSoftmax {
-    fn name(&self) -> &'static str {
-        "masked-softmax"
-    }
-
-    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("masked softmax reads f32 scores")
-        };
-        let (start, end, keys) = self.span(layout)?;
-        self.rows(&mut data[start..end], keys);
-        Ok(())
-    }
 }
 
 impl MaskedSoftmax {
@@ -78,7 +64,7 @@ impl MaskedSoftmax {
     }
 }
 
-/// The out-of-place form, which records a backward pass: with `p` the probabilities and `g` the
+/// The backward pass: with `p` the probabilities and `g` the
 /// gradient reaching them, the scores get `scale · p ⊙ (g − Σⱼ gⱼpⱼ)`; masked keys (p = 0) get 0.
 impl CustomOp1 for MaskedSoftmax {
     fn name(&self) -> &'static str {
@@ -143,9 +129,7 @@ impl CustomOp1 for SiluMul {
             .zip(src.par_chunks(width))
             .for_each(|(o, row)| {
                 let (a, b) = row.split_at(half);
-                for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                    *o = a / (1.0 + (-a).exp()) * b;
-                }
+                super::fastmath::silu_mul(a, b, o);
             });
         if let Some(last) = dims.last_mut() {
             *last = half;
@@ -220,21 +204,28 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     #[test]
+    fn windows_start_where_transformers_does() {
+        assert_eq!(first_visible(5, None), 0);
+        assert_eq!(first_visible(5, Some(2)), 4);
+        assert_eq!(first_visible(0, Some(8)), 0);
+    }
+
+    #[test]
     fn softmax_is_causal_windowed_and_scaled() {
         // Two stacked heads × 3 queries after 1 cached key: 4 keys, window 2.
         let scores = Tensor::arange(0f32, 24.0, &Device::Cpu)
             .unwrap()
             .reshape((1, 6, 4))
             .unwrap();
-        scores
-            .inplace_op1(&MaskedSoftmax {
+        let probs = scores
+            .apply_op1(MaskedSoftmax {
                 offset: 1,
                 seq_len: 3,
                 window: Some(2),
                 scale: 0.5,
             })
             .unwrap();
-        let rows = scores.reshape((6, 4)).unwrap().to_vec2::<f32>().unwrap();
+        let rows = probs.reshape((6, 4)).unwrap().to_vec2::<f32>().unwrap();
         let p = 1.0 / (1.0 + (-0.5f32).exp());
         for (r, row) in rows.iter().enumerate() {
             let i = 1 + r % 3;
@@ -249,9 +240,6 @@ mod tests {
                 assert!((v - want).abs() < 1e-6, "row {r} key {j}: {v} vs {want}");
             }
         }
-        assert_eq!(first_visible(5, None), 0);
-        assert_eq!(first_visible(5, Some(2)), 4);
-        assert_eq!(first_visible(0, Some(8)), 0);
     }
 
     #[test]

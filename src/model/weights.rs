@@ -22,6 +22,11 @@ pub trait WeightSource: Send + Sync {
     /// The tensor called `name` (an HF name such as `model.layers.0.self_attn.q_proj.weight`) as
     /// contiguous f32 on the CPU. A missing tensor is an error naming it and the checkpoint.
     fn tensor(&self, name: &str) -> Result<Tensor>;
+    /// The tensor in 16 bits, for `--compute bf16`: bf16 or f16 as stored where the source stores
+    /// them (never widened on the way), anything else rounded to bf16.
+    fn tensor_half(&self, name: &str) -> Result<Tensor> {
+        Ok(self.tensor(name)?.to_dtype(candle_core::DType::BF16)?)
+    }
     /// Whether the source holds a tensor called `name`.
     fn contains(&self, name: &str) -> bool;
     /// The shape of tensor `name`, without reading its data.
@@ -82,6 +87,43 @@ impl Shard {
             info.shape.as_slice(),
             &Device::Cpu,
         )?)
+    }
+
+    /// The tensor as stored when it is bf16 or f16, else rounded to bf16 from f32.
+    fn read_half(&self, name: &str) -> Result<Tensor> {
+        let info = self
+            .metadata
+            .info(name)
+            .ok_or_else(|| Error::corrupt(&self.path, format!("no tensor `{name}`")))?;
+        let (start, end) = info.data_offsets;
+        let bytes = self
+            .data_start
+            .checked_add(start)
+            .zip(self.data_start.checked_add(end))
+            .and_then(|(a, b)| self.mmap.get(a..b))
+            .ok_or_else(|| {
+                Error::corrupt(&self.path, format!("tensor `{name}` lies outside the file"))
+            })?;
+        let bits = |b: &[u8]| -> Vec<u16> {
+            b.chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect()
+        };
+        let shape = info.shape.as_slice();
+        let t = match info.dtype {
+            Dtype::BF16 => {
+                let v: Vec<half::bf16> =
+                    bits(bytes).into_iter().map(half::bf16::from_bits).collect();
+                Tensor::from_vec(v, shape, &Device::Cpu)?
+            }
+            Dtype::F16 => {
+                let v: Vec<half::f16> = bits(bytes).into_iter().map(half::f16::from_bits).collect();
+                Tensor::from_vec(v, shape, &Device::Cpu)?
+            }
+            _ => return Ok(self.read(name)?.to_dtype(candle_core::DType::BF16)?),
+        };
+        self.release(self.data_start + start, end - start);
+        Ok(t)
     }
 
     /// Drops the file pages of a converted tensor from this process's resident memory, so a
@@ -211,6 +253,16 @@ impl WeightSource for HfFolder {
     fn tensor(&self, name: &str) -> Result<Tensor> {
         match self.index.get(name) {
             Some(&i) => self.shards[i].read(name),
+            None => Err(Error::corrupt(
+                &self.dir,
+                format!("the checkpoint has no tensor `{name}`"),
+            )),
+        }
+    }
+
+    fn tensor_half(&self, name: &str) -> Result<Tensor> {
+        match self.index.get(name) {
+            Some(&i) => self.shards[i].read_half(name),
             None => Err(Error::corrupt(
                 &self.dir,
                 format!("the checkpoint has no tensor `{name}`"),

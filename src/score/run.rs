@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::model::{AttnCtx, Model};
 use crate::progress::Progress;
 use candle_core::Tensor;
+use rayon::prelude::*;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -289,43 +290,39 @@ fn select(mut rows: Vec<Vec<f32>>, sel: TokenSel) -> Vec<Vec<f32>> {
     }
 }
 
-/// Sum of next-token NLL over every position but the last of each window, and the count.
+/// Sum of next-token NLL over every position but the last of each window, and the count. The
+/// head runs on blocks of rows and each row's log-sum-exp is taken as soon as its block exists
+/// (vectorised), so no log-softmax and no full `(windows × seq × vocab)` logit tensor is built.
 fn nll_sum(model: &Model, hidden: &Tensor, windows: &[Vec<u32>]) -> Result<(f64, usize)> {
+    let (w, t, h) = hidden.dims3()?;
+    let rows = hidden.reshape((w * t, h))?;
+    let block = (crate::eval::perplexity::LOGIT_BLOCK_ELEMS / model.vocab_size()).max(1);
     let (mut total, mut count) = (0f64, 0usize);
-    for (w, tokens) in windows.iter().enumerate() {
-        let logits = model.logits(&hidden.narrow(0, w, 1)?)?.squeeze(0)?;
-        let logits = logits.to_vec2::<f32>()?;
-        let t = tokens.len();
-        let sums: Vec<f64> = std::thread::scope(|scope| {
-            let threads = candle_core::utils::get_num_threads().clamp(1, t - 1);
-            let per = (t - 1).div_ceil(threads);
-            let handles: Vec<_> = (0..threads)
-                .map(|k| {
-                    let logits = &logits;
-                    scope.spawn(move || {
-                        let mut s = 0f64;
-                        for p in (k * per).min(t - 1)..((k + 1) * per).min(t - 1) {
-                            let row = &logits[p];
-                            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                            let lse = row
-                                .iter()
-                                .map(|&v| ((v - max) as f64).exp())
-                                .sum::<f64>()
-                                .ln()
-                                + max as f64;
-                            s += lse - row[tokens[p + 1] as usize] as f64;
-                        }
-                        s
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or(f64::NAN))
-                .collect()
-        });
-        total += sums.iter().sum::<f64>();
-        count += t - 1;
+    let mut start = 0;
+    while start < w * t {
+        let n = block.min(w * t - start);
+        let logits = model.logits(&rows.narrow(0, start, n)?)?;
+        let logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+        let vocab = model.vocab_size();
+        let part: Vec<(f64, usize)> = logits
+            .par_chunks(vocab)
+            .enumerate()
+            .map(|(k, row)| {
+                let (win, p) = ((start + k) / t, (start + k) % t);
+                match windows[win].get(p + 1) {
+                    Some(&next) if p + 1 < t => (
+                        crate::model::log_sum_exp(row).0 - row[next as usize] as f64,
+                        1,
+                    ),
+                    _ => (0.0, 0),
+                }
+            })
+            .collect();
+        for (s, c) in part {
+            total += s;
+            count += c;
+        }
+        start += n;
     }
     Ok((total, count))
 }

@@ -1,0 +1,514 @@
+//! `xs @ wᵀ` with f32 activations and half-precision weights kept as stored (bf16 or f16), and
+//! f32 accumulation: the product behind `--compute bf16` (issue 14), which keeps a model's
+//! weights at half the memory of f32.
+//!
+//! The weight is never widened as a whole. Work is cut into (64 output columns × up to 96 rows)
+//! tiles on the rayon pool, and each tile packs its 64 weight rows itself:
+//! - with AVX512-BF16 (`vdpbf16ps`, e.g. Zen 4, Sapphire Rapids), into bf16 pairs for a
+//!   6 × 64 register-blocked kernel; the activations are rounded to bf16 (to nearest even) once
+//!   per call, and every pair of products is summed in f32;
+//! - elsewhere, widened to an f32 tile for `gemm`, so only one tile is ever f32.
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Output columns per tile (four 16-lane registers).
+const NR: usize = 64;
+/// Rows per register block of the bf16 kernel.
+const MR: usize = 6;
+/// Rows per tile of the fallback path.
+const MC: usize = 96;
+/// Pairs of the inner dimension per pass of the bf16 kernel: a 64 KiB slice of the packed panel,
+/// which stays in L2 while every row block runs over it.
+const KC: usize = 256;
+
+/// A `(out, in)` weight in its stored half-precision type.
+#[derive(Clone, Copy)]
+pub(crate) enum HalfWeight<'a> {
+    Bf16(&'a [bf16]),
+    F16(&'a [f16]),
+}
+
+impl HalfWeight<'_> {
+    fn len(&self) -> usize {
+        match self {
+            HalfWeight::Bf16(w) => w.len(),
+            HalfWeight::F16(w) => w.len(),
+        }
+    }
+
+    /// Element `i` as bf16 bits (f16 rounds to nearest).
+    #[inline(always)]
+    fn bf16_bits(&self, i: usize) -> u16 {
+        match self {
+            HalfWeight::Bf16(w) => w[i].to_bits(),
+            HalfWeight::F16(w) => bf16::from_f32(w[i].to_f32()).to_bits(),
+        }
+    }
+
+    /// Widens `len` elements from `start` into `out`.
+    fn widen(&self, start: usize, out: &mut [f32]) {
+        match self {
+            HalfWeight::Bf16(w) => w[start..start + out.len()]
+                .iter()
+                .zip(out)
+                .for_each(|(a, o)| *o = a.to_f32()),
+            HalfWeight::F16(w) => w[start..start + out.len()]
+                .iter()
+                .zip(out)
+                .for_each(|(a, o)| *o = a.to_f32()),
+        }
+    }
+}
+
+thread_local! {
+    static TILE: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    static WIDE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Output pointer shared by tiles that write disjoint elements.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: each tile writes only its own rows × columns.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// Whether the CPU has native bf16 dot products.
+pub(crate) fn has_native_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `xs (rows, in) @ wᵀ` for a half-precision `w (out, in)`, as a candle op: f32 in, f32 out.
+pub(crate) struct HalfMatmul;
+
+impl candle_core::CustomOp2 for HalfMatmul {
+    fn name(&self) -> &'static str {
+        "half-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &candle_core::CpuStorage,
+        xl: &candle_core::Layout,
+        ws: &candle_core::CpuStorage,
+        wl: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage as S;
+        let (Some((xa, xb)), Some((wa, wb))) = (xl.contiguous_offsets(), wl.contiguous_offsets())
+        else {
+            candle_core::bail!("half-matmul needs contiguous operands")
+        };
+        let (m, k) = xl.shape().dims2()?;
+        let (n, wk) = wl.shape().dims2()?;
+        if wk != k {
+            candle_core::bail!("half-matmul: ({m}, {k}) @ ({n}, {wk})ᵀ")
+        }
+        let S::F32(x) = xs else {
+            candle_core::bail!("half-matmul reads f32 activations")
+        };
+        let w = match ws {
+            S::BF16(w) => HalfWeight::Bf16(&w[wa..wb]),
+            S::F16(w) => HalfWeight::F16(&w[wa..wb]),
+            _ => candle_core::bail!("half-matmul reads bf16 or f16 weights"),
+        };
+        let out = matmul(&x[xa..xb], m, k, w, n);
+        Ok((S::F32(out), candle_core::Shape::from((m, n))))
+    }
+}
+
+/// `xs (m, k) @ w (n, k)ᵀ` → `(m, n)`, all row-major.
+pub(crate) fn matmul(xs: &[f32], m: usize, k: usize, w: HalfWeight<'_>, n: usize) -> Vec<f32> {
+    assert_eq!(xs.len(), m * k, "activations are not (m, k)");
+    assert_eq!(w.len(), n * k, "weight is not (n, k)");
+    matmul_with(xs, m, k, w, n, has_native_bf16())
+}
+
+fn matmul_with(
+    xs: &[f32],
+    m: usize,
+    k: usize,
+    w: HalfWeight<'_>,
+    n: usize,
+    native: bool,
+) -> Vec<f32> {
+    if m == 0 || n == 0 {
+        return vec![0f32; m * n];
+    }
+    let panels = n.div_ceil(NR);
+    #[cfg(target_arch = "x86_64")]
+    if native && k > 0 {
+        // The tiles write every element (the first slice of the inner dimension stores rather
+        // than adds), so the output is not zeroed first.
+        let mut out: Vec<f32> = Vec::with_capacity(m * n);
+        let ptr = OutPtr(out.as_mut_ptr());
+        let pairs = k.div_ceil(2);
+        // SAFETY: `native` says the CPU has AVX512-BF16.
+        let xb = unsafe { x86::to_bf16_pairs(xs, m, k) };
+        // Each task packs its panel once and runs all its rows, so rows are split only as far
+        // as needed to give every thread several tasks.
+        let want = 4 * rayon::current_num_threads();
+        let chunks = want.div_ceil(panels).clamp(1, m.div_ceil(MR));
+        let per = m.div_ceil(chunks).next_multiple_of(MR);
+        let chunks = m.div_ceil(per);
+        (0..panels * chunks).into_par_iter().for_each(|task| {
+            let (panel, chunk) = (task / chunks, task % chunks);
+            let rows = chunk * per..m.min((chunk + 1) * per);
+            TILE.with_borrow_mut(|tile| {
+                let cols = NR.min(n - panel * NR);
+                match w {
+                    // SAFETY: the CPU has AVX-512 (it has AVX512-BF16), the panel is full and
+                    // `k` even, as the gather needs.
+                    HalfWeight::Bf16(wb) if cols == NR && k.is_multiple_of(2) => unsafe {
+                        x86::pack_gather(wb, k, panel * NR, tile)
+                    },
+                    _ => pack_pairs(w, n, k, panel, tile),
+                }
+                let dst = ptr;
+                // SAFETY: the tile and row range lie inside `xb`, `tile` and `out`, and the
+                // CPU has AVX512-BF16.
+                unsafe { x86::tile(&xb, pairs, rows, tile, dst.0.add(panel * NR), n, cols) };
+            });
+        });
+        // SAFETY: every one of the `m * n` elements was written by exactly one tile.
+        unsafe { out.set_len(m * n) };
+        return out;
+    }
+    let mut out = vec![0f32; m * n];
+    let ptr = OutPtr(out.as_mut_ptr());
+    let blocks = m.div_ceil(MC);
+    let _ = native;
+    (0..panels * blocks).into_par_iter().for_each(|task| {
+        let (panel, block) = (task / blocks, task % blocks);
+        let r0 = block * MC;
+        let rows = MC.min(m - r0);
+        let cols = NR.min(n - panel * NR);
+        WIDE.with_borrow_mut(|wide| {
+            wide.resize(cols * k, 0.0);
+            w.widen(panel * NR * k, wide);
+            let dst = ptr;
+            // SAFETY: `wide` is (cols, k), the rows of `xs` are (rows, k), and the destination
+            // is this tile's own rows × columns of `out`.
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    cols,
+                    k,
+                    dst.0.add(r0 * n + panel * NR),
+                    1,
+                    n as isize,
+                    false,
+                    xs.as_ptr().add(r0 * k),
+                    1,
+                    k as isize,
+                    wide.as_ptr(),
+                    k as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
+    });
+    out
+}
+
+/// Packs columns `panel * NR ..` of `w (n, k)` as bf16 pairs: word `p * NR + c` holds
+/// `w[c, 2p]` (low half) and `w[c, 2p + 1]` (high half), zero past `n` or `k`.
+fn pack_pairs(w: HalfWeight<'_>, n: usize, k: usize, panel: usize, tile: &mut Vec<u32>) {
+    let pairs = k.div_ceil(2);
+    tile.clear();
+    tile.resize(pairs * NR, 0);
+    let c0 = panel * NR;
+    for c in 0..NR.min(n - c0) {
+        let row = (c0 + c) * k;
+        match w {
+            HalfWeight::Bf16(w) if k.is_multiple_of(2) => {
+                for (p, pair) in w[row..row + k].chunks_exact(2).enumerate() {
+                    tile[p * NR + c] =
+                        pair[0].to_bits() as u32 | ((pair[1].to_bits() as u32) << 16);
+                }
+            }
+            _ => {
+                for p in 0..pairs {
+                    let lo = w.bf16_bits(row + 2 * p) as u32;
+                    let hi = if 2 * p + 1 < k {
+                        w.bf16_bits(row + 2 * p + 1) as u32
+                    } else {
+                        0
+                    };
+                    tile[p * NR + c] = lo | (hi << 16);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{KC, MR, NR};
+    use std::arch::x86_64::*;
+
+    /// Rounds `xs (m, k)` to bf16 pairs, `(m, ceil(k / 2))` words, zero-padding odd `k`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn to_bf16_pairs(xs: &[f32], m: usize, k: usize) -> Vec<u32> {
+        let pairs = k.div_ceil(2);
+        let mut out = vec![0u32; m * pairs];
+        for (row, dst) in xs.chunks_exact(k).zip(out.chunks_exact_mut(pairs)) {
+            let mut i = 0;
+            while i + 32 <= k {
+                // SAFETY: 32 floats from `i` are in the row; 16 words from `i / 2` are in `dst`.
+                unsafe {
+                    let a = _mm512_loadu_ps(row.as_ptr().add(i));
+                    let b = _mm512_loadu_ps(row.as_ptr().add(i + 16));
+                    // Element j of the result is b's lane j - 16 above a's lanes: pairs stay in order.
+                    let v: __m512bh = _mm512_cvtne2ps_pbh(b, a);
+                    _mm512_storeu_si512(
+                        dst.as_mut_ptr().add(i / 2) as *mut _,
+                        std::mem::transmute::<__m512bh, __m512i>(v),
+                    );
+                }
+                i += 32;
+            }
+            while i < k {
+                let lo = half::bf16::from_f32(row[i]).to_bits() as u32;
+                let hi = row
+                    .get(i + 1)
+                    .map_or(0, |&x| half::bf16::from_f32(x).to_bits() as u32);
+                dst[i / 2] = lo | (hi << 16);
+                i += 2;
+            }
+        }
+        out
+    }
+
+    /// [`super::pack_pairs`] for a full panel of a bf16 weight with even `k`: each group of 16
+    /// columns' pair `p` is one 32-bit gather, instead of 16 scalar loads and stores.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pack_gather(w: &[half::bf16], k: usize, c0: usize, tile: &mut Vec<u32>) {
+        let pairs = k / 2;
+        assert!((c0 + NR) * k <= w.len() && pairs * NR < i32::MAX as usize);
+        tile.clear();
+        tile.reserve(pairs * NR);
+        let base = w[c0 * k..].as_ptr() as *const i32;
+        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let stride = _mm512_set1_epi32(pairs as i32);
+        let idx: [__m512i; 4] = std::array::from_fn(|g| {
+            _mm512_mullo_epi32(
+                _mm512_add_epi32(lanes, _mm512_set1_epi32(16 * g as i32)),
+                stride,
+            )
+        });
+        let out = tile.as_mut_ptr();
+        for p in 0..pairs {
+            let off = _mm512_set1_epi32(p as i32);
+            for (g, &i) in idx.iter().enumerate() {
+                // SAFETY: word `(c * pairs + p)` of the panel's rows lies in `w` (asserted), and
+                // `tile` has room for `pairs * NR` words.
+                unsafe {
+                    let v = _mm512_i32gather_epi32::<4>(_mm512_add_epi32(i, off), base);
+                    _mm512_storeu_si512(out.add(p * NR + 16 * g) as *mut _, v);
+                }
+            }
+        }
+        // SAFETY: every word was written above.
+        unsafe { tile.set_len(pairs * NR) };
+    }
+
+    /// Rows `rows` of `xb` times one packed panel, into `dst` (row stride `ld`), writing the
+    /// first `cols` columns.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn tile(
+        xb: &[u32],
+        pairs: usize,
+        rows: std::ops::Range<usize>,
+        panel: &[u32],
+        dst: *mut f32,
+        ld: usize,
+        cols: usize,
+    ) {
+        let mut p0 = 0;
+        while p0 < pairs {
+            let kc = KC.min(pairs - p0);
+            let slab = &panel[p0 * NR..(p0 + kc) * NR];
+            let add = p0 > 0;
+            let mut r = rows.start;
+            while r < rows.end {
+                let h = MR.min(rows.end - r);
+                let x = &xb[r * pairs + p0..];
+                // SAFETY: forwarded from the caller.
+                unsafe {
+                    let d = dst.add(r * ld);
+                    match h {
+                        6 => block::<6>(x, pairs, kc, slab, d, ld, cols, add),
+                        5 => block::<5>(x, pairs, kc, slab, d, ld, cols, add),
+                        4 => block::<4>(x, pairs, kc, slab, d, ld, cols, add),
+                        3 => block::<3>(x, pairs, kc, slab, d, ld, cols, add),
+                        2 => block::<2>(x, pairs, kc, slab, d, ld, cols, add),
+                        _ => block::<1>(x, pairs, kc, slab, d, ld, cols, add),
+                    }
+                }
+                r += h;
+            }
+            p0 += kc;
+        }
+    }
+
+    /// `R` rows × 64 columns over `kc` pairs: 4R accumulators, four panel loads and R broadcasts
+    /// per pair; `add` accumulates onto what `dst` holds (later slices of the inner dimension).
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block<const R: usize>(
+        x: &[u32],
+        pairs: usize,
+        kc: usize,
+        panel: &[u32],
+        dst: *mut f32,
+        ld: usize,
+        cols: usize,
+        add: bool,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 4]; R];
+        if add {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                for (c, v) in acc.iter_mut().enumerate() {
+                    let c0 = c * 16;
+                    if c0 >= cols {
+                        break;
+                    }
+                    let mask = if cols - c0 >= 16 {
+                        u16::MAX
+                    } else {
+                        ((1u32 << (cols - c0)) - 1) as u16
+                    };
+                    // SAFETY: the first `cols` columns of row `r` belong to this tile.
+                    *v = unsafe { _mm512_maskz_loadu_ps(mask, dst.add(r * ld + c0)) };
+                }
+            }
+        }
+        let xp = x.as_ptr();
+        let pp = panel.as_ptr();
+        for p in 0..kc {
+            // SAFETY: `panel` holds `kc * NR` words, and `x` has `R` rows of stride `pairs`
+            // with at least `kc` words left in each.
+            unsafe {
+                let b: [__m512bh; 4] = [
+                    std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                        pp.add(p * NR) as *const _
+                    )),
+                    std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                        pp.add(p * NR + 16) as *const _,
+                    )),
+                    std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                        pp.add(p * NR + 32) as *const _,
+                    )),
+                    std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                        pp.add(p * NR + 48) as *const _,
+                    )),
+                ];
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let a: __m512bh = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(
+                        *xp.add(r * pairs + p) as i32,
+                    ));
+                    for (c, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm512_dpbf16_ps(*acc, a, b[c]);
+                    }
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (c, &v) in acc.iter().enumerate() {
+                let c0 = c * 16;
+                if c0 >= cols {
+                    break;
+                }
+                let left = cols - c0;
+                // SAFETY: the first `cols` columns of row `r` belong to this tile.
+                unsafe {
+                    let at = dst.add(r * ld + c0);
+                    if left >= 16 {
+                        _mm512_storeu_ps(at, v);
+                    } else {
+                        _mm512_mask_storeu_ps(at, ((1u32 << left) - 1) as u16, v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(xs: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f64> {
+        (0..m * n)
+            .map(|i| {
+                let (r, c) = (i / n, i % n);
+                (0..k)
+                    .map(|j| xs[r * k + j] as f64 * w[c * k + j] as f64)
+                    .sum()
+            })
+            .collect()
+    }
+
+    fn check(m: usize, k: usize, n: usize) {
+        let xs: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
+        let wf: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
+            .collect();
+        let wb: Vec<bf16> = wf.iter().map(|&v| bf16::from_f32(v)).collect();
+        let wh: Vec<f16> = wf.iter().map(|&v| f16::from_f32(v)).collect();
+        // The exact product of the rounded weights, and a bound for rounding the activations
+        // (2⁻⁹ relative each) and the weights (f16 → bf16) in f32 sums.
+        let wr: Vec<f32> = wb.iter().map(|v| v.to_f32()).collect();
+        let want = reference(&xs, m, k, &wr, n);
+        let bound = k as f64 * 2.0 * (2f64).powi(-8);
+        let paths: &[(HalfWeight<'_>, bool, f64)] = &[
+            (HalfWeight::Bf16(&wb), false, 1e-4),
+            (HalfWeight::Bf16(&wb), true, bound),
+            (HalfWeight::F16(&wh), true, bound),
+        ];
+        for &(w, native, tol) in paths {
+            if native && !has_native_bf16() {
+                continue;
+            }
+            let got = matmul_with(&xs, m, k, w, n, native);
+            for (i, (&g, &e)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g as f64 - e).abs() <= tol,
+                    "({m}, {k}) × ({n}, {k}) native {native}: element {i}: {g} vs {e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn products_match_f64_on_ragged_shapes() {
+        for (m, k, n) in [
+            (1, 7, 3),
+            (7, 64, 65),
+            (97, 33, 130),
+            (13, 576, 64),
+            (200, 96, 17),
+            (9, 1031, 70),
+        ] {
+            check(m, k, n);
+        }
+    }
+}
