@@ -1,4 +1,4 @@
-//! Heal-aware selection ([`Metric::Healed`], issue 18): remove the layers that least-squares
+//! Heal-aware selection ([`super::Metric::Healed`], issue 18): remove the layers that least-squares
 //! healing can best make up for, rather than the layers that matter least unhealed.
 //!
 //! One dense pass over the calibration windows keeps, per layer `l`, its output `X_l` and its MLP
