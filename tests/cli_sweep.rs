@@ -500,3 +500,93 @@ fn sweep_adds_accuracy_and_stability_columns_that_match_eval() {
         assert!(md.contains(want), "{want} not in report:\n{md}");
     }
 }
+
+#[test]
+fn several_heal_methods_each_get_their_own_healed_columns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = text(tmp.path());
+    let model = fixture().join("llama");
+    let run = |heal: &str, out: &str| {
+        depthprune(
+            &[
+                "sweep",
+                s(&model),
+                "--strategies",
+                "bi",
+                "--remove",
+                "1,2",
+                "--protect",
+                "first:1",
+                "--calib",
+                s(&t),
+                "--ctx",
+                "16",
+                "--samples",
+                "4",
+                "--calib-offset",
+                "64",
+                "--eval",
+                s(&t),
+                "--eval-samples",
+                "2",
+                "--heal",
+                heal,
+                "--holdout",
+                "0",
+                "--alpha",
+                "1e-3",
+                "--heal-samples",
+                "1024",
+                "--out",
+                out,
+                "--json",
+            ],
+            tmp.path(),
+        )
+    };
+    let o = run("lstsq,scale", "both");
+    assert!(o.status.success(), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["heal"]["also"][0]["name"], "scale");
+    // Each extra method's figures equal a sweep healed by that method alone.
+    let alone = run("scale", "alone");
+    assert!(alone.status.success(), "{}", err(&alone));
+    let w: serde_json::Value = serde_json::from_slice(&alone.stdout).unwrap();
+    for (r, a) in v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(w["rows"].as_array().unwrap())
+    {
+        assert_eq!(r["removed"], a["removed"]);
+        assert_eq!(
+            r["healed_by"]["scale"]["perplexity"], a["healed"]["perplexity"],
+            "{r}"
+        );
+        assert_ne!(
+            r["healed"]["perplexity"], r["healed_by"]["scale"]["perplexity"],
+            "{r}"
+        );
+    }
+    let csv = std::fs::read_to_string(tmp.path().join("both/sweep.csv")).unwrap();
+    let (p, s_p) = (
+        column(&csv, "healed_perplexity"),
+        column(&csv, "healed_scale_perplexity"),
+    );
+    column(&csv, "healed_scale_mean_kl");
+    column(&csv, "healed_scale_top1_agreement");
+    for l in csv.lines().skip(1) {
+        let c = cells(l);
+        assert!(!c[p].is_empty() && !c[s_p].is_empty(), "{l}");
+    }
+    // A method named twice, or kd, is refused before any work.
+    for (heal, want) in [
+        ("lstsq,lstsq", "twice"),
+        ("lstsq,kd", "not available in sweep"),
+    ] {
+        let o = run(heal, "refused");
+        assert_eq!(o.status.code(), Some(1), "{heal}");
+        assert!(err(&o).contains(want), "{}", err(&o));
+        assert!(!tmp.path().join("refused").exists());
+    }
+}

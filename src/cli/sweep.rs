@@ -93,10 +93,12 @@ pub struct Args {
     /// With --tasks: score only the first N questions.
     #[arg(long, value_name = "N", requires = "tasks")]
     pub limit: Option<usize>,
-    /// Also heal every removal and measure it healed (`auto`, `lstsq`, `weighted` or `scale`, as in
-    /// `prune --heal`; validated on held-out calibration windows unless --holdout 0).
-    #[arg(long, value_parser = super::heal::HEAL_METHODS, num_args = 0..=1, default_missing_value = "auto", value_name = "METHOD")]
-    pub heal: Option<String>,
+    /// Also heal every removal and measure it healed (`auto`, `lstsq`, `weighted`, `scale` or
+    /// `cosine`, as in `prune --heal`; validated on held-out calibration windows unless
+    /// --holdout 0). Several methods, comma-separated, each get their own healed columns; the
+    /// best choice at each count follows the first.
+    #[arg(long, value_parser = super::heal::HEAL_METHODS, num_args = 0..=1, value_delimiter = ',', default_missing_value = "auto", value_name = "METHOD[,METHOD...]")]
+    pub heal: Option<Vec<String>>,
     #[command(flatten)]
     pub heal_fit: HealFitArgs,
     /// Output folder for sweep.csv, sweep.json, scores and plots.
@@ -236,6 +238,19 @@ fn slice_windows(tok: &HfTokenizer, slice: &Slice<'_>, ctx: usize) -> Result<Vec
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let methods = args.heal.clone().unwrap_or_default();
+    if methods.iter().any(|m| m == "kd") {
+        bail!(
+            "--heal kd is not available in sweep: distilling every cell takes minutes each; distil the chosen removal with `prune --heal kd` or `heal --method kd`"
+        );
+    }
+    if let Some((_, m)) = methods
+        .iter()
+        .enumerate()
+        .find(|(i, m)| methods[..*i].contains(m))
+    {
+        bail!("--heal names `{m}` twice");
+    }
     let specs = args
         .strategies
         .split(',')
@@ -378,13 +393,16 @@ pub fn run(args: Args) -> Result<()> {
         let end = (start + args.heal_fit.heal_samples).min(calib_tokens.len());
         &calib_tokens[start..end]
     };
-    let heal = match &args.heal {
-        Some(m) if m == "kd" => anyhow::bail!(
-            "--heal kd is not available in sweep: distilling every cell takes minutes each; distil the chosen removal with `prune --heal kd` or `heal --method kd`"
-        ),
+    let methods = args.heal.clone().unwrap_or_default();
+    let heal = match methods.first() {
         Some(method) => Some((args.heal_fit.options(method, args.calib.ctx)?, heal_tokens)),
         None => None,
     };
+    let heal_also = methods
+        .iter()
+        .skip(1)
+        .map(|m| Ok((m.clone(), args.heal_fit.options(m, args.calib.ctx)?)))
+        .collect::<Result<Vec<_>>>()?;
     let set = |s: &Slice<'_>, windows: usize| EvalSet {
         file: s.file.display().to_string(),
         ctx: eval_ctx,
@@ -412,6 +430,7 @@ pub fn run(args: Args) -> Result<()> {
         counts,
         protect,
         heal,
+        heal_also,
         eval: eval_set,
         select: select_set,
         calibration,
@@ -657,12 +676,29 @@ const COLUMNS: &[Column] = &[
     ("stability_overlap", |r| num(r.stability.map(|s| s.overlap))),
 ];
 
-/// One CSV row per strategy and count, with the columns of [`COLUMNS`].
+/// One CSV row per strategy and count, with the columns of [`COLUMNS`], then, for each extra
+/// healing method `M` (`--heal A,M,…`), `healed_M_perplexity`, `healed_M_mean_kl` and
+/// `healed_M_top1_agreement`.
 pub fn csv(s: &Sweep) -> Result<String> {
-    let mut t = COLUMNS.iter().map(|c| c.0).collect::<Vec<_>>().join(",");
+    let mut methods: Vec<&String> = s.rows.iter().flat_map(|r| r.healed_by.keys()).collect();
+    methods.sort();
+    methods.dedup();
+    let mut names: Vec<String> = COLUMNS.iter().map(|c| c.0.to_string()).collect();
+    for m in &methods {
+        for f in ["perplexity", "mean_kl", "top1_agreement"] {
+            names.push(format!("healed_{m}_{f}"));
+        }
+    }
+    let mut t = names.join(",");
     t.push('\n');
     for r in &s.rows {
-        let cells: Vec<String> = COLUMNS.iter().map(|c| (c.1)(r)).collect();
+        let mut cells: Vec<String> = COLUMNS.iter().map(|c| (c.1)(r)).collect();
+        for m in &methods {
+            let h = r.healed_by.get(*m);
+            cells.push(num(h.map(|h| h.perplexity)));
+            cells.push(num(h.map(|h| h.mean_kl)));
+            cells.push(num(h.map(|h| h.top1_agreement)));
+        }
         writeln!(t, "{}", cells.join(","))?;
     }
     Ok(t)

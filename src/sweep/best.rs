@@ -81,6 +81,7 @@ mod tests {
             ppl_vs_dense: None,
             healed: None,
             healed_select_perplexity: None,
+            healed_by: Default::default(),
             heal_residuals: None,
             heal_choices: None,
             tasks: None,

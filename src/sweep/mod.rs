@@ -127,6 +127,10 @@ pub struct SweepRow {
     /// With `--heal`: the healed removal's perplexity on the validation slice.
     #[serde(default)]
     pub healed_select_perplexity: Option<f64>,
+    /// With `--heal A,B,…`: the removal healed by each method after the first (whose figures
+    /// are `healed`), by method name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub healed_by: BTreeMap<String, Measured>,
     /// With `--heal`: the relative residual of each block's fit.
     pub heal_residuals: Option<Vec<f64>>,
     /// With `--heal`: what each block got, `A..B:objective` or `A..B:unhealed` when validation
@@ -230,6 +234,9 @@ pub struct SweepPlan<'a> {
     pub protect: Protect,
     /// Heal each removal, fitting on these calibration tokens.
     pub heal: Option<(HealOptions, &'a [u32])>,
+    /// More healing methods to measure each removal with, by name, on the same tokens (their
+    /// figures go to [`SweepRow::healed_by`]; the best choice follows the first method).
+    pub heal_also: Vec<(String, HealOptions)>,
     pub eval: EvalSet,
     pub select: EvalSet,
     pub calibration: Option<Calibration>,
@@ -342,6 +349,7 @@ pub fn run(
     };
     let mut measured: HashMap<Vec<usize>, Cell> = HashMap::new();
     let mut healed: HashMap<Vec<usize>, Healed> = HashMap::new();
+    let mut healed_also: HashMap<(String, Vec<usize>), Healed> = HashMap::new();
     let mut task_cells: HashMap<Vec<usize>, TaskCell> = HashMap::new();
     let mut rows = Vec::new();
     let mut cells: Vec<(Cell, Option<Cell>)> = Vec::new();
@@ -398,6 +406,26 @@ pub fn run(
                 }
                 _ => None,
             };
+            let mut healed_by = BTreeMap::new();
+            if let Some((_, calib)) = &plan.heal {
+                for (name, opts) in &plan.heal_also {
+                    if k == 0 || removed.contains(&0) {
+                        break;
+                    }
+                    let key = (name.clone(), removed.clone());
+                    let h = match healed_also.get(&key) {
+                        Some(h) => h.clone(),
+                        None => {
+                            let h = heal_and_measure(
+                                model, model_path, &eval, &select, &removed, calib, opts,
+                            )?;
+                            healed_also.insert(key, h.clone());
+                            h
+                        }
+                    };
+                    healed_by.insert(name.clone(), Measured::from_windows(&h.cell.eval, &boot));
+                }
+            }
             let task = match &plan.tasks {
                 Some(t) if k > 0 => Some(match task_cells.get(&removed) {
                     Some(c) => c.clone(),
@@ -439,6 +467,7 @@ pub fn run(
                     .as_ref()
                     .map(|h| Measured::from_windows(&h.cell.eval, &boot)),
                 healed_select_perplexity: heal_result.as_ref().map(|h| h.cell.select),
+                healed_by,
                 heal_residuals: heal_result.as_ref().map(|h| h.residuals.clone()),
                 heal_choices: heal_result.as_ref().map(|h| h.choices.clone()),
                 tasks: task,
@@ -487,6 +516,10 @@ pub fn run(
                 "holdout": o.holdout,
                 "ctx": o.ctx,
                 "calibration_tokens": calib.len() / o.ctx * o.ctx,
+                "also": plan.heal_also.iter().map(|(name, o)| serde_json::json!({
+                    "name": name,
+                    "objectives": o.objectives.iter().map(|o| o.name()).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
             })
         }),
         rows,
