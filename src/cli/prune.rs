@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
     depthprune prune ./Llama-3.1-8B --drop 24..28 --dtype bf16 --max-shard-size 2GB --out ./llama-28L\n  \
     depthprune prune model.gguf --drop last:8 --out pruned.gguf\n  \
     depthprune prune model.gguf --strategy bi --remove 8 --calib train.txt --out pruned.gguf\n  \
+    depthprune prune ./SmolLM2-135M --drop 13..20,25 --heal --calib train.txt --out ./smol-22L-healed\n  \
+    depthprune prune ./SmolLM2-135M --strategy healed --remove 8 --calib train.txt --heal kd --out ./smol-22L-kd\n  \
     depthprune prune Qwen/Qwen3-4B --drop 3..29 --out ./Qwen3-4B-10L   # downloads into the HF cache\n\n\
     The output is written to a temporary sibling (`.NAME.depthprune-tmp`) and renamed into place\n\
     when complete. It holds the weights, config.json, tokenizer files, a model card (README.md)\n\
