@@ -2,31 +2,27 @@
 //! candidate map with the lowest next-token KL to the dense model there, and stays unhealed when
 //! no candidate beats leaving it so. Run on the golden llama fixture (4 layers).
 
-use depthprune::eval;
+mod common;
+
 use depthprune::heal::{self, HealOptions, Healing, Objective, Prior};
 use depthprune::progress::Silent;
-use depthprune::tokenizer::HfTokenizer;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 const CTX: usize = 16;
 const SAMPLES: usize = 256;
 const HOLDOUT: usize = 4;
 
 fn dense() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/llama")
+    common::golden_llama()
 }
 
 fn calib() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/eval.txt")
+    common::golden_text()
 }
 
 fn tokens() -> Vec<u32> {
-    let tok = HfTokenizer::open(&dense()).unwrap();
-    let text = eval::read_text(&calib()).unwrap();
-    let t = eval::tokenize(&tok, &text, Some(SAMPLES)).unwrap();
-    assert_eq!(t.len(), SAMPLES, "the fixture text is too short");
-    t
+    common::golden_tokens(SAMPLES)
 }
 
 fn validated() -> HealOptions {
@@ -127,11 +123,7 @@ fn too_few_windows_for_the_hold_out_is_a_clear_error() {
 }
 
 fn depthprune(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_depthprune"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap()
+    common::run_in(args, cwd)
 }
 
 #[test]

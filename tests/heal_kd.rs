@@ -3,33 +3,29 @@
 //! and the written checkpoints (HF and GGUF paths share the fold) reload with the in-memory
 //! logits. The gradient itself is checked against finite differences in `src/heal/kd/tests.rs`.
 
+mod common;
+
 use candle_core::Tensor;
-use depthprune::eval;
 use depthprune::heal::{self, HealOptions, KdOptions};
 use depthprune::model::Model;
 use depthprune::progress::Silent;
-use depthprune::tokenizer::HfTokenizer;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 const CTX: usize = 16;
 const SAMPLES: usize = 256;
 const HOLDOUT: usize = 4;
 
 fn dense() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/llama")
+    common::golden_llama()
 }
 
 fn calib() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/eval.txt")
+    common::golden_text()
 }
 
 fn tokens() -> Vec<u32> {
-    let tok = HfTokenizer::open(&dense()).unwrap();
-    let text = eval::read_text(&calib()).unwrap();
-    let t = eval::tokenize(&tok, &text, Some(SAMPLES)).unwrap();
-    assert_eq!(t.len(), SAMPLES, "the fixture text is too short");
-    t
+    common::golden_tokens(SAMPLES)
 }
 
 fn opts() -> HealOptions {
@@ -130,11 +126,7 @@ fn distillation_without_a_hold_out_or_steps_is_refused() {
 }
 
 fn depthprune(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_depthprune"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap()
+    common::run_in(args, cwd)
 }
 
 #[test]

@@ -5,19 +5,10 @@
 mod common;
 
 use common::{run, stdout};
-use std::path::PathBuf;
-
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/llama")
-}
-
-fn calib() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/eval.txt")
-}
 
 #[test]
 fn healed_order_is_greedy_by_cost_and_prune_follows_it() {
-    let (m, c) = (fixture(), calib());
+    let (m, c) = (common::golden_llama(), common::golden_text());
     let args = [
         "--calib",
         c.to_str().unwrap(),

@@ -138,6 +138,35 @@ pub fn run(args: &[&str]) -> Output {
     Command::new(bin()).args(args).output().unwrap()
 }
 
+/// Runs the binary with `args` in the folder `cwd`.
+pub fn run_in(args: &[&str], cwd: &Path) -> Output {
+    Command::new(bin())
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+}
+
+/// The golden llama fixture (4 layers, with a tokenizer).
+pub fn golden_llama() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/llama")
+}
+
+/// The golden fixtures' evaluation text.
+pub fn golden_text() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/eval.txt")
+}
+
+/// The first `n` tokens of [`golden_text`] under the llama fixture's tokenizer, refusing a text
+/// that is too short.
+pub fn golden_tokens(n: usize) -> Vec<u32> {
+    let tok = depthprune::tokenizer::HfTokenizer::open(&golden_llama()).unwrap();
+    let text = depthprune::eval::read_text(&golden_text()).unwrap();
+    let t = depthprune::eval::tokenize(&tok, &text, Some(n)).unwrap();
+    assert_eq!(t.len(), n, "the fixture text is too short");
+    t
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
