@@ -2,12 +2,13 @@
 //!
 //! The library measures which transformer layers matter, removes whole layers from Hugging Face
 //! safetensors folders and GGUF files, and accounts exactly for what was removed. The binary
-//! (`src/main.rs`, `cli/`) is a thin layer over these modules:
+//! (`src/main.rs`, `cli/`) and the Python package (`python/`) are thin faces over [`api`], one
+//! call per job, which is built on these modules:
 //!
 //! - [`select`]: the layer SPEC grammar (`3..29`, `last:8`, …) and the removal plan it resolves to.
 //! - [`arch`]: architecture descriptions read from `config.json`, tensor naming, parameter counts.
 //! - [`score`]: layer-importance criteria (angular distance, Block Influence, perplexity, greedy).
-//! - [`model`]: the forward pass (llama, mistral, qwen2, qwen3) with per-layer taps, skips and a KV cache.
+//! - [`model`]: the forward pass with per-layer taps, skips and a KV cache.
 //! - [`eval`]: perplexity under the literature's window conventions, and KL from a reference.
 //! - [`sweep`]: the study: strategies × layers removed, pruned virtually and measured against the dense model.
 //! - [`heal`]: healing without training: a least-squares linear map per removed block, folded into `down_proj`.
@@ -18,6 +19,7 @@
 //!
 //! Layer numbers are 0-based everywhere and ranges are half-open (`a..b` keeps `a`, drops `b`).
 
+pub mod api;
 pub mod arch;
 pub mod checkpoint;
 pub mod error;

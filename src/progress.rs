@@ -5,12 +5,21 @@
 pub trait Progress: Sync {
     /// A new phase begins, measured in `total` units (bytes, tokens, layers).
     fn start(&self, _label: &str, _total: u64) {}
+    /// A new phase begins, measured in bytes (a download, a checkpoint being written).
+    fn start_bytes(&self, label: &str, total: u64) {
+        self.start(label, total)
+    }
     /// `n` more units are done.
     fn advance(&self, _n: u64) {}
     /// A status line for the current phase (a running loss, say).
     fn message(&self, _msg: &str) {}
     /// The current phase is over.
     fn finish(&self) {}
+    /// Something the user should know that does not stop the work (a slice shorter than asked,
+    /// a tokenizer note). By default it goes to stderr as `warning: …`.
+    fn warn(&self, msg: &str) {
+        eprintln!("warning: {msg}");
+    }
 }
 
 /// Reports nothing.

@@ -380,7 +380,7 @@ fn mismatched_removal_and_existing_output_are_refused() {
     let e = gguf::prune(&model, &drop("0", 3), &out, &OPTS, &Silent)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("--force"), "{e}");
+    assert!(e.contains("`force`"), "{e}");
     assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
     let force = PruneOptions {
         overwrite: Overwrite::Force,

@@ -58,7 +58,7 @@ impl AtomicOutput {
     fn begin(target: &Path, overwrite: Overwrite, is_dir: bool) -> Result<Self> {
         if overwrite == Overwrite::Refuse && is_nonempty(target) {
             return Err(Error::Invalid(format!(
-                "output `{}` already exists and is not empty; pass --force to replace it",
+                "output `{}` already exists and is not empty; pass `force` to replace it",
                 target.display()
             )));
         }
@@ -172,7 +172,7 @@ mod tests {
         std::fs::create_dir(&target).unwrap();
         std::fs::write(target.join("keep"), b"1").unwrap();
         let e = AtomicOutput::dir(&target, Overwrite::Refuse).unwrap_err();
-        assert!(e.to_string().contains("--force"), "{e}");
+        assert!(e.to_string().contains("`force`"), "{e}");
         let out = AtomicOutput::dir(&target, Overwrite::Force).unwrap();
         out.commit().unwrap();
         assert!(!target.join("keep").exists());

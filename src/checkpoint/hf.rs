@@ -85,17 +85,7 @@ impl HfCheckpoint {
         }
         super::links::check_folder(dir)?;
         let (arch, config, config_path) = read_config(dir)?;
-        let (shards, index) = if dir.join(INDEX_FILE).is_file() {
-            let (shards, index) = open_sharded(dir)?;
-            (shards, Some(index))
-        } else if dir.join(SINGLE_FILE).is_file() {
-            (vec![SafetensorsFile::open(&dir.join(SINGLE_FILE))?], None)
-        } else {
-            return Err(Error::Invalid(format!(
-                "`{}`: no `{SINGLE_FILE}` or `{INDEX_FILE}`; `plan` works from config.json alone, other commands need weights",
-                dir.display()
-            )));
-        };
+        let (shards, index) = open_weights(dir)?;
         let ckpt = HfCheckpoint {
             dir: dir.to_path_buf(),
             config,
@@ -289,6 +279,24 @@ pub fn parse_index(path: &Path, text: &str) -> Result<Index> {
         files,
         by_name,
     })
+}
+
+/// The validated shard headers of the weights in `dir` (the single file, or every shard the
+/// index names, checked against the index), with the index as written when sharded. The one
+/// reader of HF weights: [`HfCheckpoint`] adds the config's checks, and the forward pass maps
+/// the same headers' data.
+pub fn open_weights(dir: &Path) -> Result<(Vec<SafetensorsFile>, Option<Value>)> {
+    if dir.join(INDEX_FILE).is_file() {
+        let (shards, index) = open_sharded(dir)?;
+        Ok((shards, Some(index)))
+    } else if dir.join(SINGLE_FILE).is_file() {
+        Ok((vec![SafetensorsFile::open(&dir.join(SINGLE_FILE))?], None))
+    } else {
+        Err(Error::Invalid(format!(
+            "`{}`: no `{SINGLE_FILE}` or `{INDEX_FILE}`; `plan` works from config.json alone, other commands need weights",
+            dir.display()
+        )))
+    }
 }
 
 fn open_sharded(dir: &Path) -> Result<(Vec<SafetensorsFile>, Value)> {

@@ -110,7 +110,7 @@ pub fn prune_hf(
     if let Some(d) = opts.dtype {
         if !d.is_convertible_float() {
             return Err(Error::Unsupported(format!(
-                "--dtype must be f32, f16 or bf16, not {d}"
+                "`dtype` must be f32, f16 or bf16, not {d}"
             )));
         }
     }
@@ -171,7 +171,7 @@ pub fn prune_hf(
         .collect();
 
     let total: u64 = ckpt.weight_bytes();
-    progress.start("pruning", total);
+    progress.start_bytes("pruning", total);
     let mut writer = ShardWriter::new(&output, &shard_names, &headers);
     let mut by_name: HashMap<&str, usize> = HashMap::new();
     for (i, p) in planned.iter().enumerate() {

@@ -129,7 +129,7 @@ fn check_link(path: &Path, root: &Path) -> Result<()> {
         return Err(Error::corrupt(
             path,
             format!(
-                "is a symlink to `{}`, outside the model folder; refused (pass --follow-symlinks to read it anyway)",
+                "is a symlink to `{}`, outside the model folder; refused (pass `follow_symlinks` to read it anyway)",
                 target.display()
             ),
         ));

@@ -200,7 +200,7 @@ pub fn write_synthetic(
     let mut meta = Map::new();
     meta.insert("format".into(), Value::from("pt"));
     let total: u64 = shards.iter().flatten().map(|t| t.len).sum();
-    progress.start("writing", total);
+    progress.start_bytes("writing", total);
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut weight_map = Map::new();
     let mut buf = Vec::with_capacity(1 << 20);

@@ -1,10 +1,9 @@
-//! Arguments shared by several subcommands, and their validation into library types.
+//! Arguments shared by several subcommands, and how they become the library's options.
 
-use depthprune::hub::{self, HubConfig, Need, Resolved};
-use depthprune::select::{LayerSpec, Removal};
-use std::path::Path;
+use depthprune::api::choose::LayerChoice;
+use depthprune::score::Metric;
 
-/// `--drop SPEC` or `--keep SPEC`.
+/// `--drop SPEC`, `--keep SPEC` or `--strategy M`.
 #[derive(clap::Args, Debug, Clone)]
 #[group(required = true, multiple = false)]
 pub struct LayerArgs {
@@ -14,46 +13,29 @@ pub struct LayerArgs {
     /// Layers to keep (all others are removed); same grammar as --drop.
     #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
     pub keep: Option<String>,
-    /// Choose the layers with a criterion (angular, bi, minitron, ppl, greedy, last) and
+    /// Choose the layers with a criterion (angular, bi, minitron, ppl, greedy, healed, last) and
     /// --remove N, --target-params P or --ratio R.
-    #[arg(long, value_name = "M")]
-    pub strategy: Option<String>,
+    #[arg(long, value_name = "M", value_parser = parse_metric)]
+    pub strategy: Option<Metric>,
 }
 
 impl LayerArgs {
-    /// Resolves against a model with `n_layers` layers, warning about merged duplicates.
-    pub fn removal(&self, n_layers: usize) -> depthprune::Result<Removal> {
-        let r = match (&self.drop, &self.keep) {
-            (Some(d), _) => Removal::drop(&LayerSpec::parse(d)?, n_layers)?,
-            (None, Some(k)) => Removal::keep(&LayerSpec::parse(k)?, n_layers)?,
-            (None, None) => {
-                return Err(depthprune::Error::Unsupported(
-                    "--strategy chooses layers by scoring the model, which this command does not do; pass the chosen layers with --drop".into(),
-                ))
-            }
-        };
-        let dups = r.duplicates();
-        if !dups.is_empty() {
-            super::output::warn(format!("layers named more than once were merged: {dups:?}"));
-        }
-        Ok(r)
+    /// The library's choice, with the strategy's amount and calibration from `strategy`.
+    pub fn choice(&self, strategy: &super::strategy::StrategyArgs) -> LayerChoice {
+        let mut c = strategy.choice();
+        c.drop = self.drop.clone();
+        c.keep = self.keep.clone();
+        c.strategy = self.strategy;
+        c
     }
+}
 
-    /// How the user chose, for provenance.
-    pub fn method(&self) -> serde_json::Value {
-        match (&self.drop, &self.keep) {
-            (Some(d), _) => serde_json::json!({"kind": "manual", "drop": d}),
-            (_, k) => serde_json::json!({"kind": "manual", "keep": k}),
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        match (&self.drop, &self.keep) {
-            (Some(d), _) => format!("chosen by hand with `--drop {d}`"),
-            (_, Some(k)) => format!("chosen by hand with `--keep {k}`"),
-            _ => String::new(),
-        }
-    }
+/// Parses a metric name into a clear error listing the choices.
+pub fn parse_metric(s: &str) -> Result<Metric, String> {
+    Metric::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+        format!("unknown metric `{s}`; expected one of {}", names.join(", "))
+    })
 }
 
 /// Parses a byte size: `5GB`, `500MB`, `2GiB`, `123` (bytes). Decimal units are powers of 1000
@@ -99,21 +81,12 @@ pub fn command_line() -> Vec<String> {
     args
 }
 
-/// Turns a MODEL argument into something on disk: a local path as is, a hub ID (`org/name`,
-/// `org/name@rev`, `org/name:file.gguf`) from the HF cache, downloading what `need` requires.
-/// Every command calls this on MODEL before looking at it.
-pub fn resolve_model(model: &Path, need: Need) -> anyhow::Result<Resolved> {
-    let cfg = HubConfig::from_env();
-    Ok(hub::resolve(
-        model.as_os_str(),
-        need,
-        &cfg,
-        &super::output::Bar::bytes(),
-    )?)
+/// Warns about layers named more than once.
+pub fn warn_duplicates(dups: &[usize]) {
+    if !dups.is_empty() {
+        super::output::warn(format!("layers named more than once were merged: {dups:?}"));
+    }
 }
-
-/// Whether MODEL names a GGUF file (the library's test, shared by every command).
-pub use depthprune::model::is_gguf;
 
 #[cfg(test)]
 mod tests {

@@ -2,12 +2,10 @@
 //! its divergence from a reference; or, with `--tasks`, zero-shot multiple-choice accuracy
 //! (`eval_tasks.rs`).
 
-use super::output::{print, print_json, warn, Bar};
-use depthprune::eval::{self, Convention, EvalReport, Run};
-use depthprune::model::{open_checkpoint, Model};
-use depthprune::select::{LayerSpec, Removal};
-use depthprune::tokenizer::open_tokenizer;
-use std::path::{Path, PathBuf};
+use super::output::{print, print_json, Bar};
+use depthprune::api::eval::{perplexity, EvalRequest, EvalResult};
+use depthprune::api::ModelSource;
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
@@ -74,97 +72,45 @@ pub struct Args {
     pub json: bool,
 }
 
-/// The layers `--skip SPEC` names, sorted.
-pub(super) fn skip_list(spec: Option<&str>, n_layers: usize) -> anyhow::Result<Vec<usize>> {
-    Ok(match spec {
-        Some(s) => Removal::drop(&LayerSpec::parse(s)?, n_layers)?.removed(),
-        None => Vec::new(),
-    })
-}
-
-fn same_path(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
+impl Args {
+    /// The library's request.
+    pub fn request(&self) -> EvalRequest {
+        EvalRequest {
+            text: self.text.clone(),
+            tasks: self.tasks.clone(),
+            limit: self.limit,
+            per_item: self.per_item,
+            ctx: self.ctx,
+            stride: self.stride,
+            max_tokens: self.max_tokens,
+            skip: self.skip.clone(),
+            reference: self.reference.clone(),
+            batch: self.batch,
+        }
     }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(file) = &args.tasks {
-        return super::eval_tasks::run(&args, file);
-    }
-    let conv = Convention::new(args.ctx, args.stride)?;
     if args.batch == 0 {
         anyhow::bail!("--batch must be at least 1");
     }
-    let (cfg, source) = open_checkpoint(&args.model)?;
-    let n_layers = cfg.n_layers();
-    let skip = skip_list(args.skip.as_deref(), n_layers)?;
-    let self_reference = args
-        .reference
-        .as_deref()
-        .is_some_and(|r| same_path(r, &args.model));
-    if self_reference && skip.is_empty() {
-        warn("--reference is MODEL itself and nothing is skipped, so the divergence is zero; add --skip SPEC");
+    if args.tasks.is_some() {
+        return super::eval_tasks::run(&args);
     }
-    let model = Model::from_source(cfg, source, &|i| self_reference || !skip.contains(&i))?;
-    let other = match &args.reference {
-        Some(r) if !self_reference => Some(Model::open(r)?),
-        _ => None,
-    };
-    let reference = match (&args.reference, &other) {
-        (None, _) => None,
-        (Some(_), Some(m)) => Some(Run {
-            model: m,
-            skip: &[],
-        }),
-        (Some(_), None) => Some(Run {
-            model: &model,
-            skip: &[],
-        }),
-    };
-
-    let (tok, notes) = open_tokenizer(&args.model)?;
-    for note in &notes {
-        warn(note);
-    }
-    let Some(text_path) = args.text.as_deref() else {
-        anyhow::bail!("give --text FILE (perplexity) or --tasks FILE.jsonl (multiple choice)");
-    };
-    let text = eval::read_text(text_path)?;
-    let tokens = eval::tokenize(&tok, &text, args.max_tokens)?;
-    let windows = eval::plan(tokens.len(), conv)
-        .map_err(|e| anyhow::anyhow!("`{}`: {e}", text_path.display()))?;
-    let bar = Bar::items();
-    let report = eval::evaluate(
-        Run {
-            model: &model,
-            skip: &skip,
-        },
-        reference,
-        &tokens,
-        &windows,
-        conv,
-        args.batch,
-        &bar,
+    let r = perplexity(
+        &ModelSource::new(&args.model),
+        &args.request(),
+        &Bar::items(),
     )?;
     if args.json {
-        let mut v = serde_json::to_value(&report)?;
-        v["model"] = args.model.display().to_string().into();
-        v["skip"] = serde_json::to_value(&skip)?;
-        v["reference"] = args
-            .reference
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .into();
-        v["text"] = text_path.display().to_string().into();
-        print_json(&v)
+        print_json(&r)
     } else {
-        print(&table(&args, &skip, n_layers, &report))
+        print(&table(&args, &r))
     }
 }
 
-fn table(args: &Args, skip: &[usize], n_layers: usize, r: &EvalReport) -> String {
+fn table(args: &Args, res: &EvalResult) -> String {
+    let (skip, n_layers, r) = (&res.skip, res.n_layers, &res.report);
     let mut s = String::new();
     let mut row = |k: &str, v: String| s.push_str(&format!("{k:<14} {v}\n"));
     row("model", args.model.display().to_string());

@@ -1,11 +1,9 @@
 //! `depthprune generate`: text from a prompt, streamed to stdout, with the KV cache.
 
-use super::output::{print, warn};
-use depthprune::model::{generate, open_checkpoint, GenerateOpts, Model, Sampler, Sampling};
-use depthprune::select::{LayerSpec, Removal};
-use depthprune::tokenizer::{open_tokenizer, Message, TextStream};
+use super::output::{print, Bar};
+use depthprune::api::generate::{generate, GenerateRequest};
+use depthprune::api::ModelSource;
 use std::path::PathBuf;
-use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
@@ -46,60 +44,38 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut sampler = Sampler::new(Sampling {
+    let req = GenerateRequest {
+        prompt: args.prompt,
+        chat: args.chat,
+        max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,
         top_p: args.top_p,
         top_k: args.top_k,
         seed: args.seed,
-    })?;
-    let (cfg, source) = open_checkpoint(&args.model)?;
-    let skip = match &args.skip {
-        Some(s) => Removal::drop(&LayerSpec::parse(s)?, cfg.n_layers())?.removed(),
-        None => Vec::new(),
+        skip: args.skip,
+        ignore_eos: args.ignore_eos,
     };
-    let model = Model::from_source(cfg, source, &|i| !skip.contains(&i))?;
-    let (tok, notes) = open_tokenizer(&args.model)?;
-    for note in &notes {
-        warn(note);
-    }
-    let prompt = if args.chat {
-        let text = tok.render_chat(&[Message {
-            role: "user".into(),
-            content: args.prompt.clone(),
-        }])?;
-        tok.encode(&text, false)?
-    } else {
-        tok.encode(&args.prompt, true)?
-    };
-    let eos: Vec<u32> = if args.ignore_eos {
-        Vec::new()
-    } else {
-        tok.eos_ids().to_vec()
-    };
-    let mut stream = TextStream::new(&tok);
-    let started = Instant::now();
-    let mut first: Option<f64> = None;
-    let opts = GenerateOpts {
-        max_new: args.max_new_tokens,
-        skip: &skip,
-        eos: &eos,
-        use_cache: true,
-    };
-    let out = generate(&model, &prompt, &opts, &mut sampler, &mut |id| {
-        first.get_or_insert_with(|| started.elapsed().as_secs_f64());
-        print(&stream.push(id)?).map_err(|e| depthprune::Error::Invalid(e.to_string()))?;
-        Ok(true)
-    })?;
+    let mut show =
+        |piece: &str| print(piece).map_err(|e| depthprune::Error::Invalid(e.to_string()));
+    let out = generate(
+        &ModelSource::new(&args.model),
+        &req,
+        &mut show,
+        &Bar::items(),
+    )?;
     print("\n")?;
-    let total = started.elapsed().as_secs_f64();
-    let prefill = first.unwrap_or(total);
-    let decoded = out.tokens.len().saturating_sub(1);
-    let rate = decoded as f64 / (total - prefill).max(1e-9);
     eprintln!(
-        "generated {} tokens in {total:.2} s: prompt {} tokens in {prefill:.2} s, then {rate:.1} tokens/s{}",
+        "generated {} tokens in {:.2} s: prompt {} tokens in {:.2} s, then {:.1} tokens/s{}",
         out.tokens.len(),
-        prompt.len(),
-        if out.stopped_at_eos { " (stopped at EOS)" } else { "" }
+        out.seconds,
+        out.prompt_tokens,
+        out.prefill_seconds,
+        out.tokens_per_s,
+        if out.stopped_at_eos {
+            " (stopped at EOS)"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

@@ -1,37 +1,17 @@
-//! `inspect`, `plan` and `prune` for GGUF files: turn the library's answers into text or JSON on
-//! stdout. Progress and warnings go to stderr.
+//! `inspect`, `plan` and `prune` for GGUF files: the library's answers as text on stdout.
 
-use super::common::LayerArgs;
-use super::output::{print, print_json, warn, Bar};
-use super::strategy::{Chosen, StrategyArgs};
+use super::output::{print, warn};
+use depthprune::api::plan::GgufPlan;
+use depthprune::api::prune::GgufPruned;
 use depthprune::arch::params::reduction_pct;
 use depthprune::arch::ParamCounts;
-use depthprune::checkpoint::atomic::Overwrite;
-use depthprune::checkpoint::gguf::{
-    self, prune::plan as prune_plan, Edits, GgufInfo, GgufModel, PruneOptions, Value,
-};
+use depthprune::checkpoint::gguf::GgufInfo;
 use depthprune::fmt::{human_bytes, thousands};
-use depthprune::hub::Resolved;
 use depthprune::select::{format_ranges, to_ranges, Removal};
-use serde_json::json;
 use std::fmt::Write as _;
-use std::path::Path;
-
-/// The GGUF model a MODEL argument names: the header read over HTTP for a hub file that is not
-/// in the cache, else the file (and its split parts) on disk.
-pub fn open(resolved: &mut Resolved) -> anyhow::Result<GgufModel> {
-    Ok(match resolved.remote_gguf.take() {
-        Some(m) => m,
-        None => GgufModel::open(&resolved.path)?,
-    })
-}
 
 /// `depthprune inspect MODEL.gguf`.
-pub fn inspect(model: &GgufModel, json: bool) -> anyhow::Result<()> {
-    let info = GgufInfo::of(model);
-    if json {
-        return print_json(&info);
-    }
+pub fn inspect(info: &GgufInfo) -> anyhow::Result<()> {
     let mut s = String::new();
     let parts = match info.parts.len() {
         1 => "1 file".to_string(),
@@ -119,142 +99,53 @@ pub fn inspect(model: &GgufModel, json: bool) -> anyhow::Result<()> {
     print(&s)
 }
 
-/// Chooses the layers of a GGUF model as `--drop`/`--keep` or `--strategy` (scoring the file
-/// itself, as `score` does) say; the same choice an HF folder gets.
-pub fn choose(
-    model: &GgufModel,
-    layers: &LayerArgs,
-    strategy: &StrategyArgs,
-) -> anyhow::Result<Chosen> {
-    // The blocks are checked against the tensors before anything is sized by them.
-    let n = model.block_count()?;
-    let counts = ParamCounts::from_tensors(model.tensor_elements());
-    super::strategy::resolve(layers, strategy, model.path(), n, &counts)
-}
-
-/// The metadata a prune records beside its own when a strategy chose the layers.
-pub fn how_chosen_metadata(chosen: &Chosen) -> Vec<(String, Value)> {
-    match chosen.method.get("kind").and_then(|k| k.as_str()) {
-        Some("strategy") => vec![(
-            "depthprune.how_chosen".to_string(),
-            Value::string(&chosen.how_chosen),
-        )],
-        _ => Vec::new(),
-    }
-}
-
-/// `depthprune plan MODEL.gguf --drop SPEC` (or `--strategy M --remove N`).
-pub fn plan(
-    model: &GgufModel,
-    layers: &LayerArgs,
-    strategy: &StrategyArgs,
-    json: bool,
-) -> anyhow::Result<()> {
-    let n = model.block_count()?;
-    let chosen = choose(model, layers, strategy)?;
-    let removal = chosen.removal;
-    let plan = prune_plan(model, &removal)?;
-    let before = ParamCounts::from_tensors(model.tensor_elements());
-    let after = before.after(&removal);
-    let bytes_after: u64 = plan.tensors.iter().map(|(_, t)| t.n_bytes()).sum();
-    let summary = Summary {
-        before: &before,
-        after: &after,
-        removal: &removal,
-    };
-    if json {
-        return print_json(&json!({
-            "model": model.path(),
-            "architecture": model.architecture()?,
-            "removal": removal.summary(),
-            "params_before": before.total(),
-            "params_after": after.total(),
-            "param_reduction_pct": reduction_pct(before.total(), after.total()),
-            "layer_reduction_pct": removal.layer_reduction_pct(),
-            "tensors_before": model.tensors().len(),
-            "tensors_after": plan.tensors.len(),
-            "tensor_bytes_before": model.tensor_bytes(),
-            "tensor_bytes_after": bytes_after,
-            "block_count_key": plan.block_count_key,
-            "per_layer_keys": plan.per_layer_keys,
-            "adjusted_keys": plan.adjusted_keys,
-            "method": chosen.method,
-        }));
-    }
-    let mut s = chosen.explain.unwrap_or_default();
+/// `depthprune plan MODEL.gguf`, after the explanation of a strategy's choice.
+pub fn plan(p: &GgufPlan, removal: &Removal, explain: Option<&str>) -> anyhow::Result<()> {
+    let mut s = explain.unwrap_or_default().to_string();
     let _ = writeln!(
         s,
-        "model         {} ({}, {n} layers)",
-        model.path().display(),
-        model.architecture()?
+        "model         {} ({}, {} layers)",
+        p.model.display(),
+        p.architecture,
+        removal.n_layers()
     );
-    summary.write(&mut s);
+    Summary {
+        before: p.params_before,
+        after: p.params_after,
+        removal,
+    }
+    .write(&mut s);
     let _ = writeln!(
         s,
         "tensors       {} → {} ({} → {} of data)",
-        model.tensors().len(),
-        plan.tensors.len(),
-        human_bytes(model.tensor_bytes()),
-        human_bytes(bytes_after)
+        p.tensors_before,
+        p.tensors_after,
+        human_bytes(p.tensor_bytes_before),
+        human_bytes(p.tensor_bytes_after)
     );
     let _ = writeln!(
         s,
         "metadata      `{}` = {}",
-        plan.block_count_key,
+        p.block_count_key,
         removal.n_kept()
     );
-    let _ = writeln!(s, "per-layer     {}", list_or_none(&plan.per_layer_keys));
-    if !plan.adjusted_keys.is_empty() {
-        let _ = writeln!(s, "adjusted      {}", plan.adjusted_keys.join(", "));
+    let _ = writeln!(s, "per-layer     {}", list_or_none(&p.per_layer_keys));
+    if !p.adjusted_keys.is_empty() {
+        let _ = writeln!(s, "adjusted      {}", p.adjusted_keys.join(", "));
     }
     print(&s)
 }
 
-/// `depthprune prune MODEL.gguf --drop SPEC --out OUT.gguf [--max-shard-size SIZE]`: with a
-/// size, the output is split into `OUT-00001-of-0000N.gguf` parts as llama.cpp's `gguf-split`
-/// names them. `chosen` comes from [`choose`].
-pub fn prune(
-    model: &GgufModel,
-    chosen: &Chosen,
-    out: &Path,
-    force: bool,
-    split_max_size: Option<u64>,
-    json: bool,
-) -> anyhow::Result<()> {
-    let removal = &chosen.removal;
-    let opts = PruneOptions {
-        overwrite: if force {
-            Overwrite::Force
-        } else {
-            Overwrite::Refuse
-        },
-        split_max_bytes: split_max_size,
-    };
-    let edits = Edits {
-        metadata: how_chosen_metadata(chosen),
-        ..Edits::default()
-    };
-    let report = gguf::prune_with(model, removal, out, &opts, &edits, &Bar::bytes())?;
-    let before = ParamCounts::from_tensors(model.tensor_elements());
-    let after = before.after(removal);
-    if json {
-        return print_json(&json!({
-            "model": model.path(),
-            "method": chosen.method,
-            "report": report,
-            "params_before": before.total(),
-            "params_after": after.total(),
-            "param_reduction_pct": reduction_pct(before.total(), after.total()),
-            "layer_reduction_pct": removal.layer_reduction_pct(),
-        }));
-    }
+/// `depthprune prune MODEL.gguf --drop SPEC --out OUT.gguf`: what was written.
+pub fn pruned(p: &GgufPruned, removal: &Removal) -> anyhow::Result<()> {
+    let report = &p.report;
     let mut s = String::new();
     for o in &report.outputs {
         let _ = writeln!(s, "wrote         {}", o.display());
     }
     Summary {
-        before: &before,
-        after: &after,
+        before: p.params_before,
+        after: p.params_after,
         removal,
     }
     .write(&mut s);
@@ -274,8 +165,8 @@ pub fn prune(
 
 /// The layer and parameter lines `plan` and `prune` share.
 struct Summary<'a> {
-    before: &'a ParamCounts,
-    after: &'a ParamCounts,
+    before: u64,
+    after: u64,
     removal: &'a Removal,
 }
 
@@ -306,7 +197,7 @@ impl Summary<'_> {
             r.n_kept(),
             r.layer_reduction_pct()
         );
-        let (b, a) = (self.before.total(), self.after.total());
+        let (b, a) = (self.before, self.after);
         let _ = writeln!(
             s,
             "parameters    {} → {} (−{:.2} %)",

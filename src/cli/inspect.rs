@@ -1,13 +1,10 @@
 //! `depthprune inspect MODEL`: architecture, parameters by component, dtypes and bytes on disk.
 
-use super::common::{is_gguf, resolve_model};
-use super::output::{print, print_json};
+use super::output::{print, print_json, Bar};
 use anyhow::Result;
-use depthprune::arch::ParamCounts;
-use depthprune::checkpoint::hf::{self, HfCheckpoint};
+use depthprune::api::inspect::{inspect, Inspection};
+use depthprune::api::ModelSource;
 use depthprune::fmt::{human_bytes, thousands};
-use depthprune::hub::Need;
-use serde_json::json;
 use std::fmt::Write;
 use std::path::PathBuf;
 
@@ -31,63 +28,21 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let need = if args.exact {
-        Need::Headers
-    } else {
-        Need::Config
-    };
-    let mut resolved = resolve_model(&args.model, need)?;
-    if is_gguf(&resolved.path) {
-        let model = super::gguf::open(&mut resolved)?;
-        return super::gguf::inspect(&model, args.json);
-    }
-    let model = &resolved.path;
-    let weights = resolved.remote.is_some() || (model.is_dir() && hf::has_weights(model));
-    let (arch, counts, dtypes, bytes) = if weights {
-        let ckpt = match resolved.remote {
-            Some(ref c) => c,
-            None => &HfCheckpoint::open(model)?,
-        };
-        let dtypes: Vec<(String, usize)> = ckpt
-            .dtypes()
-            .into_iter()
-            .map(|(d, n)| (d.name().to_string(), n))
-            .collect();
-        (
-            ckpt.arch.clone(),
-            ckpt.param_counts(),
-            Some(dtypes),
-            Some(ckpt.weight_bytes()),
-        )
-    } else {
-        let (arch, _, _) = hf::read_config(model)?;
-        let counts = ParamCounts::from_config(&arch);
-        (arch, counts, None, None)
-    };
-    let source = if resolved.remote.is_some() {
-        "tensor headers on the hub"
-    } else if weights {
-        "tensors"
-    } else {
-        "config.json (no weights found)"
-    };
+    let found = inspect(&ModelSource::new(&args.model), args.exact, &Bar::items())?;
     if args.json {
-        return print_json(&json!({
-            "model": resolved.name(),
-            "hub": resolved.hub,
-            "format": "hf-safetensors",
-            "counted_from": source,
-            "architecture": arch,
-            "dtypes": dtypes.as_ref().map(|d| d.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>()),
-            "params": counts,
-            "total_params": counts.total(),
-            "bytes_on_disk": bytes,
-        }));
+        return print_json(&found);
     }
+    let i = match found {
+        Inspection::Gguf(info) => return super::gguf::inspect(&info),
+        Inspection::Hf(i) => i,
+    };
+    let (arch, counts, source) = (&i.architecture, &i.params, i.counted_from);
+    let dtypes = &i.dtypes;
+    let bytes = i.bytes_on_disk;
     let mut s = String::new();
     let yes = |b: bool| if b { "yes" } else { "no" };
-    writeln!(s, "model            {}", resolved.name())?;
-    if let Some(h) = &resolved.hub {
+    writeln!(s, "model            {}", i.model)?;
+    if let Some(h) = &i.hub {
         writeln!(s, "commit           {}", h.commit)?;
     }
     writeln!(
@@ -159,7 +114,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     writeln!(s, "  {:<22}{:>16}", "total", thousands(counts.total()))?;
     if let Some(b) = bytes {
-        let label = if resolved.remote.is_some() {
+        let label = if i.remote {
             "bytes on the hub"
         } else {
             "bytes on disk   "

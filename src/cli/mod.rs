@@ -5,7 +5,7 @@ mod common;
 mod gguf;
 mod output;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -88,13 +88,26 @@ mod report;
 mod score;
 mod strategy;
 mod sweep;
-mod sweep_plots;
 mod synth;
 mod verify;
 
 /// Runs the CLI and returns the process exit code.
 pub fn run() -> i32 {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // A flag's value that names nothing valid (an unknown metric, say) is a bad
+            // request, exit 1, as when commands read those values themselves; a command line
+            // that does not parse is a usage error, exit 2.
+            let code = match e.kind() {
+                clap::error::ErrorKind::ValueValidation | clap::error::ErrorKind::InvalidValue => 1,
+                _ => e.exit_code(),
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    output::set_flags(&Cli::command());
     depthprune::checkpoint::links::set_follow_symlinks(cli.follow_symlinks);
     depthprune::model::reuse_freed_memory();
     depthprune::model::set_default_compute(match cli.compute {

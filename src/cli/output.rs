@@ -4,11 +4,42 @@
 use depthprune::progress::Progress;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 /// Prints a warning on stderr.
 pub fn warn(msg: impl std::fmt::Display) {
-    eprintln!("warning: {msg}");
+    eprintln!("warning: {}", as_flags(&msg.to_string()));
+}
+
+/// The command line's long flags (`calib-offset`, …), for [`as_flags`].
+static FLAGS: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Records the long flags of every subcommand.
+pub fn set_flags(cmd: &clap::Command) {
+    let mut flags = Vec::new();
+    for sub in std::iter::once(cmd).chain(cmd.get_subcommands()) {
+        flags.extend(
+            sub.get_arguments()
+                .filter_map(|a| a.get_long())
+                .map(String::from),
+        );
+    }
+    flags.sort();
+    flags.dedup();
+    let _ = FLAGS.set(flags);
+}
+
+/// The library names options by their keys in backticks (`` `calib_offset` ``, as the Python
+/// package spells them); on the command line they are flags (`--calib-offset`).
+pub fn as_flags(msg: &str) -> String {
+    let mut out = msg.to_string();
+    for f in FLAGS.get().into_iter().flatten() {
+        let key = format!("`{}`", f.replace('-', "_"));
+        if out.contains(&key) {
+            out = out.replace(&key, &format!("--{f}"));
+        }
+    }
+    out
 }
 
 /// Prints an error chain on one line and returns the exit code for it.
@@ -24,7 +55,7 @@ pub fn report_error(e: &anyhow::Error) -> i32 {
             line.push_str(&c);
         }
     }
-    eprintln!("error: {line}");
+    eprintln!("error: {}", as_flags(&line));
     1
 }
 
@@ -75,10 +106,11 @@ impl Bar {
     }
 }
 
-impl Progress for Bar {
-    fn start(&self, label: &str, total: u64) {
+impl Bar {
+    /// Draws a new bar counting bytes or items.
+    fn begin(&self, label: &str, total: u64, bytes: bool) {
         let pb = ProgressBar::new(total);
-        let template = if self.bytes {
+        let template = if bytes {
             "{msg:>12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
         } else {
             "{msg:>12} [{bar:40}] {pos}/{len} eta {eta}"
@@ -92,6 +124,16 @@ impl Progress for Bar {
                 old.finish_and_clear();
             }
         }
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, label: &str, total: u64) {
+        self.begin(label, total, self.bytes);
+    }
+
+    fn start_bytes(&self, label: &str, total: u64) {
+        self.begin(label, total, true);
     }
 
     fn advance(&self, n: u64) {
@@ -115,6 +157,14 @@ impl Progress for Bar {
             if let Some(pb) = slot.take() {
                 pb.finish_and_clear();
             }
+        }
+    }
+
+    fn warn(&self, msg: &str) {
+        let line = format!("warning: {}", as_flags(msg));
+        match self.bar.lock().ok().as_ref().and_then(|s| s.as_ref()) {
+            Some(pb) => pb.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
         }
     }
 }

@@ -1,16 +1,13 @@
 //! `depthprune plan MODEL --drop SPEC`: what a prune would produce, writing nothing.
 
-use super::common::{is_gguf, resolve_model, LayerArgs};
-use super::output::{print, print_json, warn};
+use super::common::{warn_duplicates, LayerArgs};
+use super::output::{print, print_json, warn, Bar};
 use anyhow::Result;
+use depthprune::api::plan::{plan, PlanReport};
+use depthprune::api::ModelSource;
 use depthprune::arch::params::reduction_pct;
-use depthprune::arch::ParamCounts;
-use depthprune::checkpoint::config_surgery::prune_config;
-use depthprune::checkpoint::hf::{self, HfCheckpoint};
 use depthprune::fmt::thousands;
-use depthprune::hub::Need;
 use depthprune::select::{format_ranges, Removal};
-use serde_json::json;
 use std::fmt::Write;
 use std::path::PathBuf;
 
@@ -38,82 +35,33 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    // A strategy that runs its metric opens the checkpoint (weights and tokenizer), wherever
-    // it is; only saved `--scores` spare that.
-    let scores_weights = args.layers.strategy.is_some() && args.strategy.scores.is_none();
-    let need = if scores_weights {
-        Need::Snapshot
-    } else if args.exact {
-        Need::Headers
-    } else {
-        Need::Config
-    };
-    let mut resolved = resolve_model(&args.model, need)?;
-    let path = resolved.path.clone();
-    if is_gguf(&path) {
-        let model = super::gguf::open(&mut resolved)?;
-        return super::gguf::plan(&model, &args.layers, &args.strategy, args.json);
-    }
-    let remote = resolved.remote.is_some();
-    let weights = remote || (path.is_dir() && hf::has_weights(&path));
-    let (arch, raw, before) = if weights {
-        let ckpt = match resolved.remote.take() {
-            Some(c) => c,
-            None => HfCheckpoint::open(&path)?,
-        };
-        let counts = ckpt.param_counts();
-        (ckpt.arch, ckpt.config, counts)
-    } else {
-        let (arch, raw, _) = hf::read_config(&path)?;
-        let counts = ParamCounts::from_config(&arch);
-        (arch, raw, counts)
-    };
-    let chosen = super::strategy::resolve(
-        &args.layers,
-        &args.strategy,
-        &path,
-        arch.num_hidden_layers,
-        &before,
+    let choice = args.layers.choice(&args.strategy);
+    let planned = plan(
+        &ModelSource::new(&args.model),
+        &choice,
+        args.exact,
+        &Bar::items(),
     )?;
-    let removal = chosen.removal;
-    let after = before.after(&removal);
-    let surgery = prune_config(&raw, &arch, &removal, None);
-    for w in &surgery.warnings {
+    warn_duplicates(&planned.chosen.duplicates);
+    for w in &planned.warnings {
         warn(w);
     }
-    let counted_from = if remote {
-        "tensor headers on the hub"
-    } else if weights {
-        "tensors"
-    } else {
-        "config.json"
-    };
-    let model = resolved.name();
     if args.json {
-        return print_json(&json!({
-            "model": model,
-            "hub": resolved.hub,
-            "counted_from": counted_from,
-            "layers": removal.summary(),
-            "params": {
-                "before": before.total(),
-                "after": after.total(),
-                "reduction_pct": reduction_pct(before.total(), after.total()),
-                "layer_reduction_pct": removal.layer_reduction_pct(),
-            },
-            "config_changes": surgery.changes,
-            "command": format!("depthprune prune {} --drop {} --out OUT", model, removal.drop_spec()),
-            "method": chosen.method,
-        }));
+        return print_json(&planned.report);
     }
-    let mut text = chosen.explain.unwrap_or_default();
+    let explain = planned.chosen.explain.as_deref();
+    let p = match &planned.report {
+        PlanReport::Gguf(p) => return super::gguf::plan(p, &planned.removal, explain),
+        PlanReport::Hf(p) => p,
+    };
+    let mut text = explain.unwrap_or_default().to_string();
     text.push_str(&render(
-        &model,
-        counted_from,
-        &removal,
-        before.total(),
-        after.total(),
-        &surgery.changes,
+        &p.model,
+        p.counted_from,
+        &planned.removal,
+        p.params.before,
+        p.params.after,
+        &p.config_changes,
     ));
     print(&text)
 }

@@ -1,17 +1,14 @@
 //! `depthprune prune MODEL --drop SPEC --out DIR`: write the pruned checkpoint.
 
-use super::common::{is_gguf, parse_size, resolve_model, LayerArgs};
-use super::output::{print, print_json, warn, Bar};
+use super::common::{parse_size, warn_duplicates, LayerArgs};
+use super::output::{print, print_json, Bar};
 use anyhow::Result;
-use depthprune::checkpoint::atomic::Overwrite;
-use depthprune::checkpoint::gguf::GgufModel;
-use depthprune::checkpoint::hf::HfCheckpoint;
-use depthprune::checkpoint::hf_prune::{prune_hf, PruneOptions, DEFAULT_MAX_SHARD};
-use depthprune::checkpoint::safetensors::Dtype;
+use depthprune::api::heal::HealMethod;
+use depthprune::api::prune::{prune, FloatType, PruneRequest, Pruned};
+use depthprune::api::ModelSource;
 use depthprune::fmt::thousands;
-use depthprune::hub::Need;
 use depthprune::select::format_ranges;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
@@ -38,8 +35,8 @@ pub struct Args {
     pub out: PathBuf,
     /// Convert floating-point tensors to this dtype (HF only); otherwise bytes are copied unchanged.
     /// With --heal on a GGUF: the type of the healed tensors (f32 or f16).
-    #[arg(long, value_parser = ["f32", "f16", "bf16"])]
-    pub dtype: Option<String>,
+    #[arg(long, value_parser = parse_float_type)]
+    pub dtype: Option<FloatType>,
     /// Largest shard to write: bytes, or with units (5GB, 500MB, 2GiB).
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub max_shard_size: Option<u64>,
@@ -55,91 +52,54 @@ pub struct Args {
     /// refines the least-squares map by cosine distance; `kd` then trains the maps on the dense
     /// model's next-token distribution (--steps, --lr). For a GGUF the healed `ffn_down` tensors
     /// are written as F32 (or F16 with --dtype f16), the rest copied.
-    #[arg(long, value_parser = super::heal::HEAL_METHODS, num_args = 0..=1, default_missing_value = "auto", value_name = "METHOD")]
-    pub heal: Option<String>,
+    #[arg(long, value_parser = super::heal::parse_method, num_args = 0..=1, default_missing_value = "auto", value_name = "METHOD")]
+    pub heal: Option<HealMethod>,
     #[command(flatten)]
     pub heal_fit: super::heal::HealFitArgs,
 }
 
-pub fn run(args: Args) -> Result<()> {
-    let resolved = resolve_model(&args.model, Need::Snapshot)?;
-    let model = &resolved.path;
-    if is_gguf(model) {
-        return prune_gguf(&args, model);
+/// `--dtype`.
+pub fn parse_float_type(s: &str) -> Result<FloatType, String> {
+    match s {
+        "f32" => Ok(FloatType::F32),
+        "f16" => Ok(FloatType::F16),
+        "bf16" => Ok(FloatType::Bf16),
+        _ => Err(format!("`{s}`: expected f32, f16 or bf16")),
     }
-    let ckpt = HfCheckpoint::open(model)?;
-    let chosen = super::strategy::resolve(
-        &args.layers,
-        &args.strategy,
-        model,
-        ckpt.arch.num_hidden_layers,
-        &ckpt.param_counts(),
-    )?;
-    if let Some(e) = &chosen.explain {
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let req = PruneRequest {
+        choice: args.layers.choice(&args.strategy),
+        out: args.out.clone(),
+        dtype: args.dtype,
+        max_shard_size: args.max_shard_size,
+        force: args.force,
+        heal: args.heal,
+        heal_fit: args.heal_fit.fit(),
+        command: Some(super::common::command_line()),
+    };
+    if args.heal.is_some() && args.strategy.calib.calib.is_none() {
+        anyhow::bail!("healing needs calibration text\nhint: add --calib FILE");
+    }
+    let done = prune(&ModelSource::new(&args.model), &req, &Bar::bytes())?;
+    warn_duplicates(&done.chosen.duplicates);
+    if let Some(e) = &done.chosen.explain {
         eprint!("{e}");
     }
-    let removal = chosen.removal;
-    if let Some(method) = &args.heal {
-        if args.dtype.is_some() {
-            anyhow::bail!("--dtype cannot be combined with --heal (healed tensors are written as F32, the rest as stored)");
-        }
-        let c = &args.strategy.calib;
-        let heal_args = args
-            .heal_fit
-            .with_calib(method, c.calib.clone(), c.ctx, c.calib_offset);
-        return super::heal::heal_and_write(
-            &ckpt,
-            &removal,
-            &heal_args,
-            &args.out,
-            args.force,
-            args.max_shard_size,
-            chosen.method,
-            chosen.how_chosen,
-            args.json,
-        );
-    }
-    if args.strategy.calib.calib.is_some() && args.layers.drop.is_some() {
-        warn("--calib is only used with --strategy or --heal; writing an unhealed prune");
-    }
-    if !ckpt.arch.is_supported() {
-        warn(format!(
-            "architecture `{}` is not one depthprune knows ({}); layers named `model.layers.N.` are pruned, but per-layer config fields were not checked",
-            ckpt.arch.model_type,
-            depthprune::arch::config::SUPPORTED.join(", ")
-        ));
-    }
-    let opts = PruneOptions {
-        dtype: args.dtype.as_deref().map(|d| match d {
-            "f32" => Dtype::F32,
-            "f16" => Dtype::F16,
-            _ => Dtype::BF16,
-        }),
-        max_shard_size: args.max_shard_size.unwrap_or(DEFAULT_MAX_SHARD),
-        overwrite: if args.force {
-            Overwrite::Force
-        } else {
-            Overwrite::Refuse
-        },
-        command: super::common::command_line(),
-        method: chosen.method,
-        how_chosen: chosen.how_chosen,
-        base_model: resolved.hub.as_ref().map(|h| h.repo.clone()),
-        hub: resolved.hub.clone(),
-        replace: Default::default(),
-        healing: None,
+    let removal = &done.chosen.removal;
+    let p = match &done.pruned {
+        _ if args.json => return print_json(&done.pruned),
+        Pruned::Gguf(g) => return super::gguf::pruned(g, removal),
+        Pruned::Healed(h) => return super::heal::print_healed(h),
+        Pruned::Hf { provenance, .. } => provenance,
     };
-    let result = prune_hf(&ckpt, &removal, &args.out, &opts, &Bar::bytes())?;
-    for w in &result.warnings {
-        warn(w);
-    }
-    if args.json {
-        return print_json(&result.provenance);
-    }
-    let p = &result.provenance;
+    let out = match &done.pruned {
+        Pruned::Hf { out, .. } => out.display().to_string(),
+        _ => String::new(),
+    };
     let mut s = format!(
-        "wrote {}\nlayers: {} → {} (removed {}; {:.2}% layer reduction)\nparameters: {} → {} ({:.2}% parameter reduction)\n",
-        result.out.display(),
+        "wrote {out}\nlayers: {} → {} (removed {}; {:.2}% layer reduction)\nparameters: {} → {} ({:.2}% parameter reduction)\n",
         p.layers.layers_before,
         p.layers.layers_after,
         format_ranges(&removal.removed_ranges()),
@@ -157,56 +117,4 @@ pub fn run(args: Args) -> Result<()> {
         ));
     }
     print(&s)
-}
-
-/// `prune MODEL.gguf`: the layers chosen as for an HF folder (`--drop`, `--keep` or
-/// `--strategy`), then pruned, or healed and pruned with `--heal lstsq`.
-fn prune_gguf(args: &Args, model: &Path) -> Result<()> {
-    if args.heal.is_some() {
-        if let Some(d) = args.dtype.as_deref().filter(|d| *d == "bf16") {
-            anyhow::bail!(
-                "`{}`: --dtype {d} with --heal on a GGUF: the healed tensors are written as f32 or f16",
-                model.display()
-            );
-        }
-    } else if let Some(d) = &args.dtype {
-        anyhow::bail!(
-            "`{}`: --dtype {d} applies to HF folders (or to the healed tensors with --heal); GGUF tensors are copied in their own ggml types (convert to HF first to change dtypes)",
-            model.display()
-        );
-    }
-    let gguf_model = GgufModel::open(model)?;
-    let chosen = super::gguf::choose(&gguf_model, &args.layers, &args.strategy)?;
-    if let Some(e) = &chosen.explain {
-        eprint!("{e}");
-    }
-    if args.heal.is_none() {
-        if args.strategy.calib.calib.is_some() && args.layers.strategy.is_none() {
-            warn("--calib is only used with --strategy or --heal; writing an unhealed prune");
-        }
-        return super::gguf::prune(
-            &gguf_model,
-            &chosen,
-            &args.out,
-            args.force,
-            args.max_shard_size,
-            args.json,
-        );
-    }
-    let c = &args.strategy.calib;
-    let method = args.heal.as_deref().unwrap_or("auto");
-    let heal_args = args
-        .heal_fit
-        .with_calib(method, c.calib.clone(), c.ctx, c.calib_offset);
-    super::heal::heal_and_write_gguf(
-        &gguf_model,
-        &chosen.removal,
-        &heal_args,
-        &args.out,
-        args.force,
-        args.max_shard_size,
-        args.dtype.as_deref(),
-        super::gguf::how_chosen_metadata(&chosen),
-        args.json,
-    )
 }

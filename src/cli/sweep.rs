@@ -3,25 +3,17 @@
 //! dense model; writes `sweep.csv`, `sweep.json`, the plots, and with `--report` the report.
 
 use super::heal::HealFitArgs;
-use super::output::{print, print_json, warn, Bar};
-use super::score::{plot as plot_scores, CalibArgs};
-use anyhow::{bail, Context, Result};
-use depthprune::arch::ParamCounts;
-use depthprune::eval::{self, Bootstrap, TaskOpts};
-use depthprune::model::{open_checkpoint, Model};
-use depthprune::score::{
-    calibration_windows, resample_windows, score, Calibration, LayerScores, ScoreOptions, TokenSel,
-};
-use depthprune::select::strategy::Protect;
-use depthprune::sweep::{
-    self, cache_bytes, parse_counts, DenseCache, EvalSet, StrategySpec, Sweep, SweepRow,
-};
-use depthprune::tokenizer::{open_tokenizer, HfTokenizer};
+use super::output::{print, print_json, Bar};
+use super::score::CalibArgs;
+use anyhow::Result;
+use depthprune::api::heal::HealMethod;
+use depthprune::api::score::describe_calibration;
+use depthprune::api::sweep::{sweep, SweepRequest};
+use depthprune::api::ModelSource;
+use depthprune::eval;
+use depthprune::sweep::Sweep;
 use std::fmt::Write;
-use std::path::{Path, PathBuf};
-
-/// Above this many bytes the dense activation cache earns a warning.
-const CACHE_WARN_BYTES: u64 = 8 << 30;
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
@@ -97,8 +89,8 @@ pub struct Args {
     /// `cosine`, as in `prune --heal`; validated on held-out calibration windows unless
     /// --holdout 0). Several methods, comma-separated, each get their own healed columns; the
     /// best choice at each count follows the first.
-    #[arg(long, value_parser = super::heal::HEAL_METHODS, num_args = 0..=1, value_delimiter = ',', default_missing_value = "auto", value_name = "METHOD[,METHOD...]")]
-    pub heal: Option<Vec<String>>,
+    #[arg(long, value_parser = super::heal::parse_method, num_args = 0..=1, value_delimiter = ',', default_missing_value = "auto", value_name = "METHOD[,METHOD...]")]
+    pub heal: Option<Vec<HealMethod>>,
     #[command(flatten)]
     pub heal_fit: HealFitArgs,
     /// Output folder for sweep.csv, sweep.json, scores and plots.
@@ -115,367 +107,38 @@ pub struct Args {
     pub json: bool,
 }
 
-/// A slice of one file: its name in messages, the flag that moves it, the file and its token range.
-struct Slice<'a> {
-    name: &'static str,
-    flag: &'static str,
-    file: &'a Path,
-    tokens: std::ops::Range<usize>,
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    }
-}
-
-/// The calibration slice (scoring and healing) and the evaluation slice. Healing takes at most
-/// `calib_tokens`, the calibration text's length in tokens.
-fn fixed_slices(args: &Args, eval_ctx: usize, calib_tokens: usize) -> Vec<Slice<'_>> {
-    let mut out = Vec::new();
-    if let Some(calib) = &args.calib.calib {
-        let scored = args.calib.ctx * args.calib.samples;
-        let healed = if args.heal.is_some() {
-            args.heal_fit
-                .heal_samples
-                .min(calib_tokens.saturating_sub(args.calib.calib_offset))
-        } else {
-            0
-        };
-        out.push(Slice {
-            name: "calibration",
-            flag: "--calib-offset",
-            file: calib,
-            tokens: args.calib.calib_offset..args.calib.calib_offset + scored.max(healed),
-        });
-    }
-    out.push(Slice {
-        name: "evaluation",
-        flag: "--eval-offset",
-        file: &args.eval,
-        tokens: args.eval_offset..args.eval_offset + eval_ctx * args.eval_samples,
-    });
-    out
-}
-
-/// The validation slice: `--select-on` (else the calibration file, else the evaluation file) from
-/// `--select-offset` (else the first token after every other slice of the same file).
-fn select_slice<'a>(args: &'a Args, eval_ctx: usize, fixed: &[Slice<'a>]) -> Slice<'a> {
-    let file: &Path = args
-        .select_on
-        .as_deref()
-        .or(args.calib.calib.as_deref())
-        .unwrap_or(&args.eval);
-    let start = args.select_offset.unwrap_or_else(|| {
-        fixed
-            .iter()
-            .filter(|s| same_file(s.file, file))
-            .map(|s| s.tokens.end)
-            .max()
-            .unwrap_or(0)
-    });
-    let samples = args.select_samples.unwrap_or(args.eval_samples);
-    Slice {
-        name: "validation",
-        flag: "--select-offset",
-        file,
-        tokens: start..start + eval_ctx * samples,
-    }
-}
-
-/// Refuses two slices of the same file that share a token.
-fn check_disjoint(slices: &[Slice<'_>]) -> Result<()> {
-    for (i, a) in slices.iter().enumerate() {
-        for b in &slices[i + 1..] {
-            let overlap = a.tokens.start < b.tokens.end && b.tokens.start < a.tokens.end;
-            if overlap && same_file(a.file, b.file) {
-                bail!(
-                    "{} tokens {}..{} and {} tokens {}..{} of `{}` overlap\nhint: set {} or {} so they are disjoint",
-                    a.name,
-                    a.tokens.start,
-                    a.tokens.end,
-                    b.name,
-                    b.tokens.start,
-                    b.tokens.end,
-                    a.file.display(),
-                    a.flag,
-                    b.flag
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Windows of `ctx` tokens from `slice`, tokenized as `eval` does (special tokens once, at the
-/// start), so that with offset 0 they are `eval --ctx N`'s first windows and the numbers agree.
-fn slice_windows(tok: &HfTokenizer, slice: &Slice<'_>, ctx: usize) -> Result<Vec<Vec<u32>>> {
-    let tokens = eval::tokenize(tok, &eval::read_text(slice.file)?, Some(slice.tokens.end))?;
-    if tokens.len() < slice.tokens.end {
-        bail!(
-            "`{}`: the {} slice needs tokens {}..{}, but the text has {} tokens\nhint: a longer text, fewer windows, or {}{}",
-            slice.file.display(),
-            slice.name,
-            slice.tokens.start,
-            slice.tokens.end,
-            tokens.len(),
-            slice.flag,
-            if slice.name == "validation" {
-                " (--select-on takes another file; healing uses up to --heal-samples tokens of the calibration text)"
-            } else {
-                ""
-            }
-        );
-    }
-    let samples = slice.tokens.len() / ctx;
-    Ok(calibration_windows(
-        &tokens,
-        ctx,
-        samples,
-        slice.tokens.start,
-    )?)
-}
-
 pub fn run(args: Args) -> Result<()> {
-    let methods = args.heal.clone().unwrap_or_default();
-    if methods.iter().any(|m| m == "kd") {
-        bail!(
-            "--heal kd is not available in sweep: distilling every cell takes minutes each; distil the chosen removal with `prune --heal kd` or `heal --method kd`"
-        );
-    }
-    if let Some((_, m)) = methods
-        .iter()
-        .enumerate()
-        .find(|(i, m)| methods[..*i].contains(m))
-    {
-        bail!("--heal names `{m}` twice");
-    }
-    let specs = args
-        .strategies
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(StrategySpec::parse)
-        .collect::<depthprune::error::Result<Vec<_>>>()?;
-    if specs.is_empty() {
-        bail!("--strategies is empty");
-    }
-    if args.resamples == Some(0) {
-        bail!("--resamples must be at least 1");
-    }
-    if args.limit == Some(0) {
-        bail!("--limit must be at least 1");
-    }
-    if args.select_samples == Some(0) {
-        bail!("--select-samples must be at least 1");
-    }
-    let boot = Bootstrap::new(args.ci_resamples, args.seed)?;
-    let eval_ctx = args.eval_ctx.unwrap_or(args.calib.ctx);
-    // Disjoint as far as the flags alone say (healing's extent is known once the text is read).
-    let mut slices = fixed_slices(&args, eval_ctx, usize::MAX);
-    slices.push(select_slice(&args, eval_ctx, &slices));
-    check_disjoint(&slices)?;
-    let protect = match &args.protect {
-        Some(p) => Protect::parse(p)?,
-        None => Protect::default(),
+    let req = SweepRequest {
+        strategies: vec![args.strategies.clone()],
+        remove: args.remove.clone(),
+        protect: args.protect.clone(),
+        calib: args.calib.options(),
+        eval: args.eval.clone(),
+        eval_ctx: args.eval_ctx,
+        eval_samples: args.eval_samples,
+        eval_offset: args.eval_offset,
+        select_on: args.select_on.clone(),
+        select_offset: args.select_offset,
+        select_samples: args.select_samples,
+        resamples: args.resamples,
+        ci_resamples: args.ci_resamples,
+        seed: args.seed,
+        tasks: args.tasks.clone(),
+        limit: args.limit,
+        heal: args.heal.clone().unwrap_or_default(),
+        heal_fit: args.heal_fit.fit(),
+        out: Some(args.out.clone()),
+        report: args.report,
+        report_k: args.report_k,
     };
-    // Read the questions first: a bad file fails before the model loads.
-    let task_items = match &args.tasks {
-        Some(f) => Some(eval::read_tasks(f, args.limit)?),
-        None => None,
-    };
-    let (cfg, source) = open_checkpoint(&args.model)?;
-    let n = cfg.n_layers();
-    let counts = parse_counts(&args.remove, n)?;
-    let needs_calib = specs.iter().any(|s| s.metric.needs_model()) || args.heal.is_some();
-    let calib_path = match (&args.calib.calib, needs_calib) {
-        (Some(p), _) => Some(p.clone()),
-        (None, true) => bail!("these strategies need calibration text\nhint: pass --calib FILE"),
-        (None, false) => None,
-    };
-    let hidden = cfg.arch.hidden_size;
-    let select_samples = args.select_samples.unwrap_or(args.eval_samples);
-    let bytes = cache_bytes(n, args.eval_samples + select_samples, eval_ctx, hidden);
-    if bytes > CACHE_WARN_BYTES {
-        warn(format!(
-            "the dense activation caches need {:.1} GiB (lower --eval-samples, --select-samples or --eval-ctx)",
-            bytes as f64 / (1u64 << 30) as f64
-        ));
-    }
-    let (tok, notes) = open_tokenizer(&args.model)?;
-    for note in &notes {
-        warn(note);
-    }
-    let calib_tokens = match &calib_path {
-        Some(p) => tok.encode(&eval::read_text(p)?, false)?,
-        None => Vec::new(),
-    };
-    // The slices again, with healing's extent clipped to the calibration text.
-    let mut slices = fixed_slices(&args, eval_ctx, calib_tokens.len());
-    let select = select_slice(&args, eval_ctx, &slices);
-    slices.push(select);
-    check_disjoint(&slices)?;
-    let select = slices.pop().context("no validation slice")?;
-    let eval_slice = slices
-        .iter()
-        .find(|s| s.name == "evaluation")
-        .context("no evaluation slice")?;
-    let eval_windows = slice_windows(&tok, eval_slice, eval_ctx)?;
-    let select_windows = slice_windows(&tok, &select, eval_ctx)?;
-    let model = Model::from_source(cfg, source, &|_| !args.calib.offload)?;
-    let calib_windows = match &calib_path {
-        Some(p) => calibration_windows(
-            &calib_tokens,
-            args.calib.ctx,
-            args.calib.samples,
-            args.calib.calib_offset,
-        )
-        .map_err(|e| anyhow::anyhow!("`{}`: {e}", p.display()))?,
-        None => Vec::new(),
-    };
-    let calibration = calib_path.as_ref().map(|p| Calibration {
-        file: p.display().to_string(),
-        ctx: args.calib.ctx,
-        samples: args.calib.samples,
-        offset_tokens: args.calib.calib_offset,
-        tokens: args.calib.tokens.clone(),
-    });
-    let encoded = match &task_items {
-        Some(items) => Some(
-            items
-                .iter()
-                .map(|i| eval::encode_item(&tok, i))
-                .collect::<depthprune::error::Result<Vec<_>>>()?,
-        ),
-        None => None,
-    };
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("`{}`: cannot create the output folder", args.out.display()))?;
-
-    let max_k = counts.last().copied().unwrap_or(0);
-    let resampled_windows = args
-        .resamples
-        .map(|k| resample_windows(&calib_windows, k, args.seed));
-    let mut strategies = Vec::new();
-    let mut resampled = Vec::new();
-    for spec in &specs {
-        let opts = ScoreOptions {
-            metric: spec.metric,
-            tokens: if args.calib.tokens == "all" {
-                TokenSel::All
-            } else {
-                TokenSel::Last
-            },
-            max_block: args.calib.max_block.unwrap_or(n),
-            batch: args.calib.batch,
-            greedy_steps: Some(max_k.max(1)),
-        };
-        eprintln!("scoring: {}", spec.label());
-        let mut out = score(&model, &calib_windows, &opts, &Bar::items())?;
-        out.scores.calibration = calibration.clone();
-        out.scores.model = args.model.display().to_string();
-        let mut again = Vec::new();
-        for (i, w) in resampled_windows.iter().flatten().enumerate() {
-            if !spec.metric.needs_model() {
-                again.push(out.scores.clone());
-                continue;
-            }
-            eprintln!("scoring: {}, calibration resample {}", spec.label(), i + 1);
-            again.push(score(&model, w, &opts, &Bar::items())?.scores);
-        }
-        strategies.push((*spec, out.scores));
-        resampled.push(again);
-    }
-    // Healing fits on --heal-samples tokens of the calibration text from --calib-offset (as
-    // `prune --heal` does), whole windows of --ctx.
-    let heal_tokens: &[u32] = {
-        let start = args.calib.calib_offset.min(calib_tokens.len());
-        let end = (start + args.heal_fit.heal_samples).min(calib_tokens.len());
-        &calib_tokens[start..end]
-    };
-    let methods = args.heal.clone().unwrap_or_default();
-    let heal = match methods.first() {
-        Some(method) => Some((args.heal_fit.options(method, args.calib.ctx)?, heal_tokens)),
-        None => None,
-    };
-    let heal_also = methods
-        .iter()
-        .skip(1)
-        .map(|m| Ok((m.clone(), args.heal_fit.options(m, args.calib.ctx)?)))
-        .collect::<Result<Vec<_>>>()?;
-    let set = |s: &Slice<'_>, windows: usize| EvalSet {
-        file: s.file.display().to_string(),
-        ctx: eval_ctx,
-        windows,
-        offset_tokens: s.tokens.start,
-        scored_tokens: windows * (eval_ctx - 1),
-    };
-    let eval_set = set(eval_slice, args.eval_samples);
-    let select_set = set(&select, select_samples);
-    let cache = DenseCache::build(&model, eval_windows, &Bar::items())?;
-    let select_cache = DenseCache::build(&model, select_windows, &Bar::items())?;
-    let stability_inputs: Vec<(String, Vec<LayerScores>)> = specs
-        .iter()
-        .zip(&resampled)
-        .filter(|(s, r)| s.metric.needs_model() && !r.is_empty())
-        .map(|(s, r)| (s.label(), r.clone()))
-        .collect();
-    let plan = sweep::SweepPlan {
-        strategies,
-        resampled: if args.resamples.is_some() {
-            resampled
-        } else {
-            Vec::new()
-        },
-        counts,
-        protect,
-        heal,
-        heal_also,
-        eval: eval_set,
-        select: select_set,
-        calibration,
-        tasks: match (&args.tasks, &encoded) {
-            (Some(f), Some(items)) => Some(sweep::TaskPlan {
-                file: f.display().to_string(),
-                items,
-                opts: TaskOpts::for_model(&model),
-            }),
-            _ => None,
-        },
-        bootstrap: boot,
-    };
-    let mut result = sweep::run(
-        &model,
-        &args.model,
-        &cache,
-        &select_cache,
-        plan,
-        &Bar::items(),
-    )?;
-    let k = args
-        .report_k
-        .unwrap_or_else(|| super::report::default_k(&result))
-        .max(1);
-    let counts_p = ParamCounts::from_config(&model.config().arch);
-    for (label, r) in &stability_inputs {
-        let st = super::score::stability(r, k, result.protect, &counts_p)?;
-        result.layer_stability.push((label.clone(), st));
-    }
-    let files = write_outputs(&args.out, &result)?;
-    if args.report {
-        let k = args
-            .report_k
-            .unwrap_or_else(|| super::report::default_k(&result));
-        let report = super::report::write_report(&args.out, &result, &model, &tok, k, None)?;
-        eprintln!("report: {}", report.display());
-    }
+    let result = sweep(&ModelSource::new(&args.model), &req, &Bar::items())?;
     if args.json {
         return print_json(&result);
     }
     let mut t = table(&result)?;
     writeln!(t, "\nwrote:")?;
-    for f in files {
-        writeln!(t, "  {}", f.display())?;
+    for f in ["sweep.csv", "sweep.json", "plots/"] {
+        writeln!(t, "  {}", args.out.join(f).display())?;
     }
     print(&t)
 }
@@ -500,11 +163,7 @@ fn table(s: &Sweep) -> Result<String> {
             v.file, v.windows, v.ctx, v.offset_tokens
         )?;
     }
-    writeln!(
-        t,
-        "calibration  {}",
-        super::score::describe_calibration(&s.calibration)
-    )?;
+    writeln!(t, "calibration  {}", describe_calibration(&s.calibration))?;
     let healed = s.heal.is_some();
     writeln!(
         t,
@@ -569,137 +228,6 @@ fn table(s: &Sweep) -> Result<String> {
                 None => String::new(),
             }
         )?;
-    }
-    Ok(t)
-}
-
-/// Writes sweep.csv, sweep.json, per-strategy scores and plots; returns the files written.
-fn write_outputs(dir: &Path, s: &Sweep) -> Result<Vec<PathBuf>> {
-    let write = |name: &str, text: &str| -> Result<PathBuf> {
-        let p = dir.join(name);
-        std::fs::write(&p, text).with_context(|| format!("`{}`: cannot write", p.display()))?;
-        Ok(p)
-    };
-    let mut files = vec![
-        write("sweep.csv", &csv(s)?)?,
-        write("sweep.json", &serde_json::to_string_pretty(s)?)?,
-    ];
-    let plots = dir.join("plots");
-    std::fs::create_dir_all(&plots)
-        .with_context(|| format!("`{}`: cannot create", plots.display()))?;
-    for sc in &s.scores {
-        if sc.metric.needs_model() {
-            plot_scores(&plots, sc)?;
-        }
-    }
-    for (label, st) in &s.layer_stability {
-        if let Some(sc) = s
-            .strategies
-            .iter()
-            .zip(&s.scores)
-            .find(|(l, _)| *l == label)
-        {
-            files.extend(super::score::plot_stability(&plots, sc.1, st)?);
-        }
-    }
-    files.extend(super::sweep_plots::sweep_plots(&plots, s)?);
-    Ok(files)
-}
-
-/// A CSV column: its header and how a row fills it (empty when it does not apply).
-type Column = (&'static str, fn(&SweepRow) -> String);
-
-fn num(x: Option<f64>) -> String {
-    x.map(|v| v.to_string()).unwrap_or_default()
-}
-
-/// Every column of sweep.csv, in order: the one place that says what the file holds. Columns
-/// are only ever added at the end, so scripts that read the older ones keep working.
-const COLUMNS: &[Column] = &[
-    ("strategy", |r| r.strategy.clone()),
-    ("k", |r| r.k.to_string()),
-    ("drop", |r| format!("\"{}\"", r.drop)),
-    ("params", |r| r.params.to_string()),
-    ("params_kept", |r| format!("{:.6}", r.params_kept)),
-    ("perplexity", |r| r.measured.perplexity.to_string()),
-    ("mean_kl", |r| r.measured.mean_kl.to_string()),
-    ("top1_agreement", |r| r.measured.top1_agreement.to_string()),
-    ("heal_choices", |r| {
-        format!(
-            "\"{}\"",
-            r.heal_choices.as_deref().unwrap_or_default().join(" ")
-        )
-    }),
-    ("healed_perplexity", |r| num(r.healed.map(|h| h.perplexity))),
-    ("healed_mean_kl", |r| num(r.healed.map(|h| h.mean_kl))),
-    ("healed_top1_agreement", |r| {
-        num(r.healed.map(|h| h.top1_agreement))
-    }),
-    ("perplexity_lo", |r| {
-        num(r.measured.perplexity_ci.map(|c| c[0]))
-    }),
-    ("perplexity_hi", |r| {
-        num(r.measured.perplexity_ci.map(|c| c[1]))
-    }),
-    ("mean_kl_lo", |r| num(r.measured.mean_kl_ci.map(|c| c[0]))),
-    ("mean_kl_hi", |r| num(r.measured.mean_kl_ci.map(|c| c[1]))),
-    ("top1_agreement_lo", |r| {
-        num(r.measured.top1_agreement_ci.map(|c| c[0]))
-    }),
-    ("top1_agreement_hi", |r| {
-        num(r.measured.top1_agreement_ci.map(|c| c[1]))
-    }),
-    ("select_perplexity", |r| num(r.select_perplexity)),
-    ("ppl_vs_dense", |r| num(r.ppl_vs_dense.map(|d| d.estimate))),
-    ("ppl_vs_dense_lo", |r| num(r.ppl_vs_dense.map(|d| d.ci[0]))),
-    ("ppl_vs_dense_hi", |r| num(r.ppl_vs_dense.map(|d| d.ci[1]))),
-    ("healed_perplexity_lo", |r| {
-        num(r.healed.and_then(|h| h.perplexity_ci).map(|c| c[0]))
-    }),
-    ("healed_perplexity_hi", |r| {
-        num(r.healed.and_then(|h| h.perplexity_ci).map(|c| c[1]))
-    }),
-    ("healed_select_perplexity", |r| {
-        num(r.healed_select_perplexity)
-    }),
-    ("acc", |r| num(r.tasks.as_ref().map(|t| t.acc))),
-    ("acc_lo", |r| num(r.tasks.as_ref().map(|t| t.acc_ci[0]))),
-    ("acc_hi", |r| num(r.tasks.as_ref().map(|t| t.acc_ci[1]))),
-    ("acc_norm", |r| num(r.tasks.as_ref().map(|t| t.acc_norm))),
-    ("acc_norm_lo", |r| {
-        num(r.tasks.as_ref().map(|t| t.acc_norm_ci[0]))
-    }),
-    ("acc_norm_hi", |r| {
-        num(r.tasks.as_ref().map(|t| t.acc_norm_ci[1]))
-    }),
-    ("stability_same", |r| num(r.stability.map(|s| s.same))),
-    ("stability_overlap", |r| num(r.stability.map(|s| s.overlap))),
-];
-
-/// One CSV row per strategy and count, with the columns of [`COLUMNS`], then, for each extra
-/// healing method `M` (`--heal A,M,…`), `healed_M_perplexity`, `healed_M_mean_kl` and
-/// `healed_M_top1_agreement`.
-pub fn csv(s: &Sweep) -> Result<String> {
-    let mut methods: Vec<&String> = s.rows.iter().flat_map(|r| r.healed_by.keys()).collect();
-    methods.sort();
-    methods.dedup();
-    let mut names: Vec<String> = COLUMNS.iter().map(|c| c.0.to_string()).collect();
-    for m in &methods {
-        for f in ["perplexity", "mean_kl", "top1_agreement"] {
-            names.push(format!("healed_{m}_{f}"));
-        }
-    }
-    let mut t = names.join(",");
-    t.push('\n');
-    for r in &s.rows {
-        let mut cells: Vec<String> = COLUMNS.iter().map(|c| (c.1)(r)).collect();
-        for m in &methods {
-            let h = r.healed_by.get(*m);
-            cells.push(num(h.map(|h| h.perplexity)));
-            cells.push(num(h.map(|h| h.mean_kl)));
-            cells.push(num(h.map(|h| h.top1_agreement)));
-        }
-        writeln!(t, "{}", cells.join(","))?;
     }
     Ok(t)
 }

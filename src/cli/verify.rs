@@ -23,7 +23,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let report = if super::common::is_gguf(&args.out) {
+    let report = if depthprune::model::is_gguf(&args.out) {
         verify_gguf(&args.out, args.source.as_deref())?
     } else {
         verify_hf(&args.out, args.source.as_deref())?

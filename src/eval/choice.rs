@@ -72,6 +72,7 @@ pub struct TaskReport {
     /// Tokens fed through the model.
     pub tokens_forwarded: usize,
     pub seconds: f64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub items: Vec<ItemScore>,
 }
 

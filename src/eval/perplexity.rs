@@ -189,7 +189,7 @@ pub fn evaluate(
     progress: &dyn Progress,
 ) -> Result<EvalReport> {
     if batch == 0 {
-        return Err(Error::Invalid("--batch must be at least 1".into()));
+        return Err(Error::Invalid("`batch` must be at least 1".into()));
     }
     run.model.check_skip(run.skip)?;
     if let Some(r) = reference {

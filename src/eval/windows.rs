@@ -29,13 +29,13 @@ impl Convention {
     pub fn new(ctx: usize, stride: Option<usize>) -> Result<Self> {
         if ctx < 2 {
             return Err(Error::Invalid(format!(
-                "--ctx {ctx} is too small: a window needs at least 2 tokens"
+                "`ctx` {ctx} is too small: a window needs at least 2 tokens"
             )));
         }
         match stride {
             None => Ok(Convention::Chunks { ctx }),
             Some(s) if s == 0 || s > ctx => Err(Error::Invalid(format!(
-                "--stride {s} must be between 1 and --ctx ({ctx})"
+                "`stride` {s} must be between 1 and `ctx` ({ctx})"
             ))),
             Some(stride) => Ok(Convention::Sliding { ctx, stride }),
         }
@@ -91,7 +91,7 @@ pub fn plan(n: usize, conv: Convention) -> Result<Vec<Window>> {
     let ctx = conv.ctx();
     if n < ctx {
         return Err(Error::Invalid(format!(
-            "the text has {n} tokens, but one window needs {ctx} (--ctx {ctx})"
+            "the text has {n} tokens, but one window needs {ctx} (`ctx` {ctx})"
         )));
     }
     let mut out = Vec::new();

@@ -30,7 +30,8 @@ pub const EIG_CUTOFF: f64 = 1e-10;
 const MAX_SWEEPS: usize = 60;
 
 /// What the ridge term pulls the map towards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Prior {
     /// `α‖T − I‖²`: with little data the block becomes "keep the MLP output as it is".
     Identity,
@@ -161,7 +162,7 @@ impl Gram {
         }
         if !(alpha.is_finite() && alpha >= 0.0) {
             return Err(Error::Invalid(format!(
-                "--alpha must be a finite number ≥ 0, not `{alpha}`"
+                "`alpha` must be a finite number ≥ 0, not `{alpha}`"
             )));
         }
         let trace: f64 = (0..h).map(|i| self.mtm[i * h + i]).sum();

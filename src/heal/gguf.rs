@@ -10,7 +10,6 @@
 //! permuting, which [`GgufWeights::to_gguf_layout`] does should such a tensor ever be replaced.
 
 use super::Healing;
-use crate::arch::naming::gguf_layer;
 use crate::checkpoint::atomic::Overwrite;
 use crate::checkpoint::gguf::{
     prune_with, Array, Edits, GgmlType, GgufModel, PruneOptions, PruneReport, Replacement, Value,
@@ -55,12 +54,7 @@ pub fn encode_float(values: &[f32], ty: GgmlType) -> Result<Vec<u8>> {
 
 /// The GGUF name, in the pruned file, of source tensor `name`.
 fn renamed(removal: &Removal, name: &str) -> String {
-    match gguf_layer(name) {
-        Some(l) => removal
-            .new_index(l.layer)
-            .map_or_else(|| name.to_string(), |n| l.renumbered(n)),
-        None => name.to_string(),
-    }
+    removal.renamed_gguf(name)
 }
 
 /// The note recorded in `depthprune.note`: what was healed and which tensors were written from

@@ -98,7 +98,7 @@ pub fn heal(
     let hidden = dense.config().arch.hidden_size;
     if let Some(b) = blocks(removed).iter().find(|b| b.start == 0) {
         return Err(Error::Invalid(format!(
-            "cannot heal the removed block {}..{}: it starts at layer 0, so no kept MLP precedes it to take the map; hint: keep layer 0 or prune without --heal",
+            "cannot heal the removed block {}..{}: it starts at layer 0, so no kept MLP precedes it to take the map; hint: keep layer 0 or prune without healing",
             b.start, b.end
         )));
     }

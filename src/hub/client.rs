@@ -230,7 +230,7 @@ impl<'a> Client<'a> {
         if meta.sha256.is_some() && have > 0 {
             hash_prefix(&mut f, part, have, &mut hasher)?;
         }
-        progress.start(file, meta.size.unwrap_or(0));
+        progress.start_bytes(file, meta.size.unwrap_or(0));
         progress.advance(have);
         let mut attempts = 0;
         let mut last = String::from("no attempt");
@@ -283,7 +283,7 @@ impl<'a> Client<'a> {
                     if have > 0 {
                         restart(&mut f, part, &mut have)?;
                         hasher = Sha256::new();
-                        progress.start(file, meta.size.unwrap_or(0));
+                        progress.start_bytes(file, meta.size.unwrap_or(0));
                     }
                 }
                 416 => {

@@ -123,7 +123,7 @@ impl Linear {
             // Training (a recorded graph) needs only the input's gradient, never the weight's.
             if self.weight.dtype() != DType::F32 {
                 return Err(Error::Invalid(
-                    "training through the layers needs f32 weights (--compute f32)".into(),
+                    "training through the layers needs f32 weights (`compute` f32)".into(),
                 ));
             }
             flat.apply_op1(FrozenLinear(self.weight.clone()))?

@@ -4,18 +4,19 @@
 //! permutation undone) later. Sources convert lazily, so a model that loads one layer at a time
 //! holds only that layer in f32.
 
+use crate::checkpoint::hf::open_weights;
+use crate::checkpoint::safetensors::{Dtype, SafetensorsFile, TensorInfo};
 use crate::error::{Error, IoContext, Result};
 use candle_core::{Device, Tensor};
 use memmap2::Mmap;
-use safetensors::tensor::{Dtype, Metadata, SafeTensors};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-/// The name of a single-file HF checkpoint.
-pub const SINGLE_FILE: &str = "model.safetensors";
 /// The name of a sharded HF checkpoint's index.
-pub const INDEX_FILE: &str = "model.safetensors.index.json";
+pub use crate::checkpoint::hf::INDEX_FILE;
+/// The name of a single-file HF checkpoint.
+pub use crate::checkpoint::hf::SINGLE_FILE;
 
 /// A store of named tensors that the forward pass reads from.
 pub trait WeightSource: Send + Sync {
@@ -35,112 +36,110 @@ pub trait WeightSource: Send + Sync {
     fn path(&self) -> &Path;
 }
 
-/// One memory-mapped safetensors file with its validated header.
+/// One memory-mapped safetensors file with the header the checkpoint reader validated.
 struct Shard {
-    path: PathBuf,
+    header: SafetensorsFile,
     mmap: Mmap,
-    /// Where the data section starts in the file.
-    data_start: usize,
-    metadata: Metadata,
 }
 
 impl Shard {
-    fn open(path: &Path) -> Result<Self> {
+    fn open(header: SafetensorsFile) -> Result<Self> {
+        let path = &header.path;
         let file = File::open(path).at(path)?;
         // SAFETY: the map is read-only and we never hand out references that outlive `self`;
         // a file truncated underneath us is the one hazard, as with every mmap reader.
         let mmap = unsafe { Mmap::map(&file) }.at(path)?;
-        let (header_len, metadata) = SafeTensors::read_metadata(&mmap)
-            .map_err(|e| Error::corrupt(path, format!("not a valid safetensors file: {e}")))?;
-        Ok(Shard {
-            path: path.to_path_buf(),
-            mmap,
-            data_start: 8 + header_len,
-            metadata,
-        })
+        if (mmap.len() as u64) < header.file_len {
+            return Err(Error::corrupt(
+                path,
+                "the file shrank after its header was read",
+            ));
+        }
+        Ok(Shard { header, mmap })
     }
 
-    fn read(&self, name: &str) -> Result<Tensor> {
-        let info = self
-            .metadata
-            .info(name)
-            .ok_or_else(|| Error::corrupt(&self.path, format!("no tensor `{name}`")))?;
-        let (start, end) = info.data_offsets;
-        let bytes = self
-            .data_start
-            .checked_add(start)
-            .zip(self.data_start.checked_add(end))
+    /// The stored bytes of tensor `t` (bounds were checked with the header).
+    fn bytes(&self, t: &TensorInfo) -> Result<&[u8]> {
+        let start = usize::try_from(t.file_offset).ok();
+        let end = t
+            .file_offset
+            .checked_add(t.len)
+            .and_then(|e| usize::try_from(e).ok());
+        start
+            .zip(end)
             .and_then(|(a, b)| self.mmap.get(a..b))
             .ok_or_else(|| {
-                Error::corrupt(&self.path, format!("tensor `{name}` lies outside the file"))
-            })?;
-        let values = to_f32(bytes, info.dtype).ok_or_else(|| {
+                Error::corrupt(
+                    &self.header.path,
+                    format!("tensor `{}` lies outside the file", t.name),
+                )
+            })
+    }
+
+    fn read(&self, t: &TensorInfo) -> Result<Tensor> {
+        let bytes = self.bytes(t)?;
+        let values = to_f32(bytes, t.dtype).ok_or_else(|| {
             Error::Unsupported(format!(
-                "`{}`: tensor `{name}` has dtype {:?}; the forward pass reads F32, F16 and BF16",
-                self.path.display(),
-                info.dtype
+                "`{}`: tensor `{}` has dtype {}; the forward pass reads F32, F16 and BF16",
+                self.header.path.display(),
+                t.name,
+                t.dtype
             ))
         })?;
-        self.release(self.data_start + start, end - start);
-        Ok(Tensor::from_vec(
-            values,
-            info.shape.as_slice(),
-            &Device::Cpu,
-        )?)
+        self.release(t);
+        Ok(Tensor::from_vec(values, shape(t).as_slice(), &Device::Cpu)?)
     }
 
     /// The tensor as stored when it is bf16 or f16, else rounded to bf16 from f32.
-    fn read_half(&self, name: &str) -> Result<Tensor> {
-        let info = self
-            .metadata
-            .info(name)
-            .ok_or_else(|| Error::corrupt(&self.path, format!("no tensor `{name}`")))?;
-        let (start, end) = info.data_offsets;
-        let bytes = self
-            .data_start
-            .checked_add(start)
-            .zip(self.data_start.checked_add(end))
-            .and_then(|(a, b)| self.mmap.get(a..b))
-            .ok_or_else(|| {
-                Error::corrupt(&self.path, format!("tensor `{name}` lies outside the file"))
-            })?;
+    fn read_half(&self, t: &TensorInfo) -> Result<Tensor> {
         let bits = |b: &[u8]| -> Vec<u16> {
             b.chunks_exact(2)
                 .map(|c| u16::from_le_bytes([c[0], c[1]]))
                 .collect()
         };
-        let shape = info.shape.as_slice();
-        let t = match info.dtype {
+        let shape = shape(t);
+        let out = match t.dtype {
             Dtype::BF16 => {
-                let v: Vec<half::bf16> =
-                    bits(bytes).into_iter().map(half::bf16::from_bits).collect();
-                Tensor::from_vec(v, shape, &Device::Cpu)?
+                let v: Vec<half::bf16> = bits(self.bytes(t)?)
+                    .into_iter()
+                    .map(half::bf16::from_bits)
+                    .collect();
+                Tensor::from_vec(v, shape.as_slice(), &Device::Cpu)?
             }
             Dtype::F16 => {
-                let v: Vec<half::f16> = bits(bytes).into_iter().map(half::f16::from_bits).collect();
-                Tensor::from_vec(v, shape, &Device::Cpu)?
+                let v: Vec<half::f16> = bits(self.bytes(t)?)
+                    .into_iter()
+                    .map(half::f16::from_bits)
+                    .collect();
+                Tensor::from_vec(v, shape.as_slice(), &Device::Cpu)?
             }
-            _ => return Ok(self.read(name)?.to_dtype(candle_core::DType::BF16)?),
+            _ => return Ok(self.read(t)?.to_dtype(candle_core::DType::BF16)?),
         };
-        self.release(self.data_start + start, end - start);
-        Ok(t)
+        self.release(t);
+        Ok(out)
     }
 
     /// Drops the file pages of a converted tensor from this process's resident memory, so a
     /// model holds its weights once (as f32) rather than twice. They stay in the page cache.
-    fn release(&self, offset: usize, len: usize) {
+    fn release(&self, t: &TensorInfo) {
         #[cfg(unix)]
         // SAFETY: the map is private and read-only, so MADV_DONTNEED only makes later reads
         // fault the same bytes back in from the file; no data can be lost or changed.
         unsafe {
             // Best effort: a failed hint changes nothing but memory use.
-            let _ =
-                self.mmap
-                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len);
+            let _ = self.mmap.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                t.file_offset as usize,
+                t.len as usize,
+            );
         }
         #[cfg(not(unix))]
-        let _ = (offset, len);
+        let _ = t;
     }
+}
+
+fn shape(t: &TensorInfo) -> Vec<usize> {
+    t.shape.iter().map(|&d| d as usize).collect()
 }
 
 /// Converts little-endian raw values to f32; `None` for dtypes the forward pass does not read.
@@ -163,44 +162,33 @@ fn to_f32(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
     Some(out)
 }
 
-/// An HF checkpoint folder: `model.safetensors`, or shards listed in `model.safetensors.index.json`.
+/// An HF checkpoint folder: `model.safetensors`, or shards listed in `model.safetensors.index.json`,
+/// read and validated by the checkpoint reader ([`open_weights`]) that `prune` and `verify` use.
 /// Files are memory-mapped; a tensor is converted to f32 only when asked for.
 pub struct HfFolder {
     dir: PathBuf,
     shards: Vec<Shard>,
-    /// Tensor name → index into `shards`.
-    index: HashMap<String, usize>,
+    /// Tensor name → (shard, tensor in that shard).
+    index: HashMap<String, (usize, usize)>,
 }
 
 impl HfFolder {
-    /// Opens the checkpoint in `dir`, validating every shard's header.
+    /// Opens the checkpoint in `dir`, validating every shard's header and the index.
     pub fn open(dir: &Path) -> Result<Self> {
         crate::checkpoint::links::check_folder(dir)?;
-        let single = dir.join(SINGLE_FILE);
-        let index_path = dir.join(INDEX_FILE);
-        let files: Vec<PathBuf> = if index_path.is_file() {
-            shard_files(&index_path)?
-        } else if single.is_file() {
-            vec![single]
-        } else {
-            return Err(Error::Invalid(format!(
-                "`{}`: no `{SINGLE_FILE}` or `{INDEX_FILE}` in this folder",
-                dir.display()
-            )));
-        };
+        let (files, _) = open_weights(dir)?;
         let mut shards = Vec::with_capacity(files.len());
         let mut index = HashMap::new();
-        for (i, path) in files.iter().enumerate() {
-            let shard = Shard::open(path)?;
-            for name in shard.metadata.tensors().keys() {
-                if index.insert(name.clone(), i).is_some() {
+        for (i, header) in files.into_iter().enumerate() {
+            for (k, t) in header.tensors.iter().enumerate() {
+                if index.insert(t.name.clone(), (i, k)).is_some() {
                     return Err(Error::corrupt(
-                        path,
-                        format!("tensor `{name}` appears in more than one shard"),
+                        &header.path,
+                        format!("tensor `{}` appears in more than one shard", t.name),
                     ));
                 }
             }
-            shards.push(shard);
+            shards.push(Shard::open(header)?);
         }
         Ok(HfFolder {
             dir: dir.to_path_buf(),
@@ -215,59 +203,25 @@ impl HfFolder {
         names.sort_unstable();
         names
     }
-}
 
-/// The distinct shard files an index names, in first-seen order of sorted tensor names.
-fn shard_files(index_path: &Path) -> Result<Vec<PathBuf>> {
-    let text = crate::checkpoint::limits::read_text_capped(
-        index_path,
-        crate::checkpoint::limits::MAX_JSON_BYTES,
-    )?;
-    #[derive(serde::Deserialize)]
-    struct Index {
-        weight_map: BTreeMap<String, String>,
+    fn find(&self, name: &str) -> Result<(&Shard, &TensorInfo)> {
+        let &(i, k) = self.index.get(name).ok_or_else(|| {
+            Error::corrupt(&self.dir, format!("the checkpoint has no tensor `{name}`"))
+        })?;
+        let shard = &self.shards[i];
+        Ok((shard, &shard.header.tensors[k]))
     }
-    let parsed: Index = serde_json::from_str(&text)
-        .map_err(|e| Error::corrupt(index_path, format!("not a valid index: {e}")))?;
-    let dir = index_path.parent().unwrap_or(Path::new("."));
-    let mut files: Vec<PathBuf> = Vec::new();
-    for file in parsed.weight_map.values() {
-        if file.contains('/') || file.contains('\\') || file == ".." {
-            return Err(Error::corrupt(
-                index_path,
-                format!("shard name `{file}` is not a plain file name"),
-            ));
-        }
-        let path = dir.join(file);
-        if !files.contains(&path) {
-            files.push(path);
-        }
-    }
-    if files.is_empty() {
-        return Err(Error::corrupt(index_path, "the index lists no tensors"));
-    }
-    Ok(files)
 }
 
 impl WeightSource for HfFolder {
     fn tensor(&self, name: &str) -> Result<Tensor> {
-        match self.index.get(name) {
-            Some(&i) => self.shards[i].read(name),
-            None => Err(Error::corrupt(
-                &self.dir,
-                format!("the checkpoint has no tensor `{name}`"),
-            )),
-        }
+        let (shard, t) = self.find(name)?;
+        shard.read(t)
     }
 
     fn tensor_half(&self, name: &str) -> Result<Tensor> {
-        match self.index.get(name) {
-            Some(&i) => self.shards[i].read_half(name),
-            None => Err(Error::corrupt(
-                &self.dir,
-                format!("the checkpoint has no tensor `{name}`"),
-            )),
-        }
+        let (shard, t) = self.find(name)?;
+        shard.read_half(t)
     }
 
     fn contains(&self, name: &str) -> bool {
@@ -275,8 +229,7 @@ impl WeightSource for HfFolder {
     }
 
     fn shape(&self, name: &str) -> Option<Vec<usize>> {
-        let &i = self.index.get(name)?;
-        self.shards[i].metadata.info(name).map(|t| t.shape.clone())
+        self.find(name).ok().map(|(_, t)| shape(t))
     }
 
     fn path(&self) -> &Path {
@@ -312,16 +265,21 @@ mod tests {
     }
 
     fn write_shard(path: &Path, tensors: &[(&str, Dtype, Vec<u8>, Vec<usize>)]) {
-        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        use crate::checkpoint::safetensors::{encode_header, OutTensor};
+        let heads: Vec<OutTensor> = tensors
             .iter()
-            .map(|(n, d, b, s)| {
-                (
-                    n.to_string(),
-                    safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
-                )
+            .map(|(n, d, b, s)| OutTensor {
+                name: n.to_string(),
+                dtype: *d,
+                shape: s.iter().map(|&x| x as u64).collect(),
+                len: b.len() as u64,
             })
             .collect();
-        safetensors::serialize_to_file(views, None, path).unwrap();
+        let mut bytes = encode_header(&heads, &Default::default());
+        for (_, _, b, _) in tensors {
+            bytes.extend_from_slice(b);
+        }
+        std::fs::write(path, bytes).unwrap();
     }
 
     #[test]

@@ -2,5 +2,7 @@
 //! (`report.md`, the model card's evaluation section). Both render saved numbers, never the model.
 
 pub mod plot;
+pub mod score_plots;
 pub mod stability_plot;
 pub mod study;
+pub mod sweep_plots;

@@ -14,8 +14,10 @@ use serde::Serialize;
 use std::time::Instant;
 
 /// Which positions of each window the angular distance is averaged over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TokenSel {
+    #[default]
     /// The last token of each window (Gromov et al.).
     Last,
     /// Every token.
@@ -81,7 +83,7 @@ pub fn calibration_windows(
 ) -> Result<Vec<Vec<u32>>> {
     if ctx < 2 || samples == 0 {
         return Err(Error::Invalid(format!(
-            "calibration needs --ctx of at least 2 and --samples of at least 1 (got {ctx} and {samples})"
+            "calibration needs windows of at least 2 tokens (ctx) and at least 1 window (samples); got {ctx} and {samples}"
         )));
     }
     let need = ctx

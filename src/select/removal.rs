@@ -120,6 +120,27 @@ impl Removal {
         Some(old - self.removed.range(..old).count())
     }
 
+    /// The name HF tensor `name` takes in the pruned checkpoint: a kept layer's tensor is
+    /// renumbered; a removed layer's, or one outside the layers, keeps its name.
+    pub fn renamed_hf(&self, name: &str) -> String {
+        match crate::arch::naming::hf_layer(name) {
+            Some(l) => self
+                .new_index(l.layer)
+                .map_or_else(|| name.to_string(), |n| l.renumbered(n)),
+            None => name.to_string(),
+        }
+    }
+
+    /// The name GGUF tensor `name` (`blk.N.…`) takes in the pruned file, as [`Self::renamed_hf`].
+    pub fn renamed_gguf(&self, name: &str) -> String {
+        match crate::arch::naming::gguf_layer(name) {
+            Some(l) => self
+                .new_index(l.layer)
+                .map_or_else(|| name.to_string(), |n| l.renumbered(n)),
+            None => name.to_string(),
+        }
+    }
+
     /// `(old, new)` for every kept layer.
     pub fn mapping(&self) -> Vec<(usize, usize)> {
         self.kept()

@@ -21,7 +21,7 @@ impl Protect {
         for part in s.split(',').map(str::trim).filter(|x| !x.is_empty()) {
             let bad = || {
                 Error::Invalid(format!(
-                    "--protect `{s}`: expected `first:K`, `last:K` or both, comma-separated"
+                    "`protect` `{s}`: expected `first:K`, `last:K` or both, comma-separated"
                 ))
             };
             let (k, v) = part.split_once(':').ok_or_else(bad)?;
@@ -83,7 +83,7 @@ pub fn choose(
         }
         if k > free {
             return Err(Error::Invalid(format!(
-                "cannot remove {k} layers: {free} of {n} are not protected (--protect first:{},last:{})",
+                "cannot remove {k} layers: {free} of {n} are not protected (`protect` first:{},last:{})",
                 protect.first, protect.last
             )));
         }
@@ -155,7 +155,7 @@ pub fn choose(
 fn ratio_layers(r: f64, n: usize) -> Result<usize> {
     if !(r > 0.0 && r < 1.0) {
         return Err(Error::Invalid(format!(
-            "--ratio {r}: must be a fraction of the layers between 0 and 1"
+            "`ratio` {r}: must be a fraction of the layers between 0 and 1"
         )));
     }
     Ok((r * n as f64).round() as usize)
@@ -170,7 +170,7 @@ fn params_without(counts: &ParamCounts, block: std::ops::Range<usize>) -> u64 {
 
 fn unreachable_target(p: u64, counts: &ParamCounts) -> Error {
     Error::Invalid(format!(
-        "--target-params {p} cannot be reached by removing unprotected layers (the model has {} parameters, {} outside its layers)",
+        "`target_params` {p} cannot be reached by removing unprotected layers (the model has {} parameters, {} outside its layers)",
         counts.total(),
         counts.total() - counts.layers_total()
     ))

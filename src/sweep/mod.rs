@@ -15,6 +15,7 @@
 
 pub mod best;
 pub mod cache;
+pub mod csv;
 mod spec;
 pub mod tasks;
 

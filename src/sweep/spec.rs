@@ -54,7 +54,7 @@ impl StrategySpec {
 /// Parses the numbers of layers to remove: `A..B` (half-open, as layer ranges are) or a
 /// comma-separated list; each below `n_layers`. Sorted, without repeats.
 pub fn parse_counts(s: &str, n_layers: usize) -> Result<Vec<usize>> {
-    let bad = |why: &str| Error::Invalid(format!("--remove `{s}`: {why}"));
+    let bad = |why: &str| Error::Invalid(format!("`remove` `{s}`: {why}"));
     let num = |t: &str| -> Result<usize> {
         t.trim()
             .parse::<usize>()

@@ -291,7 +291,7 @@ pub fn prune_with(
         .map(|p| File::open(&p.path).at(&p.path))
         .collect::<Result<Vec<_>>>()?;
     let total: u64 = written.iter().map(|w| w.1).sum();
-    progress.start("pruning", total);
+    progress.start_bytes("pruning", total);
     let mut outputs = Vec::new();
     for (i, (target, range)) in targets.iter().zip(&parts).enumerate() {
         let mut md = if i == 0 {
@@ -361,7 +361,7 @@ fn layout(
     };
     if max == 0 {
         return Err(Error::Invalid(
-            "--split-max-size must be more than 0 bytes".into(),
+            "`max_shard_size` must be more than 0 bytes".into(),
         ));
     }
     if plan.tensors.len() > i32::MAX as usize {
@@ -387,7 +387,7 @@ fn layout(
     let parts = split::plan_parts(&costs, max, overhead(&first), overhead(&split_keys));
     if parts.len() > MAX_SPLITS {
         return Err(Error::Invalid(format!(
-            "--split-max-size {max} would make {} parts; at most {MAX_SPLITS} are possible",
+            "`max_shard_size` {max} would make {} parts; at most {MAX_SPLITS} are possible",
             parts.len()
         )));
     }

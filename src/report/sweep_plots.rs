@@ -3,9 +3,9 @@
 //! removed; each point with its 95% interval as an error bar (the legend names them, so titles
 //! stay short enough for the plot area).
 
-use anyhow::Result;
-use depthprune::report::plot::{line_chart, Axis, Reference, Series};
-use depthprune::sweep::{Measured, Sweep, SweepRow};
+use super::plot::{line_chart, Axis, Reference, Series};
+use crate::error::Result;
+use crate::sweep::{Measured, Sweep, SweepRow};
 use std::path::{Path, PathBuf};
 
 /// A figure with its interval, when it has one.

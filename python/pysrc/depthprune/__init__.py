@@ -1,0 +1,220 @@
+"""depthprune: depth pruning for decoder-only language models, from Python.
+
+Score which transformer layers matter, remove whole layers, heal what the removal breaks and
+measure what it cost, on Hugging Face safetensors folders and GGUF files, on the CPU, without
+PyTorch. Every function is one call of the Rust library that the ``depthprune`` command line
+also calls; keyword arguments are the command's flags with ``_`` for ``-`` (``calib_offset=``
+for ``--calib-offset``), and results are the dicts its ``--json`` prints.
+
+Layer numbers are 0-based and ranges are half-open: ``"3..29"`` removes layers 3 to 28.
+
+Long calls release the GIL. Progress goes to ``callback(event, *args)`` when one is given
+(events: ``start(label, total)``, ``advance(n)``, ``message(text)``, ``finish()``,
+``warning(text)``, and ``text(piece)`` while generating); without one, warnings go to stderr.
+Errors raise a subclass of :class:`Error` with the library's one-line message.
+
+Example::
+
+    import depthprune as dp
+    s = dp.score("SmolLM2-135M", metric="bi", calib="train.txt", samples=8)
+    drop = ",".join(map(str, s["chosen"]))
+    dp.prune("SmolLM2-135M", drop=drop, out="smol-pruned", heal="auto",
+             calib="train.txt", calib_offset=65536)
+    print(dp.eval("smol-pruned", text="test.txt", ctx=512)["perplexity"])
+"""
+
+from __future__ import annotations
+
+import json as _json
+import os as _os
+from typing import Any, Callable, Dict, List, Optional, Union
+
+import numpy as _np
+
+from . import _native
+from ._native import (
+    ComputeError,
+    ConfigError,
+    CorruptFileError,
+    Error,
+    FileError,
+    HubError,
+    InvalidRequestError,
+    LayerSpecError,
+    TaskFileError,
+    UnsupportedError,
+)
+
+__version__ = _native.version()
+
+PathLike = Union[str, "_os.PathLike[str]"]
+Callback = Callable[..., Any]
+
+__all__ = [
+    "inspect", "plan", "prune", "score", "heal", "eval", "sweep", "generate", "report",
+    "Error", "FileError", "CorruptFileError", "ConfigError", "TaskFileError", "LayerSpecError",
+    "UnsupportedError", "InvalidRequestError", "HubError", "ComputeError",
+]
+
+
+def _options(kwargs: Dict[str, Any]) -> str:
+    """The keyword arguments as the JSON options object, paths as strings, None left out."""
+    out = {}
+    for k, v in kwargs.items():
+        if v is None:
+            continue
+        if isinstance(v, _os.PathLike):
+            v = _os.fspath(v)
+        elif isinstance(v, (list, tuple)):
+            v = [_os.fspath(x) if isinstance(x, _os.PathLike) else x for x in v]
+        out[k] = v
+    return _json.dumps(out)
+
+
+def _path(p: PathLike) -> str:
+    return _os.fspath(p)
+
+
+def inspect(model: PathLike, *, exact: bool = False, callback: Optional[Callback] = None) -> dict:
+    """Architecture, parameters by component, dtypes and bytes of a checkpoint.
+
+    ``model`` is an HF folder, a ``config.json``, a ``.gguf`` file or a hub ID
+    (``org/name[@revision]``). ``exact`` reads a hub checkpoint's shard headers to count
+    parameters exactly. Returns the dict ``depthprune inspect --json`` prints.
+    """
+    return _json.loads(_native.inspect(_path(model), exact, callback))
+
+
+def plan(model: PathLike, *, exact: bool = False, callback: Optional[Callback] = None, **options: Any) -> dict:
+    """What a prune would produce, writing nothing.
+
+    Name the layers with ``drop="3..29"`` or ``keep="0..3,29.."``, or choose them with
+    ``strategy="bi", remove=8`` (also ``target_params=``, ``ratio=``, ``contiguous=``,
+    ``protect=``, ``scores=`` and the calibration options of :func:`score`). Returns the dict
+    ``depthprune plan --json`` prints: the removal as a list, as ranges and as the old → new
+    mapping, parameters before and after, and the config changes.
+    """
+    return _json.loads(_native.plan(_path(model), _options(options), exact, callback))
+
+
+def prune(model: PathLike, *, out: PathLike, callback: Optional[Callback] = None, **options: Any) -> dict:
+    """Removes layers and writes a new checkpoint to ``out`` (an HF folder or a ``.gguf``).
+
+    Layers as for :func:`plan`. ``dtype="bf16"`` converts an HF checkpoint's floats,
+    ``max_shard_size=`` (bytes) bounds its shards, ``force=True`` replaces an existing output.
+    ``heal="auto"`` (or ``lstsq``, ``weighted``, ``scale``, ``cosine``, ``kd``) heals the result
+    on ``calib=`` text, with the fit options of :func:`heal`. Returns the provenance
+    (``pruning.json``) for an HF folder, or the GGUF prune's report.
+    """
+    options["out"] = out
+    return _json.loads(_native.prune(_path(model), _options(options), callback))
+
+
+def score(model: PathLike, *, metric: str, callback: Optional[Callback] = None, **options: Any) -> dict:
+    """Layer importance on calibration text.
+
+    ``metric`` is ``angular``, ``bi``, ``minitron``, ``ppl``, ``greedy``, ``healed`` or ``last``.
+    Options: ``calib=`` (the text file), ``ctx=512``, ``samples=16``, ``calib_offset=0``,
+    ``tokens="last"|"all"``, ``max_block=``, ``batch=4``, ``offload=False``, ``steps=``
+    (greedy), ``resamples=`` and ``choose=`` (stability), ``seed=``.
+
+    Returns the dict ``depthprune score --json`` prints, with ``scores`` (a float64 numpy array,
+    one value per layer; higher is more important), ``rank`` (an int64 array; 1 is removed
+    first) and ``chosen`` (the ``choose`` layers the criterion removes first, a quarter of the
+    layers by default).
+    """
+    options["metric"] = metric
+    d = _json.loads(_native.score(_path(model), _options(options), callback))
+    d["scores"] = _np.asarray(d["importance"], dtype=_np.float64)
+    d["rank"] = _np.asarray(d["rank"], dtype=_np.int64)
+    return d
+
+
+def heal(
+    pruned: PathLike,
+    dense: PathLike,
+    *,
+    out: PathLike,
+    dtype: Optional[str] = None,
+    force: bool = False,
+    callback: Optional[Callback] = None,
+    **options: Any,
+) -> dict:
+    """Heals a checkpoint written by :func:`prune`, fitting on the ``dense`` model it came from.
+
+    Options: ``calib=`` (required), ``method="auto"`` (or ``lstsq``, ``weighted``, ``scale``,
+    ``cosine``, ``kd``), ``ctx=512``, ``calib_offset=0``, ``alpha=[1e-4, 1e-3, 1e-2, 1e-1]``,
+    ``ridge="identity"|"zero"``, ``heal_samples=16384``, ``holdout=8``,
+    ``maps="per-block"|"per-layer"``, and for ``kd`` ``steps=``, ``lr=``, ``kd_eval_every=``,
+    ``patience=``. ``dtype`` is the type of healed GGUF tensors (``f32`` or ``f16``).
+    """
+    return _json.loads(
+        _native.heal(_path(pruned), _path(dense), _options(options), dtype, _path(out), force, callback)
+    )
+
+
+def eval(model: PathLike, *, callback: Optional[Callback] = None, **options: Any) -> dict:
+    """Perplexity on ``text=`` (with ``ctx=512``, ``stride=``, ``max_tokens=``), and with
+    ``reference=`` the KL divergence and top-1 agreement against that model; or zero-shot
+    multiple-choice accuracy on ``tasks=`` (JSON Lines, with ``limit=``, ``per_item=``).
+    ``skip="20..28"`` skips layers as if pruned. Returns the dict ``depthprune eval --json``
+    prints.
+    """
+    return _json.loads(_native.eval(_path(model), _options(options), callback))
+
+
+def sweep(model: PathLike, *, eval: PathLike, callback: Optional[Callback] = None, **options: Any) -> dict:
+    """Every strategy at every number of layers removed, measured against the dense model.
+
+    Options as ``depthprune sweep``: ``strategies=["angular", "bi", "ppl", "last"]``,
+    ``remove="0..9"``, ``calib=``, ``eval_samples=8``, ``eval_offset=``, ``select_on=``,
+    ``heal=["auto"]``, ``tasks=``, ``out=`` (a folder for sweep.csv, plots and, with
+    ``report=True``, report.md; nothing is written without it), and the calibration options of
+    :func:`score`. Returns the dict ``sweep.json`` holds; its ``"rows"`` are ready for
+    ``pandas.DataFrame`` (see :func:`rows`).
+    """
+    options["eval"] = eval
+    if isinstance(options.get("strategies"), str):
+        options["strategies"] = [options["strategies"]]
+    if isinstance(options.get("heal"), str):
+        options["heal"] = options["heal"].split(",")
+    return _json.loads(_native.sweep(_path(model), _options(options), callback))
+
+
+def rows(result: dict) -> "Any":
+    """A sweep's rows, one per strategy and count, flattened (``measured.perplexity`` becomes
+    ``perplexity``): a ``pandas.DataFrame`` when pandas is installed, else a list of dicts."""
+    flat: List[dict] = []
+    for r in result["rows"]:
+        row = {}
+        for k, v in r.items():
+            if k == "measured" and isinstance(v, dict):
+                row.update(v)
+            elif k == "healed" and isinstance(v, dict):
+                row.update({"healed_" + hk: hv for hk, hv in v.items()})
+            else:
+                row[k] = v
+        flat.append(row)
+    try:
+        import pandas as pd  # noqa: PLC0415 (optional)
+    except ImportError:
+        return flat
+    return pd.DataFrame(flat)
+
+
+def generate(model: PathLike, prompt: str, *, callback: Optional[Callback] = None, **options: Any) -> dict:
+    """Text from ``prompt`` with the KV cache; greedy unless ``temperature`` > 0.
+
+    Options: ``chat=False`` (wrap the prompt in the chat template), ``max_new_tokens=128``,
+    ``temperature=0``, ``top_p=1``, ``top_k=0``, ``seed=0``, ``skip="20..28"``,
+    ``ignore_eos=False``. The text streams to ``callback("text", piece)``. Returns ``text``,
+    ``tokens`` and timings.
+    """
+    options["prompt"] = prompt
+    return _json.loads(_native.generate(_path(model), _options(options), callback))
+
+
+def report(dir: PathLike, *, callback: Optional[Callback] = None, **options: Any) -> str:
+    """Writes ``report.md`` for a sweep folder (``k=``, ``pruned=[...]``, ``prompts=``,
+    ``max_new_tokens=40``, ``text_note=``) and returns its path."""
+    return _json.loads(_native.report(_path(dir), _options(options), callback))

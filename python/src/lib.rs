@@ -1,0 +1,394 @@
+//! The Python face of depthprune: `depthprune._native`, which the `depthprune` package wraps.
+//! Each function takes the model, the options as a JSON object (the keyword arguments, named as
+//! the library's option keys) and an optional callback, runs one call of `depthprune::api`
+//! without the GIL, and returns the result as the JSON the command line prints with `--json`.
+//! Library errors become `depthprune.Error` subclasses carrying the same one-line message.
+
+use depthprune::api::{self, ModelSource};
+use depthprune::progress::Progress;
+use depthprune::Error as LibError;
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use std::path::PathBuf;
+
+create_exception!(
+    _native,
+    Error,
+    PyException,
+    "Every error depthprune raises."
+);
+create_exception!(
+    _native,
+    FileError,
+    Error,
+    "A file could not be read or written."
+);
+create_exception!(
+    _native,
+    CorruptFileError,
+    Error,
+    "A file breaks the rules of its format."
+);
+create_exception!(
+    _native,
+    ConfigError,
+    Error,
+    "A config.json is missing a field or contradicts the tensors."
+);
+create_exception!(
+    _native,
+    TaskFileError,
+    Error,
+    "A task file record cannot be used."
+);
+create_exception!(
+    _native,
+    LayerSpecError,
+    Error,
+    "A layer SPEC cannot be parsed or resolved."
+);
+create_exception!(
+    _native,
+    UnsupportedError,
+    Error,
+    "Valid in principle, but not handled (an architecture, a dtype)."
+);
+create_exception!(
+    _native,
+    InvalidRequestError,
+    Error,
+    "A request that cannot be carried out as asked."
+);
+create_exception!(
+    _native,
+    HubError,
+    Error,
+    "A hub reference that cannot be resolved."
+);
+create_exception!(_native, ComputeError, Error, "A tensor computation failed.");
+
+/// The exception for a library error, with its message.
+fn raise(e: LibError) -> PyErr {
+    let msg = e.to_string();
+    match e {
+        LibError::Io { .. } => FileError::new_err(msg),
+        LibError::Corrupt { .. } | LibError::Quant(_) | LibError::Vocab(_) => {
+            CorruptFileError::new_err(msg)
+        }
+        LibError::Config { .. } => ConfigError::new_err(msg),
+        LibError::Task { .. } => TaskFileError::new_err(msg),
+        LibError::Spec { .. } => LayerSpecError::new_err(msg),
+        LibError::Unsupported(_) => UnsupportedError::new_err(msg),
+        LibError::Invalid(_) => InvalidRequestError::new_err(msg),
+        LibError::Hub(_) => HubError::new_err(msg),
+        LibError::Compute(_) => ComputeError::new_err(msg),
+    }
+}
+
+/// Progress and warnings for Python: to `callback(event, *args)` when one is given, else
+/// warnings to stderr and nothing else. Events: `("start", label, total)`,
+/// `("advance", n)`, `("message", text)`, `("finish",)`, `("warning", text)`, `("text", piece)`.
+struct Callback(Option<Py<PyAny>>);
+
+impl Callback {
+    fn send<A>(&self, args: A)
+    where
+        A: for<'py> IntoPyObject<'py, Target = pyo3::types::PyTuple>,
+    {
+        if let Some(cb) = &self.0 {
+            Python::attach(|py| {
+                if let Err(e) = cb.call1(py, args) {
+                    e.print(py);
+                }
+            });
+        }
+    }
+}
+
+impl Progress for Callback {
+    fn start(&self, label: &str, total: u64) {
+        self.send(("start", label, total));
+    }
+    fn advance(&self, n: u64) {
+        self.send(("advance", n));
+    }
+    fn message(&self, msg: &str) {
+        self.send(("message", msg));
+    }
+    fn finish(&self) {
+        self.send(("finish",));
+    }
+    fn warn(&self, msg: &str) {
+        match self.0 {
+            Some(_) => self.send(("warning", msg)),
+            None => eprintln!("warning: {msg}"),
+        }
+    }
+}
+
+/// Reads options from JSON, refusing keys that no option takes.
+fn options<T: DeserializeOwned + Serialize>(json: &str, what: &str) -> PyResult<T> {
+    let given: Value = serde_json::from_str(json)
+        .map_err(|e| InvalidRequestError::new_err(format!("{what}: options are not JSON: {e}")))?;
+    let parsed: T = serde_json::from_value(given.clone())
+        .map_err(|e| InvalidRequestError::new_err(format!("{what}: {e}")))?;
+    let unknown = api::unknown_keys(&given, &parsed);
+    if !unknown.is_empty() {
+        let known = serde_json::to_value(&parsed).unwrap_or_default();
+        let names: Vec<&String> = known
+            .as_object()
+            .map(|o| o.keys().collect())
+            .unwrap_or_default();
+        return Err(InvalidRequestError::new_err(format!(
+            "{what}: unknown option{} {}; expected some of {}",
+            if unknown.len() == 1 { "" } else { "s" },
+            unknown
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            names
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(parsed)
+}
+
+fn to_json(v: &impl Serialize) -> PyResult<String> {
+    serde_json::to_string(v).map_err(|e| ComputeError::new_err(e.to_string()))
+}
+
+/// Runs `f` without the GIL and returns its result as JSON.
+fn detached<T: Serialize>(
+    py: Python<'_>,
+    f: impl FnOnce() -> Result<T, LibError> + Send,
+) -> PyResult<String> {
+    let out = py.detach(f).map_err(raise)?;
+    to_json(&out)
+}
+
+#[pyfunction]
+#[pyo3(signature = (model, exact=false, callback=None))]
+fn inspect(
+    py: Python<'_>,
+    model: PathBuf,
+    exact: bool,
+    callback: Option<Py<PyAny>>,
+) -> PyResult<String> {
+    let cb = Callback(callback);
+    detached(py, || {
+        api::inspect::inspect(&ModelSource::new(model), exact, &cb)
+    })
+}
+
+#[pyfunction]
+#[pyo3(signature = (model, options, exact=false, callback=None))]
+fn plan(
+    py: Python<'_>,
+    model: PathBuf,
+    options: &str,
+    exact: bool,
+    callback: Option<Py<PyAny>>,
+) -> PyResult<String> {
+    let choice: api::choose::LayerChoice = self::options(options, "plan")?;
+    let cb = Callback(callback);
+    detached(py, || {
+        api::plan::plan(&ModelSource::new(model), &choice, exact, &cb).map(|p| p.report)
+    })
+}
+
+#[pyfunction]
+#[pyo3(signature = (model, options, callback=None))]
+fn prune(
+    py: Python<'_>,
+    model: PathBuf,
+    options: &str,
+    callback: Option<Py<PyAny>>,
+) -> PyResult<String> {
+    let mut req: api::prune::PruneRequest = self::options(options, "prune")?;
+    if req.command.is_none() {
+        req.command = Some(vec!["depthprune.prune(...)".into()]);
+    }
+    let cb = Callback(callback);
+    detached(py, || {
+        api::prune::prune(&ModelSource::new(model), &req, &cb).map(|o| o.pruned)
+    })
+}
+
+#[pyfunction]
+#[pyo3(signature = (model, options, callback=None))]
+fn score(
+    py: Python<'_>,
+    model: PathBuf,
+    options: &str,
+    callback: Option<Py<PyAny>>,
+) -> PyResult<String> {
+    let req: api::score::ScoreRequest = self::options(options, "score")?;
+    let cb = Callback(callback);
+    let report = py
+        .detach(|| api::score::score(&ModelSource::new(model), &req, &cb))
+        .map_err(raise)?;
+    // The layers the criterion would remove first: `choose` of them (a quarter by default), in
+    // the criterion's own form (one block for the block criteria).
+    let n = report.scores.n_layers;
+    let k = req
+        .choose
+        .unwrap_or((n / 4).max(1))
+        .min(n.saturating_sub(1));
+    let chosen = depthprune::select::strategy::choose(
+        &report.scores,
+        depthprune::select::strategy::Amount::Layers(k),
+        report.scores.metric.prefers_blocks(),
+        Default::default(),
+        &report.counts,
+    )
+    .map(|s| s.removal.removed())
+    .map_err(raise)?;
+    let mut v = serde_json::to_value(&report).map_err(|e| ComputeError::new_err(e.to_string()))?;
+    v["chosen"] = chosen.into();
+    to_json(&v)
+}
+
+#[pyfunction]
+#[pyo3(signature = (pruned, dense, options, dtype=None, out=None, force=false, callback=None))]
+#[allow(clippy::too_many_arguments)]
+fn heal(
+    py: Python<'_>,
+    pruned: PathBuf,
+    dense: PathBuf,
+    options: &str,
+    dtype: Option<&str>,
+    out: Option<PathBuf>,
+    force: bool,
+    callback: Option<Py<PyAny>>,
+) -> PyResult<String> {
+    let req: api::heal::HealRequest = self::options(options, "heal")?;
+    let ty = match dtype {
+        None => None,
+        Some("f32") => Some(depthprune::checkpoint::gguf::GgmlType::F32),
+        Some("f16") => Some(depthprune::checkpoint::gguf::GgmlType::F16),
+        Some(d) => {
+            return Err(InvalidRequestError::new_err(format!(
+                "`dtype` {d}: healed tensors are f32 or f16"
+            )))
+        }
+    };
+    let Some(out) = out else {
+        return Err(InvalidRequestError::new_err(
+            "heal needs an output path (`out`)",
+        ));
+    };
+    let output = api::heal::Output {
+        out,
+        force,
+        max_shard_size: None,
+        command: vec!["depthprune.heal(...)".into()],
+    };
+    let cb = Callback(callback);
+    detached(py, || {
+        api::heal::heal(&pruned, &ModelSource::new(dense), &req, ty, &output, &cb)
+    })
+}
+
+#[pyfunction]
+#[pyo3(signature = (model, options, callback=None))]
+fn eval(
+    py: Python<'_>,
+    model: PathBuf,
+    options: &str,
+    callback: Option<Py<PyAny>>,
+) -> PyResult<String> {
+    let req: api::eval::EvalRequest = self::options(options, "eval")?;
+    let cb = Callback(callback);
+    detached(py, || api::eval::eval(&ModelSource::new(model), &req, &cb))
+}
+
+#[pyfunction]
+#[pyo3(signature = (model, options, callback=None))]
+fn sweep(
+    py: Python<'_>,
+    model: PathBuf,
+    options: &str,
+    callback: Option<Py<PyAny>>,
+) -> PyResult<String> {
+    let req: api::sweep::SweepRequest = self::options(options, "sweep")?;
+    let cb = Callback(callback);
+    detached(py, || {
+        api::sweep::sweep(&ModelSource::new(model), &req, &cb)
+    })
+}
+
+#[pyfunction]
+#[pyo3(signature = (model, options, callback=None))]
+fn generate(
+    py: Python<'_>,
+    model: PathBuf,
+    options: &str,
+    callback: Option<Py<PyAny>>,
+) -> PyResult<String> {
+    let req: api::generate::GenerateRequest = self::options(options, "generate")?;
+    let cb = Callback(callback);
+    detached(py, || {
+        let mut on_text = |piece: &str| {
+            cb.send(("text", piece));
+            Ok(())
+        };
+        api::generate::generate(&ModelSource::new(model), &req, &mut on_text, &cb)
+    })
+}
+
+#[pyfunction]
+#[pyo3(signature = (dir, options, callback=None))]
+fn report(
+    py: Python<'_>,
+    dir: PathBuf,
+    options: &str,
+    callback: Option<Py<PyAny>>,
+) -> PyResult<String> {
+    let req: api::report::ReportRequest = self::options(options, "report")?;
+    let cb = Callback(callback);
+    detached(py, || api::report::report(&dir, &req, &cb))
+}
+
+/// The library's version.
+#[pyfunction]
+fn version() -> &'static str {
+    depthprune::VERSION
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    for (name, ty) in [
+        ("Error", py.get_type::<Error>()),
+        ("FileError", py.get_type::<FileError>()),
+        ("CorruptFileError", py.get_type::<CorruptFileError>()),
+        ("ConfigError", py.get_type::<ConfigError>()),
+        ("TaskFileError", py.get_type::<TaskFileError>()),
+        ("LayerSpecError", py.get_type::<LayerSpecError>()),
+        ("UnsupportedError", py.get_type::<UnsupportedError>()),
+        ("InvalidRequestError", py.get_type::<InvalidRequestError>()),
+        ("HubError", py.get_type::<HubError>()),
+        ("ComputeError", py.get_type::<ComputeError>()),
+    ] {
+        m.add(name, ty)?;
+    }
+    m.add_function(wrap_pyfunction!(inspect, m)?)?;
+    m.add_function(wrap_pyfunction!(plan, m)?)?;
+    m.add_function(wrap_pyfunction!(prune, m)?)?;
+    m.add_function(wrap_pyfunction!(score, m)?)?;
+    m.add_function(wrap_pyfunction!(heal, m)?)?;
+    m.add_function(wrap_pyfunction!(eval, m)?)?;
+    m.add_function(wrap_pyfunction!(sweep, m)?)?;
+    m.add_function(wrap_pyfunction!(generate, m)?)?;
+    m.add_function(wrap_pyfunction!(report, m)?)?;
+    m.add_function(wrap_pyfunction!(version, m)?)?;
+    Ok(())
+}

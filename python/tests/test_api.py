@@ -1,0 +1,222 @@
+"""Every function of the Python package against the command line's `--json` on the same inputs,
+errors as exceptions, score arrays, and a call that releases the GIL."""
+
+import json
+import pathlib
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import depthprune as dp
+
+# Wall-clock figures differ between two runs of the same work.
+TIMINGS = {"seconds", "tokens_per_s", "created", "elapsed_s", "sweep_seconds", "prefill_seconds"}
+
+
+def strip(v, drop=TIMINGS):
+    """`v` without timing keys, at any depth."""
+    if isinstance(v, dict):
+        return {k: strip(x, drop) for k, x in v.items() if k not in drop}
+    if isinstance(v, list):
+        return [strip(x, drop) for x in v]
+    return v
+
+
+def test_inspect_matches_cli(model, cli_json):
+    assert dp.inspect(model) == cli_json("inspect", model)
+    assert dp.inspect(model)["params"]["layers"][0]["attention"] > 0
+
+
+def test_plan_matches_cli(model, cli_json):
+    got = dp.plan(model, drop="1..3")
+    assert got == cli_json("plan", model, "--drop", "1..3")
+    assert got["layers"]["removed"] == [1, 2]
+    assert dp.plan(model, keep="0,3") == got
+
+
+def test_plan_by_strategy_matches_cli(model, text, cli_json):
+    got = dp.plan(model, strategy="bi", remove=2, calib=text, ctx=16, samples=2)
+    want = cli_json(
+        "plan", model, "--strategy", "bi", "--remove", "2", "--calib", text, "--ctx", "16",
+        "--samples", "2",
+    )
+    assert got == want
+
+
+def test_score_matches_cli_with_numpy_arrays(model, text, cli_json):
+    got = dp.score(model, metric="bi", calib=text, ctx=16, samples=2)
+    want = cli_json("score", model, "--metric", "bi", "--calib", text, "--ctx", "16", "--samples", "2")
+    assert isinstance(got["scores"], np.ndarray)
+    assert got["scores"].dtype == np.float64 and got["scores"].shape == (4,)
+    assert got["rank"].dtype == np.int64 and got["rank"].shape == (4,)
+    np.testing.assert_array_equal(got["scores"], np.asarray(want["importance"]))
+    assert got["rank"].tolist() == want["rank"]
+    plain = {k: v for k, v in got.items() if k not in ("scores", "chosen")}
+    plain["rank"] = plain["rank"].tolist()
+    assert strip(plain) == strip(want)
+    # The chosen set is a quarter of the layers, the ones ranked first.
+    assert got["chosen"] == [int(np.argmin(got["rank"]))]
+
+
+def test_score_stability_matches_cli(model, text, cli_json):
+    got = dp.score(model, metric="angular", calib=text, ctx=16, samples=2, resamples=3, choose=2)
+    want = cli_json(
+        "score", model, "--metric", "angular", "--calib", text, "--ctx", "16", "--samples", "2",
+        "--resamples", "3", "--choose", "2",
+    )
+    assert got["stability"] == want["stability"]
+    assert len(got["chosen"]) == 2
+
+
+def test_eval_matches_cli(model, text, cli_json):
+    got = dp.eval(model, text=text, ctx=16, skip="1", reference=model)
+    want = cli_json("eval", model, "--text", text, "--ctx", "16", "--skip", "1", "--reference", model)
+    assert strip(got) == strip(want)
+    assert got["divergence"]["mean_kl"] > 0
+
+
+def test_eval_tasks_matches_cli(model, cli_json, tmp_path):
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(
+        "\n".join(
+            json.dumps({"context": c, "choices": ["yes", "no"], "gold": 0})
+            for c in ["The sky is blue?", "Water is wet?", "Fire is cold?"]
+        )
+        + "\n"
+    )
+    got = dp.eval(model, tasks=tasks, skip="2")
+    want = cli_json("eval", model, "--tasks", tasks, "--skip", "2")
+    assert strip(got) == strip(want)
+    assert "items" not in got
+    assert len(dp.eval(model, tasks=tasks, per_item=True)["items"]) == 3
+
+
+def provenance(d):
+    """A prune's provenance without what differs between two writes of the same prune."""
+    return strip(d, TIMINGS | {"command", "out", "output", "path", "created_at", "tool"})
+
+
+def test_prune_matches_cli(model, cli_json, tmp_path):
+    got = dp.prune(model, drop="1..3", out=tmp_path / "py")
+    want = cli_json("prune", model, "--drop", "1..3", "--out", tmp_path / "cli")
+    assert provenance(got) == provenance(want)
+    # The same files, byte for byte, but the card and provenance that name the command.
+    for f in (tmp_path / "cli").iterdir():
+        if f.name in ("README.md", "pruning.json"):
+            continue
+        assert (tmp_path / "py" / f.name).read_bytes() == f.read_bytes(), f.name
+    assert got["layers"]["removed"] == [1, 2]
+
+
+def test_heal_matches_cli(model, long_text, cli_json, tmp_path):
+    dp.prune(model, drop="2", out=tmp_path / "pruned")
+    opts = dict(calib=long_text, ctx=32, heal_samples=512, method="lstsq", holdout=0, alpha=[1e-3])
+    got = dp.heal(tmp_path / "pruned", model, out=tmp_path / "py", **opts)
+    want = cli_json(
+        "heal", tmp_path / "pruned", "--from", model, "--out", tmp_path / "cli", "--calib",
+        long_text, "--ctx", "32", "--heal-samples", "512", "--method", "lstsq", "--holdout", "0",
+        "--alpha", "1e-3",
+    )
+    assert provenance(got) == provenance(want)
+    assert got["healing"]["blocks"], got["healing"]
+
+
+def test_sweep_matches_cli(model, long_text, cli_json, tmp_path):
+    opts = dict(
+        strategies=["bi", "last"], remove="0..3", calib=long_text, ctx=16, samples=2,
+        eval_samples=2, eval_offset=4000, ci_resamples=50,
+    )
+    got = dp.sweep(model, eval=long_text, **opts)
+    want = cli_json(
+        "sweep", model, "--strategies", "bi,last", "--remove", "0..3", "--calib", long_text,
+        "--ctx", "16", "--samples", "2", "--eval", long_text, "--eval-samples", "2",
+        "--eval-offset", "4000", "--ci-resamples", "50", "--out", tmp_path / "cli",
+    )
+    assert strip(got) == strip(want)
+    table = dp.rows(got)
+    assert len(table) == len(got["rows"]) == 6
+    # Without `out`, nothing is written; with it, the CLI's files are there.
+    assert (tmp_path / "cli" / "sweep.csv").is_file()
+
+
+def test_generate_matches_cli(model, cli):
+    pieces = []
+    got = dp.generate(model, "Hello", max_new_tokens=8, ignore_eos=True,
+                      callback=lambda ev, *a: pieces.append(a[0]) if ev == "text" else None)
+    code, out, err = cli("generate", model, "--prompt", "Hello", "--max-new-tokens", "8", "--ignore-eos")
+    assert code == 0, err
+    assert got["text"] + "\n" == out
+    assert "".join(pieces) == got["text"]
+    assert len(got["tokens"]) == 8
+
+
+def test_progress_goes_to_the_callback(model, text):
+    events = []
+    dp.eval(model, text=text, ctx=16, callback=lambda ev, *a: events.append(ev))
+    assert "start" in events and "advance" in events and "finish" in events
+
+
+def cli_error(cli, *args):
+    code, out, err = cli(*args)
+    assert code != 0 and out == ""
+    line = err.strip().splitlines()[0]
+    assert line.startswith("error: ")
+    return line[len("error: "):]
+
+
+def test_errors_raise_with_the_cli_message(model, cli, tmp_path):
+    with pytest.raises(dp.LayerSpecError) as e:
+        dp.plan(model, drop="3..1")
+    assert str(e.value) == cli_error(cli, "plan", model, "--drop", "3..1")
+
+    missing = tmp_path / "nope"
+    with pytest.raises(dp.Error) as e:
+        dp.inspect(missing)
+    assert str(e.value) == cli_error(cli, "inspect", missing)
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(dp.ConfigError) as e:
+        dp.inspect(broken)
+    assert "broken" in str(e.value) and "\n" not in str(e.value)
+    assert str(e.value) == cli_error(cli, "inspect", broken)
+
+    # An option the CLI names as a flag is named by its keyword here.
+    with pytest.raises(dp.InvalidRequestError) as e:
+        dp.eval(model, text=str(pathlib.Path(model) / "config.json"), ctx=1)
+    assert "`ctx`" in str(e.value)
+    assert "--ctx" in cli_error(cli, "eval", model, "--text", pathlib.Path(model) / "config.json", "--ctx", "1")
+
+
+def test_unknown_keywords_are_refused(model):
+    with pytest.raises(dp.InvalidRequestError, match="`sampels`"):
+        dp.score(model, metric="bi", sampels=2)
+    with pytest.raises(dp.InvalidRequestError, match="metric"):
+        dp.score(model, metric="cosine")
+    assert issubclass(dp.InvalidRequestError, dp.Error)
+
+
+def test_calls_release_the_gil(model, long_text):
+    """While one thread is inside a long call, Python code keeps running in another."""
+    done = threading.Event()
+    result = {}
+
+    def work():
+        started = time.perf_counter()
+        result["r"] = dp.eval(model, text=long_text, ctx=64)
+        result["s"] = time.perf_counter() - started
+        done.set()
+
+    t = threading.Thread(target=work)
+    ticks = 0
+    t.start()
+    while not done.is_set():
+        ticks += 1
+    t.join()
+    assert result["r"]["perplexity"] > 1
+    # With the GIL held for the whole call, this thread would tick only until the call began.
+    assert result["s"] > 0.05, result["s"]
+    assert ticks > 10_000, (ticks, result["s"])

@@ -1,0 +1,225 @@
+//! Which layers to remove: named by hand (`drop`, `keep`), or chosen by a criterion (`strategy`)
+//! with an amount, from scores computed here or read from a score file; with the provenance of
+//! the choice and an explanation that ends with the `--drop` that reproduces it.
+
+use super::score::{describe_calibration, CalibOptions};
+use super::ModelSource;
+use crate::arch::ParamCounts;
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::score::{LayerScores, Metric};
+use crate::select::strategy::{choose as choose_layers, Amount, Protect};
+use crate::select::{format_ranges, LayerSpec, Removal};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+/// How the layers are chosen: exactly one of `drop`, `keep` and `strategy`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LayerChoice {
+    /// Layers to remove: N, A..B (half-open), A.., ..B, first:K, last:K, joined with commas.
+    pub drop: Option<String>,
+    /// Layers to keep (all others are removed); the same grammar.
+    pub keep: Option<String>,
+    /// Choose the layers with a criterion, and one of `remove`, `target_params`, `ratio`.
+    pub strategy: Option<Metric>,
+    /// Remove exactly this many layers.
+    pub remove: Option<usize>,
+    /// Remove as few layers as needed to reach at most this many parameters.
+    pub target_params: Option<u64>,
+    /// Remove this fraction of the layers.
+    pub ratio: Option<f64>,
+    /// Remove one contiguous block (the best by the metric).
+    pub contiguous: bool,
+    /// Never remove these: `first:K,last:K`.
+    pub protect: Option<String>,
+    /// Scores saved by `score` to choose from instead of running the metric.
+    pub scores: Option<PathBuf>,
+    #[serde(flatten)]
+    pub calib: CalibOptions,
+}
+
+/// A removal with the provenance of how it was chosen.
+#[derive(Debug, Clone)]
+pub struct Chosen {
+    pub removal: Removal,
+    /// The method as recorded in provenance.
+    pub method: serde_json::Value,
+    /// One sentence for the model card.
+    pub how_chosen: String,
+    /// For a strategy: the scores behind the choice and the reproducing `--drop`.
+    pub explain: Option<String>,
+    /// Layers named more than once (merged).
+    pub duplicates: Vec<usize>,
+}
+
+impl LayerChoice {
+    /// Removes the layers in `spec`.
+    pub fn drop(spec: &str) -> Self {
+        LayerChoice {
+            drop: Some(spec.to_string()),
+            ..Default::default()
+        }
+    }
+
+    /// Whether choosing runs a metric on the model (rather than reading names or a file).
+    pub fn runs_metric(&self) -> bool {
+        self.strategy.is_some() && self.scores.is_none()
+    }
+
+    /// The removal `drop` or `keep` names, for a model with `n_layers` layers.
+    pub fn by_hand(&self, n_layers: usize) -> Result<Chosen> {
+        let (r, method, how) = match (&self.drop, &self.keep) {
+            (Some(d), None) => (
+                Removal::drop(&LayerSpec::parse(d)?, n_layers)?,
+                json!({"kind": "manual", "drop": d}),
+                format!("chosen by hand with `--drop {d}`"),
+            ),
+            (None, Some(k)) => (
+                Removal::keep(&LayerSpec::parse(k)?, n_layers)?,
+                json!({"kind": "manual", "keep": k}),
+                format!("chosen by hand with `--keep {k}`"),
+            ),
+            (Some(_), Some(_)) => return Err(Error::Invalid("give drop or keep, not both".into())),
+            (None, None) => {
+                return Err(Error::Invalid(
+                    "name the layers to remove (drop or keep) or a strategy to choose them".into(),
+                ))
+            }
+        };
+        Ok(Chosen {
+            duplicates: r.duplicates(),
+            removal: r,
+            method,
+            how_chosen: how,
+            explain: None,
+        })
+    }
+}
+
+/// The removal `choice` asks for on the model at `model` (resolved) with `n_layers` layers and
+/// parameter counts `counts`, scoring it when a strategy needs that.
+pub fn choose(
+    model: &Path,
+    choice: &LayerChoice,
+    n_layers: usize,
+    counts: &ParamCounts,
+    progress: &dyn Progress,
+) -> Result<Chosen> {
+    let Some(metric) = choice.strategy else {
+        return choice.by_hand(n_layers);
+    };
+    if choice.drop.is_some() || choice.keep.is_some() {
+        return Err(Error::Invalid(
+            "a strategy chooses the layers itself; give it, drop or keep, not two of them".into(),
+        ));
+    }
+    let amount = match (choice.remove, choice.target_params, choice.ratio) {
+        (Some(k), _, _) => Amount::Layers(k),
+        (_, Some(p), _) => Amount::TargetParams(p),
+        (_, _, Some(r)) => Amount::Ratio(r),
+        _ => {
+            return Err(Error::Invalid(format!(
+                "strategy {} needs an amount: `remove` N, `target_params` P or `ratio` R",
+                metric.name()
+            )))
+        }
+    };
+    let protect = match &choice.protect {
+        Some(p) => Protect::parse(p)?,
+        None => Protect::default(),
+    };
+    let scores = match &choice.scores {
+        Some(path) => read_scores(path, metric, n_layers)?,
+        None => {
+            let steps = match amount {
+                Amount::Layers(k) if matches!(metric, Metric::Greedy | Metric::Healed) => Some(k),
+                _ => None,
+            };
+            let req = super::score::ScoreRequest {
+                metric,
+                calib: choice.calib.clone(),
+                steps,
+                ..Default::default()
+            };
+            super::score::score(&ModelSource::new(model), &req, progress)?.scores
+        }
+    };
+    let sel = choose_layers(&scores, amount, choice.contiguous, protect, counts)?;
+    let drop = format_ranges(&sel.removal.removed_ranges());
+    let mut explain = String::new();
+    let _ = writeln!(
+        explain,
+        "strategy     {}: {}",
+        metric.name(),
+        metric.describe()
+    );
+    let _ = writeln!(
+        explain,
+        "calibration  {}",
+        describe_calibration(&scores.calibration)
+    );
+    if let Some((start, k, score)) = sel.block {
+        let _ = writeln!(
+            explain,
+            "block        {start}..{} ({k} layers), block score {score:.6}",
+            start + k
+        );
+    }
+    let _ = writeln!(
+        explain,
+        "chosen layers and their scores (lower = less important):"
+    );
+    for (l, v) in &sel.justification {
+        let _ = writeln!(explain, "  layer {l:>3}  {v:.6}");
+    }
+    let _ = writeln!(explain, "reproduce with: --drop {drop}");
+    let method = json!({
+        "kind": "strategy",
+        "metric": metric.name(),
+        "amount": amount,
+        "contiguous": choice.contiguous,
+        "protect": protect,
+        "calibration": scores.calibration,
+        "scores": scores.importance,
+        "angular": scores.angular,
+        "greedy": scores.greedy,
+        "healed": scores.healed,
+        "baseline_ppl": scores.baseline_ppl,
+        "drop": drop,
+    });
+    Ok(Chosen {
+        removal: sel.removal,
+        method,
+        how_chosen: format!(
+            "chosen by `--strategy {}` ({}); calibration {}; reproduce with `--drop {drop}`",
+            metric.name(),
+            metric.describe(),
+            describe_calibration(&scores.calibration)
+        ),
+        explain: Some(explain),
+        duplicates: Vec::new(),
+    })
+}
+
+/// Scores saved by `score`, checked against the metric and the model.
+fn read_scores(path: &Path, metric: Metric, n_layers: usize) -> Result<LayerScores> {
+    let text = crate::checkpoint::limits::read_text_capped(
+        path,
+        crate::checkpoint::limits::MAX_JSON_BYTES,
+    )?;
+    let s: LayerScores = serde_json::from_str(&text)
+        .map_err(|e| Error::Invalid(format!("`{}`: not a score file: {e}", path.display())))?;
+    if s.metric != metric || s.n_layers != n_layers || s.importance.len() != n_layers {
+        return Err(Error::Invalid(format!(
+            "`{}`: scores are {} for {} layers, but strategy {} on a {n_layers}-layer model was asked",
+            path.display(),
+            s.metric.name(),
+            s.n_layers,
+            metric.name()
+        )));
+    }
+    Ok(s)
+}

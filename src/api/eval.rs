@@ -1,0 +1,236 @@
+//! Measuring a model, optionally with layers skipped as if pruned: perplexity on a text under
+//! the literature's window conventions with the divergence from a reference, or zero-shot
+//! multiple-choice accuracy on a task file.
+
+use super::ModelSource;
+use crate::error::{Error, Result};
+use crate::eval::choice::max_len;
+use crate::eval::{self, Convention, EvalReport, Run, TaskOpts, TaskReport};
+use crate::hub::Need;
+use crate::model::{open_checkpoint, Model};
+use crate::progress::Progress;
+use crate::select::{LayerSpec, Removal};
+use crate::tokenizer::{open_tokenizer, HfTokenizer};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// What `eval` measures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EvalRequest {
+    /// The text to score (perplexity).
+    pub text: Option<PathBuf>,
+    /// Multiple-choice questions (JSON Lines) to score instead.
+    pub tasks: Option<PathBuf>,
+    /// With tasks: only the first N questions.
+    pub limit: Option<usize>,
+    /// With tasks: keep each question's log-likelihoods and predictions in the result.
+    pub per_item: bool,
+    /// Tokens per window.
+    pub ctx: usize,
+    /// Start a window every S tokens and score only new tokens (sliding convention).
+    pub stride: Option<usize>,
+    /// Use only the first N tokens of the text.
+    pub max_tokens: Option<usize>,
+    /// Layers to skip as if pruned (a SPEC such as `20..28`).
+    pub skip: Option<String>,
+    /// Also measure KL(reference ‖ model) and top-1 agreement against this model.
+    pub reference: Option<PathBuf>,
+    /// Windows (with tasks: question × choice requests) per forward pass.
+    pub batch: usize,
+}
+
+impl Default for EvalRequest {
+    fn default() -> Self {
+        EvalRequest {
+            text: None,
+            tasks: None,
+            limit: None,
+            per_item: false,
+            ctx: 512,
+            stride: None,
+            max_tokens: None,
+            skip: None,
+            reference: None,
+            batch: 4,
+        }
+    }
+}
+
+/// Perplexity and divergence, as `eval --json` prints them.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalResult {
+    #[serde(flatten)]
+    pub report: EvalReport,
+    pub model: String,
+    pub skip: Vec<usize>,
+    pub reference: Option<String>,
+    pub text: String,
+    #[serde(skip)]
+    pub n_layers: usize,
+}
+
+/// Multiple-choice accuracy, as `eval --tasks --json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskResult {
+    #[serde(flatten)]
+    pub report: TaskReport,
+    pub model: String,
+    pub tasks: String,
+    pub skip: Vec<usize>,
+    #[serde(skip)]
+    pub n_layers: usize,
+}
+
+/// Either measurement.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Evaluation {
+    Perplexity(Box<EvalResult>),
+    Tasks(Box<TaskResult>),
+}
+
+/// The layers `spec` names in a model of `n_layers`, sorted (none without a spec).
+pub fn skip_list(spec: Option<&str>, n_layers: usize) -> Result<Vec<usize>> {
+    Ok(match spec {
+        Some(s) => Removal::drop(&LayerSpec::parse(s)?, n_layers)?.removed(),
+        None => Vec::new(),
+    })
+}
+
+/// The model (with `skip`ped layers left unloaded unless `keep_all`) and its tokenizer.
+pub(crate) fn open_skipping(
+    path: &Path,
+    skip: Option<&str>,
+    keep_all: bool,
+    progress: &dyn Progress,
+) -> Result<(Model, Vec<usize>, HfTokenizer)> {
+    let (cfg, source) = open_checkpoint(path)?;
+    let skip = skip_list(skip, cfg.n_layers())?;
+    let model = Model::from_source(cfg, source, &|i| keep_all || !skip.contains(&i))?;
+    let (tok, notes) = open_tokenizer(path)?;
+    for note in &notes {
+        progress.warn(note);
+    }
+    Ok((model, skip, tok))
+}
+
+/// Measures `model` as `req` says: perplexity on `text`, or accuracy on `tasks`.
+pub fn eval(model: &ModelSource, req: &EvalRequest, progress: &dyn Progress) -> Result<Evaluation> {
+    if req.batch == 0 {
+        return Err(Error::Invalid("`batch` must be at least 1".into()));
+    }
+    match (&req.text, &req.tasks) {
+        (Some(_), Some(_)) => Err(Error::Invalid(
+            "give a text or a task file, not both".into(),
+        )),
+        (None, Some(_)) => Ok(Evaluation::Tasks(Box::new(eval_tasks(
+            model, req, progress,
+        )?))),
+        (Some(_), None) => Ok(Evaluation::Perplexity(Box::new(perplexity(
+            model, req, progress,
+        )?))),
+        (None, None) => Err(Error::Invalid(
+            "give a text (perplexity) or a task file (multiple choice)".into(),
+        )),
+    }
+}
+
+/// Perplexity of `model` on `req.text`, and the divergence from `req.reference`.
+pub fn perplexity(
+    model: &ModelSource,
+    req: &EvalRequest,
+    progress: &dyn Progress,
+) -> Result<EvalResult> {
+    let Some(text_path) = req.text.as_deref() else {
+        return Err(Error::Invalid("perplexity needs a text".into()));
+    };
+    let conv = Convention::new(req.ctx, req.stride)?;
+    let path = model.resolve(Need::Snapshot, progress)?.path;
+    let self_reference = req
+        .reference
+        .as_deref()
+        .is_some_and(|r| super::text::same_file(r, &path) && r.exists());
+    let (m, skip, tok) = open_skipping(&path, req.skip.as_deref(), self_reference, progress)?;
+    if self_reference && skip.is_empty() {
+        progress.warn("the reference is the model itself and nothing is skipped, so the divergence is zero; skip some layers");
+    }
+    let other = match &req.reference {
+        Some(r) if !self_reference => Some(Model::open(r)?),
+        _ => None,
+    };
+    let reference = req.reference.as_ref().map(|_| Run {
+        model: other.as_ref().unwrap_or(&m),
+        skip: &[],
+    });
+    let text = eval::read_text(text_path)?;
+    let tokens = eval::tokenize(&tok, &text, req.max_tokens)?;
+    let windows = eval::plan(tokens.len(), conv)
+        .map_err(|e| Error::Invalid(format!("`{}`: {e}", text_path.display())))?;
+    let report = eval::evaluate(
+        Run {
+            model: &m,
+            skip: &skip,
+        },
+        reference,
+        &tokens,
+        &windows,
+        conv,
+        req.batch,
+        progress,
+    )?;
+    Ok(EvalResult {
+        report,
+        model: model.path().display().to_string(),
+        skip,
+        reference: req.reference.as_ref().map(|p| p.display().to_string()),
+        text: text_path.display().to_string(),
+        n_layers: m.n_layers(),
+    })
+}
+
+/// Zero-shot multiple-choice accuracy of `model` on `req.tasks`.
+pub fn eval_tasks(
+    model: &ModelSource,
+    req: &EvalRequest,
+    progress: &dyn Progress,
+) -> Result<TaskResult> {
+    let Some(file) = req.tasks.as_deref() else {
+        return Err(Error::Invalid("multiple choice needs a task file".into()));
+    };
+    if req.limit == Some(0) {
+        return Err(Error::Invalid("`limit` must be at least 1".into()));
+    }
+    if req.batch == 0 {
+        return Err(Error::Invalid("`batch` must be at least 1".into()));
+    }
+    // Read the questions first: a bad file fails before the model loads.
+    let items = eval::read_tasks(file, req.limit)?;
+    let path = model.resolve(Need::Snapshot, progress)?.path;
+    let (m, skip, tok) = open_skipping(&path, req.skip.as_deref(), false, progress)?;
+    let encoded = items
+        .iter()
+        .map(|i| eval::encode_item(&tok, i))
+        .collect::<Result<Vec<_>>>()?;
+    let opts = TaskOpts {
+        max_len: max_len(&m),
+        batch: req.batch,
+    };
+    let mut report = eval::score_encoded(&m, &skip, &encoded, opts, progress)?;
+    if report.truncated > 0 {
+        progress.warn(&format!(
+            "{} of the question × choice inputs were longer than {} tokens and lost their start",
+            report.truncated, report.max_len
+        ));
+    }
+    if !req.per_item {
+        report.items.clear();
+    }
+    Ok(TaskResult {
+        report,
+        model: model.path().display().to_string(),
+        tasks: file.display().to_string(),
+        skip,
+        n_layers: m.n_layers(),
+    })
+}

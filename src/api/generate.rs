@@ -1,0 +1,125 @@
+//! Text from a prompt with the KV cache, optionally with layers skipped as if pruned; greedy
+//! unless a temperature is given. The text streams to a callback as it is decoded.
+
+use super::ModelSource;
+use crate::error::Result;
+use crate::hub::Need;
+use crate::model::{generate as run, GenerateOpts, Sampler, Sampling};
+use crate::progress::Progress;
+use crate::tokenizer::{Message, TextStream};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// What to generate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerateRequest {
+    pub prompt: String,
+    /// Wrap the prompt as a user message in the model's chat template.
+    pub chat: bool,
+    pub max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    pub temperature: f32,
+    /// Nucleus sampling: keep the most likely tokens up to this total probability.
+    pub top_p: f32,
+    /// Keep only the K most likely tokens (0 keeps all).
+    pub top_k: usize,
+    pub seed: u64,
+    /// Layers to skip as if pruned (a SPEC).
+    pub skip: Option<String>,
+    /// Keep going past end-of-sequence tokens (for timing).
+    pub ignore_eos: bool,
+}
+
+impl Default for GenerateRequest {
+    fn default() -> Self {
+        GenerateRequest {
+            prompt: String::new(),
+            chat: false,
+            max_new_tokens: 128,
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: 0,
+            skip: None,
+            ignore_eos: false,
+        }
+    }
+}
+
+/// What was generated, and how fast.
+#[derive(Debug, Clone, Serialize)]
+pub struct Generated {
+    pub text: String,
+    /// New token ids (an end-of-sequence id included when generation stopped on it).
+    pub tokens: Vec<u32>,
+    pub prompt_tokens: usize,
+    pub stopped_at_eos: bool,
+    pub skip: Vec<usize>,
+    pub seconds: f64,
+    /// Seconds until the first new token (the prompt's forward).
+    pub prefill_seconds: f64,
+    /// New tokens per second after the first.
+    pub tokens_per_s: f64,
+}
+
+/// Generates from `model`, passing each piece of decoded text to `on_text` as it comes.
+pub fn generate(
+    model: &ModelSource,
+    req: &GenerateRequest,
+    on_text: &mut dyn FnMut(&str) -> Result<()>,
+    progress: &dyn Progress,
+) -> Result<Generated> {
+    let mut sampler = Sampler::new(Sampling {
+        temperature: req.temperature,
+        top_p: req.top_p,
+        top_k: req.top_k,
+        seed: req.seed,
+    })?;
+    let path = model.resolve(Need::Snapshot, progress)?.path;
+    let (m, skip, tok) = super::eval::open_skipping(&path, req.skip.as_deref(), false, progress)?;
+    let prompt = if req.chat {
+        let text = tok.render_chat(&[Message {
+            role: "user".into(),
+            content: req.prompt.clone(),
+        }])?;
+        tok.encode(&text, false)?
+    } else {
+        tok.encode(&req.prompt, true)?
+    };
+    let eos: Vec<u32> = if req.ignore_eos {
+        Vec::new()
+    } else {
+        tok.eos_ids().to_vec()
+    };
+    let mut stream = TextStream::new(&tok);
+    let mut text = String::new();
+    let started = Instant::now();
+    let mut first: Option<f64> = None;
+    let opts = GenerateOpts {
+        max_new: req.max_new_tokens,
+        skip: &skip,
+        eos: &eos,
+        use_cache: true,
+    };
+    let out = run(&m, &prompt, &opts, &mut sampler, &mut |id| {
+        first.get_or_insert_with(|| started.elapsed().as_secs_f64());
+        let piece = stream.push(id)?;
+        text.push_str(&piece);
+        on_text(&piece)?;
+        Ok(true)
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    let prefill = first.unwrap_or(seconds);
+    let decoded = out.tokens.len().saturating_sub(1);
+    Ok(Generated {
+        text,
+        prompt_tokens: prompt.len(),
+        stopped_at_eos: out.stopped_at_eos,
+        tokens: out.tokens,
+        skip,
+        seconds,
+        prefill_seconds: prefill,
+        tokens_per_s: decoded as f64 / (seconds - prefill).max(1e-9),
+    })
+}

@@ -1,0 +1,474 @@
+//! Healing a prune: the maps fitted on the dense model (and, for `kd`, distilled) and written
+//! with the pruned checkpoint, for `prune --heal` and for `heal PRUNED --from DENSE`.
+
+use super::choose::Chosen;
+use crate::checkpoint::atomic::Overwrite;
+use crate::checkpoint::gguf::{GgmlType, GgufModel, Value};
+use crate::checkpoint::hf::HfCheckpoint;
+use crate::checkpoint::hf_prune::{prune_hf, PruneOptions, DEFAULT_MAX_SHARD};
+use crate::checkpoint::provenance::Provenance;
+use crate::checkpoint::verify::read_provenance;
+use crate::error::{Error, Result};
+use crate::heal::gguf::{write_healed_gguf, GgufHealOptions};
+use crate::heal::{self, HealOptions, Healing, KdOptions, Maps, Objective, Prior};
+use crate::progress::Progress;
+use crate::select::{format_ranges, Removal};
+use crate::tokenizer::{gguf_tokenizer, HfTokenizer};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The healing methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealMethod {
+    /// Held-out validation chooses among `lstsq`, `weighted` and `scale` per block, or none.
+    #[default]
+    Auto,
+    Lstsq,
+    Weighted,
+    Scale,
+    /// The least-squares map refined by cosine distance.
+    Cosine,
+    /// `auto`, then the maps trained on the dense model's next-token distribution.
+    Kd,
+}
+
+impl HealMethod {
+    pub const ALL: [HealMethod; 6] = [
+        HealMethod::Auto,
+        HealMethod::Lstsq,
+        HealMethod::Weighted,
+        HealMethod::Scale,
+        HealMethod::Cosine,
+        HealMethod::Kd,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HealMethod::Auto => "auto",
+            HealMethod::Lstsq => "lstsq",
+            HealMethod::Weighted => "weighted",
+            HealMethod::Scale => "scale",
+            HealMethod::Cosine => "cosine",
+            HealMethod::Kd => "kd",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == s)
+    }
+}
+
+/// How the maps are fitted (the calibration text is given beside them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HealFit {
+    /// Ridge weights to try, relative to the mean diagonal of MᵀM.
+    pub alpha: Vec<f64>,
+    /// What the ridge pulls the map towards.
+    pub ridge: Prior,
+    /// Calibration tokens to heal on, validation windows included.
+    pub heal_samples: usize,
+    /// Hold out one calibration window in N for validation (0: no validation).
+    pub holdout: usize,
+    /// One map per removed block, or also one per kept layer after the first removed block.
+    pub maps: Maps,
+    /// kd: training steps.
+    pub steps: usize,
+    /// kd: Adam's learning rate.
+    pub lr: f64,
+    /// kd: steps between validations.
+    pub kd_eval_every: usize,
+    /// kd: validations without improvement before training stops (0: never early).
+    pub patience: usize,
+}
+
+impl Default for HealFit {
+    fn default() -> Self {
+        HealFit {
+            alpha: heal::DEFAULT_ALPHAS.to_vec(),
+            ridge: Prior::Identity,
+            heal_samples: 16384,
+            holdout: heal::DEFAULT_HOLDOUT,
+            maps: Maps::PerBlock,
+            steps: heal::kd::DEFAULT_STEPS,
+            lr: heal::kd::DEFAULT_LR,
+            kd_eval_every: heal::kd::DEFAULT_EVAL_EVERY,
+            patience: heal::kd::DEFAULT_PATIENCE,
+        }
+    }
+}
+
+impl HealFit {
+    /// The library options for `method` with windows of `ctx` tokens, refusing combinations
+    /// that cannot work.
+    pub fn options(&self, method: HealMethod, ctx: usize) -> Result<HealOptions> {
+        let objectives = match method {
+            HealMethod::Auto | HealMethod::Kd => Objective::AUTO.to_vec(),
+            m => vec![Objective::parse(m.name())
+                .ok_or_else(|| Error::Invalid(format!("unknown healing method `{}`", m.name())))?],
+        };
+        let invalid = |m: &str| Err(Error::Invalid(m.to_string()));
+        if self.holdout == 0 && self.alpha.len() != 1 {
+            return Err(Error::Invalid(format!(
+                "`holdout` 0 heals without validation, so it takes exactly one `alpha` (e.g. 1e-3), not {}",
+                self.alpha.len()
+            )));
+        }
+        if self.holdout == 0 && method == HealMethod::Kd {
+            return invalid("heal kd stops training on held-out windows, so it needs `holdout` 2 or more, not 0");
+        }
+        if self.holdout == 0 && objectives.len() != 1 {
+            return invalid("`holdout` 0 heals without validation, so it needs one method (lstsq or weighted), not `auto`");
+        }
+        if self.holdout == 1 {
+            return invalid(
+                "`holdout` 1 would hold out every window; use 2 or more, or 0 for no validation",
+            );
+        }
+        Ok(HealOptions {
+            alphas: self.alpha.clone(),
+            prior: self.ridge,
+            ctx,
+            objectives,
+            holdout: self.holdout,
+            maps: self.maps,
+        })
+    }
+
+    /// The distillation options of `kd`.
+    pub fn kd(&self) -> KdOptions {
+        KdOptions {
+            steps: self.steps,
+            lr: self.lr,
+            eval_every: self.kd_eval_every,
+            patience: self.patience,
+        }
+    }
+}
+
+/// What to heal on and how: a method, its fit, and the calibration text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HealRequest {
+    pub method: HealMethod,
+    /// Calibration text, tokenized with the dense model's tokenizer.
+    pub calib: Option<PathBuf>,
+    /// Calibration window length in tokens.
+    pub ctx: usize,
+    /// Tokens of the calibration text skipped first.
+    pub calib_offset: usize,
+    #[serde(flatten)]
+    pub fit: HealFit,
+}
+
+impl Default for HealRequest {
+    fn default() -> Self {
+        HealRequest {
+            method: HealMethod::Auto,
+            calib: None,
+            ctx: 512,
+            calib_offset: 0,
+            fit: HealFit::default(),
+        }
+    }
+}
+
+/// Where a healed checkpoint goes.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    pub out: PathBuf,
+    pub force: bool,
+    /// Largest shard (HF) or split part (GGUF) in bytes.
+    pub max_shard_size: Option<u64>,
+    /// The command line recorded in provenance.
+    pub command: Vec<String>,
+}
+
+impl Output {
+    pub(crate) fn overwrite_mode(&self) -> Overwrite {
+        if self.force {
+            Overwrite::Force
+        } else {
+            Overwrite::Refuse
+        }
+    }
+}
+
+/// A healed checkpoint written: its provenance (HF) or report (GGUF), and the healing.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Healed {
+    Hf {
+        #[serde(flatten)]
+        provenance: Box<Provenance>,
+        #[serde(skip)]
+        healing: Box<Healing>,
+        #[serde(skip)]
+        out: PathBuf,
+    },
+    Gguf {
+        report: Box<crate::checkpoint::gguf::PruneReport>,
+        healing: serde_json::Value,
+        #[serde(skip)]
+        lines: Box<Healing>,
+    },
+}
+
+impl Healed {
+    /// The per-block lines printed after healing.
+    pub fn block_lines(&self) -> String {
+        let h = match self {
+            Healed::Hf { healing, .. } => healing,
+            Healed::Gguf { lines, .. } => lines,
+        };
+        let mut s: String = h.sites().map(|b| b.describe() + "\n").collect();
+        if let Some(d) = &h.distillation {
+            s.push_str(&d.describe());
+            s.push('\n');
+        }
+        s
+    }
+}
+
+/// `heal PRUNED --from DENSE`: the removal read from PRUNED's provenance (or GGUF metadata),
+/// fitted on DENSE and written to `out`. `dtype` is the type of the healed GGUF tensors.
+pub fn heal(
+    pruned: &Path,
+    dense: &super::ModelSource,
+    req: &HealRequest,
+    dtype: Option<GgmlType>,
+    out: &Output,
+    progress: &dyn Progress,
+) -> Result<Healed> {
+    let dense = dense.resolve(crate::hub::Need::Snapshot, progress)?.path;
+    let is_gguf = crate::model::is_gguf;
+    if is_gguf(pruned) || is_gguf(&dense) {
+        if !(is_gguf(pruned) && is_gguf(&dense)) {
+            return Err(Error::Invalid(format!(
+                "`{}` and `{}`: heal a GGUF prune from the GGUF it was pruned from, or an HF prune from its HF folder",
+                pruned.display(),
+                dense.display()
+            )));
+        }
+        let (before, removed) = gguf_removal(pruned)?;
+        let model = GgufModel::open(&dense)?;
+        let n = model.block_count()?;
+        if before != n {
+            return Err(wrong_dense(pruned, before, &dense, n));
+        }
+        let removal = Removal::from_layers(n, removed)?;
+        return heal_gguf(&model, &removal, req, dtype, Vec::new(), out, progress);
+    }
+    if dtype.is_some() {
+        return Err(Error::Invalid(
+            "a healed tensor type applies to GGUF outputs; healed HF tensors are written as F32"
+                .into(),
+        ));
+    }
+    let prov = read_provenance(pruned)?;
+    let ckpt = HfCheckpoint::open(&dense)?;
+    let n = ckpt.arch.num_hidden_layers;
+    if prov.layers.layers_before != n {
+        return Err(wrong_dense(pruned, prov.layers.layers_before, &dense, n));
+    }
+    let removal = Removal::from_layers(n, prov.layers.removed.iter().copied())?;
+    let chosen = Chosen {
+        how_chosen: format!(
+            "removed as in `{}` ({})",
+            pruned.display(),
+            format_ranges(&removal.removed_ranges())
+        ),
+        removal,
+        method: prov.method.clone(),
+        explain: None,
+        duplicates: Vec::new(),
+    };
+    heal_hf(&ckpt, &chosen, req, out, progress)
+}
+
+fn wrong_dense(pruned: &Path, before: usize, dense: &Path, n: usize) -> Error {
+    Error::Invalid(format!(
+        "`{}` was pruned from a {before}-layer model, but `{}` has {n} layers; the dense model must be the one it was pruned from",
+        pruned.display(),
+        dense.display()
+    ))
+}
+
+/// The layer count before and the removed layers a GGUF prune records.
+fn gguf_removal(pruned: &Path) -> Result<(usize, Vec<usize>)> {
+    let m = GgufModel::open(pruned)?;
+    let md = m.metadata();
+    let not_ours = || {
+        Error::Invalid(format!(
+            "`{}` has no `depthprune.removed_layers` / `depthprune.layers_before` metadata; it must be a file written by `depthprune prune`",
+            pruned.display()
+        ))
+    };
+    let before = md
+        .get("depthprune.layers_before")
+        .and_then(Value::as_u64)
+        .ok_or_else(not_ours)? as usize;
+    let a = md
+        .get("depthprune.removed_layers")
+        .and_then(Value::as_array)
+        .ok_or_else(not_ours)?;
+    let removed = (0..a.len())
+        .map(|i| a.get(i).and_then(|v| v.as_u64()).map(|x| x as usize))
+        .collect::<Option<_>>()
+        .ok_or_else(not_ours)?;
+    Ok((before, removed))
+}
+
+/// Tokenizes the calibration text and fits the maps for `removal` on the dense model at `dense`.
+fn fit(
+    tok: &HfTokenizer,
+    dense: &Path,
+    removal: &Removal,
+    req: &HealRequest,
+    progress: &dyn Progress,
+) -> Result<Healing> {
+    let Some(calib) = &req.calib else {
+        return Err(Error::Invalid(
+            "healing needs calibration text (`calib`)".into(),
+        ));
+    };
+    if req.fit.heal_samples < req.ctx {
+        return Err(Error::Invalid(format!(
+            "`heal_samples` {} is less than one window of `ctx` {}",
+            req.fit.heal_samples, req.ctx
+        )));
+    }
+    let opts = req.fit.options(req.method, req.ctx)?;
+    let want = req.calib_offset.saturating_add(req.fit.heal_samples);
+    let tokens = super::text::read_tokens(tok, calib, Some(want))?;
+    let tokens = tokens.get(req.calib_offset..).unwrap_or(&[]);
+    if tokens.len() < req.fit.heal_samples {
+        progress.warn(&format!(
+            "`{}` gives {} calibration tokens after an offset of {}, fewer than the {} asked to heal on",
+            calib.display(),
+            tokens.len(),
+            req.calib_offset,
+            req.fit.heal_samples
+        ));
+    }
+    let healing = heal::heal(dense, &removal.removed(), tokens, &opts, progress)?;
+    if req.method != HealMethod::Kd {
+        return Ok(healing);
+    }
+    heal::distil(dense, tokens, &healing, &req.fit.kd(), progress)
+}
+
+/// Fits the maps for `removal` on the GGUF `model` and writes the healed, pruned GGUF, the
+/// healed tensors as `dtype` (F32 unless F16), with `extra` metadata after the healing's own.
+pub fn heal_gguf(
+    model: &GgufModel,
+    removal: &Removal,
+    req: &HealRequest,
+    dtype: Option<GgmlType>,
+    extra: Vec<(String, Value)>,
+    out: &Output,
+    progress: &dyn Progress,
+) -> Result<Healed> {
+    let ty = match dtype {
+        None | Some(GgmlType::F32) => GgmlType::F32,
+        Some(GgmlType::F16) => GgmlType::F16,
+        Some(other) => {
+            return Err(Error::Invalid(format!(
+                "healed GGUF tensors are written as f32 or f16, not {}",
+                other.name()
+            )))
+        }
+    };
+    let (tok, warnings) = gguf_tokenizer(model)?;
+    for w in warnings {
+        progress.warn(&w);
+    }
+    let healing = fit(&tok, model.path(), removal, req, progress)?;
+    let mut metadata = Vec::new();
+    if let Some(c) = &req.calib {
+        metadata.push((
+            "depthprune.healing.calib".to_string(),
+            Value::string(&c.display().to_string()),
+        ));
+        metadata.push((
+            "depthprune.healing.calib_offset".to_string(),
+            Value::U64(req.calib_offset as u64),
+        ));
+    }
+    metadata.extend(extra);
+    let opts = GgufHealOptions {
+        overwrite: out.overwrite_mode(),
+        split_max_bytes: out.max_shard_size,
+        ty,
+        metadata,
+    };
+    let report = write_healed_gguf(model, removal, &healing, &out.out, &opts, progress)?;
+    let record = healing.provenance(&|n: &str| {
+        // The healed tensor's name in the written GGUF.
+        let g = crate::arch::naming::hf_to_gguf(n).unwrap_or_else(|| n.to_string());
+        removal.renamed_gguf(&g)
+    });
+    Ok(Healed::Gguf {
+        report: Box::new(report),
+        healing: record,
+        lines: Box::new(healing),
+    })
+}
+
+/// Fits the maps for the removal in `chosen` on `ckpt` and writes the healed, pruned checkpoint.
+pub fn heal_hf(
+    ckpt: &HfCheckpoint,
+    chosen: &Chosen,
+    req: &HealRequest,
+    out: &Output,
+    progress: &dyn Progress,
+) -> Result<Healed> {
+    let removal = &chosen.removal;
+    let Some(calib) = &req.calib else {
+        return Err(Error::Invalid(
+            "healing needs calibration text (`calib`)".into(),
+        ));
+    };
+    let tok = HfTokenizer::open(&ckpt.dir)?;
+    let healing = fit(&tok, &ckpt.dir, removal, req, progress)?;
+    let renamed = |name: &str| removal.renamed_hf(name);
+    let mut record = healing.provenance(&renamed);
+    if let Some(o) = record.as_object_mut() {
+        o.insert("calib".into(), calib.display().to_string().into());
+        o.insert("calib_offset".into(), req.calib_offset.into());
+    }
+    let note = format!(
+        "{} ({}): a linear map per healed block was folded into the `down_proj` \
+         before it, so these tensors differ from the original and are stored as F32: {}.",
+        healing.headline(),
+        healing.summary(),
+        healing
+            .tensors
+            .keys()
+            .map(|k| format!("`{}`", renamed(k)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let opts = PruneOptions {
+        dtype: None,
+        max_shard_size: out.max_shard_size.unwrap_or(DEFAULT_MAX_SHARD),
+        overwrite: out.overwrite_mode(),
+        command: out.command.clone(),
+        method: chosen.method.clone(),
+        how_chosen: chosen.how_chosen.clone(),
+        base_model: None,
+        hub: None,
+        replace: healing.tensors.clone(),
+        healing: Some((record, note)),
+    };
+    let result = prune_hf(ckpt, removal, &out.out, &opts, progress)?;
+    for w in &result.warnings {
+        progress.warn(w);
+    }
+    Ok(Healed::Hf {
+        provenance: Box::new(result.provenance),
+        healing: Box::new(healing),
+        out: result.out,
+    })
+}

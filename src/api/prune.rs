@@ -1,0 +1,297 @@
+//! Writing a pruned checkpoint: HF folders streamed tensor by tensor with config surgery, a
+//! model card and provenance; GGUF files with per-layer arrays sliced; optionally healed.
+
+use super::choose::{choose, Chosen, LayerChoice};
+use super::heal::{heal_gguf, heal_hf, HealFit, HealMethod, HealRequest, Healed, Output};
+use super::ModelSource;
+use crate::arch::params::reduction_pct;
+use crate::arch::ParamCounts;
+use crate::checkpoint::atomic::Overwrite;
+use crate::checkpoint::gguf::{self, Edits, GgmlType, GgufModel, PruneReport, Value};
+use crate::checkpoint::hf::HfCheckpoint;
+use crate::checkpoint::hf_prune::{prune_hf, PruneOptions, DEFAULT_MAX_SHARD};
+use crate::checkpoint::provenance::Provenance;
+use crate::checkpoint::safetensors::Dtype;
+use crate::error::{Error, Result};
+use crate::hub::Need;
+use crate::progress::Progress;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The floating-point types a prune may convert to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FloatType {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl FloatType {
+    pub fn name(self) -> &'static str {
+        match self {
+            FloatType::F32 => "f32",
+            FloatType::F16 => "f16",
+            FloatType::Bf16 => "bf16",
+        }
+    }
+}
+
+/// What `prune` writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PruneRequest {
+    #[serde(flatten)]
+    pub choice: LayerChoice,
+    /// Output folder (HF) or file (GGUF).
+    pub out: PathBuf,
+    /// Convert floating-point tensors to this type (HF only); with `heal` on a GGUF, the type
+    /// of the healed tensors (f32 or f16).
+    pub dtype: Option<FloatType>,
+    /// Largest shard (HF) or split part (GGUF) in bytes.
+    pub max_shard_size: Option<u64>,
+    /// Replace an existing non-empty output.
+    pub force: bool,
+    /// Heal the pruned model with this method (needs `calib`).
+    pub heal: Option<HealMethod>,
+    #[serde(flatten)]
+    pub heal_fit: HealFit,
+    /// The command line recorded in provenance (default: the equivalent `depthprune prune`).
+    pub command: Option<Vec<String>>,
+}
+
+impl Default for PruneRequest {
+    fn default() -> Self {
+        PruneRequest {
+            choice: LayerChoice::default(),
+            out: PathBuf::new(),
+            dtype: None,
+            max_shard_size: None,
+            force: false,
+            heal: None,
+            heal_fit: HealFit::default(),
+            command: None,
+        }
+    }
+}
+
+/// An unhealed GGUF prune, as `prune --json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GgufPruned {
+    pub model: PathBuf,
+    pub method: serde_json::Value,
+    pub report: PruneReport,
+    pub params_before: u64,
+    pub params_after: u64,
+    pub param_reduction_pct: f64,
+    pub layer_reduction_pct: f64,
+}
+
+/// What a prune wrote.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Pruned {
+    /// An HF folder: its provenance (`pruning.json`).
+    Hf {
+        #[serde(flatten)]
+        provenance: Box<Provenance>,
+        #[serde(skip)]
+        out: PathBuf,
+    },
+    Gguf(Box<GgufPruned>),
+    Healed(Box<Healed>),
+}
+
+/// A prune with how its layers were chosen.
+#[derive(Debug, Clone)]
+pub struct PruneOutcome {
+    pub pruned: Pruned,
+    pub chosen: Chosen,
+}
+
+impl PruneRequest {
+    fn output(&self, model: &Path) -> Output {
+        Output {
+            out: self.out.clone(),
+            force: self.force,
+            max_shard_size: self.max_shard_size,
+            command: self.command.clone().unwrap_or_else(|| {
+                let mut c = vec!["depthprune".into(), "prune".into()];
+                c.push(model.display().to_string());
+                c.extend(["--out".into(), self.out.display().to_string()]);
+                c
+            }),
+        }
+    }
+
+    fn heal_request(&self, method: HealMethod) -> HealRequest {
+        let c = &self.choice.calib;
+        HealRequest {
+            method,
+            calib: c.calib.clone(),
+            ctx: c.ctx,
+            calib_offset: c.calib_offset,
+            fit: self.heal_fit.clone(),
+        }
+    }
+}
+
+/// Prunes `model` as `req` says.
+pub fn prune(
+    model: &ModelSource,
+    req: &PruneRequest,
+    progress: &dyn Progress,
+) -> Result<PruneOutcome> {
+    if req.out.as_os_str().is_empty() {
+        return Err(Error::Invalid("prune needs an output path (out)".into()));
+    }
+    let resolved = model.resolve(Need::Snapshot, progress)?;
+    let path = &resolved.path;
+    if crate::model::is_gguf(path) {
+        return prune_gguf(req, path, progress);
+    }
+    let ckpt = HfCheckpoint::open(path)?;
+    let chosen = choose(
+        path,
+        &req.choice,
+        ckpt.arch.num_hidden_layers,
+        &ckpt.param_counts(),
+        progress,
+    )?;
+    let out = req.output(model.path());
+    if let Some(method) = req.heal {
+        if req.dtype.is_some() {
+            return Err(Error::Invalid("a dtype cannot be combined with healing (healed tensors are written as F32, the rest as stored)".into()));
+        }
+        let healed = heal_hf(&ckpt, &chosen, &req.heal_request(method), &out, progress)?;
+        return Ok(PruneOutcome {
+            pruned: Pruned::Healed(Box::new(healed)),
+            chosen,
+        });
+    }
+    if req.choice.calib.calib.is_some() && req.choice.strategy.is_none() {
+        progress.warn(
+            "calibration text is only used to choose layers or to heal; writing an unhealed prune",
+        );
+    }
+    if !ckpt.arch.is_supported() {
+        progress.warn(&format!(
+            "architecture `{}` is not one depthprune knows ({}); layers named `model.layers.N.` are pruned, but per-layer config fields were not checked",
+            ckpt.arch.model_type,
+            crate::arch::config::SUPPORTED.join(", ")
+        ));
+    }
+    let opts = PruneOptions {
+        dtype: req.dtype.map(|d| match d {
+            FloatType::F32 => Dtype::F32,
+            FloatType::F16 => Dtype::F16,
+            FloatType::Bf16 => Dtype::BF16,
+        }),
+        max_shard_size: req.max_shard_size.unwrap_or(DEFAULT_MAX_SHARD),
+        overwrite: if req.force {
+            Overwrite::Force
+        } else {
+            Overwrite::Refuse
+        },
+        command: out.command,
+        method: chosen.method.clone(),
+        how_chosen: chosen.how_chosen.clone(),
+        base_model: resolved.hub.as_ref().map(|h| h.repo.clone()),
+        hub: resolved.hub.clone(),
+        replace: Default::default(),
+        healing: None,
+    };
+    let result = prune_hf(&ckpt, &chosen.removal, &req.out, &opts, progress)?;
+    for w in &result.warnings {
+        progress.warn(w);
+    }
+    Ok(PruneOutcome {
+        pruned: Pruned::Hf {
+            provenance: Box::new(result.provenance),
+            out: result.out,
+        },
+        chosen,
+    })
+}
+
+/// The metadata a prune records beside its own when a strategy chose the layers.
+pub fn how_chosen_metadata(chosen: &Chosen) -> Vec<(String, Value)> {
+    match chosen.method.get("kind").and_then(|k| k.as_str()) {
+        Some("strategy") => vec![(
+            "depthprune.how_chosen".to_string(),
+            Value::string(&chosen.how_chosen),
+        )],
+        _ => Vec::new(),
+    }
+}
+
+/// `prune MODEL.gguf`: the layers chosen as for an HF folder, then pruned, or healed and pruned.
+fn prune_gguf(req: &PruneRequest, path: &Path, progress: &dyn Progress) -> Result<PruneOutcome> {
+    let healed_type = match (req.heal, req.dtype) {
+        (Some(_), Some(FloatType::Bf16)) => {
+            return Err(Error::Invalid(format!(
+                "`{}`: dtype bf16 with healing on a GGUF: the healed tensors are written as f32 or f16",
+                path.display()
+            )))
+        }
+        (None, Some(d)) => {
+            return Err(Error::Invalid(format!(
+                "`{}`: dtype {} applies to HF folders (or to the healed tensors when healing); GGUF tensors are copied in their own ggml types (convert to HF first to change dtypes)",
+                path.display(),
+                d.name()
+            )))
+        }
+        (_, Some(FloatType::F16)) => Some(GgmlType::F16),
+        (_, Some(FloatType::F32)) => Some(GgmlType::F32),
+        (_, None) => None,
+    };
+    let model = GgufModel::open(path)?;
+    // The blocks are checked against the tensors before anything is sized by them.
+    let n = model.block_count()?;
+    let before = ParamCounts::from_tensors(model.tensor_elements());
+    let chosen = choose(model.path(), &req.choice, n, &before, progress)?;
+    let out = req.output(path);
+    if let Some(method) = req.heal {
+        let healed = heal_gguf(
+            &model,
+            &chosen.removal,
+            &req.heal_request(method),
+            healed_type,
+            how_chosen_metadata(&chosen),
+            &out,
+            progress,
+        )?;
+        return Ok(PruneOutcome {
+            pruned: Pruned::Healed(Box::new(healed)),
+            chosen,
+        });
+    }
+    if req.choice.calib.calib.is_some() && req.choice.strategy.is_none() {
+        progress.warn(
+            "calibration text is only used to choose layers or to heal; writing an unhealed prune",
+        );
+    }
+    let opts = gguf::PruneOptions {
+        overwrite: out.overwrite_mode(),
+        split_max_bytes: req.max_shard_size,
+    };
+    let edits = Edits {
+        metadata: how_chosen_metadata(&chosen),
+        ..Edits::default()
+    };
+    let report = gguf::prune_with(&model, &chosen.removal, &req.out, &opts, &edits, progress)?;
+    let after = before.after(&chosen.removal);
+    let pruned = GgufPruned {
+        model: model.path().to_path_buf(),
+        method: chosen.method.clone(),
+        report,
+        params_before: before.total(),
+        params_after: after.total(),
+        param_reduction_pct: reduction_pct(before.total(), after.total()),
+        layer_reduction_pct: chosen.removal.layer_reduction_pct(),
+    };
+    Ok(PruneOutcome {
+        pruned: Pruned::Gguf(Box::new(pruned)),
+        chosen,
+    })
+}

@@ -1,0 +1,280 @@
+//! Scoring a model's layers on calibration text: the criterion's scores, their ranks, the reuse
+//! timing of the perplexity criteria, and with resamples the stability of the scores and of the
+//! layers they would choose.
+
+use super::text::TextSlice;
+use super::ModelSource;
+use crate::arch::ParamCounts;
+use crate::error::{Error, Result};
+use crate::eval::bootstrap::SEED;
+use crate::hub::Need;
+use crate::model::{open_checkpoint, Model};
+use crate::progress::Progress;
+use crate::score::run::{activation_cache_bytes, ReuseTiming};
+use crate::score::{
+    resample_windows, score as run_score, Calibration, LayerScores, Metric, ScoreOptions, TokenSel,
+};
+use crate::select::stability::LayerStability;
+use crate::select::strategy::Protect;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Above this many bytes of cached activations, `ppl`/`greedy` warn that memory may spill.
+const CACHE_WARN_BYTES: u64 = 8 << 30;
+
+/// The calibration set and how a criterion runs on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CalibOptions {
+    /// Calibration text (UTF-8); every criterion but `last` needs it.
+    pub calib: Option<PathBuf>,
+    /// Tokens per calibration window.
+    pub ctx: usize,
+    /// Calibration windows.
+    pub samples: usize,
+    /// Tokens of the text skipped first (to keep calibration apart from evaluation).
+    pub calib_offset: usize,
+    /// Angular distance on each window's last token or on all tokens.
+    pub tokens: TokenSel,
+    /// Largest block size for angular distances (default: all).
+    pub max_block: Option<usize>,
+    /// Windows per forward for angular, bi and minitron.
+    pub batch: usize,
+    /// Keep only one layer's weights resident (slower, for models larger than memory).
+    pub offload: bool,
+}
+
+impl Default for CalibOptions {
+    fn default() -> Self {
+        CalibOptions {
+            calib: None,
+            ctx: 512,
+            samples: 16,
+            calib_offset: 0,
+            tokens: TokenSel::Last,
+            max_block: None,
+            batch: 4,
+            offload: false,
+        }
+    }
+}
+
+impl CalibOptions {
+    /// The calibration windows as a text slice, if a file was given.
+    pub fn slice(&self) -> Option<TextSlice> {
+        self.calib.as_ref().map(|f| TextSlice {
+            file: f.clone(),
+            offset: self.calib_offset,
+            ctx: self.ctx,
+            windows: self.samples,
+        })
+    }
+
+    /// How the calibration set is described in score files and provenance.
+    pub fn describe(&self) -> Option<Calibration> {
+        self.calib.as_ref().map(|f| Calibration {
+            file: f.display().to_string(),
+            ctx: self.ctx,
+            samples: self.samples,
+            offset_tokens: self.calib_offset,
+            tokens: self.tokens.name().to_string(),
+        })
+    }
+}
+
+/// What `score` runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScoreRequest {
+    pub metric: Metric,
+    #[serde(flatten)]
+    pub calib: CalibOptions,
+    /// Greedy or heal-aware removal steps (default: all layers but one).
+    pub steps: Option<usize>,
+    /// Also score on this many bootstrap resamples of the calibration windows.
+    pub resamples: Option<usize>,
+    /// With resamples: layers in each chosen set (default: a quarter of the layers).
+    pub choose: Option<usize>,
+    /// Seed of the resamples.
+    pub seed: u64,
+}
+
+impl Default for ScoreRequest {
+    fn default() -> Self {
+        ScoreRequest {
+            metric: Metric::Bi,
+            calib: CalibOptions::default(),
+            steps: None,
+            resamples: None,
+            choose: None,
+            seed: SEED,
+        }
+    }
+}
+
+/// Scores with their ranks, as `score --json` prints them.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoreReport {
+    #[serde(flatten)]
+    pub scores: LayerScores,
+    /// Rank 1 is the least important layer (removed first).
+    pub rank: Vec<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<ReuseTiming>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stability: Option<LayerStability>,
+    /// The scores on each resample (not printed; the stability summarises them).
+    #[serde(skip)]
+    pub resampled: Vec<LayerScores>,
+    /// The model's parameter counts, for choosing by parameters.
+    #[serde(skip)]
+    pub counts: ParamCounts,
+}
+
+/// Runs `req.metric` on `model` (and on `req.resamples` resamples of its calibration windows).
+pub fn score(
+    model: &ModelSource,
+    req: &ScoreRequest,
+    progress: &dyn Progress,
+) -> Result<ScoreReport> {
+    if req.resamples == Some(0) {
+        return Err(Error::Invalid("`resamples` must be at least 1".into()));
+    }
+    let path = model.resolve(Need::Snapshot, progress)?.path;
+    let (cfg, source) = open_checkpoint(&path)?;
+    let counts = ParamCounts::from_config(&cfg.arch);
+    let n = cfg.n_layers();
+    let k = req.choose.unwrap_or((n / 4).max(1));
+    if req.resamples.is_some() && k >= n {
+        return Err(Error::Invalid(format!(
+            "`choose` {k}: at most {} of {n} layers",
+            n.saturating_sub(1)
+        )));
+    }
+    let resamples = req.resamples.unwrap_or(0);
+    let (scores, resampled, reuse) = if req.metric == Metric::Last {
+        let scores = LayerScores::last_baseline(&path.display().to_string(), n);
+        (scores.clone(), vec![scores; resamples], None)
+    } else {
+        let Some(slice) = req.calib.slice() else {
+            return Err(Error::Invalid(format!(
+                "metric {} needs calibration text (`calib`)",
+                req.metric.name()
+            )));
+        };
+        let hidden = cfg.arch.hidden_size;
+        let c = &req.calib;
+        let resident = !c.offload;
+        let m = Model::from_source(cfg, source, &|_| resident)?;
+        let (tok, _notes) = crate::tokenizer::open_tokenizer(&path)?;
+        let windows = slice.cut(&tok, "calibration")?;
+        if matches!(req.metric, Metric::Ppl | Metric::Greedy) {
+            let bytes = activation_cache_bytes(n, c.samples, c.ctx, hidden);
+            if bytes > CACHE_WARN_BYTES {
+                progress.warn(&format!(
+                    "the activation cache for {} needs {:.1} GiB; it may spill to swap (fewer samples or a shorter ctx)",
+                    req.metric.name(),
+                    bytes as f64 / (1u64 << 30) as f64
+                ));
+            }
+        }
+        let opts = ScoreOptions {
+            metric: req.metric,
+            tokens: c.tokens,
+            max_block: c.max_block.unwrap_or(n),
+            batch: c.batch,
+            greedy_steps: req.steps,
+        };
+        let out = run_score(&m, &windows, &opts, progress)?;
+        let mut scores = out.scores;
+        scores.calibration = c.describe();
+        let mut again = Vec::new();
+        for (i, w) in resample_windows(&windows, resamples, req.seed)
+            .iter()
+            .enumerate()
+        {
+            progress.message(&format!("calibration resample {} of {resamples}", i + 1));
+            let mut s = run_score(&m, w, &opts, progress)?.scores;
+            s.calibration = scores.calibration.clone();
+            again.push(s);
+        }
+        if let Some(t) = &out.timing {
+            progress.warn(&format!(
+                "activation reuse: {} candidates in {:.2} s; a full forward per candidate would take ~{:.2} s ({:.1}x)",
+                t.candidates,
+                t.seconds,
+                t.candidates as f64 * t.full_forward_s,
+                t.speedup()
+            ));
+        }
+        (scores, again, out.timing)
+    };
+    let stability = match req.resamples {
+        Some(_) => Some(stability(&resampled, k, Protect::default(), &counts)?),
+        None => None,
+    };
+    Ok(ScoreReport {
+        rank: ranks(&scores),
+        scores,
+        reuse,
+        stability,
+        resampled,
+        counts,
+    })
+}
+
+/// Ranks: 1 is the least important layer (removed first).
+pub fn ranks(s: &LayerScores) -> Vec<usize> {
+    let mut r = vec![0; s.n_layers];
+    for (k, l) in s.removal_order().into_iter().enumerate() {
+        r[l] = k + 1;
+    }
+    r
+}
+
+/// The calibration set in one line.
+pub fn describe_calibration(c: &Option<Calibration>) -> String {
+    match c {
+        Some(c) => format!(
+            "`{}`, {} windows of {} tokens from token {} (angular on {} tokens)",
+            c.file, c.samples, c.ctx, c.offset_tokens, c.tokens
+        ),
+        None => "none (the baseline needs no text)".into(),
+    }
+}
+
+/// The per-layer values a plot or a stability summary shows: for `ppl`, the rise in mean NLL
+/// `ln(ppl without the layer / dense ppl)` in nats (perplexities span orders of magnitude:
+/// removing layer 0 often multiplies it by 1000); for the others, the score itself.
+pub fn shown_values(s: &LayerScores) -> (Vec<f64>, String) {
+    match (s.metric, s.baseline_ppl) {
+        (Metric::Ppl, Some(base)) => (
+            s.importance.iter().map(|p| (p / base).ln()).collect(),
+            "rise in calibration NLL without the layer, nats".to_string(),
+        ),
+        _ => (
+            s.importance.clone(),
+            format!("{} score (higher = more important)", s.metric.name()),
+        ),
+    }
+}
+
+/// Stability over resampled scores, on the values [`shown_values`] gives (the same order, so the
+/// same choices), choosing `k` layers in the criterion's own form.
+pub fn stability(
+    resampled: &[LayerScores],
+    k: usize,
+    protect: Protect,
+    counts: &ParamCounts,
+) -> Result<LayerStability> {
+    let shown: Vec<LayerScores> = resampled
+        .iter()
+        .map(|s| {
+            let mut t = s.clone();
+            t.importance = shown_values(s).0;
+            t
+        })
+        .collect();
+    let contiguous = resampled.first().is_some_and(|s| s.metric.prefers_blocks());
+    LayerStability::of(&shown, k, contiguous, protect, counts)
+}

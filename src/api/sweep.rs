@@ -1,0 +1,515 @@
+//! The study: every strategy at every number of layers removed, pruned virtually (layers skipped
+//! in memory) and measured against the dense model on three disjoint slices of text:
+//! calibration (scores and heals), validation (picks the best removal at each count) and
+//! evaluation (measures it). Optionally writes `sweep.csv`, `sweep.json`, the plots and the report.
+
+use super::heal::{HealFit, HealMethod};
+use super::score::{stability, CalibOptions};
+use super::text::{read_tokens, TextSlice};
+use super::ModelSource;
+use crate::arch::ParamCounts;
+use crate::error::{Error, IoContext, Result};
+use crate::eval::{self, Bootstrap, TaskOpts};
+use crate::hub::Need;
+use crate::model::{open_checkpoint, Model};
+use crate::progress::Progress;
+use crate::score::{resample_windows, score, LayerScores, ScoreOptions};
+use crate::select::strategy::Protect;
+use crate::sweep::{self, cache_bytes, parse_counts, DenseCache, EvalSet, StrategySpec, Sweep};
+use crate::tokenizer::open_tokenizer;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Above this many bytes the dense activation caches earn a warning.
+const CACHE_WARN_BYTES: u64 = 8 << 30;
+
+/// What `sweep` runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SweepRequest {
+    /// Strategies: angular, bi, minitron, ppl, greedy, healed, last, each optionally with
+    /// `:block` or `:layers`.
+    pub strategies: Vec<String>,
+    /// Numbers of layers to remove: `A..B` (half-open) or a list (`2,4,8`); 0 is the dense model.
+    pub remove: String,
+    /// Never remove these: `first:K,last:K`.
+    pub protect: Option<String>,
+    #[serde(flatten)]
+    pub calib: CalibOptions,
+    /// Evaluation text; may be the calibration file, with disjoint offsets.
+    pub eval: PathBuf,
+    /// Tokens per evaluation window (default: ctx).
+    pub eval_ctx: Option<usize>,
+    pub eval_samples: usize,
+    pub eval_offset: usize,
+    /// Validation text (default: the calibration file, else the evaluation file).
+    pub select_on: Option<PathBuf>,
+    /// Tokens of the validation text skipped first (default: after every other slice of the
+    /// same file).
+    pub select_offset: Option<usize>,
+    /// Validation windows (default: eval_samples).
+    pub select_samples: Option<usize>,
+    /// Also score each strategy on this many calibration resamples (stability).
+    pub resamples: Option<usize>,
+    /// Bootstrap resamples behind every 95% interval.
+    pub ci_resamples: usize,
+    pub seed: u64,
+    /// Also measure zero-shot accuracy on these questions.
+    pub tasks: Option<PathBuf>,
+    pub limit: Option<usize>,
+    /// Heal every removal with these methods (the first decides the best choices).
+    pub heal: Vec<HealMethod>,
+    #[serde(flatten)]
+    pub heal_fit: HealFit,
+    /// Folder for sweep.csv, sweep.json, scores and plots (nothing is written without one).
+    pub out: Option<PathBuf>,
+    /// Also write report.md into `out`.
+    pub report: bool,
+    /// Layers removed for the report's pruned generations and the stability summary.
+    pub report_k: Option<usize>,
+}
+
+impl Default for SweepRequest {
+    fn default() -> Self {
+        SweepRequest {
+            strategies: ["angular", "bi", "ppl", "last"].map(String::from).to_vec(),
+            remove: "0..9".into(),
+            protect: None,
+            calib: CalibOptions::default(),
+            eval: PathBuf::new(),
+            eval_ctx: None,
+            eval_samples: 8,
+            eval_offset: 0,
+            select_on: None,
+            select_offset: None,
+            select_samples: None,
+            resamples: None,
+            ci_resamples: eval::bootstrap::RESAMPLES,
+            seed: eval::bootstrap::SEED,
+            tasks: None,
+            limit: None,
+            heal: Vec::new(),
+            heal_fit: HealFit::default(),
+            out: None,
+            report: false,
+            report_k: None,
+        }
+    }
+}
+
+/// A slice of a file with its role and the option that moves it. Calibration's range also
+/// covers the tokens healing takes, which need not be whole windows.
+struct Named {
+    role: &'static str,
+    option: &'static str,
+    file: PathBuf,
+    range: std::ops::Range<usize>,
+    ctx: usize,
+}
+
+impl Named {
+    /// The whole windows of the range.
+    fn slice(&self) -> TextSlice {
+        TextSlice {
+            file: self.file.clone(),
+            offset: self.range.start,
+            ctx: self.ctx,
+            windows: self.range.len() / self.ctx.max(1),
+        }
+    }
+}
+
+impl SweepRequest {
+    fn eval_ctx(&self) -> usize {
+        self.eval_ctx.unwrap_or(self.calib.ctx)
+    }
+
+    /// The calibration slice (scoring and healing; healing takes at most `calib_tokens`, the
+    /// calibration text's length) and the evaluation slice.
+    fn fixed(&self, calib_tokens: usize) -> Vec<Named> {
+        let mut out = Vec::new();
+        if let Some(file) = &self.calib.calib {
+            let c = &self.calib;
+            let healed = if self.heal.is_empty() {
+                0
+            } else {
+                self.heal_fit
+                    .heal_samples
+                    .min(calib_tokens.saturating_sub(c.calib_offset))
+            };
+            let scored = c.ctx * c.samples;
+            out.push(Named {
+                role: "calibration",
+                option: "calib_offset",
+                file: file.clone(),
+                range: c.calib_offset..c.calib_offset + scored.max(healed),
+                ctx: c.ctx,
+            });
+        }
+        out.push(Named {
+            role: "evaluation",
+            option: "eval_offset",
+            file: self.eval.clone(),
+            range: self.eval_offset..self.eval_offset + self.eval_ctx() * self.eval_samples,
+            ctx: self.eval_ctx(),
+        });
+        out
+    }
+
+    /// The validation slice.
+    fn select(&self, fixed: &[Named]) -> Named {
+        let file = self
+            .select_on
+            .clone()
+            .or(self.calib.calib.clone())
+            .unwrap_or(self.eval.clone());
+        let offset = self.select_offset.unwrap_or_else(|| {
+            fixed
+                .iter()
+                .filter(|s| super::text::same_file(&s.file, &file))
+                .map(|s| s.range.end)
+                .max()
+                .unwrap_or(0)
+        });
+        let windows = self.select_samples.unwrap_or(self.eval_samples);
+        Named {
+            role: "validation",
+            option: "select_offset",
+            file,
+            range: offset..offset + self.eval_ctx() * windows,
+            ctx: self.eval_ctx(),
+        }
+    }
+}
+
+/// Refuses two slices of the same file that share a token.
+fn check_disjoint(slices: &[Named]) -> Result<()> {
+    for (i, a) in slices.iter().enumerate() {
+        for b in &slices[i + 1..] {
+            let (ra, rb) = (&a.range, &b.range);
+            let overlap = ra.start < rb.end && rb.start < ra.end;
+            if overlap && super::text::same_file(&a.file, &b.file) {
+                return Err(Error::Invalid(format!(
+                    "{} tokens {}..{} and {} tokens {}..{} of `{}` overlap\nhint: set `{}` or `{}` so they are disjoint",
+                    a.role,
+                    ra.start,
+                    ra.end,
+                    b.role,
+                    rb.start,
+                    rb.end,
+                    a.file.display(),
+                    a.option,
+                    b.option
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The windows of a named slice, with a hint naming the option that moves it.
+fn windows(tok: &crate::tokenizer::HfTokenizer, s: &Named) -> Result<Vec<Vec<u32>>> {
+    s.slice().cut(tok, s.role).map_err(|e| {
+        let extra = if s.role == "validation" {
+            " (`select_on` takes another file; healing uses up to `heal_samples` tokens of the calibration text)"
+        } else {
+            ""
+        };
+        Error::Invalid(format!(
+            "{e}\nhint: a longer text, fewer windows, or `{}`{extra}",
+            s.option
+        ))
+    })
+}
+
+/// Runs the study on `model`.
+pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -> Result<Sweep> {
+    if req.heal.contains(&HealMethod::Kd) {
+        return Err(Error::Invalid("heal kd is not available in sweep: distilling every cell takes minutes each; distil the chosen removal with `prune` or `heal`".into()));
+    }
+    if let Some((_, m)) = req
+        .heal
+        .iter()
+        .enumerate()
+        .find(|(i, m)| req.heal[..*i].contains(m))
+    {
+        return Err(Error::Invalid(format!("`heal` names `{}` twice", m.name())));
+    }
+    let specs = req
+        .strategies
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.trim().is_empty())
+        .map(StrategySpec::parse)
+        .collect::<Result<Vec<_>>>()?;
+    if specs.is_empty() {
+        return Err(Error::Invalid("`strategies` is empty".into()));
+    }
+    for (v, name) in [
+        (req.resamples, "resamples"),
+        (req.limit, "limit"),
+        (req.select_samples, "select_samples"),
+    ] {
+        if v == Some(0) {
+            return Err(Error::Invalid(format!("`{name}` must be at least 1")));
+        }
+    }
+    if req.eval.as_os_str().is_empty() {
+        return Err(Error::Invalid(
+            "a sweep needs evaluation text (`eval`)".into(),
+        ));
+    }
+    let boot = Bootstrap::new(req.ci_resamples, req.seed)?;
+    // Disjoint as far as the options alone say (healing's extent is known once the text is read).
+    let mut slices = req.fixed(usize::MAX);
+    slices.push(req.select(&slices));
+    check_disjoint(&slices)?;
+    let protect = match &req.protect {
+        Some(p) => Protect::parse(p)?,
+        None => Protect::default(),
+    };
+    // Read the questions first: a bad file fails before the model loads.
+    let task_items = match &req.tasks {
+        Some(f) => Some(eval::read_tasks(f, req.limit)?),
+        None => None,
+    };
+    let path = model.resolve(Need::Snapshot, progress)?.path;
+    let (cfg, source) = open_checkpoint(&path)?;
+    let n = cfg.n_layers();
+    let counts = parse_counts(&req.remove, n)?;
+    let needs_calib = specs.iter().any(|s| s.metric.needs_model()) || !req.heal.is_empty();
+    if needs_calib && req.calib.calib.is_none() {
+        return Err(Error::Invalid(
+            "these strategies need calibration text\nhint: pass `calib`".into(),
+        ));
+    }
+    let eval_ctx = req.eval_ctx();
+    let select_samples = req.select_samples.unwrap_or(req.eval_samples);
+    let bytes = cache_bytes(
+        n,
+        req.eval_samples + select_samples,
+        eval_ctx,
+        cfg.arch.hidden_size,
+    );
+    if bytes > CACHE_WARN_BYTES {
+        progress.warn(&format!(
+            "the dense activation caches need {:.1} GiB (fewer evaluation or validation windows, or a shorter eval_ctx)",
+            bytes as f64 / (1u64 << 30) as f64
+        ));
+    }
+    let (tok, notes) = open_tokenizer(&path)?;
+    for note in &notes {
+        progress.warn(note);
+    }
+    let calib_tokens = match &req.calib.calib {
+        Some(p) => read_tokens(&tok, p, None)?,
+        None => Vec::new(),
+    };
+    // The slices again, with healing's extent clipped to the calibration text.
+    let mut slices = req.fixed(calib_tokens.len());
+    let select = req.select(&slices);
+    slices.push(select);
+    check_disjoint(&slices)?;
+    let select = slices
+        .pop()
+        .ok_or_else(|| Error::Invalid("no validation slice".into()))?;
+    let eval_slice = slices
+        .iter()
+        .find(|s| s.role == "evaluation")
+        .ok_or_else(|| Error::Invalid("no evaluation slice".into()))?;
+    let eval_windows = windows(&tok, eval_slice)?;
+    let select_windows = windows(&tok, &select)?;
+    let resident = !req.calib.offload;
+    let m = Model::from_source(cfg, source, &|_| resident)?;
+    let calib_windows = match req.calib.slice() {
+        Some(s) => {
+            let end = s.range().end;
+            if calib_tokens.len() < end {
+                return Err(Error::Invalid(format!(
+                    "`{}`: calibration text too short: {} tokens, {} windows of {} from offset {} need {end}",
+                    s.file.display(),
+                    calib_tokens.len(),
+                    s.windows,
+                    s.ctx,
+                    s.offset
+                )));
+            }
+            calib_tokens[s.range()]
+                .chunks_exact(s.ctx)
+                .map(<[u32]>::to_vec)
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let calibration = req.calib.describe();
+    let encoded = match &task_items {
+        Some(items) => Some(
+            items
+                .iter()
+                .map(|i| eval::encode_item(&tok, i))
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        None => None,
+    };
+    if let Some(out) = &req.out {
+        std::fs::create_dir_all(out).at(out)?;
+    }
+    let max_k = counts.last().copied().unwrap_or(0);
+    let resampled_windows = req
+        .resamples
+        .map(|k| resample_windows(&calib_windows, k, req.seed));
+    let mut strategies = Vec::new();
+    let mut resampled = Vec::new();
+    for spec in &specs {
+        let opts = ScoreOptions {
+            metric: spec.metric,
+            tokens: req.calib.tokens,
+            max_block: req.calib.max_block.unwrap_or(n),
+            batch: req.calib.batch,
+            greedy_steps: Some(max_k.max(1)),
+        };
+        progress.message(&format!("scoring: {}", spec.label()));
+        let mut out = score(&m, &calib_windows, &opts, progress)?;
+        out.scores.calibration = calibration.clone();
+        out.scores.model = model.path().display().to_string();
+        let mut again = Vec::new();
+        for (i, w) in resampled_windows.iter().flatten().enumerate() {
+            if !spec.metric.needs_model() {
+                again.push(out.scores.clone());
+                continue;
+            }
+            progress.message(&format!(
+                "scoring: {}, calibration resample {}",
+                spec.label(),
+                i + 1
+            ));
+            again.push(score(&m, w, &opts, progress)?.scores);
+        }
+        strategies.push((*spec, out.scores));
+        resampled.push(again);
+    }
+    // Healing fits on heal_samples tokens of the calibration text from calib_offset (as
+    // `prune` heals), whole windows of ctx.
+    let heal_tokens: &[u32] = {
+        let start = req.calib.calib_offset.min(calib_tokens.len());
+        let end = (start + req.heal_fit.heal_samples).min(calib_tokens.len());
+        &calib_tokens[start..end]
+    };
+    let heal = match req.heal.first() {
+        Some(&method) => Some((req.heal_fit.options(method, req.calib.ctx)?, heal_tokens)),
+        None => None,
+    };
+    let heal_also = req
+        .heal
+        .iter()
+        .skip(1)
+        .map(|&m| {
+            Ok((
+                m.name().to_string(),
+                req.heal_fit.options(m, req.calib.ctx)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let set = |s: &TextSlice| EvalSet {
+        file: s.file.display().to_string(),
+        ctx: eval_ctx,
+        windows: s.windows,
+        offset_tokens: s.offset,
+        scored_tokens: s.windows * (eval_ctx - 1),
+    };
+    let eval_set = set(&eval_slice.slice());
+    let select_set = set(&select.slice());
+    let cache = DenseCache::build(&m, eval_windows, progress)?;
+    let select_cache = DenseCache::build(&m, select_windows, progress)?;
+    let stability_inputs: Vec<(String, Vec<LayerScores>)> = specs
+        .iter()
+        .zip(&resampled)
+        .filter(|(s, r)| s.metric.needs_model() && !r.is_empty())
+        .map(|(s, r)| (s.label(), r.clone()))
+        .collect();
+    let plan = sweep::SweepPlan {
+        strategies,
+        resampled: if req.resamples.is_some() {
+            resampled
+        } else {
+            Vec::new()
+        },
+        counts,
+        protect,
+        heal,
+        heal_also,
+        eval: eval_set,
+        select: select_set,
+        calibration,
+        tasks: match (&req.tasks, &encoded) {
+            (Some(f), Some(items)) => Some(sweep::TaskPlan {
+                file: f.display().to_string(),
+                items,
+                opts: TaskOpts::for_model(&m),
+            }),
+            _ => None,
+        },
+        bootstrap: boot,
+    };
+    let mut result = sweep::run(&m, model.path(), &cache, &select_cache, plan, progress)?;
+    let k = req.report_k.unwrap_or_else(|| default_k(&result)).max(1);
+    let counts_p = ParamCounts::from_config(&m.config().arch);
+    for (label, r) in &stability_inputs {
+        let st = stability(r, k, result.protect, &counts_p)?;
+        result.layer_stability.push((label.clone(), st));
+    }
+    if let Some(out) = &req.out {
+        write_outputs(out, &result)?;
+        if req.report {
+            let report = super::report::write_report(out, &result, &m, &tok, k, None, progress)?;
+            progress.message(&format!("report: {}", report.display()));
+        }
+    }
+    Ok(result)
+}
+
+/// The largest count of at most 8, else the largest.
+pub fn default_k(s: &Sweep) -> usize {
+    let max = s.counts.iter().copied().max().unwrap_or(0);
+    s.counts
+        .iter()
+        .copied()
+        .filter(|&k| k > 0 && k <= 8)
+        .max()
+        .unwrap_or(max)
+}
+
+/// Writes sweep.csv, sweep.json, per-strategy scores and plots; returns the files written.
+pub fn write_outputs(dir: &Path, s: &Sweep) -> Result<Vec<PathBuf>> {
+    let write = |name: &str, text: &str| -> Result<PathBuf> {
+        let p = dir.join(name);
+        std::fs::write(&p, text).at(&p)?;
+        Ok(p)
+    };
+    let json = serde_json::to_string_pretty(s).map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut files = vec![
+        write("sweep.csv", &crate::sweep::csv::csv(s))?,
+        write("sweep.json", &json)?,
+    ];
+    let plots = dir.join("plots");
+    std::fs::create_dir_all(&plots).at(&plots)?;
+    for sc in &s.scores {
+        if sc.metric.needs_model() {
+            crate::report::score_plots::plot(&plots, sc)?;
+        }
+    }
+    for (label, st) in &s.layer_stability {
+        if let Some(sc) = s
+            .strategies
+            .iter()
+            .zip(&s.scores)
+            .find(|(l, _)| *l == label)
+        {
+            files.extend(crate::report::score_plots::plot_stability(
+                &plots, sc.1, st,
+            )?);
+        }
+    }
+    files.extend(crate::report::sweep_plots::sweep_plots(&plots, s)?);
+    Ok(files)
+}

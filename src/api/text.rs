@@ -1,0 +1,79 @@
+//! Text as tokens, under one rule for every command: a file is read as UTF-8 and tokenized as
+//! one stream the way `tokenizer(text)` does in transformers (the special tokens the tokenizer
+//! adds, once, at the start), and a slice of it is whole windows of `ctx` tokens from a token
+//! offset. Calibration, validation and evaluation slices are all cut this way, so a slice at
+//! offset 0 is the evaluation's first windows and the numbers agree.
+
+use crate::error::{Error, Result};
+use crate::eval;
+use crate::tokenizer::HfTokenizer;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Windows of `ctx` tokens from token `offset` of `file`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextSlice {
+    pub file: PathBuf,
+    /// Tokens of the text skipped first.
+    pub offset: usize,
+    /// Tokens per window.
+    pub ctx: usize,
+    /// Windows.
+    pub windows: usize,
+}
+
+impl TextSlice {
+    /// The token range the slice covers.
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.offset..self.offset + self.ctx * self.windows
+    }
+
+    /// Whether two slices share a token of the same file.
+    pub fn overlaps(&self, other: &TextSlice) -> bool {
+        let (a, b) = (self.range(), other.range());
+        a.start < b.end && b.start < a.end && same_file(&self.file, &other.file)
+    }
+
+    /// The windows, refusing a text too short for them with a message naming the file and the
+    /// slice's `role` (calibration, validation, evaluation).
+    pub fn cut(&self, tok: &HfTokenizer, role: &str) -> Result<Vec<Vec<u32>>> {
+        if self.ctx < 2 || self.windows == 0 {
+            return Err(Error::Invalid(format!(
+                "`{}`: a slice needs windows of at least 2 tokens and at least 1 window (got ctx {} and {} windows)",
+                self.file.display(),
+                self.ctx,
+                self.windows
+            )));
+        }
+        let end = self.range().end;
+        let tokens = read_tokens(tok, &self.file, Some(end))?;
+        if tokens.len() < end {
+            return Err(Error::Invalid(format!(
+                "`{}`: {role} text too short: {} tokens, but {} windows of {} from token {} need {end}",
+                self.file.display(),
+                tokens.len(),
+                self.windows,
+                self.ctx,
+                self.offset
+            )));
+        }
+        Ok(tokens[self.offset..end]
+            .chunks_exact(self.ctx)
+            .map(<[u32]>::to_vec)
+            .collect())
+    }
+}
+
+/// The tokens of `file` under the one rule, at most `max` of them (a prefix of the text is
+/// tokenized when that suffices).
+pub fn read_tokens(tok: &HfTokenizer, file: &Path, max: Option<usize>) -> Result<Vec<u32>> {
+    eval::tokenize(tok, &eval::read_text(file)?, max)
+}
+
+/// Whether two paths name the same file (by their canonical paths when both exist).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
