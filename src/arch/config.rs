@@ -14,6 +14,10 @@ pub const SUPPORTED: &[&str] = &[
     "qwen2_moe",
     "qwen3_moe",
     "mixtral",
+    "gemma2",
+    "gemma3_text",
+    "phi3",
+    "olmo2",
 ];
 
 /// Mixture-of-experts settings.
@@ -213,7 +217,7 @@ impl ArchConfig {
             qkv_bias,
             o_bias,
             mlp_bias: get_bool(obj, "mlp_bias").unwrap_or(false),
-            qk_norm: model_type == "qwen3" || model_type == "qwen3_moe",
+            qk_norm: matches!(model_type.as_str(), "qwen3" | "qwen3_moe" | "gemma3_text"),
             sliding_window: get_usize(obj, "sliding_window"),
             use_sliding_window: get_bool(obj, "use_sliding_window")
                 .unwrap_or(model_type == "mistral" || model_type == "mixtral"),

@@ -1,13 +1,17 @@
-//! One decoder layer of the llama family (llama, mistral, qwen2, qwen3): RMSNorm, grouped-query
-//! attention with RoPE and a causal (optionally sliding) mask, and a SwiGLU MLP. Parts are loaded
-//! from tensor names that mirror the checkpoint's (`model.layers.{i}.self_attn.q_proj.weight`).
+//! One decoder layer: RMSNorm, grouped-query attention with RoPE and a causal (optionally
+//! sliding) mask, and a gated MLP, for llama, mistral, qwen2/3 and the dense families of issue 17
+//! (Gemma 2/3, Phi-3, OLMo 2; [`super::family`] says what differs). Parts are loaded from tensor
+//! names that mirror the checkpoint's (`model.layers.{i}.self_attn.q_proj.weight`).
 
 use super::attention::CausalAttention;
 use super::config::Compute;
 use super::config::ModelConfig;
+use super::family::Activation;
 use super::half_gemm::HalfMatmul;
+pub use super::norm::RmsNorm;
 use super::ops::{FrozenLinear, MaskedSoftmax, SiluMul};
 use super::weights::WeightSource;
+use crate::arch::families::Family;
 use crate::error::{Error, Result};
 use candle_core::{DType, Tensor};
 
@@ -42,35 +46,6 @@ pub(crate) fn load_in(
     match compute {
         Compute::F32 => src.tensor(name),
         Compute::Bf16 => src.tensor_half(name),
-    }
-}
-
-/// RMSNorm with a learned scale.
-#[derive(Debug, Clone)]
-pub struct RmsNorm {
-    weight: Tensor,
-    eps: f32,
-}
-
-impl RmsNorm {
-    pub(crate) fn new(src: &dyn WeightSource, name: &str, dim: usize, eps: f64) -> Result<Self> {
-        Ok(RmsNorm {
-            weight: load(src, name, &[dim])?,
-            eps: eps as f32,
-        })
-    }
-
-    /// Normalises over the last dimension. An input that records a graph (training) takes
-    /// candle's composed form, which has a backward pass; the fused kernel has none.
-    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        if xs.track_op() {
-            return Ok(candle_nn::ops::rms_norm_slow(xs, &self.weight, self.eps)?);
-        }
-        Ok(candle_nn::ops::rms_norm(
-            &xs.contiguous()?,
-            &self.weight,
-            self.eps,
-        )?)
     }
 }
 
@@ -149,17 +124,31 @@ pub struct AttnCtx {
     pub seq_len: usize,
     cos: Tensor,
     sin: Tensor,
+    /// The tables of sliding layers, when their RoPE differs (Gemma 3).
+    local: Option<(Tensor, Tensor)>,
 }
 
 impl AttnCtx {
     /// Builds tables for `seq_len` new tokens after `offset` cached ones.
     pub fn new(rope: &super::rope::Rope, offset: usize, seq_len: usize) -> Result<Self> {
+        Self::with_local(rope, None, offset, seq_len)
+    }
+
+    /// As [`AttnCtx::new`], with a second RoPE for sliding layers.
+    pub fn with_local(
+        rope: &super::rope::Rope,
+        local: Option<&super::rope::Rope>,
+        offset: usize,
+        seq_len: usize,
+    ) -> Result<Self> {
         let (cos, sin) = rope.cos_sin(offset, seq_len)?;
+        let local = local.map(|r| r.cos_sin(offset, seq_len)).transpose()?;
         Ok(AttnCtx {
             offset,
             seq_len,
             cos,
             sin,
+            local,
         })
     }
 }
@@ -190,10 +179,20 @@ pub struct Attention {
     o_proj: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
+    /// OLMo 2: q/k norms over the whole projection, not per head.
+    qk_norm_full: bool,
     n_heads: usize,
     n_kv_heads: usize,
     head_dim: usize,
     window: Option<usize>,
+    /// Scale of the scores (`head_dim^-½`, or Gemma's `query_pre_attn_scalar^-½`).
+    scale: f32,
+    /// Gemma 2's `tanh(s / c) · c` on the scaled scores.
+    softcap: Option<f32>,
+    /// Leading dimensions of each head that RoPE rotates.
+    rotary_dim: usize,
+    /// Whether this layer takes the sliding layers' RoPE tables.
+    local_rope: bool,
 }
 
 impl Attention {
@@ -201,7 +200,12 @@ impl Attention {
         let a = &cfg.arch;
         let (h, d) = (a.hidden_size, a.head_dim);
         let (q_dim, kv_dim) = (a.num_attention_heads * d, a.num_key_value_heads * d);
-        let norm = |n: &str| RmsNorm::new(src, &format!("{prefix}.{n}.weight"), d, a.rms_norm_eps);
+        let f = &cfg.family;
+        let qk_norm_full = f.family == Family::Olmo2;
+        let norm = |n: &str, dim| {
+            let name = format!("{prefix}.{n}.weight");
+            RmsNorm::new_in(src, &name, dim, a.rms_norm_eps, f.norm_plus_one)
+        };
         let linear = |n: &str, d_in, d_out, bias| {
             Linear::new_in(
                 src,
@@ -212,25 +216,51 @@ impl Attention {
                 cfg.compute,
             )
         };
+        let (q_proj, k_proj, v_proj) = if f.family.fused() {
+            // Phi-3: one `(q + 2·kv, hidden)` matrix, rows in q, k, v order.
+            let name = format!("{prefix}.qkv_proj.weight");
+            let w = load_in(src, &name, &[q_dim + 2 * kv_dim, h], cfg.compute)?;
+            let part = |at, len| -> Result<Linear> {
+                Ok(Linear::from_weight(w.narrow(0, at, len)?.contiguous()?))
+            };
+            (
+                part(0, q_dim)?,
+                part(q_dim, kv_dim)?,
+                part(q_dim + kv_dim, kv_dim)?,
+            )
+        } else {
+            (
+                linear("q_proj", h, q_dim, a.qkv_bias)?,
+                linear("k_proj", h, kv_dim, a.qkv_bias)?,
+                linear("v_proj", h, kv_dim, a.qkv_bias)?,
+            )
+        };
+        let has_qk_norm = a.qk_norm || qk_norm_full;
+        let window = cfg.windows.get(layer).copied().flatten();
         Ok(Attention {
-            q_proj: linear("q_proj", h, q_dim, a.qkv_bias)?,
-            k_proj: linear("k_proj", h, kv_dim, a.qkv_bias)?,
-            v_proj: linear("v_proj", h, kv_dim, a.qkv_bias)?,
+            q_proj,
+            k_proj,
+            v_proj,
             o_proj: linear("o_proj", q_dim, h, a.o_bias)?,
-            q_norm: if a.qk_norm {
-                Some(norm("q_norm")?)
+            q_norm: if has_qk_norm {
+                Some(norm("q_norm", if qk_norm_full { q_dim } else { d })?)
             } else {
                 None
             },
-            k_norm: if a.qk_norm {
-                Some(norm("k_norm")?)
+            k_norm: if has_qk_norm {
+                Some(norm("k_norm", if qk_norm_full { kv_dim } else { d })?)
             } else {
                 None
             },
+            qk_norm_full,
             n_heads: a.num_attention_heads,
             n_kv_heads: a.num_key_value_heads,
             head_dim: d,
-            window: cfg.windows.get(layer).copied().flatten(),
+            window,
+            scale: f.attn_scale,
+            softcap: f.attn_softcap,
+            rotary_dim: f.rotary_dim,
+            local_rope: f.local_rope.is_some() && window.is_some(),
         })
     }
 
@@ -250,9 +280,14 @@ impl Attention {
             )));
         }
         let d = self.head_dim;
+        let full = self.qk_norm_full;
         let heads = |x: Tensor, n: usize, norm: &Option<RmsNorm>| -> Result<Tensor> {
+            let x = match norm {
+                Some(norm) if full => norm.forward(&x)?,
+                _ => x,
+            };
             let mut x = x.reshape((b, t, n, d))?;
-            if let Some(norm) = norm {
+            if let (Some(norm), false) = (norm, full) {
                 x = norm.forward(&x)?;
             }
             Ok(x.transpose(1, 2)?.contiguous()?)
@@ -260,14 +295,12 @@ impl Attention {
         let q = heads(self.q_proj.forward(xs)?, self.n_heads, &self.q_norm)?;
         let k = heads(self.k_proj.forward(xs)?, self.n_kv_heads, &self.k_norm)?;
         let v = heads(self.v_proj.forward(xs)?, self.n_kv_heads, &None)?;
-        // The fused RoPE kernel has no backward pass; the composed one is for training.
-        let rope = if q.track_op() {
-            candle_nn::rotary_emb::rope_slow
-        } else {
-            candle_nn::rotary_emb::rope
+        let (cos, sin) = match (&ctx.local, self.local_rope) {
+            (Some((c, s)), true) => (c, s),
+            _ => (&ctx.cos, &ctx.sin),
         };
-        let q = rope(&q, &ctx.cos, &ctx.sin)?;
-        let k = rope(&k, &ctx.cos, &ctx.sin)?;
+        let q = self.rotate(&q, cos, sin)?;
+        let k = self.rotate(&k, cos, sin)?;
         let (k, v) = match cache {
             None => (k, v),
             Some(c) => {
@@ -298,11 +331,30 @@ impl Attention {
                 &CausalAttention {
                     offset: ctx.offset,
                     window: self.window,
-                    scale: 1.0 / (d as f32).sqrt(),
+                    scale: self.scale,
+                    softcap: self.softcap,
                 },
             )?
         };
         self.o_proj.forward(&out)
+    }
+
+    /// RoPE on `(b, heads, t, d)`: the first `rotary_dim` dimensions of each head, the rest
+    /// passed through (partial rotary). The fused kernel has no backward pass; the composed one
+    /// is for training.
+    fn rotate(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        let rope = if x.track_op() {
+            candle_nn::rotary_emb::rope_slow
+        } else {
+            candle_nn::rotary_emb::rope
+        };
+        if self.rotary_dim == self.head_dim {
+            return Ok(rope(x, cos, sin)?);
+        }
+        let r = self.rotary_dim;
+        let rotated = rope(&x.narrow(3, 0, r)?.contiguous()?, cos, sin)?;
+        let pass = x.narrow(3, r, self.head_dim - r)?;
+        Ok(Tensor::cat(&[&rotated, &pass], 3)?.contiguous()?)
     }
 
     /// Scaled dot-product attention on `q (b, heads, t, d)`, `k`/`v (b, kv_heads, s, d)` with the
@@ -313,12 +365,17 @@ impl Attention {
         let (b, _, t, d) = q.dims4()?;
         let n_rep = self.n_heads / self.n_kv_heads;
         let q = q.reshape((b, self.n_kv_heads, n_rep * t, d))?;
-        let att = q.matmul(&k.t()?)?;
+        let mut att = q.matmul(&k.t()?)?;
+        let mut scale = self.scale;
+        if let Some(c) = self.softcap {
+            att = ((att * (self.scale / c) as f64)?.tanh()? * c as f64)?;
+            scale = 1.0;
+        }
         let softmax = MaskedSoftmax {
             offset: ctx.offset,
             seq_len: t,
             window: self.window,
-            scale: 1.0 / (d as f32).sqrt(),
+            scale,
         };
         let att = att.apply_op1(softmax)?;
         Ok(att.matmul(v)?.reshape((b, self.n_heads, t, d))?)
@@ -331,48 +388,87 @@ impl Attention {
 pub struct Mlp {
     gate_up: Linear,
     down_proj: Linear,
+    activation: Activation,
 }
 
 impl Mlp {
     fn new(src: &dyn WeightSource, cfg: &ModelConfig, prefix: &str) -> Result<Self> {
         let (h, i) = (cfg.arch.hidden_size, cfg.arch.intermediate_size);
         let c = cfg.compute;
-        let gate = load_in(src, &format!("{prefix}.gate_proj.weight"), &[i, h], c)?;
-        let up = load_in(src, &format!("{prefix}.up_proj.weight"), &[i, h], c)?;
-        let gate_up = Tensor::cat(&[&gate, &up], 0)?;
-        drop((gate, up));
+        let gate_up = if cfg.family.family.fused() {
+            // Phi-3 stores the product this struct computes: gate rows, then up rows.
+            load_in(
+                src,
+                &format!("{prefix}.gate_up_proj.weight"),
+                &[2 * i, h],
+                c,
+            )?
+        } else {
+            let gate = load_in(src, &format!("{prefix}.gate_proj.weight"), &[i, h], c)?;
+            let up = load_in(src, &format!("{prefix}.up_proj.weight"), &[i, h], c)?;
+            Tensor::cat(&[&gate, &up], 0)?
+        };
         Ok(Mlp {
             gate_up: Linear::from_weight(gate_up),
             down_proj: Linear::new_in(src, &format!("{prefix}.down_proj"), i, h, false, c)?,
+            activation: cfg.family.activation,
         })
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let gate_up = self.gate_up.forward(xs)?;
-        self.down_proj.forward(&gate_up.apply_op1(SiluMul)?)
+        let hidden = match self.activation {
+            Activation::Silu => gate_up.apply_op1(SiluMul)?,
+            Activation::GeluTanh => {
+                let i = gate_up.dim(candle_core::D::Minus1)? / 2;
+                let gate = gate_up.narrow(candle_core::D::Minus1, 0, i)?;
+                let up = gate_up.narrow(candle_core::D::Minus1, i, i)?;
+                (gate.gelu()? * up)?
+            }
+        };
+        self.down_proj.forward(&hidden)
     }
 }
 
-/// What one decoder layer computed: the attention and MLP contributions added to the residual
+/// What one decoder layer computed: the attention and MLP contributions to the residual
 /// stream, and the layer's output.
+///
+/// `attn` and `mlp` are the sublayers' outputs as transformers' module hooks see them. For the
+/// families with a norm after each sublayer (Gemma 2/3, OLMo 2) that is before that norm, so
+/// there `output = input + norm(attn) + norm(mlp)`; for the rest `output = input + attn + mlp`.
 #[derive(Debug, Clone)]
 pub struct LayerOutput {
     /// The attention block's output (before it is added to the residual).
     pub attn: Tensor,
     /// The MLP block's output (before it is added to the residual).
     pub mlp: Tensor,
-    /// The layer's output: `input + attn + mlp`.
+    /// The layer's output.
     pub output: Tensor,
 }
 
-/// A pre-norm decoder layer.
+/// A decoder layer: pre-norm (llama, Phi-3), pre- and post-norm (Gemma) or post-norm (OLMo 2).
+/// The four norm slots are named by where they sit, since checkpoints reuse
+/// `post_attention_layernorm` for two different places.
 #[derive(Debug, Clone)]
 pub struct DecoderLayer {
     index: usize,
-    input_layernorm: RmsNorm,
+    /// Before attention: `input_layernorm` (none in OLMo 2).
+    attn_in: Option<RmsNorm>,
     self_attn: Attention,
-    post_attention_layernorm: RmsNorm,
+    /// On the attention output: Gemma's and OLMo 2's `post_attention_layernorm`.
+    attn_out: Option<RmsNorm>,
+    /// Before the MLP: llama's `post_attention_layernorm`, Gemma's `pre_feedforward_layernorm`.
+    mlp_in: Option<RmsNorm>,
     mlp: Mlp,
+    /// On the MLP output: `post_feedforward_layernorm` (Gemma, OLMo 2).
+    mlp_out: Option<RmsNorm>,
+}
+
+fn apply(norm: &Option<RmsNorm>, xs: &Tensor) -> Result<Tensor> {
+    match norm {
+        Some(n) => n.forward(xs),
+        None => Ok(xs.clone()),
+    }
 }
 
 impl DecoderLayer {
@@ -380,17 +476,39 @@ impl DecoderLayer {
     pub fn load(src: &dyn WeightSource, cfg: &ModelConfig, index: usize) -> Result<Self> {
         let p = format!("model.layers.{index}");
         let (h, eps) = (cfg.arch.hidden_size, cfg.arch.rms_norm_eps);
+        let plus_one = cfg.family.norm_plus_one;
+        let norm = |n: &str| -> Result<Option<RmsNorm>> {
+            let name = format!("{p}.{n}.weight");
+            RmsNorm::new_in(src, &name, h, eps, plus_one).map(Some)
+        };
+        let (attn_in, attn_out, mlp_in, mlp_out) = match cfg.family.family {
+            Family::Gemma2 | Family::Gemma3 => (
+                norm("input_layernorm")?,
+                norm("post_attention_layernorm")?,
+                norm("pre_feedforward_layernorm")?,
+                norm("post_feedforward_layernorm")?,
+            ),
+            Family::Olmo2 => (
+                None,
+                norm("post_attention_layernorm")?,
+                None,
+                norm("post_feedforward_layernorm")?,
+            ),
+            Family::Llama | Family::Phi3 => (
+                norm("input_layernorm")?,
+                None,
+                norm("post_attention_layernorm")?,
+                None,
+            ),
+        };
         Ok(DecoderLayer {
             index,
-            input_layernorm: RmsNorm::new(src, &format!("{p}.input_layernorm.weight"), h, eps)?,
+            attn_in,
             self_attn: Attention::new(src, cfg, index, &format!("{p}.self_attn"))?,
-            post_attention_layernorm: RmsNorm::new(
-                src,
-                &format!("{p}.post_attention_layernorm.weight"),
-                h,
-                eps,
-            )?,
+            attn_out,
+            mlp_in,
             mlp: Mlp::new(src, cfg, &format!("{p}.mlp"))?,
+            mlp_out,
         })
     }
 
@@ -413,12 +531,10 @@ impl DecoderLayer {
     ) -> Result<LayerOutput> {
         let attn = self
             .self_attn
-            .forward(&self.input_layernorm.forward(xs)?, ctx, cache)?;
-        let hidden = (xs + &attn)?;
-        let mlp = self
-            .mlp
-            .forward(&self.post_attention_layernorm.forward(&hidden)?)?;
-        let output = (&hidden + &mlp)?;
+            .forward(&apply(&self.attn_in, xs)?, ctx, cache)?;
+        let hidden = (xs + apply(&self.attn_out, &attn)?)?;
+        let mlp = self.mlp.forward(&apply(&self.mlp_in, &hidden)?)?;
+        let output = (&hidden + apply(&self.mlp_out, &mlp)?)?;
         Ok(LayerOutput { attn, mlp, output })
     }
 }
