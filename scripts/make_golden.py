@@ -20,6 +20,7 @@ src/eval/windows.rs.
 
 The dense families of issue 17 (gemma2, gemma3, phi3, olmo2) get the same tensors under
 tests/fixtures/golden/families/<arch>/, with 6 layers, plus
+  short.logits           logits of the first 12 tokens (Phi-3: LongRoPE's short factors)
   pruned.logits          logits of `depthprune prune --drop SKIP`'s output as transformers
                          loads it (checked here against skip.logits)
 so tests/golden_families.rs compares against transformers without torch. They need the

@@ -44,6 +44,7 @@ from transformers import (
 
 from make_golden import NEW_TOKENS, PROMPT_LEN, SEQ_LEN, SKIP, taps, without_layers
 
+SHORT_LEN = 12
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "golden", "families")
 
 COMMON = dict(
@@ -181,6 +182,8 @@ def build(arch, config_cls, model_cls, extra, seed, binary):
     rec["tokens"] = tokens
     with torch.no_grad():
         rec["skip.logits"] = without_layers(model, SKIP)(tokens, use_cache=False).logits
+        # Within Phi-3's original context: LongRoPE's short factors.
+        rec["short.logits"] = model(tokens[:, :SHORT_LEN], use_cache=False).logits
         prompt = tokens[:1, :PROMPT_LEN]
         gen_out = model.generate(prompt, max_new_tokens=NEW_TOKENS, do_sample=False, use_cache=True)
     rec["generate.prompt"] = prompt[0]

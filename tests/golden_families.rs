@@ -217,3 +217,40 @@ fn greedy_generation_matches_transformers_with_and_without_cache() {
         }
     }
 }
+
+/// `plan` counts parameters from `config.json` alone; for every family that count must be the
+/// one the tensors give, component by component (fused Phi-3 matrices and Gemma's extra norms
+/// included).
+#[test]
+fn parameter_counts_from_the_config_equal_the_tensors() {
+    use depthprune::arch::ParamCounts;
+    use depthprune::checkpoint::hf::HfCheckpoint;
+    for arch in FAMILIES {
+        let ckpt = HfCheckpoint::open(&dir(arch)).unwrap();
+        let from_config = ParamCounts::from_config(&ckpt.arch);
+        assert_eq!(from_config, ckpt.param_counts(), "{arch}");
+    }
+}
+
+/// Twelve tokens stay within Phi-3's original context (16), so LongRoPE takes its short factors
+/// there, while the 24-token goldens take the long ones.
+#[test]
+fn short_sequences_match_transformers() {
+    for arch in FAMILIES {
+        let g = golden(arch);
+        let model = Model::open(&dir(arch)).unwrap();
+        let want = &g["short.logits"];
+        let short: Vec<Vec<u32>> = rows(&g)
+            .into_iter()
+            .map(|r| r[..want.dim(1).unwrap()].to_vec())
+            .collect();
+        let e = check(
+            arch,
+            "short logits",
+            &logits(&model, &short, &[]),
+            want,
+            LOGITS_TOL,
+        );
+        eprintln!("{arch}: max |Δ| logits of a short sequence {e:.2e}");
+    }
+}
