@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod families;
+pub mod gguf_names;
 pub mod naming;
 pub mod params;
 

@@ -15,11 +15,13 @@ mod family;
 mod fastmath;
 mod generate;
 pub mod gguf;
+mod gguf_families;
 mod half_gemm;
 mod layer;
 mod norm;
 mod ops;
 mod rope;
+mod self_attention;
 mod weights;
 
 pub use alloc::reuse_freed_memory;
