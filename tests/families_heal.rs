@@ -123,7 +123,7 @@ fn prune_heal_on_gemma_is_refused_before_any_output() {
     ]);
     assert!(!o.status.success());
     let err = common::stderr(&o);
-    assert!(err.contains("cannot heal a `gemma2` model"), "{err}");
+    assert!(err.contains("cannot heal this `gemma2` model"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     common::assert_no_output(&out);
 }

@@ -104,6 +104,9 @@ impl ArchConfig {
             .and_then(Value::as_str)
             .ok_or("missing `model_type`")?
             .to_string();
+        if model_type == "gemma3" && obj.contains_key("text_config") {
+            return Err("`model_type` `gemma3` is the multimodal Gemma 3 (a vision tower and a `text_config`); depthprune reads the text model alone (`gemma3_text`, `Gemma3ForCausalLM`)".into());
+        }
         let architectures = obj
             .get("architectures")
             .and_then(Value::as_array)

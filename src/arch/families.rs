@@ -318,4 +318,11 @@ mod tests {
             assert_eq!(s.config["sliding_window"], json!(4));
         }
     }
+
+    #[test]
+    fn multimodal_gemma3_is_refused_with_what_to_prune_instead() {
+        let v = json!({"model_type":"gemma3","text_config":{"model_type":"gemma3_text"}});
+        let err = ArchConfig::from_value(&v).unwrap_err();
+        assert!(err.contains("`gemma3_text`"), "{err}");
+    }
 }

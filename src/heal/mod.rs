@@ -83,7 +83,7 @@ pub const METHOD: &str = "lstsq";
 pub fn check_foldable(cfg: &crate::model::ModelConfig) -> Result<()> {
     if cfg.family.family.norm_after_mlp() {
         return Err(crate::error::Error::Unsupported(format!(
-            "cannot heal a `{}` model: its `post_feedforward_layernorm` normalises the MLP output before the residual add, so a map folded into `down_proj` does not act linearly on the residual stream; hint: prune without --heal",
+            "cannot heal this `{}` model: its `post_feedforward_layernorm` normalises the MLP output before the residual add, so a map folded into `down_proj` does not act linearly on the residual stream; hint: prune without --heal",
             cfg.arch.model_type
         )));
     }
