@@ -301,7 +301,7 @@ pub(crate) fn family_metadata(
 }
 
 /// Refuses a GGUF prune whose kept layers break the sliding/global pattern llama.cpp fixes for
-/// Gemma ([`llama_cpp_period`]): the file cannot say which layers are which, so llama.cpp would
+/// Gemma (`llama_cpp_period`): the file cannot say which layers are which, so llama.cpp would
 /// give kept layers another attention type. Removing whole periods keeps the pattern.
 pub fn check_gguf_prune(model: &GgufModel, removal: &crate::select::Removal) -> Result<()> {
     let arch = model.architecture()?;
