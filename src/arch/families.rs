@@ -218,11 +218,13 @@ pub fn fix_layer_pattern(
             }
         ));
     }
-    if !follows && out.remove("sliding_window_pattern").is_some() {
-        changes.push(
-            "sliding_window_pattern: removed (the kept layers do not follow it; layer_types says each layer's type)"
-                .into(),
-        );
+    // transformers 5 also saves its private copy, `_sliding_window_pattern`.
+    for key in ["sliding_window_pattern", "_sliding_window_pattern"] {
+        if !follows && out.remove(key).is_some() {
+            changes.push(format!(
+                "{key}: removed (the kept layers do not follow it; layer_types says each layer's type)"
+            ));
+        }
     }
     true
 }
@@ -264,7 +266,7 @@ mod tests {
 
     #[test]
     fn gemma3_pattern_is_written_out_when_pruning_breaks_it() {
-        let (a, raw) = gemma3(json!({"sliding_window_pattern": 3}));
+        let (a, raw) = gemma3(json!({"sliding_window_pattern": 3, "_sliding_window_pattern": 3}));
         assert_eq!(
             sliding_layers(&a, &raw).unwrap(),
             [true, true, false, true, true, false]
@@ -280,7 +282,8 @@ mod tests {
             ])
         );
         assert!(!out.contains_key("sliding_window_pattern"));
-        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert!(!out.contains_key("_sliding_window_pattern"));
+        assert_eq!(changes.len(), 3, "{changes:?}");
         // Dropping one whole period keeps the pattern: nothing to write.
         let (out, changes) = prune(&a, &raw, "3..6");
         assert!(!out.contains_key("layer_types"));
