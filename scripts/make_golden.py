@@ -18,6 +18,17 @@ eval.txt, and eval_expected.json: token ids, perplexities under both window conv
 KL(dense || skip) with top-1 agreement, computed here with plain torch from the definitions in
 src/eval/windows.rs.
 
+The dense families of issue 17 (gemma2, gemma3, phi3, olmo2) get the same tensors under
+tests/fixtures/golden/families/<arch>/, with 6 layers, plus
+  short.logits           logits of the first 12 tokens (Phi-3: LongRoPE's short factors)
+  pruned.logits          logits of `depthprune prune --drop SKIP`'s output as transformers
+                         loads it (checked here against skip.logits)
+so tests/golden_families.rs compares against transformers without torch. They need the
+depthprune binary:
+    DEPTHPRUNE=target/debug/depthprune python scripts/make_golden.py families
+(`families` builds only those; no argument builds the four llama-family fixtures and the
+families too.)
+
 Run from the repository root with a Python that has torch, transformers (5.x) and safetensors:
     /tmp/pyref/bin/python scripts/make_golden.py
 CI never runs this; it only reads what it wrote.
@@ -28,6 +39,7 @@ import json
 import math
 import os
 import shutil
+import sys
 
 import torch
 from safetensors.torch import save_file
@@ -298,6 +310,11 @@ def eval_expected(model, tok, out):
 
 
 def main():
+    if sys.argv[1:] == ["families"]:
+        import make_golden_families
+
+        make_golden_families.main()
+        return
     torch.manual_seed(0)
     os.makedirs(ROOT, exist_ok=True)
     models = {}
@@ -309,6 +326,9 @@ def main():
     for arch in CASES:
         sizes = {f: os.path.getsize(os.path.join(ROOT, arch, f)) for f in sorted(os.listdir(os.path.join(ROOT, arch)))}
         print(arch, sizes)
+    import make_golden_families
+
+    make_golden_families.main()
 
 
 if __name__ == "__main__":

@@ -730,3 +730,106 @@ fn malformed_hf_folders_fail_cleanly() {
     eprintln!("{} malformed HF cases", cases.len());
     assert!(cases.len() >= 30, "{}", cases.len());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The dense families of issue 17
+
+fn family_fixture(arch: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/golden/families")
+        .join(arch)
+}
+
+/// Copies a family fixture's config and weights to `to`, without the tensors whose names end
+/// with `drop` (in every layer) and with `config` edits applied.
+fn family_case(arch: &str, to: &Path, drop: &str, config: &[(&str, Value)]) {
+    if to.exists() {
+        std::fs::remove_dir_all(to).unwrap();
+    }
+    std::fs::create_dir_all(to).unwrap();
+    let src = family_fixture(arch);
+    std::fs::copy(src.join("config.json"), to.join("config.json")).unwrap();
+    let mut tensors =
+        candle_core::safetensors::load(src.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    if !drop.is_empty() {
+        tensors.retain(|name, _| !name.ends_with(drop));
+    }
+    candle_core::safetensors::save(&tensors, to.join("model.safetensors")).unwrap();
+    for (k, v) in config {
+        set_config(to, k, v.clone());
+    }
+}
+
+/// `(name, family fixture, tensor suffix to remove, config edits, alternatives for the problem)`.
+type FamilyCase = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<(&'static str, Value)>,
+    &'static [&'static str],
+);
+
+#[test]
+fn malformed_family_checkpoints_fail_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let out = tmp.path().join("out");
+    let types = |n: usize| Value::from(vec!["sliding_attention"; n]);
+    let cases: Vec<FamilyCase> = vec![
+        (
+            "gemma2 layer_types one short",
+            "gemma2",
+            "",
+            vec![("layer_types", types(5))],
+            &["`layer_types` has 5 entries but `num_hidden_layers` is 6"],
+        ),
+        (
+            "gemma3 layer_types one long",
+            "gemma3",
+            "",
+            vec![("layer_types", types(7))],
+            &["`layer_types` has 7 entries"],
+        ),
+        (
+            "gemma2 without pre_feedforward_layernorm",
+            "gemma2",
+            "pre_feedforward_layernorm.weight",
+            vec![],
+            &["`model.layers.0.pre_feedforward_layernorm.weight`"],
+        ),
+        (
+            "gemma3 without post_feedforward_layernorm",
+            "gemma3",
+            "post_feedforward_layernorm.weight",
+            vec![],
+            &["`model.layers.0.post_feedforward_layernorm.weight`"],
+        ),
+        (
+            "phi3 without the fused qkv_proj",
+            "phi3",
+            "qkv_proj.weight",
+            vec![],
+            &["`model.layers.0.self_attn.qkv_proj.weight`"],
+        ),
+        (
+            "phi3 without the fused gate_up_proj",
+            "phi3",
+            "gate_up_proj.weight",
+            vec![],
+            &["`model.layers.0.mlp.gate_up_proj.weight`"],
+        ),
+        (
+            "olmo2 without its q norm",
+            "olmo2",
+            "q_norm.weight",
+            vec![],
+            &["`model.layers.0.self_attn.q_norm.weight`"],
+        ),
+    ];
+    for (name, arch, drop, config, want) in &cases {
+        family_case(arch, &src, drop, config);
+        check(name, &src, &out, "config.json", want);
+    }
+    eprintln!("{} malformed family cases", cases.len());
+}

@@ -14,6 +14,10 @@ pub const SUPPORTED: &[&str] = &[
     "qwen2_moe",
     "qwen3_moe",
     "mixtral",
+    "gemma2",
+    "gemma3_text",
+    "phi3",
+    "olmo2",
 ];
 
 /// Mixture-of-experts settings.
@@ -100,6 +104,9 @@ impl ArchConfig {
             .and_then(Value::as_str)
             .ok_or("missing `model_type`")?
             .to_string();
+        if model_type == "gemma3" && obj.contains_key("text_config") {
+            return Err("`model_type` `gemma3` is the multimodal Gemma 3 (a vision tower and a `text_config`); depthprune reads the text model alone (`gemma3_text`, `Gemma3ForCausalLM`)".into());
+        }
         let architectures = obj
             .get("architectures")
             .and_then(Value::as_array)
@@ -213,7 +220,7 @@ impl ArchConfig {
             qkv_bias,
             o_bias,
             mlp_bias: get_bool(obj, "mlp_bias").unwrap_or(false),
-            qk_norm: model_type == "qwen3" || model_type == "qwen3_moe",
+            qk_norm: matches!(model_type.as_str(), "qwen3" | "qwen3_moe" | "gemma3_text"),
             sliding_window: get_usize(obj, "sliding_window"),
             use_sliding_window: get_bool(obj, "use_sliding_window")
                 .unwrap_or(model_type == "mistral" || model_type == "mixtral"),

@@ -1,7 +1,10 @@
 //! Architectures: what `config.json` says about a model ([`config`]), how tensors are named and
-//! renumbered ([`naming`]), and how many parameters each part holds ([`params`]).
+//! renumbered ([`naming`]), how many parameters each part holds ([`params`]), and what sets the
+//! dense families apart ([`families`]).
 
 pub mod config;
+pub mod families;
+pub mod gguf_names;
 pub mod naming;
 pub mod params;
 

@@ -87,10 +87,7 @@ impl ParamCounts {
         if cfg.o_bias {
             attention += h;
         }
-        let mut norms = 2 * h;
-        if cfg.qk_norm {
-            norms += 2 * cfg.head_dim as u64;
-        }
+        let norms = super::families::layer_norm_params(cfg);
         let dense_mlp = |inter: u64| {
             let mut p = 3 * h * inter;
             if cfg.mlp_bias {

@@ -8,7 +8,9 @@
 //!   layers below the old value;
 //! - layer-index lists (`mlp_only_layers`, …) are renumbered and removed layers dropped;
 //! - qwen MoE's `decoder_sparse_step` pattern is kept when the kept layers still follow it, and
-//!   otherwise replaced by an explicit `mlp_only_layers` list with step 1.
+//!   otherwise replaced by an explicit `mlp_only_layers` list with step 1;
+//! - Gemma's sliding/global pattern: each kept layer keeps its type, with `layer_types` written
+//!   out when the kept layers break the family's rule ([`crate::arch::families::fix_layer_pattern`]).
 //!
 //! Key order is preserved (serde_json `preserve_order`).
 
@@ -109,7 +111,12 @@ pub fn prune_config(
         fix_sparse_step(&mut out, arch, removal, &mut changes);
     }
 
+    let pattern_fixed =
+        crate::arch::families::fix_layer_pattern(&mut out, arch, raw, removal, &mut changes);
     for key in UNHANDLED {
+        if pattern_fixed && *key == "sliding_window_pattern" {
+            continue;
+        }
         if out.contains_key(*key) {
             warnings.push(format!(
                 "`{key}` describes a layer pattern that pruning may break; check it by hand"
@@ -238,9 +245,9 @@ mod tests {
 
     #[test]
     fn warns_on_unknown_architecture() {
-        let cfg = json!({"model_type":"olmo2","num_hidden_layers":4,"hidden_size":8,"num_attention_heads":2,
+        let cfg = json!({"model_type":"starcoder2","num_hidden_layers":4,"hidden_size":8,"num_attention_heads":2,
             "intermediate_size":16,"vocab_size":10});
         let s = run(cfg, "1");
-        assert!(s.warnings.iter().any(|w| w.contains("olmo2")));
+        assert!(s.warnings.iter().any(|w| w.contains("starcoder2")));
     }
 }

@@ -1,14 +1,16 @@
-//! Conversion of an HF folder (llama, mistral, qwen2, qwen3) into an unquantized GGUF file:
+//! Conversion of an HF folder (llama, mistral, qwen2, qwen3, and the dense families of issue 17:
+//! gemma2, gemma3_text, phi3, olmo2) into an unquantized GGUF file:
 //! llama.cpp's metadata keys from `config.json`, tensors under their GGUF names with the Q/K rows
 //! permuted for llama as llama.cpp's converter does, 2-D tensors in the chosen float type and
 //! 1-D ones (norms, biases) in F32. A byte-level BPE tokenizer is written as llama.cpp's
 //! `tokenizer.*` metadata ([`crate::tokenizer::to_gguf`]); other tokenizers are left out with a
-//! warning in the [`ConvertReport`].
+//! warning in the [`ConvertReport`]. The families' own keys, names, Gemma's `1 + w` norms and
+//! Phi-3's RoPE factor tensors follow llama.cpp ([`crate::arch::gguf_names`]).
 
 use super::atomic::{AtomicOutput, Overwrite};
 use super::convert::ConvertReport;
 use super::gguf::{GgmlType, GgufModel, GgufWriter, Value, DEFAULT_ALIGNMENT, KEY_ARCHITECTURE};
-use crate::arch::naming::hf_to_gguf as gguf_name;
+use crate::arch::gguf_names::{family_gguf_arch, hf_to_gguf_for, norm_shift};
 use crate::arch::ArchConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::model::gguf::permute_rows;
@@ -23,7 +25,7 @@ fn gguf_arch(model_type: &str) -> Option<&'static str> {
         "llama" | "mistral" => Some("llama"),
         "qwen2" => Some("qwen2"),
         "qwen3" => Some("qwen3"),
-        _ => None,
+        other => family_gguf_arch(other),
     }
 }
 
@@ -59,18 +61,24 @@ pub fn hf_to_gguf(
     let (cfg, raw) = ArchConfig::from_file(&config_path)?;
     let arch = gguf_arch(&cfg.model_type).ok_or_else(|| {
         Error::Unsupported(format!(
-            "`{}`: `model_type` `{}` cannot be written as GGUF (supported: llama, mistral, qwen2, qwen3)",
+            "`{}`: `model_type` `{}` cannot be written as GGUF (supported: llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3, olmo2)",
             config_path.display(),
             cfg.model_type
         ))
     })?;
+    let family = family_gguf_arch(&cfg.model_type).is_some();
+    let (family_kvs, extra) = if family {
+        crate::model::gguf::family_metadata(arch, &cfg, &raw, &config_path)?
+    } else {
+        Default::default()
+    };
     if let Some(kind) = raw
         .get("rope_scaling")
         .or_else(|| raw.get("rope_parameters"))
         .and_then(|v| v.get("rope_type").or_else(|| v.get("type")))
         .and_then(|v| v.as_str())
     {
-        if kind != "default" {
+        if kind != "default" && !family {
             return Err(Error::Unsupported(format!(
                 "`{}`: RoPE scaling `{kind}` is not written to GGUF yet",
                 config_path.display()
@@ -83,7 +91,7 @@ pub fn hf_to_gguf(
         if cfg.tie_word_embeddings && name == "lm_head.weight" {
             continue;
         }
-        let g = gguf_name(name).ok_or_else(|| {
+        let g = hf_to_gguf_for(arch, name).ok_or_else(|| {
             Error::Unsupported(format!(
                 "`{}`: tensor `{name}` has no GGUF name that depthprune knows",
                 src.display()
@@ -113,6 +121,7 @@ pub fn hf_to_gguf(
         (k("rope.freq_base"), Value::F32(cfg.rope_theta as f32)),
         (k("vocab_size"), u32v(cfg.vocab_size)),
     ];
+    kvs.extend(family_kvs);
     let mut warnings = Vec::new();
     match gguf_tokenizer_metadata(src, cfg.vocab_size)? {
         TokenizerMetadata::Written {
@@ -145,7 +154,7 @@ pub fn hf_to_gguf(
         &tmp,
         DEFAULT_ALIGNMENT,
     )?;
-    w.header(names.len() as u64, kvs.len() as u64)?;
+    w.header((names.len() + extra.len()) as u64, kvs.len() as u64)?;
     for (key, v) in &kvs {
         w.kv(key, v)?;
     }
@@ -155,12 +164,19 @@ pub fn hf_to_gguf(
         let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
         w.tensor_info(g, &dims, type_of(&shape))?;
     }
+    for (g, values) in &extra {
+        w.tensor_info(g, &[values.len() as u64], GgmlType::F32)?;
+    }
     let permute = arch == "llama";
     let mut bytes = 0u64;
     for (hf, _) in &names {
         let t = weights.tensor(hf)?;
         let shape = t.dims().to_vec();
         let mut values: Vec<f32> = t.flatten_all()?.to_vec1()?;
+        let shift = norm_shift(arch, hf);
+        if shift != 0.0 {
+            values.iter_mut().for_each(|v| *v += shift);
+        }
         if permute {
             let heads = if hf.contains("self_attn.q_proj.") {
                 Some(cfg.num_attention_heads)
@@ -185,6 +201,11 @@ pub fn hf_to_gguf(
         bytes += data.len() as u64;
         w.write_tensor(&data)?;
     }
+    for (_, values) in &extra {
+        let data = encode(values, GgmlType::F32);
+        bytes += data.len() as u64;
+        w.write_tensor(&data)?;
+    }
     let buf = w.finish()?;
     let file = buf
         .into_inner()
@@ -193,19 +214,19 @@ pub fn hf_to_gguf(
     drop(file);
     let target = output.commit()?;
     let check = GgufModel::open(&target)?;
-    if check.tensors().len() != names.len() {
+    if check.tensors().len() != names.len() + extra.len() {
         return Err(Error::corrupt(
             &target,
             format!(
                 "read back {} tensors, wrote {}",
                 check.tensors().len(),
-                names.len()
+                names.len() + extra.len()
             ),
         ));
     }
     Ok(ConvertReport {
         out: target,
-        tensors: names.len(),
+        tensors: names.len() + extra.len(),
         bytes,
         warnings,
     })

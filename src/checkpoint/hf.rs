@@ -172,6 +172,21 @@ impl HfCheckpoint {
             self.arch.num_hidden_layers,
             self.tensors().map(|(_, t)| t.name.as_str()),
         )?;
+        let layer0: Vec<&str> = self
+            .tensors()
+            .filter_map(|(_, t)| hf_layer(&t.name).filter(|l| l.layer == 0))
+            .map(|l| l.rest)
+            .collect();
+        let needed = crate::arch::families::required_layer_tensors(&self.arch);
+        if let Some(lack) = needed.iter().find(|r| !layer0.contains(r)) {
+            return Err(Error::config(
+                config_path,
+                format!(
+                    "layer 0 has no `model.layers.0.{lack}` tensor, which every `{}` layer needs; the config contradicts the weights",
+                    self.arch.model_type
+                ),
+            ));
+        }
         for (_, t) in self.tensors() {
             if component_of(&t.name).1 == Component::Embeddings && t.shape.len() == 2 {
                 let want = [self.arch.vocab_size as u64, self.arch.hidden_size as u64];

@@ -77,6 +77,19 @@ use std::ops::Range;
 /// The method name recorded in `pruning.json`.
 pub const METHOD: &str = "lstsq";
 
+/// Refuses families where a norm sits on the MLP output before the residual add (Gemma 2/3's and
+/// OLMo 2's `post_feedforward_layernorm`): there `norm(M·T)` is not a linear map of the residual
+/// update, so a map folded into `down_proj` cannot stand in for a removed block (issue 17).
+pub fn check_foldable(cfg: &crate::model::ModelConfig) -> Result<()> {
+    if cfg.family.family.norm_after_mlp() {
+        return Err(crate::error::Error::Unsupported(format!(
+            "cannot heal this `{}` model: its `post_feedforward_layernorm` normalises the MLP output before the residual add, so a map folded into `down_proj` does not act linearly on the residual stream; hint: prune without healing",
+            cfg.arch.model_type
+        )));
+    }
+    Ok(())
+}
+
 /// The name of layer `i`'s `down_proj` weight.
 pub fn down_proj_name(layer: usize) -> String {
     format!("model.layers.{layer}.mlp.down_proj.weight")

@@ -93,6 +93,7 @@ pub fn heal(
         )));
     }
     let (cfg, source) = open_checkpoint(dense_dir)?;
+    super::check_foldable(&cfg)?;
     let dense = Model::from_source(cfg.clone(), source.clone(), &|_| true)?;
     dense.check_skip(removed)?;
     let hidden = dense.config().arch.hidden_size;

@@ -24,6 +24,8 @@ pub(crate) struct CausalAttention {
     pub offset: usize,
     pub window: Option<usize>,
     pub scale: f32,
+    /// Gemma 2: scaled scores become `tanh(s / c) · c` before the softmax.
+    pub softcap: Option<f32>,
 }
 
 thread_local! {
@@ -134,7 +136,15 @@ impl CustomOp3 for CausalAttention {
                     let pos = self.offset + i0 + r;
                     let first = first_visible(pos, self.window) - lo;
                     let last = pos - lo;
-                    let sum = softmax_unnormalised(&mut row[first..=last], self.scale);
+                    let visible = &mut row[first..=last];
+                    let sum = match self.softcap {
+                        None => softmax_unnormalised(visible, self.scale),
+                        Some(c) => {
+                            let k = self.scale / c;
+                            visible.iter_mut().for_each(|x| *x = (*x * k).tanh() * c);
+                            softmax_unnormalised(visible, 1.0)
+                        }
+                    };
                     row[..first].fill(0.0);
                     row[last + 1..].fill(0.0);
                     inv[r] = 1.0 / sum;
@@ -239,6 +249,7 @@ mod tests {
                 offset,
                 window,
                 scale: 1.0 / (8f32).sqrt(),
+                softcap: None,
             };
             let got = q.apply_op3_no_bwd(&k, &v, &op).unwrap();
             let want = naive(&q, &k, &v, offset, window);

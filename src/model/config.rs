@@ -1,6 +1,7 @@
 //! What the forward pass needs from `config.json`: the [`ArchConfig`] fields plus the RoPE variant
 //! and each layer's attention window, checked against the families the forward pass implements.
 
+use super::family::FamilyOpts;
 use crate::arch::ArchConfig;
 use crate::error::{Error, Result};
 use serde_json::Value;
@@ -8,7 +9,16 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Architectures the forward pass implements.
-pub const FORWARD_SUPPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
+pub const FORWARD_SUPPORTED: &[&str] = &[
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma2",
+    "gemma3_text",
+    "phi3",
+    "olmo2",
+];
 
 /// How RoPE frequencies are derived from `rope_theta`.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +34,18 @@ pub enum RopeScaling {
         high_freq_factor: f64,
         original_max_position_embeddings: f64,
     },
+    /// Phi-3's LongRoPE (HF `longrope`, formerly `su`).
+    LongRope(LongRope),
+}
+
+/// LongRoPE: per-pair frequency divisors, short ones up to `original_max_position_embeddings`
+/// positions and long ones past it, and a scale on cos and sin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LongRope {
+    pub short_factor: Vec<f64>,
+    pub long_factor: Vec<f64>,
+    pub original_max_position_embeddings: usize,
+    pub attention_factor: f64,
 }
 
 /// The precision the matrix products run in (`--compute`).
@@ -63,6 +85,8 @@ pub struct ModelConfig {
     pub rope_scaling: RopeScaling,
     /// The attention window of each layer (`None` for full causal attention), by original index.
     pub windows: Vec<Option<usize>>,
+    /// What the family does differently ([`FamilyOpts`]).
+    pub family: FamilyOpts,
 }
 
 impl ModelConfig {
@@ -74,7 +98,7 @@ impl ModelConfig {
 
     /// Builds the configuration from a parsed config and its raw JSON; the error is a message
     /// without the file name.
-    pub fn new(arch: ArchConfig, raw: &Value) -> std::result::Result<Self, String> {
+    pub fn new(mut arch: ArchConfig, raw: &Value) -> std::result::Result<Self, String> {
         if !FORWARD_SUPPORTED.contains(&arch.model_type.as_str()) {
             return Err(format!(
                 "architecture `{}` is not supported by the forward pass (supported: {})",
@@ -94,15 +118,23 @@ impl ModelConfig {
                 arch.head_dim
             ));
         }
-        let rope_scaling = rope_scaling(raw)?;
-        let windows = (0..arch.num_hidden_layers)
-            .map(|i| layer_window(&arch, i))
-            .collect();
+        let mut rope_scaling = rope_scaling(raw)?;
+        let family = FamilyOpts::new(&mut arch, raw, &mut rope_scaling)?;
+        let windows = match crate::arch::families::sliding_layers(&arch, raw) {
+            Some(sliding) => sliding
+                .iter()
+                .map(|&s| if s { arch.sliding_window } else { None })
+                .collect(),
+            None => (0..arch.num_hidden_layers)
+                .map(|i| layer_window(&arch, i))
+                .collect(),
+        };
         Ok(ModelConfig {
             arch,
             compute: default_compute(),
             rope_scaling,
             windows,
+            family,
         })
     }
 
@@ -117,14 +149,14 @@ impl ModelConfig {
 /// an explicit `layer_types` list wins.
 fn layer_window(arch: &ArchConfig, i: usize) -> Option<usize> {
     let window = arch.sliding_window?;
-    if !arch.use_sliding_window {
+    if !arch.use_sliding_window && arch.model_type != "phi3" {
         return None;
     }
     if let Some(types) = &arch.layer_types {
         return (types.get(i).map(String::as_str) == Some("sliding_attention")).then_some(window);
     }
     match arch.model_type.as_str() {
-        "mistral" => Some(window),
+        "mistral" | "phi3" => Some(window),
         _ => (i >= arch.max_window_layers.unwrap_or(0)).then_some(window),
     }
 }
@@ -138,6 +170,17 @@ fn rope_scaling(raw: &Value) -> std::result::Result<RopeScaling, String> {
     let Some(params) = params else {
         return Ok(RopeScaling::Default);
     };
+    rope_scaling_of_in(params, raw)
+}
+
+/// Reads one RoPE parameter object (`rope_type` and its fields).
+pub(crate) fn rope_scaling_of(params: &Value) -> std::result::Result<RopeScaling, String> {
+    rope_scaling_of_in(params, params)
+}
+
+/// Reads one RoPE parameter object; `raw` is the whole config, for the fields LongRoPE may
+/// find at the top level.
+fn rope_scaling_of_in(params: &Value, raw: &Value) -> std::result::Result<RopeScaling, String> {
     let kind = params
         .get("rope_type")
         .or_else(|| params.get("type"))
@@ -152,6 +195,7 @@ fn rope_scaling(raw: &Value) -> std::result::Result<RopeScaling, String> {
     match kind {
         "default" => Ok(RopeScaling::Default),
         "linear" => Ok(RopeScaling::Linear { factor: num("factor")? }),
+        "longrope" | "su" => Ok(RopeScaling::LongRope(super::family::long_rope(params, raw)?)),
         "llama3" => {
             let s = RopeScaling::Llama3 {
                 factor: num("factor")?,
@@ -172,7 +216,7 @@ fn rope_scaling(raw: &Value) -> std::result::Result<RopeScaling, String> {
             Ok(s)
         }
         other => Err(format!(
-            "RoPE scaling `{other}` is not supported by the forward pass (supported: default, linear, llama3)"
+            "RoPE scaling `{other}` is not supported by the forward pass (supported: default, linear, llama3, longrope)"
         )),
     }
 }

@@ -159,7 +159,20 @@ pub fn generate(
     // With the cache, each step feeds only the tokens not yet cached; without, the whole sequence.
     let mut input = prompt.to_vec();
     let mut tokens = Vec::new();
+    // LongRoPE switches to its long frequencies once the sequence passes the original context;
+    // as transformers does for Phi-3, the cache is then dropped and the whole sequence rerun,
+    // so no cached key keeps the short frequencies.
+    let switch = match &model.config().rope_scaling {
+        super::RopeScaling::LongRope(l) => Some(l.original_max_position_embeddings),
+        _ => None,
+    };
     while tokens.len() < opts.max_new {
+        if let (Some(c), Some(orig)) = (cache.as_mut(), switch) {
+            if c.len() <= orig && c.len() + input.len() > orig {
+                *c = KvCache::new(model.n_layers());
+                input = prompt.iter().chain(&tokens).copied().collect();
+            }
+        }
         let ids = model.tokens(&[&input])?;
         let hidden = model.forward_hidden(&ids, opts.skip, cache.as_mut(), &mut |_| Ok(()))?;
         let t = hidden.dim(1)?;

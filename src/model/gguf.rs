@@ -7,8 +7,10 @@
 //! and qwen3 files keep HF's order (their converters do not override `modify_tensors` this way).
 
 use super::config::ModelConfig;
+pub use super::gguf_families::check_gguf_prune;
+pub(crate) use super::gguf_families::family_metadata;
 use super::weights::WeightSource;
-use crate::arch::naming::gguf_to_hf;
+use crate::arch::gguf_names::{gguf_to_hf_for, norm_shift, ROPE_FACTORS};
 use crate::arch::ArchConfig;
 use crate::checkpoint::gguf::{GgufModel, TensorInfo, Value};
 use crate::error::{Error, IoContext, Result};
@@ -20,8 +22,15 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// GGUF architectures the forward pass reads, with the HF `model_type` each becomes.
-pub const GGUF_ARCHES: &[(&str, &str)] =
-    &[("llama", "llama"), ("qwen2", "qwen2"), ("qwen3", "qwen3")];
+pub const GGUF_ARCHES: &[(&str, &str)] = &[
+    ("llama", "llama"),
+    ("qwen2", "qwen2"),
+    ("qwen3", "qwen3"),
+    ("gemma2", "gemma2"),
+    ("gemma3", "gemma3_text"),
+    ("phi3", "phi3"),
+    ("olmo2", "olmo2"),
+];
 
 /// Whether llama.cpp's converter permuted the Q/K rows of this architecture.
 fn permutes_qk(arch: &str) -> bool {
@@ -36,6 +45,8 @@ pub struct GgufWeights {
     tensors: HashMap<String, TensorInfo>,
     /// `(n_head, n_head_kv)` when the Q/K rows must be un-permuted.
     permute: Option<(usize, usize)>,
+    /// The GGUF architecture (Gemma's norms are stored plus one).
+    arch: String,
 }
 
 impl GgufWeights {
@@ -46,9 +57,13 @@ impl GgufWeights {
         let arch = gguf_arch(model)?;
         let mut tensors = HashMap::new();
         for t in model.tensors() {
-            let hf = gguf_to_hf(t.name()).ok_or_else(|| {
+            // Phi-3's LongRoPE factors become `config.json` fields.
+            if [ROPE_FACTORS.0, ROPE_FACTORS.1].contains(&t.name()) && arch == "phi3" {
+                continue;
+            }
+            let hf = gguf_to_hf_for(arch, t.name()).ok_or_else(|| {
                 Error::Unsupported(format!(
-                    "`{}`: tensor `{}` has no HF counterpart that depthprune knows (llama, qwen2, qwen3 without RoPE frequency tables)",
+                    "`{}`: tensor `{}` has no HF counterpart that depthprune knows for `{arch}`",
                     path.display(),
                     t.name()
                 ))
@@ -76,6 +91,7 @@ impl GgufWeights {
             maps,
             tensors,
             permute,
+            arch: arch.to_string(),
         })
     }
 
@@ -122,6 +138,10 @@ impl GgufWeights {
         crate::quant::dequantize(t.ggml_type().id(), bytes, n, &mut values)
             .map_err(|e| Error::corrupt(&self.path, format!("tensor `{}`: {e}", t.name())))?;
         let shape: Vec<usize> = t.dims().iter().rev().map(|&d| d as usize).collect();
+        let shift = norm_shift(&self.arch, name);
+        if shift != 0.0 {
+            values.iter_mut().for_each(|v| *v -= shift);
+        }
         if let Some((heads, kv)) = self.permute {
             let n_head = if name.contains("self_attn.q_proj.") {
                 Some(heads)
@@ -161,6 +181,12 @@ impl GgufWeights {
                 t.n_elements(),
                 values.len()
             )));
+        }
+        let shift = norm_shift(&self.arch, name);
+        if shift != 0.0 {
+            let mut values = values;
+            values.iter_mut().for_each(|v| *v += shift);
+            return Ok(values);
         }
         let Some((heads, kv)) = self.permute else {
             return Ok(values);
@@ -378,6 +404,7 @@ pub fn gguf_config_json(model: &GgufModel) -> Result<serde_json::Value> {
         }
     }
     cfg.insert("torch_dtype".into(), json!("float32"));
+    super::gguf_families::family_config(model, arch, &mut cfg)?;
     Ok(serde_json::Value::Object(cfg))
 }
 
@@ -386,6 +413,10 @@ fn hf_class(model_type: &str) -> &'static str {
     match model_type {
         "qwen2" => "Qwen2ForCausalLM",
         "qwen3" => "Qwen3ForCausalLM",
+        "gemma2" => "Gemma2ForCausalLM",
+        "gemma3_text" => "Gemma3ForCausalLM",
+        "phi3" => "Phi3ForCausalLM",
+        "olmo2" => "Olmo2ForCausalLM",
         _ => "LlamaForCausalLM",
     }
 }

@@ -1,13 +1,17 @@
-//! One decoder layer of the llama family (llama, mistral, qwen2, qwen3): RMSNorm, grouped-query
-//! attention with RoPE and a causal (optionally sliding) mask, and a SwiGLU MLP. Parts are loaded
-//! from tensor names that mirror the checkpoint's (`model.layers.{i}.self_attn.q_proj.weight`).
+//! One decoder layer: RMSNorm, grouped-query attention with RoPE and a causal (optionally
+//! sliding) mask, and a gated MLP, for llama, mistral, qwen2/3 and the dense families of issue 17
+//! (Gemma 2/3, Phi-3, OLMo 2; [`super::family`] says what differs). Parts are loaded from tensor
+//! names that mirror the checkpoint's (`model.layers.{i}.self_attn.q_proj.weight`).
 
-use super::attention::CausalAttention;
 use super::config::Compute;
 use super::config::ModelConfig;
+use super::family::Activation;
 use super::half_gemm::HalfMatmul;
-use super::ops::{FrozenLinear, MaskedSoftmax, SiluMul};
+pub use super::norm::RmsNorm;
+use super::ops::{FrozenLinear, SiluMul};
+pub use super::self_attention::{Attention, AttnCtx, LayerCache};
 use super::weights::WeightSource;
+use crate::arch::families::Family;
 use crate::error::{Error, Result};
 use candle_core::{DType, Tensor};
 
@@ -42,35 +46,6 @@ pub(crate) fn load_in(
     match compute {
         Compute::F32 => src.tensor(name),
         Compute::Bf16 => src.tensor_half(name),
-    }
-}
-
-/// RMSNorm with a learned scale.
-#[derive(Debug, Clone)]
-pub struct RmsNorm {
-    weight: Tensor,
-    eps: f32,
-}
-
-impl RmsNorm {
-    pub(crate) fn new(src: &dyn WeightSource, name: &str, dim: usize, eps: f64) -> Result<Self> {
-        Ok(RmsNorm {
-            weight: load(src, name, &[dim])?,
-            eps: eps as f32,
-        })
-    }
-
-    /// Normalises over the last dimension. An input that records a graph (training) takes
-    /// candle's composed form, which has a backward pass; the fused kernel has none.
-    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        if xs.track_op() {
-            return Ok(candle_nn::ops::rms_norm_slow(xs, &self.weight, self.eps)?);
-        }
-        Ok(candle_nn::ops::rms_norm(
-            &xs.contiguous()?,
-            &self.weight,
-            self.eps,
-        )?)
     }
 }
 
@@ -142,237 +117,93 @@ impl Linear {
     }
 }
 
-/// Per-forward attention inputs shared by every layer: RoPE tables for the new positions.
-pub struct AttnCtx {
-    /// Position of the first new token (the cache length before this forward).
-    pub offset: usize,
-    pub seq_len: usize,
-    cos: Tensor,
-    sin: Tensor,
-}
-
-impl AttnCtx {
-    /// Builds tables for `seq_len` new tokens after `offset` cached ones.
-    pub fn new(rope: &super::rope::Rope, offset: usize, seq_len: usize) -> Result<Self> {
-        let (cos, sin) = rope.cos_sin(offset, seq_len)?;
-        Ok(AttnCtx {
-            offset,
-            seq_len,
-            cos,
-            sin,
-        })
-    }
-}
-
-/// One layer's cached keys and values, each `(batch, kv_heads, cached, head_dim)`.
-#[derive(Debug, Clone, Default)]
-pub struct LayerCache {
-    kv: Option<(Tensor, Tensor)>,
-}
-
-impl LayerCache {
-    /// The number of cached positions.
-    pub fn len(&self) -> usize {
-        self.kv.as_ref().map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// Grouped-query self-attention.
-#[derive(Debug, Clone)]
-pub struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Linear,
-    q_norm: Option<RmsNorm>,
-    k_norm: Option<RmsNorm>,
-    n_heads: usize,
-    n_kv_heads: usize,
-    head_dim: usize,
-    window: Option<usize>,
-}
-
-impl Attention {
-    fn new(src: &dyn WeightSource, cfg: &ModelConfig, layer: usize, prefix: &str) -> Result<Self> {
-        let a = &cfg.arch;
-        let (h, d) = (a.hidden_size, a.head_dim);
-        let (q_dim, kv_dim) = (a.num_attention_heads * d, a.num_key_value_heads * d);
-        let norm = |n: &str| RmsNorm::new(src, &format!("{prefix}.{n}.weight"), d, a.rms_norm_eps);
-        let linear = |n: &str, d_in, d_out, bias| {
-            Linear::new_in(
-                src,
-                &format!("{prefix}.{n}"),
-                d_in,
-                d_out,
-                bias,
-                cfg.compute,
-            )
-        };
-        Ok(Attention {
-            q_proj: linear("q_proj", h, q_dim, a.qkv_bias)?,
-            k_proj: linear("k_proj", h, kv_dim, a.qkv_bias)?,
-            v_proj: linear("v_proj", h, kv_dim, a.qkv_bias)?,
-            o_proj: linear("o_proj", q_dim, h, a.o_bias)?,
-            q_norm: if a.qk_norm {
-                Some(norm("q_norm")?)
-            } else {
-                None
-            },
-            k_norm: if a.qk_norm {
-                Some(norm("k_norm")?)
-            } else {
-                None
-            },
-            n_heads: a.num_attention_heads,
-            n_kv_heads: a.num_key_value_heads,
-            head_dim: d,
-            window: cfg.windows.get(layer).copied().flatten(),
-        })
-    }
-
-    /// `(batch, seq, hidden)` → `(batch, seq, hidden)`, appending this forward's keys and values
-    /// to `cache` when given.
-    pub fn forward(
-        &self,
-        xs: &Tensor,
-        ctx: &AttnCtx,
-        cache: Option<&mut LayerCache>,
-    ) -> Result<Tensor> {
-        let (b, t, _) = xs.dims3()?;
-        if t != ctx.seq_len {
-            return Err(Error::Compute(format!(
-                "attention got {t} positions, the context has {}",
-                ctx.seq_len
-            )));
-        }
-        let d = self.head_dim;
-        let heads = |x: Tensor, n: usize, norm: &Option<RmsNorm>| -> Result<Tensor> {
-            let mut x = x.reshape((b, t, n, d))?;
-            if let Some(norm) = norm {
-                x = norm.forward(&x)?;
-            }
-            Ok(x.transpose(1, 2)?.contiguous()?)
-        };
-        let q = heads(self.q_proj.forward(xs)?, self.n_heads, &self.q_norm)?;
-        let k = heads(self.k_proj.forward(xs)?, self.n_kv_heads, &self.k_norm)?;
-        let v = heads(self.v_proj.forward(xs)?, self.n_kv_heads, &None)?;
-        // The fused RoPE kernel has no backward pass; the composed one is for training.
-        let rope = if q.track_op() {
-            candle_nn::rotary_emb::rope_slow
-        } else {
-            candle_nn::rotary_emb::rope
-        };
-        let q = rope(&q, &ctx.cos, &ctx.sin)?;
-        let k = rope(&k, &ctx.cos, &ctx.sin)?;
-        let (k, v) = match cache {
-            None => (k, v),
-            Some(c) => {
-                let (k, v) = match c.kv.take() {
-                    None => (k, v),
-                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-                };
-                c.kv = Some((k.clone(), v.clone()));
-                (k, v)
-            }
-        };
-        let s = k.dim(2)?;
-        if s != ctx.offset + t {
-            return Err(Error::Compute(format!(
-                "cache holds {} positions, expected {}",
-                s - t,
-                ctx.offset
-            )));
-        }
-        let out = if q.track_op() {
-            // Training: the composed attention, which has a backward pass.
-            let out = self.core(&q, &k, &v, ctx)?;
-            out.transpose(1, 2)?.reshape((b, t, self.n_heads * d))?
-        } else {
-            q.apply_op3_no_bwd(
-                &k,
-                &v,
-                &CausalAttention {
-                    offset: ctx.offset,
-                    window: self.window,
-                    scale: 1.0 / (d as f32).sqrt(),
-                },
-            )?
-        };
-        self.o_proj.forward(&out)
-    }
-
-    /// Scaled dot-product attention on `q (b, heads, t, d)`, `k`/`v (b, kv_heads, s, d)` with the
-    /// score matrix materialised, for training ([`crate::heal::kd`]): every step records a
-    /// backward. The query heads sharing a kv head are stacked as rows, so keys and values are
-    /// never copied.
-    fn core(&self, q: &Tensor, k: &Tensor, v: &Tensor, ctx: &AttnCtx) -> Result<Tensor> {
-        let (b, _, t, d) = q.dims4()?;
-        let n_rep = self.n_heads / self.n_kv_heads;
-        let q = q.reshape((b, self.n_kv_heads, n_rep * t, d))?;
-        let att = q.matmul(&k.t()?)?;
-        let softmax = MaskedSoftmax {
-            offset: ctx.offset,
-            seq_len: t,
-            window: self.window,
-            scale: 1.0 / (d as f32).sqrt(),
-        };
-        let att = att.apply_op1(softmax)?;
-        Ok(att.matmul(v)?.reshape((b, self.n_heads, t, d))?)
-    }
-}
-
 /// The SwiGLU feed-forward block: `down(silu(gate(x)) * up(x))`, with the gate and up
 /// projections stored as one `(2 * intermediate, hidden)` matrix so they run as one product.
 #[derive(Debug, Clone)]
 pub struct Mlp {
     gate_up: Linear,
     down_proj: Linear,
+    activation: Activation,
 }
 
 impl Mlp {
     fn new(src: &dyn WeightSource, cfg: &ModelConfig, prefix: &str) -> Result<Self> {
         let (h, i) = (cfg.arch.hidden_size, cfg.arch.intermediate_size);
         let c = cfg.compute;
-        let gate = load_in(src, &format!("{prefix}.gate_proj.weight"), &[i, h], c)?;
-        let up = load_in(src, &format!("{prefix}.up_proj.weight"), &[i, h], c)?;
-        let gate_up = Tensor::cat(&[&gate, &up], 0)?;
-        drop((gate, up));
+        let gate_up = if cfg.family.family.fused() {
+            // Phi-3 stores the product this struct computes: gate rows, then up rows.
+            load_in(
+                src,
+                &format!("{prefix}.gate_up_proj.weight"),
+                &[2 * i, h],
+                c,
+            )?
+        } else {
+            let gate = load_in(src, &format!("{prefix}.gate_proj.weight"), &[i, h], c)?;
+            let up = load_in(src, &format!("{prefix}.up_proj.weight"), &[i, h], c)?;
+            Tensor::cat(&[&gate, &up], 0)?
+        };
         Ok(Mlp {
             gate_up: Linear::from_weight(gate_up),
             down_proj: Linear::new_in(src, &format!("{prefix}.down_proj"), i, h, false, c)?,
+            activation: cfg.family.activation,
         })
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let gate_up = self.gate_up.forward(xs)?;
-        self.down_proj.forward(&gate_up.apply_op1(SiluMul)?)
+        let hidden = match self.activation {
+            Activation::Silu => gate_up.apply_op1(SiluMul)?,
+            Activation::GeluTanh => {
+                let i = gate_up.dim(candle_core::D::Minus1)? / 2;
+                let gate = gate_up.narrow(candle_core::D::Minus1, 0, i)?;
+                let up = gate_up.narrow(candle_core::D::Minus1, i, i)?;
+                (gate.gelu()? * up)?
+            }
+        };
+        self.down_proj.forward(&hidden)
     }
 }
 
-/// What one decoder layer computed: the attention and MLP contributions added to the residual
+/// What one decoder layer computed: the attention and MLP contributions to the residual
 /// stream, and the layer's output.
+///
+/// `attn` and `mlp` are the sublayers' outputs as transformers' module hooks see them. For the
+/// families with a norm after each sublayer (Gemma 2/3, OLMo 2) that is before that norm, so
+/// there `output = input + norm(attn) + norm(mlp)`; for the rest `output = input + attn + mlp`.
 #[derive(Debug, Clone)]
 pub struct LayerOutput {
     /// The attention block's output (before it is added to the residual).
     pub attn: Tensor,
     /// The MLP block's output (before it is added to the residual).
     pub mlp: Tensor,
-    /// The layer's output: `input + attn + mlp`.
+    /// The layer's output.
     pub output: Tensor,
 }
 
-/// A pre-norm decoder layer.
+/// A decoder layer: pre-norm (llama, Phi-3), pre- and post-norm (Gemma) or post-norm (OLMo 2).
+/// The four norm slots are named by where they sit, since checkpoints reuse
+/// `post_attention_layernorm` for two different places.
 #[derive(Debug, Clone)]
 pub struct DecoderLayer {
     index: usize,
-    input_layernorm: RmsNorm,
+    /// Before attention: `input_layernorm` (none in OLMo 2).
+    attn_in: Option<RmsNorm>,
     self_attn: Attention,
-    post_attention_layernorm: RmsNorm,
+    /// On the attention output: Gemma's and OLMo 2's `post_attention_layernorm`.
+    attn_out: Option<RmsNorm>,
+    /// Before the MLP: llama's `post_attention_layernorm`, Gemma's `pre_feedforward_layernorm`.
+    mlp_in: Option<RmsNorm>,
     mlp: Mlp,
+    /// On the MLP output: `post_feedforward_layernorm` (Gemma, OLMo 2).
+    mlp_out: Option<RmsNorm>,
+}
+
+fn apply(norm: &Option<RmsNorm>, xs: &Tensor) -> Result<Tensor> {
+    match norm {
+        Some(n) => n.forward(xs),
+        None => Ok(xs.clone()),
+    }
 }
 
 impl DecoderLayer {
@@ -380,17 +211,39 @@ impl DecoderLayer {
     pub fn load(src: &dyn WeightSource, cfg: &ModelConfig, index: usize) -> Result<Self> {
         let p = format!("model.layers.{index}");
         let (h, eps) = (cfg.arch.hidden_size, cfg.arch.rms_norm_eps);
+        let plus_one = cfg.family.norm_plus_one;
+        let norm = |n: &str| -> Result<Option<RmsNorm>> {
+            let name = format!("{p}.{n}.weight");
+            RmsNorm::new_in(src, &name, h, eps, plus_one).map(Some)
+        };
+        let (attn_in, attn_out, mlp_in, mlp_out) = match cfg.family.family {
+            Family::Gemma2 | Family::Gemma3 => (
+                norm("input_layernorm")?,
+                norm("post_attention_layernorm")?,
+                norm("pre_feedforward_layernorm")?,
+                norm("post_feedforward_layernorm")?,
+            ),
+            Family::Olmo2 => (
+                None,
+                norm("post_attention_layernorm")?,
+                None,
+                norm("post_feedforward_layernorm")?,
+            ),
+            Family::Llama | Family::Phi3 => (
+                norm("input_layernorm")?,
+                None,
+                norm("post_attention_layernorm")?,
+                None,
+            ),
+        };
         Ok(DecoderLayer {
             index,
-            input_layernorm: RmsNorm::new(src, &format!("{p}.input_layernorm.weight"), h, eps)?,
+            attn_in,
             self_attn: Attention::new(src, cfg, index, &format!("{p}.self_attn"))?,
-            post_attention_layernorm: RmsNorm::new(
-                src,
-                &format!("{p}.post_attention_layernorm.weight"),
-                h,
-                eps,
-            )?,
+            attn_out,
+            mlp_in,
             mlp: Mlp::new(src, cfg, &format!("{p}.mlp"))?,
+            mlp_out,
         })
     }
 
@@ -401,7 +254,7 @@ impl DecoderLayer {
 
     /// The attention window this layer uses, if any.
     pub fn window(&self) -> Option<usize> {
-        self.self_attn.window
+        self.self_attn.window()
     }
 
     /// Runs the layer on `(batch, seq, hidden)`.
@@ -413,12 +266,10 @@ impl DecoderLayer {
     ) -> Result<LayerOutput> {
         let attn = self
             .self_attn
-            .forward(&self.input_layernorm.forward(xs)?, ctx, cache)?;
-        let hidden = (xs + &attn)?;
-        let mlp = self
-            .mlp
-            .forward(&self.post_attention_layernorm.forward(&hidden)?)?;
-        let output = (&hidden + &mlp)?;
+            .forward(&apply(&self.attn_in, xs)?, ctx, cache)?;
+        let hidden = (xs + apply(&self.attn_out, &attn)?)?;
+        let mlp = self.mlp.forward(&apply(&self.mlp_in, &hidden)?)?;
+        let output = (&hidden + apply(&self.mlp_out, &mlp)?)?;
         Ok(LayerOutput { attn, mlp, output })
     }
 }

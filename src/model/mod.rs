@@ -1,4 +1,5 @@
-//! The forward pass: plain candle code, f32 on the CPU, for llama, mistral, qwen2 and qwen3.
+//! The forward pass: plain candle code, f32 on the CPU, for llama, mistral, qwen2, qwen3 and the
+//! dense families Gemma 2, Gemma 3 (text), Phi-3 and OLMo 2.
 //!
 //! [`Model`] is the engine that evaluation, scoring and healing call. It exposes the pieces
 //! ([`Model::embed`], [`Model::layer`], [`Model::norm`], [`Model::lm_head`]) and a forward pass
@@ -10,19 +11,25 @@
 mod alloc;
 mod attention;
 mod config;
+mod family;
 mod fastmath;
 mod generate;
 pub mod gguf;
+mod gguf_families;
 mod half_gemm;
 mod layer;
+mod norm;
 mod ops;
 mod rope;
+mod self_attention;
 mod weights;
 
 pub use alloc::reuse_freed_memory;
 pub use config::{
-    default_compute, set_default_compute, Compute, ModelConfig, RopeScaling, FORWARD_SUPPORTED,
+    default_compute, set_default_compute, Compute, LongRope, ModelConfig, RopeScaling,
+    FORWARD_SUPPORTED,
 };
+pub use family::{Activation, FamilyOpts};
 pub use fastmath::{log_sum_exp, silu_mul, softmax_unnormalised};
 pub use generate::{argmax, generate, GenerateOpts, Generation, Sampler, Sampling};
 pub use layer::{Attention, AttnCtx, DecoderLayer, LayerCache, LayerOutput, Linear, Mlp, RmsNorm};
@@ -80,6 +87,8 @@ pub struct Model {
     norm: RmsNorm,
     lm_head: Linear,
     rope: Rope,
+    /// The RoPE of sliding layers, when it differs (Gemma 3).
+    local_rope: Option<Rope>,
     /// Resident layers by checkpoint index; `None` is loaded on demand.
     layers: Vec<Option<Arc<DecoderLayer>>>,
 }
@@ -111,7 +120,13 @@ impl Model {
             &[a.vocab_size, a.hidden_size],
             cfg.compute,
         )?;
-        let norm = RmsNorm::new(src, "model.norm.weight", a.hidden_size, a.rms_norm_eps)?;
+        let norm = RmsNorm::new_in(
+            src,
+            "model.norm.weight",
+            a.hidden_size,
+            a.rms_norm_eps,
+            cfg.family.norm_plus_one,
+        )?;
         let lm_head = if a.tie_word_embeddings {
             Linear::from_weight(embed_tokens.clone())
         } else {
@@ -124,7 +139,9 @@ impl Model {
                 cfg.compute,
             )?
         };
-        let rope = Rope::new(a.head_dim, a.rope_theta, &cfg.rope_scaling);
+        let rotary = cfg.family.rotary_dim;
+        let rope = Rope::new(rotary, a.rope_theta, &cfg.rope_scaling);
+        let local_rope = (cfg.family.local_rope.as_ref()).map(|(t, s)| Rope::new(rotary, *t, s));
         let layers = (0..a.num_hidden_layers)
             .map(|i| {
                 if resident(i) {
@@ -141,6 +158,7 @@ impl Model {
             norm,
             lm_head,
             rope,
+            local_rope,
             layers,
         })
     }
@@ -208,11 +226,27 @@ impl Model {
     pub fn embed(&self, tokens: &Tensor) -> Result<Tensor> {
         let (b, t) = tokens.dims2()?;
         let ids = tokens.flatten_all()?;
-        Ok(self
+        let xs = self
             .embed_tokens
             .index_select(&ids, 0)?
             .to_dtype(candle_core::DType::F32)?
-            .reshape((b, t, self.cfg.arch.hidden_size))?)
+            .reshape((b, t, self.cfg.arch.hidden_size))?;
+        let f = &self.cfg.family;
+        let Some(scale) = f.embed_scale else {
+            return Ok(xs);
+        };
+        // Gemma multiplies by `√hidden` in the model's dtype, scale and product both rounded.
+        Ok(match f.embed_dtype {
+            None => (xs * scale as f64)?,
+            Some(dt) => {
+                let s = Tensor::new(scale, &Device::Cpu)?
+                    .to_dtype(dt)?
+                    .to_dtype(candle_core::DType::F32)?;
+                xs.broadcast_mul(&s)?
+                    .to_dtype(dt)?
+                    .to_dtype(candle_core::DType::F32)?
+            }
+        })
     }
 
     /// Layer `i` if it is resident; otherwise an error (see [`Model::load_layer`]).
@@ -262,9 +296,14 @@ impl Model {
         self.norm.forward(xs)
     }
 
-    /// The output projection (apply [`Model::norm`] first).
+    /// The output projection (apply [`Model::norm`] first), with Gemma 2's final soft-capping
+    /// `tanh(x / c) · c`.
     pub fn lm_head(&self, xs: &Tensor) -> Result<Tensor> {
-        self.lm_head.forward(xs)
+        let logits = self.lm_head.forward(xs)?;
+        match self.cfg.family.final_softcap {
+            None => Ok(logits),
+            Some(c) => Ok(((logits / c as f64)?.tanh()? * c as f64)?),
+        }
     }
 
     /// The output projection's `(vocab, hidden)` weight (the embeddings when tied).
@@ -279,7 +318,7 @@ impl Model {
 
     /// RoPE tables and masks for `seq_len` new positions after `offset` cached ones.
     pub fn attn_ctx(&self, offset: usize, seq_len: usize) -> Result<AttnCtx> {
-        AttnCtx::new(&self.rope, offset, seq_len)
+        AttnCtx::with_local(&self.rope, self.local_rope.as_ref(), offset, seq_len)
     }
 
     /// Checks a skip list: indices in range, and at least one layer left.

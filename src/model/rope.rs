@@ -10,21 +10,42 @@ use candle_core::{Device, Tensor};
 #[derive(Debug, Clone)]
 pub struct Rope {
     inv_freq: Vec<f32>,
+    /// LongRoPE: the frequencies past `original` positions, and the cos/sin scale.
+    long: Option<(Vec<f32>, usize, f32)>,
 }
 
 impl Rope {
     /// Frequencies for heads of `head_dim` with base `theta`, scaled as the config says.
+    /// (`head_dim` is the rotated width: less than the head under a partial rotary factor.)
     pub fn new(head_dim: usize, theta: f64, scaling: &RopeScaling) -> Self {
         let half = head_dim / 2;
-        let inv_freq = (0..half)
-            .map(|i| {
-                let exponent = (2 * i) as f32 / head_dim as f32;
-                let base = theta.powf(exponent as f64) as f32;
-                1.0f32 / base
-            })
-            .map(|f| scale(f, scaling))
-            .collect();
-        Rope { inv_freq }
+        let powers = (0..half).map(|i| {
+            let exponent = (2 * i) as f32 / head_dim as f32;
+            theta.powf(exponent as f64) as f32
+        });
+        if let RopeScaling::LongRope(l) = scaling {
+            // transformers: `1 / (ext_factors * base ** (2i / dim))`, all in f32.
+            let by = |factors: &[f64]| -> Vec<f32> {
+                powers
+                    .clone()
+                    .zip(factors)
+                    .map(|(p, &f)| 1.0f32 / (f as f32 * p))
+                    .collect()
+            };
+            return Rope {
+                inv_freq: by(&l.short_factor),
+                long: Some((
+                    by(&l.long_factor),
+                    l.original_max_position_embeddings,
+                    l.attention_factor as f32,
+                )),
+            };
+        }
+        let inv_freq = powers.map(|p| scale(1.0f32 / p, scaling)).collect();
+        Rope {
+            inv_freq,
+            long: None,
+        }
     }
 
     /// The inverse frequencies, one per rotated pair.
@@ -32,16 +53,23 @@ impl Rope {
         &self.inv_freq
     }
 
-    /// `(cos, sin)`, each `(len, head_dim / 2)`, for positions `offset..offset + len`.
+    /// `(cos, sin)`, each `(len, head_dim / 2)`, for positions `offset..offset + len`. Under
+    /// LongRoPE the whole forward takes the long frequencies once `offset + len` passes the
+    /// original context, as transformers decides per forward.
     pub fn cos_sin(&self, offset: usize, len: usize) -> Result<(Tensor, Tensor)> {
-        let half = self.inv_freq.len();
+        let (inv_freq, mul) = match &self.long {
+            Some((long, original, factor)) if offset + len > *original => (long, *factor),
+            Some((_, _, factor)) => (&self.inv_freq, *factor),
+            None => (&self.inv_freq, 1.0),
+        };
+        let half = inv_freq.len();
         let mut cos = Vec::with_capacity(len * half);
         let mut sin = Vec::with_capacity(len * half);
         for pos in offset..offset + len {
-            for &f in &self.inv_freq {
+            for &f in inv_freq {
                 let angle = (f * pos as f32) as f64;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
+                cos.push(angle.cos() as f32 * mul);
+                sin.push(angle.sin() as f32 * mul);
             }
         }
         Ok((
@@ -54,7 +82,7 @@ impl Rope {
 /// Applies a scaling rule to one inverse frequency.
 fn scale(inv_freq: f32, scaling: &RopeScaling) -> f32 {
     match *scaling {
-        RopeScaling::Default => inv_freq,
+        RopeScaling::Default | RopeScaling::LongRope(_) => inv_freq,
         RopeScaling::Linear { factor } => (inv_freq as f64 / factor) as f32,
         RopeScaling::Llama3 {
             factor,

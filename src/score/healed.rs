@@ -123,6 +123,7 @@ pub(super) fn healed_scores(
     scores: &mut LayerScores,
     progress: &dyn Progress,
 ) -> Result<()> {
+    crate::heal::check_foldable(model.config())?;
     let n = model.n_layers();
     if n < 2 {
         return Err(Error::Invalid(

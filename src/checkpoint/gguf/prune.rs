@@ -105,6 +105,7 @@ pub fn plan<'a>(model: &'a GgufModel, removal: &Removal) -> Result<PrunePlan<'a>
             model.path().display()
         )));
     }
+    crate::model::gguf::check_gguf_prune(model, removal)?;
     let arch = model.architecture()?.to_string();
     let block_count_key = model.block_count_key()?;
     let kept = removal.kept();

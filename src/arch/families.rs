@@ -1,0 +1,331 @@
+//! The dense families beyond the llama layout (issue 17): Gemma 2, Gemma 3 (text), Phi-3 and
+//! OLMo 2. What sets each apart, in one place:
+//!
+//! | family | norms per layer | attention | MLP |
+//! |---|---|---|---|
+//! | llama, mistral, qwen2/3 | before attention and MLP | separate q/k/v | SwiGLU |
+//! | Gemma 2 / 3 | before *and* after attention and MLP, scale `1 + w` | sliding and global layers, softcap (2), per-head q/k norm (3) | GELU-tanh |
+//! | Phi-3 | as llama | fused `qkv_proj`, LongRoPE | fused `gate_up_proj` |
+//! | OLMo 2 | after attention and MLP only | q/k norm over the whole projection | SwiGLU |
+//!
+//! Gemma's layer pattern (which layers use a sliding window) comes from `layer_types` when the
+//! config has it, else from the family's rule: Gemma 2 alternates sliding, global; Gemma 3 has
+//! `sliding_window_pattern − 1` sliding layers then one global (transformers' defaults). Pruning
+//! can break that rule, so [`fix_layer_pattern`] writes the kept layers' types out explicitly.
+
+use super::config::ArchConfig;
+use crate::select::Removal;
+use serde_json::{Map, Value};
+
+/// The layer layout a `model_type` follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// llama, mistral, qwen2, qwen3 and their MoE relatives.
+    Llama,
+    Gemma2,
+    Gemma3,
+    Phi3,
+    Olmo2,
+}
+
+impl Family {
+    pub fn of(model_type: &str) -> Self {
+        match model_type {
+            "gemma2" => Family::Gemma2,
+            "gemma3_text" => Family::Gemma3,
+            "phi3" => Family::Phi3,
+            "olmo2" => Family::Olmo2,
+            _ => Family::Llama,
+        }
+    }
+
+    /// Gemma 2 or Gemma 3.
+    pub fn is_gemma(self) -> bool {
+        matches!(self, Family::Gemma2 | Family::Gemma3)
+    }
+
+    /// Whether an RMSNorm sits on the MLP's output before the residual add, so a linear map
+    /// folded into `down_proj` is not a linear map of what reaches the residual stream.
+    pub fn norm_after_mlp(self) -> bool {
+        matches!(self, Family::Gemma2 | Family::Gemma3 | Family::Olmo2)
+    }
+
+    /// Whether q/k/v and gate/up are stored fused (`qkv_proj`, `gate_up_proj`).
+    pub fn fused(self) -> bool {
+        self == Family::Phi3
+    }
+}
+
+/// The tensors (after `model.layers.{i}.`) each layer of a family must hold, for the families
+/// of issue 17; empty for the rest, whose layouts the forward pass checks as it loads.
+pub fn required_layer_tensors(cfg: &ArchConfig) -> &'static [&'static str] {
+    const ATTN: [&str; 4] = [
+        "self_attn.q_proj.weight",
+        "self_attn.k_proj.weight",
+        "self_attn.v_proj.weight",
+        "self_attn.o_proj.weight",
+    ];
+    const MLP: [&str; 3] = [
+        "mlp.gate_proj.weight",
+        "mlp.up_proj.weight",
+        "mlp.down_proj.weight",
+    ];
+    const GEMMA2: &[&str] = &[
+        ATTN[0],
+        ATTN[1],
+        ATTN[2],
+        ATTN[3],
+        MLP[0],
+        MLP[1],
+        MLP[2],
+        "input_layernorm.weight",
+        "post_attention_layernorm.weight",
+        "pre_feedforward_layernorm.weight",
+        "post_feedforward_layernorm.weight",
+    ];
+    const GEMMA3: &[&str] = &[
+        ATTN[0],
+        ATTN[1],
+        ATTN[2],
+        ATTN[3],
+        MLP[0],
+        MLP[1],
+        MLP[2],
+        "input_layernorm.weight",
+        "post_attention_layernorm.weight",
+        "pre_feedforward_layernorm.weight",
+        "post_feedforward_layernorm.weight",
+        "self_attn.q_norm.weight",
+        "self_attn.k_norm.weight",
+    ];
+    const PHI3: &[&str] = &[
+        "self_attn.qkv_proj.weight",
+        "self_attn.o_proj.weight",
+        "mlp.gate_up_proj.weight",
+        "mlp.down_proj.weight",
+        "input_layernorm.weight",
+        "post_attention_layernorm.weight",
+    ];
+    const OLMO2: &[&str] = &[
+        ATTN[0],
+        ATTN[1],
+        ATTN[2],
+        ATTN[3],
+        MLP[0],
+        MLP[1],
+        MLP[2],
+        "self_attn.q_norm.weight",
+        "self_attn.k_norm.weight",
+        "post_attention_layernorm.weight",
+        "post_feedforward_layernorm.weight",
+    ];
+    match Family::of(&cfg.model_type) {
+        Family::Gemma2 => GEMMA2,
+        Family::Gemma3 => GEMMA3,
+        Family::Phi3 => PHI3,
+        Family::Olmo2 => OLMO2,
+        Family::Llama => &[],
+    }
+}
+
+/// The RMSNorm parameters of one layer implied by the config.
+pub fn layer_norm_params(cfg: &ArchConfig) -> u64 {
+    let h = cfg.hidden_size as u64;
+    let d = cfg.head_dim as u64;
+    match Family::of(&cfg.model_type) {
+        Family::Gemma2 => 4 * h,
+        Family::Gemma3 => 4 * h + 2 * d,
+        Family::Olmo2 => {
+            2 * h + (cfg.num_attention_heads as u64 + cfg.num_key_value_heads as u64) * d
+        }
+        Family::Llama | Family::Phi3 => 2 * h + if cfg.qk_norm { 2 * d } else { 0 },
+    }
+}
+
+/// The Gemma 3 default of `sliding_window_pattern`.
+const GEMMA3_PATTERN: u64 = 6;
+
+/// The family's rule for `n` layers: `true` where a layer uses the sliding window. `None` for
+/// families without a rule.
+fn pattern_types(family: Family, raw: &Value, n: usize) -> Option<Vec<bool>> {
+    let period = match family {
+        Family::Gemma2 => 2,
+        Family::Gemma3 => raw
+            .get("sliding_window_pattern")
+            .and_then(Value::as_u64)
+            .unwrap_or(GEMMA3_PATTERN)
+            .max(1),
+        _ => return None,
+    };
+    Some(
+        (0..n)
+            .map(|i| !(i as u64 + 1).is_multiple_of(period))
+            .collect(),
+    )
+}
+
+/// Which layers use the sliding window, for families that mix sliding and global layers:
+/// `layer_types` when given, else the family's rule. `None` for other families.
+pub fn sliding_layers(cfg: &ArchConfig, raw: &Value) -> Option<Vec<bool>> {
+    let family = Family::of(&cfg.model_type);
+    if !family.is_gemma() {
+        return None;
+    }
+    match &cfg.layer_types {
+        Some(types) => Some(types.iter().map(|t| t == "sliding_attention").collect()),
+        None => pattern_types(family, raw, cfg.num_hidden_layers),
+    }
+}
+
+/// Keeps each kept layer's attention type after pruning. When the config has no `layer_types`
+/// and the kept layers no longer follow the family's rule, an explicit `layer_types` is written;
+/// and `sliding_window_pattern` is removed whenever it no longer describes the kept layers (so
+/// no reader can rebuild the wrong types from it). Returns whether the family's pattern fields
+/// were handled (nothing is left to warn about).
+pub fn fix_layer_pattern(
+    out: &mut Map<String, Value>,
+    arch: &ArchConfig,
+    raw: &Value,
+    removal: &Removal,
+    changes: &mut Vec<String>,
+) -> bool {
+    let family = Family::of(&arch.model_type);
+    let Some(before) = sliding_layers(arch, raw) else {
+        return false;
+    };
+    let kept: Vec<bool> = removal.kept().iter().map(|&i| before[i]).collect();
+    let rule = pattern_types(family, raw, kept.len());
+    let follows = rule.as_deref() == Some(kept.as_slice());
+    if !out.contains_key("layer_types") && !follows {
+        let types: Vec<Value> = kept
+            .iter()
+            .map(|&s| {
+                Value::from(if s {
+                    "sliding_attention"
+                } else {
+                    "full_attention"
+                })
+            })
+            .collect();
+        out.insert("layer_types".into(), Value::Array(types));
+        changes.push(format!(
+            "layer_types: written out ({} entries): the kept layers break the {} pattern",
+            kept.len(),
+            if family == Family::Gemma2 {
+                "alternating".to_string()
+            } else {
+                format!("{}:1", rule_period(raw) - 1)
+            }
+        ));
+    }
+    // transformers 5 also saves its private copy, `_sliding_window_pattern`.
+    for key in ["sliding_window_pattern", "_sliding_window_pattern"] {
+        if !follows && out.remove(key).is_some() {
+            changes.push(format!(
+                "{key}: removed (the kept layers do not follow it; layer_types says each layer's type)"
+            ));
+        }
+    }
+    true
+}
+
+fn rule_period(raw: &Value) -> u64 {
+    raw.get("sliding_window_pattern")
+        .and_then(Value::as_u64)
+        .unwrap_or(GEMMA3_PATTERN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::select::LayerSpec;
+    use serde_json::json;
+
+    fn gemma3(extra: Value) -> (ArchConfig, Value) {
+        let mut v = json!({"model_type":"gemma3_text","num_hidden_layers":6,"hidden_size":8,
+            "num_attention_heads":2,"intermediate_size":16,"vocab_size":10,"head_dim":4});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        (ArchConfig::from_value(&v).unwrap(), v)
+    }
+
+    fn prune(arch: &ArchConfig, raw: &Value, drop: &str) -> (Map<String, Value>, Vec<String>) {
+        let removal = Removal::drop(&LayerSpec::parse(drop).unwrap(), 6).unwrap();
+        let mut out = raw.as_object().unwrap().clone();
+        let mut changes = Vec::new();
+        assert!(fix_layer_pattern(
+            &mut out,
+            arch,
+            raw,
+            &removal,
+            &mut changes
+        ));
+        (out, changes)
+    }
+
+    #[test]
+    fn gemma3_pattern_is_written_out_when_pruning_breaks_it() {
+        let (a, raw) = gemma3(json!({"sliding_window_pattern": 3, "_sliding_window_pattern": 3}));
+        assert_eq!(
+            sliding_layers(&a, &raw).unwrap(),
+            [true, true, false, true, true, false]
+        );
+        let (out, changes) = prune(&a, &raw, "1,2");
+        assert_eq!(
+            out["layer_types"],
+            json!([
+                "sliding_attention",
+                "sliding_attention",
+                "sliding_attention",
+                "full_attention"
+            ])
+        );
+        assert!(!out.contains_key("sliding_window_pattern"));
+        assert!(!out.contains_key("_sliding_window_pattern"));
+        assert_eq!(changes.len(), 3, "{changes:?}");
+        // Dropping one whole period keeps the pattern: nothing to write.
+        let (out, changes) = prune(&a, &raw, "3..6");
+        assert!(!out.contains_key("layer_types"));
+        assert_eq!(out["sliding_window_pattern"], json!(3));
+        assert!(changes.is_empty());
+    }
+
+    #[test]
+    fn gemma2_alternation_and_norm_counts() {
+        let v = json!({"model_type":"gemma2","num_hidden_layers":6,"hidden_size":8,
+            "num_attention_heads":2,"intermediate_size":16,"vocab_size":10,"head_dim":4});
+        let a = ArchConfig::from_value(&v).unwrap();
+        assert_eq!(
+            sliding_layers(&a, &v).unwrap(),
+            [true, false, true, false, true, false]
+        );
+        let (out, _) = prune(&a, &v, "1");
+        assert_eq!(out["layer_types"].as_array().unwrap().len(), 5);
+        assert_eq!(layer_norm_params(&a), 32);
+        let (g3, _) = gemma3(json!({}));
+        assert_eq!(layer_norm_params(&g3), 40);
+    }
+
+    #[test]
+    fn phi3_and_olmo2_have_no_per_layer_fields_beyond_the_count() {
+        use crate::checkpoint::config_surgery::prune_config;
+        for model_type in ["phi3", "olmo2"] {
+            let v = json!({"model_type":model_type,"num_hidden_layers":6,"hidden_size":8,
+                "num_attention_heads":2,"intermediate_size":16,"vocab_size":10,"sliding_window":4});
+            let a = ArchConfig::from_value(&v).unwrap();
+            let removal = Removal::drop(&LayerSpec::parse("1,2").unwrap(), 6).unwrap();
+            let s = prune_config(&v, &a, &removal, None);
+            assert_eq!(s.changes, ["num_hidden_layers: 6 -> 4"], "{model_type}");
+            assert!(s.warnings.is_empty(), "{model_type}: {:?}", s.warnings);
+            assert_eq!(s.config["sliding_window"], json!(4));
+        }
+    }
+
+    #[test]
+    fn multimodal_gemma3_is_refused_with_what_to_prune_instead() {
+        let v = json!({"model_type":"gemma3","text_config":{"model_type":"gemma3_text"}});
+        let err = ArchConfig::from_value(&v).unwrap_err();
+        assert!(err.contains("`gemma3_text`"), "{err}");
+    }
+}

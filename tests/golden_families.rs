@@ -1,0 +1,256 @@
+//! The dense families of issue 17 against transformers: tiny random Gemma 2, Gemma 3, Phi-3 and
+//! OLMo 2 models and what transformers computed for them (`scripts/make_golden.py families`).
+//! Logits within 1e-4 and every layer tap within 1e-5; skipping layers equals deleting them in
+//! transformers; the checkpoint `prune` writes gives the logits transformers computed when it
+//! loaded that same prune's output; greedy generation matches, with and without the cache (for
+//! Phi-3 the generation crosses LongRoPE's switch to the long factors).
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use depthprune::model::{generate, GenerateOpts, Model, Sampler, Sampling};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+const LOGITS_TOL: f32 = 1e-4;
+const TAP_TOL: f32 = 1e-5;
+const FAMILIES: &[&str] = &["gemma2", "gemma3", "phi3", "olmo2"];
+const SKIP: &[usize] = &[1, 2];
+
+fn dir(arch: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/golden/families")
+        .join(arch)
+}
+
+fn golden(arch: &str) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(dir(arch).join("golden.safetensors"), &Device::Cpu).unwrap()
+}
+
+fn rows(g: &HashMap<String, Tensor>) -> Vec<Vec<u32>> {
+    g["tokens"].to_dtype(DType::U32).unwrap().to_vec2().unwrap()
+}
+
+fn max_err(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+fn check(arch: &str, what: &str, got: &Tensor, want: &Tensor, tol: f32) -> f32 {
+    let e = max_err(got, want);
+    assert!(e <= tol, "{arch}: {what} differs from transformers by {e}");
+    e
+}
+
+fn logits(model: &Model, rows: &[Vec<u32>], skip: &[usize]) -> Tensor {
+    let rows: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+    model
+        .forward(&model.tokens(&rows).unwrap(), skip, None)
+        .unwrap()
+}
+
+#[test]
+fn logits_and_every_layer_tap_match_transformers() {
+    for arch in FAMILIES {
+        let g = golden(arch);
+        let model = Model::open(&dir(arch)).unwrap();
+        let rows = rows(&g);
+        let rows: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+        let tokens = model.tokens(&rows).unwrap();
+        let embed = model.embed(&tokens).unwrap();
+        check(arch, "embed", &embed, &g["embed"], TAP_TOL);
+        let mut worst = 0f32;
+        let hidden = model
+            .forward_hidden(&tokens, &[], None, &mut |tap| {
+                let i = tap.layer;
+                for (name, t) in [
+                    ("input", tap.input),
+                    ("attn", &tap.parts.attn),
+                    ("mlp", &tap.parts.mlp),
+                    ("output", &tap.parts.output),
+                ] {
+                    let want = &g[&format!("layer{i}.{name}")];
+                    let what = format!("layer {i} {name}");
+                    worst = worst.max(check(arch, &what, t, want, TAP_TOL));
+                }
+                Ok(())
+            })
+            .unwrap();
+        let n = model.n_layers();
+        let normed = model.norm(&hidden).unwrap();
+        check(
+            arch,
+            "final norm",
+            &normed,
+            &g[&format!("hidden{n}")],
+            TAP_TOL,
+        );
+        let e = check(
+            arch,
+            "logits",
+            &model.logits(&hidden).unwrap(),
+            &g["logits"],
+            LOGITS_TOL,
+        );
+        eprintln!("{arch}: max |Δ| logits {e:.2e}, layer taps {worst:.2e}");
+    }
+}
+
+#[test]
+fn skipping_layers_equals_deleting_them_in_transformers() {
+    for arch in FAMILIES {
+        let g = golden(arch);
+        let rows = rows(&g);
+        let dense = Model::open(&dir(arch)).unwrap();
+        let e = check(
+            arch,
+            "skip logits",
+            &logits(&dense, &rows, SKIP),
+            &g["skip.logits"],
+            LOGITS_TOL,
+        );
+        let lean = Model::open_with(&dir(arch), SKIP).unwrap();
+        check(
+            arch,
+            "skip logits (not loaded)",
+            &logits(&lean, &rows, SKIP),
+            &g["skip.logits"],
+            LOGITS_TOL,
+        );
+        eprintln!("{arch}: max |Δ| with layers {SKIP:?} skipped {e:.2e}");
+    }
+}
+
+/// `prune --drop 1,2` writes a checkpoint whose logits are those transformers computed when it
+/// loaded the same command's output (the fixture script checked that they equal the dense model
+/// with the layers deleted): config surgery kept every layer's type, RoPE and window.
+#[test]
+fn pruned_checkpoints_give_the_logits_transformers_gives_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    for arch in FAMILIES {
+        let g = golden(arch);
+        let out = tmp.path().join(arch);
+        let o = common::run(&[
+            "prune",
+            dir(arch).to_str().unwrap(),
+            "--drop",
+            "1,2",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{arch}: {}", common::stderr(&o));
+        let pruned = Model::open(&out).unwrap();
+        assert_eq!(pruned.n_layers(), 4);
+        let e = check(
+            arch,
+            "pruned logits",
+            &logits(&pruned, &rows(&g), &[]),
+            &g["pruned.logits"],
+            LOGITS_TOL,
+        );
+        eprintln!("{arch}: max |Δ| pruned checkpoint vs transformers loading it {e:.2e}");
+    }
+}
+
+#[test]
+fn gemma3_pruned_config_spells_out_the_broken_pattern() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("g3");
+    let o = common::run(&[
+        "prune",
+        dir("gemma3").to_str().unwrap(),
+        "--drop",
+        "1,2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let text = std::fs::read_to_string(out.join("config.json")).unwrap();
+    let cfg: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // Layers 0, 3, 4, 5 of a 2:1 pattern are sliding, sliding, sliding, global; the pattern
+    // would make the fourth sliding and the third global.
+    assert_eq!(
+        cfg["layer_types"],
+        serde_json::json!([
+            "sliding_attention",
+            "sliding_attention",
+            "sliding_attention",
+            "full_attention"
+        ])
+    );
+    assert!(cfg.get("sliding_window_pattern").is_none());
+    assert!(
+        !common::stderr(&o).contains("sliding_window_pattern` describes"),
+        "no warning for a handled pattern: {}",
+        common::stderr(&o)
+    );
+}
+
+#[test]
+fn greedy_generation_matches_transformers_with_and_without_cache() {
+    for arch in FAMILIES {
+        let g = golden(arch);
+        let ids = |k: &str| -> Vec<u32> { g[k].to_dtype(DType::U32).unwrap().to_vec1().unwrap() };
+        let (prompt, want) = (ids("generate.prompt"), ids("generate.tokens"));
+        let model = Model::open(&dir(arch)).unwrap();
+        for cache in [true, false] {
+            let mut s = Sampler::new(Sampling::greedy()).unwrap();
+            let opts = GenerateOpts {
+                max_new: want.len(),
+                skip: &[],
+                eos: &[],
+                use_cache: cache,
+            };
+            let got = generate(&model, &prompt, &opts, &mut s, &mut |_| Ok(true))
+                .unwrap()
+                .tokens;
+            assert_eq!(got, want, "{arch}: generation (cache {cache}) differs");
+        }
+    }
+}
+
+/// `plan` counts parameters from `config.json` alone; for every family that count must be the
+/// one the tensors give, component by component (fused Phi-3 matrices and Gemma's extra norms
+/// included).
+#[test]
+fn parameter_counts_from_the_config_equal_the_tensors() {
+    use depthprune::arch::ParamCounts;
+    use depthprune::checkpoint::hf::HfCheckpoint;
+    for arch in FAMILIES {
+        let ckpt = HfCheckpoint::open(&dir(arch)).unwrap();
+        let from_config = ParamCounts::from_config(&ckpt.arch);
+        assert_eq!(from_config, ckpt.param_counts(), "{arch}");
+    }
+}
+
+/// Twelve tokens stay within Phi-3's original context (16), so LongRoPE takes its short factors
+/// there, while the 24-token goldens take the long ones.
+#[test]
+fn short_sequences_match_transformers() {
+    for arch in FAMILIES {
+        let g = golden(arch);
+        let model = Model::open(&dir(arch)).unwrap();
+        let want = &g["short.logits"];
+        let short: Vec<Vec<u32>> = rows(&g)
+            .into_iter()
+            .map(|r| r[..want.dim(1).unwrap()].to_vec())
+            .collect();
+        let e = check(
+            arch,
+            "short logits",
+            &logits(&model, &short, &[]),
+            want,
+            LOGITS_TOL,
+        );
+        eprintln!("{arch}: max |Δ| logits of a short sequence {e:.2e}");
+    }
+}
