@@ -139,7 +139,9 @@ impl ArchConfig {
         let is_qwen = model_type.starts_with("qwen");
         let attention_bias = get_bool(obj, "attention_bias").unwrap_or(false);
         let (qkv_bias, o_bias) = match model_type.as_str() {
-            "qwen2" | "qwen2_moe" => (true, false),
+            "qwen2" => (true, false),
+            // transformers 5 writes `qkv_bias` for qwen2_moe (true by default).
+            "qwen2_moe" => (get_bool(obj, "qkv_bias").unwrap_or(true), false),
             "qwen3" | "qwen3_moe" => (attention_bias, attention_bias),
             "mistral" | "mixtral" => (false, false),
             _ => (attention_bias, attention_bias),

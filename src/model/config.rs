@@ -8,7 +8,15 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Architectures the forward pass implements.
-pub const FORWARD_SUPPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
+pub const FORWARD_SUPPORTED: &[&str] = &[
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "qwen2_moe",
+    "qwen3_moe",
+    "mixtral",
+];
 
 /// How RoPE frequencies are derived from `rope_theta`.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +71,9 @@ pub struct ModelConfig {
     pub rope_scaling: RopeScaling,
     /// The attention window of each layer (`None` for full causal attention), by original index.
     pub windows: Vec<Option<usize>>,
+    /// MoE routing: whether the top-k weights are renormalised to sum to 1 (always for Mixtral;
+    /// qwen's `norm_topk_prob`, false when absent).
+    pub norm_topk_prob: bool,
 }
 
 impl ModelConfig {
@@ -82,9 +93,19 @@ impl ModelConfig {
                 FORWARD_SUPPORTED.join(", ")
             ));
         }
-        if arch.moe.is_some() {
-            return Err("mixture-of-experts layers are not supported by the forward pass".into());
+        if let Some(m) = &arch.moe {
+            if m.num_experts_per_tok == 0 || m.num_experts_per_tok > m.num_experts {
+                return Err(format!(
+                    "`num_experts_per_tok` ({}) must be between 1 and the number of experts ({})",
+                    m.num_experts_per_tok, m.num_experts
+                ));
+            }
         }
+        let norm_topk_prob = arch.model_type == "mixtral"
+            || raw
+                .get("norm_topk_prob")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
         if arch.mlp_bias {
             return Err("`mlp_bias` is not supported by the forward pass".into());
         }
@@ -103,6 +124,7 @@ impl ModelConfig {
             compute: default_compute(),
             rope_scaling,
             windows,
+            norm_topk_prob,
         })
     }
 

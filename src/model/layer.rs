@@ -1,11 +1,13 @@
-//! One decoder layer of the llama family (llama, mistral, qwen2, qwen3): RMSNorm, grouped-query
-//! attention with RoPE and a causal (optionally sliding) mask, and a SwiGLU MLP. Parts are loaded
+//! One decoder layer of the llama family (llama, mistral, qwen2, qwen3 and the MoE families):
+//! RMSNorm, grouped-query attention with RoPE and a causal (optionally sliding) mask, and a SwiGLU
+//! MLP or a sparse block of SwiGLU experts ([`super::moe`]). Parts are loaded
 //! from tensor names that mirror the checkpoint's (`model.layers.{i}.self_attn.q_proj.weight`).
 
 use super::attention::CausalAttention;
 use super::config::Compute;
 use super::config::ModelConfig;
 use super::half_gemm::HalfMatmul;
+use super::moe::SparseMoe;
 use super::ops::{FrozenLinear, MaskedSoftmax, SiluMul};
 use super::weights::WeightSource;
 use crate::error::{Error, Result};
@@ -335,21 +337,58 @@ pub struct Mlp {
 
 impl Mlp {
     fn new(src: &dyn WeightSource, cfg: &ModelConfig, prefix: &str) -> Result<Self> {
-        let (h, i) = (cfg.arch.hidden_size, cfg.arch.intermediate_size);
-        let c = cfg.compute;
-        let gate = load_in(src, &format!("{prefix}.gate_proj.weight"), &[i, h], c)?;
-        let up = load_in(src, &format!("{prefix}.up_proj.weight"), &[i, h], c)?;
+        let names = ["gate_proj", "up_proj", "down_proj"];
+        Self::load_named(src, cfg, prefix, names, cfg.arch.intermediate_size)
+    }
+
+    /// Loads `{prefix}.{gate,up,down}.weight` under the given names with intermediate size `i`
+    /// (a MoE expert: `w1`, `w3`, `w2` in Mixtral).
+    pub(crate) fn load_named(
+        src: &dyn WeightSource,
+        cfg: &ModelConfig,
+        prefix: &str,
+        [gate, up, down]: [&str; 3],
+        i: usize,
+    ) -> Result<Self> {
+        let (h, c) = (cfg.arch.hidden_size, cfg.compute);
+        let gate = load_in(src, &format!("{prefix}.{gate}.weight"), &[i, h], c)?;
+        let up = load_in(src, &format!("{prefix}.{up}.weight"), &[i, h], c)?;
         let gate_up = Tensor::cat(&[&gate, &up], 0)?;
         drop((gate, up));
         Ok(Mlp {
             gate_up: Linear::from_weight(gate_up),
-            down_proj: Linear::new_in(src, &format!("{prefix}.down_proj"), i, h, false, c)?,
+            down_proj: Linear::new_in(src, &format!("{prefix}.{down}"), i, h, false, c)?,
         })
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let gate_up = self.gate_up.forward(xs)?;
         self.down_proj.forward(&gate_up.apply_op1(SiluMul)?)
+    }
+}
+
+/// A layer's feed-forward block: a dense MLP, or experts ([`SparseMoe`]).
+#[derive(Debug, Clone)]
+pub enum FeedForward {
+    Dense(Mlp),
+    Sparse(SparseMoe),
+}
+
+impl FeedForward {
+    fn load(src: &dyn WeightSource, cfg: &ModelConfig, layer: usize) -> Result<Self> {
+        if cfg.arch.layer_is_sparse(layer) {
+            Ok(FeedForward::Sparse(SparseMoe::load(src, cfg, layer)?))
+        } else {
+            let p = format!("model.layers.{layer}.mlp");
+            Ok(FeedForward::Dense(Mlp::new(src, cfg, &p)?))
+        }
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            FeedForward::Dense(m) => m.forward(xs),
+            FeedForward::Sparse(m) => m.forward(xs),
+        }
     }
 }
 
@@ -372,7 +411,7 @@ pub struct DecoderLayer {
     input_layernorm: RmsNorm,
     self_attn: Attention,
     post_attention_layernorm: RmsNorm,
-    mlp: Mlp,
+    mlp: FeedForward,
 }
 
 impl DecoderLayer {
@@ -390,7 +429,7 @@ impl DecoderLayer {
                 h,
                 eps,
             )?,
-            mlp: Mlp::new(src, cfg, &format!("{p}.mlp"))?,
+            mlp: FeedForward::load(src, cfg, index)?,
         })
     }
 

@@ -1,4 +1,5 @@
-//! The forward pass: plain candle code, f32 on the CPU, for llama, mistral, qwen2 and qwen3.
+//! The forward pass: plain candle code, f32 on the CPU, for llama, mistral, qwen2 and qwen3, and
+//! the mixture-of-experts families qwen2_moe, qwen3_moe and mixtral.
 //!
 //! [`Model`] is the engine that evaluation, scoring and healing call. It exposes the pieces
 //! ([`Model::embed`], [`Model::layer`], [`Model::norm`], [`Model::lm_head`]) and a forward pass
@@ -15,6 +16,7 @@ mod generate;
 pub mod gguf;
 mod half_gemm;
 mod layer;
+pub mod moe;
 mod ops;
 mod rope;
 mod weights;
@@ -25,7 +27,10 @@ pub use config::{
 };
 pub use fastmath::{log_sum_exp, silu_mul, softmax_unnormalised};
 pub use generate::{argmax, generate, GenerateOpts, Generation, Sampler, Sampling};
-pub use layer::{Attention, AttnCtx, DecoderLayer, LayerCache, LayerOutput, Linear, Mlp, RmsNorm};
+pub use layer::{
+    Attention, AttnCtx, DecoderLayer, FeedForward, LayerCache, LayerOutput, Linear, Mlp, RmsNorm,
+};
+pub use moe::SparseMoe;
 pub use rope::Rope;
 pub use weights::{HfFolder, WeightSource, INDEX_FILE, SINGLE_FILE};
 
