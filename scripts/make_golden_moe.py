@@ -11,8 +11,9 @@ embed, layer{i}.input/attn/mlp/output taps, hidden{i}, logits, skip.logits, gene
                  renumbered, `decoder_sparse_step` made explicit when the kept layers no longer
                  follow it) and loaded back with from_pretrained
 
-and in golden.safetensors' metadata `prune` (the removed layers) and `prune_config` (the JSON of
-the per-layer fields that config must hold). The script checks that the reloaded model has the same
+and in golden.safetensors' metadata `prune` (the removed layers), `prune_config` (the JSON of
+the per-layer fields that config must hold) and `params` (total parameters, ties counted once,
+and those active per token: all but the routed experts a token does not use). The script checks that the reloaded model has the same
 sparse/dense kind at every kept layer and the same logits as deleting the layers in memory.
 
     /work/venv-torch/bin/python scripts/make_golden_moe.py            # writes the fixtures
@@ -176,6 +177,14 @@ def pruned_reload(arch, model, tokens):
     return got, fields
 
 
+def param_counts(model):
+    cfg = model.config
+    n = getattr(cfg, "num_experts", None) or cfg.num_local_experts
+    total = sum(p.numel() for p in model.parameters())
+    experts = sum(p.numel() for name, p in model.named_parameters() if ".experts." in name)
+    return {"total": total, "active": total - experts + experts * cfg.num_experts_per_tok // n}
+
+
 def add_to_golden(arch, extra, meta):
     path = os.path.join(mg.ROOT, arch, "golden.safetensors")
     with safe_open(path, "pt") as f:
@@ -214,7 +223,11 @@ def main():
         add_to_golden(
             arch,
             {"prune.logits": logits},
-            {"prune": ",".join(map(str, PRUNE[arch])), "prune_config": json.dumps(fields)},
+            {
+                "prune": ",".join(map(str, PRUNE[arch])),
+                "prune_config": json.dumps(fields),
+                "params": json.dumps(param_counts(model)),
+            },
         )
         folder = os.path.join(mg.ROOT, arch)
         sizes = {f: os.path.getsize(os.path.join(folder, f)) for f in sorted(os.listdir(folder))}

@@ -188,3 +188,34 @@ fn pruned_checkpoints_reload_as_transformers_does() {
         eprintln!("{arch}: pruned (drop {drop}) logits vs transformers reload {e:.2e}");
     }
 }
+
+/// `inspect --json` counts what torch counts (ties once), from the tensors and from config.json
+/// alone, and the parameters active per token: all but the routed experts a token skips.
+#[test]
+fn inspect_counts_total_and_active_parameters_as_torch_does() {
+    for arch in ARCHS {
+        let want: serde_json::Value = serde_json::from_str(&meta(arch, "params")).unwrap();
+        for target in [dir(arch), dir(arch).join("config.json")] {
+            let o = run(&["inspect", target.to_str().unwrap(), "--json"]);
+            assert!(o.status.success(), "{arch}: {}", stderr(&o));
+            let got: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            let what = target.display();
+            assert_eq!(got["total_params"], want["total"], "{what}");
+            assert_eq!(got["active_params"], want["active"], "{what}");
+            let m = &got["moe_params"];
+            assert!(m["active_experts"].as_u64().unwrap() < m["experts"].as_u64().unwrap());
+        }
+        let o = run(&["inspect", dir(arch).to_str().unwrap()]);
+        let text = common::stdout(&o);
+        let active = want["active"].as_u64().unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains("active per token"))
+            .unwrap();
+        assert!(line.contains(&depthprune::fmt::thousands(active)), "{line}");
+        eprintln!(
+            "{arch}: {} parameters, {active} active per token",
+            want["total"]
+        );
+    }
+}

@@ -3,7 +3,7 @@
 use super::common::{is_gguf, resolve_model};
 use super::output::{print, print_json};
 use anyhow::Result;
-use depthprune::arch::ParamCounts;
+use depthprune::arch::{MoeParams, ParamCounts};
 use depthprune::checkpoint::hf::{self, HfCheckpoint};
 use depthprune::fmt::{human_bytes, thousands};
 use depthprune::hub::Need;
@@ -43,7 +43,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let model = &resolved.path;
     let weights = resolved.remote.is_some() || (model.is_dir() && hf::has_weights(model));
-    let (arch, counts, dtypes, bytes) = if weights {
+    let (arch, counts, moe, dtypes, bytes) = if weights {
         let ckpt = match resolved.remote {
             Some(ref c) => c,
             None => &HfCheckpoint::open(model)?,
@@ -53,16 +53,24 @@ pub fn run(args: Args) -> Result<()> {
             .into_iter()
             .map(|(d, n)| (d.name().to_string(), n))
             .collect();
+        let counts = ckpt.param_counts();
+        let moe = MoeParams::from_tensors(
+            &ckpt.arch,
+            &counts,
+            ckpt.tensors().map(|(_, t)| (t.name.as_str(), t.numel())),
+        );
         (
             ckpt.arch.clone(),
-            ckpt.param_counts(),
+            counts,
+            moe,
             Some(dtypes),
             Some(ckpt.weight_bytes()),
         )
     } else {
         let (arch, _, _) = hf::read_config(model)?;
         let counts = ParamCounts::from_config(&arch);
-        (arch, counts, None, None)
+        let moe = MoeParams::from_config(&arch);
+        (arch, counts, moe, None, None)
     };
     let source = if resolved.remote.is_some() {
         "tensor headers on the hub"
@@ -81,6 +89,8 @@ pub fn run(args: Args) -> Result<()> {
             "dtypes": dtypes.as_ref().map(|d| d.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>()),
             "params": counts,
             "total_params": counts.total(),
+            "active_params": moe.as_ref().map(|m| m.active),
+            "moe_params": moe,
             "bytes_on_disk": bytes,
         }));
     }
@@ -144,6 +154,9 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     row(&mut s, "  attention", sum(|l| l.attention))?;
     row(&mut s, "  mlp", sum(|l| l.mlp))?;
+    if let Some(m) = &moe {
+        write_moe_rows(&mut s, m, &row)?;
+    }
     row(&mut s, "  norms", sum(|l| l.norms))?;
     if sum(|l| l.other) > 0 {
         row(&mut s, "  other", sum(|l| l.other))?;
@@ -158,6 +171,9 @@ pub fn run(args: Args) -> Result<()> {
         row(&mut s, "other", counts.other)?;
     }
     writeln!(s, "  {:<22}{:>16}", "total", thousands(counts.total()))?;
+    if let Some(m) = &moe {
+        row(&mut s, "active per token", m.active)?;
+    }
     if let Some(b) = bytes {
         let label = if resolved.remote.is_some() {
             "bytes on the hub"
@@ -183,4 +199,25 @@ pub fn run(args: Args) -> Result<()> {
         )?;
     }
     print(&s)
+}
+
+/// The feed-forward rows of a model with experts (issue 17): routed experts (and the share one
+/// token uses), routers, shared experts and the dense MLPs of layers without experts.
+fn write_moe_rows(
+    s: &mut String,
+    m: &MoeParams,
+    row: &dyn Fn(&mut String, &str, u64) -> std::fmt::Result,
+) -> std::fmt::Result {
+    let experts = format!("    experts ({} x {})", m.sparse_layers, m.num_experts);
+    row(s, &experts, m.experts)?;
+    let active = format!("    active ({} of {})", m.experts_per_token, m.num_experts);
+    row(s, &active, m.active_experts)?;
+    row(s, "    routers", m.routers)?;
+    if m.shared_experts > 0 {
+        row(s, "    shared experts", m.shared_experts)?;
+    }
+    if m.dense_mlp > 0 {
+        row(s, "    dense mlp", m.dense_mlp)?;
+    }
+    Ok(())
 }
