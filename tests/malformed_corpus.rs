@@ -730,3 +730,98 @@ fn malformed_hf_folders_fail_cleanly() {
     eprintln!("{} malformed HF cases", cases.len());
     assert!(cases.len() >= 30, "{}", cases.len());
 }
+
+// ---------------------------------------------------------------------------------------------
+// MoE folders (issue 17): expert tensors that contradict config.json
+
+/// Rewrites the single-file checkpoint in `dir` with `edit` applied to its tensors.
+fn edit_tensors(
+    dir: &Path,
+    edit: impl FnOnce(&mut std::collections::HashMap<String, candle_core::Tensor>),
+) {
+    let path = dir.join("model.safetensors");
+    let mut t = candle_core::safetensors::load(&path, &candle_core::Device::Cpu).unwrap();
+    edit(&mut t);
+    candle_core::safetensors::save(&t, &path).unwrap();
+}
+
+#[test]
+fn malformed_moe_folders_fail_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut n = 0;
+    for arch in ["qwen2_moe", "qwen3_moe", "mixtral"] {
+        let cfg = tiny_config(arch);
+        let (block, down, key) = match arch {
+            "mixtral" => ("block_sparse_moe", "w2", "num_local_experts"),
+            _ => ("mlp", "down_proj", "num_experts"),
+        };
+        let experts = cfg[key].as_u64().unwrap();
+        let p = format!("model.layers.1.{block}");
+        type Mutate = Box<dyn Fn(&Path)>;
+        let cases: Vec<(&str, Mutate, &[&str])> = vec![
+            (
+                "an expert's down projection missing",
+                Box::new({
+                    let name = format!("{p}.experts.1.{down}.weight");
+                    move |d: &Path| edit_tensors(d, |t| _ = t.remove(&name))
+                }),
+                &["has no `model.layers.1."],
+            ),
+            (
+                "router with one row too many",
+                Box::new({
+                    let name = format!("{p}.gate.weight");
+                    move |d: &Path| {
+                        edit_tensors(d, |t| {
+                            let r = candle_core::Tensor::zeros(
+                                (experts as usize + 1, 32),
+                                candle_core::DType::F32,
+                                &candle_core::Device::Cpu,
+                            );
+                            t.insert(name.clone(), r.unwrap());
+                        })
+                    }
+                }),
+                &["the router"],
+            ),
+            (
+                "config names one expert fewer than the tensors hold",
+                Box::new(move |d: &Path| set_config(d, key, (experts - 1).into())),
+                &["experts (numbers up to"],
+            ),
+            (
+                "config names one expert more than the tensors hold",
+                Box::new(move |d: &Path| set_config(d, key, (experts + 1).into())),
+                &["the router", "has no `"],
+            ),
+        ];
+        for (what, mutate, want) in &cases {
+            let src = tmp.path().join("src");
+            if src.exists() {
+                std::fs::remove_dir_all(&src).unwrap();
+            }
+            make_checkpoint(&src, &cfg, Dtype::F32, 5_000_000_000);
+            mutate(&src);
+            check(&format!("{arch}: {what}"), &src, &out, "config.json", want);
+            // The forward pass refuses the same folder, with the same message.
+            let text = tmp.path().join("text.txt");
+            std::fs::write(&text, "some text to evaluate").unwrap();
+            let o = run(&[
+                "eval",
+                src.to_str().unwrap(),
+                "--text",
+                text.to_str().unwrap(),
+            ]);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(1), "{arch}: {what}: {err}");
+            assert!(
+                want.iter().any(|w| err.contains(w)),
+                "{arch}: {what}: {err}"
+            );
+            assert!(!err.contains("panicked"), "{err}");
+            n += 1;
+        }
+    }
+    eprintln!("{n} malformed MoE cases");
+}

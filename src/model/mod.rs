@@ -424,6 +424,11 @@ pub fn open_folder(dir: &Path) -> Result<(ModelConfig, Arc<dyn WeightSource>)> {
         cfg.arch.num_hidden_layers,
         folder.names().into_iter(),
     )?;
+    let shapes = folder.names().into_iter().map(|n| {
+        let shape = folder.shape(n).unwrap_or_default();
+        (n, shape.into_iter().map(|d| d as u64).collect())
+    });
+    crate::checkpoint::moe_check::check_moe_tensors(&dir.join("config.json"), &cfg.arch, shapes)?;
     let source: Arc<dyn WeightSource> = Arc::new(folder);
     Ok((cfg, source))
 }

@@ -15,18 +15,9 @@ use super::config::ModelConfig;
 use super::layer::{load_in, Linear, Mlp};
 use super::weights::WeightSource;
 use crate::arch::ArchConfig;
+use crate::checkpoint::moe_check::moe_layout;
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
-
-/// Where a family keeps its sparse block under `model.layers.{i}.`, and its expert projections
-/// (gate, up, down).
-fn layout(model_type: &str) -> (&'static str, [&'static str; 3]) {
-    if model_type == "mixtral" {
-        ("block_sparse_moe", ["w1", "w3", "w2"])
-    } else {
-        ("mlp", ["gate_proj", "up_proj", "down_proj"])
-    }
-}
 
 /// The names of every down projection in layer `layer`'s feed-forward block: the dense MLP's
 /// one, or each expert's (and the shared expert's) in a sparse layer. Healing folds its map into
@@ -36,7 +27,7 @@ pub fn down_proj_names(arch: &ArchConfig, layer: usize) -> Vec<String> {
     let Some(moe) = arch.moe.as_ref().filter(|_| arch.layer_is_sparse(layer)) else {
         return vec![format!("{p}.mlp.down_proj.weight")];
     };
-    let (block, [_, _, down]) = layout(&arch.model_type);
+    let (block, [_, _, down]) = moe_layout(&arch.model_type);
     let mut names: Vec<String> = (0..moe.num_experts)
         .map(|e| format!("{p}.{block}.experts.{e}.{down}.weight"))
         .collect();
@@ -66,7 +57,7 @@ impl SparseMoe {
             .moe
             .as_ref()
             .ok_or_else(|| Error::Invalid("a sparse layer needs a MoE config".into()))?;
-        let (block, names) = layout(&a.model_type);
+        let (block, names) = moe_layout(&a.model_type);
         let p = format!("model.layers.{layer}.{block}");
         let (h, n) = (a.hidden_size, moe.num_experts);
         let extra = format!("{p}.experts.{n}.{}.weight", names[2]);
