@@ -13,7 +13,10 @@ embed, layer{i}.input/attn/mlp/output taps, hidden{i}, logits, skip.logits, gene
 
 and in golden.safetensors' metadata `prune` (the removed layers), `prune_config` (the JSON of
 the per-layer fields that config must hold) and `params` (total parameters, ties counted once,
-and those active per token: all but the routed experts a token does not use). The script checks that the reloaded model has the same
+and those active per token: all but the routed experts a token does not use). For
+scripts/check_llamacpp_moe.py, `sparse_only.logits` are the logits with the dense layers
+(metadata `sparse_only_drop`, possibly empty) deleted, since llama.cpp's qwen MoE architectures
+expect experts in every layer. The script checks that the reloaded model has the same
 sparse/dense kind at every kept layer and the same logits as deleting the layers in memory.
 
     /work/venv-torch/bin/python scripts/make_golden_moe.py            # writes the fixtures
@@ -220,10 +223,16 @@ def main():
         mg.COMMON = common
         tokens = load_file(os.path.join(mg.ROOT, arch, "golden.safetensors"))["tokens"]
         logits, fields = pruned_reload(arch, model, tokens)
+        # llama.cpp's qwen2moe / qwen3moe expect experts in every layer: the logits with the
+        # dense layers deleted are the reference for scripts/check_llamacpp_moe.py.
+        dense = [i for i in range(model.config.num_hidden_layers) if not is_sparse(model.config, i)]
+        with torch.no_grad():
+            sparse_only = mg.without_layers(model, dense)(tokens, use_cache=False).logits
         add_to_golden(
             arch,
-            {"prune.logits": logits},
+            {"prune.logits": logits, "sparse_only.logits": sparse_only},
             {
+                "sparse_only_drop": ",".join(map(str, dense)),
                 "prune": ",".join(map(str, PRUNE[arch])),
                 "prune_config": json.dumps(fields),
                 "params": json.dumps(param_counts(model)),

@@ -14,6 +14,7 @@ mod config;
 mod fastmath;
 mod generate;
 pub mod gguf;
+pub mod gguf_moe;
 mod half_gemm;
 mod layer;
 pub mod moe;
