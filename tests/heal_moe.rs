@@ -213,3 +213,82 @@ fn folding_into_every_expert_multiplies_the_moe_output() {
         );
     }
 }
+
+/// Healing a MoE GGUF: the fit on the GGUF equals the fit on the HF folder, the healed experts
+/// go back into the stacked `ffn_down_exps` (and qwen2moe's `ffn_down_shexp`) and the written
+/// file reloads with the in-memory healed logits.
+#[test]
+fn healed_moe_gguf_restacks_the_experts_and_reloads() {
+    use depthprune::checkpoint::atomic::Overwrite;
+    use depthprune::checkpoint::convert_gguf::hf_to_gguf;
+    use depthprune::checkpoint::gguf::{GgmlType, GgufModel};
+    use depthprune::heal::gguf::{write_healed_gguf, GgufHealOptions};
+    use depthprune::select::Removal;
+    for arch in ["qwen2_moe", "qwen3_moe", "mixtral"] {
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/golden")
+            .join(arch);
+        let tmp = tempfile::tempdir().unwrap();
+        let dense = tmp.path().join("dense.gguf");
+        hf_to_gguf(&src, &dense, GgmlType::F32, Overwrite::Refuse).unwrap();
+        let toks: Vec<u32> = (0..8 * CTX as u32).map(|i| (i * 7919 + 13) % 300).collect();
+        let opts = HealOptions::fixed(Objective::Lstsq, 1e-3, Prior::Identity, CTX);
+        let h = heal::heal(&dense, REMOVED, &toks, &opts, &Silent).unwrap();
+        let from_hf = heal::heal(&src, REMOVED, &toks, &opts, &Silent).unwrap();
+        assert_eq!(
+            h.tensors.keys().collect::<Vec<_>>(),
+            from_hf.tensors.keys().collect::<Vec<_>>()
+        );
+        for (name, v) in &h.tensors {
+            let d = v
+                .iter()
+                .zip(&from_hf.tensors[name])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                d < 1e-5,
+                "{arch}: `{name}` fitted on GGUF and HF differs by {d}"
+            );
+        }
+        let out = tmp.path().join("healed.gguf");
+        let m = GgufModel::open(&dense).unwrap();
+        let removal = Removal::from_layers(4, REMOVED.iter().copied()).unwrap();
+        let w = GgufHealOptions {
+            overwrite: Overwrite::Refuse,
+            split_max_bytes: None,
+            ty: GgmlType::F32,
+            metadata: Vec::new(),
+        };
+        write_healed_gguf(&m, &removal, &h, &out, &w, &Silent).unwrap();
+        let note = GgufModel::open(&out).unwrap();
+        let note = note
+            .metadata()
+            .get_str("depthprune.note")
+            .unwrap()
+            .to_string();
+        assert!(note.contains("`blk.1.ffn_down_exps.weight`"), "{note}");
+        assert_eq!(
+            note.contains("ffn_down_shexp"),
+            arch == "qwen2_moe",
+            "{note}"
+        );
+
+        let mem = heal::open_healed(&dense, &h.tensors).unwrap();
+        let reloaded = Model::open(&out).unwrap();
+        let t = mem.tokens(&[&toks[..CTX]]).unwrap();
+        let a = mem.forward(&t, REMOVED, None).unwrap();
+        let b = reloaded.forward(&t, &[], None).unwrap();
+        let d: f32 = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(d < 1e-5, "{arch}: healed GGUF reloaded differs by {d}");
+        eprintln!("{arch}: healed GGUF reloaded vs in memory: max |Δlogit| = {d:.2e}");
+    }
+}
