@@ -88,6 +88,14 @@ fn moe_gguf_runs_prunes_and_converts_back() {
             assert!(names.contains(&"blk.0.ffn_down.weight"), "dense layer 0");
         }
 
+        // inspect counts what torch counts, and the parameters a token uses.
+        let o = run(&["inspect", gguf.to_str().unwrap(), "--json"]);
+        ok(&o);
+        let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let want: serde_json::Value = serde_json::from_str(&meta(arch, "params")).unwrap();
+        assert_eq!(info["params_total"], want["total"], "{arch}");
+        assert_eq!(info["active_params"], want["active"], "{arch}");
+
         let e_dense = max_err(&logits(&gguf, &g, &[]), &g["logits"]);
         let e_skip = max_err(&logits(&gguf, &g, &[1, 2]), &g["skip.logits"]);
         assert!(

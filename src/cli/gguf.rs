@@ -29,8 +29,14 @@ pub fn open(resolved: &mut Resolved) -> anyhow::Result<GgufModel> {
 /// `depthprune inspect MODEL.gguf`.
 pub fn inspect(model: &GgufModel, json: bool) -> anyhow::Result<()> {
     let info = GgufInfo::of(model);
+    let moe = depthprune::model::gguf_moe::gguf_moe_params(model);
     if json {
-        return print_json(&info);
+        let mut v = serde_json::to_value(&info)?;
+        if let (Some(m), Some(o)) = (&moe, v.as_object_mut()) {
+            o.insert("active_params".into(), json!(m.active));
+            o.insert("moe_params".into(), serde_json::to_value(m)?);
+        }
+        return print_json(&v);
     }
     let mut s = String::new();
     let parts = match info.parts.len() {
@@ -71,6 +77,20 @@ pub fn inspect(model: &GgufModel, json: bool) -> anyhow::Result<()> {
 
     let _ = writeln!(s, "\nparameters by component");
     write_params(&mut s, &info.params);
+    if let Some(m) = &moe {
+        // Issue 17: the experts a token uses, and everything else, which it always uses.
+        let experts = format!("experts ({} x {})", m.sparse_layers, m.num_experts);
+        let active = format!("active ({} of {})", m.experts_per_token, m.num_experts);
+        for (label, n) in [
+            (experts.as_str(), m.experts),
+            (active.as_str(), m.active_experts),
+            ("routers", m.routers),
+            ("shared experts", m.shared_experts),
+            ("active/token", m.active),
+        ] {
+            let _ = writeln!(s, "  {label:<14} {:>16}", thousands(n));
+        }
+    }
 
     let _ = writeln!(s, "\ntensors by type");
     let _ = writeln!(

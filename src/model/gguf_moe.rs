@@ -172,6 +172,15 @@ pub fn add_moe_config(
     Ok(())
 }
 
+/// The MoE parameter accounting of a GGUF file ([`crate::arch::MoeParams`]), or `None` when it
+/// has no experts or its metadata does not describe a model the forward pass reads.
+pub fn gguf_moe_params(model: &GgufModel) -> Option<crate::arch::MoeParams> {
+    let raw = super::gguf::gguf_config_json(model).ok()?;
+    let arch = crate::arch::ArchConfig::from_value(&raw).ok()?;
+    let counts = crate::arch::ParamCounts::from_tensors(model.tensor_elements());
+    crate::arch::MoeParams::from_tensors(&arch, &counts, model.tensor_elements())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
