@@ -825,3 +825,151 @@ fn malformed_moe_folders_fail_cleanly() {
     }
     eprintln!("{n} malformed MoE cases");
 }
+
+/// Tensor names with their GGUF dims, and metadata entries, of a GGUF to write.
+type GgufTensors = Vec<(String, Vec<u64>)>;
+type GgufKvs = Vec<(String, depthprune::checkpoint::gguf::Value)>;
+
+/// A 2-layer MoE GGUF written from scratch (hidden 8, 2 heads of 4 with 1 KV head, 2 experts of
+/// 4, one used, F32 zeros), as llama.cpp's converter lays it out: `qwen3moe`, `qwen2moe` (with a
+/// shared expert) or `llama` with experts (Mixtral). `edit` changes the tensor list (name, GGUF
+/// dims) and the metadata before writing.
+fn moe_gguf(path: &Path, arch: &str, edit: &dyn Fn(&mut GgufTensors, &mut GgufKvs)) {
+    use depthprune::checkpoint::gguf::{GgmlType, GgufWriter, Value};
+    let mut t: Vec<(String, Vec<u64>)> = vec![
+        ("token_embd.weight".into(), vec![8, 6]),
+        ("output_norm.weight".into(), vec![8]),
+    ];
+    for i in 0..2 {
+        let b = |n: &str| format!("blk.{i}.{n}.weight");
+        t.push((b("attn_norm"), vec![8]));
+        t.push((b("attn_q"), vec![8, 8]));
+        t.push((b("attn_k"), vec![8, 4]));
+        t.push((b("attn_v"), vec![8, 4]));
+        t.push((b("attn_output"), vec![8, 8]));
+        t.push((b("ffn_norm"), vec![8]));
+        t.push((b("ffn_gate_inp"), vec![8, 2]));
+        t.push((b("ffn_gate_exps"), vec![8, 4, 2]));
+        t.push((b("ffn_up_exps"), vec![8, 4, 2]));
+        t.push((b("ffn_down_exps"), vec![4, 8, 2]));
+        if arch == "qwen3moe" {
+            t.push((b("attn_q_norm"), vec![4]));
+            t.push((b("attn_k_norm"), vec![4]));
+        }
+        if arch == "qwen2moe" {
+            for n in ["attn_q", "attn_k", "attn_v"] {
+                let rows = if n == "attn_q" { 8 } else { 4 };
+                t.push((format!("blk.{i}.{n}.bias"), vec![rows]));
+            }
+            t.push((b("ffn_gate_shexp"), vec![8, 4]));
+            t.push((b("ffn_up_shexp"), vec![8, 4]));
+            t.push((b("ffn_down_shexp"), vec![4, 8]));
+            t.push((b("ffn_gate_inp_shexp"), vec![8, 1]));
+        }
+    }
+    let k = |s: &str| format!("{arch}.{s}");
+    let mut kv: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::string(arch)),
+        (k("block_count"), Value::U32(2)),
+        (k("embedding_length"), Value::U32(8)),
+        (k("feed_forward_length"), Value::U32(4)),
+        (k("attention.head_count"), Value::U32(2)),
+        (k("attention.head_count_kv"), Value::U32(1)),
+        (k("attention.layer_norm_rms_epsilon"), Value::F32(1e-5)),
+        (k("expert_count"), Value::U32(2)),
+        (k("expert_used_count"), Value::U32(1)),
+        (k("expert_feed_forward_length"), Value::U32(4)),
+    ];
+    if arch == "qwen2moe" {
+        kv.push((k("expert_shared_feed_forward_length"), Value::U32(4)));
+    }
+    edit(&mut t, &mut kv);
+    let mut w = GgufWriter::new(Vec::new(), path, 32).unwrap();
+    w.header(t.len() as u64, kv.len() as u64).unwrap();
+    for (key, v) in &kv {
+        w.kv(key, v).unwrap();
+    }
+    for (name, dims) in &t {
+        w.tensor_info(name, dims, GgmlType::F32).unwrap();
+    }
+    for (_, dims) in &t {
+        w.write_tensor(&vec![0u8; 4 * dims.iter().product::<u64>() as usize])
+            .unwrap();
+    }
+    std::fs::write(path, w.finish().unwrap()).unwrap();
+}
+
+#[test]
+fn malformed_moe_gguf_files_fail_cleanly() {
+    use depthprune::checkpoint::gguf::Value;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.gguf");
+    type Edit = Box<dyn Fn(&mut GgufTensors, &mut GgufKvs)>;
+    let mut n = 0;
+    for arch in ["qwen2moe", "qwen3moe", "llama"] {
+        let good = tmp.path().join(format!("good-{arch}.gguf"));
+        moe_gguf(&good, arch, &|_, _| {});
+        let o = run(&[
+            "prune",
+            good.to_str().unwrap(),
+            "--drop",
+            "0",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            o.status.success(),
+            "{arch}: the valid toy fails: {}",
+            stderr(&o)
+        );
+        std::fs::remove_file(&out).unwrap();
+        let count = format!("{arch}.expert_count");
+        let cases: Vec<(&str, Edit, &[&str])> = vec![
+            (
+                "stacked up projections missing",
+                Box::new(|t, _| t.retain(|(n, _)| n != "blk.1.ffn_up_exps.weight")),
+                &["has no `blk.1.ffn_up_exps.weight` (expert 0)"],
+            ),
+            (
+                "router with a row too many",
+                Box::new(|t, _| {
+                    t.iter_mut()
+                        .find(|(n, _)| n == "blk.1.ffn_gate_inp.weight")
+                        .unwrap()
+                        .1 = vec![8, 3]
+                }),
+                &["`blk.1.ffn_gate_inp.weight` has shape [3, 8]", "the router"],
+            ),
+            (
+                "expert_count below the stacked experts",
+                Box::new(move |_, kv| {
+                    kv.iter_mut().find(|(k, _)| *k == count).unwrap().1 = Value::U32(1)
+                }),
+                &["holds 2 experts"],
+            ),
+            (
+                "stacked experts fewer than expert_count",
+                Box::new(|t, _| {
+                    for (name, dims) in t.iter_mut().filter(|(n, _)| n.contains("_exps")) {
+                        let _ = name;
+                        dims[2] = 1;
+                    }
+                }),
+                &["has shape [2, 8]", "has no `"],
+            ),
+        ];
+        for (what, edit, want) in &cases {
+            let bad = tmp.path().join(format!("bad-{arch}.gguf"));
+            moe_gguf(&bad, arch, edit.as_ref());
+            check(
+                &format!("{arch}: {what}"),
+                &bad,
+                &out,
+                &format!("bad-{arch}.gguf"),
+                want,
+            );
+            n += 1;
+        }
+    }
+    eprintln!("{n} malformed MoE GGUF cases");
+}

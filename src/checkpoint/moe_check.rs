@@ -77,6 +77,17 @@ pub fn check_moe_tensors<'a>(
     arch: &ArchConfig,
     tensors: impl Iterator<Item = (&'a str, Vec<u64>)>,
 ) -> Result<()> {
+    check_moe_tensors_named(config_path, arch, tensors, &|n| format!("`{n}`"))
+}
+
+/// [`check_moe_tensors`] with each HF tensor name shown as `show` renders it (a GGUF file names
+/// its own tensors).
+pub fn check_moe_tensors_named<'a>(
+    config_path: &Path,
+    arch: &ArchConfig,
+    tensors: impl Iterator<Item = (&'a str, Vec<u64>)>,
+    show: &dyn Fn(&str) -> String,
+) -> Result<()> {
     let Some(moe) = &arch.moe else {
         return Ok(());
     };
@@ -90,7 +101,8 @@ pub fn check_moe_tensors<'a>(
         if !arch.layer_is_sparse(i) {
             if let Some(x) = found.first() {
                 return fail(format!(
-                    "layer {i} has experts (`{prefix}{x}.…`), but the config makes it a dense layer (`mlp_only_layers`, `decoder_sparse_step`)"
+                    "layer {i} has experts ({}), but the config makes it a dense layer (`mlp_only_layers`, `decoder_sparse_step`)",
+                    show(&format!("{prefix}{x}.{}.weight", moe_layout(&arch.model_type).1[2]))
                 ));
             }
         } else if found.last().is_some_and(|&x| x >= moe.num_experts) {
@@ -109,7 +121,7 @@ pub fn check_moe_tensors<'a>(
                     } else {
                         "which a dense layer needs".to_string()
                     };
-                    return fail(format!("layer {i} has no `{name}`, {what}"));
+                    return fail(format!("layer {i} has no {}, {what}", show(&name)));
                 }
                 Some(got) if *got != want => {
                     let why = if name.ends_with(&format!("{block}.gate.weight")) {
@@ -118,7 +130,8 @@ pub fn check_moe_tensors<'a>(
                         String::new()
                     };
                     return fail(format!(
-                        "`{name}` has shape {got:?}, but the config implies {want:?}{why}"
+                        "{} has shape {got:?}, but the config implies {want:?}{why}",
+                        show(&name)
                     ));
                 }
                 Some(_) => {}

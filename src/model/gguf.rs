@@ -447,11 +447,7 @@ pub fn open_gguf(path: &Path) -> Result<(ModelConfig, std::sync::Arc<GgufWeights
     let arch = ArchConfig::from_value(&raw).map_err(|m| Error::config(path, m))?;
     let cfg = ModelConfig::new(arch, &raw).map_err(|m| Error::config(path, m))?;
     let weights = std::sync::Arc::new(GgufWeights::new(&model)?);
-    let shapes = weights.names().into_iter().map(|n| {
-        let dims = weights.shape_of(n).into_iter().map(|d| d as u64).collect();
-        (n, dims)
-    });
-    crate::checkpoint::moe_check::check_moe_tensors(path, &cfg.arch, shapes)?;
+    super::gguf_moe::check_gguf_moe(&model)?;
     Ok((cfg, weights, model))
 }
 

@@ -172,6 +172,54 @@ pub fn add_moe_config(
     Ok(())
 }
 
+/// Checks a GGUF file with experts against its own metadata, from the tensor infos alone (no
+/// data is read, so a header fetched over HTTP is enough): every layer's router, experts and
+/// shared expert present with the shapes `expert_count`, `expert_feed_forward_length`, … imply.
+/// Names in errors are the file's (`blk.1.ffn_up_exps.weight, expert 2`). A file without experts
+/// passes untouched.
+pub fn check_gguf_moe(model: &GgufModel) -> Result<()> {
+    let Ok(arch) = model.architecture() else {
+        return Ok(());
+    };
+    // Other architectures (deepseek2, …) are pruned as they are, unchecked.
+    if !super::gguf::GGUF_ARCHES.iter().any(|(a, _)| *a == arch) {
+        return Ok(());
+    }
+    if meta_u64(model, &format!("{arch}.expert_count"))?.unwrap_or(0) == 0
+        && !model.tensors().iter().any(|t| t.name().contains("_exps"))
+    {
+        return Ok(());
+    }
+    let raw = super::gguf::gguf_config_json(model)?;
+    let cfg =
+        crate::arch::ArchConfig::from_value(&raw).map_err(|m| Error::config(model.path(), m))?;
+    let mixtral = arch == "llama";
+    let mut shapes: Vec<(String, Vec<u64>)> = Vec::new();
+    for t in model.tensors() {
+        let mut dims: Vec<u64> = t.dims().iter().rev().copied().collect();
+        if let Some(hf) = crate::arch::naming::gguf_to_hf(t.name()) {
+            shapes.push((hf, dims));
+        } else if let Some(names) =
+            gguf_to_hf_moe(t.name(), mixtral, dims.first().map_or(1, |&d| d as usize))
+        {
+            if t.dims().len() == 3 {
+                dims.remove(0);
+            }
+            shapes.extend(names.into_iter().map(|n| (n, dims.clone())));
+        }
+    }
+    let show = |hf: &str| match crate::arch::naming::hf_to_gguf(hf)
+        .map(|g| (g, None))
+        .or_else(|| hf_to_gguf_moe(hf))
+    {
+        Some((g, Some(e))) => format!("`{g}` (expert {e})"),
+        Some((g, None)) => format!("`{g}`"),
+        None => format!("`{hf}`"),
+    };
+    let it = shapes.iter().map(|(n, s)| (n.as_str(), s.clone()));
+    crate::checkpoint::moe_check::check_moe_tensors_named(model.path(), &cfg, it, &show)
+}
+
 /// The MoE parameter accounting of a GGUF file ([`crate::arch::MoeParams`]), or `None` when it
 /// has no experts or its metadata does not describe a model the forward pass reads.
 pub fn gguf_moe_params(model: &GgufModel) -> Option<crate::arch::MoeParams> {

@@ -105,6 +105,8 @@ pub fn plan<'a>(model: &'a GgufModel, removal: &Removal) -> Result<PrunePlan<'a>
             model.path().display()
         )));
     }
+    // Expert tensors that contradict the metadata are refused before anything is written.
+    crate::model::gguf_moe::check_gguf_moe(model)?;
     let arch = model.architecture()?.to_string();
     let block_count_key = model.block_count_key()?;
     let kept = removal.kept();
