@@ -174,7 +174,14 @@ impl ArchConfig {
         let moe = match num_experts {
             Some(e) if e > 0 => Some(MoeConfig {
                 num_experts: e,
-                num_experts_per_tok: get_usize(obj, "num_experts_per_tok").unwrap_or(2),
+                // transformers' defaults when the key is absent.
+                num_experts_per_tok: get_usize(obj, "num_experts_per_tok").unwrap_or(
+                    match model_type.as_str() {
+                        "qwen2_moe" => 4,
+                        "qwen3_moe" => 8,
+                        _ => 2,
+                    },
+                ),
                 moe_intermediate_size: get_usize(obj, "moe_intermediate_size")
                     .unwrap_or(intermediate_size),
                 shared_expert_intermediate_size: get_usize(obj, "shared_expert_intermediate_size")
