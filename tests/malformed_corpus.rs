@@ -732,6 +732,249 @@ fn malformed_hf_folders_fail_cleanly() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// MoE folders (issue 17): expert tensors that contradict config.json
+
+/// Rewrites the single-file checkpoint in `dir` with `edit` applied to its tensors.
+fn edit_tensors(
+    dir: &Path,
+    edit: impl FnOnce(&mut std::collections::HashMap<String, candle_core::Tensor>),
+) {
+    let path = dir.join("model.safetensors");
+    let mut t = candle_core::safetensors::load(&path, &candle_core::Device::Cpu).unwrap();
+    edit(&mut t);
+    candle_core::safetensors::save(&t, &path).unwrap();
+}
+
+#[test]
+fn malformed_moe_folders_fail_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut n = 0;
+    for arch in ["qwen2_moe", "qwen3_moe", "mixtral"] {
+        let cfg = tiny_config(arch);
+        let (block, down, key) = match arch {
+            "mixtral" => ("block_sparse_moe", "w2", "num_local_experts"),
+            _ => ("mlp", "down_proj", "num_experts"),
+        };
+        let experts = cfg[key].as_u64().unwrap();
+        let p = format!("model.layers.1.{block}");
+        type Mutate = Box<dyn Fn(&Path)>;
+        let cases: Vec<(&str, Mutate, &[&str])> = vec![
+            (
+                "an expert's down projection missing",
+                Box::new({
+                    let name = format!("{p}.experts.1.{down}.weight");
+                    move |d: &Path| edit_tensors(d, |t| _ = t.remove(&name))
+                }),
+                &["has no `model.layers.1."],
+            ),
+            (
+                "router with one row too many",
+                Box::new({
+                    let name = format!("{p}.gate.weight");
+                    move |d: &Path| {
+                        edit_tensors(d, |t| {
+                            let r = candle_core::Tensor::zeros(
+                                (experts as usize + 1, 32),
+                                candle_core::DType::F32,
+                                &candle_core::Device::Cpu,
+                            );
+                            t.insert(name.clone(), r.unwrap());
+                        })
+                    }
+                }),
+                &["the router"],
+            ),
+            (
+                "config names one expert fewer than the tensors hold",
+                Box::new(move |d: &Path| set_config(d, key, (experts - 1).into())),
+                &["experts (numbers up to"],
+            ),
+            (
+                "config names one expert more than the tensors hold",
+                Box::new(move |d: &Path| set_config(d, key, (experts + 1).into())),
+                &["the router", "has no `"],
+            ),
+        ];
+        for (what, mutate, want) in &cases {
+            let src = tmp.path().join("src");
+            if src.exists() {
+                std::fs::remove_dir_all(&src).unwrap();
+            }
+            make_checkpoint(&src, &cfg, Dtype::F32, 5_000_000_000);
+            mutate(&src);
+            check(&format!("{arch}: {what}"), &src, &out, "config.json", want);
+            // The forward pass refuses the same folder, with the same message.
+            let text = tmp.path().join("text.txt");
+            std::fs::write(&text, "some text to evaluate").unwrap();
+            let o = run(&[
+                "eval",
+                src.to_str().unwrap(),
+                "--text",
+                text.to_str().unwrap(),
+            ]);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(1), "{arch}: {what}: {err}");
+            assert!(
+                want.iter().any(|w| err.contains(w)),
+                "{arch}: {what}: {err}"
+            );
+            assert!(!err.contains("panicked"), "{err}");
+            n += 1;
+        }
+    }
+    eprintln!("{n} malformed MoE cases");
+}
+
+/// Tensor names with their GGUF dims, and metadata entries, of a GGUF to write.
+type GgufTensors = Vec<(String, Vec<u64>)>;
+type GgufKvs = Vec<(String, depthprune::checkpoint::gguf::Value)>;
+
+/// A 2-layer MoE GGUF written from scratch (hidden 8, 2 heads of 4 with 1 KV head, 2 experts of
+/// 4, one used, F32 zeros), as llama.cpp's converter lays it out: `qwen3moe`, `qwen2moe` (with a
+/// shared expert) or `llama` with experts (Mixtral). `edit` changes the tensor list (name, GGUF
+/// dims) and the metadata before writing.
+fn moe_gguf(path: &Path, arch: &str, edit: &dyn Fn(&mut GgufTensors, &mut GgufKvs)) {
+    use depthprune::checkpoint::gguf::{GgmlType, GgufWriter, Value};
+    let mut t: Vec<(String, Vec<u64>)> = vec![
+        ("token_embd.weight".into(), vec![8, 6]),
+        ("output_norm.weight".into(), vec![8]),
+    ];
+    for i in 0..2 {
+        let b = |n: &str| format!("blk.{i}.{n}.weight");
+        t.push((b("attn_norm"), vec![8]));
+        t.push((b("attn_q"), vec![8, 8]));
+        t.push((b("attn_k"), vec![8, 4]));
+        t.push((b("attn_v"), vec![8, 4]));
+        t.push((b("attn_output"), vec![8, 8]));
+        t.push((b("ffn_norm"), vec![8]));
+        t.push((b("ffn_gate_inp"), vec![8, 2]));
+        t.push((b("ffn_gate_exps"), vec![8, 4, 2]));
+        t.push((b("ffn_up_exps"), vec![8, 4, 2]));
+        t.push((b("ffn_down_exps"), vec![4, 8, 2]));
+        if arch == "qwen3moe" {
+            t.push((b("attn_q_norm"), vec![4]));
+            t.push((b("attn_k_norm"), vec![4]));
+        }
+        if arch == "qwen2moe" {
+            for n in ["attn_q", "attn_k", "attn_v"] {
+                let rows = if n == "attn_q" { 8 } else { 4 };
+                t.push((format!("blk.{i}.{n}.bias"), vec![rows]));
+            }
+            t.push((b("ffn_gate_shexp"), vec![8, 4]));
+            t.push((b("ffn_up_shexp"), vec![8, 4]));
+            t.push((b("ffn_down_shexp"), vec![4, 8]));
+            t.push((b("ffn_gate_inp_shexp"), vec![8, 1]));
+        }
+    }
+    let k = |s: &str| format!("{arch}.{s}");
+    let mut kv: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::string(arch)),
+        (k("block_count"), Value::U32(2)),
+        (k("embedding_length"), Value::U32(8)),
+        (k("feed_forward_length"), Value::U32(4)),
+        (k("attention.head_count"), Value::U32(2)),
+        (k("attention.head_count_kv"), Value::U32(1)),
+        (k("attention.layer_norm_rms_epsilon"), Value::F32(1e-5)),
+        (k("expert_count"), Value::U32(2)),
+        (k("expert_used_count"), Value::U32(1)),
+        (k("expert_feed_forward_length"), Value::U32(4)),
+    ];
+    if arch == "qwen2moe" {
+        kv.push((k("expert_shared_feed_forward_length"), Value::U32(4)));
+    }
+    edit(&mut t, &mut kv);
+    let mut w = GgufWriter::new(Vec::new(), path, 32).unwrap();
+    w.header(t.len() as u64, kv.len() as u64).unwrap();
+    for (key, v) in &kv {
+        w.kv(key, v).unwrap();
+    }
+    for (name, dims) in &t {
+        w.tensor_info(name, dims, GgmlType::F32).unwrap();
+    }
+    for (_, dims) in &t {
+        w.write_tensor(&vec![0u8; 4 * dims.iter().product::<u64>() as usize])
+            .unwrap();
+    }
+    std::fs::write(path, w.finish().unwrap()).unwrap();
+}
+
+#[test]
+fn malformed_moe_gguf_files_fail_cleanly() {
+    use depthprune::checkpoint::gguf::Value;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.gguf");
+    type Edit = Box<dyn Fn(&mut GgufTensors, &mut GgufKvs)>;
+    let mut n = 0;
+    for arch in ["qwen2moe", "qwen3moe", "llama"] {
+        let good = tmp.path().join(format!("good-{arch}.gguf"));
+        moe_gguf(&good, arch, &|_, _| {});
+        let o = run(&[
+            "prune",
+            good.to_str().unwrap(),
+            "--drop",
+            "0",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            o.status.success(),
+            "{arch}: the valid toy fails: {}",
+            stderr(&o)
+        );
+        std::fs::remove_file(&out).unwrap();
+        let count = format!("{arch}.expert_count");
+        let cases: Vec<(&str, Edit, &[&str])> = vec![
+            (
+                "stacked up projections missing",
+                Box::new(|t, _| t.retain(|(n, _)| n != "blk.1.ffn_up_exps.weight")),
+                &["has no `blk.1.ffn_up_exps.weight` (expert 0)"],
+            ),
+            (
+                "router with a row too many",
+                Box::new(|t, _| {
+                    t.iter_mut()
+                        .find(|(n, _)| n == "blk.1.ffn_gate_inp.weight")
+                        .unwrap()
+                        .1 = vec![8, 3]
+                }),
+                &["`blk.1.ffn_gate_inp.weight` has shape [3, 8]", "the router"],
+            ),
+            (
+                "expert_count below the stacked experts",
+                Box::new(move |_, kv| {
+                    kv.iter_mut().find(|(k, _)| *k == count).unwrap().1 = Value::U32(1)
+                }),
+                &["holds 2 experts"],
+            ),
+            (
+                "stacked experts fewer than expert_count",
+                Box::new(|t, _| {
+                    for (name, dims) in t.iter_mut().filter(|(n, _)| n.contains("_exps")) {
+                        let _ = name;
+                        dims[2] = 1;
+                    }
+                }),
+                &["has shape [2, 8]", "has no `"],
+            ),
+        ];
+        for (what, edit, want) in &cases {
+            let bad = tmp.path().join(format!("bad-{arch}.gguf"));
+            moe_gguf(&bad, arch, edit.as_ref());
+            check(
+                &format!("{arch}: {what}"),
+                &bad,
+                &out,
+                &format!("bad-{arch}.gguf"),
+                want,
+            );
+            n += 1;
+        }
+    }
+    eprintln!("{n} malformed MoE GGUF cases");
+}
+
+// ---------------------------------------------------------------------------------------------
 // The dense families of issue 17
 
 fn family_fixture(arch: &str) -> PathBuf {

@@ -2,7 +2,7 @@
 //! folder, a `config.json`, a GGUF file or a hub ID.
 
 use super::ModelSource;
-use crate::arch::{ArchConfig, ParamCounts};
+use crate::arch::{ArchConfig, MoeParams, ParamCounts};
 use crate::checkpoint::gguf::{GgufInfo, GgufModel};
 use crate::checkpoint::hf::{self, HfCheckpoint};
 use crate::checkpoint::provenance::HubSource;
@@ -25,10 +25,26 @@ pub struct HfInspection {
     pub dtypes: Option<BTreeMap<String, usize>>,
     pub params: ParamCounts,
     pub total_params: u64,
+    /// With experts: the parameters one token uses (issue 17).
+    pub active_params: Option<u64>,
+    /// With experts: routed, active, router and shared-expert parameters.
+    pub moe_params: Option<MoeParams>,
     pub bytes_on_disk: Option<u64>,
     /// Whether the counts come from headers read over HTTP.
     #[serde(skip)]
     pub remote: bool,
+}
+
+/// A GGUF file described, as `inspect --json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GgufInspection {
+    #[serde(flatten)]
+    pub info: GgufInfo,
+    /// With experts: the parameters one token uses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_params: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moe_params: Option<MoeParams>,
 }
 
 /// An HF checkpoint or a GGUF file described.
@@ -36,7 +52,7 @@ pub struct HfInspection {
 #[serde(untagged)]
 pub enum Inspection {
     Hf(Box<HfInspection>),
-    Gguf(Box<GgufInfo>),
+    Gguf(Box<GgufInspection>),
 }
 
 /// Describes `model`. For a hub ID, `exact` also reads each shard's header (a few KB by HTTP
@@ -46,12 +62,17 @@ pub fn inspect(model: &ModelSource, exact: bool, progress: &dyn Progress) -> Res
     let mut resolved = model.resolve(need, progress)?;
     if crate::model::is_gguf(&resolved.path) {
         let m = open_gguf(&mut resolved)?;
-        return Ok(Inspection::Gguf(Box::new(GgufInfo::of(&m))));
+        let moe = crate::model::gguf_moe::gguf_moe_params(&m);
+        return Ok(Inspection::Gguf(Box::new(GgufInspection {
+            info: GgufInfo::of(&m),
+            active_params: moe.as_ref().map(|p| p.active),
+            moe_params: moe,
+        })));
     }
     let path = resolved.path.clone();
     let remote = resolved.remote.is_some();
     let weights = remote || (path.is_dir() && hf::has_weights(&path));
-    let (arch, params, dtypes, bytes) = if weights {
+    let (arch, params, moe, dtypes, bytes) = if weights {
         let ckpt = match resolved.remote.take() {
             Some(c) => c,
             None => HfCheckpoint::open(&path)?,
@@ -63,11 +84,17 @@ pub fn inspect(model: &ModelSource, exact: bool, progress: &dyn Progress) -> Res
             .collect();
         let counts = ckpt.param_counts();
         let bytes = ckpt.weight_bytes();
-        (ckpt.arch, counts, Some(dtypes), Some(bytes))
+        let moe = MoeParams::from_tensors(
+            &ckpt.arch,
+            &counts,
+            ckpt.tensors().map(|(_, t)| (t.name.as_str(), t.numel())),
+        );
+        (ckpt.arch, counts, moe, Some(dtypes), Some(bytes))
     } else {
         let (arch, _, _) = hf::read_config(&path)?;
         let counts = ParamCounts::from_config(&arch);
-        (arch, counts, None, None)
+        let moe = MoeParams::from_config(&arch);
+        (arch, counts, moe, None, None)
     };
     Ok(Inspection::Hf(Box::new(HfInspection {
         model: resolved.name(),
@@ -77,6 +104,8 @@ pub fn inspect(model: &ModelSource, exact: bool, progress: &dyn Progress) -> Res
         architecture: arch,
         dtypes,
         total_params: params.total(),
+        active_params: moe.as_ref().map(|m| m.active),
+        moe_params: moe,
         params,
         bytes_on_disk: bytes,
         remote,

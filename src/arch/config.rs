@@ -146,7 +146,9 @@ impl ArchConfig {
         let is_qwen = model_type.starts_with("qwen");
         let attention_bias = get_bool(obj, "attention_bias").unwrap_or(false);
         let (qkv_bias, o_bias) = match model_type.as_str() {
-            "qwen2" | "qwen2_moe" => (true, false),
+            "qwen2" => (true, false),
+            // transformers 5 writes `qkv_bias` for qwen2_moe (true by default).
+            "qwen2_moe" => (get_bool(obj, "qkv_bias").unwrap_or(true), false),
             "qwen3" | "qwen3_moe" => (attention_bias, attention_bias),
             "mistral" | "mixtral" => (false, false),
             _ => (attention_bias, attention_bias),
@@ -179,7 +181,14 @@ impl ArchConfig {
         let moe = match num_experts {
             Some(e) if e > 0 => Some(MoeConfig {
                 num_experts: e,
-                num_experts_per_tok: get_usize(obj, "num_experts_per_tok").unwrap_or(2),
+                // transformers' defaults when the key is absent.
+                num_experts_per_tok: get_usize(obj, "num_experts_per_tok").unwrap_or(
+                    match model_type.as_str() {
+                        "qwen2_moe" => 4,
+                        "qwen3_moe" => 8,
+                        _ => 2,
+                    },
+                ),
                 moe_intermediate_size: get_usize(obj, "moe_intermediate_size")
                     .unwrap_or(intermediate_size),
                 shared_expert_intermediate_size: get_usize(obj, "shared_expert_intermediate_size")

@@ -1,12 +1,15 @@
 //! Architectures: what `config.json` says about a model ([`config`]), how tensors are named and
-//! renumbered ([`naming`]), how many parameters each part holds ([`params`]), and what sets the
-//! dense families apart ([`families`]).
+//! renumbered ([`naming`]), how many parameters each part holds ([`params`]; with experts, the
+//! routed, shared and active ones: [`moe_params`]), and what sets the dense families apart
+//! ([`families`]).
 
 pub mod config;
 pub mod families;
 pub mod gguf_names;
+pub mod moe_params;
 pub mod naming;
 pub mod params;
 
 pub use config::ArchConfig;
+pub use moe_params::MoeParams;
 pub use params::{LayerParams, ParamCounts};

@@ -1,5 +1,6 @@
-//! Conversion of an HF folder (llama, mistral, qwen2, qwen3, and the dense families of issue 17:
-//! gemma2, gemma3_text, phi3, olmo2) into an unquantized GGUF file:
+//! Conversion of an HF folder (llama, mistral, qwen2, qwen3, the dense families of issue 17:
+//! gemma2, gemma3_text, phi3, olmo2, and the MoE families mixtral, qwen2_moe and qwen3_moe, whose
+//! per-expert tensors are stacked) into an unquantized GGUF file:
 //! llama.cpp's metadata keys from `config.json`, tensors under their GGUF names with the Q/K rows
 //! permuted for llama as llama.cpp's converter does, 2-D tensors in the chosen float type and
 //! 1-D ones (norms, biases) in F32. A byte-level BPE tokenizer is written as llama.cpp's
@@ -14,6 +15,7 @@ use crate::arch::gguf_names::{family_gguf_arch, hf_to_gguf_for, norm_shift};
 use crate::arch::ArchConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::model::gguf::permute_rows;
+use crate::model::gguf_moe::hf_to_gguf_moe;
 use crate::model::{HfFolder, WeightSource};
 use crate::tokenizer::to_gguf::{gguf_tokenizer_metadata, TokenizerMetadata};
 use std::io::BufWriter;
@@ -25,6 +27,9 @@ fn gguf_arch(model_type: &str) -> Option<&'static str> {
         "llama" | "mistral" => Some("llama"),
         "qwen2" => Some("qwen2"),
         "qwen3" => Some("qwen3"),
+        "mixtral" => Some("llama"),
+        "qwen2_moe" => Some("qwen2moe"),
+        "qwen3_moe" => Some("qwen3moe"),
         other => family_gguf_arch(other),
     }
 }
@@ -61,7 +66,7 @@ pub fn hf_to_gguf(
     let (cfg, raw) = ArchConfig::from_file(&config_path)?;
     let arch = gguf_arch(&cfg.model_type).ok_or_else(|| {
         Error::Unsupported(format!(
-            "`{}`: `model_type` `{}` cannot be written as GGUF (supported: llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3, olmo2)",
+            "`{}`: `model_type` `{}` cannot be written as GGUF (supported: llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3, olmo2, mixtral, qwen2_moe, qwen3_moe)",
             config_path.display(),
             cfg.model_type
         ))
@@ -86,19 +91,13 @@ pub fn hf_to_gguf(
         }
     }
     let weights = HfFolder::open(src)?;
-    let mut names: Vec<(String, String)> = Vec::new();
-    for name in weights.names() {
-        if cfg.tie_word_embeddings && name == "lm_head.weight" {
-            continue;
-        }
-        let g = hf_to_gguf_for(arch, name).ok_or_else(|| {
-            Error::Unsupported(format!(
-                "`{}`: tensor `{name}` has no GGUF name that depthprune knows",
-                src.display()
-            ))
-        })?;
-        names.push((name.to_string(), g));
-    }
+    let hf_names: Vec<&str> = weights
+        .names()
+        .into_iter()
+        .filter(|&n| !(cfg.tie_word_embeddings && n == "lm_head.weight"))
+        .collect();
+    // Each GGUF tensor with the HF tensors it is made of (one, or every expert in order).
+    let names = gguf_tensors(src, arch, &hf_names)?;
     let u32v = |x: usize| Value::U32(x as u32);
     let k = |s: &str| format!("{arch}.{s}");
     let mut kvs: Vec<(String, Value)> = vec![
@@ -122,6 +121,7 @@ pub fn hf_to_gguf(
         (k("vocab_size"), u32v(cfg.vocab_size)),
     ];
     kvs.extend(family_kvs);
+    kvs.extend(moe_metadata(&cfg, &raw, arch));
     let mut warnings = Vec::new();
     match gguf_tokenizer_metadata(src, cfg.vocab_size)? {
         TokenizerMetadata::Written {
@@ -159,8 +159,11 @@ pub fn hf_to_gguf(
         w.kv(key, v)?;
     }
     let type_of = |shape: &[usize]| if shape.len() >= 2 { ty } else { GgmlType::F32 };
-    for (hf, g) in &names {
-        let shape = weights.shape(hf).unwrap_or_default();
+    for (g, parts) in &names {
+        let mut shape = weights.shape(&parts[0]).unwrap_or_default();
+        if parts.len() > 1 {
+            shape.insert(0, parts.len());
+        }
         let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
         w.tensor_info(g, &dims, type_of(&shape))?;
     }
@@ -169,10 +172,18 @@ pub fn hf_to_gguf(
     }
     let permute = arch == "llama";
     let mut bytes = 0u64;
-    for (hf, _) in &names {
-        let t = weights.tensor(hf)?;
-        let shape = t.dims().to_vec();
-        let mut values: Vec<f32> = t.flatten_all()?.to_vec1()?;
+    for (_, parts) in &names {
+        let hf = &parts[0];
+        let mut values: Vec<f32> = Vec::new();
+        let mut shape = Vec::new();
+        for part in parts {
+            let t = weights.tensor(part)?;
+            shape = t.dims().to_vec();
+            values.extend(t.flatten_all()?.to_vec1::<f32>()?);
+        }
+        if parts.len() > 1 {
+            shape.insert(0, parts.len());
+        }
         let shift = norm_shift(arch, hf);
         if shift != 0.0 {
             values.iter_mut().for_each(|v| *v += shift);
@@ -230,4 +241,78 @@ pub fn hf_to_gguf(
         bytes,
         warnings,
     })
+}
+
+/// The GGUF tensors for `hf_names`, in order of first appearance, each with the HF tensors it
+/// is made of: one, or for a stacked MoE tensor every expert from 0 in order (issue 17).
+fn gguf_tensors(src: &Path, arch: &str, hf_names: &[&str]) -> Result<Vec<(String, Vec<String>)>> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    let mut stacked: std::collections::HashMap<String, Vec<(usize, String)>> = Default::default();
+    for &name in hf_names {
+        if let Some(g) = hf_to_gguf_for(arch, name) {
+            out.push((g, vec![name.to_string()]));
+            continue;
+        }
+        let (g, expert) = hf_to_gguf_moe(name).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "`{}`: tensor `{name}` has no GGUF name that depthprune knows",
+                src.display()
+            ))
+        })?;
+        match expert {
+            None => out.push((g, vec![name.to_string()])),
+            Some(e) => {
+                if !stacked.contains_key(&g) {
+                    out.push((g.clone(), Vec::new()));
+                }
+                stacked.entry(g).or_default().push((e, name.to_string()));
+            }
+        }
+    }
+    for (g, parts) in out.iter_mut().filter(|(_, p)| p.is_empty()) {
+        let mut experts = stacked.remove(g.as_str()).unwrap_or_default();
+        experts.sort();
+        if let Some((i, (e, _))) = experts.iter().enumerate().find(|(i, (e, _))| i != e) {
+            return Err(Error::corrupt(
+                src,
+                format!("`{g}`: expert {i} is missing (the next one found is {e})"),
+            ));
+        }
+        *parts = experts.into_iter().map(|(_, n)| n).collect();
+    }
+    Ok(out)
+}
+
+/// llama.cpp's MoE metadata for a config with experts: counts, expert sizes, and the top-k
+/// renormalisation (`expert_weights_norm`) for qwen; Mixtral's sliding window, which llama.cpp's
+/// `llama` does not apply but depthprune reads back.
+fn moe_metadata(cfg: &ArchConfig, raw: &serde_json::Value, arch: &str) -> Vec<(String, Value)> {
+    let Some(m) = &cfg.moe else {
+        return Vec::new();
+    };
+    let k = |s: &str| format!("{arch}.{s}");
+    let u32v = |x: usize| Value::U32(x as u32);
+    let mut kvs = vec![
+        (k("expert_count"), u32v(m.num_experts)),
+        (k("expert_used_count"), u32v(m.num_experts_per_tok)),
+    ];
+    if cfg.model_type == "mixtral" {
+        if let Some(w) = cfg.sliding_window.filter(|_| cfg.use_sliding_window) {
+            kvs.push((k("attention.sliding_window"), u32v(w)));
+        }
+        return kvs;
+    }
+    kvs.push((
+        k("expert_feed_forward_length"),
+        u32v(m.moe_intermediate_size),
+    ));
+    if m.shared_expert_intermediate_size > 0 {
+        kvs.push((
+            k("expert_shared_feed_forward_length"),
+            u32v(m.shared_expert_intermediate_size),
+        ));
+    }
+    let norm = raw.get("norm_topk_prob").and_then(|v| v.as_bool());
+    kvs.push((k("expert_weights_norm"), Value::Bool(norm.unwrap_or(false))));
+    kvs
 }

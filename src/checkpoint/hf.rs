@@ -187,6 +187,10 @@ impl HfCheckpoint {
                 ),
             ));
         }
+        let shapes = self
+            .tensors()
+            .map(|(_, t)| (t.name.as_str(), t.shape.clone()));
+        super::moe_check::check_moe_tensors(config_path, &self.arch, shapes)?;
         for (_, t) in self.tensors() {
             if component_of(&t.name).1 == Component::Embeddings && t.shape.len() == 2 {
                 let want = [self.arch.vocab_size as u64, self.arch.hidden_size as u64];

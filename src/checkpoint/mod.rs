@@ -13,6 +13,7 @@ pub mod hf;
 pub mod hf_prune;
 pub mod limits;
 pub mod links;
+pub mod moe_check;
 pub mod provenance;
 pub mod safetensors;
 pub mod synth;

@@ -4,14 +4,14 @@ use super::output::{print, warn};
 use depthprune::api::plan::GgufPlan;
 use depthprune::api::prune::GgufPruned;
 use depthprune::arch::params::reduction_pct;
-use depthprune::arch::ParamCounts;
+use depthprune::arch::{MoeParams, ParamCounts};
 use depthprune::checkpoint::gguf::GgufInfo;
 use depthprune::fmt::{human_bytes, thousands};
 use depthprune::select::{format_ranges, to_ranges, Removal};
 use std::fmt::Write as _;
 
 /// `depthprune inspect MODEL.gguf`.
-pub fn inspect(info: &GgufInfo) -> anyhow::Result<()> {
+pub fn inspect(info: &GgufInfo, moe: Option<&MoeParams>) -> anyhow::Result<()> {
     let mut s = String::new();
     let parts = match info.parts.len() {
         1 => "1 file".to_string(),
@@ -51,6 +51,20 @@ pub fn inspect(info: &GgufInfo) -> anyhow::Result<()> {
 
     let _ = writeln!(s, "\nparameters by component");
     write_params(&mut s, &info.params);
+    if let Some(m) = moe {
+        // Issue 17: the experts a token uses, and everything else, which it always uses.
+        let experts = format!("experts ({} x {})", m.sparse_layers, m.num_experts);
+        let active = format!("active ({} of {})", m.experts_per_token, m.num_experts);
+        for (label, n) in [
+            (experts.as_str(), m.experts),
+            (active.as_str(), m.active_experts),
+            ("routers", m.routers),
+            ("shared experts", m.shared_experts),
+            ("active/token", m.active),
+        ] {
+            let _ = writeln!(s, "  {label:<14} {:>16}", thousands(n));
+        }
+    }
 
     let _ = writeln!(s, "\ntensors by type");
     let _ = writeln!(

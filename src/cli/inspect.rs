@@ -4,6 +4,7 @@ use super::output::{print, print_json, Bar};
 use anyhow::Result;
 use depthprune::api::inspect::{inspect, Inspection};
 use depthprune::api::ModelSource;
+use depthprune::arch::MoeParams;
 use depthprune::fmt::{human_bytes, thousands};
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -33,7 +34,7 @@ pub fn run(args: Args) -> Result<()> {
         return print_json(&found);
     }
     let i = match found {
-        Inspection::Gguf(info) => return super::gguf::inspect(&info),
+        Inspection::Gguf(g) => return super::gguf::inspect(&g.info, g.moe_params.as_ref()),
         Inspection::Hf(i) => i,
     };
     let (arch, counts, source) = (&i.architecture, &i.params, i.counted_from);
@@ -99,6 +100,9 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     row(&mut s, "  attention", sum(|l| l.attention))?;
     row(&mut s, "  mlp", sum(|l| l.mlp))?;
+    if let Some(m) = &i.moe_params {
+        write_moe_rows(&mut s, m, &row)?;
+    }
     row(&mut s, "  norms", sum(|l| l.norms))?;
     if sum(|l| l.other) > 0 {
         row(&mut s, "  other", sum(|l| l.other))?;
@@ -113,6 +117,9 @@ pub fn run(args: Args) -> Result<()> {
         row(&mut s, "other", counts.other)?;
     }
     writeln!(s, "  {:<22}{:>16}", "total", thousands(counts.total()))?;
+    if let Some(m) = &i.moe_params {
+        row(&mut s, "active per token", m.active)?;
+    }
     if let Some(b) = bytes {
         let label = if i.remote {
             "bytes on the hub"
@@ -138,4 +145,25 @@ pub fn run(args: Args) -> Result<()> {
         )?;
     }
     print(&s)
+}
+
+/// The feed-forward rows of a model with experts (issue 17): routed experts (and the share one
+/// token uses), routers, shared experts and the dense MLPs of layers without experts.
+fn write_moe_rows(
+    s: &mut String,
+    m: &MoeParams,
+    row: &dyn Fn(&mut String, &str, u64) -> std::fmt::Result,
+) -> std::fmt::Result {
+    let experts = format!("    experts ({} x {})", m.sparse_layers, m.num_experts);
+    row(s, &experts, m.experts)?;
+    let active = format!("    active ({} of {})", m.experts_per_token, m.num_experts);
+    row(s, &active, m.active_experts)?;
+    row(s, "    routers", m.routers)?;
+    if m.shared_experts > 0 {
+        row(s, "    shared experts", m.shared_experts)?;
+    }
+    if m.dense_mlp > 0 {
+        row(s, "    dense mlp", m.dense_mlp)?;
+    }
+    Ok(())
 }

@@ -8,6 +8,8 @@
 //! for `down_proj`. GGUF lists dims fastest first, so the same tensor is `ffn_down` with
 //! `ne = [n_ff, n_embd]` and the very same element order; only llama's Q/K rows would need
 //! permuting, which [`GgufWeights::to_gguf_layout`] does should such a tensor ever be replaced.
+//! A MoE layer's healed experts come back one HF tensor per expert; they are concatenated in
+//! expert order into their stacked `ffn_down_exps`, whose outermost dimension is the expert.
 
 use super::Healing;
 use crate::checkpoint::atomic::Overwrite;
@@ -100,16 +102,52 @@ pub fn write_healed_gguf(
     let weights = GgufWeights::new(model)?;
     let mut edits = Edits::default();
     let mut written = Vec::new();
+    let not_here = |hf: &str| {
+        Error::Invalid(format!(
+            "`{}`: the healed tensor `{hf}` is not in this file; heal and write the same model",
+            model.path().display()
+        ))
+    };
+    // A MoE layer's healed experts go back into their stacked `ffn_down_exps` (issue 17).
+    let mut stacked: std::collections::BTreeMap<String, Vec<Option<&Vec<f32>>>> =
+        Default::default();
     for (hf, values) in &healing.tensors {
-        let info = weights.info(hf).ok_or_else(|| {
-            Error::Invalid(format!(
-                "`{}`: the healed tensor `{hf}` is not in this file; heal and write the same model",
-                model.path().display()
-            ))
-        })?;
+        if let Some((info, e)) = weights.expert_info(hf) {
+            let n = info.dims().get(2).map_or(1, |&n| n as usize);
+            let slot = stacked
+                .entry(info.name().to_string())
+                .or_insert_with(|| vec![None; n]);
+            *slot.get_mut(e).ok_or_else(|| not_here(hf))? = Some(values);
+            continue;
+        }
+        let info = weights.info(hf).ok_or_else(|| not_here(hf))?;
         let name = info.name().to_string();
         let src_ty = info.ggml_type();
         let data = encode_float(&weights.to_gguf_layout(hf, values.clone())?, opts.ty)?;
+        written.push((renamed(removal, &name), src_ty));
+        edits
+            .replace
+            .insert(name, Replacement { ty: opts.ty, data });
+    }
+    for (name, experts) in stacked {
+        let src_ty = model
+            .tensors()
+            .iter()
+            .find(|t| t.name() == name)
+            .map(|t| t.ggml_type())
+            .ok_or_else(|| not_here(&name))?;
+        // The experts are the outermost dimension: their HF-layout values, concatenated in
+        // order, are the stacked tensor's element order.
+        let mut values = Vec::new();
+        for (e, v) in experts.iter().enumerate() {
+            let v = v.ok_or_else(|| {
+                Error::Invalid(format!(
+                    "`{name}`: expert {e} was not healed with the others"
+                ))
+            })?;
+            values.extend_from_slice(v);
+        }
+        let data = encode_float(&values, opts.ty)?;
         written.push((renamed(removal, &name), src_ty));
         edits
             .replace

@@ -30,7 +30,7 @@
 use super::fit::fold_down_proj;
 use super::overlay::healed_model;
 use super::result::Healing;
-use super::{down_proj_name, rows};
+use super::{down_proj_names, rows};
 use crate::error::{Error, Result};
 use crate::eval::ReferenceLogProbs;
 use crate::model::{open_checkpoint, AttnCtx, Model};
@@ -432,13 +432,14 @@ pub fn distil(
     let mut out = start.clone();
     if best_step > 0 {
         for (&l, u) in &best {
-            let name = down_proj_name(l);
-            let w = match start.tensors.get(&name) {
-                Some(w) => w.clone(),
-                None => rows(&source.tensor(&name)?)?,
-            };
             let u: Vec<f64> = rows(u)?.into_iter().map(f64::from).collect();
-            out.tensors.insert(name, fold_down_proj(&u, &w, hidden)?);
+            for name in down_proj_names(&dense.config().arch, l) {
+                let w = match start.tensors.get(&name) {
+                    Some(w) => w.clone(),
+                    None => rows(&source.tensor(&name)?)?,
+                };
+                out.tensors.insert(name, fold_down_proj(&u, &w, hidden)?);
+            }
         }
     }
     out.distillation = Some(Distillation {

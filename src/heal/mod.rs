@@ -95,6 +95,12 @@ pub fn down_proj_name(layer: usize) -> String {
     format!("model.layers.{layer}.mlp.down_proj.weight")
 }
 
+/// The names of every `down_proj` weight a map for layer `layer` folds into: the MLP's, or in a
+/// MoE layer each expert's and the shared expert's ([`crate::model::moe::down_proj_names`]).
+pub fn down_proj_names(arch: &crate::arch::ArchConfig, layer: usize) -> Vec<String> {
+    crate::model::moe::down_proj_names(arch, layer)
+}
+
 /// Maximal runs of consecutive layers in `removed` (sorted or not).
 pub fn blocks(removed: &[usize]) -> Vec<Range<usize>> {
     let mut v = removed.to_vec();

@@ -7,7 +7,7 @@ use super::fit::{self, fold_down_proj, Fit, Gram, Solver};
 use super::options::{HealOptions, Maps, Objective};
 use super::result::{Candidate, HealedBlock, Healing, Validation};
 use super::validate::Validator;
-use super::{blocks, down_proj_name, rows, Overlay};
+use super::{blocks, down_proj_names, rows, Overlay};
 use crate::error::{Error, Result};
 use crate::model::{open_checkpoint, DecoderLayer, Model, ModelConfig, WeightSource};
 use crate::progress::Progress;
@@ -194,9 +194,12 @@ pub fn heal(
         }
         dense_next = site.target + 1;
         from = fold_layer;
-        let name = down_proj_name(fold_layer);
-        // Each fold layer is distinct, so the dense weight is the one to fold into.
-        let w = rows(&source.tensor(&name)?)?;
+        // Each fold layer is distinct, so the dense weights are the ones to fold into: the one
+        // `down_proj`, or every expert's in a MoE layer.
+        let ws = down_proj_names(&cfg.arch, fold_layer)
+            .into_iter()
+            .map(|n| Ok((rows(&source.tensor(&n)?)?, n)))
+            .collect::<Result<Vec<_>>>()?;
         let fits = best_alphas(opts, &train, &val, (&fit_m, &fit_z))?;
         drop((fit_m, fit_z));
         let mut record = HealedBlock {
@@ -211,11 +214,11 @@ pub fn heal(
             solver: fits.first().map_or(Solver::Cholesky, |f| f.1.solver),
             validation: None,
         };
-        let mut chosen: Option<(Objective, Fit, f64, Vec<f32>)> = None;
+        let mut chosen: Option<(Objective, Fit, f64, Folded)> = None;
         match validator.as_mut() {
             None => {
                 if let Some((o, fit, alpha, _)) = fits.into_iter().next() {
-                    let folded = fold_down_proj(&fit.t, &w, hidden)?;
+                    let folded = fold_all(&fit.t, &ws, hidden)?;
                     chosen = Some((o, fit, alpha, folded));
                 }
             }
@@ -224,8 +227,8 @@ pub fn heal(
                 let mut candidates = Vec::new();
                 let mut best_kl = unhealed_kl;
                 for (o, fit, alpha, vr) in fits {
-                    let folded = fold_down_proj(&fit.t, &w, hidden)?;
-                    let layer = fold_layer_with(&source, &cfg, &name, &folded, fold_layer)?;
+                    let folded = fold_all(&fit.t, &ws, hidden)?;
+                    let layer = fold_layer_with(&source, &cfg, &folded, fold_layer)?;
                     let kl = v.kl_with(&dense, &val_inputs, fold_layer, &layer)?;
                     progress.advance(1);
                     candidates.push(Candidate {
@@ -248,9 +251,9 @@ pub fn heal(
             }
         }
         if let Some((o, fit, alpha, folded)) = chosen {
-            let layer = fold_layer_with(&source, &cfg, &name, &folded, fold_layer)?;
+            let layer = fold_layer_with(&source, &cfg, &folded, fold_layer)?;
             replaced.insert(fold_layer, Arc::new(layer));
-            tensors.insert(name, folded);
+            tensors.extend(folded);
             record.objective = Some(o);
             record.alpha = alpha;
             record.relative_residual = fit.relative_residual;
@@ -275,17 +278,27 @@ pub fn heal(
     })
 }
 
-/// Layer `fold_layer` with its `down_proj` (`name`) replaced by `folded`. Only that tensor is
-/// swapped in: each fold layer takes exactly one map, so the other healed tensors are irrelevant.
+/// Folded `down_proj` weights by name.
+type Folded = BTreeMap<String, Vec<f32>>;
+
+/// Layer `fold_layer` with its `down_proj`s replaced by `folded`. Only those tensors are swapped
+/// in: each fold layer takes exactly one map, so the other healed tensors are irrelevant.
 fn fold_layer_with(
     source: &Arc<dyn WeightSource>,
     cfg: &ModelConfig,
-    name: &str,
-    folded: &[f32],
+    folded: &Folded,
     fold_layer: usize,
 ) -> Result<DecoderLayer> {
-    let one = BTreeMap::from([(name.to_string(), folded.to_vec())]);
-    DecoderLayer::load(&Overlay::new(source.clone(), &one)?, cfg, fold_layer)
+    DecoderLayer::load(&Overlay::new(source.clone(), folded)?, cfg, fold_layer)
+}
+
+/// `T` folded into each `(weight, name)` of `ws`: a MoE layer's output is a gate-weighted sum of
+/// its experts' down projections (plus the shared expert's, scaled by its sigmoid gate), so
+/// right-multiplying it by `T` is right-multiplying each of them (issue 17).
+fn fold_all(t: &[f64], ws: &[(Vec<f32>, String)], hidden: usize) -> Result<Folded> {
+    ws.iter()
+        .map(|(w, name)| Ok((name.clone(), fold_down_proj(t, w, hidden)?)))
+        .collect()
 }
 
 /// Per objective, the fit with the ridge weight of lowest held-out residual (the first weight

@@ -18,6 +18,9 @@ pub const FORWARD_SUPPORTED: &[&str] = &[
     "gemma3_text",
     "phi3",
     "olmo2",
+    "qwen2_moe",
+    "qwen3_moe",
+    "mixtral",
 ];
 
 /// How RoPE frequencies are derived from `rope_theta`.
@@ -87,6 +90,9 @@ pub struct ModelConfig {
     pub windows: Vec<Option<usize>>,
     /// What the family does differently ([`FamilyOpts`]).
     pub family: FamilyOpts,
+    /// MoE routing: whether the top-k weights are renormalised to sum to 1 (always for Mixtral;
+    /// qwen's `norm_topk_prob`, false when absent).
+    pub norm_topk_prob: bool,
 }
 
 impl ModelConfig {
@@ -106,9 +112,19 @@ impl ModelConfig {
                 FORWARD_SUPPORTED.join(", ")
             ));
         }
-        if arch.moe.is_some() {
-            return Err("mixture-of-experts layers are not supported by the forward pass".into());
+        if let Some(m) = &arch.moe {
+            if m.num_experts_per_tok == 0 || m.num_experts_per_tok > m.num_experts {
+                return Err(format!(
+                    "`num_experts_per_tok` ({}) must be between 1 and the number of experts ({})",
+                    m.num_experts_per_tok, m.num_experts
+                ));
+            }
         }
+        let norm_topk_prob = arch.model_type == "mixtral"
+            || raw
+                .get("norm_topk_prob")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
         if arch.mlp_bias {
             return Err("`mlp_bias` is not supported by the forward pass".into());
         }
@@ -135,6 +151,7 @@ impl ModelConfig {
             rope_scaling,
             windows,
             family,
+            norm_topk_prob,
         })
     }
 

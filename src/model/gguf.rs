@@ -9,6 +9,7 @@
 use super::config::ModelConfig;
 pub use super::gguf_families::check_gguf_prune;
 pub(crate) use super::gguf_families::family_metadata;
+use super::gguf_moe::gguf_to_hf_moe;
 use super::weights::WeightSource;
 use crate::arch::gguf_names::{gguf_to_hf_for, norm_shift, ROPE_FACTORS};
 use crate::arch::ArchConfig;
@@ -30,6 +31,8 @@ pub const GGUF_ARCHES: &[(&str, &str)] = &[
     ("gemma3", "gemma3_text"),
     ("phi3", "phi3"),
     ("olmo2", "olmo2"),
+    ("qwen2moe", "qwen2_moe"),
+    ("qwen3moe", "qwen3_moe"),
 ];
 
 /// Whether llama.cpp's converter permuted the Q/K rows of this architecture.
@@ -43,6 +46,8 @@ pub struct GgufWeights {
     maps: Vec<Mmap>,
     /// HF name → the GGUF tensor.
     tensors: HashMap<String, TensorInfo>,
+    /// HF name of one expert → the stacked GGUF tensor and the expert's index in it.
+    experts: HashMap<String, (TensorInfo, usize)>,
     /// `(n_head, n_head_kv)` when the Q/K rows must be un-permuted.
     permute: Option<(usize, usize)>,
     /// The GGUF architecture (Gemma's norms are stored plus one).
@@ -56,19 +61,29 @@ impl GgufWeights {
         let path = model.path().to_path_buf();
         let arch = gguf_arch(model)?;
         let mut tensors = HashMap::new();
+        let mut experts = HashMap::new();
         for t in model.tensors() {
             // Phi-3's LongRoPE factors become `config.json` fields.
             if [ROPE_FACTORS.0, ROPE_FACTORS.1].contains(&t.name()) && arch == "phi3" {
                 continue;
             }
-            let hf = gguf_to_hf_for(arch, t.name()).ok_or_else(|| {
+            if let Some(hf) = gguf_to_hf_for(arch, t.name()) {
+                tensors.insert(hf, t.clone());
+                continue;
+            }
+            let stacked = t.dims().get(2).map_or(1, |&n| n as usize);
+            let hf = gguf_to_hf_moe(t.name(), arch == "llama", stacked).ok_or_else(|| {
                 Error::Unsupported(format!(
                     "`{}`: tensor `{}` has no HF counterpart that depthprune knows for `{arch}`",
                     path.display(),
                     t.name()
                 ))
             })?;
-            tensors.insert(hf, t.clone());
+            if t.dims().len() == 3 {
+                experts.extend(hf.into_iter().enumerate().map(|(e, n)| (n, (t.clone(), e))));
+            } else if let Some(n) = hf.into_iter().next() {
+                tensors.insert(n, t.clone());
+            }
         }
         let mut maps = Vec::with_capacity(model.parts().len());
         for part in model.parts() {
@@ -90,6 +105,7 @@ impl GgufWeights {
             path,
             maps,
             tensors,
+            experts,
             permute,
             arch: arch.to_string(),
         })
@@ -100,44 +116,71 @@ impl GgufWeights {
         self.tensors.get(name)
     }
 
+    /// The stacked GGUF tensor that holds expert tensor `name`, and the expert's index in it.
+    pub fn expert_info(&self, name: &str) -> Option<(&TensorInfo, usize)> {
+        self.experts.get(name).map(|(t, e)| (t, *e))
+    }
+
     /// The HF names of all tensors, sorted.
     pub fn names(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self.tensors.keys().map(String::as_str).collect();
+        v.extend(self.experts.keys().map(String::as_str));
         v.sort_unstable();
         v
     }
 
     /// The HF shape of tensor `name` (empty if there is none).
     pub fn shape_of(&self, name: &str) -> Vec<usize> {
-        self.tensors
-            .get(name)
-            .map(|t| t.dims().iter().rev().map(|&d| d as usize).collect())
-            .unwrap_or_default()
+        match (self.tensors.get(name), self.experts.get(name)) {
+            (Some(t), _) => t.dims().iter().rev().map(|&d| d as usize).collect(),
+            (None, Some((t, _))) => t.dims().iter().rev().skip(1).map(|&d| d as usize).collect(),
+            (None, None) => Vec::new(),
+        }
     }
 
     /// Tensor `name` as f32 values in HF layout, with its HF shape.
     pub fn values(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
-        let t = self.tensors.get(name).ok_or_else(|| {
-            Error::corrupt(&self.path, format!("the checkpoint has no tensor `{name}`"))
-        })?;
+        let (t, expert) = match (self.tensors.get(name), self.experts.get(name)) {
+            (Some(t), _) => (t, None),
+            (None, Some((t, e))) => (t, Some(*e)),
+            (None, None) => {
+                return Err(Error::corrupt(
+                    &self.path,
+                    format!("the checkpoint has no tensor `{name}`"),
+                ))
+            }
+        };
         let outside = || {
             Error::corrupt(
                 &self.path,
                 format!("tensor `{}` lies outside the file", t.name()),
             )
         };
-        let start = usize::try_from(t.file_offset()).map_err(|_| outside())?;
-        let len = usize::try_from(t.n_bytes()).map_err(|_| outside())?;
+        let mut start = usize::try_from(t.file_offset()).map_err(|_| outside())?;
+        let mut len = usize::try_from(t.n_bytes()).map_err(|_| outside())?;
+        let mut n = usize::try_from(t.n_elements()).map_err(|_| outside())?;
+        let mut shape: Vec<usize> = t.dims().iter().rev().map(|&d| d as usize).collect();
+        if let Some(e) = expert {
+            // One expert's slab: the experts are the outermost dimension, so each is a
+            // contiguous run of whole rows (and whole quantization blocks).
+            let k = shape.remove(0);
+            if k == 0 || !len.is_multiple_of(k) || !n.is_multiple_of(k) {
+                return Err(Error::corrupt(
+                    &self.path,
+                    format!("tensor `{}` does not split into {k} experts", t.name()),
+                ));
+            }
+            (len, n) = (len / k, n / k);
+            start = start.checked_add(e * len).ok_or_else(outside)?;
+        }
         let bytes = self
             .maps
             .get(t.part())
             .and_then(|m| m.get(start..start.checked_add(len)?))
             .ok_or_else(outside)?;
-        let n = usize::try_from(t.n_elements()).map_err(|_| outside())?;
         let mut values = Vec::new();
         crate::quant::dequantize(t.ggml_type().id(), bytes, n, &mut values)
             .map_err(|e| Error::corrupt(&self.path, format!("tensor `{}`: {e}", t.name())))?;
-        let shape: Vec<usize> = t.dims().iter().rev().map(|&d| d as usize).collect();
         let shift = norm_shift(&self.arch, name);
         if shift != 0.0 {
             values.iter_mut().for_each(|v| *v -= shift);
@@ -251,12 +294,11 @@ impl WeightSource for GgufWeights {
     }
 
     fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
+        self.tensors.contains_key(name) || self.experts.contains_key(name)
     }
 
     fn shape(&self, name: &str) -> Option<Vec<usize>> {
-        let t = self.tensors.get(name)?;
-        Some(t.dims().iter().rev().map(|&d| d as usize).collect())
+        self.contains(name).then(|| self.shape_of(name))
     }
 
     fn path(&self) -> &Path {
@@ -264,11 +306,11 @@ impl WeightSource for GgufWeights {
     }
 }
 
-fn missing(path: &Path, key: &str) -> Error {
+pub(super) fn missing(path: &Path, key: &str) -> Error {
     Error::corrupt(path, format!("metadata `{key}` is missing"))
 }
 
-fn meta_u64(model: &GgufModel, key: &str) -> Result<Option<u64>> {
+pub(super) fn meta_u64(model: &GgufModel, key: &str) -> Result<Option<u64>> {
     match model.metadata().get(key) {
         None => Ok(None),
         Some(v) => v.as_u64().map(Some).ok_or_else(|| {
@@ -371,7 +413,7 @@ pub fn gguf_config_json(model: &GgufModel) -> Result<serde_json::Value> {
     cfg.insert("vocab_size".into(), json!(vocab));
     cfg.insert("tie_word_embeddings".into(), json!(tied));
     cfg.insert("hidden_act".into(), json!("silu"));
-    if model_type != "qwen2" {
+    if model_type != "qwen2" && model_type != "qwen2_moe" {
         // qwen2 always has Q/K/V biases; the others say so in `attention_bias`.
         cfg.insert("attention_bias".into(), json!(bias));
     }
@@ -395,6 +437,9 @@ pub fn gguf_config_json(model: &GgufModel) -> Result<serde_json::Value> {
             }
         }
     }
+    if let Some(n) = meta_u64(model, &k("expert_count"))?.filter(|&n| n > 0) {
+        super::gguf_moe::add_moe_config(model, arch, n, layers as usize, &mut cfg)?;
+    }
     for (key, field) in [
         ("tokenizer.ggml.bos_token_id", "bos_token_id"),
         ("tokenizer.ggml.eos_token_id", "eos_token_id"),
@@ -417,6 +462,8 @@ fn hf_class(model_type: &str) -> &'static str {
         "gemma3_text" => "Gemma3ForCausalLM",
         "phi3" => "Phi3ForCausalLM",
         "olmo2" => "Olmo2ForCausalLM",
+        "qwen2_moe" => "Qwen2MoeForCausalLM",
+        "qwen3_moe" => "Qwen3MoeForCausalLM",
         _ => "LlamaForCausalLM",
     }
 }
@@ -428,6 +475,7 @@ pub fn open_gguf(path: &Path) -> Result<(ModelConfig, std::sync::Arc<GgufWeights
     let arch = ArchConfig::from_value(&raw).map_err(|m| Error::config(path, m))?;
     let cfg = ModelConfig::new(arch, &raw).map_err(|m| Error::config(path, m))?;
     let weights = std::sync::Arc::new(GgufWeights::new(&model)?);
+    super::gguf_moe::check_gguf_moe(&model)?;
     Ok((cfg, weights, model))
 }
 

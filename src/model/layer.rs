@@ -1,12 +1,14 @@
 //! One decoder layer: RMSNorm, grouped-query attention with RoPE and a causal (optionally
-//! sliding) mask, and a gated MLP, for llama, mistral, qwen2/3 and the dense families of issue 17
-//! (Gemma 2/3, Phi-3, OLMo 2; [`super::family`] says what differs). Parts are loaded from tensor
-//! names that mirror the checkpoint's (`model.layers.{i}.self_attn.q_proj.weight`).
+//! sliding) mask, and a gated MLP or a sparse block of gated experts ([`super::moe`]), for llama,
+//! mistral, qwen2/3, the MoE families (qwen2_moe, qwen3_moe, mixtral) and the dense families of
+//! issue 17 (Gemma 2/3, Phi-3, OLMo 2; [`super::family`] says what differs). Parts are loaded
+//! from tensor names that mirror the checkpoint's (`model.layers.{i}.self_attn.q_proj.weight`).
 
 use super::config::Compute;
 use super::config::ModelConfig;
 use super::family::Activation;
 use super::half_gemm::HalfMatmul;
+use super::moe::SparseMoe;
 pub use super::norm::RmsNorm;
 use super::ops::{FrozenLinear, SiluMul};
 pub use super::self_attention::{Attention, AttnCtx, LayerCache};
@@ -128,24 +130,46 @@ pub struct Mlp {
 
 impl Mlp {
     fn new(src: &dyn WeightSource, cfg: &ModelConfig, prefix: &str) -> Result<Self> {
-        let (h, i) = (cfg.arch.hidden_size, cfg.arch.intermediate_size);
-        let c = cfg.compute;
-        let gate_up = if cfg.family.family.fused() {
+        if cfg.family.family.fused() {
             // Phi-3 stores the product this struct computes: gate rows, then up rows.
-            load_in(
+            let (h, i, c) = (
+                cfg.arch.hidden_size,
+                cfg.arch.intermediate_size,
+                cfg.compute,
+            );
+            let gate_up = load_in(
                 src,
                 &format!("{prefix}.gate_up_proj.weight"),
                 &[2 * i, h],
                 c,
-            )?
-        } else {
-            let gate = load_in(src, &format!("{prefix}.gate_proj.weight"), &[i, h], c)?;
-            let up = load_in(src, &format!("{prefix}.up_proj.weight"), &[i, h], c)?;
-            Tensor::cat(&[&gate, &up], 0)?
-        };
+            )?;
+            return Ok(Mlp {
+                gate_up: Linear::from_weight(gate_up),
+                down_proj: Linear::new_in(src, &format!("{prefix}.down_proj"), i, h, false, c)?,
+                activation: cfg.family.activation,
+            });
+        }
+        let names = ["gate_proj", "up_proj", "down_proj"];
+        Self::load_named(src, cfg, prefix, names, cfg.arch.intermediate_size)
+    }
+
+    /// Loads `{prefix}.{gate,up,down}.weight` under the given names with intermediate size `i`
+    /// (a MoE expert: `w1`, `w3`, `w2` in Mixtral).
+    pub(crate) fn load_named(
+        src: &dyn WeightSource,
+        cfg: &ModelConfig,
+        prefix: &str,
+        [gate, up, down]: [&str; 3],
+        i: usize,
+    ) -> Result<Self> {
+        let (h, c) = (cfg.arch.hidden_size, cfg.compute);
+        let gate = load_in(src, &format!("{prefix}.{gate}.weight"), &[i, h], c)?;
+        let up = load_in(src, &format!("{prefix}.{up}.weight"), &[i, h], c)?;
+        let gate_up = Tensor::cat(&[&gate, &up], 0)?;
+        drop((gate, up));
         Ok(Mlp {
             gate_up: Linear::from_weight(gate_up),
-            down_proj: Linear::new_in(src, &format!("{prefix}.down_proj"), i, h, false, c)?,
+            down_proj: Linear::new_in(src, &format!("{prefix}.{down}"), i, h, false, c)?,
             activation: cfg.family.activation,
         })
     }
@@ -162,6 +186,31 @@ impl Mlp {
             }
         };
         self.down_proj.forward(&hidden)
+    }
+}
+
+/// A layer's feed-forward block: a dense MLP, or experts ([`SparseMoe`]).
+#[derive(Debug, Clone)]
+pub enum FeedForward {
+    Dense(Mlp),
+    Sparse(SparseMoe),
+}
+
+impl FeedForward {
+    fn load(src: &dyn WeightSource, cfg: &ModelConfig, layer: usize) -> Result<Self> {
+        if cfg.arch.layer_is_sparse(layer) {
+            Ok(FeedForward::Sparse(SparseMoe::load(src, cfg, layer)?))
+        } else {
+            let p = format!("model.layers.{layer}.mlp");
+            Ok(FeedForward::Dense(Mlp::new(src, cfg, &p)?))
+        }
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            FeedForward::Dense(m) => m.forward(xs),
+            FeedForward::Sparse(m) => m.forward(xs),
+        }
     }
 }
 
@@ -194,7 +243,7 @@ pub struct DecoderLayer {
     attn_out: Option<RmsNorm>,
     /// Before the MLP: llama's `post_attention_layernorm`, Gemma's `pre_feedforward_layernorm`.
     mlp_in: Option<RmsNorm>,
-    mlp: Mlp,
+    mlp: FeedForward,
     /// On the MLP output: `post_feedforward_layernorm` (Gemma, OLMo 2).
     mlp_out: Option<RmsNorm>,
 }
@@ -242,7 +291,7 @@ impl DecoderLayer {
             self_attn: Attention::new(src, cfg, index, &format!("{p}.self_attn"))?,
             attn_out,
             mlp_in,
-            mlp: Mlp::new(src, cfg, &format!("{p}.mlp"))?,
+            mlp: FeedForward::load(src, cfg, index)?,
             mlp_out,
         })
     }

@@ -1,5 +1,6 @@
-//! The forward pass: plain candle code, f32 on the CPU, for llama, mistral, qwen2, qwen3 and the
-//! dense families Gemma 2, Gemma 3 (text), Phi-3 and OLMo 2.
+//! The forward pass: plain candle code, f32 on the CPU, for llama, mistral, qwen2, qwen3, the
+//! dense families Gemma 2, Gemma 3 (text), Phi-3 and OLMo 2, and the mixture-of-experts families
+//! qwen2_moe, qwen3_moe and mixtral.
 //!
 //! [`Model`] is the engine that evaluation, scoring and healing call. It exposes the pieces
 //! ([`Model::embed`], [`Model::layer`], [`Model::norm`], [`Model::lm_head`]) and a forward pass
@@ -16,8 +17,10 @@ mod fastmath;
 mod generate;
 pub mod gguf;
 mod gguf_families;
+pub mod gguf_moe;
 mod half_gemm;
 mod layer;
+pub mod moe;
 mod norm;
 mod ops;
 mod rope;
@@ -32,7 +35,10 @@ pub use config::{
 pub use family::{Activation, FamilyOpts};
 pub use fastmath::{log_sum_exp, silu_mul, softmax_unnormalised};
 pub use generate::{argmax, generate, GenerateOpts, Generation, Sampler, Sampling};
-pub use layer::{Attention, AttnCtx, DecoderLayer, LayerCache, LayerOutput, Linear, Mlp, RmsNorm};
+pub use layer::{
+    Attention, AttnCtx, DecoderLayer, FeedForward, LayerCache, LayerOutput, Linear, Mlp, RmsNorm,
+};
+pub use moe::SparseMoe;
 pub use rope::Rope;
 pub use weights::{HfFolder, WeightSource, INDEX_FILE, SINGLE_FILE};
 
@@ -458,6 +464,11 @@ pub fn open_folder(dir: &Path) -> Result<(ModelConfig, Arc<dyn WeightSource>)> {
         cfg.arch.num_hidden_layers,
         folder.names().into_iter(),
     )?;
+    let shapes = folder.names().into_iter().map(|n| {
+        let shape = folder.shape(n).unwrap_or_default();
+        (n, shape.into_iter().map(|d| d as u64).collect())
+    });
+    crate::checkpoint::moe_check::check_moe_tensors(&dir.join("config.json"), &cfg.arch, shapes)?;
     let source: Arc<dyn WeightSource> = Arc::new(folder);
     Ok((cfg, source))
 }
