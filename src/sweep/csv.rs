@@ -73,7 +73,7 @@ const COLUMNS: &[Column] = &[
     ("stability_overlap", |r| num(r.stability.map(|s| s.overlap))),
 ];
 
-/// One CSV row per strategy and count, with the columns of [`COLUMNS`], then, for each extra
+/// One CSV row per strategy and count, with the columns of `COLUMNS`, then, for each extra
 /// healing method `M` (`--heal A,M,…`), `healed_M_perplexity`, `healed_M_mean_kl` and
 /// `healed_M_top1_agreement`.
 pub fn csv(s: &Sweep) -> String {
