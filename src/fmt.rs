@@ -29,6 +29,40 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// Parses a byte size: `5GB`, `500MB`, `2GiB`, `123` (bytes). Decimal units are powers of 1000
+/// as in HF's `max_shard_size`; `KiB`/`MiB`/`GiB` are powers of 1024.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size like 5GB or 500MiB"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1e3,
+        "mb" | "m" => 1e6,
+        "gb" | "g" => 1e9,
+        "tb" | "t" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0f64.powi(4),
+        _ => {
+            return Err(format!(
+                "`{s}`: unknown unit `{unit}` (use B, KB, MB, GB, KiB, MiB, GiB)"
+            ))
+        }
+    };
+    let bytes = (value * mult).round();
+    if bytes < 1.0 {
+        return Err(format!("`{s}` must be at least one byte"));
+    }
+    Ok(bytes as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,5 +74,16 @@ mod tests {
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(human_bytes(1_234_000_000), "1.23 GB");
         assert_eq!(human_bytes(12), "12 B");
+    }
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(parse_size("5GB").unwrap(), 5_000_000_000);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("123").unwrap(), 123);
+        assert_eq!(parse_size("1.5MB").unwrap(), 1_500_000);
+        assert!(parse_size("5XB").is_err());
+        assert!(parse_size("GB").is_err());
+        assert!(parse_size("0").is_err());
     }
 }

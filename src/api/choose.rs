@@ -15,29 +15,69 @@ use serde_json::json;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-/// How the layers are chosen: exactly one of `drop`, `keep` and `strategy`.
+/// The layers named by hand, or the criterion that chooses them: exactly one of the three.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+#[cfg_attr(feature = "cli", group(required = true, multiple = false))]
+#[serde(default)]
+pub struct Layers {
+    /// Layers to remove: N, A..B (half-open), A.., ..B, first:K, last:K, joined with commas.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, value_name = "SPEC", allow_hyphen_values = true)
+    )]
+    pub drop: Option<String>,
+    /// Layers to keep (all others are removed); same grammar as --drop.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, value_name = "SPEC", allow_hyphen_values = true)
+    )]
+    pub keep: Option<String>,
+    /// Choose the layers with a criterion (angular, bi, minitron, ppl, greedy, healed, last) and
+    /// --remove N, --target-params P or --ratio R.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "M", value_parser = Metric::from_name))]
+    pub strategy: Option<Metric>,
+}
+
+/// How the layers are chosen: [`Layers`], and for a strategy how many and from which scores.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(default)]
 pub struct LayerChoice {
-    /// Layers to remove: N, A..B (half-open), A.., ..B, first:K, last:K, joined with commas.
-    pub drop: Option<String>,
-    /// Layers to keep (all others are removed); the same grammar.
-    pub keep: Option<String>,
-    /// Choose the layers with a criterion, and one of `remove`, `target_params`, `ratio`.
-    pub strategy: Option<Metric>,
-    /// Remove exactly this many layers.
+    #[serde(flatten)]
+    #[cfg_attr(feature = "cli", command(flatten))]
+    pub layers: Layers,
+    /// Remove exactly N layers.
+    #[cfg_attr(feature = "cli", arg(long, requires = "strategy", value_name = "N", conflicts_with_all = ["target_params", "ratio"]))]
     pub remove: Option<usize>,
-    /// Remove as few layers as needed to reach at most this many parameters.
+    /// Remove as few layers as needed to reach at most P parameters.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            requires = "strategy",
+            value_name = "P",
+            conflicts_with = "ratio"
+        )
+    )]
     pub target_params: Option<u64>,
     /// Remove this fraction of the layers.
+    #[cfg_attr(feature = "cli", arg(long, requires = "strategy", value_name = "R"))]
     pub ratio: Option<f64>,
     /// Remove one contiguous block (the best by the metric).
+    #[cfg_attr(feature = "cli", arg(long, requires = "strategy"))]
     pub contiguous: bool,
     /// Never remove these: `first:K,last:K`.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, requires = "strategy", value_name = "first:K,last:K")
+    )]
     pub protect: Option<String>,
-    /// Scores saved by `score` to choose from instead of running the metric.
+    /// Read scores saved by `depthprune score --out` instead of running the metric.
+    #[cfg_attr(feature = "cli", arg(long, requires = "strategy", value_name = "FILE"))]
     pub scores: Option<PathBuf>,
     #[serde(flatten)]
+    #[cfg_attr(feature = "cli", command(flatten))]
     pub calib: CalibOptions,
 }
 
@@ -59,19 +99,22 @@ impl LayerChoice {
     /// Removes the layers in `spec`.
     pub fn drop(spec: &str) -> Self {
         LayerChoice {
-            drop: Some(spec.to_string()),
+            layers: Layers {
+                drop: Some(spec.to_string()),
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
 
     /// Whether choosing runs a metric on the model (rather than reading names or a file).
     pub fn runs_metric(&self) -> bool {
-        self.strategy.is_some() && self.scores.is_none()
+        self.layers.strategy.is_some() && self.scores.is_none()
     }
 
     /// The removal `drop` or `keep` names, for a model with `n_layers` layers.
     pub fn by_hand(&self, n_layers: usize) -> Result<Chosen> {
-        let (r, method, how) = match (&self.drop, &self.keep) {
+        let (r, method, how) = match (&self.layers.drop, &self.layers.keep) {
             (Some(d), None) => (
                 Removal::drop(&LayerSpec::parse(d)?, n_layers)?,
                 json!({"kind": "manual", "drop": d}),
@@ -108,10 +151,10 @@ pub fn choose(
     counts: &ParamCounts,
     progress: &dyn Progress,
 ) -> Result<Chosen> {
-    let Some(metric) = choice.strategy else {
+    let Some(metric) = choice.layers.strategy else {
         return choice.by_hand(n_layers);
     };
-    if choice.drop.is_some() || choice.keep.is_some() {
+    if choice.layers.drop.is_some() || choice.layers.keep.is_some() {
         return Err(Error::Invalid(
             "a strategy chooses the layers itself; give it, drop or keep, not two of them".into(),
         ));

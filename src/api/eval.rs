@@ -16,27 +16,47 @@ use std::path::{Path, PathBuf};
 
 /// What `eval` measures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(default)]
 pub struct EvalRequest {
-    /// The text to score (perplexity).
+    /// The text to score (UTF-8), tokenized as one stream.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "tasks",
+            conflicts_with = "tasks"
+        )
+    )]
     pub text: Option<PathBuf>,
-    /// Multiple-choice questions (JSON Lines) to score instead.
+    /// Score multiple-choice questions (JSON Lines, see below) instead of perplexity.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "FILE.jsonl", conflicts_with_all = ["stride", "max_tokens", "reference"]))]
     pub tasks: Option<PathBuf>,
-    /// With tasks: only the first N questions.
+    /// With --tasks: score only the first N questions.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N", requires = "tasks"))]
     pub limit: Option<usize>,
-    /// With tasks: keep each question's log-likelihoods and predictions in the result.
+    /// With --tasks and --json: also list each question's log-likelihoods and predictions.
+    #[cfg_attr(feature = "cli", arg(long, requires = "tasks"))]
     pub per_item: bool,
     /// Tokens per window.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 512, value_name = "N"))]
     pub ctx: usize,
     /// Start a window every S tokens and score only new tokens (sliding convention).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "S"))]
     pub stride: Option<usize>,
     /// Use only the first N tokens of the text.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
     pub max_tokens: Option<usize>,
-    /// Layers to skip as if pruned (a SPEC such as `20..28`).
+    /// Skip these layers (0-based SPEC, e.g. `20..28`) as if they were pruned.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "SPEC"))]
     pub skip: Option<String>,
-    /// Also measure KL(reference ‖ model) and top-1 agreement against this model.
+    /// Also report KL(reference ‖ model) and top-1 agreement against this model (often the
+    /// dense MODEL itself, with --skip on the evaluated side).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DENSE"))]
     pub reference: Option<PathBuf>,
-    /// Windows (with tasks: question × choice requests) per forward pass.
+    /// Windows (with --tasks: question × choice requests) per forward pass.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 4, value_name = "B"))]
     pub batch: usize,
 }
 

@@ -12,22 +12,35 @@ use std::time::Instant;
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(default)]
 pub struct GenerateRequest {
+    /// The prompt text.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub prompt: String,
     /// Wrap the prompt as a user message in the model's chat template.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub chat: bool,
+    /// Stop after this many new tokens.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 128, value_name = "N"))]
     pub max_new_tokens: usize,
     /// Sampling temperature; 0 is greedy.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.0, value_name = "T"))]
     pub temperature: f32,
     /// Nucleus sampling: keep the most likely tokens up to this total probability.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1.0, value_name = "P"))]
     pub top_p: f32,
     /// Keep only the K most likely tokens (0 keeps all).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0, value_name = "K"))]
     pub top_k: usize,
+    /// Seed for sampling.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0, value_name = "S"))]
     pub seed: u64,
-    /// Layers to skip as if pruned (a SPEC).
+    /// Skip these layers (0-based SPEC) as if they were pruned.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "SPEC"))]
     pub skip: Option<String>,
     /// Keep going past end-of-sequence tokens (for timing).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub ignore_eos: bool,
 }
 

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 /// The healing methods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum HealMethod {
     /// Held-out validation chooses among `lstsq`, `weighted` and `scale` per block, or none.
@@ -61,25 +62,49 @@ impl HealMethod {
 
 /// How the maps are fitted (the calibration text is given beside them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(default)]
 pub struct HealFit {
-    /// Ridge weights to try, relative to the mean diagonal of MᵀM.
+    /// Ridge weights to try, relative to the mean diagonal of MᵀM (comma-separated); each block
+    /// takes the one with the lowest held-out residual. With --holdout 0, give exactly one.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            value_delimiter = ',',
+            default_value = "1e-4,1e-3,1e-2,1e-1",
+            value_name = "A[,A...]"
+        )
+    )]
     pub alpha: Vec<f64>,
-    /// What the ridge pulls the map towards.
+    /// What the ridge pulls the map towards: `identity` (keep the MLP output) or `zero` (the
+    /// ReplaceMe paper's plain ridge).
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value = "identity"))]
     pub ridge: Prior,
-    /// Calibration tokens to heal on, validation windows included.
+    /// Calibration tokens to heal on (cut into windows of --ctx), validation windows included.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 16384, value_name = "N"))]
     pub heal_samples: usize,
-    /// Hold out one calibration window in N for validation (0: no validation).
+    /// Hold out one calibration window in N for validation: each block keeps the map (objective
+    /// and ridge weight) with the lowest next-token KL to the dense model there, or none when
+    /// leaving it unhealed is better. 0 heals every block without validation.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = heal::DEFAULT_HOLDOUT, value_name = "N"))]
     pub holdout: usize,
-    /// One map per removed block, or also one per kept layer after the first removed block.
+    /// Where maps go: `per-block` (one per removed block, into the layer before it) or
+    /// `per-layer` (also one per kept layer after the first removed block, each fitted to the
+    /// dense output of that layer and validated like the others).
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value = "per-block"))]
     pub maps: Maps,
-    /// kd: training steps.
+    /// With `kd`: training steps, one calibration window each (the fit windows in turn).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = heal::kd::DEFAULT_STEPS, value_name = "N"))]
     pub steps: usize,
-    /// kd: Adam's learning rate.
+    /// With `kd`: Adam's learning rate for the maps.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = heal::kd::DEFAULT_LR, value_name = "LR"))]
     pub lr: f64,
-    /// kd: steps between validations.
+    /// With `kd`: steps between validations on the held-out windows (the best maps are kept).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = heal::kd::DEFAULT_EVAL_EVERY, value_name = "N"))]
     pub kd_eval_every: usize,
-    /// kd: validations without improvement before training stops (0: never early).
+    /// With `kd`: validations without improvement before training stops (0: never early).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = heal::kd::DEFAULT_PATIENCE, value_name = "N"))]
     pub patience: usize,
 }
 
@@ -149,16 +174,27 @@ impl HealFit {
 
 /// What to heal on and how: a method, its fit, and the calibration text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(default)]
 pub struct HealRequest {
+    /// `auto` tries every objective; `lstsq` fits plain least squares; `weighted` weights each
+    /// token by the inverse norm of its target (so attention-sink tokens do not dominate);
+    /// `scale` fits one scalar per block (magnitude compensation); `cosine` refines the
+    /// least-squares map to minimise the cosine distance (slower); `kd` starts from `auto` and
+    /// trains only the maps to match the dense model's next-token distribution (--steps, --lr).
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value = "auto"))]
     pub method: HealMethod,
-    /// Calibration text, tokenized with the dense model's tokenizer.
+    /// Calibration text (UTF-8), tokenized with the dense model's tokenizer.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
     pub calib: Option<PathBuf>,
     /// Calibration window length in tokens.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 512))]
     pub ctx: usize,
-    /// Tokens of the calibration text skipped first.
+    /// Tokens of the calibration text to skip first (to keep calibration and evaluation apart).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0, value_name = "T"))]
     pub calib_offset: usize,
     #[serde(flatten)]
+    #[cfg_attr(feature = "cli", command(flatten))]
     pub fit: HealFit,
 }
 

@@ -30,7 +30,7 @@ pub mod source;
 pub mod sweep;
 pub mod text;
 
-pub use choose::{Chosen, LayerChoice};
+pub use choose::{Chosen, LayerChoice, Layers};
 pub use source::ModelSource;
 pub use text::TextSlice;
 

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 /// The floating-point types a prune may convert to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum FloatType {
     F32,
@@ -39,24 +40,38 @@ impl FloatType {
 
 /// What `prune` writes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(default)]
 pub struct PruneRequest {
     #[serde(flatten)]
+    #[cfg_attr(feature = "cli", command(flatten))]
     pub choice: LayerChoice,
     /// Output folder (HF) or file (GGUF).
+    #[cfg_attr(feature = "cli", arg(long, short))]
     pub out: PathBuf,
-    /// Convert floating-point tensors to this type (HF only); with `heal` on a GGUF, the type
-    /// of the healed tensors (f32 or f16).
+    /// Convert floating-point tensors to this dtype (HF only); otherwise bytes are copied unchanged.
+    /// With --heal on a GGUF: the type of the healed tensors (f32 or f16).
+    #[cfg_attr(feature = "cli", arg(long, value_enum))]
     pub dtype: Option<FloatType>,
-    /// Largest shard (HF) or split part (GGUF) in bytes.
+    /// Largest shard to write: bytes, or with units (5GB, 500MB, 2GiB).
+    #[cfg_attr(feature = "cli", arg(long, value_parser = crate::fmt::parse_size, value_name = "SIZE"))]
     pub max_shard_size: Option<u64>,
     /// Replace an existing non-empty output.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub force: bool,
-    /// Heal the pruned model with this method (needs `calib`).
+    /// Heal the pruned model: fold a linear map per removed block into the `down_proj` before it
+    /// (needs --calib). `auto` (the default) lets held-out validation choose among `lstsq`,
+    /// `weighted` and `scale` per block, and leaves a block unhealed when no map helps; `cosine`
+    /// refines the least-squares map by cosine distance; `kd` then trains the maps on the dense
+    /// model's next-token distribution (--steps, --lr). For a GGUF the healed `ffn_down` tensors
+    /// are written as F32 (or F16 with --dtype f16), the rest copied.
+    #[cfg_attr(feature = "cli", arg(long, value_enum, num_args = 0..=1, default_missing_value = "auto", value_name = "METHOD"))]
     pub heal: Option<HealMethod>,
     #[serde(flatten)]
+    #[cfg_attr(feature = "cli", command(flatten))]
     pub heal_fit: HealFit,
     /// The command line recorded in provenance (default: the equivalent `depthprune prune`).
+    #[cfg_attr(feature = "cli", arg(skip))]
     pub command: Option<Vec<String>>,
 }
 
@@ -169,7 +184,7 @@ pub fn prune(
             chosen,
         });
     }
-    if req.choice.calib.calib.is_some() && req.choice.strategy.is_none() {
+    if req.choice.calib.calib.is_some() && req.choice.layers.strategy.is_none() {
         progress.warn(
             "calibration text is only used to choose layers or to heal; writing an unhealed prune",
         );
@@ -266,7 +281,7 @@ fn prune_gguf(req: &PruneRequest, path: &Path, progress: &dyn Progress) -> Resul
             chosen,
         });
     }
-    if req.choice.calib.calib.is_some() && req.choice.strategy.is_none() {
+    if req.choice.calib.calib.is_some() && req.choice.layers.strategy.is_none() {
         progress.warn(
             "calibration text is only used to choose layers or to heal; writing an unhealed prune",
         );

@@ -20,17 +20,24 @@ use std::path::{Path, PathBuf};
 
 /// What `report` adds to a sweep folder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(default)]
 pub struct ReportRequest {
     /// Layers removed for the summary and the generations (default: the largest count ≤ 8).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "K"))]
     pub k: Option<usize>,
-    /// Pruned checkpoints to measure and generate from.
+    /// Pruned checkpoints (HF folder or .gguf) to measure and generate from; an HF folder's
+    /// README.md gets the evaluation section.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "PATH"))]
     pub pruned: Vec<PathBuf>,
     /// Prompts, one per line (default: four built-in prompts).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
     pub prompts: Option<PathBuf>,
     /// New tokens per generation.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 40, value_name = "N"))]
     pub max_new_tokens: usize,
-    /// Markdown about where the text came from and its limits.
+    /// Markdown to include about where the text came from and its limits.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
     pub text_note: Option<PathBuf>,
 }
 

@@ -24,23 +24,32 @@ const CACHE_WARN_BYTES: u64 = 8 << 30;
 
 /// The calibration set and how a criterion runs on it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(default)]
 pub struct CalibOptions {
-    /// Calibration text (UTF-8); every criterion but `last` needs it.
+    /// Calibration text (UTF-8), tokenized as one string as the evaluation does.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
     pub calib: Option<PathBuf>,
     /// Tokens per calibration window.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 512, value_name = "N"))]
     pub ctx: usize,
     /// Calibration windows.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 16, value_name = "N"))]
     pub samples: usize,
-    /// Tokens of the text skipped first (to keep calibration apart from evaluation).
+    /// Tokens to skip at the start of the text (keep calibration apart from evaluation).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0, value_name = "TOKENS"))]
     pub calib_offset: usize,
     /// Angular distance on each window's last token or on all tokens.
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = TokenSel::Last))]
     pub tokens: TokenSel,
     /// Largest block size for angular distances (default: all).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
     pub max_block: Option<usize>,
-    /// Windows per forward for angular, bi and minitron.
+    /// Windows per forward for angular/bi/minitron.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 4, value_name = "B"))]
     pub batch: usize,
     /// Keep only one layer's weights resident (slower, for models larger than memory).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub offload: bool,
 }
 
@@ -84,18 +93,27 @@ impl CalibOptions {
 
 /// What `score` runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(default)]
 pub struct ScoreRequest {
+    /// The criterion: angular, bi, minitron, ppl, greedy, healed or last.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "M", value_parser = Metric::from_name))]
     pub metric: Metric,
     #[serde(flatten)]
+    #[cfg_attr(feature = "cli", command(flatten))]
     pub calib: CalibOptions,
-    /// Greedy or heal-aware removal steps (default: all layers but one).
+    /// Greedy removal steps (default: all layers but one).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
     pub steps: Option<usize>,
-    /// Also score on this many bootstrap resamples of the calibration windows.
+    /// Also score on K bootstrap resamples of the calibration windows: each layer's mean ± sd,
+    /// how often it lands in the chosen set, and how much the chosen sets overlap.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "K"))]
     pub resamples: Option<usize>,
     /// With resamples: layers in each chosen set (default: a quarter of the layers).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N", requires = "resamples"))]
     pub choose: Option<usize>,
     /// Seed of the resamples.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = SEED, value_name = "N"))]
     pub seed: u64,
 }
 
@@ -221,6 +239,13 @@ pub fn score(
         resampled,
         counts,
     })
+}
+
+/// Saves `scores` as JSON at `path`, the file `plan`/`prune` read back to choose from.
+pub fn save(scores: &LayerScores, path: &std::path::Path) -> Result<()> {
+    use crate::error::IoContext;
+    let json = serde_json::to_string_pretty(scores).map_err(|e| Error::Invalid(e.to_string()))?;
+    std::fs::write(path, json).at(path)
 }
 
 /// Ranks: 1 is the least important layer (removed first).

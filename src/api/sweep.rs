@@ -25,47 +25,90 @@ const CACHE_WARN_BYTES: u64 = 8 << 30;
 
 /// What `sweep` runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(default)]
 pub struct SweepRequest {
-    /// Strategies: angular, bi, minitron, ppl, greedy, healed, last, each optionally with
-    /// `:block` or `:layers`.
+    /// Comma-separated strategies: angular, bi, minitron, ppl, greedy, healed, last, each
+    /// optionally with `:block` or `:layers`.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            value_delimiter = ',',
+            default_value = "angular,bi,ppl,last",
+            value_name = "LIST"
+        )
+    )]
     pub strategies: Vec<String>,
-    /// Numbers of layers to remove: `A..B` (half-open) or a list (`2,4,8`); 0 is the dense model.
+    /// Numbers of layers to remove.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, default_value = "0..9", value_name = "COUNTS")
+    )]
     pub remove: String,
     /// Never remove these: `first:K,last:K`.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "first:K,last:K"))]
     pub protect: Option<String>,
     #[serde(flatten)]
+    #[cfg_attr(feature = "cli", command(flatten))]
     pub calib: CalibOptions,
-    /// Evaluation text; may be the calibration file, with disjoint offsets.
+    /// Evaluation text (UTF-8); may be the calibration file, with disjoint offsets.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
     pub eval: PathBuf,
-    /// Tokens per evaluation window (default: ctx).
+    /// Tokens per evaluation window (default: --ctx).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
     pub eval_ctx: Option<usize>,
+    /// Evaluation windows.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 8, value_name = "N"))]
     pub eval_samples: usize,
+    /// Tokens of the evaluation text to skip first.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0, value_name = "TOKENS"))]
     pub eval_offset: usize,
-    /// Validation text (default: the calibration file, else the evaluation file).
+    /// Validation text, on which the best removal at each count is chosen before it is measured
+    /// on the evaluation text (default: the calibration file, else the evaluation file).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
     pub select_on: Option<PathBuf>,
-    /// Tokens of the validation text skipped first (default: after every other slice of the
-    /// same file).
+    /// Tokens of the validation text to skip first (default: the first token after every other
+    /// slice taken from the same file).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "TOKENS"))]
     pub select_offset: Option<usize>,
-    /// Validation windows (default: eval_samples).
+    /// Validation windows of --eval-ctx tokens (default: --eval-samples).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
     pub select_samples: Option<usize>,
-    /// Also score each strategy on this many calibration resamples (stability).
+    /// Also score each strategy on K bootstrap resamples of the calibration windows and report
+    /// how stable each choice is.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "K"))]
     pub resamples: Option<usize>,
     /// Bootstrap resamples behind every 95% interval.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = eval::bootstrap::RESAMPLES, value_name = "N"))]
     pub ci_resamples: usize,
+    /// Seed of the bootstrap and of the calibration resamples.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = eval::bootstrap::SEED, value_name = "N"))]
     pub seed: u64,
-    /// Also measure zero-shot accuracy on these questions.
+    /// Also measure zero-shot accuracy of every removal on these questions (the formats
+    /// `eval --tasks` reads).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "FILE.jsonl"))]
     pub tasks: Option<PathBuf>,
+    /// With --tasks: score only the first N questions.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N", requires = "tasks"))]
     pub limit: Option<usize>,
-    /// Heal every removal with these methods (the first decides the best choices).
+    /// Also heal every removal and measure it healed (`auto`, `lstsq`, `weighted`, `scale` or
+    /// `cosine`, as in `prune --heal`; validated on held-out calibration windows unless
+    /// --holdout 0). Several methods, comma-separated, each get their own healed columns; the
+    /// best choice at each count follows the first.
+    #[cfg_attr(feature = "cli", arg(long, value_enum, num_args = 0..=1, value_delimiter = ',', default_missing_value = "auto", value_name = "METHOD[,METHOD...]"))]
     pub heal: Vec<HealMethod>,
     #[serde(flatten)]
+    #[cfg_attr(feature = "cli", command(flatten))]
     pub heal_fit: HealFit,
-    /// Folder for sweep.csv, sweep.json, scores and plots (nothing is written without one).
+    /// Output folder for sweep.csv, sweep.json, scores and plots (nothing is written without one).
+    #[cfg_attr(feature = "cli", arg(long, short, required = true))]
     pub out: Option<PathBuf>,
-    /// Also write report.md into `out`.
+    /// Also write report.md (generations, tables and plots) into the output folder.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub report: bool,
-    /// Layers removed for the report's pruned generations and the stability summary.
+    /// Layers removed for the report's pruned generations (default: the largest count ≤ 8).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "K"))]
     pub report_k: Option<usize>,
 }
 

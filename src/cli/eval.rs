@@ -31,77 +31,18 @@ use std::path::PathBuf;
 pub struct Args {
     /// The model: an HF folder (config.json, tokenizer.json, safetensors) or a `.gguf` file.
     pub model: PathBuf,
-    /// The text to score (UTF-8), tokenized as one stream.
-    #[arg(
-        long,
-        value_name = "FILE",
-        required_unless_present = "tasks",
-        conflicts_with = "tasks"
-    )]
-    pub text: Option<PathBuf>,
-    /// Score multiple-choice questions (JSON Lines, see below) instead of perplexity.
-    #[arg(long, value_name = "FILE.jsonl", conflicts_with_all = ["stride", "max_tokens", "reference"])]
-    pub tasks: Option<PathBuf>,
-    /// With --tasks: score only the first N questions.
-    #[arg(long, value_name = "N", requires = "tasks")]
-    pub limit: Option<usize>,
-    /// With --tasks and --json: also list each question's log-likelihoods and predictions.
-    #[arg(long, requires = "tasks")]
-    pub per_item: bool,
-    /// Tokens per window.
-    #[arg(long, default_value_t = 512, value_name = "N")]
-    pub ctx: usize,
-    /// Start a window every S tokens and score only new tokens (sliding convention).
-    #[arg(long, value_name = "S")]
-    pub stride: Option<usize>,
-    /// Use only the first N tokens of the text.
-    #[arg(long, value_name = "N")]
-    pub max_tokens: Option<usize>,
-    /// Skip these layers (0-based SPEC, e.g. `20..28`) as if they were pruned.
-    #[arg(long, value_name = "SPEC")]
-    pub skip: Option<String>,
-    /// Also report KL(reference ‖ model) and top-1 agreement against this model (often the
-    /// dense MODEL itself, with --skip on the evaluated side).
-    #[arg(long, value_name = "DENSE")]
-    pub reference: Option<PathBuf>,
-    /// Windows (with --tasks: question × choice requests) per forward pass.
-    #[arg(long, default_value_t = 4, value_name = "B")]
-    pub batch: usize,
+    #[command(flatten)]
+    pub req: EvalRequest,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
-impl Args {
-    /// The library's request.
-    pub fn request(&self) -> EvalRequest {
-        EvalRequest {
-            text: self.text.clone(),
-            tasks: self.tasks.clone(),
-            limit: self.limit,
-            per_item: self.per_item,
-            ctx: self.ctx,
-            stride: self.stride,
-            max_tokens: self.max_tokens,
-            skip: self.skip.clone(),
-            reference: self.reference.clone(),
-            batch: self.batch,
-        }
-    }
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.batch == 0 {
-        anyhow::bail!("--batch must be at least 1");
-    }
-    if args.tasks.is_some() {
+    if args.req.tasks.is_some() {
         return super::eval_tasks::run(&args);
     }
-    let r = perplexity(
-        &ModelSource::new(&args.model),
-        &args.request(),
-        &Bar::items(),
-    )?;
+    let r = perplexity(&ModelSource::new(&args.model), &args.req, &Bar::items())?;
     if args.json {
         print_json(&r)
     } else {
@@ -114,7 +55,7 @@ fn table(args: &Args, res: &EvalResult) -> String {
     let mut s = String::new();
     let mut row = |k: &str, v: String| s.push_str(&format!("{k:<14} {v}\n"));
     row("model", args.model.display().to_string());
-    if let Some(spec) = &args.skip {
+    if let Some(spec) = &args.req.skip {
         row(
             "skipped",
             format!("{spec} ({} of {n_layers} layers)", skip.len()),

@@ -8,14 +8,7 @@ use depthprune::api::eval::{eval_tasks, TaskResult};
 use depthprune::api::ModelSource;
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    if args.limit == Some(0) {
-        anyhow::bail!("--limit must be at least 1");
-    }
-    let r = eval_tasks(
-        &ModelSource::new(&args.model),
-        &args.request(),
-        &Bar::items(),
-    )?;
+    let r = eval_tasks(&ModelSource::new(&args.model), &args.req, &Bar::items())?;
     if args.json {
         print_json(&r)
     } else {
@@ -35,7 +28,7 @@ fn table(args: &Args, res: &TaskResult) -> String {
     let mut s = String::new();
     let mut row = |k: &str, v: String| s.push_str(&format!("{k:<14} {v}\n"));
     row("model", args.model.display().to_string());
-    if let Some(spec) = &args.skip {
+    if let Some(spec) = &args.req.skip {
         row(
             "skipped",
             format!("{spec} ({} of {n_layers} layers)", skip.len()),

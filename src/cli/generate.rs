@@ -14,52 +14,16 @@ use std::path::PathBuf;
 pub struct Args {
     /// The model: an HF folder (config.json, tokenizer.json, safetensors) or a `.gguf` file.
     pub model: PathBuf,
-    /// The prompt text.
-    #[arg(long)]
-    pub prompt: String,
-    /// Wrap the prompt as a user message in the model's chat template.
-    #[arg(long)]
-    pub chat: bool,
-    /// Stop after this many new tokens.
-    #[arg(long, default_value_t = 128, value_name = "N")]
-    pub max_new_tokens: usize,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0, value_name = "T")]
-    pub temperature: f32,
-    /// Nucleus sampling: keep the most likely tokens up to this total probability.
-    #[arg(long, default_value_t = 1.0, value_name = "P")]
-    pub top_p: f32,
-    /// Keep only the K most likely tokens (0 keeps all).
-    #[arg(long, default_value_t = 0, value_name = "K")]
-    pub top_k: usize,
-    /// Seed for sampling.
-    #[arg(long, default_value_t = 0, value_name = "S")]
-    pub seed: u64,
-    /// Skip these layers (0-based SPEC) as if they were pruned.
-    #[arg(long, value_name = "SPEC")]
-    pub skip: Option<String>,
-    /// Keep going past end-of-sequence tokens (for timing).
-    #[arg(long)]
-    pub ignore_eos: bool,
+    #[command(flatten)]
+    pub req: GenerateRequest,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let req = GenerateRequest {
-        prompt: args.prompt,
-        chat: args.chat,
-        max_new_tokens: args.max_new_tokens,
-        temperature: args.temperature,
-        top_p: args.top_p,
-        top_k: args.top_k,
-        seed: args.seed,
-        skip: args.skip,
-        ignore_eos: args.ignore_eos,
-    };
     let mut show =
         |piece: &str| print(piece).map_err(|e| depthprune::Error::Invalid(e.to_string()));
     let out = generate(
         &ModelSource::new(&args.model),
-        &req,
+        &args.req,
         &mut show,
         &Bar::items(),
     )?;

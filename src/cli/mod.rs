@@ -86,7 +86,6 @@ mod plan;
 mod prune;
 mod report;
 mod score;
-mod strategy;
 mod sweep;
 mod synth;
 mod verify;

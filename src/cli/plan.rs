@@ -1,8 +1,9 @@
 //! `depthprune plan MODEL --drop SPEC`: what a prune would produce, writing nothing.
 
-use super::common::{warn_duplicates, LayerArgs};
+use super::common::warn_duplicates;
 use super::output::{print, print_json, warn, Bar};
 use anyhow::Result;
+use depthprune::api::choose::LayerChoice;
 use depthprune::api::plan::{plan, PlanReport};
 use depthprune::api::ModelSource;
 use depthprune::arch::params::reduction_pct;
@@ -22,9 +23,7 @@ pub struct Args {
     /// (`org/name[@revision]`, `org/name:file.gguf`).
     pub model: PathBuf,
     #[command(flatten)]
-    pub layers: LayerArgs,
-    #[command(flatten)]
-    pub strategy: super::strategy::StrategyArgs,
+    pub choice: LayerChoice,
     /// For a hub ID, count parameters exactly from each shard's header (a few KB, by HTTP range
     /// requests) instead of from config.json.
     #[arg(long)]
@@ -35,10 +34,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let choice = args.layers.choice(&args.strategy);
     let planned = plan(
         &ModelSource::new(&args.model),
-        &choice,
+        &args.choice,
         args.exact,
         &Bar::items(),
     )?;

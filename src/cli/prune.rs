@@ -1,10 +1,9 @@
 //! `depthprune prune MODEL --drop SPEC --out DIR`: write the pruned checkpoint.
 
-use super::common::{parse_size, warn_duplicates, LayerArgs};
+use super::common::warn_duplicates;
 use super::output::{print, print_json, Bar};
 use anyhow::Result;
-use depthprune::api::heal::HealMethod;
-use depthprune::api::prune::{prune, FloatType, PruneRequest, Pruned};
+use depthprune::api::prune::{prune, PruneRequest, Pruned};
 use depthprune::api::ModelSource;
 use depthprune::fmt::thousands;
 use depthprune::select::format_ranges;
@@ -27,59 +26,16 @@ pub struct Args {
     /// `org/name:file.gguf`).
     pub model: PathBuf,
     #[command(flatten)]
-    pub layers: LayerArgs,
-    #[command(flatten)]
-    pub strategy: super::strategy::StrategyArgs,
-    /// Output folder (HF) or file (GGUF).
-    #[arg(long, short)]
-    pub out: PathBuf,
-    /// Convert floating-point tensors to this dtype (HF only); otherwise bytes are copied unchanged.
-    /// With --heal on a GGUF: the type of the healed tensors (f32 or f16).
-    #[arg(long, value_parser = parse_float_type)]
-    pub dtype: Option<FloatType>,
-    /// Largest shard to write: bytes, or with units (5GB, 500MB, 2GiB).
-    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
-    pub max_shard_size: Option<u64>,
-    /// Replace an existing non-empty output.
-    #[arg(long)]
-    pub force: bool,
+    pub req: PruneRequest,
     /// Print a JSON summary instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Heal the pruned model: fold a linear map per removed block into the `down_proj` before it
-    /// (needs --calib). `auto` (the default) lets held-out validation choose among `lstsq`,
-    /// `weighted` and `scale` per block, and leaves a block unhealed when no map helps; `cosine`
-    /// refines the least-squares map by cosine distance; `kd` then trains the maps on the dense
-    /// model's next-token distribution (--steps, --lr). For a GGUF the healed `ffn_down` tensors
-    /// are written as F32 (or F16 with --dtype f16), the rest copied.
-    #[arg(long, value_parser = super::heal::parse_method, num_args = 0..=1, default_missing_value = "auto", value_name = "METHOD")]
-    pub heal: Option<HealMethod>,
-    #[command(flatten)]
-    pub heal_fit: super::heal::HealFitArgs,
-}
-
-/// `--dtype`.
-pub fn parse_float_type(s: &str) -> Result<FloatType, String> {
-    match s {
-        "f32" => Ok(FloatType::F32),
-        "f16" => Ok(FloatType::F16),
-        "bf16" => Ok(FloatType::Bf16),
-        _ => Err(format!("`{s}`: expected f32, f16 or bf16")),
-    }
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let req = PruneRequest {
-        choice: args.layers.choice(&args.strategy),
-        out: args.out.clone(),
-        dtype: args.dtype,
-        max_shard_size: args.max_shard_size,
-        force: args.force,
-        heal: args.heal,
-        heal_fit: args.heal_fit.fit(),
-        command: Some(super::common::command_line()),
-    };
-    if args.heal.is_some() && args.strategy.calib.calib.is_none() {
+    let mut req = args.req;
+    req.command = Some(super::common::command_line());
+    if req.heal.is_some() && req.choice.calib.calib.is_none() {
         anyhow::bail!("healing needs calibration text\nhint: add --calib FILE");
     }
     let done = prune(&ModelSource::new(&args.model), &req, &Bar::bytes())?;

@@ -17,32 +17,11 @@ use std::path::PathBuf;
 pub struct Args {
     /// A folder written by `depthprune sweep` (holds sweep.json).
     pub dir: PathBuf,
-    /// Layers removed for the summary and the generations (default: the largest count ≤ 8).
-    #[arg(long, value_name = "K")]
-    pub k: Option<usize>,
-    /// Pruned checkpoints (HF folder or .gguf) to measure and generate from; an HF folder's
-    /// README.md gets the evaluation section.
-    #[arg(long, value_name = "PATH")]
-    pub pruned: Vec<PathBuf>,
-    /// Prompts, one per line (default: four built-in prompts).
-    #[arg(long, value_name = "FILE")]
-    pub prompts: Option<PathBuf>,
-    /// New tokens per generation.
-    #[arg(long, default_value_t = 40, value_name = "N")]
-    pub max_new_tokens: usize,
-    /// Markdown to include about where the text came from and its limits.
-    #[arg(long, value_name = "FILE")]
-    pub text_note: Option<PathBuf>,
+    #[command(flatten)]
+    pub req: ReportRequest,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let req = ReportRequest {
-        k: args.k,
-        pruned: args.pruned,
-        prompts: args.prompts,
-        max_new_tokens: args.max_new_tokens,
-        text_note: args.text_note,
-    };
-    let out = report(&args.dir, &req, &Bar::items())?;
+    let out = report(&args.dir, &args.req, &Bar::items())?;
     print(&format!("{}\n", out.display()))
 }

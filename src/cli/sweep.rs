@@ -2,15 +2,11 @@
 //! every strategy at every number of layers removed, pruned virtually and measured against the
 //! dense model; writes `sweep.csv`, `sweep.json`, the plots, and with `--report` the report.
 
-use super::heal::HealFitArgs;
 use super::output::{print, print_json, Bar};
-use super::score::CalibArgs;
 use anyhow::Result;
-use depthprune::api::heal::HealMethod;
 use depthprune::api::score::describe_calibration;
 use depthprune::api::sweep::{sweep, SweepRequest};
 use depthprune::api::ModelSource;
-use depthprune::eval;
 use depthprune::sweep::Sweep;
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -34,111 +30,23 @@ use std::path::PathBuf;
 pub struct Args {
     /// An HF folder or a `.gguf` file.
     pub model: PathBuf,
-    /// Comma-separated strategies.
-    #[arg(long, default_value = "angular,bi,ppl,last", value_name = "LIST")]
-    pub strategies: String,
-    /// Numbers of layers to remove.
-    #[arg(long, default_value = "0..9", value_name = "COUNTS")]
-    pub remove: String,
-    /// Never remove these: `first:K,last:K`.
-    #[arg(long, value_name = "first:K,last:K")]
-    pub protect: Option<String>,
     #[command(flatten)]
-    pub calib: CalibArgs,
-    /// Evaluation text (UTF-8); may be the calibration file, with disjoint offsets.
-    #[arg(long, value_name = "FILE")]
-    pub eval: PathBuf,
-    /// Tokens per evaluation window (default: --ctx).
-    #[arg(long, value_name = "N")]
-    pub eval_ctx: Option<usize>,
-    /// Evaluation windows.
-    #[arg(long, default_value_t = 8, value_name = "N")]
-    pub eval_samples: usize,
-    /// Tokens of the evaluation text to skip first.
-    #[arg(long, default_value_t = 0, value_name = "TOKENS")]
-    pub eval_offset: usize,
-    /// Validation text, on which the best removal at each count is chosen before it is measured
-    /// on the evaluation text (default: the calibration file, else the evaluation file).
-    #[arg(long, value_name = "FILE")]
-    pub select_on: Option<PathBuf>,
-    /// Tokens of the validation text to skip first (default: the first token after every other
-    /// slice taken from the same file).
-    #[arg(long, value_name = "TOKENS")]
-    pub select_offset: Option<usize>,
-    /// Validation windows of --eval-ctx tokens (default: --eval-samples).
-    #[arg(long, value_name = "N")]
-    pub select_samples: Option<usize>,
-    /// Also score each strategy on K bootstrap resamples of the calibration windows and report
-    /// how stable each choice is.
-    #[arg(long, value_name = "K")]
-    pub resamples: Option<usize>,
-    /// Bootstrap resamples behind every 95% interval.
-    #[arg(long, default_value_t = eval::bootstrap::RESAMPLES, value_name = "N")]
-    pub ci_resamples: usize,
-    /// Seed of the bootstrap and of the calibration resamples.
-    #[arg(long, default_value_t = eval::bootstrap::SEED, value_name = "N")]
-    pub seed: u64,
-    /// Also measure zero-shot accuracy of every removal on these questions (the formats
-    /// `eval --tasks` reads).
-    #[arg(long, value_name = "FILE.jsonl")]
-    pub tasks: Option<PathBuf>,
-    /// With --tasks: score only the first N questions.
-    #[arg(long, value_name = "N", requires = "tasks")]
-    pub limit: Option<usize>,
-    /// Also heal every removal and measure it healed (`auto`, `lstsq`, `weighted`, `scale` or
-    /// `cosine`, as in `prune --heal`; validated on held-out calibration windows unless
-    /// --holdout 0). Several methods, comma-separated, each get their own healed columns; the
-    /// best choice at each count follows the first.
-    #[arg(long, value_parser = super::heal::parse_method, num_args = 0..=1, value_delimiter = ',', default_missing_value = "auto", value_name = "METHOD[,METHOD...]")]
-    pub heal: Option<Vec<HealMethod>>,
-    #[command(flatten)]
-    pub heal_fit: HealFitArgs,
-    /// Output folder for sweep.csv, sweep.json, scores and plots.
-    #[arg(long, short)]
-    pub out: PathBuf,
-    /// Also write report.md (generations, tables and plots) into the output folder.
-    #[arg(long)]
-    pub report: bool,
-    /// Layers removed for the report's pruned generations (default: the largest count ≤ 8).
-    #[arg(long, value_name = "K")]
-    pub report_k: Option<usize>,
+    pub req: SweepRequest,
     /// Print the sweep as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let req = SweepRequest {
-        strategies: vec![args.strategies.clone()],
-        remove: args.remove.clone(),
-        protect: args.protect.clone(),
-        calib: args.calib.options(),
-        eval: args.eval.clone(),
-        eval_ctx: args.eval_ctx,
-        eval_samples: args.eval_samples,
-        eval_offset: args.eval_offset,
-        select_on: args.select_on.clone(),
-        select_offset: args.select_offset,
-        select_samples: args.select_samples,
-        resamples: args.resamples,
-        ci_resamples: args.ci_resamples,
-        seed: args.seed,
-        tasks: args.tasks.clone(),
-        limit: args.limit,
-        heal: args.heal.clone().unwrap_or_default(),
-        heal_fit: args.heal_fit.fit(),
-        out: Some(args.out.clone()),
-        report: args.report,
-        report_k: args.report_k,
-    };
-    let result = sweep(&ModelSource::new(&args.model), &req, &Bar::items())?;
+    let result = sweep(&ModelSource::new(&args.model), &args.req, &Bar::items())?;
     if args.json {
         return print_json(&result);
     }
     let mut t = table(&result)?;
     writeln!(t, "\nwrote:")?;
+    let out = args.req.out.clone().unwrap_or_default();
     for f in ["sweep.csv", "sweep.json", "plots/"] {
-        writeln!(t, "  {}", args.out.join(f).display())?;
+        writeln!(t, "  {}", out.join(f).display())?;
     }
     print(&t)
 }

@@ -1,11 +1,11 @@
 //! `depthprune synth`: write a random-weight HF checkpoint of any supported shape, for tests,
 //! benchmarks and experiments where the real model is too large or not at hand.
 
-use super::common::parse_size;
 use super::output::Bar;
 use anyhow::{Context, Result};
 use depthprune::checkpoint::safetensors::Dtype;
 use depthprune::checkpoint::synth::write_synthetic;
+use depthprune::fmt::parse_size;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]

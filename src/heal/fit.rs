@@ -31,6 +31,7 @@ const MAX_SWEEPS: usize = 60;
 
 /// What the ridge term pulls the map towards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Prior {
     /// `α‖T − I‖²`: with little data the block becomes "keep the MLP output as it is".

@@ -59,6 +59,7 @@ impl Objective {
 
 /// Where maps are folded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Maps {
     /// One map per removed block, into the `down_proj` of the layer before it (ReplaceMe).

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 /// Which positions of each window the angular distance is averaged over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum TokenSel {
     #[default]

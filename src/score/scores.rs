@@ -27,6 +27,14 @@ impl Metric {
         Metric::Last,
     ];
 
+    /// The metric named `s`, or a message listing the names.
+    pub fn from_name(s: &str) -> std::result::Result<Metric, String> {
+        Metric::parse(s).ok_or_else(|| {
+            let names: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+            format!("unknown metric `{s}`; expected one of {}", names.join(", "))
+        })
+    }
+
     pub fn parse(s: &str) -> Option<Metric> {
         Some(match s {
             "angular" => Metric::Angular,
