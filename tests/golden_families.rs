@@ -7,8 +7,9 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor};
-use depthprune::model::{generate, GenerateOpts, Model, Sampler, Sampling};
+use candle_core::Tensor;
+use common::golden::{self, check, check_head, check_taps, ids, logits};
+use depthprune::model::Model;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -18,89 +19,24 @@ const FAMILIES: &[&str] = &["gemma2", "gemma3", "phi3", "olmo2"];
 const SKIP: &[usize] = &[1, 2];
 
 fn dir(arch: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/golden/families")
-        .join(arch)
+    golden::dir(&format!("families/{arch}"))
 }
 
-fn golden(arch: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(dir(arch).join("golden.safetensors"), &Device::Cpu).unwrap()
-}
-
-fn rows(g: &HashMap<String, Tensor>) -> Vec<Vec<u32>> {
-    g["tokens"].to_dtype(DType::U32).unwrap().to_vec2().unwrap()
-}
-
-fn max_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
-
-fn check(arch: &str, what: &str, got: &Tensor, want: &Tensor, tol: f32) -> f32 {
-    let e = max_err(got, want);
-    assert!(e <= tol, "{arch}: {what} differs from transformers by {e}");
-    e
-}
-
-fn logits(model: &Model, rows: &[Vec<u32>], skip: &[usize]) -> Tensor {
-    let rows: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
-    model
-        .forward(&model.tokens(&rows).unwrap(), skip, None)
-        .unwrap()
+fn load(arch: &str) -> HashMap<String, Tensor> {
+    golden::load(&format!("families/{arch}"))
 }
 
 #[test]
 fn logits_and_every_layer_tap_match_transformers() {
     for arch in FAMILIES {
-        let g = golden(arch);
+        let g = load(arch);
         let model = Model::open(&dir(arch)).unwrap();
-        let rows = rows(&g);
+        let rows = ids(&g["tokens"]);
         let rows: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
-        let tokens = model.tokens(&rows).unwrap();
-        let embed = model.embed(&tokens).unwrap();
+        let embed = model.embed(&model.tokens(&rows).unwrap()).unwrap();
         check(arch, "embed", &embed, &g["embed"], TAP_TOL);
-        let mut worst = 0f32;
-        let hidden = model
-            .forward_hidden(&tokens, &[], None, &mut |tap| {
-                let i = tap.layer;
-                for (name, t) in [
-                    ("input", tap.input),
-                    ("attn", &tap.parts.attn),
-                    ("mlp", &tap.parts.mlp),
-                    ("output", &tap.parts.output),
-                ] {
-                    let want = &g[&format!("layer{i}.{name}")];
-                    let what = format!("layer {i} {name}");
-                    worst = worst.max(check(arch, &what, t, want, TAP_TOL));
-                }
-                Ok(())
-            })
-            .unwrap();
-        let n = model.n_layers();
-        let normed = model.norm(&hidden).unwrap();
-        check(
-            arch,
-            "final norm",
-            &normed,
-            &g[&format!("hidden{n}")],
-            TAP_TOL,
-        );
-        let e = check(
-            arch,
-            "logits",
-            &model.logits(&hidden).unwrap(),
-            &g["logits"],
-            LOGITS_TOL,
-        );
+        let (hidden, worst) = check_taps(arch, &model, &g, TAP_TOL, &mut |_, _| {});
+        let e = check_head(arch, &model, &g, &hidden, (TAP_TOL, LOGITS_TOL));
         eprintln!("{arch}: max |Δ| logits {e:.2e}, layer taps {worst:.2e}");
     }
 }
@@ -108,8 +44,8 @@ fn logits_and_every_layer_tap_match_transformers() {
 #[test]
 fn skipping_layers_equals_deleting_them_in_transformers() {
     for arch in FAMILIES {
-        let g = golden(arch);
-        let rows = rows(&g);
+        let g = load(arch);
+        let rows = ids(&g["tokens"]);
         let dense = Model::open(&dir(arch)).unwrap();
         let e = check(
             arch,
@@ -137,7 +73,7 @@ fn skipping_layers_equals_deleting_them_in_transformers() {
 fn pruned_checkpoints_give_the_logits_transformers_gives_them() {
     let tmp = tempfile::tempdir().unwrap();
     for arch in FAMILIES {
-        let g = golden(arch);
+        let g = load(arch);
         let out = tmp.path().join(arch);
         let o = common::run(&[
             "prune",
@@ -153,7 +89,7 @@ fn pruned_checkpoints_give_the_logits_transformers_gives_them() {
         let e = check(
             arch,
             "pruned logits",
-            &logits(&pruned, &rows(&g), &[]),
+            &logits(&pruned, &ids(&g["tokens"]), &[]),
             &g["pruned.logits"],
             LOGITS_TOL,
         );
@@ -198,23 +134,8 @@ fn gemma3_pruned_config_spells_out_the_broken_pattern() {
 #[test]
 fn greedy_generation_matches_transformers_with_and_without_cache() {
     for arch in FAMILIES {
-        let g = golden(arch);
-        let ids = |k: &str| -> Vec<u32> { g[k].to_dtype(DType::U32).unwrap().to_vec1().unwrap() };
-        let (prompt, want) = (ids("generate.prompt"), ids("generate.tokens"));
         let model = Model::open(&dir(arch)).unwrap();
-        for cache in [true, false] {
-            let mut s = Sampler::new(Sampling::greedy()).unwrap();
-            let opts = GenerateOpts {
-                max_new: want.len(),
-                skip: &[],
-                eos: &[],
-                use_cache: cache,
-            };
-            let got = generate(&model, &prompt, &opts, &mut s, &mut |_| Ok(true))
-                .unwrap()
-                .tokens;
-            assert_eq!(got, want, "{arch}: generation (cache {cache}) differs");
-        }
+        golden::check_generation(arch, &model, &load(arch));
     }
 }
 
@@ -237,10 +158,10 @@ fn parameter_counts_from_the_config_equal_the_tensors() {
 #[test]
 fn short_sequences_match_transformers() {
     for arch in FAMILIES {
-        let g = golden(arch);
+        let g = load(arch);
         let model = Model::open(&dir(arch)).unwrap();
         let want = &g["short.logits"];
-        let short: Vec<Vec<u32>> = rows(&g)
+        let short: Vec<Vec<u32>> = ids(&g["tokens"])
             .into_iter()
             .map(|r| r[..want.dim(1).unwrap()].to_vec())
             .collect();

@@ -3,50 +3,21 @@
 //! layer's taps must agree within 1e-4; skipping layers must equal deleting them in transformers;
 //! greedy generation must give transformers' tokens, with and without the KV cache.
 
-use candle_core::{DType, Device, Tensor};
+mod common;
+
+use candle_core::{DType, Tensor};
+use common::golden::{self, check_head, check_taps, dir, ids, load as golden};
 use depthprune::eval::{self, Convention, Run};
 use depthprune::model::{generate, open_folder, GenerateOpts, Model, Sampler, Sampling};
 use depthprune::progress::Silent;
 use depthprune::tokenizer::{HfTokenizer, Message};
-use std::collections::HashMap;
-use std::path::PathBuf;
 
 const TOL: f32 = 1e-4;
 const ARCHS: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
 const SKIP: &[usize] = &[1, 2];
 
-fn dir(arch: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/golden")
-        .join(arch)
-}
-
-fn golden(arch: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(dir(arch).join("golden.safetensors"), &Device::Cpu).unwrap()
-}
-
-fn ids(t: &Tensor) -> Vec<Vec<u32>> {
-    t.to_dtype(DType::U32).unwrap().to_vec2().unwrap()
-}
-
-fn max_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
-
 fn check(arch: &str, what: &str, got: &Tensor, want: &Tensor) -> f32 {
-    let e = max_err(got, want);
-    assert!(e <= TOL, "{arch}: {what} differs from transformers by {e}");
-    e
+    golden::check(arch, what, got, want, TOL)
 }
 
 #[test]
@@ -59,52 +30,23 @@ fn logits_and_every_layer_tap_match_transformers() {
             .tokens(&rows.iter().map(Vec::as_slice).collect::<Vec<_>>())
             .unwrap();
         check(arch, "embed", &model.embed(&tokens).unwrap(), &g["embed"]);
-        let mut worst = 0f32;
         let mut seen = Vec::new();
-        let hidden = model
-            .forward_hidden(&tokens, &[], None, &mut |tap| {
-                let i = tap.layer;
-                seen.push(i);
-                for (name, t) in [
-                    ("input", tap.input),
-                    ("attn", &tap.parts.attn),
-                    ("mlp", &tap.parts.mlp),
-                    ("output", &tap.parts.output),
-                ] {
-                    worst = worst.max(check(
-                        arch,
-                        &format!("layer {i} {name}"),
-                        t,
-                        &g[&format!("layer{i}.{name}")],
-                    ));
-                }
-                // transformers' hidden_states[i + 1] is layer i's output, except the last, which
-                // is after the final norm.
-                if i + 1 < model.n_layers() {
-                    check(
-                        arch,
-                        "hidden state",
-                        &tap.parts.output,
-                        &g[&format!("hidden{}", i + 1)],
-                    );
-                }
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(seen, (0..model.n_layers()).collect::<Vec<_>>());
         let n = model.n_layers();
-        check(
-            arch,
-            "final norm",
-            &model.norm(&hidden).unwrap(),
-            &g[&format!("hidden{n}")],
-        );
-        let e = check(
-            arch,
-            "logits",
-            &model.logits(&hidden).unwrap(),
-            &g["logits"],
-        );
+        let (hidden, worst) = check_taps(arch, &model, &g, TOL, &mut |i, output| {
+            seen.push(i);
+            // transformers' hidden_states[i + 1] is layer i's output, except the last, which is
+            // after the final norm.
+            if i + 1 < n {
+                check(
+                    arch,
+                    "hidden state",
+                    output,
+                    &g[&format!("hidden{}", i + 1)],
+                );
+            }
+        });
+        assert_eq!(seen, (0..n).collect::<Vec<_>>());
+        let e = check_head(arch, &model, &g, &hidden, (TOL, TOL));
         eprintln!("{arch}: max abs error logits {e:.2e}, layer taps {worst:.2e}");
     }
 }
@@ -153,40 +95,8 @@ fn layers_loaded_on_demand_give_the_same_logits() {
 #[test]
 fn greedy_generation_matches_transformers_with_and_without_cache() {
     for arch in ARCHS {
-        let g = golden(arch);
-        let prompt: Vec<u32> = g["generate.prompt"]
-            .to_dtype(DType::U32)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let want: Vec<u32> = g["generate.tokens"]
-            .to_dtype(DType::U32)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
         let model = Model::open(&dir(arch)).unwrap();
-        let run = |cache: bool| {
-            let mut s = Sampler::new(Sampling::greedy()).unwrap();
-            let opts = GenerateOpts {
-                max_new: want.len(),
-                skip: &[],
-                eos: &[],
-                use_cache: cache,
-            };
-            generate(&model, &prompt, &opts, &mut s, &mut |_| Ok(true))
-                .unwrap()
-                .tokens
-        };
-        assert_eq!(
-            run(true),
-            want,
-            "{arch}: cached generation differs from transformers"
-        );
-        assert_eq!(
-            run(false),
-            want,
-            "{arch}: uncached generation differs from transformers"
-        );
+        golden::check_generation(arch, &model, &golden(arch));
     }
 }
 

@@ -8,27 +8,19 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::Tensor;
+use common::golden;
 use common::{run, stderr};
 use depthprune::checkpoint::safetensors::SafetensorsFile;
-use depthprune::model::{generate, GenerateOpts, Model, Sampler, Sampling};
+use depthprune::model::Model;
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 const LOGITS_TOL: f32 = 1e-4;
 const TAP_TOL: f32 = 1e-5;
 const ARCHS: &[&str] = &["qwen2_moe", "qwen3_moe", "mixtral"];
 const SKIP: &[usize] = &[1, 2];
 
-fn dir(arch: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/golden")
-        .join(arch)
-}
-
-fn golden(arch: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(dir(arch).join("golden.safetensors"), &Device::Cpu).unwrap()
-}
+use golden::{check, check_head, check_taps, dir, ids, load as golden, max_err};
 
 /// A string from golden.safetensors' metadata.
 fn meta(arch: &str, key: &str) -> String {
@@ -36,36 +28,8 @@ fn meta(arch: &str, key: &str) -> String {
     f.metadata[key].as_str().unwrap().to_string()
 }
 
-fn token_rows(g: &HashMap<String, Tensor>) -> Vec<Vec<u32>> {
-    g["tokens"].to_dtype(DType::U32).unwrap().to_vec2().unwrap()
-}
-
-fn max_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
-
-fn check(arch: &str, what: &str, got: &Tensor, want: &Tensor, tol: f32) -> f32 {
-    let e = max_err(got, want);
-    assert!(e <= tol, "{arch}: {what} differs from transformers by {e}");
-    e
-}
-
 fn logits_of(model: &Model, g: &HashMap<String, Tensor>, skip: &[usize]) -> Tensor {
-    let rows = token_rows(g);
-    let rows: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
-    model
-        .forward(&model.tokens(&rows).unwrap(), skip, None)
-        .unwrap()
+    golden::logits(model, &ids(&g["tokens"]), skip)
 }
 
 #[test]
@@ -73,37 +37,8 @@ fn logits_and_every_layer_tap_match_transformers() {
     for arch in ARCHS {
         let g = golden(arch);
         let model = Model::open(&dir(arch)).unwrap();
-        let rows = token_rows(&g);
-        let rows: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
-        let tokens = model.tokens(&rows).unwrap();
-        let mut worst = 0f32;
-        let hidden = model
-            .forward_hidden(&tokens, &[], None, &mut |tap| {
-                let i = tap.layer;
-                for (name, t) in [
-                    ("input", tap.input),
-                    ("attn", &tap.parts.attn),
-                    ("mlp", &tap.parts.mlp),
-                    ("output", &tap.parts.output),
-                ] {
-                    let want = &g[&format!("layer{i}.{name}")];
-                    let what = format!("layer {i} {name}");
-                    worst = worst.max(check(arch, &what, t, want, TAP_TOL));
-                }
-                Ok(())
-            })
-            .unwrap();
-        let n = model.n_layers();
-        let norm = model.norm(&hidden).unwrap();
-        check(
-            arch,
-            "final norm",
-            &norm,
-            &g[&format!("hidden{n}")],
-            TAP_TOL,
-        );
-        let logits = model.logits(&hidden).unwrap();
-        let e = check(arch, "logits", &logits, &g["logits"], LOGITS_TOL);
+        let (hidden, worst) = check_taps(arch, &model, &g, TAP_TOL, &mut |_, _| {});
+        let e = check_head(arch, &model, &g, &hidden, (TAP_TOL, LOGITS_TOL));
         eprintln!("{arch}: max abs error logits {e:.2e}, layer taps {worst:.2e}");
     }
 }
@@ -132,23 +67,8 @@ fn skipping_layers_equals_deleting_them_in_transformers() {
 #[test]
 fn greedy_generation_matches_transformers_with_and_without_cache() {
     for arch in ARCHS {
-        let g = golden(arch);
-        let vec1 = |k: &str| -> Vec<u32> { g[k].to_dtype(DType::U32).unwrap().to_vec1().unwrap() };
-        let (prompt, want) = (vec1("generate.prompt"), vec1("generate.tokens"));
         let model = Model::open(&dir(arch)).unwrap();
-        for use_cache in [true, false] {
-            let mut s = Sampler::new(Sampling::greedy()).unwrap();
-            let opts = GenerateOpts {
-                max_new: want.len(),
-                skip: &[],
-                eos: &[],
-                use_cache,
-            };
-            let got = generate(&model, &prompt, &opts, &mut s, &mut |_| Ok(true))
-                .unwrap()
-                .tokens;
-            assert_eq!(got, want, "{arch}: generation (cache {use_cache}) differs");
-        }
+        golden::check_generation(arch, &model, &golden(arch));
     }
 }
 

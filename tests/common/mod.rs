@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: tiny random checkpoints and running the binary.
 #![allow(dead_code)]
 
+pub mod golden;
+
 use depthprune::checkpoint::safetensors::{read_range, Dtype, SafetensorsFile};
 use depthprune::checkpoint::synth::write_synthetic;
 use depthprune::progress::Silent;
