@@ -1,34 +1,15 @@
 //! `depthprune eval` and `depthprune generate` run as a user runs them, on the golden llama
 //! fixture, each test in a fresh temporary folder.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden")
-}
-
-fn depthprune(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_depthprune"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{fixture, run_in as depthprune, s, stderr};
 
 fn expected() -> serde_json::Value {
     serde_json::from_str(
         &std::fs::read_to_string(fixture().join("llama/eval_expected.json")).unwrap(),
     )
     .unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]

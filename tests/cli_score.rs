@@ -1,33 +1,9 @@
 //! `depthprune score`, `prune --strategy` and `plan --strategy` run as a user runs them, on the
 //! golden llama fixture (4 layers, with a tokenizer), each test in a fresh temporary folder.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden")
-}
-
-fn depthprune(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_depthprune"))
-        .args(args)
-        .current_dir(cwd)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{fixture, run_in as depthprune, s, stderr as err, stdout as out};
 
 /// Score arguments on the llama fixture: 2 windows of 16 tokens from eval.txt.
 fn score_args<'a>(model: &'a str, text: &'a str, metric: &'a str) -> Vec<&'a str> {

@@ -2,29 +2,12 @@
 //! tokenizer): the CSV has one row per strategy and count, every cell agrees with an independent
 //! `depthprune eval --skip … --reference …` run, and the report holds the table and generations.
 
+mod common;
+
+use common::{fixture, run_in as depthprune, s, stderr as err};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden")
-}
-
-fn depthprune(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_depthprune"))
-        .args(args)
-        .current_dir(cwd)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use std::process::Output;
 
 /// A long enough text: the fixture's evaluation text, repeated.
 fn text(dir: &Path) -> PathBuf {

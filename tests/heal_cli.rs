@@ -3,40 +3,24 @@
 //! with the logits of the in-memory healed model, passes `verify --source`, and `heal` on a
 //! plain prune writes the same weights as `prune --heal`.
 
+mod common;
+
+use common::{golden_llama as dense, golden_text as calib, run_in as depthprune, s};
+
 use candle_core::Tensor;
 use depthprune::eval;
 use depthprune::heal::{self, HealOptions, Objective, Prior};
 use depthprune::model::Model;
 use depthprune::progress::Silent;
 use depthprune::tokenizer::HfTokenizer;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 const CTX: usize = 32;
 const SAMPLES: usize = 256;
 /// The removed block: layers 2..3 of 4, healed into layer 1's down_proj.
 const DROP: &str = "2..3";
 const REMOVED: &[usize] = &[2];
-
-fn dense() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/llama")
-}
-
-fn calib() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/eval.txt")
-}
-
-fn depthprune(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_depthprune"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn ok(o: &Output) {
     assert!(

@@ -4,26 +4,13 @@
 
 mod common;
 
+use common::{golden_llama, golden_tokens};
 use depthprune::heal::{self, HealOptions, Healing, Objective, Prior};
 use depthprune::progress::Silent;
-use std::path::{Path, PathBuf};
-use std::process::Output;
 
 const CTX: usize = 16;
 const SAMPLES: usize = 256;
 const HOLDOUT: usize = 4;
-
-fn dense() -> PathBuf {
-    common::golden_llama()
-}
-
-fn calib() -> PathBuf {
-    common::golden_text()
-}
-
-fn tokens() -> Vec<u32> {
-    common::golden_tokens(SAMPLES)
-}
 
 fn validated() -> HealOptions {
     HealOptions {
@@ -61,8 +48,8 @@ fn check_rule(h: &Healing) {
 
 #[test]
 fn validated_healing_keeps_a_map_only_where_it_lowers_the_held_out_kl() {
-    let t = tokens();
-    let h = heal::heal(&dense(), &[2], &t, &validated(), &Silent).unwrap();
+    let t = golden_tokens(SAMPLES);
+    let h = heal::heal(&golden_llama(), &[2], &t, &validated(), &Silent).unwrap();
     assert_eq!(h.validation_samples, SAMPLES / HOLDOUT);
     assert_eq!(h.samples, SAMPLES - SAMPLES / HOLDOUT);
     check_rule(&h);
@@ -75,7 +62,7 @@ fn the_guard_refuses_a_map_that_validation_says_is_worse() {
     // The fit windows hold one token repeated, the validation windows real text: a map fitted
     // with a zero prior and almost no ridge on such rows has never seen the directions real text
     // uses, so it zeroes most of the MLP output there.
-    let real = tokens();
+    let real = golden_tokens(SAMPLES);
     let mut t = Vec::with_capacity(SAMPLES);
     for (i, w) in real.chunks(CTX).enumerate() {
         if (i + 1).is_multiple_of(HOLDOUT) {
@@ -89,7 +76,7 @@ fn the_guard_refuses_a_map_that_validation_says_is_worse() {
         prior: Prior::Zero,
         ..validated()
     };
-    let h = heal::heal(&dense(), &[2], &t, &opts, &Silent).unwrap();
+    let h = heal::heal(&golden_llama(), &[2], &t, &opts, &Silent).unwrap();
     check_rule(&h);
     let b = &h.blocks[0];
     let v = b.validation.as_ref().unwrap();
@@ -104,40 +91,31 @@ fn the_guard_refuses_a_map_that_validation_says_is_worse() {
     }
     // Without the guard the same fit is folded in, whatever it does.
     let unguarded = HealOptions::fixed(Objective::Lstsq, 1e-9, Prior::Zero, CTX);
-    let h = heal::heal(&dense(), &[2], &t, &unguarded, &Silent).unwrap();
+    let h = heal::heal(&golden_llama(), &[2], &t, &unguarded, &Silent).unwrap();
     assert!(h.blocks[0].healed());
 }
 
 #[test]
 fn too_few_windows_for_the_hold_out_is_a_clear_error() {
-    let t = tokens();
+    let t = golden_tokens(SAMPLES);
     let opts = HealOptions {
         holdout: 8,
         ..HealOptions::validated(CTX)
     };
-    let e = heal::heal(&dense(), &[2], &t[..4 * CTX], &opts, &Silent)
+    let e = heal::heal(&golden_llama(), &[2], &t[..4 * CTX], &opts, &Silent)
         .unwrap_err()
         .to_string();
     assert!(e.contains("4 windows of 16 tokens"), "{e}");
     assert!(e.contains("held out for validation"), "{e}");
 }
 
-fn depthprune(args: &[&str], cwd: &Path) -> Output {
-    common::run_in(args, cwd)
-}
-
 #[test]
 fn prune_heal_records_the_validation_in_pruning_json_and_the_card() {
     let tmp = tempfile::tempdir().unwrap();
-    let o = depthprune(
+    let o = common::prune_golden(
+        tmp.path(),
         &[
-            "prune",
-            dense().to_str().unwrap(),
-            "--drop",
-            "2..3",
             "--heal",
-            "--calib",
-            calib().to_str().unwrap(),
             "--ctx",
             "16",
             "--heal-samples",
@@ -147,7 +125,6 @@ fn prune_heal_records_the_validation_in_pruning_json_and_the_card() {
             "--out",
             "healed",
         ],
-        tmp.path(),
     );
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
@@ -174,22 +151,9 @@ fn prune_heal_records_the_validation_in_pruning_json_and_the_card() {
     assert!(card.contains("held-out tokens by next-token KL"), "{card}");
 
     // --holdout 0 with the default grid of ridge weights is refused before any work.
-    let o = depthprune(
-        &[
-            "prune",
-            dense().to_str().unwrap(),
-            "--drop",
-            "2..3",
-            "--heal",
-            "lstsq",
-            "--holdout",
-            "0",
-            "--calib",
-            calib().to_str().unwrap(),
-            "--out",
-            "x",
-        ],
+    let o = common::prune_golden(
         tmp.path(),
+        &["--heal", "lstsq", "--holdout", "0", "--out", "x"],
     );
     assert_eq!(o.status.code(), Some(1));
     let e = String::from_utf8_lossy(&o.stderr);
@@ -199,12 +163,12 @@ fn prune_heal_records_the_validation_in_pruning_json_and_the_card() {
 
 #[test]
 fn the_cosine_objective_is_refined_from_least_squares_and_validated_like_the_others() {
-    let t = tokens();
+    let t = golden_tokens(SAMPLES);
     let opts = HealOptions {
         objectives: vec![Objective::Lstsq, Objective::Cosine],
         ..validated()
     };
-    let h = heal::heal(&dense(), &[2], &t, &opts, &Silent).unwrap();
+    let h = heal::heal(&golden_llama(), &[2], &t, &opts, &Silent).unwrap();
     check_rule(&h);
     let v = h.blocks[0].validation.as_ref().unwrap();
     let cands: Vec<_> = v.candidates.iter().map(|c| c.objective).collect();

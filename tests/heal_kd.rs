@@ -6,27 +6,14 @@
 mod common;
 
 use candle_core::Tensor;
+use common::{golden_llama, golden_tokens};
 use depthprune::heal::{self, HealOptions, KdOptions};
 use depthprune::model::Model;
 use depthprune::progress::Silent;
-use std::path::{Path, PathBuf};
-use std::process::Output;
 
 const CTX: usize = 16;
 const SAMPLES: usize = 256;
 const HOLDOUT: usize = 4;
-
-fn dense() -> PathBuf {
-    common::golden_llama()
-}
-
-fn calib() -> PathBuf {
-    common::golden_text()
-}
-
-fn tokens() -> Vec<u32> {
-    common::golden_tokens(SAMPLES)
-}
 
 fn opts() -> HealOptions {
     HealOptions {
@@ -59,9 +46,9 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn distillation_lowers_the_held_out_kl_of_the_least_squares_heal() {
-    let t = tokens();
-    let start = heal::heal(&dense(), &[2], &t, &opts(), &Silent).unwrap();
-    let out = heal::distil(&dense(), &t, &start, &kd(1e-2), &Silent).unwrap();
+    let t = golden_tokens(SAMPLES);
+    let start = heal::heal(&golden_llama(), &[2], &t, &opts(), &Silent).unwrap();
+    let out = heal::distil(&golden_llama(), &t, &start, &kd(1e-2), &Silent).unwrap();
     let d = out.distillation.as_ref().unwrap();
     assert_eq!(d.fold_layers, vec![1]);
     assert!(d.kept(), "{d:?}");
@@ -84,10 +71,10 @@ fn distillation_lowers_the_held_out_kl_of_the_least_squares_heal() {
 
 #[test]
 fn distillation_that_only_hurts_keeps_the_least_squares_heal() {
-    let t = tokens();
-    let start = heal::heal(&dense(), &[2], &t, &opts(), &Silent).unwrap();
+    let t = golden_tokens(SAMPLES);
+    let start = heal::heal(&golden_llama(), &[2], &t, &opts(), &Silent).unwrap();
     // A learning rate this large throws the maps far off at the first step.
-    let out = heal::distil(&dense(), &t, &start, &kd(10.0), &Silent).unwrap();
+    let out = heal::distil(&golden_llama(), &t, &start, &kd(10.0), &Silent).unwrap();
     let d = out.distillation.as_ref().unwrap();
     assert!(!d.kept(), "{d:?}");
     assert_eq!(d.best_kl, d.start_kl);
@@ -101,43 +88,36 @@ fn distillation_that_only_hurts_keeps_the_least_squares_heal() {
 
 #[test]
 fn distillation_without_a_hold_out_or_steps_is_refused() {
-    let t = tokens();
-    let start = heal::heal(&dense(), &[2], &t, &opts(), &Silent).unwrap();
+    let t = golden_tokens(SAMPLES);
+    let start = heal::heal(&golden_llama(), &[2], &t, &opts(), &Silent).unwrap();
     let none = KdOptions {
         steps: 0,
         ..kd(1e-3)
     };
-    let e = heal::distil(&dense(), &t, &start, &none, &Silent)
+    let e = heal::distil(&golden_llama(), &t, &start, &none, &Silent)
         .unwrap_err()
         .to_string();
     assert!(e.contains("at least one step"), "{e}");
     let fixed = heal::heal(
-        &dense(),
+        &golden_llama(),
         &[2],
         &t,
         &HealOptions::fixed(heal::Objective::Lstsq, 1e-3, heal::Prior::Identity, CTX),
         &Silent,
     )
     .unwrap();
-    let e = heal::distil(&dense(), &t, &fixed, &kd(1e-3), &Silent)
+    let e = heal::distil(&golden_llama(), &t, &fixed, &kd(1e-3), &Silent)
         .unwrap_err()
         .to_string();
     assert!(e.contains("hold-out of 2 or more"), "{e}");
 }
 
-fn depthprune(args: &[&str], cwd: &Path) -> Output {
-    common::run_in(args, cwd)
-}
-
 #[test]
 fn prune_heal_kd_writes_a_checkpoint_that_reloads_with_the_in_memory_logits() {
     let tmp = tempfile::tempdir().unwrap();
-    let o = depthprune(
+    let o = common::prune_golden(
+        tmp.path(),
         &[
-            "prune",
-            dense().to_str().unwrap(),
-            "--drop",
-            "2..3",
             "--heal",
             "kd",
             "--steps",
@@ -148,8 +128,6 @@ fn prune_heal_kd_writes_a_checkpoint_that_reloads_with_the_in_memory_logits() {
             "4",
             "--patience",
             "0",
-            "--calib",
-            calib().to_str().unwrap(),
             "--ctx",
             "16",
             "--heal-samples",
@@ -159,7 +137,6 @@ fn prune_heal_kd_writes_a_checkpoint_that_reloads_with_the_in_memory_logits() {
             "--out",
             "kd",
         ],
-        tmp.path(),
     );
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
@@ -176,33 +153,27 @@ fn prune_heal_kd_writes_a_checkpoint_that_reloads_with_the_in_memory_logits() {
     let card = std::fs::read_to_string(tmp.path().join("kd/README.md")).unwrap();
     assert!(card.contains("map-only distillation"), "{card}");
 
-    let t = tokens();
-    let start = heal::heal(&dense(), &[2], &t, &opts(), &Silent).unwrap();
-    let mem = heal::distil(&dense(), &t, &start, &kd(1e-2), &Silent).unwrap();
-    let in_memory = heal::open_healed(&dense(), &mem.tensors).unwrap();
+    let t = golden_tokens(SAMPLES);
+    let start = heal::heal(&golden_llama(), &[2], &t, &opts(), &Silent).unwrap();
+    let mem = heal::distil(&golden_llama(), &t, &start, &kd(1e-2), &Silent).unwrap();
+    let in_memory = heal::open_healed(&golden_llama(), &mem.tensors).unwrap();
     let reloaded = Model::open(&tmp.path().join("kd")).unwrap();
     let diff = max_diff(&logits(&in_memory, &[2], &t), &logits(&reloaded, &[], &t));
     assert!(diff < 1e-5, "reloaded logits differ by {diff}");
 
     // kd needs the hold-out: refused before any work, nothing written.
-    let o = depthprune(
+    let o = common::prune_golden(
+        tmp.path(),
         &[
-            "prune",
-            dense().to_str().unwrap(),
-            "--drop",
-            "2..3",
             "--heal",
             "kd",
             "--holdout",
             "0",
             "--alpha",
             "1e-3",
-            "--calib",
-            calib().to_str().unwrap(),
             "--out",
             "x",
         ],
-        tmp.path(),
     );
     assert_eq!(o.status.code(), Some(1));
     let e = String::from_utf8_lossy(&o.stderr);

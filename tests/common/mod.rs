@@ -145,8 +145,19 @@ pub fn run_in(args: &[&str], cwd: &Path) -> Output {
     Command::new(bin())
         .args(args)
         .current_dir(cwd)
+        .env("NO_COLOR", "1")
         .output()
         .unwrap()
+}
+
+/// `tests/fixtures/golden`, the folder of the golden fixtures.
+pub fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden")
+}
+
+/// A path as the `&str` an argument list takes.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
 }
 
 /// The golden llama fixture (4 layers, with a tokenizer).
@@ -212,4 +223,20 @@ pub fn assert_no_output(out: &Path) {
             );
         }
     }
+}
+
+/// `depthprune prune` of the golden llama with layer 2 removed and the golden text as
+/// calibration, run in `cwd` with the `extra` flags of the test.
+pub fn prune_golden(cwd: &Path, extra: &[&str]) -> Output {
+    let (model, text) = (golden_llama(), golden_text());
+    let mut args = vec![
+        "prune",
+        model.to_str().unwrap(),
+        "--drop",
+        "2..3",
+        "--calib",
+        text.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run_in(&args, cwd)
 }
