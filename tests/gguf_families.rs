@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::golden::max_diff;
 use depthprune::model::Model;
 use std::path::{Path, PathBuf};
 
@@ -68,14 +69,6 @@ fn logits(model: &Path, skip: &[usize]) -> Vec<f32> {
     t.flatten_all().unwrap().to_vec1().unwrap()
 }
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 #[test]
 fn families_convert_to_gguf_and_back_and_run_the_same() {
     let tmp = tempfile::tempdir().unwrap();
@@ -107,16 +100,7 @@ fn families_convert_to_gguf_and_back_and_run_the_same() {
         back_names.sort();
         assert_eq!(names, back_names, "{arch}: tensor names");
         for n in names {
-            let d = (&a[n] - &b[n])
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = common::golden::max_err(&a[n], &b[n]);
             // Gemma's norms go through `w + 1 - 1` in f32.
             assert!(d <= 1e-7, "{arch}: `{n}` comes back {d} off");
         }

@@ -6,44 +6,18 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::Tensor;
+use common::golden::{self, dir, ids, load as golden, max_err, meta};
 use common::{run, stderr, tensor_bytes};
-use depthprune::checkpoint::safetensors::SafetensorsFile;
 use depthprune::model::Model;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const TOL: f32 = 1e-4;
 const ARCHS: &[&str] = &["qwen2_moe", "qwen3_moe", "mixtral"];
 
-fn dir(arch: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/golden")
-        .join(arch)
-}
-
-fn golden(arch: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(dir(arch).join("golden.safetensors"), &Device::Cpu).unwrap()
-}
-
-fn meta(arch: &str, key: &str) -> String {
-    let f = SafetensorsFile::open(&dir(arch).join("golden.safetensors")).unwrap();
-    f.metadata[key].as_str().unwrap().to_string()
-}
-
 fn logits(path: &Path, g: &HashMap<String, Tensor>, skip: &[usize]) -> Tensor {
-    let model = Model::open(path).unwrap();
-    let rows: Vec<Vec<u32>> = g["tokens"].to_dtype(DType::U32).unwrap().to_vec2().unwrap();
-    let rows: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
-    model
-        .forward(&model.tokens(&rows).unwrap(), skip, None)
-        .unwrap()
-}
-
-fn max_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap();
-    d.max(0).unwrap().to_scalar().unwrap()
+    golden::logits(&Model::open(path).unwrap(), &ids(&g["tokens"]), skip)
 }
 
 fn ok(o: &std::process::Output) {

@@ -11,7 +11,6 @@ mod common;
 use candle_core::Tensor;
 use common::golden;
 use common::{run, stderr};
-use depthprune::checkpoint::safetensors::SafetensorsFile;
 use depthprune::model::Model;
 use std::collections::HashMap;
 
@@ -20,13 +19,7 @@ const TAP_TOL: f32 = 1e-5;
 const ARCHS: &[&str] = &["qwen2_moe", "qwen3_moe", "mixtral"];
 const SKIP: &[usize] = &[1, 2];
 
-use golden::{check, check_head, check_taps, dir, ids, load as golden, max_err};
-
-/// A string from golden.safetensors' metadata.
-fn meta(arch: &str, key: &str) -> String {
-    let f = SafetensorsFile::open(&dir(arch).join("golden.safetensors")).unwrap();
-    f.metadata[key].as_str().unwrap().to_string()
-}
+use golden::{check, check_head, check_taps, dir, ids, load as golden, max_err, meta};
 
 fn logits_of(model: &Model, g: &HashMap<String, Tensor>, skip: &[usize]) -> Tensor {
     golden::logits(model, &ids(&g["tokens"]), skip)

@@ -116,16 +116,7 @@ fn healed_moe_checkpoints_reload_with_the_in_memory_logits() {
         let t = mem.tokens(&[&tokens[..CTX]]).unwrap();
         let a: Tensor = mem.forward(&t, REMOVED, None).unwrap();
         let b: Tensor = healed.forward(&t, &[], None).unwrap();
-        let max: f32 = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let max: f32 = common::golden::max_err(&a, &b);
         assert!(max < 1e-5, "{arch}: reloaded healed logits differ by {max}");
 
         let dense_model = Model::open(&dense).unwrap();
@@ -186,18 +177,7 @@ fn folding_into_every_expert_multiplies_the_moe_output() {
         )
         .unwrap();
         let want = mlp_at_1(&model).matmul(&tm).unwrap();
-        let err = |m: &Model| -> f32 {
-            (mlp_at_1(m) - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
+        let err = |m: &Model| -> f32 { common::golden::max_err(&mlp_at_1(m), &want) };
         let all = err(&fold(&names));
         assert!(
             all < 1e-5,
@@ -278,16 +258,7 @@ fn healed_moe_gguf_restacks_the_experts_and_reloads() {
         let t = mem.tokens(&[&toks[..CTX]]).unwrap();
         let a = mem.forward(&t, REMOVED, None).unwrap();
         let b = reloaded.forward(&t, &[], None).unwrap();
-        let d: f32 = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d: f32 = common::golden::max_err(&a, &b);
         assert!(d < 1e-5, "{arch}: healed GGUF reloaded differs by {d}");
         eprintln!("{arch}: healed GGUF reloaded vs in memory: max |Δlogit| = {d:.2e}");
     }

@@ -141,3 +141,19 @@ pub fn check_generation(arch: &str, model: &Model, g: &HashMap<String, Tensor>) 
         );
     }
 }
+
+/// A string from the fixture's `golden.safetensors` metadata.
+pub fn meta(sub: &str, key: &str) -> String {
+    let path = dir(sub).join("golden.safetensors");
+    let f = depthprune::checkpoint::safetensors::SafetensorsFile::open(&path).unwrap();
+    f.metadata[key].as_str().unwrap().to_string()
+}
+
+/// The largest absolute difference between two equally long slices.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
