@@ -25,6 +25,7 @@ mod norm;
 mod ops;
 mod rope;
 mod self_attention;
+pub mod stream;
 mod weights;
 
 pub use alloc::reuse_freed_memory;

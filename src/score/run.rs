@@ -6,7 +6,8 @@
 use super::cosine::{AngularAccumulator, BiAccumulator};
 use super::scores::{GreedyStep, LayerScores, Metric};
 use crate::error::{Error, Result};
-use crate::model::{AttnCtx, Model};
+use crate::model::stream::DenseCache;
+use crate::model::Model;
 use crate::progress::Progress;
 use candle_core::Tensor;
 use serde::Serialize;
@@ -298,22 +299,6 @@ fn ppl_of(model: &Model, hidden: &Tensor, windows: &[Vec<u32>]) -> Result<f64> {
     Ok(crate::eval::score_hidden(model, hidden, None, windows)?.perplexity())
 }
 
-/// Runs layers `start..n` not in `skip` on `xs`.
-fn forward_from(
-    model: &Model,
-    mut xs: Tensor,
-    start: usize,
-    skip: &[usize],
-    ctx: &AttnCtx,
-) -> Result<Tensor> {
-    for i in start..model.n_layers() {
-        if !skip.contains(&i) {
-            xs = model.run_layer(i, &xs, ctx)?.output;
-        }
-    }
-    Ok(xs)
-}
-
 fn ppl_scores(
     model: &Model,
     windows: &[Vec<u32>],
@@ -322,29 +307,19 @@ fn ppl_scores(
     progress: &dyn Progress,
 ) -> Result<ReuseTiming> {
     let n = model.n_layers();
-    let refs: Vec<&[u32]> = windows.iter().map(|w| w.as_slice()).collect();
-    let tokens = model.tokens(&refs)?;
-    let ctx = model.attn_ctx(0, windows[0].len())?;
     let hidden = model.config().arch.hidden_size;
-    // cache[l] is the residual stream entering layer l under the current removals; cache[n]
-    // is the last output.
+    // The stream entering every layer under the current removals; the last entry is the output.
     let t0 = Instant::now();
-    let mut cache: Vec<Tensor> = Vec::with_capacity(n + 1);
-    let mut xs = model.embed(&tokens)?;
-    for i in 0..n {
-        cache.push(xs.clone());
-        xs = model.run_layer(i, &xs, &ctx)?.output;
-    }
-    cache.push(xs);
-    let baseline = ppl_of(model, &cache[n], windows)?;
+    let mut cache = DenseCache::build(model, windows.to_vec(), &crate::progress::Silent)?;
+    let baseline = ppl_of(model, cache.input(n), windows)?;
     let full_forward_s = t0.elapsed().as_secs_f64();
     scores.baseline_ppl = Some(baseline);
     let mut candidates = 0;
     let t1 = Instant::now();
     if opts.metric == Metric::Ppl {
         progress.start("layers", n as u64);
-        for (l, input) in cache.iter().enumerate().take(n) {
-            let out = forward_from(model, input.clone(), l + 1, &[], &ctx)?;
+        for l in 0..n {
+            let out = cache.run_from(model, l, &[l])?;
             scores.importance[l] = ppl_of(model, &out, windows)?;
             candidates += 1;
             progress.advance(1);
@@ -360,7 +335,7 @@ fn ppl_scores(
             for c in (0..n).filter(|c| !removed.contains(c)) {
                 let mut skip = removed.clone();
                 skip.push(c);
-                let out = forward_from(model, cache[c].clone(), c + 1, &skip, &ctx)?;
+                let out = cache.run_from(model, c, &skip)?;
                 let p = ppl_of(model, &out, windows)?;
                 candidates += 1;
                 // Ties go to the later layer, as in `removal_order`.
@@ -371,14 +346,7 @@ fn ppl_scores(
             let Some((p, c)) = best else { break };
             removed.push(c);
             order.push(GreedyStep { layer: c, ppl: p });
-            // Refresh the cache past `c` under the new removals.
-            let mut xs = cache[c].clone();
-            for (i, slot) in cache.iter_mut().enumerate().skip(c + 1) {
-                *slot = xs.clone();
-                if i < n && !removed.contains(&i) {
-                    xs = model.run_layer(i, &xs, &ctx)?.output;
-                }
-            }
+            cache.refresh(model, c, &removed)?;
             progress.advance(1);
         }
         progress.finish();

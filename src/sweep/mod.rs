@@ -14,13 +14,12 @@
 //! ([`tasks`]) and the stability of each choice under resampled calibration text.
 
 pub mod best;
-pub mod cache;
 pub mod csv;
 mod spec;
 pub mod tasks;
 
+pub use crate::model::stream::{cache_bytes, DenseCache};
 pub use best::{Best, RunnerUp};
-pub use cache::{cache_bytes, DenseCache};
 pub use spec::{parse_counts, StrategySpec};
 pub use tasks::TaskCell;
 

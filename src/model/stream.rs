@@ -1,8 +1,9 @@
-//! The dense model's residual stream on a fixed set of windows, kept once so that every virtual
-//! prune restarts at the first layer it changes instead of at the embedding.
+//! The residual stream entering every layer on a fixed set of windows, kept once so that every
+//! virtual prune restarts at the first layer it changes instead of at the embedding. The sweep
+//! keeps the dense model's; greedy scoring refreshes it as layers are removed.
 
+use super::{AttnCtx, DecoderLayer, Model};
 use crate::error::{Error, Result};
-use crate::model::{AttnCtx, DecoderLayer, Model};
 use crate::progress::Progress;
 use candle_core::Tensor;
 use std::collections::BTreeMap;
@@ -50,6 +51,37 @@ impl DenseCache {
             ctx,
             windows,
         })
+    }
+
+    /// The stream entering layer `layer` (`n_layers` gives the last output).
+    pub fn input(&self, layer: usize) -> &Tensor {
+        &self.inputs[layer]
+    }
+
+    /// The final hidden states when the layers from `start` on, except those in `skip`, run on
+    /// the cached input of `start`.
+    pub fn run_from(&self, model: &Model, start: usize, skip: &[usize]) -> Result<Tensor> {
+        let mut xs = self.inputs[start].clone();
+        for i in start..self.inputs.len() - 1 {
+            if !skip.contains(&i) {
+                xs = model.run_layer(i, &xs, &self.ctx)?.output;
+            }
+        }
+        Ok(xs)
+    }
+
+    /// After `removed` (which holds `from`) left the model: the stream entering every layer past
+    /// `from` is recomputed without the removed layers, from the cached input of `from`.
+    pub fn refresh(&mut self, model: &Model, from: usize, removed: &[usize]) -> Result<()> {
+        let n = self.inputs.len() - 1;
+        let mut xs = self.inputs[from].clone();
+        for i in from + 1..=n {
+            self.inputs[i] = xs.clone();
+            if i < n && !removed.contains(&i) {
+                xs = model.run_layer(i, &xs, &self.ctx)?.output;
+            }
+        }
+        Ok(())
     }
 
     /// The windows the cache was built on.
