@@ -103,7 +103,7 @@ pub fn report(dir: &Path, req: &ReportRequest, progress: &dyn Progress) -> Resul
         .as_ref()
         .map(|p| eval::read_text(p))
         .transpose()?;
-    let k = req.k.unwrap_or_else(|| super::sweep::default_k(&sweep));
+    let k = req.k.unwrap_or_else(|| sweep.default_k());
     write_report(
         dir,
         &sweep,

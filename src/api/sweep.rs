@@ -499,7 +499,7 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
         bootstrap: boot,
     };
     let mut result = sweep::run(&m, model.path(), &cache, &select_cache, plan, progress)?;
-    let k = req.report_k.unwrap_or_else(|| default_k(&result)).max(1);
+    let k = req.report_k.unwrap_or_else(|| result.default_k()).max(1);
     let counts_p = ParamCounts::from_config(&m.config().arch);
     for (label, r) in &stability_inputs {
         let st = stability(r, k, result.protect, &counts_p)?;
@@ -513,17 +513,6 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
         }
     }
     Ok(result)
-}
-
-/// The largest count of at most 8, else the largest.
-pub fn default_k(s: &Sweep) -> usize {
-    let max = s.counts.iter().copied().max().unwrap_or(0);
-    s.counts
-        .iter()
-        .copied()
-        .filter(|&k| k > 0 && k <= 8)
-        .max()
-        .unwrap_or(max)
 }
 
 /// Writes sweep.csv, sweep.json, per-strategy scores and plots; returns the files written.

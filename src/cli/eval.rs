@@ -1,9 +1,8 @@
 //! `depthprune eval`: perplexity of a model (optionally with layers skipped) on a text file, and
-//! its divergence from a reference; or, with `--tasks`, zero-shot multiple-choice accuracy
-//! (`eval_tasks.rs`).
+//! its divergence from a reference; or, with `--tasks`, zero-shot multiple-choice accuracy.
 
 use super::output::{print, print_json, Bar};
-use depthprune::api::eval::{perplexity, EvalRequest, EvalResult};
+use depthprune::api::eval::{eval, EvalRequest, EvalResult, Evaluation, TaskResult};
 use depthprune::api::ModelSource;
 use std::path::PathBuf;
 
@@ -39,19 +38,14 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.req.tasks.is_some() {
-        return super::eval_tasks::run(&args);
-    }
-    let r = perplexity(&ModelSource::new(&args.model), &args.req, &Bar::items())?;
+    let found = eval(&ModelSource::new(&args.model), &args.req, &Bar::items())?;
     if args.json {
-        print_json(&r)
-    } else {
-        print(&table(&args, &r))
+        return print_json(&found);
     }
-}
-
-fn table(args: &Args, res: &EvalResult) -> String {
-    let (skip, n_layers, r) = (&res.skip, res.n_layers, &res.report);
+    let (skip, n_layers) = match &found {
+        Evaluation::Perplexity(r) => (&r.skip, r.n_layers),
+        Evaluation::Tasks(r) => (&r.skip, r.n_layers),
+    };
     let mut s = String::new();
     let mut row = |k: &str, v: String| s.push_str(&format!("{k:<14} {v}\n"));
     row("model", args.model.display().to_string());
@@ -61,6 +55,47 @@ fn table(args: &Args, res: &EvalResult) -> String {
             format!("{spec} ({} of {n_layers} layers)", skip.len()),
         );
     }
+    match &found {
+        Evaluation::Perplexity(r) => perplexity_rows(&mut row, r),
+        Evaluation::Tasks(r) => task_rows(&mut row, r),
+    }
+    if let Evaluation::Perplexity(r) = &found {
+        let r = &r.report;
+        s.push_str(&format!(
+            "\n95% intervals: bootstrap over the {} windows ({} resamples, seed {}).\n",
+            r.windows, r.bootstrap.resamples, r.bootstrap.seed
+        ));
+    }
+    print(&s)
+}
+
+/// The rows of zero-shot accuracy (`--tasks`).
+fn task_rows(row: &mut dyn FnMut(&str, String), res: &TaskResult) {
+    let r = &res.report;
+    row("tasks", format!("{} ({} questions)", res.tasks, r.n));
+    row("acc", pm(r.acc, r.acc_stderr));
+    row("acc_norm", pm(r.acc_norm, r.acc_norm_stderr));
+    row(
+        "speed",
+        format!(
+            "{:.1} tokens/s ({} tokens, {:.2} s)",
+            r.tokens_forwarded as f64 / r.seconds.max(1e-9),
+            r.tokens_forwarded,
+            r.seconds
+        ),
+    );
+}
+
+fn pm(p: f64, se: Option<f64>) -> String {
+    match se {
+        Some(se) => format!("{p:.4} ± {se:.4}"),
+        None => format!("{p:.4}"),
+    }
+}
+
+/// The rows of perplexity and divergence, and the note on the intervals.
+fn perplexity_rows(row: &mut dyn FnMut(&str, String), res: &EvalResult) {
+    let r = &res.report;
     row("convention", format!("{}: {}", r.convention, r.scored));
     row("windows", format!("{} (ctx {})", r.windows, r.ctx));
     row(
@@ -97,11 +132,6 @@ fn table(args: &Args, res: &EvalResult) -> String {
             format!("{:.2}% {}", 100.0 * d.top1_agreement, ci(pct, 2)),
         );
     }
-    s.push_str(&format!(
-        "\n95% intervals: bootstrap over the {} windows ({} resamples, seed {}).\n",
-        r.windows, r.bootstrap.resamples, r.bootstrap.seed
-    ));
-    s
 }
 
 /// A 95% interval as `[lo, hi]` with `digits` decimals.

@@ -78,7 +78,6 @@ pub enum Command {
 
 mod convert;
 mod eval;
-mod eval_tasks;
 mod generate;
 mod heal;
 mod inspect;

@@ -209,6 +209,18 @@ pub struct TaskSet {
 }
 
 impl Sweep {
+    /// The count the report's generations and the stability summary use unless told: the
+    /// largest of at most 8 layers removed, else the largest.
+    pub fn default_k(&self) -> usize {
+        let max = self.counts.iter().copied().max().unwrap_or(0);
+        self.counts
+            .iter()
+            .copied()
+            .filter(|&k| k > 0 && k <= 8)
+            .max()
+            .unwrap_or(max)
+    }
+
     /// The row chosen at `k` layers removed: lowest validation perplexity (healed, when healed).
     pub fn best_at(&self, k: usize) -> Option<&SweepRow> {
         best::best_at(&self.rows, k)
