@@ -139,6 +139,15 @@ impl PruneRequest {
         }
     }
 
+    /// Calibration text given for an unhealed prune chosen by hand is not used; says so.
+    fn warn_unused_calib(&self, progress: &dyn Progress) {
+        if self.choice.calib.calib.is_some() && self.choice.layers.strategy.is_none() {
+            progress.warn(
+                "calibration text is only used to choose layers or to heal; writing an unhealed prune",
+            );
+        }
+    }
+
     fn heal_request(&self, method: HealMethod) -> HealRequest {
         let c = &self.choice.calib;
         HealRequest {
@@ -184,11 +193,7 @@ pub fn prune(
             chosen,
         });
     }
-    if req.choice.calib.calib.is_some() && req.choice.layers.strategy.is_none() {
-        progress.warn(
-            "calibration text is only used to choose layers or to heal; writing an unhealed prune",
-        );
-    }
+    req.warn_unused_calib(progress);
     if !ckpt.arch.is_supported() {
         progress.warn(&format!(
             "architecture `{}` is not one depthprune knows ({}); layers named `model.layers.N.` are pruned, but per-layer config fields were not checked",
@@ -281,11 +286,7 @@ fn prune_gguf(req: &PruneRequest, path: &Path, progress: &dyn Progress) -> Resul
             chosen,
         });
     }
-    if req.choice.calib.calib.is_some() && req.choice.layers.strategy.is_none() {
-        progress.warn(
-            "calibration text is only used to choose layers or to heal; writing an unhealed prune",
-        );
-    }
+    req.warn_unused_calib(progress);
     let opts = gguf::PruneOptions {
         overwrite: out.overwrite_mode(),
         split_max_bytes: req.max_shard_size,

@@ -369,23 +369,7 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
     let resident = !req.calib.offload;
     let m = Model::from_source(cfg, source, &|_| resident)?;
     let calib_windows = match req.calib.slice() {
-        Some(s) => {
-            let end = s.range().end;
-            if calib_tokens.len() < end {
-                return Err(Error::Invalid(format!(
-                    "`{}`: calibration text too short: {} tokens, {} windows of {} from offset {} need {end}",
-                    s.file.display(),
-                    calib_tokens.len(),
-                    s.windows,
-                    s.ctx,
-                    s.offset
-                )));
-            }
-            calib_tokens[s.range()]
-                .chunks_exact(s.ctx)
-                .map(<[u32]>::to_vec)
-                .collect()
-        }
+        Some(s) => s.windows_of(&calib_tokens, "calibration")?,
         None => Vec::new(),
     };
     let calibration = req.calib.describe();

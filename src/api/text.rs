@@ -45,8 +45,13 @@ impl TextSlice {
                 self.windows
             )));
         }
+        let tokens = read_tokens(tok, &self.file, Some(self.range().end))?;
+        self.windows_of(&tokens, role)
+    }
+
+    /// The windows, from `tokens` already read from the file under the one rule.
+    pub fn windows_of(&self, tokens: &[u32], role: &str) -> Result<Vec<Vec<u32>>> {
         let end = self.range().end;
-        let tokens = read_tokens(tok, &self.file, Some(end))?;
         if tokens.len() < end {
             return Err(Error::Invalid(format!(
                 "`{}`: {role} text too short: {} tokens, but {} windows of {} from token {} need {end}",

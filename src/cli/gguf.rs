@@ -143,10 +143,7 @@ pub fn plan(p: &GgufPlan, removal: &Removal, explain: Option<&str>) -> anyhow::R
         p.block_count_key,
         removal.n_kept()
     );
-    let _ = writeln!(s, "per-layer     {}", list_or_none(&p.per_layer_keys));
-    if !p.adjusted_keys.is_empty() {
-        let _ = writeln!(s, "adjusted      {}", p.adjusted_keys.join(", "));
-    }
+    keys(&mut s, &p.per_layer_keys, &p.adjusted_keys);
     print(&s)
 }
 
@@ -170,11 +167,16 @@ pub fn pruned(p: &GgufPruned, removal: &Removal) -> anyhow::Result<()> {
         report.tensors_after,
         human_bytes(report.bytes_written)
     );
-    let _ = writeln!(s, "per-layer     {}", list_or_none(&report.per_layer_keys));
-    if !report.adjusted_keys.is_empty() {
-        let _ = writeln!(s, "adjusted      {}", report.adjusted_keys.join(", "));
-    }
+    keys(&mut s, &report.per_layer_keys, &report.adjusted_keys);
     print(&s)
+}
+
+/// The metadata lines `plan` and `prune` share: per-layer arrays sliced, counts adjusted.
+fn keys(s: &mut String, per_layer: &[String], adjusted: &[String]) {
+    let _ = writeln!(s, "per-layer     {}", list_or_none(per_layer));
+    if !adjusted.is_empty() {
+        let _ = writeln!(s, "adjusted      {}", adjusted.join(", "));
+    }
 }
 
 /// The layer and parameter lines `plan` and `prune` share.
