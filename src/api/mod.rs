@@ -5,6 +5,7 @@
 //!
 //! - [`source`]: a model given as a path, a GGUF file or a hub ID, resolved to files on disk.
 //! - [`text`]: a slice of a text file as token windows, under the one tokenization rule.
+//! - [`convert`]: HF ↔ GGUF, and random-weight checkpoints.
 //! - [`inspect`], [`plan`], [`prune`](prune::prune), [`heal`](heal::heal): checkpoints.
 //! - [`sweep`](sweep::sweep), [`report`](report::report): the study, every strategy at every
 //!   count, and its `report.md`.
@@ -18,6 +19,7 @@
 //! no field took.
 
 pub mod choose;
+pub mod convert;
 pub mod eval;
 pub mod generate;
 pub mod heal;

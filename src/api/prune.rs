@@ -11,7 +11,6 @@ use crate::checkpoint::gguf::{self, Edits, GgmlType, GgufModel, PruneReport, Val
 use crate::checkpoint::hf::HfCheckpoint;
 use crate::checkpoint::hf_prune::{prune_hf, PruneOptions, DEFAULT_MAX_SHARD};
 use crate::checkpoint::provenance::Provenance;
-use crate::checkpoint::safetensors::Dtype;
 use crate::error::{Error, Result};
 use crate::hub::Need;
 use crate::progress::Progress;
@@ -202,11 +201,7 @@ pub fn prune(
         ));
     }
     let opts = PruneOptions {
-        dtype: req.dtype.map(|d| match d {
-            FloatType::F32 => Dtype::F32,
-            FloatType::F16 => Dtype::F16,
-            FloatType::Bf16 => Dtype::BF16,
-        }),
+        dtype: req.dtype.map(FloatType::dtype),
         max_shard_size: req.max_shard_size.unwrap_or(DEFAULT_MAX_SHARD),
         overwrite: if req.force {
             Overwrite::Force

@@ -2,12 +2,7 @@
 //! folder into an unquantized GGUF file.
 
 use super::output::{print, print_json, warn};
-use depthprune::checkpoint::atomic::Overwrite;
-use depthprune::checkpoint::convert::gguf_to_hf;
-use depthprune::checkpoint::convert_gguf::hf_to_gguf;
-use depthprune::checkpoint::gguf::GgmlType;
-use depthprune::checkpoint::safetensors::Dtype;
-use depthprune::model::is_gguf;
+use depthprune::api::convert::{convert, ConvertRequest};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -20,56 +15,15 @@ use std::path::PathBuf;
 pub struct Args {
     /// The model to convert: a `.gguf` file (`--to hf`) or an HF folder (`--to gguf`).
     pub model: PathBuf,
-    /// The output format.
-    #[arg(long, value_parser = ["hf", "gguf"], value_name = "FORMAT")]
-    pub to: String,
-    /// The output folder (`--to hf`) or file (`--to gguf`).
-    #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
-    /// Tensor type of the output.
-    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
-    pub dtype: String,
-    /// Replace an existing output.
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub req: ConvertRequest,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let overwrite = if args.force {
-        Overwrite::Force
-    } else {
-        Overwrite::Refuse
-    };
-    let report = if args.to == "gguf" {
-        if is_gguf(&args.model) {
-            anyhow::bail!(
-                "`{}` is already a GGUF file\nhint: `convert --to gguf` reads an HF folder",
-                args.model.display()
-            );
-        }
-        let ty = match args.dtype.as_str() {
-            "f16" => GgmlType::F16,
-            "bf16" => GgmlType::BF16,
-            _ => GgmlType::F32,
-        };
-        hf_to_gguf(&args.model, &args.out, ty, overwrite)?
-    } else {
-        if !is_gguf(&args.model) {
-            anyhow::bail!(
-                "`{}`: `convert --to hf` reads a `.gguf` file\nhint: HF folders are already in HF format",
-                args.model.display()
-            );
-        }
-        let dtype = match args.dtype.as_str() {
-            "f16" => Dtype::F16,
-            "bf16" => Dtype::BF16,
-            _ => Dtype::F32,
-        };
-        gguf_to_hf(&args.model, &args.out, dtype, overwrite)?
-    };
+    let report = convert(&args.model, &args.req)?;
     for w in &report.warnings {
         warn(w);
     }
@@ -81,6 +35,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         report.out.display(),
         report.tensors,
         report.bytes,
-        args.dtype
+        args.req.dtype.name()
     ))
 }

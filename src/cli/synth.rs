@@ -2,9 +2,8 @@
 //! benchmarks and experiments where the real model is too large or not at hand.
 
 use super::output::Bar;
-use anyhow::{Context, Result};
-use depthprune::checkpoint::safetensors::Dtype;
-use depthprune::checkpoint::synth::write_synthetic;
+use anyhow::Result;
+use depthprune::api::prune::FloatType;
 use depthprune::fmt::parse_size;
 use std::path::PathBuf;
 
@@ -19,8 +18,8 @@ pub struct Args {
     /// Output folder (replaced if it exists).
     #[arg(long, short)]
     pub out: PathBuf,
-    #[arg(long, default_value = "bf16", value_parser = ["f32", "f16", "bf16"])]
-    pub dtype: String,
+    #[arg(long, value_enum, default_value = "bf16")]
+    pub dtype: FloatType,
     /// Largest shard to write.
     #[arg(long, value_parser = parse_size, default_value = "5GB", value_name = "SIZE")]
     pub max_shard_size: u64,
@@ -30,19 +29,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("`{}`", args.config.display()))?;
-    let config: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("`{}`: not valid JSON", args.config.display()))?;
-    let dtype = match args.dtype.as_str() {
-        "f32" => Dtype::F32,
-        "f16" => Dtype::F16,
-        _ => Dtype::BF16,
-    };
-    write_synthetic(
-        &config,
+    depthprune::api::convert::synth(
+        &args.config,
         &args.out,
-        dtype,
+        args.dtype,
         args.max_shard_size,
         args.seed,
         &Bar::bytes(),
