@@ -54,28 +54,7 @@ fn logits_and_every_layer_tap_match_transformers() {
 #[test]
 fn skipping_layers_equals_deleting_them_in_transformers() {
     for arch in ARCHS {
-        let g = golden(arch);
-        let want = &g["skip.logits"];
-        let rows = ids(&g["tokens"]);
-        let rows: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
-        // All layers resident, skipped at run time.
-        let dense = Model::open(&dir(arch)).unwrap();
-        let got = dense
-            .forward(&dense.tokens(&rows).unwrap(), SKIP, None)
-            .unwrap();
-        let e = check(arch, "skip logits", &got, want);
-        // Skipped layers never loaded.
-        let lean = Model::open_with(&dir(arch), SKIP).unwrap();
-        assert!(lean.layer(1).is_err() && lean.layer(0).is_ok());
-        check(
-            arch,
-            "skip logits (not loaded)",
-            &lean
-                .forward(&lean.tokens(&rows).unwrap(), SKIP, None)
-                .unwrap(),
-            want,
-        );
-        eprintln!("{arch}: max abs error with layers {SKIP:?} skipped {e:.2e}");
+        golden::check_skip(arch, arch, SKIP, TOL);
     }
 }
 
@@ -94,10 +73,7 @@ fn layers_loaded_on_demand_give_the_same_logits() {
 
 #[test]
 fn greedy_generation_matches_transformers_with_and_without_cache() {
-    for arch in ARCHS {
-        let model = Model::open(&dir(arch)).unwrap();
-        golden::check_generation(arch, &model, &golden(arch));
-    }
+    golden::check_generations("", ARCHS);
 }
 
 #[test]
