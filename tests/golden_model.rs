@@ -161,28 +161,24 @@ fn perplexity_and_divergence_match_transformers() {
     let exp = expected();
     let (_, ids) = eval_tokens();
     let model = Model::open(&dir("llama")).unwrap();
+    // The model with `skip`ped layers in windows of 16 tokens strided by `stride`, against the
+    // dense model when `reference`; the windows and tokens scored must be transformers' (`want`).
+    let evaluate = |skip: &[usize], reference: bool, stride, batch, want: &serde_json::Value| {
+        let conv = Convention::new(16, stride).unwrap();
+        let windows = eval::plan(ids.len(), conv).unwrap();
+        let run = |skip| Run {
+            model: &model,
+            skip,
+        };
+        let dense = reference.then(|| run(&[]));
+        let r = eval::evaluate(run(skip), dense, &ids, &windows, conv, batch, &Silent).unwrap();
+        assert_eq!(r.windows as u64, want["windows"].as_u64().unwrap());
+        assert_eq!(r.tokens_evaluated as u64, want["tokens"].as_u64().unwrap());
+        r
+    };
     let c = &exp["chunks"];
-    let conv = Convention::new(16, None).unwrap();
-    let windows = eval::plan(ids.len(), conv).unwrap();
     for batch in [1, 4] {
-        let r = eval::evaluate(
-            Run {
-                model: &model,
-                skip: SKIP,
-            },
-            Some(Run {
-                model: &model,
-                skip: &[],
-            }),
-            &ids,
-            &windows,
-            conv,
-            batch,
-            &Silent,
-        )
-        .unwrap();
-        assert_eq!(r.windows as u64, c["windows"].as_u64().unwrap());
-        assert_eq!(r.tokens_evaluated as u64, c["tokens"].as_u64().unwrap());
+        let r = evaluate(SKIP, true, None, batch, c);
         close(r.perplexity, &c["skip_perplexity"], 1e-5, "skip perplexity");
         let d = r.divergence.unwrap();
         close(
@@ -198,23 +194,7 @@ fn perplexity_and_divergence_match_transformers() {
         );
     }
     let s = &exp["sliding"];
-    let conv = Convention::new(16, Some(6)).unwrap();
-    let windows = eval::plan(ids.len(), conv).unwrap();
-    let r = eval::evaluate(
-        Run {
-            model: &model,
-            skip: &[],
-        },
-        None,
-        &ids,
-        &windows,
-        conv,
-        3,
-        &Silent,
-    )
-    .unwrap();
-    assert_eq!(r.windows as u64, s["windows"].as_u64().unwrap());
-    assert_eq!(r.tokens_evaluated as u64, s["tokens"].as_u64().unwrap());
+    let r = evaluate(&[], false, Some(6), 3, s);
     close(r.perplexity, &s["perplexity"], 1e-5, "sliding perplexity");
     assert!(r.divergence.is_none());
 }
