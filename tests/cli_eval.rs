@@ -4,6 +4,8 @@
 mod common;
 
 use common::{fixture, run_in as depthprune, s, stderr};
+use std::path::Path;
+use std::process::Output;
 
 fn expected() -> serde_json::Value {
     serde_json::from_str(
@@ -12,28 +14,30 @@ fn expected() -> serde_json::Value {
     .unwrap()
 }
 
+/// `depthprune eval` of the llama fixture on `text` with `args`, run in `dir`.
+fn eval(dir: &Path, text: &Path, args: &[&str]) -> Output {
+    let model = fixture().join("llama");
+    let mut a = vec!["eval", s(&model), "--text", s(text)];
+    a.extend_from_slice(args);
+    depthprune(&a, dir)
+}
+
+/// [`eval`] on the fixture's text in windows of 16 tokens, which must succeed; its stdout as
+/// JSON.
+fn eval_json(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["--ctx", "16"];
+    a.extend_from_slice(args);
+    a.push("--json");
+    let out = eval(dir, &fixture().join("eval.txt"), &a);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn eval_json_reports_the_transformers_perplexity() {
     let tmp = tempfile::tempdir().unwrap();
-    let (model, text) = (fixture().join("llama"), fixture().join("eval.txt"));
-    let out = depthprune(
-        &[
-            "eval",
-            s(&model),
-            "--text",
-            s(&text),
-            "--ctx",
-            "16",
-            "--skip",
-            "1..3",
-            "--reference",
-            s(&model),
-            "--json",
-        ],
-        tmp.path(),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let model = fixture().join("llama");
+    let v = eval_json(tmp.path(), &["--skip", "1..3", "--reference", s(&model)]);
     let c = &expected()["chunks"];
     let ppl = v["perplexity"].as_f64().unwrap();
     let want = c["skip_perplexity"].as_f64().unwrap();
@@ -53,26 +57,10 @@ fn eval_against_a_separate_reference_folder() {
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(fixture().join("llama").join(f), dense.join(f)).unwrap();
     }
-    let out = depthprune(
-        &[
-            "eval",
-            s(&fixture().join("llama")),
-            "--text",
-            s(&fixture().join("eval.txt")),
-            "--ctx",
-            "16",
-            "--skip",
-            "1,2",
-            "--reference",
-            s(&dense),
-            "--batch",
-            "7",
-            "--json",
-        ],
+    let v = eval_json(
         tmp.path(),
+        &["--skip", "1,2", "--reference", s(&dense), "--batch", "7"],
     );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let c = &expected()["chunks"];
     let d = &v["divergence"];
     assert!((d["mean_kl"].as_f64().unwrap() - c["mean_kl"].as_f64().unwrap()).abs() < 1e-4);
@@ -86,19 +74,8 @@ fn eval_against_a_separate_reference_folder() {
 #[test]
 fn eval_table_names_the_convention() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = depthprune(
-        &[
-            "eval",
-            s(&fixture().join("llama")),
-            "--text",
-            s(&fixture().join("eval.txt")),
-            "--ctx",
-            "16",
-            "--stride",
-            "6",
-        ],
-        tmp.path(),
-    );
+    let text = fixture().join("eval.txt");
+    let out = eval(tmp.path(), &text, &["--ctx", "16", "--stride", "6"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(
@@ -114,17 +91,7 @@ fn eval_refuses_text_shorter_than_a_window() {
     let tmp = tempfile::tempdir().unwrap();
     let text = tmp.path().join("short.txt");
     std::fs::write(&text, "a few words").unwrap();
-    let out = depthprune(
-        &[
-            "eval",
-            s(&fixture().join("llama")),
-            "--text",
-            s(&text),
-            "--ctx",
-            "64",
-        ],
-        tmp.path(),
-    );
+    let out = eval(tmp.path(), &text, &["--ctx", "64"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
@@ -139,10 +106,7 @@ fn eval_refuses_non_utf8_text_with_the_offset() {
     let tmp = tempfile::tempdir().unwrap();
     let text = tmp.path().join("bad.txt");
     std::fs::write(&text, b"hello \xc3\x28 world").unwrap();
-    let out = depthprune(
-        &["eval", s(&fixture().join("llama")), "--text", s(&text)],
-        tmp.path(),
-    );
+    let out = eval(tmp.path(), &text, &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("offset 6"), "{}", stderr(&out));
 }
@@ -150,17 +114,7 @@ fn eval_refuses_non_utf8_text_with_the_offset() {
 #[test]
 fn eval_refuses_skipping_every_layer() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = depthprune(
-        &[
-            "eval",
-            s(&fixture().join("llama")),
-            "--text",
-            s(&fixture().join("eval.txt")),
-            "--skip",
-            "0..4",
-        ],
-        tmp.path(),
-    );
+    let out = eval(tmp.path(), &fixture().join("eval.txt"), &["--skip", "0..4"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("0..4"), "{}", stderr(&out));
 }
@@ -229,25 +183,11 @@ fn generate_streams_the_greedy_continuation() {
 #[test]
 fn eval_intervals_are_seeded_and_hold_the_figures() {
     let tmp = tempfile::tempdir().unwrap();
-    let (model, text) = (fixture().join("llama"), fixture().join("eval.txt"));
+    let model = fixture().join("llama");
     let run = |extra: &[&str]| -> serde_json::Value {
-        let mut a = vec![
-            "eval",
-            s(&model),
-            "--text",
-            s(&text),
-            "--ctx",
-            "16",
-            "--skip",
-            "1",
-            "--reference",
-            s(&model),
-            "--json",
-        ];
+        let mut a = vec!["--skip", "1", "--reference", s(&model)];
         a.extend_from_slice(extra);
-        let out = depthprune(&a, tmp.path());
-        assert!(out.status.success(), "{}", stderr(&out));
-        serde_json::from_slice(&out.stdout).unwrap()
+        eval_json(tmp.path(), &a)
     };
     let v = run(&[]);
     let ci = |v: &serde_json::Value, f: &str| -> [f64; 2] {

@@ -3,22 +3,25 @@
 
 mod common;
 
-use common::{fixture, run_in as depthprune, s, stderr as err, stdout as out};
+use common::{fixture, read_json, run_in as depthprune, s, stderr as err, stdout as out};
+
+/// The calibration flags of the runs here: 2 windows of 16 tokens of `text`.
+fn calib(text: &str) -> [&str; 6] {
+    ["--calib", text, "--ctx", "16", "--samples", "2"]
+}
 
 /// Score arguments on the llama fixture: 2 windows of 16 tokens from eval.txt.
 fn score_args<'a>(model: &'a str, text: &'a str, metric: &'a str) -> Vec<&'a str> {
-    vec![
-        "score",
-        model,
-        "--calib",
-        text,
-        "--metric",
-        metric,
-        "--ctx",
-        "16",
-        "--samples",
-        "2",
-    ]
+    let mut a = vec!["score", model, "--metric", metric];
+    a.extend(calib(text));
+    a
+}
+
+/// `COMMAND MODEL --strategy bi --remove N` followed by `more`.
+fn by_bi<'a>(command: &'a str, model: &'a str, n: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec![command, model, "--strategy", "bi", "--remove", n];
+    a.extend_from_slice(more);
+    a
 }
 
 #[test]
@@ -92,9 +95,7 @@ fn score_writes_plots_and_a_score_file() {
             "{f}"
         );
     }
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("scores.json")).unwrap())
-            .unwrap();
+    let v = read_json(&tmp.path().join("scores.json"));
     assert_eq!(v["metric"], "greedy");
     assert_eq!(v["greedy"].as_array().unwrap().len(), 3);
 }
@@ -103,39 +104,17 @@ fn score_writes_plots_and_a_score_file() {
 fn prune_by_strategy_records_metric_and_scores() {
     let tmp = tempfile::tempdir().unwrap();
     let (m, t) = (fixture().join("llama"), fixture().join("eval.txt"));
-    let o = depthprune(
-        &[
-            "prune",
-            s(&m),
-            "--strategy",
-            "bi",
-            "--remove",
-            "2",
-            "--calib",
-            s(&t),
-            "--ctx",
-            "16",
-            "--samples",
-            "2",
-            "--out",
-            "pruned",
-        ],
-        tmp.path(),
-    );
+    let mut a = by_bi("prune", s(&m), "2", &calib(s(&t)));
+    a.extend(["--out", "pruned"]);
+    let o = depthprune(&a, tmp.path());
     assert!(o.status.success(), "{}", err(&o));
     let e = err(&o);
     assert!(e.contains("reproduce with: --drop "), "{e}");
-    let p: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(tmp.path().join("pruned/pruning.json")).unwrap(),
-    )
-    .unwrap();
+    let p = read_json(&tmp.path().join("pruned/pruning.json"));
     let text = p.to_string();
     assert!(text.contains("\"metric\":\"bi\""), "{text}");
     assert!(text.contains("\"samples\":2"), "{text}");
-    let cfg: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(tmp.path().join("pruned/config.json")).unwrap(),
-    )
-    .unwrap();
+    let cfg = read_json(&tmp.path().join("pruned/config.json"));
     assert_eq!(cfg["num_hidden_layers"], 2);
 
     // The same choice from `plan`, reading the saved scores instead of running the model.
@@ -143,16 +122,7 @@ fn prune_by_strategy_records_metric_and_scores() {
     a.extend(["--out", "bi.json"]);
     assert!(depthprune(&a, tmp.path()).status.success());
     let o = depthprune(
-        &[
-            "plan",
-            s(&m),
-            "--strategy",
-            "bi",
-            "--remove",
-            "2",
-            "--scores",
-            "bi.json",
-        ],
+        &by_bi("plan", s(&m), "2", &["--scores", "bi.json"]),
         tmp.path(),
     );
     assert!(o.status.success(), "{}", err(&o));
@@ -172,25 +142,9 @@ fn errors_name_the_problem() {
     assert!(!o.status.success());
     assert!(err(&o).contains("unknown metric `cosine`"), "{}", err(&o));
 
-    let o = depthprune(
-        &[
-            "plan",
-            s(&m),
-            "--strategy",
-            "bi",
-            "--remove",
-            "3",
-            "--protect",
-            "first:1,last:1",
-            "--calib",
-            s(&t),
-            "--ctx",
-            "16",
-            "--samples",
-            "2",
-        ],
-        tmp.path(),
-    );
+    let mut a = by_bi("plan", s(&m), "3", &["--protect", "first:1,last:1"]);
+    a.extend(calib(s(&t)));
+    let o = depthprune(&a, tmp.path());
     assert!(!o.status.success());
     assert!(
         err(&o).contains("cannot remove 3 layers: 2 of 4 are not protected"),

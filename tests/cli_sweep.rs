@@ -17,31 +17,86 @@ fn text(dir: &Path) -> PathBuf {
     p
 }
 
-fn sweep(dir: &Path, model: &Path, text: &Path, remove: &str, extra: &[&str]) -> Output {
+/// `sweep MODEL` on `text` (calibration from token 64 in windows of 16, evaluation on two
+/// windows from token 0) with `args`: the strategies, counts, samples and output.
+fn sweep_with(dir: &Path, model: &Path, text: &Path, args: &[&str]) -> Output {
     let mut a = vec![
         "sweep",
         s(model),
-        "--strategies",
-        "angular,bi,ppl,greedy,last",
-        "--remove",
-        remove,
         "--calib",
         s(text),
         "--ctx",
         "16",
-        "--samples",
-        "2",
         "--calib-offset",
         "64",
         "--eval",
         s(text),
         "--eval-samples",
         "2",
+    ];
+    a.extend_from_slice(args);
+    depthprune(&a, dir)
+}
+
+fn sweep(dir: &Path, model: &Path, text: &Path, remove: &str, extra: &[&str]) -> Output {
+    let mut a = vec![
+        "--strategies",
+        "angular,bi,ppl,greedy,last",
+        "--remove",
+        remove,
+        "--samples",
+        "2",
         "--out",
         "out",
     ];
     a.extend_from_slice(extra);
-    depthprune(&a, dir)
+    sweep_with(dir, model, text, &a)
+}
+
+/// A healing sweep (`heal`: the `--heal` flags) into `out`, layer 0 protected, reported as JSON.
+fn heal_sweep(
+    dir: &Path,
+    text: &Path,
+    strategies: &str,
+    remove: &str,
+    heal: &[&str],
+    out: &str,
+) -> Output {
+    let mut a = vec![
+        "--strategies",
+        strategies,
+        "--remove",
+        remove,
+        "--protect",
+        "first:1",
+        "--samples",
+        "4",
+        "--heal-samples",
+        "1024",
+        "--out",
+        out,
+        "--json",
+    ];
+    a.extend_from_slice(heal);
+    sweep_with(dir, &fixture().join("llama"), text, &a)
+}
+
+/// Asserts that `out/report.md` in `dir` holds each of `wants`.
+fn report_holds(dir: &Path, wants: &[&str]) {
+    let md = std::fs::read_to_string(dir.join("out/report.md")).unwrap();
+    for want in wants {
+        assert!(md.contains(want), "{want} not in report:\n{md}");
+    }
+}
+
+/// `depthprune eval ARGS… --json` in `dir`, which must succeed, parsed.
+fn eval_json(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["eval"];
+    a.extend_from_slice(args);
+    a.push("--json");
+    let o = depthprune(&a, dir);
+    assert!(o.status.success(), "{}", err(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 #[test]
@@ -98,9 +153,9 @@ fn sweep_rows_match_independent_eval_runs() {
         }
         // The same removal through `eval`, which runs every window from the embedding.
         let drop = r["drop"].as_str().unwrap();
-        let o = depthprune(
+        let e = eval_json(
+            tmp.path(),
             &[
-                "eval",
                 s(&model),
                 "--text",
                 s(&t),
@@ -112,12 +167,8 @@ fn sweep_rows_match_independent_eval_runs() {
                 drop,
                 "--reference",
                 s(&model),
-                "--json",
             ],
-            tmp.path(),
         );
-        assert!(o.status.success(), "{}", err(&o));
-        let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         let ep = e["perplexity"].as_f64().unwrap();
         let ekl = e["divergence"]["mean_kl"].as_f64().unwrap();
         assert!(
@@ -195,20 +246,20 @@ fn sweep_rows_match_independent_eval_runs() {
         tmp.path(),
     );
     assert!(o.status.success(), "{}", err(&o));
-    let md = std::fs::read_to_string(tmp.path().join("out/report.md")).unwrap();
-    for want in [
-        "## Results",
-        "## Generations",
-        "- Validation (chooses the best removal at each count): ",
-        "from token 96",
-        "95% percentile intervals",
-        "runner-up",
-        "![perplexity by layers removed](plots/ppl_vs_removed.png)",
-        "| dense |",
-        "removed by",
-    ] {
-        assert!(md.contains(want), "{want} not in report:\n{md}");
-    }
+    report_holds(
+        tmp.path(),
+        &[
+            "## Results",
+            "## Generations",
+            "- Validation (chooses the best removal at each count): ",
+            "from token 96",
+            "95% percentile intervals",
+            "runner-up",
+            "![perplexity by layers removed](plots/ppl_vs_removed.png)",
+            "| dense |",
+            "removed by",
+        ],
+    );
 }
 
 #[test]
@@ -258,38 +309,13 @@ fn sweep_refuses_bad_counts_and_strategies() {
 fn sweep_heals_each_removal_not_touching_layer_0() {
     let tmp = tempfile::tempdir().unwrap();
     let t = text(tmp.path());
-    let model = fixture().join("llama");
-    let o = depthprune(
-        &[
-            "sweep",
-            s(&model),
-            "--strategies",
-            "bi,last",
-            "--remove",
-            "0..3",
-            "--protect",
-            "first:1",
-            "--calib",
-            s(&t),
-            "--ctx",
-            "16",
-            "--samples",
-            "4",
-            "--calib-offset",
-            "64",
-            "--eval",
-            s(&t),
-            "--eval-samples",
-            "2",
-            "--heal",
-            "lstsq",
-            "--heal-samples",
-            "1024",
-            "--out",
-            "out",
-            "--json",
-        ],
+    let o = heal_sweep(
         tmp.path(),
+        &t,
+        "bi,last",
+        "0..3",
+        &["--heal", "lstsq"],
+        "out",
     );
     assert!(o.status.success(), "{}", err(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -441,9 +467,9 @@ fn sweep_adds_accuracy_and_stability_columns_that_match_eval() {
         if c[0] != "bi" {
             continue;
         }
-        let o = depthprune(
+        let e = eval_json(
+            tmp.path(),
             &[
-                "eval",
                 s(&model),
                 "--tasks",
                 s(&tasks),
@@ -451,12 +477,8 @@ fn sweep_adds_accuracy_and_stability_columns_that_match_eval() {
                 "6",
                 "--skip",
                 &c[drop],
-                "--json",
             ],
-            tmp.path(),
         );
-        assert!(o.status.success(), "{}", err(&o));
-        let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert!(
             (e["acc"].as_f64().unwrap() - a).abs() < 1e-12,
             "{line} vs {e}"
@@ -472,60 +494,25 @@ fn sweep_adds_accuracy_and_stability_columns_that_match_eval() {
     ] {
         assert!(tmp.path().join("out").join(f).is_file(), "{f} missing");
     }
-    let md = std::fs::read_to_string(tmp.path().join("out/report.md")).unwrap();
-    for want in [
-        "| acc | acc_norm |",
-        "same choice",
-        "bootstrap resamples of the calibration",
-        "plots/stability_bi.png",
-        "plots/acc_vs_removed.png",
-    ] {
-        assert!(md.contains(want), "{want} not in report:\n{md}");
-    }
+    report_holds(
+        tmp.path(),
+        &[
+            "| acc | acc_norm |",
+            "same choice",
+            "bootstrap resamples of the calibration",
+            "plots/stability_bi.png",
+            "plots/acc_vs_removed.png",
+        ],
+    );
 }
 
 #[test]
 fn several_heal_methods_each_get_their_own_healed_columns() {
     let tmp = tempfile::tempdir().unwrap();
     let t = text(tmp.path());
-    let model = fixture().join("llama");
     let run = |heal: &str, out: &str| {
-        depthprune(
-            &[
-                "sweep",
-                s(&model),
-                "--strategies",
-                "bi",
-                "--remove",
-                "1,2",
-                "--protect",
-                "first:1",
-                "--calib",
-                s(&t),
-                "--ctx",
-                "16",
-                "--samples",
-                "4",
-                "--calib-offset",
-                "64",
-                "--eval",
-                s(&t),
-                "--eval-samples",
-                "2",
-                "--heal",
-                heal,
-                "--holdout",
-                "0",
-                "--alpha",
-                "1e-3",
-                "--heal-samples",
-                "1024",
-                "--out",
-                out,
-                "--json",
-            ],
-            tmp.path(),
-        )
+        let flags = ["--heal", heal, "--holdout", "0", "--alpha", "1e-3"];
+        heal_sweep(tmp.path(), &t, "bi", "1,2", &flags, out)
     };
     let o = run("lstsq,scale", "both");
     assert!(o.status.success(), "{}", err(&o));

@@ -2,6 +2,9 @@
 //! permuted in GGUF and back) and qwen3 (not permuted), and a model read straight from the
 //! written GGUF gives the same logits as the HF folder it came from.
 
+mod common;
+
+use common::golden::{flat_logits, max_diff};
 use depthprune::checkpoint::atomic::Overwrite;
 use depthprune::checkpoint::convert::gguf_to_hf;
 use depthprune::checkpoint::convert_gguf::hf_to_gguf;
@@ -11,6 +14,16 @@ use depthprune::checkpoint::synth::write_synthetic;
 use depthprune::model::{open_checkpoint, HfFolder, Model, WeightSource};
 use depthprune::progress::Silent;
 use serde_json::json;
+
+/// The values of tensor `name` of `f`, flattened.
+fn values(f: &HfFolder, name: &str) -> Vec<f32> {
+    f.tensor(name)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
 
 fn config(model_type: &str) -> serde_json::Value {
     json!({
@@ -60,48 +73,21 @@ fn hf_gguf_hf_keeps_tensors_and_logits() {
             .collect();
         assert_eq!(names, b.names(), "{model_type}");
         for n in names {
-            let x: Vec<f32> = a
-                .tensor(n)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            let y: Vec<f32> = b
-                .tensor(n)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
             assert_eq!(a.shape(n), b.shape(n), "{model_type} {n}");
-            assert!(x == y, "{model_type}: tensor `{n}` changed");
+            assert!(
+                values(&a, n) == values(&b, n),
+                "{model_type}: tensor `{n}` changed"
+            );
         }
 
         let folder = Model::open(&hf).unwrap();
         let (cfg, src) = open_checkpoint(&gguf).unwrap();
         let direct = Model::from_source(cfg, src, &|_| true).unwrap();
         let ids = [3u32, 9, 27, 1, 5, 30];
-        let x = folder.tokens(&[&ids[..]]).unwrap();
-        let la: Vec<f32> = folder
-            .forward(&x, &[], None)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let lb: Vec<f32> = direct
-            .forward(&x, &[], None)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let worst = la
-            .iter()
-            .zip(&lb)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0f32, f32::max);
+        let worst = max_diff(
+            &flat_logits(&folder, &[], &ids),
+            &flat_logits(&direct, &[], &ids),
+        );
         assert!(worst < 1e-5, "{model_type}: logits differ by {worst}");
     }
 }
@@ -127,14 +113,10 @@ fn permuted_rows_differ_in_the_gguf_for_llama_only() {
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        let hf_k: Vec<f32> = HfFolder::open(&hf)
-            .unwrap()
-            .tensor("model.layers.0.self_attn.k_proj.weight")
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let hf_k = values(
+            &HfFolder::open(&hf).unwrap(),
+            "model.layers.0.self_attn.k_proj.weight",
+        );
         assert_eq!(raw != hf_k, permuted, "{model_type}");
     }
 }

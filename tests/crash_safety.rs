@@ -17,6 +17,15 @@ fn medium_config() -> serde_json::Value {
         "tie_word_embeddings":false})
 }
 
+/// A fresh temporary folder holding a checkpoint of [`medium_config`] at `src`, in shards of at
+/// most `max_shard` bytes.
+fn medium(max_shard: u64) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_checkpoint(&src, &medium_config(), Dtype::F32, max_shard);
+    (tmp, src)
+}
+
 fn temporaries(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -101,9 +110,7 @@ fn kill_at_points(
 
 #[test]
 fn sigkill_at_any_point_leaves_no_output() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    make_checkpoint(&src, &medium_config(), Dtype::F32, 8_000_000);
+    let (tmp, src) = medium(8_000_000);
     let out = tmp.path().join("out");
     let args = |o: &Path| {
         vec![
@@ -136,51 +143,39 @@ fn sigkill_at_any_point_leaves_no_output() {
     );
 }
 
+/// The arguments of `convert SRC --to TO --out OUT`.
+fn convert(src: &Path, to: &str, out: &Path) -> Vec<String> {
+    ["convert", s(src), "--to", to, "--out", s(out)]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+}
+
+/// Asserts that `inspect` reads the completed output `o`.
+fn inspects(o: &Path) {
+    let v = run(&["inspect", s(o)]);
+    assert!(
+        v.status.success(),
+        "completed output must read: {}",
+        stderr(&v)
+    );
+}
+
 #[test]
 fn sigkill_during_convert_leaves_no_output() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    make_checkpoint(&src, &medium_config(), Dtype::F32, 5_000_000_000);
+    let (tmp, src) = medium(5_000_000_000);
     // The shared fixture's tokenizer.json is a stub that `convert --to gguf` rightly refuses as
     // malformed; this test is about the weights, so it converts without a tokenizer.
     std::fs::remove_file(src.join("tokenizer.json")).unwrap();
     let gguf = tmp.path().join("model.gguf");
-    let to_gguf = |o: &Path| {
-        ["convert", src.to_str().unwrap(), "--to", "gguf", "--out"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([o.display().to_string()])
-            .collect::<Vec<_>>()
-    };
-    let whole_gguf = |o: &Path| {
-        let v = run(&["inspect", o.to_str().unwrap()]);
-        assert!(
-            v.status.success(),
-            "completed output must read: {}",
-            stderr(&v)
-        );
-    };
-    let killed = kill_at_points(tmp.path(), &gguf, 3, to_gguf, whole_gguf);
+    let to_gguf = |o: &Path| convert(&src, "gguf", o);
+    let killed = kill_at_points(tmp.path(), &gguf, 3, to_gguf, inspects);
     // A whole GGUF file to convert back.
     let o = Command::new(bin()).args(to_gguf(&gguf)).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let hf = tmp.path().join("hf");
-    let to_hf = |o: &Path| {
-        ["convert", gguf.to_str().unwrap(), "--to", "hf", "--out"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([o.display().to_string()])
-            .collect::<Vec<_>>()
-    };
-    let whole_hf = |o: &Path| {
-        let v = run(&["inspect", o.to_str().unwrap()]);
-        assert!(
-            v.status.success(),
-            "completed output must read: {}",
-            stderr(&v)
-        );
-    };
-    let killed = killed + kill_at_points(tmp.path(), &hf, 3, to_hf, whole_hf);
+    let to_hf = |o: &Path| convert(&gguf, "hf", o);
+    let killed = killed + kill_at_points(tmp.path(), &hf, 3, to_hf, inspects);
     assert!(
         killed >= 3,
         "only {killed} of 6 convert runs were killed mid-way; the model is too small to test this"
@@ -189,9 +184,7 @@ fn sigkill_during_convert_leaves_no_output() {
 
 #[test]
 fn full_disk_gives_a_clear_error_and_no_output() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    make_checkpoint(&src, &medium_config(), Dtype::F32, 5_000_000_000);
+    let (tmp, src) = medium(5_000_000_000);
     let mnt = tmp.path().join("small");
     std::fs::create_dir(&mnt).unwrap();
     let mounted = Command::new("mount")
@@ -210,15 +203,7 @@ fn full_disk_gives_a_clear_error_and_no_output() {
         eprintln!("SKIPPED full_disk_gives_a_clear_error_and_no_output: cannot mount a tmpfs here (needs root)");
         return;
     }
-    let out = mnt.join("out");
-    let o = run(&[
-        "prune",
-        src.to_str().unwrap(),
-        "--drop",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = prune(&src, &["--drop", "1"], &mnt.join("out"));
     let err = stderr(&o);
     let listing = std::fs::read_dir(&mnt).unwrap().count();
     let _ = Command::new("umount").arg(&mnt).status();

@@ -5,11 +5,13 @@
 
 mod common;
 
+use common::golden::dist;
+use common::s;
 use depthprune::error::Error;
 use depthprune::heal::{self, HealOptions, Objective, Prior};
 use depthprune::model::Model;
 use depthprune::progress::Silent;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 const CTX: usize = 16;
 
@@ -27,26 +29,7 @@ fn tokens() -> Vec<u32> {
 
 /// Layer `layer`'s output over `tokens` in windows of `CTX`, skipping `skip`.
 fn stream(model: &Model, skip: &[usize], layer: usize, tokens: &[u32]) -> Vec<f32> {
-    let mut out = Vec::new();
-    for w in tokens.chunks(CTX) {
-        model
-            .forward_hidden(&model.tokens(&[w]).unwrap(), skip, None, &mut |tap| {
-                if tap.layer == layer {
-                    out.extend(tap.parts.output.flatten_all()?.to_vec1::<f32>()?);
-                }
-                Ok(())
-            })
-            .unwrap();
-    }
-    out
-}
-
-fn dist(a: &[f32], b: &[f32]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| ((x - y) as f64).powi(2))
-        .sum::<f64>()
-        .sqrt()
+    common::golden::stream(model, skip, layer, tokens, CTX)
 }
 
 #[test]
@@ -84,43 +67,24 @@ fn families_with_a_norm_after_the_mlp_refuse_healing() {
     }
 }
 
-fn copy_with_tokenizer(arch: &str, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for d in [dir(arch), common::golden_llama()] {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            let take = if d == dir(arch) {
-                name == "config.json" || name == "model.safetensors"
-            } else {
-                name.starts_with("tokenizer") || name == "special_tokens_map.json"
-            };
-            if take {
-                std::fs::copy(&p, to.join(&name)).unwrap();
-            }
-        }
-    }
-}
-
 #[test]
 fn prune_heal_on_gemma_is_refused_before_any_output() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("gemma2");
-    copy_with_tokenizer("gemma2", &model);
+    let tokenizer = ["tokenizer.json", "tokenizer_config.json"];
+    common::with_llama_tokenizer(&dir("gemma2"), &tokenizer, &model);
     let out = tmp.path().join("healed");
-    let o = common::run(&[
-        "prune",
-        model.to_str().unwrap(),
+    let calib = common::golden_text();
+    let args = [
         "--drop",
         "2,3",
         "--heal",
         "--calib",
-        common::golden_text().to_str().unwrap(),
+        s(&calib),
         "--ctx",
         "16",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    ];
+    let o = common::prune(&model, &args, &out);
     assert!(!o.status.success());
     let err = common::stderr(&o);
     assert!(err.contains("cannot heal this `gemma2` model"), "{err}");

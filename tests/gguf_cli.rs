@@ -1,6 +1,7 @@
 //! The binary on GGUF files: `inspect`, `plan` and `prune` in a fresh temporary folder each, text
 //! and JSON, and one-line errors that leave no output.
 
+mod common;
 mod gguf_support;
 
 use depthprune::checkpoint::gguf::GgufModel;
@@ -35,6 +36,12 @@ fn fails(args: &[&str]) -> String {
     assert_eq!(lines.len(), 1, "one error line expected: {err}");
     assert!(lines[0].starts_with("error: "), "{err}");
     lines[0].to_string()
+}
+
+/// `prune SRC --drop DROP --out OUT`.
+fn prune<'a>(src: &'a Path, drop: &'a str, out: &'a Path) -> Vec<&'a str> {
+    let (src, out) = (src.to_str().unwrap(), out.to_str().unwrap());
+    vec!["prune", src, "--drop", drop, "--out", out]
 }
 
 fn toy(dir: &Path) -> PathBuf {
@@ -110,14 +117,7 @@ fn prune_writes_a_model_and_refuses_to_overwrite_without_force() {
     let dir = tempfile::tempdir().unwrap();
     let src = toy(dir.path());
     let out = dir.path().join("out.gguf");
-    let args = [
-        "prune",
-        src.to_str().unwrap(),
-        "--drop",
-        "last:1",
-        "--out",
-        out.to_str().unwrap(),
-    ];
+    let args = prune(&src, "last:1", &out);
     let text = ok(&args);
     assert!(
         text.contains("wrote") && text.contains("out.gguf"),
@@ -126,28 +126,15 @@ fn prune_writes_a_model_and_refuses_to_overwrite_without_force() {
     assert_eq!(GgufModel::open(&out).unwrap().block_count().unwrap(), 3);
     let e = fails(&args);
     assert!(e.contains("--force"), "{e}");
-    let mut forced = args.to_vec();
+    let mut forced = args.clone();
     forced.push("--force");
     ok(&forced);
 
-    let split = dir.path().join("split.gguf");
-    let v: serde_json::Value = serde_json::from_str(&ok(&[
-        "prune",
-        src.to_str().unwrap(),
-        "--drop",
-        "0",
-        "--out",
-        split.to_str().unwrap(),
-        "--max-shard-size",
-        "2KB",
-        "--json",
-    ]))
-    .unwrap();
-    let outputs = v["report"]["outputs"].as_array().unwrap();
+    let outputs = common::split_gguf(&src, "2KB", &dir.path().join("split.gguf"));
     assert!(outputs.len() > 1);
-    let first = PathBuf::from(outputs[0].as_str().unwrap());
+    let first = &outputs[0];
     assert!(first.ends_with(format!("split-00001-of-{:05}.gguf", outputs.len())));
-    assert_eq!(GgufModel::open(&first).unwrap().block_count().unwrap(), 3);
+    assert_eq!(GgufModel::open(first).unwrap().block_count().unwrap(), 3);
 }
 
 #[test]
@@ -157,14 +144,7 @@ fn bad_files_give_one_line_errors_and_no_output() {
     let bad = dir.path().join("bad.gguf");
     std::fs::write(&bad, &bytes[..layout.infos_end as usize - 3]).unwrap();
     let out = dir.path().join("out.gguf");
-    let e = fails(&[
-        "prune",
-        bad.to_str().unwrap(),
-        "--drop",
-        "0",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let e = fails(&prune(&bad, "0", &out));
     assert!(e.contains("bad.gguf") && e.contains("truncated"), "{e}");
     let e = fails(&["inspect", bad.to_str().unwrap()]);
     assert!(e.contains("truncated"), "{e}");
@@ -173,27 +153,13 @@ fn bad_files_give_one_line_errors_and_no_output() {
     b.kvs.retain(|(k, _, _)| k != "llama.block_count");
     let nobc = dir.path().join("nobc.gguf");
     b.write(&nobc);
-    let e = fails(&[
-        "prune",
-        nobc.to_str().unwrap(),
-        "--drop",
-        "0",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let e = fails(&prune(&nobc, "0", &out));
     assert!(e.contains("`llama.block_count` is missing"), "{e}");
     let e = fails(&["plan", nobc.to_str().unwrap(), "--drop", "5"]);
     assert!(e.contains("`llama.block_count` is missing"), "{e}");
 
     let good = toy(dir.path());
-    let e = fails(&[
-        "prune",
-        good.to_str().unwrap(),
-        "--drop",
-        "0..4",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let e = fails(&prune(&good, "0..4", &out));
     assert!(e.contains("removes all 4 layers"), "{e}");
     assert_eq!(
         dir_names(dir.path()),

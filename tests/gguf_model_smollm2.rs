@@ -198,27 +198,10 @@ fn converted_hf_folder_runs_like_the_gguf() {
     let (cfg, source) = open_checkpoint(&gguf).unwrap();
     let direct = Model::from_source(cfg, source, &|_| true).unwrap();
     let folder = Model::open(&out).unwrap();
-    let x = direct.tokens(&[ids.as_slice()]).unwrap();
-    let a: Vec<f32> = direct
-        .forward(&x, &[], None)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let b: Vec<f32> = folder
-        .forward(&x, &[], None)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    assert_eq!(a.len(), b.len());
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
+    let worst = common::golden::max_diff(
+        &common::golden::flat_logits(&direct, &[], &ids),
+        &common::golden::flat_logits(&folder, &[], &ids),
+    );
     eprintln!("converted folder vs GGUF: max logit difference {worst:.2e}");
     assert!(worst < 1e-4, "logits differ by {worst}");
 }

@@ -309,6 +309,13 @@ fn layer_counts_at_the_ends_of_the_stack_are_adjusted() {
     assert_eq!(md.get("llama.nextn_predict_layers"), Some(&Value::U32(1)));
 }
 
+/// The error of pruning `model` by `removal` into `out`, as text.
+fn prune_err(model: &GgufModel, removal: &Removal, out: &Path, opts: &PruneOptions) -> String {
+    gguf::prune(model, removal, out, opts, &Silent)
+        .unwrap_err()
+        .to_string()
+}
+
 fn assert_no_output(dir: &Path, expected: &[&str]) {
     assert_eq!(
         dir_names(dir),
@@ -325,15 +332,12 @@ fn missing_block_count_leaves_no_output() {
     b.kvs.retain(|(k, _, _)| k != "llama.block_count");
     b.write(&src);
     let model = GgufModel::open(&src).unwrap();
-    let e = gguf::prune(
+    let e = prune_err(
         &model,
         &Removal::from_layers(3, [0]).unwrap(),
         &dir.path().join("o.gguf"),
         &OPTS,
-        &Silent,
-    )
-    .unwrap_err()
-    .to_string();
+    );
     assert!(
         e.contains("`llama.block_count` is missing") && e.contains("m.gguf"),
         "{e}"
@@ -349,15 +353,7 @@ fn contradicting_tensors_leave_no_output() {
         .tensor("blk.7.attn_q.weight", &[32, 1], Q4_1)
         .write(&src);
     let model = GgufModel::open(&src).unwrap();
-    let e = gguf::prune(
-        &model,
-        &drop("0", 3),
-        &dir.path().join("o.gguf"),
-        &OPTS,
-        &Silent,
-    )
-    .unwrap_err()
-    .to_string();
+    let e = prune_err(&model, &drop("0", 3), &dir.path().join("o.gguf"), &OPTS);
     assert!(
         e.contains("tensor `blk.7.attn_q.weight` belongs to layer 7"),
         "{e}"
@@ -370,16 +366,12 @@ fn mismatched_removal_and_existing_output_are_refused() {
     let (dir, src) = setup(3);
     let model = GgufModel::open(&src).unwrap();
     let out = dir.path().join("o.gguf");
-    let e = gguf::prune(&model, &drop("0", 4), &out, &OPTS, &Silent)
-        .unwrap_err()
-        .to_string();
+    let e = prune_err(&model, &drop("0", 4), &out, &OPTS);
     assert!(e.contains("the removal plan is for 4 layers"), "{e}");
     assert_no_output(dir.path(), &["toy.gguf"]);
 
     std::fs::write(&out, b"keep me").unwrap();
-    let e = gguf::prune(&model, &drop("0", 3), &out, &OPTS, &Silent)
-        .unwrap_err()
-        .to_string();
+    let e = prune_err(&model, &drop("0", 3), &out, &OPTS);
     assert!(e.contains("`force`"), "{e}");
     assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
     let force = PruneOptions {
@@ -389,9 +381,7 @@ fn mismatched_removal_and_existing_output_are_refused() {
     gguf::prune(&model, &drop("0", 3), &out, &force, &Silent).unwrap();
     assert_eq!(GgufModel::open(&out).unwrap().block_count().unwrap(), 2);
 
-    let e = gguf::prune(&model, &drop("0", 3), &src, &force, &Silent)
-        .unwrap_err()
-        .to_string();
+    let e = prune_err(&model, &drop("0", 3), &src, &force);
     assert!(e.contains("is the input model"), "{e}");
     assert_no_output(dir.path(), &["o.gguf", "toy.gguf"]);
 }
@@ -404,15 +394,7 @@ fn a_source_that_changes_during_the_copy_leaves_no_output() {
     let len = std::fs::metadata(&src).unwrap().len();
     let f = std::fs::OpenOptions::new().write(true).open(&src).unwrap();
     f.set_len(len / 2).unwrap();
-    let e = gguf::prune(
-        &model,
-        &drop("0", 3),
-        &dir.path().join("o.gguf"),
-        &OPTS,
-        &Silent,
-    )
-    .unwrap_err()
-    .to_string();
+    let e = prune_err(&model, &drop("0", 3), &dir.path().join("o.gguf"), &OPTS);
     assert!(
         e.contains("ended after") && e.contains("did the file change"),
         "{e}"

@@ -159,30 +159,34 @@ fn refuses_bad_magic_v1_future_and_big_endian() {
 
 #[test]
 fn refuses_absurd_counts() {
-    let mut b = toy_model(1);
-    b.n_tensors = Some(u64::MAX);
-    assert_has(
-        &open_err(&b.build().0),
-        "declares 18446744073709551615 tensors, but depthprune accepts at most",
-    );
-    let mut b = toy_model(1);
-    b.n_tensors = Some(100_000);
-    assert_has(
-        &open_err(&b.build().0),
-        "declares 100000 tensors, but the rest of the file has room for at most",
-    );
-    let mut b = toy_model(1);
-    b.n_kv = Some(1 << 40);
-    assert_has(
-        &open_err(&b.build().0),
-        "metadata keys, but depthprune accepts at most",
-    );
-    let mut b = toy_model(1);
-    b.n_kv = Some(500_000);
-    assert_has(
-        &open_err(&b.build().0),
-        "metadata keys, but the rest of the file has room for at most",
-    );
+    // (declared tensor count, declared key count, the refusal)
+    for (n_tensors, n_kv, msg) in [
+        (
+            Some(u64::MAX),
+            None,
+            "declares 18446744073709551615 tensors, but depthprune accepts at most",
+        ),
+        (
+            Some(100_000),
+            None,
+            "declares 100000 tensors, but the rest of the file has room for at most",
+        ),
+        (
+            None,
+            Some(1 << 40),
+            "metadata keys, but depthprune accepts at most",
+        ),
+        (
+            None,
+            Some(500_000),
+            "metadata keys, but the rest of the file has room for at most",
+        ),
+    ] {
+        let mut b = toy_model(1);
+        b.n_tensors = n_tensors;
+        b.n_kv = n_kv;
+        assert_has(&open_err(&b.build().0), msg);
+    }
 }
 
 #[test]

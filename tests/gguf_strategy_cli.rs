@@ -2,24 +2,18 @@
 //! way they do for an HF folder, with and without `--heal lstsq`, and the layers removed are the
 //! ones `score --json` on the same file ranks least important.
 
-use depthprune::checkpoint::atomic::Overwrite;
-use depthprune::checkpoint::convert_gguf::hf_to_gguf;
-use depthprune::checkpoint::gguf::{GgmlType, GgufModel};
+mod common;
+
+use common::{run_in as depthprune, s};
+use depthprune::checkpoint::gguf::GgufModel;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 
-fn golden(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/".to_owned() + name)
-}
-
-fn depthprune(args: &[&str], cwd: &Path) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_depthprune"))
-        .args(args)
-        .current_dir(cwd)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
+/// A fresh temporary folder holding `dense.gguf` ([`common::dense_qwen2_gguf`]).
+fn with_dense_gguf() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    common::dense_qwen2_gguf(tmp.path());
+    tmp
 }
 
 fn ok(args: &[&str], cwd: &Path) -> String {
@@ -33,46 +27,25 @@ fn ok(args: &[&str], cwd: &Path) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// A 4-layer F32 GGUF of the golden qwen2 weights with the golden llama fixture's byte-level
-/// BPE tokenizer, so the GGUF carries a tokenizer for the calibration text.
-fn dense_gguf(dir: &Path) {
-    let hf = dir.join("hf");
-    std::fs::create_dir_all(&hf).unwrap();
-    for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(golden("qwen2").join(f), hf.join(f)).unwrap();
-    }
-    for f in ["tokenizer.json", "tokenizer_config.json"] {
-        std::fs::copy(golden("llama").join(f), hf.join(f)).unwrap();
-    }
-    hf_to_gguf(
-        &hf,
-        &dir.join("dense.gguf"),
-        GgmlType::F32,
-        Overwrite::Refuse,
-    )
-    .unwrap();
-}
-
-/// The calibration flags every run here shares.
-fn calib() -> Vec<String> {
-    let c = golden("eval.txt");
-    [
-        "--calib",
-        c.to_str().unwrap(),
-        "--ctx",
-        "32",
-        "--samples",
-        "4",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-fn with_calib<'a>(args: &[&'a str], c: &'a [String]) -> Vec<&'a str> {
+/// Runs `args` in `dir` with the calibration flags every run here shares; returns stdout.
+fn calibrated(args: &[&str], dir: &Path) -> String {
+    let c = common::golden_text();
     let mut all = args.to_vec();
-    all.extend(c.iter().map(String::as_str));
-    all
+    all.extend(["--calib", s(&c), "--ctx", "32", "--samples", "4"]);
+    ok(&all, dir)
+}
+
+/// `score dense.gguf --metric METRIC --json`, parsed.
+fn score(metric: &str, dir: &Path) -> Value {
+    let args = ["score", "dense.gguf", "--metric", metric, "--json"];
+    serde_json::from_str(&calibrated(&args, dir)).unwrap()
+}
+
+/// `COMMAND dense.gguf --strategy STRATEGY --remove N` and `more`, calibrated; returns stdout.
+fn by_strategy(command: &str, strategy: &str, n: &str, more: &[&str], dir: &Path) -> String {
+    let mut all = vec![command, "dense.gguf", "--strategy", strategy, "--remove", n];
+    all.extend_from_slice(more);
+    calibrated(&all, dir)
 }
 
 /// `depthprune.removed_layers` of a pruned GGUF.
@@ -105,52 +78,16 @@ fn least_important(score: &Value, k: u64) -> Vec<u64> {
 
 #[test]
 fn strategy_on_gguf_removes_what_score_ranks_lowest() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = with_dense_gguf();
     let dir = tmp.path();
-    dense_gguf(dir);
-    let c = calib();
-    let score: Value = serde_json::from_str(&ok(
-        &with_calib(&["score", "dense.gguf", "--metric", "bi", "--json"], &c),
-        dir,
-    ))
-    .unwrap();
-    let want = least_important(&score, 2);
+    let want = least_important(&score("bi", dir), 2);
 
-    let plan: Value = serde_json::from_str(&ok(
-        &with_calib(
-            &[
-                "plan",
-                "dense.gguf",
-                "--strategy",
-                "bi",
-                "--remove",
-                "2",
-                "--json",
-            ],
-            &c,
-        ),
-        dir,
-    ))
-    .unwrap();
+    let plan: Value =
+        serde_json::from_str(&by_strategy("plan", "bi", "2", &["--json"], dir)).unwrap();
     assert_eq!(plan["removal"]["removed"], serde_json::json!(want));
     assert_eq!(plan["method"]["kind"], "strategy");
 
-    let text = ok(
-        &with_calib(
-            &[
-                "prune",
-                "dense.gguf",
-                "--strategy",
-                "bi",
-                "--remove",
-                "2",
-                "--out",
-                "bi.gguf",
-            ],
-            &c,
-        ),
-        dir,
-    );
+    let text = by_strategy("prune", "bi", "2", &["--out", "bi.gguf"], dir);
     assert!(text.contains("wrote"), "{text}");
     assert_eq!(removed_layers(&dir.join("bi.gguf")), want);
     let m = GgufModel::open(&dir.join("bi.gguf")).unwrap();
@@ -161,44 +98,15 @@ fn strategy_on_gguf_removes_what_score_ranks_lowest() {
 
 #[test]
 fn contiguous_strategy_on_gguf_removes_the_block_score_finds() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = with_dense_gguf();
     let dir = tmp.path();
-    dense_gguf(dir);
-    let c = calib();
-    let score: Value = serde_json::from_str(&ok(
-        &with_calib(
-            &["score", "dense.gguf", "--metric", "angular", "--json"],
-            &c,
-        ),
-        dir,
-    ))
-    .unwrap();
+    let score = score("angular", dir);
     // `angular[n-1][l]`: the distance across the block of n layers starting at l.
-    let d: Vec<f64> = score["angular"][1]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect();
+    let d = common::floats(&score["angular"][1]);
     let start = (0..=2).min_by(|&a, &b| d[a].total_cmp(&d[b])).unwrap() as u64;
 
-    ok(
-        &with_calib(
-            &[
-                "prune",
-                "dense.gguf",
-                "--strategy",
-                "angular",
-                "--contiguous",
-                "--remove",
-                "2",
-                "--out",
-                "block.gguf",
-            ],
-            &c,
-        ),
-        dir,
-    );
+    let more = ["--contiguous", "--out", "block.gguf"];
+    by_strategy("prune", "angular", "2", &more, dir);
     assert_eq!(
         removed_layers(&dir.join("block.gguf")),
         vec![start, start + 1]
@@ -207,36 +115,18 @@ fn contiguous_strategy_on_gguf_removes_the_block_score_finds() {
 
 #[test]
 fn strategy_with_heal_on_gguf_heals_the_chosen_layers() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = with_dense_gguf();
     let dir = tmp.path();
-    dense_gguf(dir);
-    let c = calib();
-    let score: Value = serde_json::from_str(&ok(
-        &with_calib(&["score", "dense.gguf", "--metric", "bi", "--json"], &c),
-        dir,
-    ))
-    .unwrap();
-    let want = least_important(&score, 1);
-    ok(
-        &with_calib(
-            &[
-                "prune",
-                "dense.gguf",
-                "--strategy",
-                "bi",
-                "--remove",
-                "1",
-                "--heal",
-                "lstsq",
-                "--heal-samples",
-                "256",
-                "--out",
-                "healed.gguf",
-            ],
-            &c,
-        ),
-        dir,
-    );
+    let want = least_important(&score("bi", dir), 1);
+    let more = [
+        "--heal",
+        "lstsq",
+        "--heal-samples",
+        "256",
+        "--out",
+        "healed.gguf",
+    ];
+    by_strategy("prune", "bi", "1", &more, dir);
     let out = dir.join("healed.gguf");
     assert_eq!(removed_layers(&out), want);
     let m = GgufModel::open(&out).unwrap();
@@ -246,40 +136,17 @@ fn strategy_with_heal_on_gguf_heals_the_chosen_layers() {
 
 #[test]
 fn strategy_on_gguf_without_calibration_is_one_error_and_no_output() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = with_dense_gguf();
     let dir = tmp.path();
-    dense_gguf(dir);
-    for args in [
-        &[
-            "prune",
-            "dense.gguf",
-            "--strategy",
-            "bi",
-            "--remove",
-            "1",
-            "--out",
-            "out.gguf",
-        ][..],
-        &[
-            "prune",
-            "dense.gguf",
-            "--strategy",
-            "nonsense",
-            "--remove",
-            "1",
-            "--out",
-            "out.gguf",
-        ][..],
-        &[
-            "prune",
-            "dense.gguf",
-            "--strategy",
-            "bi",
-            "--out",
-            "out.gguf",
-        ][..],
+    for strategy in [
+        &["--strategy", "bi", "--remove", "1"][..],
+        &["--strategy", "nonsense", "--remove", "1"][..],
+        &["--strategy", "bi"][..],
     ] {
-        let o = depthprune(args, dir);
+        let mut args = vec!["prune", "dense.gguf"];
+        args.extend_from_slice(strategy);
+        args.extend(["--out", "out.gguf"]);
+        let o = depthprune(&args, dir);
         assert_eq!(o.status.code(), Some(1), "{args:?}");
         assert!(o.stdout.is_empty(), "{args:?}");
         let err = String::from_utf8_lossy(&o.stderr);

@@ -44,25 +44,7 @@ fn logits_and_every_layer_tap_match_transformers() {
 #[test]
 fn skipping_layers_equals_deleting_them_in_transformers() {
     for arch in FAMILIES {
-        let g = load(arch);
-        let rows = ids(&g["tokens"]);
-        let dense = Model::open(&dir(arch)).unwrap();
-        let e = check(
-            arch,
-            "skip logits",
-            &logits(&dense, &rows, SKIP),
-            &g["skip.logits"],
-            LOGITS_TOL,
-        );
-        let lean = Model::open_with(&dir(arch), SKIP).unwrap();
-        check(
-            arch,
-            "skip logits (not loaded)",
-            &logits(&lean, &rows, SKIP),
-            &g["skip.logits"],
-            LOGITS_TOL,
-        );
-        eprintln!("{arch}: max |Δ| with layers {SKIP:?} skipped {e:.2e}");
+        golden::check_skip(arch, &format!("families/{arch}"), SKIP, LOGITS_TOL);
     }
 }
 
@@ -133,10 +115,7 @@ fn gemma3_pruned_config_spells_out_the_broken_pattern() {
 
 #[test]
 fn greedy_generation_matches_transformers_with_and_without_cache() {
-    for arch in FAMILIES {
-        let model = Model::open(&dir(arch)).unwrap();
-        golden::check_generation(arch, &model, &load(arch));
-    }
+    golden::check_generations("families/", FAMILIES);
 }
 
 /// `plan` counts parameters from `config.json` alone; for every family that count must be the

@@ -54,28 +54,7 @@ fn logits_and_every_layer_tap_match_transformers() {
 #[test]
 fn skipping_layers_equals_deleting_them_in_transformers() {
     for arch in ARCHS {
-        let g = golden(arch);
-        let want = &g["skip.logits"];
-        let rows = ids(&g["tokens"]);
-        let rows: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
-        // All layers resident, skipped at run time.
-        let dense = Model::open(&dir(arch)).unwrap();
-        let got = dense
-            .forward(&dense.tokens(&rows).unwrap(), SKIP, None)
-            .unwrap();
-        let e = check(arch, "skip logits", &got, want);
-        // Skipped layers never loaded.
-        let lean = Model::open_with(&dir(arch), SKIP).unwrap();
-        assert!(lean.layer(1).is_err() && lean.layer(0).is_ok());
-        check(
-            arch,
-            "skip logits (not loaded)",
-            &lean
-                .forward(&lean.tokens(&rows).unwrap(), SKIP, None)
-                .unwrap(),
-            want,
-        );
-        eprintln!("{arch}: max abs error with layers {SKIP:?} skipped {e:.2e}");
+        golden::check_skip(arch, arch, SKIP, TOL);
     }
 }
 
@@ -94,10 +73,7 @@ fn layers_loaded_on_demand_give_the_same_logits() {
 
 #[test]
 fn greedy_generation_matches_transformers_with_and_without_cache() {
-    for arch in ARCHS {
-        let model = Model::open(&dir(arch)).unwrap();
-        golden::check_generation(arch, &model, &golden(arch));
-    }
+    golden::check_generations("", ARCHS);
 }
 
 #[test]
@@ -185,28 +161,24 @@ fn perplexity_and_divergence_match_transformers() {
     let exp = expected();
     let (_, ids) = eval_tokens();
     let model = Model::open(&dir("llama")).unwrap();
+    // The model with `skip`ped layers in windows of 16 tokens strided by `stride`, against the
+    // dense model when `reference`; the windows and tokens scored must be transformers' (`want`).
+    let evaluate = |skip: &[usize], reference: bool, stride, batch, want: &serde_json::Value| {
+        let conv = Convention::new(16, stride).unwrap();
+        let windows = eval::plan(ids.len(), conv).unwrap();
+        let run = |skip| Run {
+            model: &model,
+            skip,
+        };
+        let dense = reference.then(|| run(&[]));
+        let r = eval::evaluate(run(skip), dense, &ids, &windows, conv, batch, &Silent).unwrap();
+        assert_eq!(r.windows as u64, want["windows"].as_u64().unwrap());
+        assert_eq!(r.tokens_evaluated as u64, want["tokens"].as_u64().unwrap());
+        r
+    };
     let c = &exp["chunks"];
-    let conv = Convention::new(16, None).unwrap();
-    let windows = eval::plan(ids.len(), conv).unwrap();
     for batch in [1, 4] {
-        let r = eval::evaluate(
-            Run {
-                model: &model,
-                skip: SKIP,
-            },
-            Some(Run {
-                model: &model,
-                skip: &[],
-            }),
-            &ids,
-            &windows,
-            conv,
-            batch,
-            &Silent,
-        )
-        .unwrap();
-        assert_eq!(r.windows as u64, c["windows"].as_u64().unwrap());
-        assert_eq!(r.tokens_evaluated as u64, c["tokens"].as_u64().unwrap());
+        let r = evaluate(SKIP, true, None, batch, c);
         close(r.perplexity, &c["skip_perplexity"], 1e-5, "skip perplexity");
         let d = r.divergence.unwrap();
         close(
@@ -222,23 +194,7 @@ fn perplexity_and_divergence_match_transformers() {
         );
     }
     let s = &exp["sliding"];
-    let conv = Convention::new(16, Some(6)).unwrap();
-    let windows = eval::plan(ids.len(), conv).unwrap();
-    let r = eval::evaluate(
-        Run {
-            model: &model,
-            skip: &[],
-        },
-        None,
-        &ids,
-        &windows,
-        conv,
-        3,
-        &Silent,
-    )
-    .unwrap();
-    assert_eq!(r.windows as u64, s["windows"].as_u64().unwrap());
-    assert_eq!(r.tokens_evaluated as u64, s["tokens"].as_u64().unwrap());
+    let r = evaluate(&[], false, Some(6), 3, s);
     close(r.perplexity, &s["perplexity"], 1e-5, "sliding perplexity");
     assert!(r.divergence.is_none());
 }

@@ -39,30 +39,13 @@ fn logits_and_every_layer_tap_match_transformers() {
 #[test]
 fn skipping_layers_equals_deleting_them_in_transformers() {
     for arch in ARCHS {
-        let g = golden(arch);
-        let dense = Model::open(&dir(arch)).unwrap();
-        let got = logits_of(&dense, &g, SKIP);
-        let e = check(arch, "skip logits", &got, &g["skip.logits"], LOGITS_TOL);
-        let lean = Model::open_with(&dir(arch), SKIP).unwrap();
-        assert!(lean.layer(1).is_err() && lean.layer(0).is_ok());
-        let got = logits_of(&lean, &g, SKIP);
-        check(
-            arch,
-            "skip logits (not loaded)",
-            &got,
-            &g["skip.logits"],
-            LOGITS_TOL,
-        );
-        eprintln!("{arch}: max abs error with layers {SKIP:?} skipped {e:.2e}");
+        golden::check_skip(arch, arch, SKIP, LOGITS_TOL);
     }
 }
 
 #[test]
 fn greedy_generation_matches_transformers_with_and_without_cache() {
-    for arch in ARCHS {
-        let model = Model::open(&dir(arch)).unwrap();
-        golden::check_generation(arch, &model, &golden(arch));
-    }
+    golden::check_generations("", ARCHS);
 }
 
 /// `depthprune prune` on each fixture: the per-layer fields are those the script reloaded in

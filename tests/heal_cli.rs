@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::{golden_llama as dense, golden_text as calib, run_in as depthprune, s};
+use common::golden::{dist, flat_logits, max_diff};
+use common::{golden_llama as dense, ok, run_healing, run_in as depthprune, s};
 
-use candle_core::Tensor;
 use depthprune::eval;
 use depthprune::heal::{self, HealOptions, Objective, Prior};
 use depthprune::model::Model;
@@ -16,101 +16,57 @@ use depthprune::tokenizer::HfTokenizer;
 use std::path::Path;
 use std::process::Output;
 
-const CTX: usize = 32;
-const SAMPLES: usize = 256;
+const CTX: usize = common::HEAL_CTX;
+const SAMPLES: usize = common::HEAL_SAMPLES;
 /// The removed block: layers 2..3 of 4, healed into layer 1's down_proj.
 const DROP: &str = "2..3";
 const REMOVED: &[usize] = &[2];
 
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn heal_flags() -> Vec<String> {
-    vec![
-        "--calib".into(),
-        s(&calib()).into(),
-        "--ctx".into(),
-        CTX.to_string(),
-        "--heal-samples".into(),
-        SAMPLES.to_string(),
-        // Without validation: these tests check the fold and the writing; the guard has its
-        // own tests (tests/heal_guard.rs).
-        "--holdout".into(),
-        "0".into(),
-        "--alpha".into(),
-        "1e-3".into(),
-    ]
+/// `prune --heal lstsq` of the dense fixture without the block `drop`, into `out`.
+fn prune_healed_without(drop: &str, cwd: &Path, out: &str) -> Output {
+    let dense = dense();
+    let args = [
+        "prune",
+        s(&dense),
+        "--drop",
+        drop,
+        "--heal",
+        "lstsq",
+        "--out",
+        out,
+    ];
+    run_healing(&args, cwd)
 }
 
 fn prune_healed(cwd: &Path, out: &str) {
-    let mut args: Vec<String> = vec![
-        "prune".into(),
-        s(&dense()).into(),
-        "--drop".into(),
-        DROP.into(),
-        "--heal".into(),
-        "lstsq".into(),
-        "--out".into(),
-        out.into(),
-    ];
-    args.extend(heal_flags());
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok(&depthprune(&refs, cwd));
+    ok(&prune_healed_without(DROP, cwd, out));
+}
+
+/// The plain prune of the same block, into `plain`.
+fn prune_plain(cwd: &Path) {
+    let o = depthprune(
+        &["prune", s(&dense()), "--drop", DROP, "--out", "plain"],
+        cwd,
+    );
+    ok(&o);
 }
 
 fn calib_tokens() -> Vec<u32> {
     let tok = HfTokenizer::open(&dense()).unwrap();
-    let text = eval::read_text(&calib()).unwrap();
+    let text = eval::read_text(&common::golden_text()).unwrap();
     eval::tokenize(&tok, &text, Some(SAMPLES)).unwrap()
 }
 
-/// The residual stream after `layer` for each calibration window, concatenated.
+/// The residual stream after `layer` over the calibration windows.
 fn stream(model: &Model, skip: &[usize], layer: usize, tokens: &[u32]) -> Vec<f32> {
-    let mut all = Vec::new();
-    for w in tokens.chunks(CTX).filter(|w| w.len() == CTX) {
-        let t = model.tokens(&[w]).unwrap();
-        model
-            .forward_hidden(&t, skip, None, &mut |tap| {
-                if tap.layer == layer {
-                    all.extend(tap.parts.output.flatten_all()?.to_vec1::<f32>()?);
-                }
-                Ok(())
-            })
-            .unwrap();
-    }
-    all
-}
-
-fn dist(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(x - y).powi(2))
-        .sum::<f64>()
-        .sqrt()
-}
-
-fn logits(model: &Model, skip: &[usize], tokens: &[u32]) -> Vec<f32> {
-    let t = model.tokens(&[&tokens[..CTX]]).unwrap();
-    let l: Tensor = model.forward(&t, skip, None).unwrap();
-    l.flatten_all().unwrap().to_vec1().unwrap()
+    common::golden::stream(model, skip, layer, tokens, CTX)
 }
 
 #[test]
 fn healed_prune_reconstructs_better_and_reloads_with_the_in_memory_logits() {
     let tmp = tempfile::tempdir().unwrap();
     prune_healed(tmp.path(), "healed");
-    let plain = depthprune(
-        &["prune", s(&dense()), "--drop", DROP, "--out", "plain"],
-        tmp.path(),
-    );
-    ok(&plain);
+    prune_plain(tmp.path());
     let tokens = calib_tokens();
     assert_eq!(tokens.len(), SAMPLES, "the fixture text is too short");
 
@@ -135,20 +91,15 @@ fn healed_prune_reconstructs_better_and_reloads_with_the_in_memory_logits() {
         .tensors
         .contains_key("model.layers.1.mlp.down_proj.weight"));
     let mem = heal::open_healed(&dense(), &h.tensors).unwrap();
-    let a = logits(&mem, REMOVED, &tokens);
-    let b = logits(&healed, &[], &tokens);
-    let max = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
+    let window = &tokens[..CTX];
+    let max = max_diff(
+        &flat_logits(&mem, REMOVED, window),
+        &flat_logits(&healed, &[], window),
+    );
     assert!(max < 1e-5, "reloaded logits differ by {max}");
 
     // pruning.json records the healing, the changed tensor under its new name.
-    let prov: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(tmp.path().join("healed/pruning.json")).unwrap(),
-    )
-    .unwrap();
+    let prov = common::read_json(&tmp.path().join("healed/pruning.json"));
     let healing = &prov["healing"];
     assert_eq!(healing["method"], "lstsq");
     assert_eq!(healing["samples"], SAMPLES);
@@ -182,23 +133,19 @@ fn verify_with_source_skips_the_healed_tensors() {
 fn heal_subcommand_matches_prune_with_heal() {
     let tmp = tempfile::tempdir().unwrap();
     prune_healed(tmp.path(), "one");
-    ok(&depthprune(
-        &["prune", s(&dense()), "--drop", DROP, "--out", "plain"],
-        tmp.path(),
-    ));
-    let mut args: Vec<String> = vec![
-        "heal".into(),
-        "plain".into(),
-        "--from".into(),
-        s(&dense()).into(),
-        "--method".into(),
-        "lstsq".into(),
-        "--out".into(),
-        "two".into(),
+    prune_plain(tmp.path());
+    let dense = dense();
+    let args = [
+        "heal",
+        "plain",
+        "--from",
+        s(&dense),
+        "--method",
+        "lstsq",
+        "--out",
+        "two",
     ];
-    args.extend(heal_flags());
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok(&depthprune(&refs, tmp.path()));
+    ok(&run_healing(&args, tmp.path()));
     let a = std::fs::read(tmp.path().join("one/model.safetensors")).unwrap();
     let b = std::fs::read(tmp.path().join("two/model.safetensors")).unwrap();
     assert!(a == b, "`heal` and `prune --heal` wrote different weights");
@@ -207,19 +154,7 @@ fn heal_subcommand_matches_prune_with_heal() {
 #[test]
 fn a_block_at_layer_0_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut args: Vec<String> = vec![
-        "prune".into(),
-        s(&dense()).into(),
-        "--drop".into(),
-        "0..2".into(),
-        "--heal".into(),
-        "lstsq".into(),
-        "--out".into(),
-        "x".into(),
-    ];
-    args.extend(heal_flags());
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = depthprune(&refs, tmp.path());
+    let o = prune_healed_without("0..2", tmp.path(), "x");
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("starts at layer 0"), "{err}");

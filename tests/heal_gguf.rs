@@ -22,11 +22,22 @@ use std::collections::BTreeMap;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
+use common::golden::{flat_logits as logits, max_diff};
+use common::{ok, run_in as depthprune};
+
 const CTX: usize = 32;
 const REMOVED: &[usize] = &[2];
+/// The tensor that takes the map of the removed block.
+const HEALED: &str = "blk.1.ffn_down.weight";
 
 fn golden(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/".to_owned() + name)
+    common::fixture().join(name)
+}
+
+/// The golden fixture `arch` converted to an F32 GGUF at `path`; returns `path`.
+fn to_gguf(arch: &str, path: &Path) -> PathBuf {
+    hf_to_gguf(&golden(arch), path, GgmlType::F32, Overwrite::Refuse).unwrap();
+    path.to_path_buf()
 }
 
 /// Deterministic pseudo-random token ids below `vocab`.
@@ -44,20 +55,6 @@ fn tokens(n: usize, vocab: u32) -> Vec<u32> {
 
 fn opts(ctx: usize) -> HealOptions {
     HealOptions::fixed(Objective::Lstsq, 1e-3, Prior::Identity, ctx)
-}
-
-fn logits(model: &Model, skip: &[usize], tokens: &[u32]) -> Vec<f32> {
-    let t = model.tokens(&[tokens]).unwrap();
-    let l = model.forward(&t, skip, None).unwrap();
-    l.flatten_all().unwrap().to_vec1().unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max)
 }
 
 /// Raw bytes of every tensor of a GGUF file, by name, with its type and dims.
@@ -113,7 +110,9 @@ fn quantize_q8_0(src: &Path, out: &Path) {
     w.finish().unwrap();
 }
 
-fn write(model: &Path, h: &Healing, out: &Path, ty: GgmlType) {
+/// Writes `h`, fitted on `model` with `removed` skipped, to `out` with the healed tensor `healed`
+/// stored as `ty`, and checks the bytes of every tensor of `out` against `model`.
+fn write(model: &Path, h: &Healing, removed: &[usize], healed: &str, out: &Path, ty: GgmlType) {
     let m = GgufModel::open(model).unwrap();
     let removal = Removal::from_layers(m.block_count().unwrap(), h.removed()).unwrap();
     let opts = GgufHealOptions {
@@ -123,6 +122,26 @@ fn write(model: &Path, h: &Healing, out: &Path, ty: GgmlType) {
         metadata: Vec::new(),
     };
     write_healed_gguf(&m, &removal, h, out, &opts, &Silent).unwrap();
+    check_bytes(model, out, removed, &[healed], ty);
+}
+
+/// The layer count of the healed file `out` reloaded from disk, and the largest difference of its
+/// logits on `window` from those of the in-memory healed model (`model` with `h` folded in and
+/// `removed` skipped).
+fn reload_diff(
+    model: &Path,
+    h: &Healing,
+    removed: &[usize],
+    out: &Path,
+    window: &[u32],
+) -> (usize, f32) {
+    let mem = heal::open_healed(model, &h.tensors).unwrap();
+    let reloaded = Model::open(out).unwrap();
+    let d = max_diff(
+        &logits(&mem, removed, window),
+        &logits(&reloaded, &[], window),
+    );
+    (reloaded.n_layers(), d)
 }
 
 /// Every tensor of `out` but `healed` is byte-identical to its source (under the pruned name);
@@ -158,8 +177,7 @@ fn check_bytes(src: &Path, out: &Path, removed: &[usize], healed: &[&str], ty: G
 fn gguf_heal_matches_hf_and_reloads_with_the_in_memory_logits() {
     for arch in ["qwen2", "qwen3"] {
         let tmp = tempfile::tempdir().unwrap();
-        let dense = tmp.path().join("dense.gguf");
-        hf_to_gguf(&golden(arch), &dense, GgmlType::F32, Overwrite::Refuse).unwrap();
+        let dense = to_gguf(arch, &tmp.path().join("dense.gguf"));
         let toks = tokens(8 * CTX, 300);
         let h = heal::heal(&dense, REMOVED, &toks, &opts(CTX), &Silent).unwrap();
         let from_hf = heal::heal(&golden(arch), REMOVED, &toks, &opts(CTX), &Silent).unwrap();
@@ -169,23 +187,9 @@ fn gguf_heal_matches_hf_and_reloads_with_the_in_memory_logits() {
         assert!(d < 1e-6, "{arch}: GGUF and HF fits differ by {d}");
 
         let out = tmp.path().join("healed.gguf");
-        write(&dense, &h, &out, GgmlType::F32);
-        check_bytes(
-            &dense,
-            &out,
-            REMOVED,
-            &["blk.1.ffn_down.weight"],
-            GgmlType::F32,
-        );
-
-        let mem = heal::open_healed(&dense, &h.tensors).unwrap();
-        let reloaded = Model::open(&out).unwrap();
-        assert_eq!(reloaded.n_layers(), 3);
-        let window = &toks[..CTX];
-        let d = max_diff(
-            &logits(&mem, REMOVED, window),
-            &logits(&reloaded, &[], window),
-        );
+        write(&dense, &h, REMOVED, HEALED, &out, GgmlType::F32);
+        let (n, d) = reload_diff(&dense, &h, REMOVED, &out, &toks[..CTX]);
+        assert_eq!(n, 3);
         eprintln!("{arch}: healed GGUF reloaded vs in memory: max |Δlogit| = {d:e}");
         assert!(d < 1e-5, "{arch}: reloaded logits differ by {d}");
 
@@ -212,27 +216,13 @@ fn gguf_heal_matches_hf_and_reloads_with_the_in_memory_logits() {
 #[test]
 fn quantized_gguf_heals_into_f16_tensors() {
     let tmp = tempfile::tempdir().unwrap();
-    let f32_path = tmp.path().join("dense.f32.gguf");
-    hf_to_gguf(
-        &golden("qwen3"),
-        &f32_path,
-        GgmlType::F32,
-        Overwrite::Refuse,
-    )
-    .unwrap();
+    let f32_path = to_gguf("qwen3", &tmp.path().join("dense.f32.gguf"));
     let dense = tmp.path().join("dense.q8_0.gguf");
     quantize_q8_0(&f32_path, &dense);
     let toks = tokens(8 * CTX, 300);
     let h = heal::heal(&dense, REMOVED, &toks, &opts(CTX), &Silent).unwrap();
     let out = tmp.path().join("healed.gguf");
-    write(&dense, &h, &out, GgmlType::F16);
-    check_bytes(
-        &dense,
-        &out,
-        REMOVED,
-        &["blk.1.ffn_down.weight"],
-        GgmlType::F16,
-    );
+    write(&dense, &h, REMOVED, HEALED, &out, GgmlType::F16);
     let note = GgufModel::open(&out)
         .unwrap()
         .metadata()
@@ -273,8 +263,7 @@ fn quantized_gguf_heals_into_f16_tensors() {
 #[test]
 fn replacing_a_removed_or_unknown_tensor_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let dense = tmp.path().join("dense.gguf");
-    hf_to_gguf(&golden("qwen3"), &dense, GgmlType::F32, Overwrite::Refuse).unwrap();
+    let dense = to_gguf("qwen3", &tmp.path().join("dense.gguf"));
     let toks = tokens(4 * CTX, 300);
     let mut h = heal::heal(&dense, REMOVED, &toks, &opts(CTX), &Silent).unwrap();
     let v = h.tensors.values().next().unwrap().clone();
@@ -318,22 +307,16 @@ fn smollm2_q4_1_heal_reloads_with_the_in_memory_logits() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("healed.gguf");
-    write(&gguf, &h, &out, GgmlType::F32);
-    check_bytes(
+    write(
         &gguf,
-        &out,
+        &h,
         &removed,
-        &["blk.19.ffn_down.weight"],
+        "blk.19.ffn_down.weight",
+        &out,
         GgmlType::F32,
     );
-    let mem = heal::open_healed(&gguf, &h.tensors).unwrap();
-    let reloaded = Model::open(&out).unwrap();
-    assert_eq!(reloaded.n_layers(), 26);
-    let window = &toks[..32];
-    let d = max_diff(
-        &logits(&mem, &removed, window),
-        &logits(&reloaded, &[], window),
-    );
+    let (n, d) = reload_diff(&gguf, &h, &removed, &out, &toks[..32]);
+    assert_eq!(n, 26);
     eprintln!(
         "SmolLM2 Q4_1 healed (20..24): reloaded vs in memory max |Δlogit| = {d:e} ({:.1} s)",
         started.elapsed().as_secs_f64()
@@ -341,73 +324,18 @@ fn smollm2_q4_1_heal_reloads_with_the_in_memory_logits() {
     assert!(d < 1e-4, "reloaded logits differ by {d}");
 }
 
-fn depthprune(args: &[&str], cwd: &Path) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_depthprune"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &std::process::Output) {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 #[test]
 fn prune_heal_and_heal_subcommand_write_the_same_gguf() {
     let tmp = tempfile::tempdir().unwrap();
-    // The golden qwen2 weights with the golden llama fixture's byte-level BPE tokenizer, so the
-    // GGUF carries a tokenizer for the calibration text.
-    let hf = tmp.path().join("hf");
-    std::fs::create_dir_all(&hf).unwrap();
-    for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(golden("qwen2").join(f), hf.join(f)).unwrap();
-    }
-    for f in ["tokenizer.json", "tokenizer_config.json"] {
-        std::fs::copy(golden("llama").join(f), hf.join(f)).unwrap();
-    }
-    hf_to_gguf(
-        &hf,
-        &tmp.path().join("dense.gguf"),
-        GgmlType::F32,
-        Overwrite::Refuse,
-    )
-    .unwrap();
-    let calib = golden("eval.txt");
-    let calib = calib.to_str().unwrap();
-    // Without validation, as these check the writing, not the guard (tests/heal_guard.rs).
-    let fit = [
-        "--calib",
-        calib,
-        "--ctx",
-        "32",
-        "--heal-samples",
-        "256",
-        "--holdout",
-        "0",
-        "--alpha",
-        "1e-3",
-    ];
-    let run = |args: &[&str]| {
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(fit);
-        depthprune(&all, tmp.path())
+    let dense = common::dense_qwen2_gguf(tmp.path());
+    let run = |args: &[&str]| common::run_healing(args, tmp.path());
+    // `prune dense.gguf --drop 2..3 --heal lstsq` and the fit flags, then `more`.
+    let heal_prune = |more: &[&str]| {
+        let mut all = vec!["prune", "dense.gguf", "--drop", "2..3", "--heal", "lstsq"];
+        all.extend_from_slice(more);
+        run(&all)
     };
-    ok(&run(&[
-        "prune",
-        "dense.gguf",
-        "--drop",
-        "2..3",
-        "--heal",
-        "lstsq",
-        "--out",
-        "one.gguf",
-    ]));
+    ok(&heal_prune(&["--out", "one.gguf"]));
     ok(&depthprune(
         &[
             "prune",
@@ -435,46 +363,14 @@ fn prune_heal_and_heal_subcommand_write_the_same_gguf() {
         one == two,
         "`heal` and `prune --heal` wrote different files"
     );
-    check_bytes(
-        &tmp.path().join("dense.gguf"),
-        &tmp.path().join("one.gguf"),
-        REMOVED,
-        &["blk.1.ffn_down.weight"],
-        GgmlType::F32,
-    );
+    let healed = tmp.path().join("one.gguf");
+    check_bytes(&dense, &healed, REMOVED, &[HEALED], GgmlType::F32);
 
-    ok(&run(&[
-        "prune",
-        "dense.gguf",
-        "--drop",
-        "2..3",
-        "--heal",
-        "lstsq",
-        "--dtype",
-        "f16",
-        "--out",
-        "half.gguf",
-    ]));
-    check_bytes(
-        &tmp.path().join("dense.gguf"),
-        &tmp.path().join("half.gguf"),
-        REMOVED,
-        &["blk.1.ffn_down.weight"],
-        GgmlType::F16,
-    );
+    ok(&heal_prune(&["--dtype", "f16", "--out", "half.gguf"]));
+    let half = tmp.path().join("half.gguf");
+    check_bytes(&dense, &half, REMOVED, &[HEALED], GgmlType::F16);
 
-    let o = run(&[
-        "prune",
-        "dense.gguf",
-        "--drop",
-        "2..3",
-        "--heal",
-        "lstsq",
-        "--dtype",
-        "bf16",
-        "--out",
-        "bad.gguf",
-    ]);
+    let o = heal_prune(&["--dtype", "bf16", "--out", "bad.gguf"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("f32 or f16"), "{err}");
@@ -497,8 +393,7 @@ fn prune_heal_and_heal_subcommand_write_the_same_gguf() {
 #[test]
 fn distilled_gguf_heal_reloads_with_the_in_memory_logits_and_records_the_training() {
     let tmp = tempfile::tempdir().unwrap();
-    let dense = tmp.path().join("dense.gguf");
-    hf_to_gguf(&golden("qwen3"), &dense, GgmlType::F32, Overwrite::Refuse).unwrap();
+    let dense = to_gguf("qwen3", &tmp.path().join("dense.gguf"));
     let toks = tokens(8 * CTX, 300);
     let validated = HealOptions {
         holdout: 4,
@@ -515,21 +410,8 @@ fn distilled_gguf_heal_reloads_with_the_in_memory_logits_and_records_the_trainin
     let d = h.distillation.clone().unwrap();
     assert!(d.kept(), "{d:?}");
     let out = tmp.path().join("kd.gguf");
-    write(&dense, &h, &out, GgmlType::F32);
-    check_bytes(
-        &dense,
-        &out,
-        REMOVED,
-        &["blk.1.ffn_down.weight"],
-        GgmlType::F32,
-    );
-    let mem = heal::open_healed(&dense, &h.tensors).unwrap();
-    let reloaded = Model::open(&out).unwrap();
-    let window = &toks[..CTX];
-    let diff = max_diff(
-        &logits(&mem, REMOVED, window),
-        &logits(&reloaded, &[], window),
-    );
+    write(&dense, &h, REMOVED, HEALED, &out, GgmlType::F32);
+    let (_, diff) = reload_diff(&dense, &h, REMOVED, &out, &toks[..CTX]);
     assert!(diff < 1e-5, "reloaded logits differ by {diff}");
     let md = GgufModel::open(&out).unwrap().metadata().clone();
     assert_eq!(md.get_str("depthprune.healing.method"), Some("kd"));

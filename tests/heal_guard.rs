@@ -4,20 +4,14 @@
 
 mod common;
 
-use common::{golden_llama, golden_tokens};
+use common::{golden_tokens, heal_golden};
 use depthprune::heal::{self, HealOptions, Healing, Objective, Prior};
-use depthprune::progress::Silent;
 
-const CTX: usize = 16;
-const SAMPLES: usize = 256;
-const HOLDOUT: usize = 4;
+use common::guarded as validated;
 
-fn validated() -> HealOptions {
-    HealOptions {
-        holdout: HOLDOUT,
-        ..HealOptions::validated(CTX)
-    }
-}
+const CTX: usize = common::GUARD_CTX;
+const SAMPLES: usize = common::GUARD_SAMPLES;
+const HOLDOUT: usize = common::GUARD_HOLDOUT;
 
 /// Every block's record is consistent with the rule: a map is kept only when its validation KL
 /// is the lowest of all candidates and below the unhealed KL.
@@ -49,7 +43,7 @@ fn check_rule(h: &Healing) {
 #[test]
 fn validated_healing_keeps_a_map_only_where_it_lowers_the_held_out_kl() {
     let t = golden_tokens(SAMPLES);
-    let h = heal::heal(&golden_llama(), &[2], &t, &validated(), &Silent).unwrap();
+    let h = heal_golden(&t, &validated()).unwrap();
     assert_eq!(h.validation_samples, SAMPLES / HOLDOUT);
     assert_eq!(h.samples, SAMPLES - SAMPLES / HOLDOUT);
     check_rule(&h);
@@ -76,7 +70,7 @@ fn the_guard_refuses_a_map_that_validation_says_is_worse() {
         prior: Prior::Zero,
         ..validated()
     };
-    let h = heal::heal(&golden_llama(), &[2], &t, &opts, &Silent).unwrap();
+    let h = heal_golden(&t, &opts).unwrap();
     check_rule(&h);
     let b = &h.blocks[0];
     let v = b.validation.as_ref().unwrap();
@@ -91,7 +85,7 @@ fn the_guard_refuses_a_map_that_validation_says_is_worse() {
     }
     // Without the guard the same fit is folded in, whatever it does.
     let unguarded = HealOptions::fixed(Objective::Lstsq, 1e-9, Prior::Zero, CTX);
-    let h = heal::heal(&golden_llama(), &[2], &t, &unguarded, &Silent).unwrap();
+    let h = heal_golden(&t, &unguarded).unwrap();
     assert!(h.blocks[0].healed());
 }
 
@@ -102,9 +96,7 @@ fn too_few_windows_for_the_hold_out_is_a_clear_error() {
         holdout: 8,
         ..HealOptions::validated(CTX)
     };
-    let e = heal::heal(&golden_llama(), &[2], &t[..4 * CTX], &opts, &Silent)
-        .unwrap_err()
-        .to_string();
+    let e = heal_golden(&t[..4 * CTX], &opts).unwrap_err().to_string();
     assert!(e.contains("4 windows of 16 tokens"), "{e}");
     assert!(e.contains("held out for validation"), "{e}");
 }
@@ -112,29 +104,10 @@ fn too_few_windows_for_the_hold_out_is_a_clear_error() {
 #[test]
 fn prune_heal_records_the_validation_in_pruning_json_and_the_card() {
     let tmp = tempfile::tempdir().unwrap();
-    let o = common::prune_golden(
-        tmp.path(),
-        &[
-            "--heal",
-            "--ctx",
-            "16",
-            "--heal-samples",
-            "256",
-            "--holdout",
-            "4",
-            "--out",
-            "healed",
-        ],
-    );
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
-    let stdout = String::from_utf8_lossy(&o.stdout);
+    let flags = common::guarded_flags(&["--heal"]);
+    let (stdout, prov) = common::prune_golden_ok(tmp.path(), &flags, "healed");
     assert!(stdout.contains("block 2..3:"), "{stdout}");
     assert!(stdout.contains("validation KL"), "{stdout}");
-    let prov: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(tmp.path().join("healed/pruning.json")).unwrap(),
-    )
-    .unwrap();
     let h = &prov["healing"];
     assert_eq!(h["holdout"], 4);
     assert_eq!(h["validation_samples"], 64);
@@ -151,14 +124,11 @@ fn prune_heal_records_the_validation_in_pruning_json_and_the_card() {
     assert!(card.contains("held-out tokens by next-token KL"), "{card}");
 
     // --holdout 0 with the default grid of ridge weights is refused before any work.
-    let o = common::prune_golden(
+    common::prune_golden_refused(
         tmp.path(),
-        &["--heal", "lstsq", "--holdout", "0", "--out", "x"],
+        &["--heal", "lstsq", "--holdout", "0"],
+        "exactly one --alpha",
     );
-    assert_eq!(o.status.code(), Some(1));
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains("exactly one --alpha"), "{e}");
-    assert!(!tmp.path().join("x").exists());
 }
 
 #[test]
@@ -168,7 +138,7 @@ fn the_cosine_objective_is_refined_from_least_squares_and_validated_like_the_oth
         objectives: vec![Objective::Lstsq, Objective::Cosine],
         ..validated()
     };
-    let h = heal::heal(&golden_llama(), &[2], &t, &opts, &Silent).unwrap();
+    let h = heal_golden(&t, &opts).unwrap();
     check_rule(&h);
     let v = h.blocks[0].validation.as_ref().unwrap();
     let cands: Vec<_> = v.candidates.iter().map(|c| c.objective).collect();

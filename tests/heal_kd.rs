@@ -5,22 +5,16 @@
 
 mod common;
 
-use candle_core::Tensor;
-use common::{golden_llama, golden_tokens};
+use common::golden::{flat_logits, max_diff};
+use common::{golden_llama, golden_tokens, heal_golden};
 use depthprune::heal::{self, HealOptions, KdOptions};
 use depthprune::model::Model;
 use depthprune::progress::Silent;
 
-const CTX: usize = 16;
-const SAMPLES: usize = 256;
-const HOLDOUT: usize = 4;
+use common::guarded as opts;
 
-fn opts() -> HealOptions {
-    HealOptions {
-        holdout: HOLDOUT,
-        ..HealOptions::validated(CTX)
-    }
-}
+const CTX: usize = common::GUARD_CTX;
+const SAMPLES: usize = common::GUARD_SAMPLES;
 
 fn kd(lr: f64) -> KdOptions {
     KdOptions {
@@ -31,23 +25,10 @@ fn kd(lr: f64) -> KdOptions {
     }
 }
 
-fn logits(model: &Model, skip: &[usize], tokens: &[u32]) -> Vec<f32> {
-    let t = model.tokens(&[&tokens[..CTX]]).unwrap();
-    let l: Tensor = model.forward(&t, skip, None).unwrap();
-    l.flatten_all().unwrap().to_vec1().unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max)
-}
-
 #[test]
 fn distillation_lowers_the_held_out_kl_of_the_least_squares_heal() {
     let t = golden_tokens(SAMPLES);
-    let start = heal::heal(&golden_llama(), &[2], &t, &opts(), &Silent).unwrap();
+    let start = heal_golden(&t, &opts()).unwrap();
     let out = heal::distil(&golden_llama(), &t, &start, &kd(1e-2), &Silent).unwrap();
     let d = out.distillation.as_ref().unwrap();
     assert_eq!(d.fold_layers, vec![1]);
@@ -72,7 +53,7 @@ fn distillation_lowers_the_held_out_kl_of_the_least_squares_heal() {
 #[test]
 fn distillation_that_only_hurts_keeps_the_least_squares_heal() {
     let t = golden_tokens(SAMPLES);
-    let start = heal::heal(&golden_llama(), &[2], &t, &opts(), &Silent).unwrap();
+    let start = heal_golden(&t, &opts()).unwrap();
     // A learning rate this large throws the maps far off at the first step.
     let out = heal::distil(&golden_llama(), &t, &start, &kd(10.0), &Silent).unwrap();
     let d = out.distillation.as_ref().unwrap();
@@ -89,7 +70,7 @@ fn distillation_that_only_hurts_keeps_the_least_squares_heal() {
 #[test]
 fn distillation_without_a_hold_out_or_steps_is_refused() {
     let t = golden_tokens(SAMPLES);
-    let start = heal::heal(&golden_llama(), &[2], &t, &opts(), &Silent).unwrap();
+    let start = heal_golden(&t, &opts()).unwrap();
     let none = KdOptions {
         steps: 0,
         ..kd(1e-3)
@@ -98,12 +79,9 @@ fn distillation_without_a_hold_out_or_steps_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("at least one step"), "{e}");
-    let fixed = heal::heal(
-        &golden_llama(),
-        &[2],
+    let fixed = heal_golden(
         &t,
         &HealOptions::fixed(heal::Objective::Lstsq, 1e-3, heal::Prior::Identity, CTX),
-        &Silent,
     )
     .unwrap();
     let e = heal::distil(&golden_llama(), &t, &fixed, &kd(1e-3), &Silent)
@@ -115,36 +93,20 @@ fn distillation_without_a_hold_out_or_steps_is_refused() {
 #[test]
 fn prune_heal_kd_writes_a_checkpoint_that_reloads_with_the_in_memory_logits() {
     let tmp = tempfile::tempdir().unwrap();
-    let o = common::prune_golden(
-        tmp.path(),
-        &[
-            "--heal",
-            "kd",
-            "--steps",
-            "24",
-            "--lr",
-            "1e-2",
-            "--kd-eval-every",
-            "4",
-            "--patience",
-            "0",
-            "--ctx",
-            "16",
-            "--heal-samples",
-            "256",
-            "--holdout",
-            "4",
-            "--out",
-            "kd",
-        ],
-    );
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
-    let stdout = String::from_utf8_lossy(&o.stdout);
+    let flags = common::guarded_flags(&[
+        "--heal",
+        "kd",
+        "--steps",
+        "24",
+        "--lr",
+        "1e-2",
+        "--kd-eval-every",
+        "4",
+        "--patience",
+        "0",
+    ]);
+    let (stdout, prov) = common::prune_golden_ok(tmp.path(), &flags, "kd");
     assert!(stdout.contains("distilled maps at layers 1"), "{stdout}");
-    let prov: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("kd/pruning.json")).unwrap())
-            .unwrap();
     let h = &prov["healing"];
     assert_eq!(h["method"], "kd");
     let d = &h["distillation"];
@@ -154,29 +116,21 @@ fn prune_heal_kd_writes_a_checkpoint_that_reloads_with_the_in_memory_logits() {
     assert!(card.contains("map-only distillation"), "{card}");
 
     let t = golden_tokens(SAMPLES);
-    let start = heal::heal(&golden_llama(), &[2], &t, &opts(), &Silent).unwrap();
+    let start = heal_golden(&t, &opts()).unwrap();
     let mem = heal::distil(&golden_llama(), &t, &start, &kd(1e-2), &Silent).unwrap();
     let in_memory = heal::open_healed(&golden_llama(), &mem.tensors).unwrap();
     let reloaded = Model::open(&tmp.path().join("kd")).unwrap();
-    let diff = max_diff(&logits(&in_memory, &[2], &t), &logits(&reloaded, &[], &t));
+    let window = &t[..CTX];
+    let diff = max_diff(
+        &flat_logits(&in_memory, &[2], window),
+        &flat_logits(&reloaded, &[], window),
+    );
     assert!(diff < 1e-5, "reloaded logits differ by {diff}");
 
     // kd needs the hold-out: refused before any work, nothing written.
-    let o = common::prune_golden(
+    common::prune_golden_refused(
         tmp.path(),
-        &[
-            "--heal",
-            "kd",
-            "--holdout",
-            "0",
-            "--alpha",
-            "1e-3",
-            "--out",
-            "x",
-        ],
+        &["--heal", "kd", "--holdout", "0", "--alpha", "1e-3"],
+        "--holdout 2 or more",
     );
-    assert_eq!(o.status.code(), Some(1));
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains("--holdout 2 or more"), "{e}");
-    assert!(!tmp.path().join("x").exists());
 }

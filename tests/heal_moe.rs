@@ -7,7 +7,8 @@
 mod common;
 
 use candle_core::Tensor;
-use common::{golden_llama, golden_text, run, stderr};
+use common::golden::{dist, max_diff};
+use common::{fixture, golden_text, run_healing, stderr};
 use depthprune::arch::ArchConfig;
 use depthprune::eval;
 use depthprune::heal::{self, HealOptions, Objective, Prior};
@@ -16,8 +17,8 @@ use depthprune::progress::Silent;
 use depthprune::tokenizer::HfTokenizer;
 use std::path::{Path, PathBuf};
 
-const CTX: usize = 32;
-const SAMPLES: usize = 256;
+const CTX: usize = common::HEAL_CTX;
+const SAMPLES: usize = common::HEAL_SAMPLES;
 /// Layer 2 removed; layer 1, sparse in every fixture, takes the map.
 const DROP: &str = "2..3";
 const REMOVED: &[usize] = &[2];
@@ -25,44 +26,15 @@ const REMOVED: &[usize] = &[2];
 /// The fixture `arch` with the llama fixture's tokenizer (the same 300-token vocabulary), so the
 /// CLI can read calibration text.
 fn with_tokenizer(arch: &str, dir: &Path) -> PathBuf {
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/golden")
-        .join(arch);
     let out = dir.join(arch);
-    std::fs::create_dir(&out).unwrap();
-    for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(src.join(f), out.join(f)).unwrap();
-    }
-    for f in ["tokenizer.json", "tokenizer_config.json"] {
-        std::fs::copy(golden_llama().join(f), out.join(f)).unwrap();
-    }
+    let tokenizer = ["tokenizer.json", "tokenizer_config.json"];
+    common::with_llama_tokenizer(&fixture().join(arch), &tokenizer, &out);
     out
-}
-
-fn windows(tokens: &[u32]) -> impl Iterator<Item = &[u32]> {
-    tokens.chunks(CTX).filter(|w| w.len() == CTX)
 }
 
 /// The residual stream after `layer` over the calibration windows.
 fn stream(model: &Model, skip: &[usize], layer: usize, tokens: &[u32]) -> Vec<f32> {
-    let mut all = Vec::new();
-    for w in windows(tokens) {
-        let t = model.tokens(&[w]).unwrap();
-        model
-            .forward_hidden(&t, skip, None, &mut |tap| {
-                if tap.layer == layer {
-                    all.extend(tap.parts.output.flatten_all()?.to_vec1::<f32>()?);
-                }
-                Ok(())
-            })
-            .unwrap();
-    }
-    all
-}
-
-fn dist(a: &[f32], b: &[f32]) -> f64 {
-    let sq: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
-    sq.sqrt()
+    common::golden::stream(model, skip, layer, tokens, CTX)
 }
 
 #[test]
@@ -71,26 +43,17 @@ fn healed_moe_checkpoints_reload_with_the_in_memory_logits() {
         let tmp = tempfile::tempdir().unwrap();
         let dense = with_tokenizer(arch, tmp.path());
         let out = tmp.path().join("healed");
-        let o = run(&[
+        let args = [
             "prune",
             dense.to_str().unwrap(),
             "--drop",
             DROP,
             "--heal",
             "lstsq",
-            "--calib",
-            golden_text().to_str().unwrap(),
-            "--ctx",
-            &CTX.to_string(),
-            "--heal-samples",
-            &SAMPLES.to_string(),
-            "--holdout",
-            "0",
-            "--alpha",
-            "1e-3",
             "--out",
             out.to_str().unwrap(),
-        ]);
+        ];
+        let o = run_healing(&args, tmp.path());
         assert!(o.status.success(), "{arch}: {}", stderr(&o));
 
         let tok = HfTokenizer::open(&dense).unwrap();
@@ -140,9 +103,7 @@ fn healed_moe_checkpoints_reload_with_the_in_memory_logits() {
 #[test]
 fn folding_into_every_expert_multiplies_the_moe_output() {
     for arch in ["qwen2_moe", "qwen3_moe", "mixtral"] {
-        let dense = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/golden")
-            .join(arch);
+        let dense = fixture().join(arch);
         let model = Model::open(&dense).unwrap();
         let h = model.config().arch.hidden_size;
         let t: Vec<f64> = (0..h * h)
@@ -205,9 +166,7 @@ fn healed_moe_gguf_restacks_the_experts_and_reloads() {
     use depthprune::heal::gguf::{write_healed_gguf, GgufHealOptions};
     use depthprune::select::Removal;
     for arch in ["qwen2_moe", "qwen3_moe", "mixtral"] {
-        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/golden")
-            .join(arch);
+        let src = fixture().join(arch);
         let tmp = tempfile::tempdir().unwrap();
         let dense = tmp.path().join("dense.gguf");
         hf_to_gguf(&src, &dense, GgmlType::F32, Overwrite::Refuse).unwrap();
@@ -220,11 +179,7 @@ fn healed_moe_gguf_restacks_the_experts_and_reloads() {
             from_hf.tensors.keys().collect::<Vec<_>>()
         );
         for (name, v) in &h.tensors {
-            let d = v
-                .iter()
-                .zip(&from_hf.tensors[name])
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let d = max_diff(v, &from_hf.tensors[name]);
             assert!(
                 d < 1e-5,
                 "{arch}: `{name}` fitted on GGUF and HF differs by {d}"

@@ -18,13 +18,7 @@ struct Case {
 }
 
 fn first_shard(dir: &Path) -> std::path::PathBuf {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-        .collect();
-    v.sort();
-    v.remove(0)
+    safetensors_files(dir).remove(0)
 }
 
 fn set_config(dir: &Path, key: &str, value: serde_json::Value) {
@@ -154,20 +148,14 @@ const CASES: &[Case] = &[
 #[test]
 fn every_bad_input_fails_cleanly() {
     for case in CASES {
-        let tmp = tempfile::tempdir().unwrap();
-        let src = tmp.path().join("src");
-        let out = tmp.path().join("out");
         let shard = if case.sharded { 30_000 } else { 5_000_000_000 };
-        make_checkpoint(&src, &tiny_config("llama"), Dtype::F32, shard);
+        let (_tmp, src, out) = tiny_checkpoint("llama", Dtype::F32, shard);
         assert_eq!(
             src.join("model.safetensors.index.json").exists(),
             case.sharded
         );
         (case.mutate)(&src);
-        let mut args = vec!["prune", src.to_str().unwrap()];
-        args.extend_from_slice(case.args);
-        args.extend_from_slice(&["--out", out.to_str().unwrap()]);
-        let o = run(&args);
+        let o = prune(&src, case.args, &out);
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(1), "{}: {err}", case.name);
         assert!(!err.contains("panicked"), "{}: {err}", case.name);
@@ -189,32 +177,14 @@ fn every_bad_input_fails_cleanly() {
 
 #[test]
 fn existing_output_is_refused_without_force() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    let out = tmp.path().join("out");
-    make_checkpoint(&src, &tiny_config("llama"), Dtype::F32, 5_000_000_000);
+    let (_tmp, src, out) = tiny_checkpoint("llama", Dtype::F32, 5_000_000_000);
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("precious"), b"x").unwrap();
-    let o = run(&[
-        "prune",
-        src.to_str().unwrap(),
-        "--drop",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = prune(&src, &["--drop", "1"], &out);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--force"));
     assert!(out.join("precious").exists());
-    let o = run(&[
-        "prune",
-        src.to_str().unwrap(),
-        "--drop",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-        "--force",
-    ]);
+    let o = prune(&src, &["--drop", "1", "--force"], &out);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!out.join("precious").exists());
 }
@@ -236,10 +206,7 @@ fn missing_model_is_named() {
 
 #[test]
 fn nonfinite_weights_warn_with_a_count() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    let out = tmp.path().join("out");
-    make_checkpoint(&src, &tiny_config("llama"), Dtype::F32, 5_000_000_000);
+    let (_tmp, src, out) = tiny_checkpoint("llama", Dtype::F32, 5_000_000_000);
     let shard = src.join("model.safetensors");
     let st = depthprune::checkpoint::safetensors::SafetensorsFile::open(&shard).unwrap();
     let t = st.tensor("model.layers.0.mlp.up_proj.weight").unwrap();
@@ -249,14 +216,7 @@ fn nonfinite_weights_warn_with_a_count() {
         bytes[at..at + 4].copy_from_slice(&v.to_le_bytes());
     }
     std::fs::write(&shard, &bytes).unwrap();
-    let o = run(&[
-        "prune",
-        src.to_str().unwrap(),
-        "--drop",
-        "3",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = prune(&src, &["--drop", "3"], &out);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("warning: the source holds 2 NaN/Inf values in 1 tensors"),
@@ -299,11 +259,10 @@ fn engine_commands_refuse_a_layer_count_that_contradicts_the_tensors() {
             let err = stderr(&o);
             assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
             assert!(!err.contains("panicked"), "{err}");
-            let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-            assert_eq!(lines.len(), 1, "{err}");
+            let line = one_error_line(&err);
             assert!(
-                lines[0].contains("config.json")
-                    && lines[0].contains(&format!(
+                line.contains("config.json")
+                    && line.contains(&format!(
                         "`num_hidden_layers` is {n} but the tensors hold 6 layers"
                     )),
                 "{err}"

@@ -9,30 +9,17 @@ use depthprune::arch::{ArchConfig, ParamCounts};
 use depthprune::checkpoint::safetensors::Dtype;
 use depthprune::select::{LayerSpec, Removal};
 use serde_json::Value;
-use std::path::Path;
-
-fn read_json(p: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
 
 /// Prunes `arch` with `spec` and checks tensors, config, index and counts exactly.
 fn check_prune(arch: &str, spec: &str, max_shard: u64) {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    let out = tmp.path().join("out");
+    let (_tmp, src, out) = tiny_checkpoint(arch, Dtype::F32, max_shard);
     let config = tiny_config(arch);
-    make_checkpoint(&src, &config, Dtype::F32, max_shard);
     let shard_arg = max_shard.to_string();
-    let o = run(&[
-        "prune",
-        src.to_str().unwrap(),
-        "--drop",
-        spec,
-        "--out",
-        out.to_str().unwrap(),
-        "--max-shard-size",
-        &shard_arg,
-    ]);
+    let o = prune(
+        &src,
+        &["--drop", spec, "--max-shard-size", &shard_arg],
+        &out,
+    );
     assert!(o.status.success(), "{arch}: {}", stderr(&o));
 
     let cfg = ArchConfig::from_value(&config).unwrap();
@@ -170,20 +157,12 @@ fn prunes_every_architecture_sharded() {
 
 #[test]
 fn provenance_hashes_match_the_files() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    let out = tmp.path().join("out");
-    make_checkpoint(&src, &tiny_config("qwen3"), Dtype::BF16, 30_000);
-    let o = run(&[
-        "prune",
-        src.to_str().unwrap(),
-        "--keep",
-        "0..2,5",
-        "--out",
-        out.to_str().unwrap(),
-        "--max-shard-size",
-        "30KB",
-    ]);
+    let (_tmp, src, out) = tiny_checkpoint("qwen3", Dtype::BF16, 30_000);
+    let o = prune(
+        &src,
+        &["--keep", "0..2,5", "--max-shard-size", "30KB"],
+        &out,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let prov = read_json(&out.join("pruning.json"));
     for (side, dir) in [("output", &out), ("source", &src)] {
@@ -223,20 +202,8 @@ fn provenance_hashes_match_the_files() {
 
 #[test]
 fn dtype_conversion_rewrites_floats_only() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    let out = tmp.path().join("out");
-    make_checkpoint(&src, &tiny_config("llama"), Dtype::F32, 5_000_000_000);
-    let o = run(&[
-        "prune",
-        src.to_str().unwrap(),
-        "--drop",
-        "5",
-        "--dtype",
-        "bf16",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (_tmp, src, out) = tiny_checkpoint("llama", Dtype::F32, 5_000_000_000);
+    let o = prune(&src, &["--drop", "5", "--dtype", "bf16"], &out);
     assert!(o.status.success(), "{}", stderr(&o));
     let before = tensor_bytes(&src);
     let after = tensor_bytes(&out);

@@ -279,6 +279,15 @@ fn cdn_path(bytes: &[u8]) -> String {
     format!("/cdn/{}", sha256_hex(bytes))
 }
 
+/// The requests `hub` has had for the blob of `bytes`.
+fn blob_requests(hub: &FakeHub, bytes: &[u8]) -> Vec<Req> {
+    let path = cdn_path(bytes);
+    hub.requests()
+        .into_iter()
+        .filter(|r| r.path == path)
+        .collect()
+}
+
 fn bytes_to(reqs: &[Req], path: &str) -> u64 {
     reqs.iter()
         .filter(|r| r.path == path)
@@ -358,22 +367,26 @@ fn a_dropped_connection_is_resumed_with_a_range_request() {
         .exists());
 }
 
-#[test]
-fn an_incomplete_blob_from_an_earlier_run_is_continued() {
-    let setup = Setup::new(|_| {});
-    let shard = setup.shards[1].clone();
-    let bytes = std::fs::read(setup.src.join(&shard)).unwrap();
+/// Leaves `partial(bytes)` in the cache as the `.incomplete` blob of the second shard's `bytes`,
+/// as an interrupted download would; returns the bytes, their sha256 and the blobs folder.
+fn incomplete_blob(
+    setup: &Setup,
+    partial: impl Fn(&[u8]) -> Vec<u8>,
+) -> (Vec<u8>, String, PathBuf) {
+    let bytes = std::fs::read(setup.src.join(&setup.shards[1])).unwrap();
     let sha = sha256_hex(&bytes);
     let blobs = setup.repo_dir().join("blobs");
     std::fs::create_dir_all(&blobs).unwrap();
-    std::fs::write(blobs.join(format!("{sha}.incomplete")), &bytes[..1000]).unwrap();
+    std::fs::write(blobs.join(format!("{sha}.incomplete")), partial(&bytes)).unwrap();
+    (bytes, sha, blobs)
+}
+
+#[test]
+fn an_incomplete_blob_from_an_earlier_run_is_continued() {
+    let setup = Setup::new(|_| {});
+    let (bytes, sha, blobs) = incomplete_blob(&setup, |b| b[..1000].to_vec());
     resolve(ID, Need::Snapshot, &setup.cfg()).unwrap();
-    let reqs: Vec<Req> = setup
-        .hub
-        .requests()
-        .into_iter()
-        .filter(|r| r.path == cdn_path(&bytes))
-        .collect();
+    let reqs = blob_requests(&setup.hub, &bytes);
     assert_eq!(reqs.len(), 1, "{reqs:?}");
     assert_eq!(reqs[0].range.as_deref(), Some("bytes=1000-"));
     assert_eq!(reqs[0].body_bytes, bytes.len() as u64 - 1000);
@@ -383,12 +396,7 @@ fn an_incomplete_blob_from_an_earlier_run_is_continued() {
 #[test]
 fn a_corrupt_incomplete_blob_fails_the_checksum() {
     let setup = Setup::new(|_| {});
-    let shard = setup.shards[1].clone();
-    let bytes = std::fs::read(setup.src.join(&shard)).unwrap();
-    let sha = sha256_hex(&bytes);
-    let blobs = setup.repo_dir().join("blobs");
-    std::fs::create_dir_all(&blobs).unwrap();
-    std::fs::write(blobs.join(format!("{sha}.incomplete")), vec![0xAB; 1000]).unwrap();
+    let (bytes, sha, blobs) = incomplete_blob(&setup, |_| vec![0xAB; 1000]);
     let e = hub_err(resolve(ID, Need::Snapshot, &setup.cfg()));
     assert!(matches!(e, HubError::Checksum { .. }), "{e}");
     assert!(!blobs.join(format!("{sha}.incomplete")).exists());
@@ -762,12 +770,7 @@ fn a_download_that_keeps_failing_stops_and_the_next_run_resumes_it() {
 
     setup.hub.clear();
     resolve(ID, Need::Snapshot, &setup.cfg()).unwrap();
-    let reqs: Vec<Req> = setup
-        .hub
-        .requests()
-        .into_iter()
-        .filter(|r| r.path == cdn_path(&bytes))
-        .collect();
+    let reqs = blob_requests(&setup.hub, &bytes);
     assert_eq!(reqs.len(), 1, "{reqs:?}");
     assert_eq!(reqs[0].range.as_deref(), Some("bytes=5000-"));
 }
@@ -1027,26 +1030,7 @@ fn plan_on_a_split_gguf_reads_every_part_header_by_ranges() {
     let tmp = tempfile::tempdir().unwrap();
     let toy = tmp.path().join("toy.gguf");
     std::fs::write(&toy, toy_gguf()).unwrap();
-    let out = tmp.path().join("x.gguf");
-    let o = run(&[
-        "prune",
-        toy.to_str().unwrap(),
-        "--drop",
-        "0",
-        "--max-shard-size",
-        "1MB",
-        "--out",
-        out.to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
-    let parts: Vec<PathBuf> = v["report"]["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| PathBuf::from(p.as_str().unwrap()))
-        .collect();
+    let parts = split_gguf(&toy, "1MB", &tmp.path().join("x.gguf"));
     assert!(parts.len() >= 2, "{parts:?}");
     let bytes: Vec<Vec<u8>> = parts.iter().map(|p| std::fs::read(p).unwrap()).collect();
     let names: Vec<String> = parts

@@ -16,14 +16,7 @@ use std::path::{Path, PathBuf};
 
 /// Runs a prune of `model` and checks the failure; `want` holds alternatives, one must appear.
 fn check(name: &str, model: &Path, out: &Path, names: &str, want: &[&str]) {
-    let o = run(&[
-        "prune",
-        model.to_str().unwrap(),
-        "--drop",
-        "0",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = prune(model, &["--drop", "0"], out);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{name}: {err}");
     assert!(!err.contains("panicked"), "{name}: {err}");
@@ -311,16 +304,6 @@ fn malformed_gguf_files_fail_cleanly() {
 
 // ---------------------------------------------------------------------------------------------
 // HF folders
-
-fn shards(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-        .collect();
-    v.sort();
-    v
-}
 
 /// Splits a safetensors file into its header (as JSON) and data.
 fn split(path: &Path) -> (Map<String, Value>, Vec<u8>) {
@@ -635,7 +618,7 @@ fn hf_cases(
     const INDEX: &str = "model.safetensors.index.json";
     sharded(
         "missing shard",
-        Box::new(|d| std::fs::remove_file(&shards(d)[1]).unwrap()),
+        Box::new(|d| std::fs::remove_file(&safetensors_files(d)[1]).unwrap()),
         INDEX,
         &["missing from the folder"],
     );
@@ -689,7 +672,7 @@ fn hf_cases(
     sharded(
         "tensor in two shards",
         Box::new(|d| {
-            let s = shards(d);
+            let s = safetensors_files(d);
             let (h0, _) = split(&s[0]);
             let first = by_offset(&h0)[0].clone();
             edit_header(&s[1], |h| {
@@ -909,14 +892,7 @@ fn malformed_moe_gguf_files_fail_cleanly() {
     for arch in ["qwen2moe", "qwen3moe", "llama"] {
         let good = tmp.path().join(format!("good-{arch}.gguf"));
         moe_gguf(&good, arch, &|_, _| {});
-        let o = run(&[
-            "prune",
-            good.to_str().unwrap(),
-            "--drop",
-            "0",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let o = prune(&good, &["--drop", "0"], &out);
         assert!(
             o.status.success(),
             "{arch}: the valid toy fails: {}",

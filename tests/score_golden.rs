@@ -2,42 +2,27 @@
 //! Block Influence, angular distances (last token and all tokens, every block size), one-shot
 //! perplexity without each layer and SLEB's greedy order, and the layers `choose` picks from them.
 
-use candle_core::{DType, Device, Tensor};
+mod common;
+
+use common::floats;
+use common::golden::{dir, ids, load};
 use depthprune::arch::ParamCounts;
 use depthprune::model::Model;
 use depthprune::progress::Silent;
 use depthprune::score::{score, LayerScores, Metric, ScoreOptions, TokenSel};
 use depthprune::select::strategy::{choose, Amount, Protect};
 use serde_json::Value;
-use std::path::PathBuf;
 
 const TOL: f64 = 1e-4;
 const ARCHS: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
 
-fn dir(arch: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/golden")
-        .join(arch)
-}
-
 fn windows(arch: &str) -> Vec<Vec<u32>> {
-    let g =
-        candle_core::safetensors::load(dir(arch).join("golden.safetensors"), &Device::Cpu).unwrap();
-    let t: &Tensor = &g["tokens"];
-    t.to_dtype(DType::U32).unwrap().to_vec2().unwrap()
+    ids(&load(arch)["tokens"])
 }
 
 fn expected(arch: &str) -> Value {
     let text = std::fs::read_to_string(dir(arch).join("scores_expected.json")).unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
 }
 
 fn run(

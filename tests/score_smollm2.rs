@@ -11,6 +11,7 @@
 
 mod common;
 
+use common::floats;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
@@ -20,14 +21,6 @@ const VAR: &str = "DEPTHPRUNE_SMOLLM2_GGUF";
 fn reference() -> Value {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2/reference.json");
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
 }
 
 fn score(gguf: &str, text: &str, metric: &str, extra: &[&str]) -> Value {

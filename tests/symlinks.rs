@@ -10,29 +10,43 @@ use depthprune::checkpoint::safetensors::Dtype;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-fn checkpoint(dir: &Path) {
-    make_checkpoint(dir, &tiny_config("llama"), Dtype::F32, 5_000_000_000);
+/// A tiny llama checkpoint at `src` in a fresh temporary folder, and the path `out` beside it.
+fn checkpoint() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    tiny_checkpoint("llama", Dtype::F32, 5_000_000_000)
 }
 
-fn one_error_line(err: &str) -> &str {
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(lines.len(), 1, "{err}");
-    lines[0]
+/// A hub cache at `cache` holding `models--org--NAME` with `refs/main` at `COMMIT`; returns the
+/// repo folder.
+fn hub_repo(cache: &Path, name: &str) -> std::path::PathBuf {
+    let repo = cache.join(format!("models--org--{name}"));
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), COMMIT).unwrap();
+    repo
 }
+
+/// Runs the binary with `args` offline on the hub cache `cache` (`HF_HOME` beside it).
+fn offline(cache: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bin())
+        .args(args)
+        .env("HF_HUB_CACHE", cache)
+        .env("HF_HOME", cache.with_file_name("home"))
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap()
+}
+
+const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
 #[test]
 fn a_link_outside_the_folder_is_refused_unless_followed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    checkpoint(&src);
+    let (tmp, src, out) = checkpoint();
     // The config lives outside the folder, like `/etc/passwd` would.
     let outside = tmp.path().join("elsewhere");
     std::fs::create_dir(&outside).unwrap();
     std::fs::rename(src.join("config.json"), outside.join("secret.json")).unwrap();
     symlink(outside.join("secret.json"), src.join("config.json")).unwrap();
-    let s = src.to_str().unwrap();
-    let out = tmp.path().join("out");
-    let o = out.to_str().unwrap();
+    let (s, o) = (s(&src), s(&out));
 
     for args in [
         vec!["inspect", s],
@@ -55,22 +69,20 @@ fn a_link_outside_the_folder_is_refused_unless_followed() {
 
     // The same, with the flag before or after the subcommand.
     let r = run(&["--follow-symlinks", "inspect", s]);
-    assert!(r.status.success(), "{}", stderr(&r));
+    ok(&r);
     let r = run(&["prune", s, "--drop", "1", "--out", o, "--follow-symlinks"]);
-    assert!(r.status.success(), "{}", stderr(&r));
+    ok(&r);
     // The output is a plain folder; verifying it against the linked source needs the flag too.
     let r = run(&["verify", o, "--source", s]);
     assert_eq!(r.status.code(), Some(1));
     assert!(one_error_line(&stderr(&r)).contains("outside the model folder"));
     let r = run(&["verify", o, "--source", s, "--follow-symlinks"]);
-    assert!(r.status.success(), "{}", stderr(&r));
+    ok(&r);
 }
 
 #[test]
 fn a_shard_linking_outside_is_named() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    checkpoint(&src);
+    let (tmp, src, _) = checkpoint();
     let elsewhere = tmp.path().join("weights.bin");
     std::fs::rename(src.join("model.safetensors"), &elsewhere).unwrap();
     symlink(&elsewhere, src.join("model.safetensors")).unwrap();
@@ -85,9 +97,7 @@ fn a_shard_linking_outside_is_named() {
 
 #[test]
 fn links_inside_the_folder_are_read() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    checkpoint(&src);
+    let (tmp, src, _) = checkpoint();
     std::fs::create_dir(src.join("real")).unwrap();
     std::fs::rename(
         src.join("model.safetensors"),
@@ -99,68 +109,38 @@ fn links_inside_the_folder_are_read() {
     let via = tmp.path().join("via");
     symlink(&src, &via).unwrap();
     let r = run(&["inspect", via.to_str().unwrap()]);
-    assert!(r.status.success(), "{}", stderr(&r));
+    ok(&r);
 }
 
 #[test]
 fn hub_snapshots_linking_into_their_blobs_are_read() {
-    let tmp = tempfile::tempdir().unwrap();
-    let plain = tmp.path().join("plain");
-    checkpoint(&plain);
+    let (tmp, plain, out) = checkpoint();
     let cache = tmp.path().join("cache");
-    let repo = cache.join("models--org--tiny");
-    let commit = "0123456789abcdef0123456789abcdef01234567";
-    let snap = repo.join("snapshots").join(commit);
-    std::fs::create_dir_all(repo.join("blobs")).unwrap();
-    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    let repo = hub_repo(&cache, "tiny");
+    let snap = repo.join("snapshots").join(COMMIT);
     std::fs::create_dir_all(&snap).unwrap();
-    std::fs::write(repo.join("refs/main"), commit).unwrap();
     for e in std::fs::read_dir(&plain).unwrap() {
         let e = e.unwrap();
         let blob = format!("blob-{}", e.file_name().to_string_lossy());
         std::fs::copy(e.path(), repo.join("blobs").join(&blob)).unwrap();
         symlink(format!("../../blobs/{blob}"), snap.join(e.file_name())).unwrap();
     }
-    let out = tmp.path().join("out");
-    let r = std::process::Command::new(bin())
-        .args(["prune", "org/tiny", "--drop", "1", "--out"])
-        .arg(&out)
-        .env("HF_HUB_CACHE", &cache)
-        .env("HF_HOME", tmp.path().join("home"))
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap();
-    assert!(r.status.success(), "{}", stderr(&r));
+    let r = offline(
+        &cache,
+        &["prune", "org/tiny", "--drop", "1", "--out", s(&out)],
+    );
+    ok(&r);
     // The snapshot folder given as a path works too.
     let r = run(&["inspect", snap.to_str().unwrap()]);
-    assert!(r.status.success(), "{}", stderr(&r));
+    ok(&r);
 }
 
 /// A 4-layer toy GGUF split into parts under `dir`; returns the part paths, first first.
-fn split_gguf(tmp: &Path, dir: &Path) -> Vec<std::path::PathBuf> {
+fn split_gguf_in(tmp: &Path, dir: &Path) -> Vec<std::path::PathBuf> {
     let toy = tmp.join("toy.gguf");
     gguf_support::toy_model(4).write(&toy);
     std::fs::create_dir_all(dir).unwrap();
-    let out = dir.join("model.gguf");
-    let r = run(&[
-        "prune",
-        toy.to_str().unwrap(),
-        "--drop",
-        "0",
-        "--max-shard-size",
-        "2KB",
-        "--out",
-        out.to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(r.status.success(), "{}", stderr(&r));
-    let v: serde_json::Value = serde_json::from_str(&stdout(&r)).unwrap();
-    let parts: Vec<std::path::PathBuf> = v["report"]["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap().into())
-        .collect();
+    let parts = split_gguf(&toy, "2KB", &dir.join("model.gguf"));
     assert!(parts.len() >= 3, "{parts:?}");
     parts
 }
@@ -169,7 +149,7 @@ fn split_gguf(tmp: &Path, dir: &Path) -> Vec<std::path::PathBuf> {
 fn a_split_gguf_part_linking_outside_is_refused_unless_followed() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("model");
-    let parts = split_gguf(tmp.path(), &dir);
+    let parts = split_gguf_in(tmp.path(), &dir);
     // The last part lives elsewhere and is linked back in.
     let last = parts.last().unwrap();
     let elsewhere = tmp.path().join("stranger.gguf");
@@ -207,7 +187,7 @@ fn a_split_gguf_part_linking_outside_is_refused_unless_followed() {
         stdout(&r)
     );
     let r = run(&["--follow-symlinks", "inspect", first]);
-    assert!(r.status.success(), "{}", stderr(&r));
+    ok(&r);
     let r = run(&[
         "prune",
         first,
@@ -217,14 +197,14 @@ fn a_split_gguf_part_linking_outside_is_refused_unless_followed() {
         o,
         "--follow-symlinks",
     ]);
-    assert!(r.status.success(), "{}", stderr(&r));
+    ok(&r);
 }
 
 #[test]
 fn split_gguf_parts_linking_inside_or_into_hub_blobs_are_read() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("model");
-    let parts = split_gguf(tmp.path(), &dir);
+    let parts = split_gguf_in(tmp.path(), &dir);
     // A part moved into a subfolder of the model folder and linked back: still inside.
     std::fs::create_dir(dir.join("real")).unwrap();
     let second = &parts[1];
@@ -232,17 +212,13 @@ fn split_gguf_parts_linking_inside_or_into_hub_blobs_are_read() {
     std::fs::rename(second, dir.join("real").join(name)).unwrap();
     symlink(format!("real/{name}"), second).unwrap();
     let r = run(&["inspect", parts[0].to_str().unwrap()]);
-    assert!(r.status.success(), "{}", stderr(&r));
+    ok(&r);
 
     // A hub-cache snapshot whose parts, in a subfolder as GGUF repos often keep them, are links
     // into `../../../blobs/`: read from the cache by path and by hub ID.
     let cache = tmp.path().join("cache");
-    let repo = cache.join("models--org--split");
-    let commit = "0123456789abcdef0123456789abcdef01234567";
-    let sub = repo.join("snapshots").join(commit).join("Q4");
-    std::fs::create_dir_all(repo.join("blobs")).unwrap();
-    std::fs::create_dir_all(repo.join("refs")).unwrap();
-    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    let repo = hub_repo(&cache, "split");
+    let sub = repo.join("snapshots").join(COMMIT).join("Q4");
     std::fs::create_dir_all(&sub).unwrap();
     for p in &parts {
         let name = p.file_name().unwrap().to_str().unwrap();
@@ -253,15 +229,8 @@ fn split_gguf_parts_linking_inside_or_into_hub_blobs_are_read() {
     let first_name = parts[0].file_name().unwrap().to_str().unwrap();
     let first = sub.join(first_name);
     let r = run(&["inspect", first.to_str().unwrap()]);
-    assert!(r.status.success(), "{}", stderr(&r));
-    let r = std::process::Command::new(bin())
-        .arg("plan")
-        .arg(format!("org/split:Q4/{first_name}"))
-        .args(["--drop", "1"])
-        .env("HF_HUB_CACHE", &cache)
-        .env("HF_HOME", tmp.path().join("home"))
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap();
-    assert!(r.status.success(), "{}", stderr(&r));
+    ok(&r);
+    let id = format!("org/split:Q4/{first_name}");
+    let r = offline(&cache, &["plan", &id, "--drop", "1"]);
+    ok(&r);
 }

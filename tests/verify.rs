@@ -7,25 +7,11 @@ use depthprune::checkpoint::safetensors::{Dtype, SafetensorsFile};
 
 #[test]
 fn verify_passes_then_catches_tampering() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    let out = tmp.path().join("out");
-    make_checkpoint(&src, &tiny_config("qwen2"), Dtype::BF16, 5_000_000_000);
-    let o = run(&[
-        "prune",
-        src.to_str().unwrap(),
-        "--drop",
-        "2..4",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (_tmp, src, out) = tiny_checkpoint("qwen2", Dtype::BF16, 5_000_000_000);
+    let o = prune(&src, &["--drop", "2..4"], &out);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = run(&[
-        "verify",
-        out.to_str().unwrap(),
-        "--source",
-        src.to_str().unwrap(),
-    ]);
+    let verify = || run(&["verify", s(&out), "--source", s(&src)]);
+    let o = verify();
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("byte-identical"));
 
@@ -36,12 +22,7 @@ fn verify_passes_then_catches_tampering() {
     let mut bytes = std::fs::read(&shard).unwrap();
     bytes[t.file_offset as usize + 3] ^= 0x40;
     std::fs::write(&shard, &bytes).unwrap();
-    let o = run(&[
-        "verify",
-        out.to_str().unwrap(),
-        "--source",
-        src.to_str().unwrap(),
-    ]);
+    let o = verify();
     assert_eq!(o.status.code(), Some(1));
     let s = stdout(&o);
     assert!(s.contains("FAIL file `model.safetensors`"), "{s}");
@@ -50,10 +31,8 @@ fn verify_passes_then_catches_tampering() {
 
 #[test]
 fn verify_needs_provenance() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    make_checkpoint(&src, &tiny_config("llama"), Dtype::F32, 5_000_000_000);
-    let o = run(&["verify", src.to_str().unwrap()]);
+    let (_tmp, src, _) = tiny_checkpoint("llama", Dtype::F32, 5_000_000_000);
+    let o = run(&["verify", s(&src)]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("pruning.json"), "{}", stderr(&o));
 }

@@ -4,7 +4,7 @@
 mod common;
 mod gguf_support;
 
-use common::{run, stderr, stdout};
+use common::{prune, run, stderr, stdout};
 use depthprune::checkpoint::gguf::GgufFile;
 use gguf_support::toy_model;
 use std::path::{Path, PathBuf};
@@ -13,14 +13,7 @@ fn pruned(dir: &Path, drop: &str) -> (PathBuf, PathBuf) {
     let src = dir.join("toy.gguf");
     toy_model(5).write(&src);
     let out = dir.join("out.gguf");
-    let o = run(&[
-        "prune",
-        src.to_str().unwrap(),
-        "--drop",
-        drop,
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = prune(&src, &["--drop", drop], &out);
     assert!(o.status.success(), "{}", stderr(&o));
     (src, out)
 }

@@ -142,6 +142,35 @@ pub fn check_generation(arch: &str, model: &Model, g: &HashMap<String, Tensor>) 
     }
 }
 
+/// Asserts that the fixture `sub` run with `skip`ped layers gives transformers' logits with those
+/// layers deleted (`skip.logits`) within `tol`, with every layer loaded and with the skipped
+/// layers never loaded (and only those).
+pub fn check_skip(arch: &str, sub: &str, skip: &[usize], tol: f32) {
+    let g = load(sub);
+    let (rows, want) = (ids(&g["tokens"]), &g["skip.logits"]);
+    let dense = Model::open(&dir(sub)).unwrap();
+    let e = check(arch, "skip logits", &logits(&dense, &rows, skip), want, tol);
+    let lean = Model::open_with(&dir(sub), skip).unwrap();
+    for l in 0..dense.n_layers() {
+        assert_eq!(
+            lean.layer(l).is_err(),
+            skip.contains(&l),
+            "{arch}: layer {l}"
+        );
+    }
+    let got = logits(&lean, &rows, skip);
+    check(arch, "skip logits (not loaded)", &got, want, tol);
+    eprintln!("{arch}: max abs error with layers {skip:?} skipped {e:.2e}");
+}
+
+/// [`check_generation`] for each of `archs`, the fixtures `PREFIX<arch>`.
+pub fn check_generations(prefix: &str, archs: &[&str]) {
+    for arch in archs {
+        let sub = format!("{prefix}{arch}");
+        check_generation(arch, &Model::open(&dir(&sub)).unwrap(), &load(&sub));
+    }
+}
+
 /// A string from the fixture's `golden.safetensors` metadata.
 pub fn meta(sub: &str, key: &str) -> String {
     let path = dir(sub).join("golden.safetensors");
@@ -156,4 +185,39 @@ pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
+}
+
+/// The logits of `model` on the one row `tokens` with `skip`ped layers, flattened.
+pub fn flat_logits(model: &Model, skip: &[usize], tokens: &[u32]) -> Vec<f32> {
+    let t = model.tokens(&[tokens]).unwrap();
+    let l = model.forward(&t, skip, None).unwrap();
+    l.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+/// The residual stream after `layer` (its output), with `skip`ped layers, over the whole windows
+/// of `ctx` tokens of `tokens`, concatenated.
+pub fn stream(model: &Model, skip: &[usize], layer: usize, tokens: &[u32], ctx: usize) -> Vec<f32> {
+    let mut all = Vec::new();
+    for w in tokens.chunks(ctx).filter(|w| w.len() == ctx) {
+        let t = model.tokens(&[w]).unwrap();
+        model
+            .forward_hidden(&t, skip, None, &mut |tap| {
+                if tap.layer == layer {
+                    all.extend(tap.parts.output.flatten_all()?.to_vec1::<f32>()?);
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+    all
+}
+
+/// The Euclidean distance between two equally long vectors.
+pub fn dist(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(x - y).powi(2))
+        .sum::<f64>()
+        .sqrt()
 }
