@@ -16,14 +16,20 @@ else
   echo "note: WikiText-2 not found at \`$WIKITEXT\`; the tests that need it will say SKIPPED" >&2
 fi
 
+# Each phase says how long it took, so CI's log shows where its time goes.
+phase() { echo "== $1: ${SECONDS}s since start" >&2; }
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+phase "lints"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
 cargo test --locked --no-fail-fast
+phase "rust tests"
 
 # The Python package. `--profile dev` reuses the dependencies `cargo test` just built (their
 # optimisation level is the same); a user's `pip install ./python` builds the release profile.
 VENV="${DEPTHPRUNE_PY_VENV:-target/py-venv}"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 MATURIN_PEP517_ARGS="--profile dev" "$VENV/bin/pip" install --quiet "./python[test]"
+phase "python package built and installed"
 DEPTHPRUNE_BIN="$(pwd)/target/debug/depthprune" "$VENV/bin/python" -m pytest -q python/tests
+phase "python tests"

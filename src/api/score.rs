@@ -150,6 +150,20 @@ pub struct ScoreReport {
 }
 
 /// Runs `req.metric` on `model` (and on `req.resamples` resamples of its calibration windows).
+///
+/// ```no_run
+/// use depthprune::api::{score::{score, CalibOptions, ScoreRequest}, ModelSource};
+/// use depthprune::score::Metric;
+///
+/// let req = ScoreRequest {
+///     metric: Metric::Bi,
+///     calib: CalibOptions { calib: Some("wiki.txt".into()), calib_offset: 65536, ..Default::default() },
+///     ..Default::default()
+/// };
+/// let report = score(&ModelSource::new("smol"), &req, &depthprune::progress::Silent)?;
+/// println!("{:?} (rank 1 goes first: {:?})", report.scores.importance, report.rank);
+/// # Ok::<(), depthprune::Error>(())
+/// ```
 pub fn score(
     model: &ModelSource,
     req: &ScoreRequest,
