@@ -89,10 +89,19 @@ fn raise(e: LibError) -> PyErr {
     }
 }
 
-/// Progress and warnings for Python: to `callback(event, *args)` when one is given, else
-/// warnings to stderr and nothing else. Events: `("start", label, total)`,
+/// Progress and warnings for Python: to `callback(event, *args)` when one is given, else a line
+/// on stderr as each phase starts and ends, and warnings. Events: `("start", label, total)`,
 /// `("advance", n)`, `("message", text)`, `("finish",)`, `("warning", text)`, `("text", piece)`.
-struct Callback(Option<Py<PyAny>>);
+struct Callback(
+    Option<Py<PyAny>>,
+    std::sync::Mutex<Option<(String, std::time::Instant)>>,
+);
+
+impl Callback {
+    fn new(cb: Option<Py<PyAny>>) -> Self {
+        Callback(cb, std::sync::Mutex::new(None))
+    }
+}
 
 /// One callback's arguments after the event name.
 enum Args<'a> {
@@ -121,6 +130,12 @@ impl Callback {
 
 impl Progress for Callback {
     fn start(&self, label: &str, total: u64) {
+        if self.0.is_none() {
+            eprintln!("depthprune: {label} ({total})");
+            if let Ok(mut phase) = self.1.lock() {
+                *phase = Some((label.to_string(), std::time::Instant::now()));
+            }
+        }
         self.send("start", Args::Phase(label, total));
     }
     fn advance(&self, n: u64) {
@@ -130,6 +145,12 @@ impl Progress for Callback {
         self.send("message", Args::Text(msg));
     }
     fn finish(&self) {
+        if let Some((label, t)) = self.1.lock().ok().and_then(|mut p| p.take()) {
+            eprintln!(
+                "depthprune: {label} done in {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
+        }
         self.send("finish", Args::None);
     }
     fn warn(&self, msg: &str) {
@@ -203,7 +224,7 @@ fn inspect(
     exact: bool,
     callback: Option<Py<PyAny>>,
 ) -> PyResult<String> {
-    let cb = Callback(callback);
+    let cb = Callback::new(callback);
     detached(py, || {
         api::inspect::inspect(&ModelSource::new(model), exact, &cb)
     })
@@ -219,7 +240,7 @@ fn plan(
     callback: Option<Py<PyAny>>,
 ) -> PyResult<String> {
     let choice: api::choose::LayerChoice = self::options(options, "plan")?;
-    let cb = Callback(callback);
+    let cb = Callback::new(callback);
     detached(py, || {
         api::plan::plan(&ModelSource::new(model), &choice, exact, &cb).map(|p| p.report)
     })
@@ -237,7 +258,7 @@ fn prune(
     if req.command.is_none() {
         req.command = Some(vec!["depthprune.prune(...)".into()]);
     }
-    let cb = Callback(callback);
+    let cb = Callback::new(callback);
     detached(py, || {
         api::prune::prune(&ModelSource::new(model), &req, &cb).map(|o| o.pruned)
     })
@@ -252,7 +273,7 @@ fn score(
     callback: Option<Py<PyAny>>,
 ) -> PyResult<String> {
     let req: api::score::ScoreRequest = self::options(options, "score")?;
-    let cb = Callback(callback);
+    let cb = Callback::new(callback);
     let report = py
         .detach(|| api::score::score(&ModelSource::new(model), &req, &cb))
         .map_err(raise)?;
@@ -312,7 +333,7 @@ fn heal(
         max_shard_size: None,
         command: vec!["depthprune.heal(...)".into()],
     };
-    let cb = Callback(callback);
+    let cb = Callback::new(callback);
     detached(py, || {
         api::heal::heal(&pruned, &ModelSource::new(dense), &req, ty, &output, &cb)
     })
@@ -327,7 +348,7 @@ fn eval(
     callback: Option<Py<PyAny>>,
 ) -> PyResult<String> {
     let req: api::eval::EvalRequest = self::options(options, "eval")?;
-    let cb = Callback(callback);
+    let cb = Callback::new(callback);
     detached(py, || api::eval::eval(&ModelSource::new(model), &req, &cb))
 }
 
@@ -340,7 +361,7 @@ fn sweep(
     callback: Option<Py<PyAny>>,
 ) -> PyResult<String> {
     let req: api::sweep::SweepRequest = self::options(options, "sweep")?;
-    let cb = Callback(callback);
+    let cb = Callback::new(callback);
     detached(py, || {
         api::sweep::sweep(&ModelSource::new(model), &req, &cb)
     })
@@ -355,7 +376,7 @@ fn generate(
     callback: Option<Py<PyAny>>,
 ) -> PyResult<String> {
     let req: api::generate::GenerateRequest = self::options(options, "generate")?;
-    let cb = Callback(callback);
+    let cb = Callback::new(callback);
     detached(py, || {
         let mut on_text = |piece: &str| {
             cb.send("text", Args::Text(piece));
@@ -374,7 +395,7 @@ fn report(
     callback: Option<Py<PyAny>>,
 ) -> PyResult<String> {
     let req: api::report::ReportRequest = self::options(options, "report")?;
-    let cb = Callback(callback);
+    let cb = Callback::new(callback);
     detached(py, || api::report::report(&dir, &req, &cb))
 }
 

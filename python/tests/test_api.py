@@ -124,7 +124,7 @@ def test_heal_matches_cli(model, long_text, cli_json, tmp_path):
     assert got["healing"]["blocks"], got["healing"]
 
 
-def test_sweep_matches_cli(model, long_text, cli_json, tmp_path):
+def test_sweep_and_report_match_cli(model, long_text, cli, cli_json, tmp_path):
     opts = dict(
         strategies=["bi", "last"], remove="0..3", calib=long_text, ctx=16, samples=2,
         eval_samples=2, eval_offset=4000, ci_resamples=50,
@@ -140,6 +140,13 @@ def test_sweep_matches_cli(model, long_text, cli_json, tmp_path):
     assert len(table) == len(got["rows"]) == 6
     # Without `out`, nothing is written; with it, the CLI's files are there.
     assert (tmp_path / "cli" / "sweep.csv").is_file()
+    # report: the same file the command writes, from the same sweep folder.
+    md = pathlib.Path(dp.report(tmp_path / "cli", max_new_tokens=4))
+    first = md.read_text()
+    code, out, err = cli("report", tmp_path / "cli", "--max-new-tokens", "4")
+    assert code == 0, err
+    assert pathlib.Path(out.strip()) == md
+    assert md.read_text() == first and "| strategy |" in first
 
 
 def test_generate_matches_cli(model, cli):
@@ -153,10 +160,14 @@ def test_generate_matches_cli(model, cli):
     assert len(got["tokens"]) == 8
 
 
-def test_progress_goes_to_the_callback(model, text):
+def test_progress_goes_to_the_callback_or_stderr(model, text, capfd):
     events = []
     dp.eval(model, text=text, ctx=16, callback=lambda ev, *a: events.append(ev))
     assert "start" in events and "advance" in events and "finish" in events
+    capfd.readouterr()
+    dp.eval(model, text=text, ctx=16)
+    err = capfd.readouterr().err
+    assert "depthprune: eval (" in err and "done in" in err, err
 
 
 def cli_error(cli, *args):

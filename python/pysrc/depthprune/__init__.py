@@ -10,7 +10,8 @@ Layer numbers are 0-based and ranges are half-open: ``"3..29"`` removes layers 3
 
 Long calls release the GIL. Progress goes to ``callback(event, *args)`` when one is given
 (events: ``start(label, total)``, ``advance(n)``, ``message(text)``, ``finish()``,
-``warning(text)``, and ``text(piece)`` while generating); without one, warnings go to stderr.
+``warning(text)``, and ``text(piece)`` while generating); without one, each phase's start and
+end, and warnings, go to stderr.
 Errors raise a subclass of :class:`Error` with the library's one-line message.
 
 Example::
