@@ -40,6 +40,26 @@ pub(crate) trait Chart {
     ) -> std::result::Result<(), String>;
 }
 
+/// Draws a per-layer bar chart's mesh, set up by the caller: no vertical or light grid lines,
+/// tick labels of `label` points and axis descriptions of `desc` points.
+pub(crate) fn draw_bar_mesh<X, Y, DB>(
+    mesh: &mut plotters::chart::MeshStyle<'_, '_, X, Y, DB>,
+    label: i32,
+    desc: i32,
+) -> std::result::Result<(), String>
+where
+    X: plotters::coord::ranged1d::Ranged + plotters::coord::ranged1d::ValueFormatter<X::ValueType>,
+    Y: plotters::coord::ranged1d::Ranged + plotters::coord::ranged1d::ValueFormatter<Y::ValueType>,
+    DB: DrawingBackend,
+{
+    mesh.disable_x_mesh()
+        .light_line_style(WHITE.mix(0.0))
+        .label_style(("sans-serif", label))
+        .axis_desc_style(("sans-serif", desc))
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
 /// Draws `chart` into `stem.svg` and `stem.png`; returns both paths.
 pub(crate) fn render(stem: &Path, chart: &impl Chart) -> Result<Vec<PathBuf>> {
     register_font();
@@ -107,18 +127,16 @@ impl Chart for Bars<'_> {
             .y_label_area_size(80)
             .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), lo..hi * 1.05)
             .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_desc("layer (0-based)")
-            .y_desc(self.y_label)
-            .x_labels(n.min(40))
-            .x_label_formatter(&|x| format!("{}", x.round() as i64))
-            .disable_x_mesh()
-            .light_line_style(WHITE.mix(0.0))
-            .label_style(("sans-serif", 14))
-            .axis_desc_style(("sans-serif", 16))
-            .draw()
-            .map_err(|e| e.to_string())?;
+        draw_bar_mesh(
+            chart
+                .configure_mesh()
+                .x_desc("layer (0-based)")
+                .y_desc(self.y_label)
+                .x_labels(n.min(40))
+                .x_label_formatter(&|x| format!("{}", x.round() as i64)),
+            14,
+            16,
+        )?;
         let hl = self.highlight;
         chart
             .draw_series(
