@@ -60,6 +60,18 @@ where
         .map_err(|e| e.to_string())
 }
 
+/// The lowest finite value (at most `floor`) and the highest, kept above the lowest.
+fn finite_range(values: impl Iterator<Item = f64>, floor: f64) -> (f64, f64) {
+    let finite: Vec<f64> = values.filter(|v| v.is_finite()).collect();
+    let lo = finite.iter().copied().fold(floor, f64::min);
+    let hi = finite
+        .iter()
+        .copied()
+        .fold(f64::MIN, f64::max)
+        .max(lo + 1e-12);
+    (lo, hi)
+}
+
 /// Draws `chart` into `stem.svg` and `stem.png`; returns both paths.
 pub(crate) fn render(stem: &Path, chart: &impl Chart) -> Result<Vec<PathBuf>> {
     register_font();
@@ -107,18 +119,7 @@ impl Chart for Bars<'_> {
         &self,
         root: &DrawingArea<DB, Shift>,
     ) -> std::result::Result<(), String> {
-        let finite: Vec<f64> = self
-            .values
-            .iter()
-            .copied()
-            .filter(|v| v.is_finite())
-            .collect();
-        let lo = finite.iter().copied().fold(0.0f64, f64::min);
-        let hi = finite
-            .iter()
-            .copied()
-            .fold(f64::MIN, f64::max)
-            .max(lo + 1e-12);
+        let (lo, hi) = finite_range(self.values.iter().copied(), 0.0);
         let n = self.values.len();
         let mut chart = ChartBuilder::on(root)
             .caption(self.title, ("sans-serif", 24))
@@ -217,19 +218,7 @@ impl Chart for Heatmap<'_> {
         &self,
         root: &DrawingArea<DB, Shift>,
     ) -> std::result::Result<(), String> {
-        let vals: Vec<f64> = self
-            .d
-            .iter()
-            .flatten()
-            .copied()
-            .filter(|v| v.is_finite())
-            .collect();
-        let lo = vals.iter().copied().fold(f64::MAX, f64::min);
-        let hi = vals
-            .iter()
-            .copied()
-            .fold(f64::MIN, f64::max)
-            .max(lo + 1e-12);
+        let (lo, hi) = finite_range(self.d.iter().flatten().copied(), f64::MAX);
         let (main, bar) = root.split_horizontally(WIDTH - 130);
         let max_n = self.d.len();
         let mut chart = ChartBuilder::on(&main)
