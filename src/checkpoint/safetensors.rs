@@ -588,8 +588,8 @@ mod tests {
             (file_with("[1]", 0), "not a JSON object"),
         ];
         // `(name, dtype, shape, data_offsets)` per tensor, the data length, the error.
-        type Entry<'a> = (&'a str, &'a str, &'a str, &'a str);
-        let broken: [(&[Entry], usize, &str); 10] = [
+        type Spec<'a> = (&'a str, &'a str, &'a str, &'a str);
+        let broken: [(&[Spec], usize, &str); 10] = [
             (&[("a", "F32", "[2]", "[0,8]")], 4, "truncated"),
             (&[("a", "F32", "[2]", "[0,4]")], 4, "needs 8 bytes"),
             (
