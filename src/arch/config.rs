@@ -68,6 +68,18 @@ fn get_usize(obj: &Map<String, Value>, key: &str) -> Option<usize> {
     obj.get(key).and_then(Value::as_u64).map(|v| v as usize)
 }
 
+/// A list of non-negative integers (`mlp_only_layers`); empty when absent, skipping other values.
+pub(crate) fn get_usize_list(obj: &Map<String, Value>, key: &str) -> Vec<usize> {
+    obj.get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_u64().map(|x| x as usize))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn get_bool(obj: &Map<String, Value>, key: &str) -> Option<bool> {
     obj.get(key).and_then(Value::as_bool)
 }
@@ -193,15 +205,7 @@ impl ArchConfig {
                     .unwrap_or(intermediate_size),
                 shared_expert_intermediate_size: get_usize(obj, "shared_expert_intermediate_size")
                     .unwrap_or(0),
-                mlp_only_layers: obj
-                    .get("mlp_only_layers")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_u64().map(|x| x as usize))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                mlp_only_layers: get_usize_list(obj, "mlp_only_layers"),
                 decoder_sparse_step: get_usize(obj, "decoder_sparse_step").unwrap_or(1).max(1),
             }),
             _ => None,

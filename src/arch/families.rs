@@ -57,75 +57,15 @@ impl Family {
 }
 
 /// The tensors (after `model.layers.{i}.`) each layer of a family must hold, for the families
-/// of issue 17; empty for the rest, whose layouts the forward pass checks as it loads.
-pub fn required_layer_tensors(cfg: &ArchConfig) -> &'static [&'static str] {
-    const ATTN: [&str; 4] = [
-        "self_attn.q_proj.weight",
-        "self_attn.k_proj.weight",
-        "self_attn.v_proj.weight",
-        "self_attn.o_proj.weight",
-    ];
-    const MLP: [&str; 3] = [
-        "mlp.gate_proj.weight",
-        "mlp.up_proj.weight",
-        "mlp.down_proj.weight",
-    ];
-    const GEMMA2: &[&str] = &[
-        ATTN[0],
-        ATTN[1],
-        ATTN[2],
-        ATTN[3],
-        MLP[0],
-        MLP[1],
-        MLP[2],
-        "input_layernorm.weight",
-        "post_attention_layernorm.weight",
-        "pre_feedforward_layernorm.weight",
-        "post_feedforward_layernorm.weight",
-    ];
-    const GEMMA3: &[&str] = &[
-        ATTN[0],
-        ATTN[1],
-        ATTN[2],
-        ATTN[3],
-        MLP[0],
-        MLP[1],
-        MLP[2],
-        "input_layernorm.weight",
-        "post_attention_layernorm.weight",
-        "pre_feedforward_layernorm.weight",
-        "post_feedforward_layernorm.weight",
-        "self_attn.q_norm.weight",
-        "self_attn.k_norm.weight",
-    ];
-    const PHI3: &[&str] = &[
-        "self_attn.qkv_proj.weight",
-        "self_attn.o_proj.weight",
-        "mlp.gate_up_proj.weight",
-        "mlp.down_proj.weight",
-        "input_layernorm.weight",
-        "post_attention_layernorm.weight",
-    ];
-    const OLMO2: &[&str] = &[
-        ATTN[0],
-        ATTN[1],
-        ATTN[2],
-        ATTN[3],
-        MLP[0],
-        MLP[1],
-        MLP[2],
-        "self_attn.q_norm.weight",
-        "self_attn.k_norm.weight",
-        "post_attention_layernorm.weight",
-        "post_feedforward_layernorm.weight",
-    ];
-    match Family::of(&cfg.model_type) {
-        Family::Gemma2 => GEMMA2,
-        Family::Gemma3 => GEMMA3,
-        Family::Phi3 => PHI3,
-        Family::Olmo2 => OLMO2,
-        Family::Llama => &[],
-    }
+/// of issue 17: the HF side of the family's GGUF name table, which names every tensor of a layer.
+/// Empty for the rest, whose layouts the forward pass checks as it loads.
+pub fn required_layer_tensors(cfg: &ArchConfig) -> Vec<&'static str> {
+    super::gguf_names::family_gguf_arch(&cfg.model_type)
+        .and_then(super::gguf_names::tables)
+        .into_iter()
+        .flatten()
+        .flat_map(|t| t.iter().map(|&(hf, _)| hf))
+        .collect()
 }
 
 /// The RMSNorm parameters of one layer implied by the config.

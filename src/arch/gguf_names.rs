@@ -19,7 +19,8 @@ use super::naming::{gguf_layer, gguf_to_hf, hf_to_gguf, GGUF_GLOBAL_NAMES, GGUF_
 /// Phi-3's LongRoPE factor tensors: `(long, short)`.
 pub const ROPE_FACTORS: (&str, &str) = ("rope_factors_long.weight", "rope_factors_short.weight");
 
-const GEMMA2: &[(&str, &str)] = &[
+/// The attention and MLP projections, named alike in every family but Phi-3.
+const PROJECTIONS: &[(&str, &str)] = &[
     ("self_attn.q_proj.weight", "attn_q.weight"),
     ("self_attn.k_proj.weight", "attn_k.weight"),
     ("self_attn.v_proj.weight", "attn_v.weight"),
@@ -27,6 +28,10 @@ const GEMMA2: &[(&str, &str)] = &[
     ("mlp.gate_proj.weight", "ffn_gate.weight"),
     ("mlp.up_proj.weight", "ffn_up.weight"),
     ("mlp.down_proj.weight", "ffn_down.weight"),
+];
+
+/// Gemma's four norms around attention and the MLP.
+const GEMMA_NORMS: &[(&str, &str)] = &[
     ("input_layernorm.weight", "attn_norm.weight"),
     (
         "post_attention_layernorm.weight",
@@ -41,14 +46,8 @@ const QK_NORMS: &[(&str, &str)] = &[
     ("self_attn.k_norm.weight", "attn_k_norm.weight"),
 ];
 
-const OLMO2: &[(&str, &str)] = &[
-    ("self_attn.q_proj.weight", "attn_q.weight"),
-    ("self_attn.k_proj.weight", "attn_k.weight"),
-    ("self_attn.v_proj.weight", "attn_v.weight"),
-    ("self_attn.o_proj.weight", "attn_output.weight"),
-    ("mlp.gate_proj.weight", "ffn_gate.weight"),
-    ("mlp.up_proj.weight", "ffn_up.weight"),
-    ("mlp.down_proj.weight", "ffn_down.weight"),
+/// OLMo 2's norms after attention and after the MLP.
+const OLMO2_NORMS: &[(&str, &str)] = &[
     (
         "post_attention_layernorm.weight",
         "post_attention_norm.weight",
@@ -65,12 +64,13 @@ const PHI3: &[(&str, &str)] = &[
     ("post_attention_layernorm.weight", "ffn_norm.weight"),
 ];
 
-/// The per-layer name tables of a GGUF architecture of issue 17 (`None` for the llama table).
-fn tables(arch: &str) -> Option<&'static [&'static [(&'static str, &'static str)]]> {
+/// The per-layer name tables of a GGUF architecture of issue 17 (`None` for the llama table):
+/// together, every tensor one of its layers holds.
+pub(crate) fn tables(arch: &str) -> Option<&'static [&'static [(&'static str, &'static str)]]> {
     match arch {
-        "gemma2" => Some(&[GEMMA2]),
-        "gemma3" => Some(&[GEMMA2, QK_NORMS]),
-        "olmo2" => Some(&[OLMO2, QK_NORMS]),
+        "gemma2" => Some(&[PROJECTIONS, GEMMA_NORMS]),
+        "gemma3" => Some(&[PROJECTIONS, GEMMA_NORMS, QK_NORMS]),
+        "olmo2" => Some(&[PROJECTIONS, QK_NORMS, OLMO2_NORMS]),
         "phi3" => Some(&[PHI3]),
         _ => None,
     }
@@ -155,9 +155,9 @@ mod tests {
     #[test]
     fn every_family_name_maps_both_ways() {
         for (arch, rests) in [
-            ("gemma2", vec![GEMMA2]),
-            ("gemma3", vec![GEMMA2, QK_NORMS]),
-            ("olmo2", vec![OLMO2, QK_NORMS]),
+            ("gemma2", vec![PROJECTIONS, GEMMA_NORMS]),
+            ("gemma3", vec![PROJECTIONS, GEMMA_NORMS, QK_NORMS]),
+            ("olmo2", vec![PROJECTIONS, QK_NORMS, OLMO2_NORMS]),
             ("phi3", vec![PHI3]),
         ] {
             for &(h, g) in rests.iter().flat_map(|t| t.iter()) {

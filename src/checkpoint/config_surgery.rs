@@ -157,15 +157,7 @@ fn fix_sparse_step(
     let kept = removal.kept();
     let sparse_new: Vec<bool> = kept.iter().map(|&i| arch.layer_is_sparse(i)).collect();
     let step = moe.decoder_sparse_step;
-    let only: Vec<usize> = out
-        .get("mlp_only_layers")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_u64().map(|x| x as usize))
-                .collect()
-        })
-        .unwrap_or_default();
+    let only = crate::arch::config::get_usize_list(out, "mlp_only_layers");
     let follows = sparse_new
         .iter()
         .enumerate()

@@ -12,6 +12,16 @@ use std::path::{Path, PathBuf};
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const SINGLE_FILE: &str = "model.safetensors";
+
+/// The file names of `n` shards: [`SINGLE_FILE`] alone, else transformers' numbered names.
+pub fn shard_names(n: usize) -> Vec<String> {
+    if n == 1 {
+        return vec![SINGLE_FILE.to_string()];
+    }
+    (1..=n)
+        .map(|i| format!("model-{i:05}-of-{n:05}.safetensors"))
+        .collect()
+}
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
 
 /// Files besides the weights that a pruned checkpoint carries over unchanged.

@@ -7,7 +7,7 @@ use super::atomic::{AtomicOutput, Overwrite};
 use super::card::{self, CardInfo};
 use super::config_surgery::prune_config;
 use super::hashing::HashWorker;
-use super::hf::{HfCheckpoint, CONFIG_FILE, INDEX_FILE, SIDE_FILES, SINGLE_FILE};
+use super::hf::{self, HfCheckpoint, CONFIG_FILE, INDEX_FILE, SIDE_FILES};
 use super::provenance::{
     hash_file, FileHash, HubSource, ParamSummary, Provenance, Source, PROVENANCE_FILE,
 };
@@ -140,15 +140,7 @@ pub fn prune_hf(
     }
     let shard_of = assign_shards(&planned, opts.max_shard_size);
     let n_out = shard_of.last().map_or(1, |s| s + 1);
-    let shard_names: Vec<String> = (0..n_out)
-        .map(|i| {
-            if n_out == 1 {
-                SINGLE_FILE.to_string()
-            } else {
-                format!("model-{:05}-of-{:05}.safetensors", i + 1, n_out)
-            }
-        })
-        .collect();
+    let shard_names = hf::shard_names(n_out);
 
     let output = AtomicOutput::dir(out, opts.overwrite)?;
     let mut st_meta = ckpt

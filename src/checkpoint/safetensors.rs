@@ -537,6 +537,19 @@ mod tests {
         v
     }
 
+    /// A header of `(name, dtype, shape, data_offsets)` entries, shape and offsets as JSON.
+    fn header(entries: &[(&str, &str, &str, &str)]) -> String {
+        let fields: Vec<String> = entries
+            .iter()
+            .map(|(name, dtype, shape, offsets)| {
+                format!(
+                    r#""{name}":{{"dtype":"{dtype}","shape":{shape},"data_offsets":{offsets}}}"#
+                )
+            })
+            .collect();
+        format!("{{{}}}", fields.join(","))
+    }
+
     #[test]
     fn round_trips_a_header() {
         let dir = tempfile::tempdir().unwrap();
@@ -573,77 +586,38 @@ mod tests {
             (file_with("{\"a\":{", 0), "not valid JSON"),
             (file_with("{\"a\":1}", 0), "expected struct"),
             (file_with("[1]", 0), "not a JSON object"),
+        ];
+        // `(name, dtype, shape, data_offsets)` per tensor, the data length, the error.
+        type Spec<'a> = (&'a str, &'a str, &'a str, &'a str);
+        let broken: [(&[Spec], usize, &str); 10] = [
+            (&[("a", "F32", "[2]", "[0,8]")], 4, "truncated"),
+            (&[("a", "F32", "[2]", "[0,4]")], 4, "needs 8 bytes"),
             (
-                file_with(
-                    r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
-                    4,
-                ),
-                "truncated",
-            ),
-            (
-                file_with(
-                    r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#,
-                    4,
-                ),
-                "needs 8 bytes",
-            ),
-            (
-                file_with(
-                    r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}}"#,
-                    6,
-                ),
+                &[("a", "F32", "[1]", "[0,4]"), ("b", "F32", "[1]", "[2,6]")],
+                6,
                 "overlaps",
             ),
+            (&[("a", "F32", "[1]", "[4,8]")], 8, "gap of 4 bytes"),
+            (&[("a", "F32", "[1]", "[0,4]")], 9, "trailing bytes"),
+            (&[("a", "Q4", "[1]", "[0,4]")], 4, "unsupported dtype `Q4`"),
+            (&[("a", "F32", "[-1]", "[0,4]")], 4, "not a non-negative"),
             (
-                file_with(
-                    r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
-                    8,
-                ),
-                "gap of 4 bytes",
-            ),
-            (
-                file_with(
-                    r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
-                    9,
-                ),
-                "trailing bytes",
-            ),
-            (
-                file_with(
-                    r#"{"a":{"dtype":"Q4","shape":[1],"data_offsets":[0,4]}}"#,
-                    4,
-                ),
-                "unsupported dtype `Q4`",
-            ),
-            (
-                file_with(
-                    r#"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#,
-                    4,
-                ),
-                "not a non-negative",
-            ),
-            (
-                file_with(
-                    r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,4]}}"#,
-                    4,
-                ),
+                &[("a", "F32", "[4294967296,4294967296,4294967296]", "[0,4]")],
+                4,
                 "overflows",
             ),
+            (&[("a", "F32", "[1]", "[8,4]")], 4, "end before"),
             (
-                file_with(
-                    r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[8,4]}}"#,
-                    4,
-                ),
-                "end before",
-            ),
-            (
-                file_with(
-                    r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
-                    8,
-                ),
+                &[("a", "F32", "[1]", "[0,4]"), ("a", "F32", "[1]", "[4,8]")],
+                8,
                 "duplicate tensor name `a`",
             ),
         ];
+        let cases = cases.into_iter().chain(
+            broken
+                .into_iter()
+                .map(|(entries, len, want)| (file_with(&header(entries), len), want)),
+        );
         for (bytes, want) in cases {
             let e = SafetensorsFile::open(&write(dir.path(), &bytes))
                 .unwrap_err()

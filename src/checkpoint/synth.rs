@@ -3,7 +3,7 @@
 //! Values are small (std ≈ 0.02, norms at 1.0), so forward passes stay finite.
 
 use super::atomic::{AtomicOutput, Overwrite};
-use super::hf::{CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
+use super::hf::{shard_names, CONFIG_FILE, INDEX_FILE};
 use super::hf_prune::write_json;
 use super::safetensors::{encode_header, Dtype, OutTensor};
 use crate::arch::ArchConfig;
@@ -187,15 +187,7 @@ pub fn write_synthetic(
         }
     }
     let n = shards.len();
-    let names: Vec<String> = (0..n)
-        .map(|i| {
-            if n == 1 {
-                SINGLE_FILE.into()
-            } else {
-                format!("model-{:05}-of-{:05}.safetensors", i + 1, n)
-            }
-        })
-        .collect();
+    let names = shard_names(n);
     let output = AtomicOutput::dir(out, Overwrite::Force)?;
     let mut meta = Map::new();
     meta.insert("format".into(), Value::from("pt"));

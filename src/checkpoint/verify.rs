@@ -40,6 +40,25 @@ impl VerifyReport {
             detail: detail.into(),
         });
     }
+
+    /// The check of every tensor against `source`: `matched` when nothing in `bad` differs,
+    /// else the number of mismatches and the first five.
+    fn push_source_check(&mut self, source: &Path, bad: &[String], matched: String) {
+        let detail = if bad.is_empty() {
+            matched
+        } else {
+            format!(
+                "{} mismatches: {}",
+                bad.len(),
+                bad[..bad.len().min(5)].join("; ")
+            )
+        };
+        self.push(
+            format!("tensors against source `{}`", source.display()),
+            bad.is_empty(),
+            detail,
+        );
+    }
 }
 
 /// Reads `pruning.json` from an output folder.
@@ -214,19 +233,10 @@ fn compare_with_source(
             }
         }
     }
-    let ok = bad.is_empty();
-    let mut detail = format!("{same} byte-identical, {converted} exact dtype conversions, {skipped} healed (not compared)");
-    if !ok {
-        detail = format!(
-            "{} mismatches: {}",
-            bad.len(),
-            bad.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
-        );
-    }
-    report.push(
-        format!("tensors against source `{}`", src_dir.display()),
-        ok,
-        detail,
+    report.push_source_check(
+        src_dir,
+        &bad,
+        format!("{same} byte-identical, {converted} exact dtype conversions, {skipped} healed (not compared)"),
     );
     Ok(())
 }
@@ -427,20 +437,10 @@ fn compare_gguf_with_source(
             .iter()
             .map(|m| format!("`{m}` (from a kept layer or outside the layers) is missing")),
     );
-    let ok = bad.is_empty();
-    let detail = if ok {
-        format!("{same} byte-identical under the old→new layer mapping")
-    } else {
-        format!(
-            "{} mismatches: {}",
-            bad.len(),
-            bad.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
-        )
-    };
-    report.push(
-        format!("tensors against source `{}`", src_path.display()),
-        ok,
-        detail,
+    report.push_source_check(
+        src_path,
+        &bad,
+        format!("{same} byte-identical under the old→new layer mapping"),
     );
     Ok(())
 }

@@ -128,14 +128,13 @@ impl Gram {
     /// Adds the rows of `m` and `z`, both row-major `rows × hidden`.
     pub fn add(&mut self, m: &[f32], z: &[f32]) -> Result<()> {
         let h = self.h;
-        if h == 0 || m.len() != z.len() || !m.len().is_multiple_of(h) {
+        let Some(n) = super::paired_rows(m, z, h) else {
             return Err(Error::Invalid(format!(
                 "gram rows do not match: {} and {} values for width {h}",
                 m.len(),
                 z.len()
             )));
-        }
-        let n = m.len() / h;
+        };
         if n == 0 {
             return Ok(());
         }

@@ -30,7 +30,7 @@
 use super::fit::fold_down_proj;
 use super::overlay::healed_model;
 use super::result::Healing;
-use super::{down_proj_names, rows};
+use super::{down_proj_names, paired_rows, rows};
 use crate::error::{Error, Result};
 use crate::eval::ReferenceLogProbs;
 use crate::model::{open_checkpoint, AttnCtx, Model};
@@ -247,14 +247,13 @@ impl Student {
 /// The mean over rows of KL(p ‖ q), with `p = softmax(teacher)` and `q = softmax(student)` per
 /// row of `vocab` logits, and its gradient with respect to the student's logits, `(q − p) / n`.
 fn kl_and_grad(teacher: &[f32], student: &[f32], vocab: usize) -> Result<(f64, Vec<f32>)> {
-    if vocab == 0 || teacher.len() != student.len() || !teacher.len().is_multiple_of(vocab) {
+    let Some(n) = paired_rows(teacher, student, vocab) else {
         return Err(Error::Compute(format!(
             "distillation: {} teacher and {} student logits for a vocabulary of {vocab}",
             teacher.len(),
             student.len()
         )));
-    }
-    let n = teacher.len() / vocab;
+    };
     let mut grad = vec![0f32; student.len()];
     let kl: f64 = grad
         .par_chunks_mut(vocab)

@@ -120,3 +120,9 @@ pub fn blocks(removed: &[usize]) -> Vec<Range<usize>> {
 pub(crate) fn rows(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_vec1::<f32>()?)
 }
+
+/// How many rows of `width` values each of `a` and `b` holds, when both hold the same whole
+/// number of rows of a non-zero width; else `None`.
+pub(crate) fn paired_rows(a: &[f32], b: &[f32], width: usize) -> Option<usize> {
+    (width > 0 && a.len() == b.len() && a.len().is_multiple_of(width)).then(|| a.len() / width)
+}

@@ -314,17 +314,30 @@ impl Fetcher<'_> {
     }
 }
 
+/// A remote file's URL, as the path its errors name, and its size; without a size, an error
+/// that says the hub gave none for this `what`.
+fn remote_size(
+    client: &Client,
+    commit: &str,
+    name: &str,
+    meta: &FileMeta,
+    what: &str,
+) -> Result<(PathBuf, u64)> {
+    let label = PathBuf::from(client.resolve_url(commit, name));
+    match meta.size {
+        Some(size) => Ok((label, size)),
+        None => Err(Error::corrupt(
+            &label,
+            format!("the hub gave no size for this {what}"),
+        )),
+    }
+}
+
 /// Reads one shard's header with two range requests, never its data. Errors name the shard's
 /// URL, since the file is not on disk.
 fn remote_header(client: &Client, commit: &str, name: &str) -> Result<SafetensorsFile> {
     let meta = client.head(commit, name)?;
-    let label = PathBuf::from(client.resolve_url(commit, name));
-    let size = meta.size.ok_or_else(|| {
-        Error::corrupt(
-            &label,
-            "the hub gave no size for this shard; cannot read its header",
-        )
-    })?;
+    let (label, size) = remote_size(client, commit, name, &meta, "shard; cannot read its header")?;
     if size < 8 {
         return Err(Error::corrupt(
             &label,
@@ -390,13 +403,13 @@ fn remote_gguf_header(
     meta: &FileMeta,
     part: usize,
 ) -> Result<GgufFile> {
-    let label = PathBuf::from(client.resolve_url(commit, file));
-    let size = meta.size.ok_or_else(|| {
-        Error::corrupt(
-            &label,
-            "the hub gave no size for this file; cannot read its GGUF header",
-        )
-    })?;
+    let (label, size) = remote_size(
+        client,
+        commit,
+        file,
+        meta,
+        "file; cannot read its GGUF header",
+    )?;
     let mut bytes: Vec<u8> = Vec::new();
     let mut want = GGUF_FIRST_READ.min(size);
     loop {

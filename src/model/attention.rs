@@ -7,6 +7,7 @@
 //! output directly in the `(batch, seq, heads × head_dim)` layout the output projection reads.
 
 use super::fastmath::softmax_unnormalised;
+use super::half_gemm::gemm_f32;
 use super::ops::first_visible;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape};
 use rayon::prelude::*;
@@ -109,26 +110,11 @@ impl CustomOp3 for CausalAttention {
                 scores.resize(rows * n, 0.0);
                 // SAFETY: the slices hold exactly the rows × columns the strides describe.
                 unsafe {
-                    gemm::gemm(
-                        rows,
-                        n,
-                        d,
-                        scores.as_mut_ptr(),
-                        1,
-                        n as isize,
-                        false,
-                        q.as_ptr(),
-                        1,
-                        d as isize,
-                        keys.as_ptr(),
-                        d as isize,
-                        1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                    gemm_f32(
+                        (rows, n, d),
+                        (scores.as_mut_ptr(), n),
+                        (q.as_ptr(), d),
+                        (keys.as_ptr(), d, 1),
                     );
                 }
                 let mut inv = [0f32; BLOCK];
@@ -154,26 +140,11 @@ impl CustomOp3 for CausalAttention {
                 // task's own elements of `out`, which outlives the parallel loop.
                 unsafe {
                     let dst = dst.0.add((seq * t + i0) * width + head * d);
-                    gemm::gemm(
-                        rows,
-                        d,
-                        n,
-                        dst,
-                        1,
-                        width as isize,
-                        false,
-                        scores.as_ptr(),
-                        1,
-                        n as isize,
-                        values.as_ptr(),
-                        1,
-                        d as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                    gemm_f32(
+                        (rows, d, n),
+                        (dst, width),
+                        (scores.as_ptr(), n),
+                        (values.as_ptr(), 1, d),
                     );
                     for (r, &f) in inv[..rows].iter().enumerate() {
                         let row = std::slice::from_raw_parts_mut(dst.add(r * width), d);

@@ -17,7 +17,7 @@ use crate::checkpoint::gguf::{GgufModel, TensorInfo, Value};
 use crate::error::{Error, IoContext, Result};
 use candle_core::{Device, Tensor};
 use memmap2::Mmap;
-use serde_json::{json, Map};
+use serde_json::json;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -398,21 +398,24 @@ pub fn gguf_config_json(model: &GgufModel) -> Result<serde_json::Value> {
     let vocab = embd.dims().get(1).copied().unwrap_or(0);
     let tied = find("output.weight").is_none();
     let bias = find("blk.0.attn_q.bias").is_some();
-    let mut cfg = Map::new();
-    cfg.insert("architectures".into(), json!([hf_class(model_type)]));
-    cfg.insert("model_type".into(), json!(model_type));
-    cfg.insert("num_hidden_layers".into(), json!(layers));
-    cfg.insert("hidden_size".into(), json!(hidden));
-    cfg.insert("intermediate_size".into(), json!(ffn));
-    cfg.insert("num_attention_heads".into(), json!(heads));
-    cfg.insert("num_key_value_heads".into(), json!(kv));
-    cfg.insert("head_dim".into(), json!(head_dim));
-    cfg.insert("rms_norm_eps".into(), json!(eps));
-    cfg.insert("rope_theta".into(), json!(theta));
-    cfg.insert("max_position_embeddings".into(), json!(ctx));
-    cfg.insert("vocab_size".into(), json!(vocab));
-    cfg.insert("tie_word_embeddings".into(), json!(tied));
-    cfg.insert("hidden_act".into(), json!("silu"));
+    let serde_json::Value::Object(mut cfg) = json!({
+        "architectures": [hf_class(model_type)],
+        "model_type": model_type,
+        "num_hidden_layers": layers,
+        "hidden_size": hidden,
+        "intermediate_size": ffn,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "head_dim": head_dim,
+        "rms_norm_eps": eps,
+        "rope_theta": theta,
+        "max_position_embeddings": ctx,
+        "vocab_size": vocab,
+        "tie_word_embeddings": tied,
+        "hidden_act": "silu",
+    }) else {
+        unreachable!("`json!` of an object literal is an object")
+    };
     if model_type != "qwen2" && model_type != "qwen2_moe" {
         // qwen2 always has Q/K/V biases; the others say so in `attention_bias`.
         cfg.insert("attention_bias".into(), json!(bias));

@@ -8,6 +8,9 @@
 //!   6 × 64 register-blocked kernel; the activations are rounded to bf16 (to nearest even) once
 //!   per call, and every pair of products is summed in f32;
 //! - elsewhere, widened to an f32 tile for `gemm`, so only one tile is ever f32.
+//!
+//! [`gemm_f32`], the single-threaded f32 product such a tile takes, also serves the attention
+//! kernel.
 
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -125,6 +128,45 @@ impl candle_core::CustomOp2 for HalfMatmul {
     }
 }
 
+/// `dst = lhs · rhs` on this thread, overwriting `dst`, for sizes `(m, n, k)`: `dst` is `m × n`
+/// and `lhs` is `m × k`, each given with the distance between its rows (columns adjacent), and
+/// `rhs` is `k × n`, given with its column and row strides.
+///
+/// # Safety
+/// Each pointer must hold the elements its size and strides describe, and `dst` must overlap
+/// neither input.
+pub(crate) unsafe fn gemm_f32(
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_rs): (*mut f32, usize),
+    (lhs, lhs_rs): (*const f32, usize),
+    (rhs, rhs_cs, rhs_rs): (*const f32, usize, usize),
+) {
+    // SAFETY: the caller's contract; `beta = 1` with `read_dst = false` only writes `dst`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            false,
+            lhs,
+            1,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
 /// `xs (m, k) @ w (n, k)ᵀ` → `(m, n)`, all row-major.
 pub(crate) fn matmul(xs: &[f32], m: usize, k: usize, w: HalfWeight<'_>, n: usize) -> Vec<f32> {
     assert_eq!(xs.len(), m * k, "activations are not (m, k)");
@@ -198,26 +240,11 @@ fn matmul_with(
             // SAFETY: `wide` is (cols, k), the rows of `xs` are (rows, k), and the destination
             // is this tile's own rows × columns of `out`.
             unsafe {
-                gemm::gemm(
-                    rows,
-                    cols,
-                    k,
-                    dst.0.add(r0 * n + panel * NR),
-                    1,
-                    n as isize,
-                    false,
-                    xs.as_ptr().add(r0 * k),
-                    1,
-                    k as isize,
-                    wide.as_ptr(),
-                    k as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
+                gemm_f32(
+                    (rows, cols, k),
+                    (dst.0.add(r0 * n + panel * NR), n),
+                    (xs.as_ptr().add(r0 * k), k),
+                    (wide.as_ptr(), k, 1),
                 );
             }
         });

@@ -97,6 +97,21 @@ impl CustomOp1 for MaskedSoftmax {
     }
 }
 
+/// The f32 elements `op` reads from a contiguous input.
+fn contiguous_f32<'a>(
+    op: &str,
+    storage: &'a CpuStorage,
+    layout: &Layout,
+) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op} reads f32")
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op} needs a contiguous input")
+    };
+    Ok(&data[start..end])
+}
+
 /// `silu(a) * b` where each row of the input is `[a | b]` (the fused gate and up projections),
 /// giving rows half as wide.
 pub(crate) struct SiluMul;
@@ -111,19 +126,13 @@ impl CustomOp1 for SiluMul {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("silu-mul reads f32")
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("silu-mul needs a contiguous input")
-        };
+        let src = contiguous_f32("silu-mul", storage, layout)?;
         let mut dims = layout.dims().to_vec();
         let width = dims.last().copied().unwrap_or(0);
         if width == 0 || width % 2 != 0 {
             candle_core::bail!("silu-mul needs an even last dimension, got {width}")
         }
         let half = width / 2;
-        let src = &data[start..end];
         let mut out = vec![0f32; src.len() / 2];
         out.par_chunks_mut(half)
             .zip(src.par_chunks(width))
@@ -172,14 +181,9 @@ impl CustomOp1 for FrozenLinear {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("frozen-linear reads f32")
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("frozen-linear needs a contiguous input")
-        };
+        let src = contiguous_f32("frozen-linear", storage, layout)?;
         let (rows, d_in) = layout.shape().dims2()?;
-        let x = Tensor::from_slice(&data[start..end], (rows, d_in), &Device::Cpu)?;
+        let x = Tensor::from_slice(src, (rows, d_in), &Device::Cpu)?;
         let y = x.matmul(&self.0.t()?)?;
         let d_out = y.dim(1)?;
         Ok((

@@ -92,27 +92,10 @@ impl Shard {
 
     /// The tensor as stored when it is bf16 or f16, else rounded to bf16 from f32.
     fn read_half(&self, t: &TensorInfo) -> Result<Tensor> {
-        let bits = |b: &[u8]| -> Vec<u16> {
-            b.chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                .collect()
-        };
         let shape = shape(t);
         let out = match t.dtype {
-            Dtype::BF16 => {
-                let v: Vec<half::bf16> = bits(self.bytes(t)?)
-                    .into_iter()
-                    .map(half::bf16::from_bits)
-                    .collect();
-                Tensor::from_vec(v, shape.as_slice(), &Device::Cpu)?
-            }
-            Dtype::F16 => {
-                let v: Vec<half::f16> = bits(self.bytes(t)?)
-                    .into_iter()
-                    .map(half::f16::from_bits)
-                    .collect();
-                Tensor::from_vec(v, shape.as_slice(), &Device::Cpu)?
-            }
+            Dtype::BF16 => half_tensor(self.bytes(t)?, half::bf16::from_bits, &shape)?,
+            Dtype::F16 => half_tensor(self.bytes(t)?, half::f16::from_bits, &shape)?,
             _ => return Ok(self.read(t)?.to_dtype(candle_core::DType::BF16)?),
         };
         self.release(t);
@@ -136,6 +119,19 @@ impl Shard {
         #[cfg(not(unix))]
         let _ = t;
     }
+}
+
+/// A tensor of 16-bit values (bf16 or f16, by `from_bits`) from their little-endian bytes.
+fn half_tensor<T: candle_core::WithDType>(
+    bytes: &[u8],
+    from_bits: fn(u16) -> T,
+    shape: &[usize],
+) -> Result<Tensor> {
+    let v: Vec<T> = bytes
+        .chunks_exact(2)
+        .map(|c| from_bits(u16::from_le_bytes([c[0], c[1]])))
+        .collect();
+    Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
 }
 
 fn shape(t: &TensorInfo) -> Vec<usize> {

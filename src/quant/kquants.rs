@@ -26,7 +26,7 @@
 //! Every product is formed in the order ggml's `dequantize_row_*` uses (sub-block scale first,
 //! then times the quant), so results match it bit for bit.
 
-use super::{f16_at, QK_K};
+use super::{blocks, f16_at, QK_K};
 
 pub const Q2_K_BYTES: usize = QK_K / 16 + QK_K / 4 + 4;
 pub const Q3_K_BYTES: usize = QK_K / 8 + QK_K / 4 + 12 + 2;
@@ -35,24 +35,8 @@ pub const Q5_K_BYTES: usize = 4 + 12 + QK_K / 8 + QK_K / 2;
 pub const Q6_K_BYTES: usize = QK_K / 2 + QK_K / 4 + QK_K / 16 + 2;
 pub const Q8_K_BYTES: usize = 4 + QK_K + 2 * (QK_K / 16);
 
-/// Pairs each super-block of `B` bytes with its 256 outputs. The caller checked the lengths.
-#[inline(always)]
-fn blocks<'a, const B: usize>(
-    data: &'a [u8],
-    out: &'a mut [f32],
-) -> impl Iterator<Item = (&'a [u8; B], &'a mut [f32; QK_K])> {
-    data.chunks_exact(B)
-        .zip(out.chunks_exact_mut(QK_K))
-        .map(|(b, y)| {
-            (
-                b.try_into().expect("chunks_exact yields B bytes"),
-                y.try_into().expect("chunks_exact_mut yields QK_K values"),
-            )
-        })
-}
-
 pub(super) fn dequantize_q2_k(data: &[u8], out: &mut [f32]) {
-    for (b, y) in blocks::<Q2_K_BYTES>(data, out) {
+    for (b, y) in blocks::<_, _, Q2_K_BYTES, QK_K>(data, out) {
         let scales = &b[0..16];
         let qs = &b[16..80];
         let d = f16_at(b, 80);
@@ -81,7 +65,7 @@ fn scales_q3_k(packed: &[u8]) -> [i8; 16] {
 }
 
 pub(super) fn dequantize_q3_k(data: &[u8], out: &mut [f32]) {
-    for (b, y) in blocks::<Q3_K_BYTES>(data, out) {
+    for (b, y) in blocks::<_, _, Q3_K_BYTES, QK_K>(data, out) {
         let hmask = &b[0..32];
         let qs = &b[32..96];
         let scales = scales_q3_k(&b[96..108]);
@@ -118,47 +102,40 @@ pub fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 }
 
 pub(super) fn dequantize_q4_k(data: &[u8], out: &mut [f32]) {
-    for (b, y) in blocks::<Q4_K_BYTES>(data, out) {
-        let d = f16_at(b, 0);
-        let dmin = f16_at(b, 2);
-        let scales = &b[4..16];
-        let qs = &b[16..144];
-        for (j, ys) in y.chunks_exact_mut(32).enumerate() {
-            let (sc, m) = scale_min_k4(j, scales);
-            let d1 = d * sc as f32;
-            let m1 = dmin * m as f32;
-            let shift = 4 * (j % 2);
-            let q = &qs[32 * (j / 2)..32 * (j / 2) + 32];
-            for (yl, &ql) in ys.iter_mut().zip(q) {
-                *yl = d1 * ((ql >> shift) & 0x0F) as f32 - m1;
-            }
-        }
+    for (b, y) in blocks::<_, _, Q4_K_BYTES, QK_K>(data, out) {
+        dequantize_k4_block(b, &[0; 32], &b[16..144], y);
     }
 }
 
 pub(super) fn dequantize_q5_k(data: &[u8], out: &mut [f32]) {
-    for (b, y) in blocks::<Q5_K_BYTES>(data, out) {
-        let d = f16_at(b, 0);
-        let dmin = f16_at(b, 2);
-        let scales = &b[4..16];
-        let qh = &b[16..48];
-        let qs = &b[48..176];
-        for (j, ys) in y.chunks_exact_mut(32).enumerate() {
-            let (sc, m) = scale_min_k4(j, scales);
-            let d1 = d * sc as f32;
-            let m1 = dmin * m as f32;
-            let shift = 4 * (j % 2);
-            let q = &qs[32 * (j / 2)..32 * (j / 2) + 32];
-            for ((yl, &ql), &h) in ys.iter_mut().zip(q).zip(qh) {
-                let v = ((ql >> shift) & 0x0F) | (((h >> j) & 1) << 4);
-                *yl = d1 * v as f32 - m1;
-            }
+    for (b, y) in blocks::<_, _, Q5_K_BYTES, QK_K>(data, out) {
+        dequantize_k4_block(b, &b[16..48], &b[48..176], y);
+    }
+}
+
+/// One Q4_K or Q5_K super-block: f16 `d` and `dmin`, twelve bytes of 6-bit scales and mins for
+/// eight groups of 32, low nibbles `qs`, and in `qh` bit `j` of each byte the fifth bit of group
+/// `j`'s values (all zero for Q4_K, which has none).
+#[inline(always)]
+fn dequantize_k4_block(b: &[u8], qh: &[u8], qs: &[u8], y: &mut [f32; QK_K]) {
+    let d = f16_at(b, 0);
+    let dmin = f16_at(b, 2);
+    let scales = &b[4..16];
+    for (j, ys) in y.chunks_exact_mut(32).enumerate() {
+        let (sc, m) = scale_min_k4(j, scales);
+        let d1 = d * sc as f32;
+        let m1 = dmin * m as f32;
+        let shift = 4 * (j % 2);
+        let q = &qs[32 * (j / 2)..32 * (j / 2) + 32];
+        for ((yl, &ql), &h) in ys.iter_mut().zip(q).zip(qh) {
+            let v = ((ql >> shift) & 0x0F) | (((h >> j) & 1) << 4);
+            *yl = d1 * v as f32 - m1;
         }
     }
 }
 
 pub(super) fn dequantize_q6_k(data: &[u8], out: &mut [f32]) {
-    for (b, y) in blocks::<Q6_K_BYTES>(data, out) {
+    for (b, y) in blocks::<_, _, Q6_K_BYTES, QK_K>(data, out) {
         let ql = &b[0..128];
         let qh = &b[128..192];
         let scales = &b[192..208];
@@ -180,7 +157,7 @@ pub(super) fn dequantize_q6_k(data: &[u8], out: &mut [f32]) {
 }
 
 pub(super) fn dequantize_q8_k(data: &[u8], out: &mut [f32]) {
-    for (b, y) in blocks::<Q8_K_BYTES>(data, out) {
+    for (b, y) in blocks::<_, _, Q8_K_BYTES, QK_K>(data, out) {
         let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         for (yj, &q) in y.iter_mut().zip(&b[4..4 + QK_K]) {
             *yj = d * q as i8 as f32;

@@ -13,7 +13,7 @@
 //! high nibble. The Q5 fifth bits are a little-endian u32 `qh` whose bit `i` belongs to element
 //! `i`. Quantizers follow ggml's `quantize_row_*_ref` roundings exactly.
 
-use super::f16_at;
+use super::{blocks, f16_at};
 use half::f16;
 
 /// Elements per block (`QK4_0` = `QK4_1` = `QK5_0` = `QK5_1` = `QK8_0`).
@@ -24,41 +24,8 @@ pub const Q5_0_BYTES: usize = 2 + 4 + QK / 2;
 pub const Q5_1_BYTES: usize = 4 + 4 + QK / 2;
 pub const Q8_0_BYTES: usize = 2 + QK;
 
-/// Pairs each block of `B` bytes with its `QK` outputs. The caller checked that the lengths
-/// agree, so the conversions cannot fail.
-#[inline(always)]
-fn blocks<'a, const B: usize>(
-    data: &'a [u8],
-    out: &'a mut [f32],
-) -> impl Iterator<Item = (&'a [u8; B], &'a mut [f32; QK])> {
-    data.chunks_exact(B)
-        .zip(out.chunks_exact_mut(QK))
-        .map(|(b, y)| {
-            (
-                b.try_into().expect("chunks_exact yields B bytes"),
-                y.try_into().expect("chunks_exact_mut yields QK values"),
-            )
-        })
-}
-
-/// Pairs each block of `QK` inputs with its `B` output bytes.
-#[inline(always)]
-fn blocks_mut<'a, const B: usize>(
-    xs: &'a [f32],
-    out: &'a mut [u8],
-) -> impl Iterator<Item = (&'a [f32; QK], &'a mut [u8; B])> {
-    xs.chunks_exact(QK)
-        .zip(out.chunks_exact_mut(B))
-        .map(|(x, b)| {
-            (
-                x.try_into().expect("chunks_exact yields QK values"),
-                b.try_into().expect("chunks_exact_mut yields B bytes"),
-            )
-        })
-}
-
 pub(super) fn dequantize_q4_0(data: &[u8], out: &mut [f32]) {
-    for (b, y) in blocks::<Q4_0_BYTES>(data, out) {
+    for (b, y) in blocks::<_, _, Q4_0_BYTES, QK>(data, out) {
         let d = f16_at(b, 0);
         let qs = &b[2..];
         for j in 0..QK / 2 {
@@ -69,7 +36,7 @@ pub(super) fn dequantize_q4_0(data: &[u8], out: &mut [f32]) {
 }
 
 pub(super) fn dequantize_q4_1(data: &[u8], out: &mut [f32]) {
-    for (b, y) in blocks::<Q4_1_BYTES>(data, out) {
+    for (b, y) in blocks::<_, _, Q4_1_BYTES, QK>(data, out) {
         let d = f16_at(b, 0);
         let m = f16_at(b, 2);
         let qs = &b[4..];
@@ -80,39 +47,44 @@ pub(super) fn dequantize_q4_1(data: &[u8], out: &mut [f32]) {
     }
 }
 
+/// The five-bit values `j` and `j + 16` of a Q5 block: low nibbles from `qs[j]`, fifth bits from
+/// `qh` (the inverse of [`pack_q5`]).
+#[inline(always)]
+fn q5_pair(qh: u32, qs: &[u8], j: usize) -> (u32, u32) {
+    let lo = (qs[j] & 0x0F) as u32 | (((qh >> j) & 1) << 4);
+    let hi = (qs[j] >> 4) as u32 | (((qh >> (j + QK / 2)) & 1) << 4);
+    (lo, hi)
+}
+
 pub(super) fn dequantize_q5_0(data: &[u8], out: &mut [f32]) {
-    for (b, y) in blocks::<Q5_0_BYTES>(data, out) {
+    for (b, y) in blocks::<_, _, Q5_0_BYTES, QK>(data, out) {
         let d = f16_at(b, 0);
         let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
         let qs = &b[6..];
         for j in 0..QK / 2 {
-            let h0 = ((qh >> j) & 1) << 4;
-            let h1 = ((qh >> (j + QK / 2)) & 1) << 4;
-            let q0 = ((qs[j] & 0x0F) as u32 | h0) as i32 - 16;
-            let q1 = ((qs[j] >> 4) as u32 | h1) as i32 - 16;
-            y[j] = q0 as f32 * d;
-            y[j + QK / 2] = q1 as f32 * d;
+            let (q0, q1) = q5_pair(qh, qs, j);
+            y[j] = (q0 as i32 - 16) as f32 * d;
+            y[j + QK / 2] = (q1 as i32 - 16) as f32 * d;
         }
     }
 }
 
 pub(super) fn dequantize_q5_1(data: &[u8], out: &mut [f32]) {
-    for (b, y) in blocks::<Q5_1_BYTES>(data, out) {
+    for (b, y) in blocks::<_, _, Q5_1_BYTES, QK>(data, out) {
         let d = f16_at(b, 0);
         let m = f16_at(b, 2);
         let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
         let qs = &b[8..];
         for j in 0..QK / 2 {
-            let h0 = ((qh >> j) & 1) << 4;
-            let h1 = ((qh >> (j + QK / 2)) & 1) << 4;
-            y[j] = ((qs[j] & 0x0F) as u32 | h0) as f32 * d + m;
-            y[j + QK / 2] = ((qs[j] >> 4) as u32 | h1) as f32 * d + m;
+            let (q0, q1) = q5_pair(qh, qs, j);
+            y[j] = q0 as f32 * d + m;
+            y[j + QK / 2] = q1 as f32 * d + m;
         }
     }
 }
 
 pub(super) fn dequantize_q8_0(data: &[u8], out: &mut [f32]) {
-    for (b, y) in blocks::<Q8_0_BYTES>(data, out) {
+    for (b, y) in blocks::<_, _, Q8_0_BYTES, QK>(data, out) {
         let d = f16_at(b, 0);
         for (yj, &q) in y.iter_mut().zip(&b[2..]) {
             *yj = q as i8 as f32 * d;
@@ -161,11 +133,27 @@ fn put_f16(b: &mut [u8], at: usize, v: f32) {
     b[at..at + 2].copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes());
 }
 
+/// The `_0` kinds' header: the scale `d = signed_absmax / levels` as f16 at `b[0..2]`. Returns
+/// `1 / d`.
+fn put_scale(x: &[f32; QK], b: &mut [u8], levels: f32) -> f32 {
+    let d = signed_absmax(x) / levels;
+    put_f16(b, 0, d);
+    inverse(d)
+}
+
+/// The `_1` kinds' header: the scale `d = (max − min) / levels` and `min`, as f16 at `b[0..4]`.
+/// Returns `min` and `1 / d`.
+fn put_scale_min(x: &[f32; QK], b: &mut [u8], levels: f32) -> (f32, f32) {
+    let (min, max) = min_max(x);
+    let d = (max - min) / levels;
+    put_f16(b, 0, d);
+    put_f16(b, 2, min);
+    (min, inverse(d))
+}
+
 pub(super) fn quantize_q4_0(xs: &[f32], out: &mut [u8]) {
-    for (x, b) in blocks_mut::<Q4_0_BYTES>(xs, out) {
-        let d = signed_absmax(x) / -8.0;
-        let id = inverse(d);
-        put_f16(b, 0, d);
+    for (x, b) in blocks::<_, _, QK, Q4_0_BYTES>(xs, out) {
+        let id = put_scale(x, b, -8.0);
         for j in 0..QK / 2 {
             let q0 = trunc_clamp(x[j] * id + 8.5, 15);
             let q1 = trunc_clamp(x[j + QK / 2] * id + 8.5, 15);
@@ -175,12 +163,8 @@ pub(super) fn quantize_q4_0(xs: &[f32], out: &mut [u8]) {
 }
 
 pub(super) fn quantize_q4_1(xs: &[f32], out: &mut [u8]) {
-    for (x, b) in blocks_mut::<Q4_1_BYTES>(xs, out) {
-        let (min, max) = min_max(x);
-        let d = (max - min) / 15.0;
-        let id = inverse(d);
-        put_f16(b, 0, d);
-        put_f16(b, 2, min);
+    for (x, b) in blocks::<_, _, QK, Q4_1_BYTES>(xs, out) {
+        let (min, id) = put_scale_min(x, b, 15.0);
         for j in 0..QK / 2 {
             let q0 = trunc_clamp((x[j] - min) * id + 0.5, 15);
             let q1 = trunc_clamp((x[j + QK / 2] - min) * id + 0.5, 15);
@@ -202,10 +186,8 @@ fn pack_q5(q: &[u8; QK], qh: &mut [u8], qs: &mut [u8]) {
 }
 
 pub(super) fn quantize_q5_0(xs: &[f32], out: &mut [u8]) {
-    for (x, b) in blocks_mut::<Q5_0_BYTES>(xs, out) {
-        let d = signed_absmax(x) / -16.0;
-        let id = inverse(d);
-        put_f16(b, 0, d);
+    for (x, b) in blocks::<_, _, QK, Q5_0_BYTES>(xs, out) {
+        let id = put_scale(x, b, -16.0);
         let q: [u8; QK] = std::array::from_fn(|j| trunc_clamp(x[j] * id + 16.5, 31));
         let (qh, qs) = b[2..].split_at_mut(4);
         pack_q5(&q, qh, qs);
@@ -213,12 +195,8 @@ pub(super) fn quantize_q5_0(xs: &[f32], out: &mut [u8]) {
 }
 
 pub(super) fn quantize_q5_1(xs: &[f32], out: &mut [u8]) {
-    for (x, b) in blocks_mut::<Q5_1_BYTES>(xs, out) {
-        let (min, max) = min_max(x);
-        let d = (max - min) / 31.0;
-        let id = inverse(d);
-        put_f16(b, 0, d);
-        put_f16(b, 2, min);
+    for (x, b) in blocks::<_, _, QK, Q5_1_BYTES>(xs, out) {
+        let (min, id) = put_scale_min(x, b, 31.0);
         let q: [u8; QK] = std::array::from_fn(|j| trunc_clamp((x[j] - min) * id + 0.5, 31));
         let (qh, qs) = b[4..].split_at_mut(4);
         pack_q5(&q, qh, qs);
@@ -226,7 +204,7 @@ pub(super) fn quantize_q5_1(xs: &[f32], out: &mut [u8]) {
 }
 
 pub(super) fn quantize_q8_0(xs: &[f32], out: &mut [u8]) {
-    for (x, b) in blocks_mut::<Q8_0_BYTES>(xs, out) {
+    for (x, b) in blocks::<_, _, QK, Q8_0_BYTES>(xs, out) {
         let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
         let d = amax / 127.0;
         let id = inverse(d);

@@ -328,6 +328,25 @@ fn decode(format: QuantFormat, data: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Pairs each block of `X` inputs with its `Y` outputs: `X` bytes with `Y` values when
+/// decoding, `X` values with `Y` bytes when encoding. The caller checked that the lengths agree,
+/// so the conversions cannot fail.
+#[inline(always)]
+fn blocks<'a, A, B, const X: usize, const Y: usize>(
+    input: &'a [A],
+    out: &'a mut [B],
+) -> impl Iterator<Item = (&'a [A; X], &'a mut [B; Y])> {
+    input
+        .chunks_exact(X)
+        .zip(out.chunks_exact_mut(Y))
+        .map(|(x, y)| {
+            (
+                x.try_into().expect("chunks_exact yields X items"),
+                y.try_into().expect("chunks_exact_mut yields Y items"),
+            )
+        })
+}
+
 /// Reads a little-endian f16 at `b[0..2]` as f32.
 #[inline(always)]
 fn f16_at(b: &[u8], at: usize) -> f32 {

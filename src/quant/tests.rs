@@ -14,16 +14,20 @@ fn quant_err<T: std::fmt::Debug>(r: crate::Result<T>) -> QuantError {
     }
 }
 
+/// The error [`dequantize`] gives for `n_elements` of type `id` in `data`.
+fn refused(id: u32, data: &[u8], n_elements: usize) -> QuantError {
+    quant_err(dequantize(id, data, n_elements, &mut Vec::new()))
+}
+
 fn f16_bytes(v: f32) -> [u8; 2] {
     half::f16::from_f32(v).to_bits().to_le_bytes()
 }
 
 #[test]
 fn unknown_type_id_is_refused_by_number() {
-    let mut out = Vec::new();
     // 4 was Q4_2, removed from ggml; 99 never existed.
     for id in [4, 5, 31, 99, u32::MAX] {
-        let e = quant_err(dequantize(id, &[0; 18], 32, &mut out));
+        let e = refused(id, &[0; 18], 32);
         assert_eq!(e, QuantError::UnknownType { id });
         let msg = e.to_string();
         assert!(msg.contains(&format!("`{id}`")), "{msg}");
@@ -33,8 +37,7 @@ fn unknown_type_id_is_refused_by_number() {
 
 #[test]
 fn known_but_undecodable_type_is_named() {
-    let mut out = Vec::new();
-    let e = quant_err(dequantize(16, &[0; 66], 256, &mut out));
+    let e = refused(16, &[0; 66], 256);
     assert_eq!(
         e,
         QuantError::CannotDequantize {
@@ -43,7 +46,7 @@ fn known_but_undecodable_type_is_named() {
         }
     );
     assert!(e.to_string().contains("`IQ2_XXS`"));
-    let e = quant_err(dequantize(9, &[0; 36], 32, &mut out));
+    let e = refused(9, &[0; 36], 32);
     assert!(matches!(
         e,
         QuantError::CannotDequantize { name: "Q8_1", .. }
@@ -52,8 +55,7 @@ fn known_but_undecodable_type_is_named() {
 
 #[test]
 fn partial_block_is_refused() {
-    let mut out = Vec::new();
-    let e = quant_err(dequantize(2, &[0; 18], 33, &mut out));
+    let e = refused(2, &[0; 18], 33);
     assert_eq!(
         e,
         QuantError::PartialBlock {
@@ -62,7 +64,7 @@ fn partial_block_is_refused() {
             block: 32
         }
     );
-    let e = quant_err(dequantize(12, &[0; 144], 128, &mut out));
+    let e = refused(12, &[0; 144], 128);
     assert!(matches!(e, QuantError::PartialBlock { block: 256, .. }));
 }
 

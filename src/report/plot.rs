@@ -40,6 +40,38 @@ pub(crate) trait Chart {
     ) -> std::result::Result<(), String>;
 }
 
+/// Draws a per-layer bar chart's mesh, set up by the caller: no vertical or light grid lines,
+/// tick labels of `label` points and axis descriptions of `desc` points.
+pub(crate) fn draw_bar_mesh<X, Y, DB>(
+    mesh: &mut plotters::chart::MeshStyle<'_, '_, X, Y, DB>,
+    label: i32,
+    desc: i32,
+) -> std::result::Result<(), String>
+where
+    X: plotters::coord::ranged1d::Ranged + plotters::coord::ranged1d::ValueFormatter<X::ValueType>,
+    Y: plotters::coord::ranged1d::Ranged + plotters::coord::ranged1d::ValueFormatter<Y::ValueType>,
+    DB: DrawingBackend,
+{
+    mesh.disable_x_mesh()
+        .light_line_style(WHITE.mix(0.0))
+        .label_style(("sans-serif", label))
+        .axis_desc_style(("sans-serif", desc))
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
+/// The lowest finite value (at most `floor`) and the highest, kept above the lowest.
+fn finite_range(values: impl Iterator<Item = f64>, floor: f64) -> (f64, f64) {
+    let finite: Vec<f64> = values.filter(|v| v.is_finite()).collect();
+    let lo = finite.iter().copied().fold(floor, f64::min);
+    let hi = finite
+        .iter()
+        .copied()
+        .fold(f64::MIN, f64::max)
+        .max(lo + 1e-12);
+    (lo, hi)
+}
+
 /// Draws `chart` into `stem.svg` and `stem.png`; returns both paths.
 pub(crate) fn render(stem: &Path, chart: &impl Chart) -> Result<Vec<PathBuf>> {
     register_font();
@@ -87,18 +119,7 @@ impl Chart for Bars<'_> {
         &self,
         root: &DrawingArea<DB, Shift>,
     ) -> std::result::Result<(), String> {
-        let finite: Vec<f64> = self
-            .values
-            .iter()
-            .copied()
-            .filter(|v| v.is_finite())
-            .collect();
-        let lo = finite.iter().copied().fold(0.0f64, f64::min);
-        let hi = finite
-            .iter()
-            .copied()
-            .fold(f64::MIN, f64::max)
-            .max(lo + 1e-12);
+        let (lo, hi) = finite_range(self.values.iter().copied(), 0.0);
         let n = self.values.len();
         let mut chart = ChartBuilder::on(root)
             .caption(self.title, ("sans-serif", 24))
@@ -107,18 +128,16 @@ impl Chart for Bars<'_> {
             .y_label_area_size(80)
             .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), lo..hi * 1.05)
             .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_desc("layer (0-based)")
-            .y_desc(self.y_label)
-            .x_labels(n.min(40))
-            .x_label_formatter(&|x| format!("{}", x.round() as i64))
-            .disable_x_mesh()
-            .light_line_style(WHITE.mix(0.0))
-            .label_style(("sans-serif", 14))
-            .axis_desc_style(("sans-serif", 16))
-            .draw()
-            .map_err(|e| e.to_string())?;
+        draw_bar_mesh(
+            chart
+                .configure_mesh()
+                .x_desc("layer (0-based)")
+                .y_desc(self.y_label)
+                .x_labels(n.min(40))
+                .x_label_formatter(&|x| format!("{}", x.round() as i64)),
+            14,
+            16,
+        )?;
         let hl = self.highlight;
         chart
             .draw_series(
@@ -199,19 +218,7 @@ impl Chart for Heatmap<'_> {
         &self,
         root: &DrawingArea<DB, Shift>,
     ) -> std::result::Result<(), String> {
-        let vals: Vec<f64> = self
-            .d
-            .iter()
-            .flatten()
-            .copied()
-            .filter(|v| v.is_finite())
-            .collect();
-        let lo = vals.iter().copied().fold(f64::MAX, f64::min);
-        let hi = vals
-            .iter()
-            .copied()
-            .fold(f64::MIN, f64::max)
-            .max(lo + 1e-12);
+        let (lo, hi) = finite_range(self.d.iter().flatten().copied(), f64::MAX);
         let (main, bar) = root.split_horizontally(WIDTH - 130);
         let max_n = self.d.len();
         let mut chart = ChartBuilder::on(&main)

@@ -1,7 +1,7 @@
 //! The score-stability chart (issue 15): per-layer score over calibration resamples as a bar
 //! with ±1 sd error bars, and below it how often each layer lands in the chosen set.
 
-use super::plot::{render, Chart, HEIGHT};
+use super::plot::{draw_bar_mesh, render, Chart, HEIGHT};
 use crate::error::Result;
 use crate::select::stability::LayerStability;
 use plotters::coord::Shift;
@@ -56,17 +56,15 @@ impl Chart for Stability<'_> {
             .y_label_area_size(80)
             .build_cartesian_2d(xs.clone(), padded(lo, hi))
             .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .y_desc(self.y_label)
-            .x_labels(n.min(40))
-            .x_label_formatter(&x_fmt)
-            .disable_x_mesh()
-            .light_line_style(WHITE.mix(0.0))
-            .label_style(("sans-serif", 13))
-            .axis_desc_style(("sans-serif", 14))
-            .draw()
-            .map_err(|e| e.to_string())?;
+        draw_bar_mesh(
+            chart
+                .configure_mesh()
+                .y_desc(self.y_label)
+                .x_labels(n.min(40))
+                .x_label_formatter(&x_fmt),
+            13,
+            14,
+        )?;
         let blue = RGBColor(31, 119, 180);
         chart
             .draw_series(self.s.mean.iter().enumerate().map(|(l, &m)| {
@@ -101,19 +99,17 @@ impl Chart for Stability<'_> {
             "layer (0-based); bars: share of {} resamples choosing it at {} removed",
             self.s.resamples, self.s.k
         );
-        freq.configure_mesh()
-            .x_desc(desc)
-            .y_desc("chosen")
-            .x_labels(n.min(40))
-            .x_label_formatter(&x_fmt)
-            .y_labels(3)
-            .y_label_formatter(&|y| format!("{:.0}%", 100.0 * y))
-            .disable_x_mesh()
-            .light_line_style(WHITE.mix(0.0))
-            .label_style(("sans-serif", 13))
-            .axis_desc_style(("sans-serif", 14))
-            .draw()
-            .map_err(|e| e.to_string())?;
+        draw_bar_mesh(
+            freq.configure_mesh()
+                .x_desc(desc)
+                .y_desc("chosen")
+                .x_labels(n.min(40))
+                .x_label_formatter(&x_fmt)
+                .y_labels(3)
+                .y_label_formatter(&|y| format!("{:.0}%", 100.0 * y)),
+            13,
+            14,
+        )?;
         freq.draw_series(self.s.frequency.iter().enumerate().map(|(l, &f)| {
             let x = l as f64;
             Rectangle::new([(x - 0.35, 0.0), (x + 0.35, f)], RED.mix(0.75).filled())

@@ -303,23 +303,26 @@ pub fn evaluation_section(s: &Sweep, checkpoints: &[Checkpoint]) -> String {
     if !checkpoints.is_empty() {
         t.push_str("| checkpoint | parameters | perplexity | KL to dense | top-1 agreement |\n|---|---:|---:|---:|---:|\n");
         for c in checkpoints {
-            let m = &c.measured;
-            let _ = writeln!(
-                t,
-                "| {} | {} | {:.3}{} | {:.4}{} | {} |",
-                c.label,
-                millions(c.params),
-                m.perplexity,
-                ci(m.perplexity_ci, 3),
-                m.mean_kl,
-                ci(m.mean_kl_ci, 4),
-                pct_ci(m.top1_agreement, m.top1_agreement_ci)
-            );
+            let _ = writeln!(t, "| {} | {} |", c.label, checkpoint_cells(c));
         }
         t.push('\n');
     }
     t.push_str(&results_table(s));
     t
+}
+
+/// A written checkpoint's parameters, perplexity, KL and top-1 agreement, as table cells.
+fn checkpoint_cells(c: &Checkpoint) -> String {
+    let m = &c.measured;
+    format!(
+        "{} | {:.3}{} | {:.4}{} | {}",
+        millions(c.params),
+        m.perplexity,
+        ci(m.perplexity_ci, 3),
+        m.mean_kl,
+        ci(m.mean_kl_ci, 4),
+        pct_ci(m.top1_agreement, m.top1_agreement_ci)
+    )
 }
 
 /// The whole `report.md`.
@@ -450,18 +453,12 @@ pub fn render(s: &Sweep, parts: &ReportParts<'_>) -> String {
     if !parts.checkpoints.is_empty() {
         t.push_str("## Written checkpoints\n\n| checkpoint | path | parameters | perplexity | KL to dense | top-1 agreement |\n|---|---|---:|---:|---:|---:|\n");
         for c in parts.checkpoints {
-            let m = &c.measured;
             let _ = writeln!(
                 t,
-                "| {} | `{}` | {} | {:.3}{} | {:.4}{} | {} |",
+                "| {} | `{}` | {} |",
                 c.label,
                 c.path,
-                millions(c.params),
-                m.perplexity,
-                ci(m.perplexity_ci, 3),
-                m.mean_kl,
-                ci(m.mean_kl_ci, 4),
-                pct_ci(m.top1_agreement, m.top1_agreement_ci)
+                checkpoint_cells(c)
             );
         }
         t.push('\n');

@@ -181,10 +181,15 @@ impl LayerScores {
                 }
             })
             .collect();
+        Self::new(model, Metric::Last, importance)
+    }
+
+    /// Scores holding only an importance per layer: no calibration, distances or steps.
+    pub fn new(model: &str, metric: Metric, importance: Vec<f64>) -> Self {
         LayerScores {
             model: model.to_string(),
-            metric: Metric::Last,
-            n_layers,
+            metric,
+            n_layers: importance.len(),
             calibration: None,
             importance,
             angular: None,

@@ -156,10 +156,7 @@ mod tests {
     use crate::score::Metric;
 
     fn scores(importance: Vec<f64>) -> LayerScores {
-        let mut s = LayerScores::last_baseline("m", importance.len());
-        s.metric = Metric::Bi;
-        s.importance = importance;
-        s
+        LayerScores::new("m", Metric::Bi, importance)
     }
 
     fn counts() -> ParamCounts {

@@ -201,17 +201,7 @@ mod tests {
     use crate::arch::LayerParams;
 
     fn scores(importance: Vec<f64>) -> LayerScores {
-        LayerScores {
-            model: "m".into(),
-            metric: Metric::Bi,
-            n_layers: importance.len(),
-            calibration: None,
-            importance,
-            angular: None,
-            greedy: None,
-            healed: None,
-            baseline_ppl: None,
-        }
+        LayerScores::new("m", Metric::Bi, importance)
     }
 
     fn counts(n: usize) -> ParamCounts {
@@ -232,17 +222,20 @@ mod tests {
         }
     }
 
+    /// [`choose`] over [`counts`] with the scores' layer count.
+    fn pick(
+        s: &LayerScores,
+        amount: Amount,
+        contiguous: bool,
+        protect: Protect,
+    ) -> Result<Selection> {
+        choose(s, amount, contiguous, protect, &counts(s.n_layers))
+    }
+
     #[test]
     fn picks_least_important_layers_respecting_protection() {
         let s = scores(vec![0.1, 0.5, 0.2, 0.3, 0.05, 0.9]);
-        let sel = choose(
-            &s,
-            Amount::Layers(2),
-            false,
-            Protect { first: 1, last: 1 },
-            &counts(6),
-        )
-        .unwrap();
+        let sel = pick(&s, Amount::Layers(2), false, Protect { first: 1, last: 1 }).unwrap();
         assert_eq!(sel.removal.removed(), vec![2, 4]);
     }
 
@@ -250,23 +243,9 @@ mod tests {
     fn target_params_removes_just_enough() {
         let s = scores(vec![0.1, 0.5, 0.2, 0.3, 0.05, 0.9]);
         // 100 + 6*20 = 220; reaching 180 needs two layers.
-        let sel = choose(
-            &s,
-            Amount::TargetParams(180),
-            false,
-            Protect::default(),
-            &counts(6),
-        )
-        .unwrap();
+        let sel = pick(&s, Amount::TargetParams(180), false, Protect::default()).unwrap();
         assert_eq!(sel.removal.removed(), vec![0, 4]);
-        assert!(choose(
-            &s,
-            Amount::TargetParams(50),
-            false,
-            Protect::default(),
-            &counts(6)
-        )
-        .is_err());
+        assert!(pick(&s, Amount::TargetParams(50), false, Protect::default()).is_err());
     }
 
     #[test]
@@ -274,16 +253,9 @@ mod tests {
         let mut s = scores(vec![0.0; 6]);
         s.metric = Metric::Angular;
         s.angular = Some(vec![vec![0.3; 6], vec![0.4, 0.2, 0.1, 0.3, 0.5]]);
-        let sel = choose(&s, Amount::Layers(2), true, Protect::default(), &counts(6)).unwrap();
+        let sel = pick(&s, Amount::Layers(2), true, Protect::default()).unwrap();
         assert_eq!(sel.removal.removed(), vec![2, 3]);
-        let sel = choose(
-            &s,
-            Amount::Layers(2),
-            true,
-            Protect { first: 0, last: 3 },
-            &counts(6),
-        )
-        .unwrap();
+        let sel = pick(&s, Amount::Layers(2), true, Protect { first: 0, last: 3 }).unwrap();
         assert_eq!(sel.removal.removed(), vec![1, 2]);
     }
 
@@ -295,14 +267,7 @@ mod tests {
         );
         assert!(Protect::parse("middle:2").is_err());
         let s = scores(vec![0.1; 4]);
-        let e = choose(
-            &s,
-            Amount::Layers(3),
-            false,
-            Protect { first: 1, last: 1 },
-            &counts(4),
-        )
-        .unwrap_err();
+        let e = pick(&s, Amount::Layers(3), false, Protect { first: 1, last: 1 }).unwrap_err();
         assert!(e.to_string().contains("2 of 4 are not protected"), "{e}");
     }
 }

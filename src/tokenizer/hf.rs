@@ -25,6 +25,26 @@ pub struct HfTokenizer {
     chat_template: Option<String>,
 }
 
+/// The `chat_template` of a `tokenizer_config.json`: a string, or from a list of named
+/// templates the one named `default`, else the first.
+pub(crate) fn config_chat_template(cfg: &Value) -> Option<String> {
+    match cfg.get("chat_template") {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Array(list)) => {
+            let named = |n: &str| {
+                list.iter()
+                    .find(|t| t.get("name").and_then(Value::as_str) == Some(n))
+            };
+            named("default")
+                .or_else(|| list.first())
+                .and_then(|t| t.get("template"))
+                .and_then(Value::as_str)
+                .map(String::from)
+        }
+        _ => None,
+    }
+}
+
 pub(crate) fn read_json(path: &Path) -> Result<Option<Value>> {
     if !path.is_file() {
         return Ok(None);
@@ -134,26 +154,7 @@ impl HfTokenizer {
                 eos_ids.push(id);
             }
         }
-        let chat_template = if jinja.is_some() {
-            jinja
-        } else {
-            match cfg.get("chat_template") {
-                Some(Value::String(s)) => Some(s.clone()),
-                // A list of named templates: take `default`, else the first.
-                Some(Value::Array(list)) => {
-                    let named = |n: &str| {
-                        list.iter()
-                            .find(|t| t.get("name").and_then(Value::as_str) == Some(n))
-                    };
-                    named("default")
-                        .or_else(|| list.first())
-                        .and_then(|t| t.get("template"))
-                        .and_then(Value::as_str)
-                        .map(String::from)
-                }
-                _ => None,
-            }
-        };
+        let chat_template = jinja.or_else(|| config_chat_template(cfg));
         HfTokenizer {
             dir: dir.to_path_buf(),
             inner,

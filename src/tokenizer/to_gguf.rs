@@ -22,7 +22,7 @@
 use super::gguf_vocab::{
     GPT2_SPLIT, LLAMA3_SPLIT, QWEN2_SPLIT, TOKEN_CONTROL, TOKEN_UNUSED, TOKEN_USER_DEFINED,
 };
-use super::hf::{read_json, token_text};
+use super::hf::{config_chat_template, read_json, token_text};
 use crate::checkpoint::gguf::{Array, Value as Gv};
 use crate::error::{Error, IoContext, Result};
 use serde_json::Value;
@@ -326,21 +326,7 @@ pub fn gguf_tokenizer_metadata(dir: &Path, vocab_size: usize) -> Result<Tokenize
     let chat_template = if jinja.is_file() {
         Some(std::fs::read_to_string(&jinja).at(&jinja)?)
     } else {
-        match cfg.get("chat_template") {
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Array(list)) => {
-                let named = |n: &str| {
-                    list.iter()
-                        .find(|t| t.get("name").and_then(Value::as_str) == Some(n))
-                };
-                named("default")
-                    .or_else(|| list.first())
-                    .and_then(|t| t.get("template"))
-                    .and_then(Value::as_str)
-                    .map(String::from)
-            }
-            _ => None,
-        }
+        config_chat_template(&cfg)
     };
 
     let mut entries: Vec<(String, Gv)> = vec![

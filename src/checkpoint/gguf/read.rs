@@ -229,9 +229,7 @@ fn read_metadata<R: Read>(src: &mut Source<R>, n_kv: u64) -> Result<Metadata, Fo
     let mut metadata = Metadata::with_capacity(n_kv as usize);
     let mut seen = HashSet::with_capacity(n_kv as usize);
     for i in 0..n_kv {
-        src.ctx = format!("metadata key #{i}");
-        let key = src.name("key", MAX_NAME_LEN)?;
-        src.ctx = format!("metadata key `{key}`");
+        let key = src.entry_name(i, ("metadata key", "metadata key"), "key", MAX_NAME_LEN)?;
         let id = src.u32("value type")?;
         let ty = ValueType::from_id(id).ok_or_else(|| FormatError::UnknownValueType {
             what: src.describe("value"),
@@ -270,9 +268,7 @@ fn read_tensor_infos<R: Read>(
     let mut tensors = Vec::with_capacity(n_tensors as usize);
     let mut seen = HashSet::with_capacity(n_tensors as usize);
     for i in 0..n_tensors {
-        src.ctx = format!("tensor info #{i}");
-        let name = src.name("name", MAX_NAME_LEN)?;
-        src.ctx = format!("tensor `{name}`");
+        let name = src.entry_name(i, ("tensor info", "tensor"), "name", MAX_NAME_LEN)?;
         let n_dims = src.u32("dimension count")?;
         if n_dims as usize > MAX_DIMS {
             return Err(FormatError::TooManyDims { name, n_dims });

@@ -129,6 +129,21 @@ impl<R: Read> Source<R> {
             what: self.describe(what),
         })
     }
+
+    /// Reads the name (`what`) of entry `i` of a section, and sets the context errors give:
+    /// `numbered` and the entry's number while the name is read, then `named` and the name.
+    pub fn entry_name(
+        &mut self,
+        i: u64,
+        (numbered, named): (&str, &str),
+        what: &str,
+        cap: u64,
+    ) -> Result<String, FormatError> {
+        self.ctx = format!("{numbered} #{i}");
+        let name = self.name(what, cap)?;
+        self.ctx = format!("{named} `{name}`");
+        Ok(name)
+    }
 }
 
 #[cfg(test)]

@@ -105,24 +105,18 @@ fn streamed_gram_solve_matches_a_direct_least_squares_solve() {
         let sr = r.sqrt();
         let p = if prior == Prior::Identity { sr } else { 0.0 };
         let rows = n + h;
-        let a_at = |i: usize, j: usize| {
+        // Row `i`, column `j` of `[x; diag·I]`.
+        let stacked = |x: &[f32], diag: f64, i: usize, j: usize| {
             if i < n {
-                f64::from(m[i * h + j])
+                f64::from(x[i * h + j])
             } else if i - n == j {
-                sr
+                diag
             } else {
                 0.0
             }
         };
-        let b_at = |i: usize, j: usize| {
-            if i < n {
-                f64::from(z[i * h + j])
-            } else if i - n == j {
-                p
-            } else {
-                0.0
-            }
-        };
+        let a_at = |i: usize, j: usize| stacked(&m, sr, i, j);
+        let b_at = |i: usize, j: usize| stacked(&z, p, i, j);
         let mut ata = vec![0.0; h * h];
         let mut atb = vec![0.0; h * h];
         for i in 0..h {

@@ -30,6 +30,14 @@ fn tiny() -> GgufVocab {
     }
 }
 
+/// [`tiny`] under another `tokenizer.ggml.model`.
+fn with_model(model: &str) -> GgufVocab {
+    GgufVocab {
+        model: model.into(),
+        ..tiny()
+    }
+}
+
 fn vocab_err<T: std::fmt::Debug>(r: crate::Result<T>) -> VocabError {
     match r {
         Err(Error::Vocab(e)) => e,
@@ -39,10 +47,7 @@ fn vocab_err<T: std::fmt::Debug>(r: crate::Result<T>) -> VocabError {
 
 #[test]
 fn unknown_model_is_refused() {
-    let v = GgufVocab {
-        model: "bert".into(),
-        ..tiny()
-    };
+    let v = with_model("bert");
     let e = vocab_err(to_tokenizer_json(&v));
     assert_eq!(e, VocabError::UnknownModel("bert".into()));
     assert!(e.to_string().contains("`gpt2`"));
@@ -176,10 +181,7 @@ fn bad_merges_are_refused_by_index() {
 
 #[test]
 fn sentencepiece_needs_scores() {
-    let v = GgufVocab {
-        model: "llama".into(),
-        ..tiny()
-    };
+    let v = with_model("llama");
     assert_eq!(
         vocab_err(to_tokenizer_json(&v)),
         VocabError::Missing {
