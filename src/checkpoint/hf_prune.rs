@@ -12,6 +12,7 @@ use super::provenance::{
     hash_file, FileHash, HubSource, ParamSummary, Provenance, Source, PROVENANCE_FILE,
 };
 use super::safetensors::{encode_header, Dtype, OutTensor, TensorInfo};
+use super::shards::{convert, count_nonfinite, ShardWriter};
 use crate::arch::naming::hf_layer;
 use crate::arch::params::reduction_pct;
 use crate::error::{Error, IoContext, Result};
@@ -20,7 +21,7 @@ use crate::select::Removal;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -92,7 +93,9 @@ fn dtype_config_name(d: Dtype) -> &'static str {
     }
 }
 
-/// Prunes `ckpt` into `out`.
+/// Prunes `ckpt` into `out`: the kept tensors streamed shard by shard (converted or replaced
+/// where asked), then the index, the config after surgery, the side files, the model card and
+/// `pruning.json`, all in a temporary folder renamed into place at the end.
 pub fn prune_hf(
     ckpt: &HfCheckpoint,
     removal: &Removal,
@@ -100,6 +103,49 @@ pub fn prune_hf(
     opts: &PruneOptions,
     progress: &dyn Progress,
 ) -> Result<PruneResult> {
+    let planned = plan_checked(ckpt, removal, opts)?;
+    let shard_of = assign_shards(&planned, opts.max_shard_size);
+    let n_out = shard_of.last().map_or(1, |s| s + 1);
+    let shard_names = hf::shard_names(n_out);
+    let output = AtomicOutput::dir(out, opts.overwrite)?;
+    let headers = shard_headers(ckpt, &planned, &shard_of, n_out);
+    let mut writer = ShardWriter::new(&output, &shard_names, &headers);
+    let (mut source_files, nonfinite) =
+        copy_tensors(ckpt, &planned, &shard_of, &mut writer, opts, progress)?;
+    let mut output_files = writer.finish()?;
+    progress.finish();
+    let surgery = write_side_files(
+        ckpt,
+        removal,
+        opts,
+        &output,
+        (&planned, &shard_of, &shard_names),
+        (&mut source_files, &mut output_files),
+    )?;
+    let mut provenance = provenance(ckpt, removal, opts, source_files, &surgery.changes);
+    output_files.push(write_card(ckpt, opts, &output, &provenance)?);
+    provenance.output = output_files;
+    write_json(
+        &output.join(PROVENANCE_FILE),
+        &serde_json::to_value(&provenance).map_err(|e| Error::Invalid(e.to_string()))?,
+    )?;
+    let out_path = output.commit()?;
+    let mut warnings = surgery.warnings;
+    warnings.extend(nonfinite_warning(&nonfinite));
+    Ok(PruneResult {
+        out: out_path,
+        provenance,
+        warnings,
+    })
+}
+
+/// The output tensors after checking the request: a removal for this model, a float dtype,
+/// and replacements that fit tensors the prune keeps (they are written as F32).
+fn plan_checked<'a>(
+    ckpt: &'a HfCheckpoint,
+    removal: &Removal,
+    opts: &PruneOptions,
+) -> Result<Vec<Planned<'a>>> {
     if removal.n_layers() != ckpt.arch.num_hidden_layers {
         return Err(Error::Invalid(format!(
             "the removal plan is for {} layers but the model has {}",
@@ -138,33 +184,47 @@ pub fn prune_hf(
             "cannot replace `{name}`: the pruned checkpoint does not keep it"
         )));
     }
-    let shard_of = assign_shards(&planned, opts.max_shard_size);
-    let n_out = shard_of.last().map_or(1, |s| s + 1);
-    let shard_names = hf::shard_names(n_out);
+    Ok(planned)
+}
 
-    let output = AtomicOutput::dir(out, opts.overwrite)?;
+/// Each output shard's header, with the source's `__metadata__` (and `format: pt`).
+fn shard_headers(
+    ckpt: &HfCheckpoint,
+    planned: &[Planned],
+    shard_of: &[usize],
+    n_out: usize,
+) -> Vec<Vec<u8>> {
     let mut st_meta = ckpt
         .shards
         .first()
         .map(|s| s.metadata.clone())
         .unwrap_or_default();
     st_meta.entry("format").or_insert_with(|| Value::from("pt"));
-
-    let headers: Vec<Vec<u8>> = (0..n_out)
+    (0..n_out)
         .map(|k| {
             let ts: Vec<OutTensor> = planned
                 .iter()
-                .zip(&shard_of)
+                .zip(shard_of)
                 .filter(|(_, &s)| s == k)
                 .map(|(p, _)| p.out.clone())
                 .collect();
             encode_header(&ts, &st_meta)
         })
-        .collect();
+        .collect()
+}
 
+/// Streams every source shard once: the kept tensors go to `writer` (as stored, converted, or
+/// replaced), every byte is hashed for provenance, and NaN/Inf values are counted per tensor.
+fn copy_tensors(
+    ckpt: &HfCheckpoint,
+    planned: &[Planned],
+    shard_of: &[usize],
+    writer: &mut ShardWriter,
+    opts: &PruneOptions,
+    progress: &dyn Progress,
+) -> Result<(Vec<FileHash>, BTreeMap<String, u64>)> {
     let total: u64 = ckpt.weight_bytes();
     progress.start_bytes("pruning", total);
-    let mut writer = ShardWriter::new(&output, &shard_names, &headers);
     let mut by_name: HashMap<&str, usize> = HashMap::new();
     for (i, p) in planned.iter().enumerate() {
         by_name.insert(p.src.name.as_str(), i);
@@ -221,7 +281,7 @@ pub fn prune_hf(
         src_hasher.end_file();
         src_names.push((file_name(&shard.path), shard.file_len));
     }
-    let mut source_files: Vec<FileHash> = src_names
+    let source_files: Vec<FileHash> = src_names
         .into_iter()
         .zip(src_hasher.finish())
         .map(|((name, bytes), sha256)| FileHash {
@@ -230,11 +290,22 @@ pub fn prune_hf(
             sha256,
         })
         .collect();
-    let mut output_files = writer.finish()?;
-    progress.finish();
+    Ok((source_files, nonfinite))
+}
 
+/// The index (when sharded), `config.json` after surgery and the side files copied unchanged,
+/// each hashed into `files`; returns the surgery.
+fn write_side_files(
+    ckpt: &HfCheckpoint,
+    removal: &Removal,
+    opts: &PruneOptions,
+    output: &AtomicOutput,
+    (planned, shard_of, shard_names): (&[Planned], &[usize], &[String]),
+    (source_files, output_files): (&mut Vec<FileHash>, &mut Vec<FileHash>),
+) -> Result<super::config_surgery::ConfigSurgery> {
+    let n_out = shard_names.len();
     if n_out > 1 {
-        let index = build_index(&planned, &shard_of, &shard_names);
+        let index = build_index(planned, shard_of, shard_names);
         write_json(&output.join(INDEX_FILE), &index)?;
         output_files.push(hash_file(&output.join(INDEX_FILE))?);
     }
@@ -263,9 +334,20 @@ pub fn prune_hf(
         }
     }
 
+    Ok(surgery)
+}
+
+/// `pruning.json`'s record, without the output files (they are hashed last).
+fn provenance(
+    ckpt: &HfCheckpoint,
+    removal: &Removal,
+    opts: &PruneOptions,
+    source_files: Vec<FileHash>,
+    config_changes: &[String],
+) -> Provenance {
     let before = ckpt.param_counts();
     let after = before.after(removal);
-    let mut provenance = Provenance {
+    Provenance {
         tool: "depthprune".into(),
         version: crate::VERSION.into(),
         command: opts.command.clone(),
@@ -284,11 +366,19 @@ pub fn prune_hf(
         },
         method: opts.method.clone(),
         dtype: opts.dtype.map(|d| d.name().to_string()),
-        config_changes: surgery.changes.clone(),
+        config_changes: config_changes.to_vec(),
         healing: opts.healing.as_ref().map(|(v, _)| v.clone()),
         output: Vec::new(),
-    };
+    }
+}
 
+/// Writes the model card; returns its hash.
+fn write_card(
+    ckpt: &HfCheckpoint,
+    opts: &PruneOptions,
+    output: &AtomicOutput,
+    provenance: &Provenance,
+) -> Result<FileHash> {
     let mut notes = Vec::new();
     if let Some(d) = opts.dtype {
         notes.push(format!(
@@ -314,33 +404,24 @@ pub fn prune_hf(
         how_chosen: opts.how_chosen.clone(),
         notes,
     };
-    let card_text = card::render(&info, &provenance);
+    let card_text = card::render(&info, provenance);
     let card_path = output.join(card::CARD_FILE);
     std::fs::write(&card_path, card_text).at(&card_path)?;
-    output_files.push(hash_file(&card_path)?);
+    hash_file(&card_path)
+}
 
-    provenance.output = output_files;
-    write_json(
-        &output.join(PROVENANCE_FILE),
-        &serde_json::to_value(&provenance).map_err(|e| Error::Invalid(e.to_string()))?,
-    )?;
-
-    let out_path = output.commit()?;
-    let mut warnings = surgery.warnings;
-    if !nonfinite.is_empty() {
-        let total: u64 = nonfinite.values().sum();
-        let names: Vec<&str> = nonfinite.keys().take(3).map(String::as_str).collect();
-        warnings.push(format!(
-            "the source holds {total} NaN/Inf values in {} tensors (first: {}); they were copied as they are",
-            nonfinite.len(),
-            names.join(", ")
-        ));
+/// A warning when the source holds NaN or Inf values (copied as they are).
+fn nonfinite_warning(nonfinite: &BTreeMap<String, u64>) -> Option<String> {
+    if nonfinite.is_empty() {
+        return None;
     }
-    Ok(PruneResult {
-        out: out_path,
-        provenance,
-        warnings,
-    })
+    let total: u64 = nonfinite.values().sum();
+    let names: Vec<&str> = nonfinite.keys().take(3).map(String::as_str).collect();
+    Some(format!(
+        "the source holds {total} NaN/Inf values in {} tensors (first: {}); they were copied as they are",
+        nonfinite.len(),
+        names.join(", ")
+    ))
 }
 
 /// The output tensors, in source order, with removed layers dropped and kept ones renumbered.
@@ -429,129 +510,6 @@ fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-/// Counts NaN and infinite values in a chunk of F32, F16 or BF16 data (0 for other dtypes).
-pub fn count_nonfinite(bytes: &[u8], dtype: Dtype) -> u64 {
-    match dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .filter(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & 0x7f80_0000 == 0x7f80_0000)
-            .count() as u64,
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .filter(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7c00 == 0x7c00)
-            .count() as u64,
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .filter(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7f80 == 0x7f80)
-            .count() as u64,
-        _ => 0,
-    }
-}
-
-/// Converts a chunk of floats between F32, F16 and BF16.
-pub(crate) fn convert(src: &[u8], from: Dtype, to: Dtype, out: &mut Vec<u8>) {
-    use half::{bf16, f16};
-    out.clear();
-    let read = |c: &[u8]| -> f32 {
-        match from {
-            Dtype::F32 => f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
-            Dtype::F16 => f16::from_le_bytes([c[0], c[1]]).to_f32(),
-            _ => bf16::from_le_bytes([c[0], c[1]]).to_f32(),
-        }
-    };
-    for c in src.chunks_exact(from.size()) {
-        let x = read(c);
-        match to {
-            Dtype::F32 => out.extend_from_slice(&x.to_le_bytes()),
-            Dtype::F16 => out.extend_from_slice(&f16::from_f32(x).to_le_bytes()),
-            _ => out.extend_from_slice(&bf16::from_f32(x).to_le_bytes()),
-        }
-    }
-}
-
-/// Writes output shards one after another; a [`HashWorker`] hashes what is written.
-struct ShardWriter<'a> {
-    output: &'a AtomicOutput,
-    names: &'a [String],
-    headers: &'a [Vec<u8>],
-    current: Option<(usize, File, u64)>,
-    closed: Vec<(String, u64)>,
-    hasher: HashWorker,
-}
-
-impl<'a> ShardWriter<'a> {
-    fn new(output: &'a AtomicOutput, names: &'a [String], headers: &'a [Vec<u8>]) -> Self {
-        ShardWriter {
-            output,
-            names,
-            headers,
-            current: None,
-            closed: Vec::new(),
-            hasher: HashWorker::spawn(),
-        }
-    }
-
-    /// Makes shard `k` the current one, closing the previous shard.
-    fn enter(&mut self, k: usize) -> Result<()> {
-        if self.current.as_ref().is_some_and(|c| c.0 == k) {
-            return Ok(());
-        }
-        self.close();
-        let path = self.output.join(&self.names[k]);
-        let mut f = File::create(&path).at(&path)?;
-        let header = Arc::new(self.headers[k].clone());
-        f.write_all(&header).at(&path)?;
-        self.hasher.update(&header, 0..header.len());
-        self.current = Some((k, f, header.len() as u64));
-        Ok(())
-    }
-
-    fn write(&mut self, bytes: &Arc<Vec<u8>>) -> Result<()> {
-        let Some((k, f, n)) = self.current.as_mut() else {
-            return Err(Error::Invalid(
-                "internal: write before a shard was opened".into(),
-            ));
-        };
-        f.write_all(bytes)
-            .map_err(|e| Error::io(self.output.join(&self.names[*k]), e))?;
-        self.hasher.update(bytes, 0..bytes.len());
-        *n += bytes.len() as u64;
-        Ok(())
-    }
-
-    /// Closes the current shard. Durability comes from the fsync in `AtomicOutput::commit`.
-    fn close(&mut self) {
-        if let Some((k, _f, n)) = self.current.take() {
-            self.hasher.end_file();
-            self.closed.push((self.names[k].clone(), n));
-        }
-    }
-
-    /// Closes the last shard and returns every shard with its hash. Shards with no tensors
-    /// (possible only if every tensor was dropped) are still written so the index never names a
-    /// missing file.
-    fn finish(mut self) -> Result<Vec<FileHash>> {
-        self.close();
-        for k in 0..self.names.len() {
-            if !self.closed.iter().any(|d| d.0 == self.names[k]) {
-                self.enter(k)?;
-                self.close();
-            }
-        }
-        let hashes = self.hasher.finish();
-        Ok(self
-            .closed
-            .into_iter()
-            .zip(hashes)
-            .map(|((name, bytes), sha256)| FileHash {
-                name,
-                bytes,
-                sha256,
-            })
-            .collect())
-    }
 }
 
 #[cfg(test)]

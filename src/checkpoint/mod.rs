@@ -16,5 +16,6 @@ pub mod links;
 pub mod moe_check;
 pub mod provenance;
 pub mod safetensors;
+pub mod shards;
 pub mod synth;
 pub mod verify;

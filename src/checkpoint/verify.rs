@@ -216,7 +216,7 @@ fn compare_with_source(
             } else if prov.dtype.as_deref() == Some(t.dtype.name())
                 && st.dtype.is_convertible_float()
             {
-                super::hf_prune::convert(&b, st.dtype, t.dtype, &mut conv);
+                super::shards::convert(&b, st.dtype, t.dtype, &mut conv);
                 if a == conv {
                     converted += 1;
                 } else {
