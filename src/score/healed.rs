@@ -156,31 +156,19 @@ pub(super) fn healed_scores(
         blocks: HashMap::new(),
     };
     let steps = steps.unwrap_or(n - 1).min(n - 1);
-    let mut removed: Vec<usize> = Vec::new();
-    let mut order = Vec::new();
-    progress.start("heal-aware steps", steps as u64);
-    for _ in 0..steps {
-        let mut best: Option<(f64, usize)> = None;
-        for c in (0..n).filter(|c| !removed.contains(c)) {
-            let mut set = removed.clone();
-            set.push(c);
-            set.sort_unstable();
-            let cost = costs.total(&set)?;
-            // Ties go to the later layer, as in `removal_order`.
-            if best.is_none_or(|(b, _)| cost <= b) {
-                best = Some((cost, c));
-            }
-        }
-        let Some((cost, c)) = best else { break };
-        removed.push(c);
-        order.push(HealedStep { layer: c, cost });
-        progress.advance(1);
-    }
-    progress.finish();
-    scores.importance = vec![n as f64; n];
-    for (k, s) in order.iter().enumerate() {
-        scores.importance[s.layer] = k as f64;
-    }
+    let chosen = super::greedy::order(
+        n,
+        steps,
+        "heal-aware steps",
+        progress,
+        &mut |set, _| costs.total(set),
+        &mut |_, _| Ok(()),
+    )?;
+    scores.importance = super::greedy::importance(n, &chosen);
+    let order: Vec<HealedStep> = chosen
+        .into_iter()
+        .map(|(layer, cost)| HealedStep { layer, cost })
+        .collect();
     scores.healed = Some(order);
     Ok(())
 }

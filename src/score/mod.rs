@@ -18,6 +18,7 @@
 //! - [`Metric::Last`]: a baseline that removes the last layers before the final one.
 
 pub mod cosine;
+pub mod greedy;
 pub mod healed;
 pub mod resample;
 pub mod run;

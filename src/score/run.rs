@@ -310,7 +310,7 @@ fn ppl_scores(
     let hidden = model.config().arch.hidden_size;
     // The stream entering every layer under the current removals; the last entry is the output.
     let t0 = Instant::now();
-    let mut cache = DenseCache::build(model, windows.to_vec(), &crate::progress::Silent)?;
+    let cache = DenseCache::build(model, windows.to_vec(), &crate::progress::Silent)?;
     let baseline = ppl_of(model, cache.input(n), windows)?;
     let full_forward_s = t0.elapsed().as_secs_f64();
     scores.baseline_ppl = Some(baseline);
@@ -327,35 +327,21 @@ fn ppl_scores(
         progress.finish();
     } else {
         let steps = opts.greedy_steps.unwrap_or(n - 1).min(n - 1);
-        let mut removed: Vec<usize> = Vec::new();
-        let mut order = Vec::new();
-        progress.start("greedy steps", steps as u64);
-        for _ in 0..steps {
-            let mut best: Option<(f64, usize)> = None;
-            for c in (0..n).filter(|c| !removed.contains(c)) {
-                let mut skip = removed.clone();
-                skip.push(c);
-                let out = cache.run_from(model, c, &skip)?;
-                let p = ppl_of(model, &out, windows)?;
-                candidates += 1;
-                // Ties go to the later layer, as in `removal_order`.
-                if best.is_none_or(|(bp, _)| p <= bp) {
-                    best = Some((p, c));
-                }
-            }
-            let Some((p, c)) = best else { break };
-            removed.push(c);
-            order.push(GreedyStep { layer: c, ppl: p });
-            cache.refresh(model, c, &removed)?;
-            progress.advance(1);
-        }
-        progress.finish();
-        // Importance: the step at which a layer goes (later = more important); layers never
-        // removed rank above every removed one.
-        scores.importance = vec![n as f64; n];
-        for (k, s) in order.iter().enumerate() {
-            scores.importance[s.layer] = k as f64;
-        }
+        let cache = std::cell::RefCell::new(cache);
+        let mut cost = |set: &[usize], c: usize| -> Result<f64> {
+            candidates += 1;
+            let out = cache.borrow().run_from(model, c, set)?;
+            ppl_of(model, &out, windows)
+        };
+        let mut refresh =
+            |c: usize, removed: &[usize]| cache.borrow_mut().refresh(model, c, removed);
+        let chosen =
+            super::greedy::order(n, steps, "greedy steps", progress, &mut cost, &mut refresh)?;
+        scores.importance = super::greedy::importance(n, &chosen);
+        let order: Vec<GreedyStep> = chosen
+            .into_iter()
+            .map(|(layer, ppl)| GreedyStep { layer, ppl })
+            .collect();
         scores.greedy = Some(order);
     }
     Ok(ReuseTiming {
