@@ -1,5 +1,10 @@
 //! Healing a prune: the maps fitted on the dense model (and, for `kd`, distilled) and written
-//! with the pruned checkpoint, for `prune --heal` and for `heal PRUNED --from DENSE`.
+//! with the pruned checkpoint, for `prune --heal` and for `heal PRUNED --from DENSE`. What is
+//! asked of a heal ([`HealRequest`], [`HealFit`], [`HealMethod`]) is in `heal/options.rs`.
+
+mod options;
+
+pub use options::{HealFit, HealMethod, HealRequest};
 
 use super::choose::Chosen;
 use crate::checkpoint::atomic::Overwrite;
@@ -10,205 +15,12 @@ use crate::checkpoint::provenance::Provenance;
 use crate::checkpoint::verify::read_provenance;
 use crate::error::{Error, Result};
 use crate::heal::gguf::{write_healed_gguf, GgufHealOptions};
-use crate::heal::{self, HealOptions, Healing, KdOptions, Maps, Objective, Prior};
+use crate::heal::{self, Healing};
 use crate::progress::Progress;
 use crate::select::{format_ranges, Removal};
 use crate::tokenizer::{gguf_tokenizer, HfTokenizer};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::path::{Path, PathBuf};
-
-/// The healing methods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
-#[serde(rename_all = "lowercase")]
-pub enum HealMethod {
-    /// Held-out validation chooses among `lstsq`, `weighted` and `scale` per block, or none.
-    #[default]
-    Auto,
-    Lstsq,
-    Weighted,
-    Scale,
-    /// The least-squares map refined by cosine distance.
-    Cosine,
-    /// `auto`, then the maps trained on the dense model's next-token distribution.
-    Kd,
-}
-
-impl HealMethod {
-    pub const ALL: [HealMethod; 6] = [
-        HealMethod::Auto,
-        HealMethod::Lstsq,
-        HealMethod::Weighted,
-        HealMethod::Scale,
-        HealMethod::Cosine,
-        HealMethod::Kd,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            HealMethod::Auto => "auto",
-            HealMethod::Lstsq => "lstsq",
-            HealMethod::Weighted => "weighted",
-            HealMethod::Scale => "scale",
-            HealMethod::Cosine => "cosine",
-            HealMethod::Kd => "kd",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|m| m.name() == s)
-    }
-}
-
-/// How the maps are fitted (the calibration text is given beside them).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "cli", derive(clap::Args))]
-#[serde(default)]
-pub struct HealFit {
-    /// Ridge weights to try, relative to the mean diagonal of MᵀM (comma-separated); each block
-    /// takes the one with the lowest held-out residual. With --holdout 0, give exactly one.
-    #[cfg_attr(
-        feature = "cli",
-        arg(
-            long,
-            value_delimiter = ',',
-            default_value = "1e-4,1e-3,1e-2,1e-1",
-            value_name = "A[,A...]"
-        )
-    )]
-    pub alpha: Vec<f64>,
-    /// What the ridge pulls the map towards: `identity` (keep the MLP output) or `zero` (the
-    /// ReplaceMe paper's plain ridge).
-    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value = "identity"))]
-    pub ridge: Prior,
-    /// Calibration tokens to heal on (cut into windows of --ctx), validation windows included.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 16384, value_name = "N"))]
-    pub heal_samples: usize,
-    /// Hold out one calibration window in N for validation: each block keeps the map (objective
-    /// and ridge weight) with the lowest next-token KL to the dense model there, or none when
-    /// leaving it unhealed is better. 0 heals every block without validation.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = heal::DEFAULT_HOLDOUT, value_name = "N"))]
-    pub holdout: usize,
-    /// Where maps go: `per-block` (one per removed block, into the layer before it) or
-    /// `per-layer` (also one per kept layer after the first removed block, each fitted to the
-    /// dense output of that layer and validated like the others).
-    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value = "per-block"))]
-    pub maps: Maps,
-    /// With `kd`: training steps, one calibration window each (the fit windows in turn).
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = heal::kd::DEFAULT_STEPS, value_name = "N"))]
-    pub steps: usize,
-    /// With `kd`: Adam's learning rate for the maps.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = heal::kd::DEFAULT_LR, value_name = "LR"))]
-    pub lr: f64,
-    /// With `kd`: steps between validations on the held-out windows (the best maps are kept).
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = heal::kd::DEFAULT_EVAL_EVERY, value_name = "N"))]
-    pub kd_eval_every: usize,
-    /// With `kd`: validations without improvement before training stops (0: never early).
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = heal::kd::DEFAULT_PATIENCE, value_name = "N"))]
-    pub patience: usize,
-}
-
-impl Default for HealFit {
-    fn default() -> Self {
-        HealFit {
-            alpha: heal::DEFAULT_ALPHAS.to_vec(),
-            ridge: Prior::Identity,
-            heal_samples: 16384,
-            holdout: heal::DEFAULT_HOLDOUT,
-            maps: Maps::PerBlock,
-            steps: heal::kd::DEFAULT_STEPS,
-            lr: heal::kd::DEFAULT_LR,
-            kd_eval_every: heal::kd::DEFAULT_EVAL_EVERY,
-            patience: heal::kd::DEFAULT_PATIENCE,
-        }
-    }
-}
-
-impl HealFit {
-    /// The library options for `method` with windows of `ctx` tokens, refusing combinations
-    /// that cannot work.
-    pub fn options(&self, method: HealMethod, ctx: usize) -> Result<HealOptions> {
-        let objectives = match method {
-            HealMethod::Auto | HealMethod::Kd => Objective::AUTO.to_vec(),
-            m => vec![Objective::parse(m.name())
-                .ok_or_else(|| Error::Invalid(format!("unknown healing method `{}`", m.name())))?],
-        };
-        let invalid = |m: &str| Err(Error::Invalid(m.to_string()));
-        if self.holdout == 0 && self.alpha.len() != 1 {
-            return Err(Error::Invalid(format!(
-                "`holdout` 0 heals without validation, so it takes exactly one `alpha` (e.g. 1e-3), not {}",
-                self.alpha.len()
-            )));
-        }
-        if self.holdout == 0 && method == HealMethod::Kd {
-            return invalid("heal kd stops training on held-out windows, so it needs `holdout` 2 or more, not 0");
-        }
-        if self.holdout == 0 && objectives.len() != 1 {
-            return invalid("`holdout` 0 heals without validation, so it needs one method (lstsq or weighted), not `auto`");
-        }
-        if self.holdout == 1 {
-            return invalid(
-                "`holdout` 1 would hold out every window; use 2 or more, or 0 for no validation",
-            );
-        }
-        Ok(HealOptions {
-            alphas: self.alpha.clone(),
-            prior: self.ridge,
-            ctx,
-            objectives,
-            holdout: self.holdout,
-            maps: self.maps,
-        })
-    }
-
-    /// The distillation options of `kd`.
-    pub fn kd(&self) -> KdOptions {
-        KdOptions {
-            steps: self.steps,
-            lr: self.lr,
-            eval_every: self.kd_eval_every,
-            patience: self.patience,
-        }
-    }
-}
-
-/// What to heal on and how: a method, its fit, and the calibration text.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "cli", derive(clap::Args))]
-#[serde(default)]
-pub struct HealRequest {
-    /// `auto` tries every objective; `lstsq` fits plain least squares; `weighted` weights each
-    /// token by the inverse norm of its target (so attention-sink tokens do not dominate);
-    /// `scale` fits one scalar per block (magnitude compensation); `cosine` refines the
-    /// least-squares map to minimise the cosine distance (slower); `kd` starts from `auto` and
-    /// trains only the maps to match the dense model's next-token distribution (--steps, --lr).
-    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value = "auto"))]
-    pub method: HealMethod,
-    /// Calibration text (UTF-8), tokenized with the dense model's tokenizer.
-    #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
-    pub calib: Option<PathBuf>,
-    /// Calibration window length in tokens.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 512))]
-    pub ctx: usize,
-    /// Tokens of the calibration text to skip first (to keep calibration and evaluation apart).
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0, value_name = "T"))]
-    pub calib_offset: usize,
-    #[serde(flatten)]
-    #[cfg_attr(feature = "cli", command(flatten))]
-    pub fit: HealFit,
-}
-
-impl Default for HealRequest {
-    fn default() -> Self {
-        HealRequest {
-            method: HealMethod::Auto,
-            calib: None,
-            ctx: 512,
-            calib_offset: 0,
-            fit: HealFit::default(),
-        }
-    }
-}
 
 /// Where a healed checkpoint goes.
 #[derive(Debug, Clone, Default)]

@@ -1,12 +1,15 @@
 //! The study: every strategy at every number of layers removed, pruned virtually (layers skipped
 //! in memory) and measured against the dense model on three disjoint slices of text:
 //! calibration (scores and heals), validation (picks the best removal at each count) and
-//! evaluation (measures it). Optionally writes `sweep.csv`, `sweep.json`, the plots and the report.
+//! evaluation (measures it), cut as `sweep/slices.rs` says. Optionally writes `sweep.csv`, `sweep.json`,
+//! the plots and the report.
 
-use super::heal::{HealFit, HealMethod};
-use super::score::{stability, CalibOptions};
-use super::text::{read_tokens, TextSlice};
-use super::ModelSource;
+mod slices;
+
+use crate::api::heal::{HealFit, HealMethod};
+use crate::api::score::{stability, CalibOptions};
+use crate::api::text::{read_tokens, TextSlice};
+use crate::api::ModelSource;
 use crate::arch::ParamCounts;
 use crate::error::{Error, IoContext, Result};
 use crate::eval::{self, Bootstrap, TaskOpts};
@@ -18,6 +21,7 @@ use crate::select::strategy::Protect;
 use crate::sweep::{self, cache_bytes, parse_counts, DenseCache, EvalSet, StrategySpec, Sweep};
 use crate::tokenizer::open_tokenizer;
 use serde::{Deserialize, Serialize};
+use slices::{check_disjoint, windows};
 use std::path::{Path, PathBuf};
 
 /// Above this many bytes the dense activation caches earn a warning.
@@ -138,131 +142,6 @@ impl Default for SweepRequest {
             report_k: None,
         }
     }
-}
-
-/// A slice of a file with its role and the option that moves it. Calibration's range also
-/// covers the tokens healing takes, which need not be whole windows.
-struct Named {
-    role: &'static str,
-    option: &'static str,
-    file: PathBuf,
-    range: std::ops::Range<usize>,
-    ctx: usize,
-}
-
-impl Named {
-    /// The whole windows of the range.
-    fn slice(&self) -> TextSlice {
-        TextSlice {
-            file: self.file.clone(),
-            offset: self.range.start,
-            ctx: self.ctx,
-            windows: self.range.len() / self.ctx.max(1),
-        }
-    }
-}
-
-impl SweepRequest {
-    fn eval_ctx(&self) -> usize {
-        self.eval_ctx.unwrap_or(self.calib.ctx)
-    }
-
-    /// The calibration slice (scoring and healing; healing takes at most `calib_tokens`, the
-    /// calibration text's length) and the evaluation slice.
-    fn fixed(&self, calib_tokens: usize) -> Vec<Named> {
-        let mut out = Vec::new();
-        if let Some(file) = &self.calib.calib {
-            let c = &self.calib;
-            let healed = if self.heal.is_empty() {
-                0
-            } else {
-                self.heal_fit
-                    .heal_samples
-                    .min(calib_tokens.saturating_sub(c.calib_offset))
-            };
-            let scored = c.ctx * c.samples;
-            out.push(Named {
-                role: "calibration",
-                option: "calib_offset",
-                file: file.clone(),
-                range: c.calib_offset..c.calib_offset + scored.max(healed),
-                ctx: c.ctx,
-            });
-        }
-        out.push(Named {
-            role: "evaluation",
-            option: "eval_offset",
-            file: self.eval.clone(),
-            range: self.eval_offset..self.eval_offset + self.eval_ctx() * self.eval_samples,
-            ctx: self.eval_ctx(),
-        });
-        out
-    }
-
-    /// The validation slice.
-    fn select(&self, fixed: &[Named]) -> Named {
-        let file = self
-            .select_on
-            .clone()
-            .or(self.calib.calib.clone())
-            .unwrap_or(self.eval.clone());
-        let offset = self.select_offset.unwrap_or_else(|| {
-            fixed
-                .iter()
-                .filter(|s| super::text::same_file(&s.file, &file))
-                .map(|s| s.range.end)
-                .max()
-                .unwrap_or(0)
-        });
-        let windows = self.select_samples.unwrap_or(self.eval_samples);
-        Named {
-            role: "validation",
-            option: "select_offset",
-            file,
-            range: offset..offset + self.eval_ctx() * windows,
-            ctx: self.eval_ctx(),
-        }
-    }
-}
-
-/// Refuses two slices of the same file that share a token.
-fn check_disjoint(slices: &[Named]) -> Result<()> {
-    for (i, a) in slices.iter().enumerate() {
-        for b in &slices[i + 1..] {
-            let (ra, rb) = (&a.range, &b.range);
-            let overlap = ra.start < rb.end && rb.start < ra.end;
-            if overlap && super::text::same_file(&a.file, &b.file) {
-                return Err(Error::Invalid(format!(
-                    "{} tokens {}..{} and {} tokens {}..{} of `{}` overlap\nhint: set `{}` or `{}` so they are disjoint",
-                    a.role,
-                    ra.start,
-                    ra.end,
-                    b.role,
-                    rb.start,
-                    rb.end,
-                    a.file.display(),
-                    a.option,
-                    b.option
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The windows of a named slice, with a hint naming the option that moves it.
-fn windows(tok: &crate::tokenizer::HfTokenizer, s: &Named) -> Result<Vec<Vec<u32>>> {
-    s.slice().cut(tok, s.role).map_err(|e| {
-        let extra = if s.role == "validation" {
-            " (`select_on` takes another file; healing uses up to `heal_samples` tokens of the calibration text)"
-        } else {
-            ""
-        };
-        Error::Invalid(format!(
-            "{e}\nhint: a longer text, fewer windows, or `{}`{extra}",
-            s.option
-        ))
-    })
 }
 
 /// Runs the study on `model`.
