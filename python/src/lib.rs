@@ -277,22 +277,7 @@ fn score(
     let report = py
         .detach(|| api::score::score(&ModelSource::new(model), &req, &cb))
         .map_err(raise)?;
-    // The layers the criterion would remove first: `choose` of them (a quarter by default), in
-    // the criterion's own form (one block for the block criteria).
-    let n = report.scores.n_layers;
-    let k = req
-        .choose
-        .unwrap_or((n / 4).max(1))
-        .min(n.saturating_sub(1));
-    let chosen = depthprune::select::strategy::choose(
-        &report.scores,
-        depthprune::select::strategy::Amount::Layers(k),
-        report.scores.metric.prefers_blocks(),
-        Default::default(),
-        &report.counts,
-    )
-    .map(|s| s.removal.removed())
-    .map_err(raise)?;
+    let chosen = report.chosen(req.choose).map_err(raise)?;
     let mut v = serde_json::to_value(&report).map_err(|e| ComputeError::new_err(e.to_string()))?;
     v["chosen"] = chosen.into();
     to_json(&v)

@@ -176,7 +176,7 @@ pub fn score(
     let (cfg, source) = open_checkpoint(&path)?;
     let counts = ParamCounts::from_config(&cfg.arch);
     let n = cfg.n_layers();
-    let k = req.choose.unwrap_or((n / 4).max(1));
+    let k = req.choose.unwrap_or_else(|| default_choose(n));
     if req.resamples.is_some() && k >= n {
         return Err(Error::Invalid(format!(
             "`choose` {k}: at most {} of {n} layers",
@@ -260,6 +260,30 @@ pub fn save(scores: &LayerScores, path: &std::path::Path) -> Result<()> {
     use crate::error::IoContext;
     let json = serde_json::to_string_pretty(scores).map_err(|e| Error::Invalid(e.to_string()))?;
     std::fs::write(path, json).at(path)
+}
+
+/// Layers in a chosen set unless told: a quarter of the layers, at least one.
+pub fn default_choose(n_layers: usize) -> usize {
+    (n_layers / 4).max(1)
+}
+
+impl ScoreReport {
+    /// The `choose` layers (default: [`default_choose`]) the criterion removes first, in its own
+    /// form (one block for the block criteria), with nothing protected.
+    pub fn chosen(&self, choose: Option<usize>) -> Result<Vec<usize>> {
+        let n = self.scores.n_layers;
+        let k = choose
+            .unwrap_or_else(|| default_choose(n))
+            .min(n.saturating_sub(1));
+        let sel = crate::select::strategy::choose(
+            &self.scores,
+            crate::select::strategy::Amount::Layers(k),
+            self.scores.metric.prefers_blocks(),
+            Protect::default(),
+            &self.counts,
+        )?;
+        Ok(sel.removal.removed())
+    }
 }
 
 /// Ranks: 1 is the least important layer (removed first).
