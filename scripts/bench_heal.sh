@@ -12,7 +12,7 @@ TEXT="$2"
 N="${3:-16384}"
 OFFSET=65536
 DROP="3,12..16,17,25..27"
-BIN=target/release/depthprune
+BIN="${CARGO_TARGET_DIR:-target}/release/depthprune"
 cargo build --release --quiet
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT

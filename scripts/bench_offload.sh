@@ -13,7 +13,7 @@ SAMPLES="${SAMPLES:-16}"
 DIR="${BENCH_DIR:-/tmp/bench-offload}"
 TEXT="${DEPTHPRUNE_WIKITEXT:-$(cd .. && pwd)/shared/data/wikitext-2-raw-test.txt}"
 cargo build --release --quiet
-BIN=target/release/depthprune
+BIN="${CARGO_TARGET_DIR:-target}/release/depthprune"
 MODEL="$DIR/qwen3-4b-random"
 mkdir -p "$DIR"
 if [ ! -f "$MODEL/tokenizer.json" ]; then

@@ -5,10 +5,11 @@
 # Usage: scripts/bench_prune.sh [WORKDIR]   (needs ~6 GB free in WORKDIR)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WORK="${1:-target/bench-prune}"
+TARGET="${CARGO_TARGET_DIR:-target}"
+WORK="${1:-$TARGET/bench-prune}"
 mkdir -p "$WORK"
 cargo build --release --quiet
-BIN="$PWD/target/release/depthprune"
+BIN="$(cd "$TARGET" && pwd)/release/depthprune"
 cat > "$WORK/config.json" <<'JSON'
 {"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":2048,"intermediate_size":5632,
  "num_attention_heads":32,"num_key_value_heads":4,"num_hidden_layers":22,"vocab_size":32000,

@@ -81,7 +81,7 @@ PPL_TOL = 0.01
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("text", help="WikiText-2 test file (read with CRLF -> LF)")
-    p.add_argument("--depthprune", default=os.environ.get("DEPTHPRUNE", os.path.join(REPO, "target/release/depthprune")))
+    p.add_argument("--depthprune", default=os.environ.get("DEPTHPRUNE", os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")), "release", "depthprune")))
     p.add_argument("--gguf", help="demo GGUF (default: what scripts/fetch-demo-model.sh prints)")
     p.add_argument("--work", default=os.environ.get("LLAMACPP_WORK", "/tmp/depthprune-llamacpp-check"))
     p.add_argument("--venv", default=os.environ.get("LLAMACPP_VENV", "/work/venv-llamacpp"))

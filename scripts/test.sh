@@ -4,6 +4,11 @@
 # python/ into a throwaway virtual environment (no PyTorch) and tested against the CLI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Cargo's output folder: CARGO_TARGET_DIR when set (many users set it globally), made absolute
+# because pytest runs the binary from elsewhere; else ./target.
+TARGET="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$TARGET"
+TARGET="$(cd "$TARGET" && pwd)"
 
 export DEPTHPRUNE_SMOLLM2_GGUF="${DEPTHPRUNE_SMOLLM2_GGUF:-$(scripts/fetch-demo-model.sh)}"
 # WikiText-2 is not in the repository. CI has it in ../shared; a fresh clone alone in its folder
@@ -27,9 +32,9 @@ phase "rust tests"
 
 # The Python package. `--profile dev` reuses the dependencies `cargo test` just built (their
 # optimisation level is the same); a user's `pip install ./python` builds the release profile.
-VENV="${DEPTHPRUNE_PY_VENV:-target/py-venv}"
+VENV="${DEPTHPRUNE_PY_VENV:-$TARGET/py-venv}"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 MATURIN_PEP517_ARGS="--profile dev" "$VENV/bin/pip" install --quiet "./python[test]"
 phase "python package built and installed"
-DEPTHPRUNE_BIN="$(pwd)/target/debug/depthprune" "$VENV/bin/python" -m pytest -q python/tests
+DEPTHPRUNE_BIN="$TARGET/debug/depthprune" "$VENV/bin/python" -m pytest -q python/tests
 phase "python tests"

@@ -174,6 +174,10 @@ fn options<T: DeserializeOwned + Serialize>(json: &str, what: &str) -> PyResult<
             })
         });
         match culprit {
+            // None is not a value: only an omitted keyword gets the default (issue 25).
+            Some(k) if given.get(&k).is_some_and(Value::is_null) => InvalidRequestError::new_err(
+                format!("{what}: `{k}` is None; leave the keyword out to get its default"),
+            ),
             Some(k) => InvalidRequestError::new_err(format!("{what}: `{k}`: {e}")),
             None => InvalidRequestError::new_err(format!("{what}: {e}")),
         }
@@ -207,13 +211,31 @@ fn to_json(v: &impl Serialize) -> PyResult<String> {
     serde_json::to_string(v).map_err(|e| ComputeError::new_err(e.to_string()))
 }
 
+/// Runs `f` without the GIL; a panic (a bug, whatever the input) becomes a [`ComputeError`]
+/// rather than pyo3's `PanicException`, which is no `depthprune.Error`.
+fn unwound<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T, LibError> + Send) -> PyResult<T> {
+    let r = py.detach(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    match r {
+        Ok(r) => r.map_err(raise),
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(ComputeError::new_err(format!(
+                "internal error (a bug in depthprune; please report it): {msg}"
+            )))
+        }
+    }
+}
+
 /// Runs `f` without the GIL and returns its result as JSON.
 fn detached<T: Serialize + Send>(
     py: Python<'_>,
     f: impl FnOnce() -> Result<T, LibError> + Send,
 ) -> PyResult<String> {
-    let out = py.detach(f).map_err(raise)?;
-    to_json(&out)
+    to_json(&unwound(py, f)?)
 }
 
 #[pyfunction]
@@ -274,9 +296,9 @@ fn score(
 ) -> PyResult<String> {
     let req: api::score::ScoreRequest = self::options(options, "score")?;
     let cb = Callback::new(callback);
-    let report = py
-        .detach(|| api::score::score(&ModelSource::new(model), &req, &cb))
-        .map_err(raise)?;
+    let report = unwound(py, || {
+        api::score::score(&ModelSource::new(model), &req, &cb)
+    })?;
     let chosen = report.chosen(req.choose).map_err(raise)?;
     let mut v = serde_json::to_value(&report).map_err(|e| ComputeError::new_err(e.to_string()))?;
     v["chosen"] = chosen.into();
@@ -384,6 +406,98 @@ fn report(
     detached(py, || api::report::report(&dir, &req, &cb))
 }
 
+/// What `convert` takes besides the model: the keywords of `depthprune.convert`. Every field
+/// may be absent here, so that a bad value is blamed on its own key; `to` and `out` are then
+/// required by hand.
+#[derive(Default, serde::Deserialize, Serialize)]
+#[serde(default)]
+struct ConvertOptions {
+    to: Option<api::convert::Format>,
+    out: Option<PathBuf>,
+    dtype: Option<api::prune::FloatType>,
+    force: bool,
+}
+
+/// The value of a keyword that has no default.
+fn required<T>(v: Option<T>, what: &str, key: &str) -> PyResult<T> {
+    v.ok_or_else(|| InvalidRequestError::new_err(format!("{what}: `{key}` is required")))
+}
+
+#[pyfunction]
+#[pyo3(signature = (model, options, callback=None))]
+fn convert(
+    py: Python<'_>,
+    model: PathBuf,
+    options: &str,
+    callback: Option<Py<PyAny>>,
+) -> PyResult<String> {
+    let o: ConvertOptions = self::options(options, "convert")?;
+    let req = api::convert::ConvertRequest {
+        to: required(o.to, "convert", "to")?,
+        out: required(o.out, "convert", "out")?,
+        dtype: o.dtype.unwrap_or(api::prune::FloatType::F32),
+        force: o.force,
+    };
+    let cb = Callback::new(callback);
+    detached(py, || {
+        let report = api::convert::convert(&model, &req)?;
+        for w in &report.warnings {
+            cb.warn(w);
+        }
+        Ok(report)
+    })
+}
+
+#[pyfunction]
+#[pyo3(signature = (out, source=None))]
+fn verify(py: Python<'_>, out: PathBuf, source: Option<PathBuf>) -> PyResult<String> {
+    use depthprune::checkpoint::verify::{verify_gguf, verify_hf};
+    detached(py, || {
+        if depthprune::model::is_gguf(&out) {
+            verify_gguf(&out, source.as_deref())
+        } else {
+            verify_hf(&out, source.as_deref())
+        }
+    })
+}
+
+/// What `synth` takes: the keywords of `depthprune.synth` (all may be absent here, as for
+/// [`ConvertOptions`]).
+#[derive(Default, serde::Deserialize, Serialize)]
+#[serde(default)]
+struct SynthOptions {
+    config: Option<PathBuf>,
+    out: Option<PathBuf>,
+    dtype: Option<api::prune::FloatType>,
+    /// Bytes, or a size with units (`"500MB"`), as `--max-shard-size`.
+    max_shard_size: Option<Value>,
+    seed: u64,
+}
+
+#[pyfunction]
+#[pyo3(signature = (options, callback=None))]
+fn synth(py: Python<'_>, options: &str, callback: Option<Py<PyAny>>) -> PyResult<String> {
+    let o: SynthOptions = self::options(options, "synth")?;
+    let max_shard = match &o.max_shard_size {
+        None => 5_000_000_000,
+        Some(Value::String(s)) => depthprune::fmt::parse_size(s)
+            .map_err(|e| InvalidRequestError::new_err(format!("synth: `max_shard_size`: {e}")))?,
+        Some(v) => v.as_u64().filter(|&n| n > 0).ok_or_else(|| {
+            InvalidRequestError::new_err(format!(
+                "synth: `max_shard_size` {v}: give a positive number of bytes or a size such as \"500MB\""
+            ))
+        })?,
+    };
+    let config = required(o.config, "synth", "config")?;
+    let out = required(o.out, "synth", "out")?;
+    let dtype = o.dtype.unwrap_or(api::prune::FloatType::Bf16);
+    let cb = Callback::new(callback);
+    detached(py, || {
+        api::convert::synth(&config, &out, dtype, max_shard, o.seed, &cb)?;
+        Ok(out.display().to_string())
+    })
+}
+
 /// The library's version.
 #[pyfunction]
 fn version() -> &'static str {
@@ -416,6 +530,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sweep, m)?)?;
     m.add_function(wrap_pyfunction!(generate, m)?)?;
     m.add_function(wrap_pyfunction!(report, m)?)?;
+    m.add_function(wrap_pyfunction!(convert, m)?)?;
+    m.add_function(wrap_pyfunction!(verify, m)?)?;
+    m.add_function(wrap_pyfunction!(synth, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
     Ok(())
 }

@@ -165,6 +165,9 @@ pub fn perplexity(
     let Some(text_path) = req.text.as_deref() else {
         return Err(Error::Invalid("perplexity needs a text".into()));
     };
+    if req.max_tokens == Some(0) {
+        return Err(Error::Invalid("`max_tokens` must be at least 1".into()));
+    }
     let conv = Convention::new(req.ctx, req.stride)?;
     let path = model.resolve(Need::Snapshot, progress)?.path;
     let self_reference = req
@@ -199,14 +202,16 @@ pub fn perplexity(
         req.batch,
         progress,
     )?;
-    Ok(EvalResult {
+    let result = EvalResult {
         report,
         model: model.path().display().to_string(),
         skip,
         reference: req.reference.as_ref().map(|p| p.display().to_string()),
         text: text_path.display().to_string(),
         n_layers: m.n_layers(),
-    })
+    };
+    eval::ensure_finite(&result, "the evaluation", &path)?;
+    Ok(result)
 }
 
 /// Zero-shot multiple-choice accuracy of `model` on `req.tasks`.
@@ -246,11 +251,13 @@ pub fn eval_tasks(
     if !req.per_item {
         report.items.clear();
     }
-    Ok(TaskResult {
+    let result = TaskResult {
         report,
         model: model.path().display().to_string(),
         tasks: file.display().to_string(),
         skip,
         n_layers: m.n_layers(),
-    })
+    };
+    eval::ensure_finite(&result, "the multiple-choice evaluation", &path)?;
+    Ok(result)
 }

@@ -2,13 +2,17 @@
 //! unless a temperature is given. The text streams to a callback as it is decoded.
 
 use super::ModelSource;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hub::Need;
 use crate::model::{generate as run, GenerateOpts, Sampler, Sampling};
 use crate::progress::Progress;
 use crate::tokenizer::{Message, TextStream};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
+
+/// The most new tokens one call may ask for: 2^20, far past any model's context, and a bound
+/// on what a mistyped count can cost.
+pub const MAX_NEW_TOKENS: usize = 1 << 20;
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +87,12 @@ pub fn generate(
     on_text: &mut dyn FnMut(&str) -> Result<()>,
     progress: &dyn Progress,
 ) -> Result<Generated> {
+    if req.max_new_tokens > MAX_NEW_TOKENS {
+        return Err(Error::Invalid(format!(
+            "`max_new_tokens` {}: at most {MAX_NEW_TOKENS} (the KV cache grows with every token)",
+            req.max_new_tokens
+        )));
+    }
     let mut sampler = Sampler::new(Sampling {
         temperature: req.temperature,
         top_p: req.top_p,

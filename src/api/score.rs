@@ -245,14 +245,16 @@ pub fn score(
         Some(_) => Some(stability(&resampled, k, Protect::default(), &counts)?),
         None => None,
     };
-    Ok(ScoreReport {
+    let report = ScoreReport {
         rank: ranks(&scores),
         scores,
         reuse,
         stability,
         resampled,
         counts,
-    })
+    };
+    crate::eval::ensure_finite(&report, "the scoring", &path)?;
+    Ok(report)
 }
 
 /// Saves `scores` as JSON at `path`, the file `plan`/`prune` read back to choose from.

@@ -23,9 +23,49 @@ pub struct TextSlice {
 }
 
 impl TextSlice {
-    /// The token range the slice covers.
+    /// The token range the slice covers (its end saturates: [`TextSlice::check`] refuses a
+    /// slice whose end does not fit in a `usize`).
     pub fn range(&self) -> std::ops::Range<usize> {
-        self.offset..self.offset + self.ctx * self.windows
+        let end = self
+            .ctx
+            .saturating_mul(self.windows)
+            .saturating_add(self.offset);
+        self.offset..end
+    }
+
+    /// Refuses windows shorter than 2 tokens, no windows, or an end past any text, naming the
+    /// options that set them for the slice's `role`.
+    pub fn check(&self, role: &str) -> Result<()> {
+        let (offset, ctx, windows) = match role {
+            "calibration" => ("calib_offset", "ctx", "samples"),
+            "evaluation" => ("eval_offset", "eval_ctx", "eval_samples"),
+            "validation" => ("select_offset", "eval_ctx", "select_samples"),
+            _ => ("offset", "ctx", "windows"),
+        };
+        let file = self.file.display();
+        if self.ctx < 2 {
+            return Err(Error::Invalid(format!(
+                "`{file}`: `{ctx}` {}: {role} windows need at least 2 tokens",
+                self.ctx
+            )));
+        }
+        if self.windows == 0 {
+            return Err(Error::Invalid(format!(
+                "`{file}`: `{windows}` 0: {role} needs at least 1 window"
+            )));
+        }
+        if self
+            .ctx
+            .checked_mul(self.windows)
+            .and_then(|n| n.checked_add(self.offset))
+            .is_none()
+        {
+            return Err(Error::Invalid(format!(
+                "`{file}`: `{offset}` {} + `{ctx}` {} × `{windows}` {} tokens is past the end of any text",
+                self.offset, self.ctx, self.windows
+            )));
+        }
+        Ok(())
     }
 
     /// Whether two slices share a token of the same file.
@@ -37,20 +77,14 @@ impl TextSlice {
     /// The windows, refusing a text too short for them with a message naming the file and the
     /// slice's `role` (calibration, validation, evaluation).
     pub fn cut(&self, tok: &HfTokenizer, role: &str) -> Result<Vec<Vec<u32>>> {
-        if self.ctx < 2 || self.windows == 0 {
-            return Err(Error::Invalid(format!(
-                "`{}`: a slice needs windows of at least 2 tokens and at least 1 window (got ctx {} and {} windows)",
-                self.file.display(),
-                self.ctx,
-                self.windows
-            )));
-        }
+        self.check(role)?;
         let tokens = read_tokens(tok, &self.file, Some(self.range().end))?;
         self.windows_of(&tokens, role)
     }
 
     /// The windows, from `tokens` already read from the file under the one rule.
     pub fn windows_of(&self, tokens: &[u32], role: &str) -> Result<Vec<Vec<u32>>> {
+        self.check(role)?;
         let end = self.range().end;
         if tokens.len() < end {
             return Err(Error::Invalid(format!(

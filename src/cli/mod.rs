@@ -89,9 +89,28 @@ mod sweep;
 mod synth;
 mod verify;
 
+/// The command line, with every flag that takes a value taking a negative number as that value
+/// (`--ctx -1` is a bad `--ctx`, refused by the flag's own parser and named, not an unknown
+/// flag `-1`).
+fn command() -> clap::Command {
+    fn negative(a: clap::Arg) -> clap::Arg {
+        if a.get_action().takes_values() && !a.is_positional() {
+            a.allow_negative_numbers(true)
+        } else {
+            a
+        }
+    }
+    Cli::command()
+        .mut_args(negative)
+        .mut_subcommands(|s| s.mut_args(negative))
+}
+
 /// Runs the CLI and returns the process exit code.
 pub fn run() -> i32 {
-    let cli = match Cli::try_parse() {
+    let parsed = command()
+        .try_get_matches()
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             // A flag's value that names nothing valid (an unknown metric, say) is a bad

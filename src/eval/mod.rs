@@ -5,6 +5,7 @@
 
 pub mod bootstrap;
 pub mod choice;
+pub mod finite;
 pub mod perplexity;
 pub mod reference;
 pub mod tasks;
@@ -14,6 +15,7 @@ pub use bootstrap::{Bootstrap, Difference, Interval, TotalsIntervals};
 pub use choice::{
     encode_item, score_encoded, score_tasks, EncodedItem, ItemScore, Request, TaskOpts, TaskReport,
 };
+pub use finite::ensure_finite;
 pub use perplexity::{
     evaluate, score_hidden, score_hidden_windows, Divergence, EvalReport, Run, Totals,
 };

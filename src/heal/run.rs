@@ -84,8 +84,8 @@ pub fn heal(
             opts.ctx,
             if opts.holdout > 0 {
                 format!(
-                    "{} (one in {} is held out for validation)",
-                    opts.holdout, opts.holdout
+                    "{} windows (`holdout` {}: one in {} is held out for validation)",
+                    opts.holdout, opts.holdout, opts.holdout
                 )
             } else {
                 "at least one".to_string()

@@ -31,13 +31,13 @@ impl Sampling {
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
             return Err(Error::Invalid(format!(
-                "temperature {} must be a finite number ≥ 0",
+                "`temperature` {} must be a finite number ≥ 0",
                 self.temperature
             )));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(Error::Invalid(format!(
-                "top-p {} must be in (0, 1]",
+                "`top_p` {} must be in (0, 1]",
                 self.top_p
             )));
         }

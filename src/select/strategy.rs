@@ -78,12 +78,12 @@ pub fn choose(
     let fixed = |k: usize| -> Result<usize> {
         if k == 0 {
             return Err(Error::Invalid(
-                "nothing to remove: the amount asked for is 0 layers".into(),
+                "nothing to remove: the amount asked for (`remove`, `ratio` or `target_params`) is 0 layers".into(),
             ));
         }
         if k > free {
             return Err(Error::Invalid(format!(
-                "cannot remove {k} layers: {free} of {n} are not protected (`protect` first:{},last:{})",
+                "cannot remove {k} layers (`remove`): {free} of {n} are not protected (`protect` first:{},last:{})",
                 protect.first, protect.last
             )));
         }

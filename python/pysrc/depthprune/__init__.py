@@ -27,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import json as _json
+import math as _math
 import os as _os
 from typing import Any, Callable, Dict, List, Optional, Union
 
@@ -53,23 +54,36 @@ Callback = Callable[..., Any]
 
 __all__ = [
     "inspect", "plan", "prune", "score", "heal", "eval", "sweep", "generate", "report",
+    "convert", "verify", "synth",
     "Error", "FileError", "CorruptFileError", "ConfigError", "TaskFileError", "LayerSpecError",
     "UnsupportedError", "InvalidRequestError", "HubError", "ComputeError",
 ]
 
 
-def _options(kwargs: Dict[str, Any]) -> str:
-    """The keyword arguments as the JSON options object, paths as strings, None left out."""
-    out = {}
-    for k, v in kwargs.items():
-        if v is None:
-            continue
-        if isinstance(v, _os.PathLike):
-            v = _os.fspath(v)
-        elif isinstance(v, (list, tuple)):
-            v = [_os.fspath(x) if isinstance(x, _os.PathLike) else x for x in v]
-        out[k] = v
-    return _json.dumps(out)
+def _json_value(what: str, key: str, v: Any) -> Any:
+    """``v`` as a JSON value (paths as strings), or an :class:`InvalidRequestError` naming
+    ``key``: NaN and infinities are not numbers an option can take, and other objects have no
+    JSON form."""
+    if isinstance(v, _os.PathLike):
+        return _os.fspath(v)
+    if isinstance(v, (list, tuple)):
+        return [_json_value(what, key, x) for x in v]
+    if isinstance(v, float) and not _math.isfinite(v):
+        raise InvalidRequestError(f"{what}: `{key}` is {v}; options take finite numbers")
+    try:
+        _json.dumps(v, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise InvalidRequestError(f"{what}: `{key}` = {v!r} has no JSON form: {e}") from None
+    return v
+
+
+def _options(kwargs: Dict[str, Any], what: str = "options") -> str:
+    """The keyword arguments as the JSON options object, paths as strings. ``None`` is sent as
+    JSON null: an option that may be absent takes it as absent, and any other refuses it by
+    name, so ``metric=None`` is an error rather than the default (only an omitted keyword gets
+    the default)."""
+    out = {k: None if v is None else _json_value(what, k, v) for k, v in kwargs.items()}
+    return _json.dumps(out, allow_nan=False)
 
 
 def _path(p: PathLike) -> str:
@@ -95,7 +109,7 @@ def plan(model: PathLike, *, exact: bool = False, callback: Optional[Callback] =
     ``depthprune plan --json`` prints: the removal as a list, as ranges and as the old → new
     mapping, parameters before and after, and the config changes.
     """
-    return _json.loads(_native.plan(_path(model), _options(options), exact, callback))
+    return _json.loads(_native.plan(_path(model), _options(options, "plan"), exact, callback))
 
 
 def prune(model: PathLike, *, out: PathLike, callback: Optional[Callback] = None, **options: Any) -> dict:
@@ -108,7 +122,7 @@ def prune(model: PathLike, *, out: PathLike, callback: Optional[Callback] = None
     (``pruning.json``) for an HF folder, or the GGUF prune's report.
     """
     options["out"] = out
-    return _json.loads(_native.prune(_path(model), _options(options), callback))
+    return _json.loads(_native.prune(_path(model), _options(options, "prune"), callback))
 
 
 def score(model: PathLike, *, metric: str, callback: Optional[Callback] = None, **options: Any) -> dict:
@@ -125,7 +139,7 @@ def score(model: PathLike, *, metric: str, callback: Optional[Callback] = None, 
     layers by default).
     """
     options["metric"] = metric
-    d = _json.loads(_native.score(_path(model), _options(options), callback))
+    d = _json.loads(_native.score(_path(model), _options(options, "score"), callback))
     d["scores"] = _np.asarray(d["importance"], dtype=_np.float64)
     d["rank"] = _np.asarray(d["rank"], dtype=_np.int64)
     return d
@@ -150,7 +164,7 @@ def heal(
     ``patience=``. ``dtype`` is the type of healed GGUF tensors (``f32`` or ``f16``).
     """
     return _json.loads(
-        _native.heal(_path(pruned), _path(dense), _options(options), dtype, _path(out), force, callback)
+        _native.heal(_path(pruned), _path(dense), _options(options, "heal"), dtype, _path(out), force, callback)
     )
 
 
@@ -161,7 +175,7 @@ def eval(model: PathLike, *, callback: Optional[Callback] = None, **options: Any
     ``skip="20..28"`` skips layers as if pruned. Returns the dict ``depthprune eval --json``
     prints.
     """
-    return _json.loads(_native.eval(_path(model), _options(options), callback))
+    return _json.loads(_native.eval(_path(model), _options(options, "eval"), callback))
 
 
 def sweep(model: PathLike, *, eval: PathLike, callback: Optional[Callback] = None, **options: Any) -> dict:
@@ -179,7 +193,7 @@ def sweep(model: PathLike, *, eval: PathLike, callback: Optional[Callback] = Non
         options["strategies"] = [options["strategies"]]
     if isinstance(options.get("heal"), str):
         options["heal"] = options["heal"].split(",")
-    return _json.loads(_native.sweep(_path(model), _options(options), callback))
+    return _json.loads(_native.sweep(_path(model), _options(options, "sweep"), callback))
 
 
 def rows(result: dict) -> "Any":
@@ -212,10 +226,67 @@ def generate(model: PathLike, prompt: str, *, callback: Optional[Callback] = Non
     ``tokens`` and timings.
     """
     options["prompt"] = prompt
-    return _json.loads(_native.generate(_path(model), _options(options), callback))
+    return _json.loads(_native.generate(_path(model), _options(options, "generate"), callback))
+
+
+def convert(
+    model: PathLike,
+    *,
+    to: str,
+    out: PathLike,
+    dtype: str = "f32",
+    force: bool = False,
+    callback: Optional[Callback] = None,
+) -> dict:
+    """Converts a ``.gguf`` file into an HF folder (``to="hf"``: config, safetensors, tokenizer)
+    or an HF folder into an unquantized GGUF file (``to="gguf"``), written to ``out``.
+
+    ``dtype`` is the output's tensor type (``f32``, ``f16`` or ``bf16``); quantized tensors are
+    dequantized. ``force=True`` replaces an existing output. Returns the dict
+    ``depthprune convert --json`` prints: ``out``, ``tensors``, ``bytes`` and ``warnings``.
+    """
+    options = {"to": to, "out": out, "dtype": dtype, "force": force}
+    return _json.loads(_native.convert(_path(model), _options(options, "convert"), callback))
+
+
+def verify(out: PathLike, *, source: Optional[PathLike] = None) -> dict:
+    """Re-hashes a checkpoint written by :func:`prune` (an HF folder with ``pruning.json`` or a
+    pruned ``.gguf``) and checks every tensor, against ``source`` (the model it was pruned from)
+    when given: each kept tensor must be byte-identical to its source.
+
+    Returns the dict ``depthprune verify --json`` prints: ``checks``, each with ``what``, ``ok``
+    and ``detail``. A failed check is reported there, not raised (the command exits 1 on one);
+    an unreadable checkpoint raises.
+    """
+    src = None if source is None else _path(source)
+    return _json.loads(_native.verify(_path(out), src))
+
+
+def synth(
+    *,
+    config: PathLike,
+    out: PathLike,
+    dtype: str = "bf16",
+    max_shard_size: Union[int, str] = "5GB",
+    seed: int = 0,
+    callback: Optional[Callback] = None,
+) -> str:
+    """Writes a random-weight HF checkpoint of the shape ``config`` (a ``config.json``) describes
+    to ``out`` (replaced if it exists), for tests and benchmarks, as ``depthprune synth`` does:
+    the same ``seed`` gives the same bytes. ``dtype`` is ``f32``, ``f16`` or ``bf16``;
+    ``max_shard_size`` is bytes or a size with units (``"500MB"``). Returns ``out``.
+    """
+    options = {
+        "config": config,
+        "out": out,
+        "dtype": dtype,
+        "max_shard_size": max_shard_size,
+        "seed": seed,
+    }
+    return _json.loads(_native.synth(_options(options, "synth"), callback))
 
 
 def report(dir: PathLike, *, callback: Optional[Callback] = None, **options: Any) -> str:
     """Writes ``report.md`` for a sweep folder (``k=``, ``pruned=[...]``, ``prompts=``,
     ``max_new_tokens=40``, ``text_note=``) and returns its path."""
-    return _json.loads(_native.report(_path(dir), _options(options), callback))
+    return _json.loads(_native.report(_path(dir), _options(options, "report"), callback))

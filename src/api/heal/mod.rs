@@ -2,6 +2,7 @@
 //! with the pruned checkpoint, for `prune --heal` and for `heal PRUNED --from DENSE`. What is
 //! asked of a heal ([`HealRequest`], [`HealFit`], [`HealMethod`]) is in `heal/options.rs`.
 
+mod checks;
 mod options;
 
 pub use options::{HealFit, HealMethod, HealRequest};
@@ -99,13 +100,19 @@ pub fn heal(
                 dense.display()
             )));
         }
-        let (before, removed) = gguf_removal(pruned)?;
+        let (pruned_model, before, removed) = gguf_removal(pruned)?;
         let model = GgufModel::open(&dense)?;
         let n = model.block_count()?;
         if before != n {
             return Err(wrong_dense(pruned, before, &dense, n));
         }
         let removal = Removal::from_layers(n, removed)?;
+        checks::check_origin(
+            &checks::Tensors::of_gguf(&pruned_model)?,
+            &checks::Tensors::of_gguf(&model)?,
+            &removal.kept(),
+            crate::arch::naming::gguf_layer,
+        )?;
         return heal_gguf(&model, &removal, req, dtype, Vec::new(), out, progress);
     }
     if dtype.is_some() {
@@ -121,6 +128,13 @@ pub fn heal(
         return Err(wrong_dense(pruned, prov.layers.layers_before, &dense, n));
     }
     let removal = Removal::from_layers(n, prov.layers.removed.iter().copied())?;
+    let pruned_ckpt = HfCheckpoint::open(pruned)?;
+    checks::check_origin(
+        &checks::Tensors::of_hf(&pruned_ckpt),
+        &checks::Tensors::of_hf(&ckpt),
+        &removal.kept(),
+        crate::arch::naming::hf_layer,
+    )?;
     let chosen = Chosen {
         how_chosen: format!(
             "removed as in `{}` ({})",
@@ -144,7 +158,7 @@ fn wrong_dense(pruned: &Path, before: usize, dense: &Path, n: usize) -> Error {
 }
 
 /// The layer count before and the removed layers a GGUF prune records.
-fn gguf_removal(pruned: &Path) -> Result<(usize, Vec<usize>)> {
+fn gguf_removal(pruned: &Path) -> Result<(GgufModel, usize, Vec<usize>)> {
     let m = GgufModel::open(pruned)?;
     let md = m.metadata();
     let not_ours = || {
@@ -165,7 +179,7 @@ fn gguf_removal(pruned: &Path) -> Result<(usize, Vec<usize>)> {
         .map(|i| a.get(i).and_then(|v| v.as_u64()).map(|x| x as usize))
         .collect::<Option<_>>()
         .ok_or_else(not_ours)?;
-    Ok((before, removed))
+    Ok((m, before, removed))
 }
 
 /// Tokenizes the calibration text and fits the maps for `removal` on the dense model at `dense`.
@@ -201,10 +215,13 @@ fn fit(
         ));
     }
     let healing = heal::heal(dense, &removal.removed(), tokens, &opts, progress)?;
-    if req.method != HealMethod::Kd {
-        return Ok(healing);
-    }
-    heal::distil(dense, tokens, &healing, &req.fit.kd(), progress)
+    let healing = if req.method == HealMethod::Kd {
+        heal::distil(dense, tokens, &healing, &req.fit.kd(), progress)?
+    } else {
+        healing
+    };
+    checks::ensure_finite_healing(&healing, dense)?;
+    Ok(healing)
 }
 
 /// Fits the maps for `removal` on the GGUF `model` and writes the healed, pruned GGUF, the

@@ -21,7 +21,7 @@ use crate::select::strategy::Protect;
 use crate::sweep::{self, cache_bytes, parse_counts, DenseCache, EvalSet, StrategySpec, Sweep};
 use crate::tokenizer::open_tokenizer;
 use serde::{Deserialize, Serialize};
-use slices::{check_disjoint, windows};
+use slices::{check_disjoint, check_sizes, windows};
 use std::path::{Path, PathBuf};
 
 /// Above this many bytes the dense activation caches earn a warning.
@@ -185,6 +185,7 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
     // Disjoint as far as the options alone say (healing's extent is known once the text is read).
     let mut slices = req.fixed(usize::MAX);
     slices.push(req.select(&slices));
+    check_sizes(&slices, req)?;
     check_disjoint(&slices)?;
     let protect = match &req.protect {
         Some(p) => Protect::parse(p)?,
@@ -261,9 +262,6 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
         ),
         None => None,
     };
-    if let Some(out) = &req.out {
-        std::fs::create_dir_all(out).at(out)?;
-    }
     let max_k = counts.last().copied().unwrap_or(0);
     let resampled_windows = req
         .resamples
@@ -302,7 +300,9 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
     // `prune` heals), whole windows of ctx.
     let heal_tokens: &[u32] = {
         let start = req.calib.calib_offset.min(calib_tokens.len());
-        let end = (start + req.heal_fit.heal_samples).min(calib_tokens.len());
+        let end = start
+            .saturating_add(req.heal_fit.heal_samples)
+            .min(calib_tokens.len());
         &calib_tokens[start..end]
     };
     let heal = match req.heal.first() {
@@ -368,7 +368,10 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
         let st = stability(r, k, result.protect, &counts_p)?;
         result.layer_stability.push((label.clone(), st));
     }
+    // Nothing is written unless every cell is a number.
+    eval::ensure_finite(&result, "the sweep", &path)?;
     if let Some(out) = &req.out {
+        std::fs::create_dir_all(out).at(out)?;
         write_outputs(out, &result)?;
         if req.report {
             let report = super::report::write_report(out, &result, &m, &tok, k, None, progress)?;

@@ -47,12 +47,12 @@ impl SweepRequest {
                     .heal_samples
                     .min(calib_tokens.saturating_sub(c.calib_offset))
             };
-            let scored = c.ctx * c.samples;
+            let scored = c.ctx.saturating_mul(c.samples);
             out.push(Named {
                 role: "calibration",
                 option: "calib_offset",
                 file: file.clone(),
-                range: c.calib_offset..c.calib_offset + scored.max(healed),
+                range: c.calib_offset..c.calib_offset.saturating_add(scored.max(healed)),
                 ctx: c.ctx,
             });
         }
@@ -60,7 +60,9 @@ impl SweepRequest {
             role: "evaluation",
             option: "eval_offset",
             file: self.eval.clone(),
-            range: self.eval_offset..self.eval_offset + self.eval_ctx() * self.eval_samples,
+            range: self.eval_offset
+                ..(self.eval_ctx().saturating_mul(self.eval_samples))
+                    .saturating_add(self.eval_offset),
             ctx: self.eval_ctx(),
         });
         out
@@ -86,10 +88,30 @@ impl SweepRequest {
             role: "validation",
             option: "select_offset",
             file,
-            range: offset..offset + self.eval_ctx() * windows,
+            range: offset..(self.eval_ctx().saturating_mul(windows)).saturating_add(offset),
             ctx: self.eval_ctx(),
         }
     }
+}
+
+/// Refuses sizes no text can hold before anything is read: windows under 2 tokens, no
+/// windows, or an end past `usize::MAX`, naming the options (`ctx`, `eval_samples`, …).
+pub(super) fn check_sizes(slices: &[Named], req: &SweepRequest) -> Result<()> {
+    for s in slices {
+        let windows = match s.role {
+            "calibration" => req.calib.samples,
+            "evaluation" => req.eval_samples,
+            _ => req.select_samples.unwrap_or(req.eval_samples),
+        };
+        TextSlice {
+            file: s.file.clone(),
+            offset: s.range.start,
+            ctx: s.ctx,
+            windows,
+        }
+        .check(s.role)?;
+    }
+    Ok(())
 }
 
 /// Refuses two slices of the same file that share a token.
