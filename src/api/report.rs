@@ -104,6 +104,13 @@ pub fn report(dir: &Path, req: &ReportRequest, progress: &dyn Progress) -> Resul
         .map(|p| eval::read_text(p))
         .transpose()?;
     let k = req.k.unwrap_or_else(|| sweep.default_k());
+    if req.max_new_tokens > super::generate::MAX_NEW_TOKENS {
+        return Err(Error::Invalid(format!(
+            "`max_new_tokens` {}: at most {}",
+            req.max_new_tokens,
+            super::generate::MAX_NEW_TOKENS
+        )));
+    }
     write_report(
         dir,
         &sweep,

@@ -69,6 +69,18 @@ impl Default for CalibOptions {
 }
 
 impl CalibOptions {
+    /// Refuses counts that mean nothing: a `batch` or `max_block` of 0 (issue 25: they were
+    /// silently taken as 1 and as "no blocks").
+    pub fn check(&self) -> Result<()> {
+        if self.batch == 0 {
+            return Err(Error::Invalid("`batch` must be at least 1".into()));
+        }
+        if self.max_block == Some(0) {
+            return Err(Error::Invalid("`max_block` must be at least 1".into()));
+        }
+        Ok(())
+    }
+
     /// The calibration windows as a text slice, if a file was given.
     pub fn slice(&self) -> Option<TextSlice> {
         self.calib.as_ref().map(|f| TextSlice {
@@ -169,6 +181,13 @@ pub fn score(
     req: &ScoreRequest,
     progress: &dyn Progress,
 ) -> Result<ScoreReport> {
+    req.calib.check()?;
+    if req.steps == Some(0) {
+        return Err(Error::Invalid("`steps` must be at least 1".into()));
+    }
+    if req.choose == Some(0) {
+        return Err(Error::Invalid("`choose` must be at least 1".into()));
+    }
     if req.resamples == Some(0) {
         return Err(Error::Invalid("`resamples` must be at least 1".into()));
     }

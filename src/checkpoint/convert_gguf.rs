@@ -34,18 +34,12 @@ fn gguf_arch(model_type: &str) -> Option<&'static str> {
     }
 }
 
+/// `values` as `ty` (F16 or BF16; anything else is written as F32, which `hf_to_gguf` checked).
 fn encode(values: &[f32], ty: GgmlType) -> Vec<u8> {
-    let mut out = Vec::with_capacity(values.len() * 4);
-    for &v in values {
-        match ty {
-            GgmlType::F16 => out.extend_from_slice(&half::f16::from_f32(v).to_bits().to_le_bytes()),
-            GgmlType::BF16 => {
-                out.extend_from_slice(&half::bf16::from_f32(v).to_bits().to_le_bytes())
-            }
-            _ => out.extend_from_slice(&v.to_le_bytes()),
-        }
-    }
-    out
+    super::floats::encode(
+        values,
+        super::floats::Float::of_ggml(ty).unwrap_or(super::floats::Float::F32),
+    )
 }
 
 /// Converts the HF folder `src` into a GGUF file at `out`, 2-D tensors stored as `ty` (F32, F16

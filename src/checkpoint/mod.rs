@@ -7,6 +7,7 @@ pub mod card;
 pub mod config_surgery;
 pub mod convert;
 pub mod convert_gguf;
+pub mod floats;
 pub mod gguf;
 pub mod hashing;
 pub mod hf;

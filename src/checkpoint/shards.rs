@@ -31,6 +31,7 @@ pub fn count_nonfinite(bytes: &[u8], dtype: Dtype) -> u64 {
 }
 
 /// Converts a chunk of floats between F32, F16 and BF16.
+/// Non-float `to` types are written as BF16, as before; callers pass F32, F16 or BF16.
 pub(crate) fn convert(src: &[u8], from: Dtype, to: Dtype, out: &mut Vec<u8>) {
     use half::{bf16, f16};
     out.clear();
@@ -41,14 +42,9 @@ pub(crate) fn convert(src: &[u8], from: Dtype, to: Dtype, out: &mut Vec<u8>) {
             _ => bf16::from_le_bytes([c[0], c[1]]).to_f32(),
         }
     };
-    for c in src.chunks_exact(from.size()) {
-        let x = read(c);
-        match to {
-            Dtype::F32 => out.extend_from_slice(&x.to_le_bytes()),
-            Dtype::F16 => out.extend_from_slice(&f16::from_f32(x).to_le_bytes()),
-            _ => out.extend_from_slice(&bf16::from_f32(x).to_le_bytes()),
-        }
-    }
+    let xs: Vec<f32> = src.chunks_exact(from.size()).map(read).collect();
+    let to = super::floats::Float::of_dtype(to).unwrap_or(super::floats::Float::BF16);
+    super::floats::encode_extend(&xs, to, out);
 }
 
 /// Writes output shards one after another; a [`HashWorker`] hashes what is written.

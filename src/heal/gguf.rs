@@ -36,22 +36,15 @@ pub struct GgufHealOptions {
 
 /// Encodes f32 values as F32 or F16 bytes.
 pub fn encode_float(values: &[f32], ty: GgmlType) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(values.len() * 4);
+    use crate::checkpoint::floats::{encode, Float};
     match ty {
-        GgmlType::F32 => values
-            .iter()
-            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-        GgmlType::F16 => values
-            .iter()
-            .for_each(|&v| out.extend_from_slice(&half::f16::from_f32(v).to_bits().to_le_bytes())),
-        other => {
-            return Err(Error::Unsupported(format!(
-                "healed tensors are written as F32 or F16, not {}",
-                other.name()
-            )))
-        }
+        GgmlType::F32 => Ok(encode(values, Float::F32)),
+        GgmlType::F16 => Ok(encode(values, Float::F16)),
+        other => Err(Error::Unsupported(format!(
+            "healed tensors are written as F32 or F16, not {}",
+            other.name()
+        ))),
     }
-    Ok(out)
 }
 
 /// The GGUF name, in the pruned file, of source tensor `name`.

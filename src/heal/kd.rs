@@ -79,15 +79,19 @@ impl Default for KdOptions {
 
 impl KdOptions {
     fn check(&self) -> Result<()> {
-        if self.steps == 0 || self.eval_every == 0 {
-            return Err(Error::Invalid(format!(
-                "distillation needs at least one step and a validation interval of at least one step, not {} and {}",
-                self.steps, self.eval_every
-            )));
+        if self.steps == 0 {
+            return Err(Error::Invalid(
+                "`steps` 0: distillation needs at least one step".into(),
+            ));
+        }
+        if self.eval_every == 0 {
+            return Err(Error::Invalid(
+                "`kd_eval_every` 0: distillation validates every 1 or more steps".into(),
+            ));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(Error::Invalid(format!(
-                "the learning rate must be a finite number > 0, not `{}`",
+                "`lr` must be a finite number > 0, not `{}`",
                 self.lr
             )));
         }

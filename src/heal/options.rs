@@ -128,7 +128,7 @@ impl HealOptions {
     pub(super) fn check(&self) -> Result<()> {
         if self.ctx < 2 {
             return Err(Error::Invalid(format!(
-                "the calibration window must be at least 2 tokens, not {}",
+                "`ctx` {}: the calibration window must be at least 2 tokens",
                 self.ctx
             )));
         }
@@ -139,7 +139,7 @@ impl HealOptions {
         }
         if let Some(a) = self.alphas.iter().find(|a| !(a.is_finite() && **a >= 0.0)) {
             return Err(Error::Invalid(format!(
-                "the ridge weight must be a finite number ≥ 0, not `{a}`"
+                "`alpha` must be finite numbers ≥ 0, not `{a}`"
             )));
         }
         if self.holdout == 0 && (self.alphas.len() > 1 || self.objectives.len() > 1) {

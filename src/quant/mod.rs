@@ -28,26 +28,26 @@ pub use float::{f32_to_bf16_bytes, f32_to_f16_bytes};
 /// ggml's super-block size for the k-quants (`QK_K`).
 pub const QK_K: usize = 256;
 
-/// The tensor formats this module can decode. Built from a ggml type id with
-/// [`QuantFormat::from_type_id`]; the discriminant is that id.
+/// The tensor formats this module can decode: a subset of [`crate::checkpoint::gguf::GgmlType`],
+/// whose table is the one source of ids, names and sizes ([`QuantFormat::ggml_type`]). Built from
+/// a ggml type id with [`QuantFormat::from_type_id`].
 #[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u32)]
 pub enum QuantFormat {
-    F32 = 0,
-    F16 = 1,
-    Q4_0 = 2,
-    Q4_1 = 3,
-    Q5_0 = 6,
-    Q5_1 = 7,
-    Q8_0 = 8,
-    Q2_K = 10,
-    Q3_K = 11,
-    Q4_K = 12,
-    Q5_K = 13,
-    Q6_K = 14,
-    Q8_K = 15,
-    BF16 = 30,
+    F32,
+    F16,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+    Q2_K,
+    Q3_K,
+    Q4_K,
+    Q5_K,
+    Q6_K,
+    Q8_K,
+    BF16,
 }
 
 /// Every format [`dequantize`] accepts, in type-id order.
@@ -78,31 +78,6 @@ pub const QUANTIZABLE: [QuantFormat; 8] = [
     QuantFormat::Q5_1,
     QuantFormat::Q8_0,
     QuantFormat::BF16,
-];
-
-/// ggml type ids that exist but are not decoded here, with their names, so an error can say
-/// which type a tensor has rather than only its number.
-const OTHER_TYPES: [(u32, &str); 20] = [
-    (9, "Q8_1"),
-    (16, "IQ2_XXS"),
-    (17, "IQ2_XS"),
-    (18, "IQ3_XXS"),
-    (19, "IQ1_S"),
-    (20, "IQ4_NL"),
-    (21, "IQ3_S"),
-    (22, "IQ2_S"),
-    (23, "IQ4_XS"),
-    (24, "I8"),
-    (25, "I16"),
-    (26, "I32"),
-    (27, "I64"),
-    (28, "F64"),
-    (29, "IQ1_M"),
-    (34, "TQ1_0"),
-    (35, "TQ2_0"),
-    (39, "MXFP4"),
-    (40, "NVFP4"),
-    (41, "Q1_0"),
 ];
 
 /// A rule broken by a request to (de)quantize.
@@ -161,15 +136,16 @@ impl QuantFormat {
         if let Some(f) = DEQUANTIZABLE.iter().find(|f| f.type_id() == id) {
             return Ok(*f);
         }
-        match OTHER_TYPES.iter().find(|(other, _)| *other == id) {
-            Some((_, name)) => Err(QuantError::CannotDequantize { id, name }),
+        // Which ids exist, and their names, is `GgmlType`'s table.
+        match crate::checkpoint::gguf::GgmlType::from_id(id) {
+            Some(t) => Err(QuantError::CannotDequantize { id, name: t.name() }),
             None => Err(QuantError::UnknownType { id }),
         }
     }
 
     /// ggml's type id.
     pub fn type_id(self) -> u32 {
-        self as u32
+        self.ggml_type().id()
     }
 
     /// The GGUF type this format reads and writes; its size table

@@ -135,7 +135,13 @@ pub(super) fn ensure_finite_healing(h: &Healing, dense: &Path) -> Result<()> {
         fit,
         distillation: h.distillation.as_ref(),
     };
-    ensure_finite(&figures, "the healing fit", dense)?;
+    ensure_finite(&figures, "the healing fit", dense).map_err(|e| match &h.distillation {
+        Some(d) => Error::Invalid(format!(
+            "{e}\nhint: distillation ran at `lr` {}; try a smaller one",
+            d.lr
+        )),
+        None => e,
+    })?;
     for (name, w) in &h.tensors {
         if let Some(v) = w.iter().find(|v| !v.is_finite()) {
             return Err(Error::Invalid(format!(

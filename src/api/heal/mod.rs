@@ -204,7 +204,14 @@ fn fit(
     let opts = req.fit.options(req.method, req.ctx)?;
     let want = req.calib_offset.saturating_add(req.fit.heal_samples);
     let tokens = super::text::read_tokens(tok, calib, Some(want))?;
-    let tokens = tokens.get(req.calib_offset..).unwrap_or(&[]);
+    let Some(tokens) = tokens.get(req.calib_offset..).filter(|t| !t.is_empty()) else {
+        return Err(Error::Invalid(format!(
+            "`calib_offset` {} is past the end of `{}` ({} tokens)",
+            req.calib_offset,
+            calib.display(),
+            tokens.len()
+        )));
+    };
     if tokens.len() < req.fit.heal_samples {
         progress.warn(&format!(
             "`{}` gives {} calibration tokens after an offset of {}, fewer than the {} asked to heal on",

@@ -171,6 +171,7 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
         (req.resamples, "resamples"),
         (req.limit, "limit"),
         (req.select_samples, "select_samples"),
+        (req.report_k, "report_k"),
     ] {
         if v == Some(0) {
             return Err(Error::Invalid(format!("`{name}` must be at least 1")));
@@ -181,6 +182,7 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
             "a sweep needs evaluation text (`eval`)".into(),
         ));
     }
+    req.calib.check()?;
     let boot = Bootstrap::new(req.ci_resamples, req.seed)?;
     // Disjoint as far as the options alone say (healing's extent is known once the text is read).
     let mut slices = req.fixed(usize::MAX);

@@ -103,13 +103,21 @@ pub(super) fn check_sizes(slices: &[Named], req: &SweepRequest) -> Result<()> {
             "evaluation" => req.eval_samples,
             _ => req.select_samples.unwrap_or(req.eval_samples),
         };
-        TextSlice {
+        let slice = TextSlice {
             file: s.file.clone(),
             offset: s.range.start,
             ctx: s.ctx,
             windows,
-        }
-        .check(s.role)?;
+        };
+        slice.check(s.role).map_err(|e| {
+            if s.role == "validation" && req.select_offset.is_none() {
+                Error::Invalid(format!(
+                    "{e}\nhint: by default the validation slice follows the calibration tokens (`calib_offset`, `ctx` × `samples`, or `heal_samples` when healing); set `select_offset` or `select_on`"
+                ))
+            } else {
+                e
+            }
+        })?;
     }
     Ok(())
 }
