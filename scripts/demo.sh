@@ -11,12 +11,13 @@ OUT="${1:-demo}"
 START=$SECONDS
 TARGET="${CARGO_TARGET_DIR:-target}"
 if [ -x "$TARGET/release/depthprune" ]; then
-  echo "== build: checking the release binary is up to date (cargo build --release)"
+  echo "== build: checking the release binary is up to date (cargo build --release --bin depthprune)"
 else
-  echo "== build: compiling depthprune and its dependencies in release mode (cargo build --release);"
-  echo "   the first build takes about 5 minutes on 2 cores, later ones seconds"
+  echo "== build: compiling depthprune and its dependencies in release mode"
+  echo "   (cargo build --release --bin depthprune); the first build takes minutes on 2 cores, later ones seconds"
 fi
-cargo build --release
+# The command-line binary only: not the Python package's workspace member.
+cargo build --release --bin depthprune
 BIN="$TARGET/release/depthprune"
 MODEL="$(scripts/fetch-demo-model.sh)"
 mkdir -p "$OUT"
@@ -29,6 +30,8 @@ TEXT="$(python3 scripts/demo-text.py "$OUT/text")"
 # calibration (the default, --select-offset 34816).
 CALIB=(--calib "$TEXT" --calib-offset 32768 --ctx 256 --samples 8)
 HEAL=(--heal --heal-samples 2048 --holdout 4)
+# The calibration resamples reweight the windows of each criterion's one scoring pass (no new
+# forward passes); the sweep logs a line per finished cell.
 echo "== sweep: angular, bi, ppl, last; 0 to 12 layers removed; 3 calibration resamples each ($((SECONDS - START)) s so far)"
 "$BIN" sweep "$MODEL" --strategies angular,bi,ppl,last --remove 0..13 "${CALIB[@]}" \
   --eval "$TEXT" --eval-ctx 128 --eval-samples 16 --resamples 3 --report-k 8 --out "$OUT/study"

@@ -1,5 +1,6 @@
 //! Progress reporting without printing: library code reports through [`Progress`], and the CLI
-//! decides whether to draw a bar (on a terminal) or stay quiet (when piped).
+//! decides whether to draw a bar (on a terminal) or write a line per finished step (when piped
+//! into a log).
 
 /// Receives progress from long-running library work.
 pub trait Progress: Sync {
@@ -15,6 +16,11 @@ pub trait Progress: Sync {
     fn message(&self, _msg: &str) {}
     /// The current phase is over.
     fn finish(&self) {}
+    /// One step a log should show is over (a sweep cell: strategy and count); `what` names it.
+    /// Also counts as [`Self::advance`]`(1)`.
+    fn step_done(&self, _what: &str) {
+        self.advance(1)
+    }
     /// Something the user should know that does not stop the work (a slice shorter than asked,
     /// a tokenizer note). By default it goes to stderr as `warning: …`.
     fn warn(&self, msg: &str) {

@@ -227,4 +227,19 @@ fn score_resamples_report_mean_sd_and_selection_frequency() {
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(err(&o).contains("at least 1"), "{}", err(&o));
+    // A count past the limit is one error line naming the flag, not a capacity-overflow panic.
+    let o = depthprune(
+        &[
+            &score_args(s(&m), s(&t), "bi")[..],
+            &["--resamples", "18446744073709551615"],
+        ]
+        .concat(),
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    let e = err(&o);
+    assert!(
+        e.trim().lines().count() == 1 && e.contains("--resamples") && e.contains("at most 10000"),
+        "{e}"
+    );
 }

@@ -401,6 +401,20 @@ fn sweep_refuses_a_validation_slice_that_overlaps_another() {
         assert_eq!(o.status.code(), Some(1), "{bad:?}");
         assert!(err(&o).contains("at least 1"), "{bad:?}: {}", err(&o));
     }
+    // Past the limit: one error line naming the flag, not a capacity-overflow panic.
+    let o = sweep(
+        tmp.path(),
+        &model,
+        &t,
+        "0..3",
+        &["--resamples", "18446744073709551615"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    let e = err(&o);
+    assert!(
+        e.trim().lines().count() == 1 && e.contains("--resamples") && e.contains("at most 10000"),
+        "{e}"
+    );
     // A broken task file fails before anything is written.
     let tasks = tmp.path().join("tasks.jsonl");
     std::fs::write(&tasks, "{\"context\": \"x\"}\n").unwrap();

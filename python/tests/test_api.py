@@ -203,6 +203,20 @@ def test_errors_raise_with_the_cli_message(model, cli, tmp_path):
     assert "--ctx" in cli_error(cli, "eval", model, "--text", pathlib.Path(model) / "config.json", "--ctx", "1")
 
 
+def test_huge_resample_counts_raise_not_panic(model, text, cli):
+    """`resamples` above the limit is an error naming the keyword (issue 26), not a panic."""
+    for call in (
+        lambda: dp.score(model, metric="bi", calib=text, ctx=16, samples=2, resamples=2**64 - 1),
+        lambda: dp.sweep(model, strategies=["bi"], remove="0..2", calib=text, ctx=16, samples=2,
+                         eval=text, resamples=2**64 - 1),
+    ):
+        with pytest.raises(dp.InvalidRequestError, match="`resamples` must be at most 10000"):
+            call()
+    line = cli_error(cli, "score", model, "--metric", "bi", "--calib", text, "--ctx", "16",
+                     "--samples", "2", "--resamples", str(2**64 - 1))
+    assert "--resamples" in line and "at most 10000" in line
+
+
 def test_unknown_keywords_are_refused(model):
     with pytest.raises(dp.InvalidRequestError, match="`sampels`"):
         dp.score(model, metric="bi", sampels=2)

@@ -12,7 +12,8 @@ use crate::model::{open_checkpoint, Model};
 use crate::progress::Progress;
 use crate::score::run::{activation_cache_bytes, ReuseTiming};
 use crate::score::{
-    resample_windows, score as run_score, Calibration, LayerScores, Metric, ScoreOptions, TokenSel,
+    check_resamples, resample_draws, score as run_score, Calibration, LayerScores, Metric,
+    ScoreOptions, TokenSel,
 };
 use crate::select::stability::LayerStability;
 use crate::select::strategy::Protect;
@@ -188,8 +189,8 @@ pub fn score(
     if req.choose == Some(0) {
         return Err(Error::Invalid("`choose` must be at least 1".into()));
     }
-    if req.resamples == Some(0) {
-        return Err(Error::Invalid("`resamples` must be at least 1".into()));
+    if let Some(r) = req.resamples {
+        check_resamples(r, "resamples")?;
     }
     let path = model.resolve(Need::Snapshot, progress)?.path;
     let (cfg, source) = open_checkpoint(&path)?;
@@ -237,15 +238,23 @@ pub fn score(
             greedy_steps: req.steps,
         };
         let out = run_score(&m, &windows, &opts, progress)?;
-        let mut scores = out.scores;
+        let mut scores = out.scores.clone();
         scores.calibration = c.describe();
+        // A resample reweights the scored windows where the criterion allows it, and scores
+        // the drawn windows again where it does not (greedy, healed).
         let mut again = Vec::new();
-        for (i, w) in resample_windows(&windows, resamples, req.seed)
+        for (i, d) in resample_draws(windows.len(), resamples, req.seed)
             .iter()
             .enumerate()
         {
-            progress.message(&format!("calibration resample {} of {resamples}", i + 1));
-            let mut s = run_score(&m, w, &opts, progress)?.scores;
+            let mut s = match out.reweighted(d) {
+                Some(s) => s?,
+                None => {
+                    progress.message(&format!("calibration resample {} of {resamples}", i + 1));
+                    let w: Vec<Vec<u32>> = d.iter().map(|&j| windows[j].clone()).collect();
+                    run_score(&m, &w, &opts, progress)?.scores
+                }
+            };
             s.calibration = scores.calibration.clone();
             again.push(s);
         }

@@ -3,8 +3,9 @@
 
 use depthprune::progress::Progress;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
 
 /// Prints a warning on stderr.
 pub fn warn(msg: impl std::fmt::Display) {
@@ -81,34 +82,65 @@ pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     print(&s)
 }
 
-/// A progress bar on stderr, drawn only when stderr is a terminal.
+/// A progress bar on stderr when stderr is a terminal. When it is not (a log file, a pipe), a
+/// line per finished step and per finished phase instead, each with the seconds since the
+/// command began (issue 26), so a log shows where a long run is without a bar's redraws.
 pub struct Bar {
     bar: Mutex<Option<ProgressBar>>,
     bytes: bool,
+    /// Whether to write log lines: stderr is not a terminal.
+    log: bool,
+    began: Instant,
+    /// The current phase, for log lines: label, units done, total, start.
+    phase: Mutex<Option<Phase>>,
+}
+
+struct Phase {
+    label: String,
+    done: u64,
+    total: u64,
+    bytes: bool,
+    began: Instant,
 }
 
 impl Bar {
-    /// A bar counting bytes.
-    pub fn bytes() -> Self {
+    fn new(bytes: bool) -> Self {
         Bar {
             bar: Mutex::new(None),
-            bytes: true,
+            bytes,
+            log: !std::io::stderr().is_terminal(),
+            began: Instant::now(),
+            phase: Mutex::new(None),
         }
+    }
+
+    /// A bar counting bytes.
+    pub fn bytes() -> Self {
+        Bar::new(true)
     }
 
     /// A bar counting items (tokens, layers, windows).
     #[allow(dead_code)] // Used by the scoring and evaluation commands.
     pub fn items() -> Self {
-        Bar {
-            bar: Mutex::new(None),
-            bytes: false,
-        }
+        Bar::new(false)
     }
-}
 
-impl Bar {
+    /// Writes one log line, stamped with the seconds since the command began.
+    fn log_line(&self, line: &str) {
+        eprintln!("[{:>7.1} s] {line}", self.began.elapsed().as_secs_f64());
+    }
+
     /// Draws a new bar counting bytes or items.
     fn begin(&self, label: &str, total: u64, bytes: bool) {
+        if let Ok(mut phase) = self.phase.lock() {
+            *phase = Some(Phase {
+                label: label.to_string(),
+                done: 0,
+                total,
+                bytes,
+                began: Instant::now(),
+            });
+        }
         let pb = ProgressBar::new(total);
         let template = if bytes {
             "{msg:>12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
@@ -137,6 +169,11 @@ impl Progress for Bar {
     }
 
     fn advance(&self, n: u64) {
+        if let Ok(mut phase) = self.phase.lock() {
+            if let Some(p) = phase.as_mut() {
+                p.done += n;
+            }
+        }
         if let Ok(slot) = self.bar.lock() {
             if let Some(pb) = slot.as_ref() {
                 pb.inc(n);
@@ -144,7 +181,29 @@ impl Progress for Bar {
         }
     }
 
+    fn step_done(&self, what: &str) {
+        self.advance(1);
+        if !self.log {
+            return;
+        }
+        let line = match self.phase.lock().ok().as_ref().and_then(|p| p.as_ref()) {
+            Some(p) => format!(
+                "{} {}/{}: {what} ({:.1} s into the {})",
+                p.label,
+                p.done,
+                p.total,
+                p.began.elapsed().as_secs_f64(),
+                p.label
+            ),
+            None => what.to_string(),
+        };
+        self.log_line(&line);
+    }
+
     fn message(&self, msg: &str) {
+        if self.log {
+            self.log_line(msg);
+        }
         if let Ok(slot) = self.bar.lock() {
             if let Some(pb) = slot.as_ref() {
                 pb.set_message(msg.to_string());
@@ -153,6 +212,19 @@ impl Progress for Bar {
     }
 
     fn finish(&self) {
+        let phase = self.phase.lock().ok().and_then(|mut p| p.take());
+        if let (true, Some(p)) = (self.log, phase) {
+            let amount = if p.bytes {
+                format!("{:.1} MB", p.done as f64 / 1e6)
+            } else {
+                format!("{} of {}", p.done, p.total)
+            };
+            self.log_line(&format!(
+                "{}: done, {amount} in {:.1} s",
+                p.label,
+                p.began.elapsed().as_secs_f64()
+            ));
+        }
         if let Ok(mut slot) = self.bar.lock() {
             if let Some(pb) = slot.take() {
                 pb.finish_and_clear();

@@ -325,10 +325,30 @@ fn checkpoint_cells(c: &Checkpoint) -> String {
     )
 }
 
+/// A model's name from where it was read: the file name without its extension (a GGUF), or the
+/// folder's name.
+pub fn model_name_of_path(path: &str) -> String {
+    let p = std::path::Path::new(path.trim_end_matches('/'));
+    let name = if p
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    {
+        p.file_stem()
+    } else {
+        p.file_name()
+    };
+    name.map_or_else(|| path.to_string(), |n| n.to_string_lossy().into_owned())
+}
+
 /// The whole `report.md`.
 pub fn render(s: &Sweep, parts: &ReportParts<'_>) -> String {
     let mut t = String::new();
-    let _ = writeln!(t, "# Depth-pruning study: `{}`\n", s.model);
+    let name = s
+        .model_name
+        .clone()
+        .unwrap_or_else(|| model_name_of_path(&s.model));
+    let _ = writeln!(t, "# Depth-pruning study: {name}\n");
+    let _ = writeln!(t, "Model: {name}, read from `{}`.\n", s.model);
     let _ = writeln!(
         t,
         "{} layers; {} parameters. Strategies: {}. Layers removed: {}. Layer numbers are 0-based and \
@@ -396,11 +416,26 @@ pub fn render(s: &Sweep, parts: &ReportParts<'_>) -> String {
         );
     }
     if let Some(k) = s.resamples {
+        let rescored: Vec<&str> = s
+            .scores
+            .iter()
+            .filter(|sc| !sc.metric.reweights_resamples())
+            .map(|sc| sc.metric.name())
+            .collect();
+        let how = if rescored.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} scored each resample's windows again, since its path depends on them)",
+                rescored.join(", ")
+            )
+        };
         let _ = writeln!(
             t,
             "- Stability: each strategy also scored on {k} bootstrap resamples of the calibration \
-             windows; \"same choice\" is the share of resamples that remove exactly the same layers, \
-             \"overlap\" their mean Jaccard overlap with the chosen layers."
+             windows, by counting each window of the one scoring pass as often as the resample drew \
+             it{how}; \"same choice\" is the share of resamples that remove exactly the same \
+             layers, \"overlap\" their mean Jaccard overlap with the chosen layers."
         );
     }
     if let Some(task) = &s.tasks {

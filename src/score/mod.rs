@@ -24,6 +24,6 @@ pub mod resample;
 pub mod run;
 pub mod scores;
 
-pub use resample::resample_windows;
+pub use resample::{check_resamples, resample_draws, resample_windows, WindowStats, MAX_RESAMPLES};
 pub use run::{calibration_windows, score, ReuseTiming, ScoreOptions, ScoreOutcome, TokenSel};
 pub use scores::{Calibration, HealedStep, LayerScores, Metric};

@@ -3,7 +3,8 @@
 //! each layer (windows × ctx × hidden × 4 bytes per layer), so each candidate removal restarts the
 //! forward at the first layer it changes instead of at the embedding.
 
-use super::cosine::{AngularAccumulator, BiAccumulator};
+use super::cosine::{angular_distance, cosine};
+use super::resample::WindowStats;
 use super::scores::{GreedyStep, LayerScores, Metric};
 use crate::error::{Error, Result};
 use crate::model::stream::DenseCache;
@@ -72,6 +73,20 @@ impl ReuseTiming {
 pub struct ScoreOutcome {
     pub scores: LayerScores,
     pub timing: Option<ReuseTiming>,
+    /// Each window's share of the scores, for the criteria whose calibration resamples are
+    /// reweightings of the windows (`angular`, `bi`, `minitron`, `ppl`); `None` for the rest.
+    pub windows: Option<WindowStats>,
+}
+
+impl ScoreOutcome {
+    /// The scores on the windows `draws` picks from the scored ones, without a forward pass;
+    /// `None` when the criterion must be scored again on the drawn windows (`greedy`, `healed`).
+    pub fn reweighted(&self, draws: &[usize]) -> Option<Result<LayerScores>> {
+        if self.scores.metric == Metric::Last {
+            return Some(Ok(self.scores.clone()));
+        }
+        self.windows.as_ref().map(|w| w.scores(&self.scores, draws))
+    }
 }
 
 /// Cuts `samples` consecutive windows of `ctx` tokens starting `offset` tokens into `tokens`,
@@ -122,6 +137,7 @@ pub fn score(
         return Ok(ScoreOutcome {
             scores: LayerScores::last_baseline(&name, n),
             timing: None,
+            windows: None,
         });
     }
     let t = windows.first().map_or(0, Vec::len);
@@ -142,21 +158,31 @@ pub fn score(
         healed: None,
         baseline_ppl: None,
     };
-    let timing = match opts.metric {
+    let (timing, stats) = match opts.metric {
         Metric::Angular | Metric::Bi | Metric::Minitron => {
-            cosine_scores(model, windows, opts, &mut scores, progress)?;
-            None
+            let stats = cosine_scores(model, windows, opts, progress)?;
+            (None, Some(stats))
         }
         Metric::Ppl | Metric::Greedy => {
-            Some(ppl_scores(model, windows, opts, &mut scores, progress)?)
+            let (timing, stats) = ppl_scores(model, windows, opts, &mut scores, progress)?;
+            (Some(timing), stats)
         }
         Metric::Healed => {
             super::healed::healed_scores(model, windows, opts.greedy_steps, &mut scores, progress)?;
-            None
+            (None, None)
         }
-        Metric::Last => None,
+        Metric::Last => (None, None),
     };
-    Ok(ScoreOutcome { scores, timing })
+    // The scores of the criteria that keep window sums are those sums over every window, so a
+    // resample's scores and the full ones come from one routine.
+    if let Some(st) = &stats {
+        scores = st.all(&scores)?;
+    }
+    Ok(ScoreOutcome {
+        scores,
+        timing,
+        windows: stats,
+    })
 }
 
 /// Rows `(seq, hidden)` of window `w` of a `(batch, seq, hidden)` tensor.
@@ -217,18 +243,22 @@ fn for_each_layer(
     Ok(xs)
 }
 
+/// Each window's sums of the cosine criterion over its tokens: `1 − cos(input, output)` per
+/// layer (`bi`, `minitron`), or the angular distance per block (`angular`, rows `d[n-1][ℓ]` one
+/// after another).
 fn cosine_scores(
     model: &Model,
     windows: &[Vec<u32>],
     opts: &ScoreOptions,
-    scores: &mut LayerScores,
     progress: &dyn Progress,
-) -> Result<()> {
+) -> Result<WindowStats> {
     let n = model.n_layers();
     let angular = opts.metric == Metric::Angular;
+    let max_n = opts.max_block.clamp(1, n);
     let batches: Vec<&[Vec<u32>]> = windows.chunks(opts.batch.max(1)).collect();
-    // One Block Influence accumulator per batch (ModelOpt's variant averages per-batch sums).
-    let mut bis: Vec<BiAccumulator> = batches.iter().map(|_| BiAccumulator::new(n)).collect();
+    let t = windows[0].len() as u64;
+    // Block Influence: per window, per layer, the sum over its tokens.
+    let mut bi_sums = vec![vec![0f64; n]; windows.len()];
     // Per window, per depth: the rows the angular distance needs (inputs of layers 0..n, then
     // the last output).
     let mut depths: Vec<Vec<Vec<Vec<f32>>>> = vec![Vec::with_capacity(n + 1); windows.len()];
@@ -240,50 +270,53 @@ fn cosine_scores(
             Some(s)
         })
         .collect();
-    let lasts = for_each_layer(model, &batches, progress, &mut |bi, t| {
+    let lasts = for_each_layer(model, &batches, progress, &mut |bi, tap| {
         for w in 0..batches[bi].len() {
-            let input = rows(t.input, w)?;
+            let input = rows(tap.input, w)?;
             if angular {
                 depths[starts[bi] + w].push(select(input, opts.tokens));
             } else {
-                let output = rows(&t.parts.output, w)?;
+                let output = rows(&tap.parts.output, w)?;
+                let sum = &mut bi_sums[starts[bi] + w][tap.layer];
                 for (x, y) in input.iter().zip(&output) {
-                    bis[bi].add_layer_token(t.layer, x, y);
+                    *sum += 1.0 - cosine(x, y);
                 }
             }
         }
         Ok(())
     })?;
-    let mut bi = BiAccumulator::new(n);
-    let mut ang = AngularAccumulator::new(n, if angular { opts.max_block } else { 1 });
+    progress.finish();
+    if !angular {
+        let tokens = vec![t; windows.len()];
+        return Ok(if opts.metric == Metric::Minitron {
+            WindowStats::minitron(bi_sums, tokens, batches.len())
+        } else {
+            WindowStats::bi(bi_sums, tokens)
+        });
+    }
+    let mut sums = Vec::with_capacity(windows.len());
+    let mut tokens = Vec::with_capacity(windows.len());
     for (i, last) in lasts.iter().enumerate() {
-        if angular {
-            for w in 0..batches[i].len() {
-                let states = &mut depths[starts[i] + w];
-                states.push(select(rows(last, w)?, opts.tokens));
-                let per_token = states[0].len();
-                for k in 0..per_token {
-                    let at: Vec<&[f32]> = states.iter().map(|d| d[k].as_slice()).collect();
-                    ang.add_token(&at);
+        for w in 0..batches[i].len() {
+            let states = &mut depths[starts[i] + w];
+            states.push(select(rows(last, w)?, opts.tokens));
+            let per_token = states[0].len();
+            let mut row = Vec::with_capacity(max_n * n);
+            for size in 1..=max_n {
+                for l in 0..=n - size {
+                    row.push(
+                        (0..per_token)
+                            .map(|k| angular_distance(&states[l][k], &states[l + size][k]))
+                            .sum::<f64>(),
+                    );
                 }
             }
-        } else {
-            let mut b = std::mem::replace(&mut bis[i], BiAccumulator::new(n));
-            b.count_tokens((batches[i].len() * batches[i][0].len()) as u64);
-            bi.absorb(b);
+            sums.push(row);
+            tokens.push(per_token as u64);
+            states.clear();
         }
     }
-    progress.finish();
-    if angular {
-        let d = ang.distances();
-        scores.importance = d[0].clone();
-        scores.angular = Some(d);
-    } else if opts.metric == Metric::Minitron {
-        scores.importance = bi.minitron();
-    } else {
-        scores.importance = bi.bi();
-    }
-    Ok(())
+    Ok(WindowStats::angular(n, max_n, sums, tokens))
 }
 
 fn select(mut rows: Vec<Vec<f32>>, sel: TokenSel) -> Vec<Vec<f32>> {
@@ -299,33 +332,59 @@ fn ppl_of(model: &Model, hidden: &Tensor, windows: &[Vec<u32>]) -> Result<f64> {
     Ok(crate::eval::score_hidden(model, hidden, None, windows)?.perplexity())
 }
 
+/// Each window's NLL sum and scored tokens from final hidden states, appended to `sums` (one
+/// entry per window) and `tokens`.
+fn nll_of(
+    model: &Model,
+    hidden: &Tensor,
+    windows: &[Vec<u32>],
+    sums: &mut [Vec<f64>],
+    tokens: &mut [u64],
+) -> Result<()> {
+    let per = crate::eval::perplexity::score_hidden_windows(model, hidden, None, windows)?;
+    for ((s, t), w) in sums.iter_mut().zip(tokens.iter_mut()).zip(per) {
+        s.push(w.nll);
+        *t = w.n as u64;
+    }
+    Ok(())
+}
+
 fn ppl_scores(
     model: &Model,
     windows: &[Vec<u32>],
     opts: &ScoreOptions,
     scores: &mut LayerScores,
     progress: &dyn Progress,
-) -> Result<ReuseTiming> {
+) -> Result<(ReuseTiming, Option<WindowStats>)> {
     let n = model.n_layers();
     let hidden = model.config().arch.hidden_size;
     // The stream entering every layer under the current removals; the last entry is the output.
     let t0 = Instant::now();
     let cache = DenseCache::build(model, windows.to_vec(), &crate::progress::Silent)?;
-    let baseline = ppl_of(model, cache.input(n), windows)?;
+    // Per window: the whole model's NLL sum, then each single removal's (`ppl`).
+    let mut sums = vec![Vec::with_capacity(n + 1); windows.len()];
+    let mut tokens = vec![0u64; windows.len()];
+    nll_of(model, cache.input(n), windows, &mut sums, &mut tokens)?;
     let full_forward_s = t0.elapsed().as_secs_f64();
-    scores.baseline_ppl = Some(baseline);
     let mut candidates = 0;
     let t1 = Instant::now();
+    let mut stats = None;
     if opts.metric == Metric::Ppl {
         progress.start("layers", n as u64);
         for l in 0..n {
             let out = cache.run_from(model, l, &[l])?;
-            scores.importance[l] = ppl_of(model, &out, windows)?;
+            nll_of(model, &out, windows, &mut sums, &mut tokens)?;
             candidates += 1;
             progress.advance(1);
         }
         progress.finish();
+        stats = Some(WindowStats::ppl(sums, tokens));
     } else {
+        let baseline: (f64, u64) = sums
+            .iter()
+            .zip(&tokens)
+            .fold((0.0, 0), |(s, t), (w, &n)| (s + w[0], t + n));
+        scores.baseline_ppl = Some((baseline.0 / baseline.1.max(1) as f64).exp());
         let steps = opts.greedy_steps.unwrap_or(n - 1).min(n - 1);
         let cache = std::cell::RefCell::new(cache);
         let mut cost = |set: &[usize], c: usize| -> Result<f64> {
@@ -344,12 +403,13 @@ fn ppl_scores(
             .collect();
         scores.greedy = Some(order);
     }
-    Ok(ReuseTiming {
+    let timing = ReuseTiming {
         candidates,
         full_forward_s,
         seconds: t1.elapsed().as_secs_f64(),
         cache_bytes: activation_cache_bytes(n, windows.len(), windows[0].len(), hidden),
-    })
+    };
+    Ok((timing, stats))
 }
 
 #[cfg(test)]

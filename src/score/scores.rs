@@ -65,6 +65,14 @@ impl Metric {
         self != Metric::Last
     }
 
+    /// Whether a calibration resample is a reweighting of the scored windows (one forward pass
+    /// for all resamples) rather than a new scoring of the drawn windows: true for the criteria
+    /// that are sums over tokens or windows; `greedy` and `healed` choose each layer after the
+    /// previous ones, so a resample changes their path (issue 26).
+    pub fn reweights_resamples(self) -> bool {
+        !matches!(self, Metric::Greedy | Metric::Healed)
+    }
+
     /// Whether the criterion's natural unit is a contiguous block (angular distance).
     pub fn prefers_blocks(self) -> bool {
         matches!(self, Metric::Angular | Metric::Last)

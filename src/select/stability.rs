@@ -84,6 +84,39 @@ pub struct LayerStability {
     pub chosen: Vec<Vec<usize>>,
     /// Mean Jaccard overlap over all pairs of chosen sets (1 with one resample).
     pub mean_pairwise_overlap: f64,
+    /// How the resamples were scored: `reweighted` (the scored windows counted as often as each
+    /// resample drew them, no new forward pass) or `rescored` (`greedy`, `healed`: a new scoring
+    /// of each resample's windows).
+    #[serde(default)]
+    pub resampling: Resampling,
+}
+
+/// How a criterion's calibration resamples were scored (issue 26).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resampling {
+    /// Each resample reweights the windows of the one scoring pass.
+    #[default]
+    Reweighted,
+    /// Each resample's windows were scored again.
+    Rescored,
+}
+
+impl Resampling {
+    pub fn of(metric: crate::score::Metric) -> Self {
+        if metric.reweights_resamples() {
+            Resampling::Reweighted
+        } else {
+            Resampling::Rescored
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Resampling::Reweighted => "reweighted",
+            Resampling::Rescored => "rescored",
+        }
+    }
 }
 
 impl LayerStability {
@@ -146,6 +179,7 @@ impl LayerStability {
             } else {
                 total / pairs as f64
             },
+            resampling: Resampling::of(first.metric),
         })
     }
 }

@@ -160,7 +160,12 @@ pub struct EvalSet {
 /// Everything a sweep measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sweep {
+    /// Where the model was read from, as given (a path, or a hub reference).
     pub model: String,
+    /// The model's name: a GGUF's `general.name`, else the file or folder name (issue 26: the
+    /// report's title, instead of a cache path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_name: Option<String>,
     pub n_layers: usize,
     pub dense_params: u64,
     pub dense_perplexity: f64,
@@ -486,7 +491,7 @@ pub fn run(
                 stability,
             });
             cells.push((cell, heal_result.map(|h| h.cell)));
-            progress.advance(1);
+            progress.step_done(&format!("{}, {k} removed", spec.label()));
         }
     }
     progress.finish();
@@ -504,6 +509,7 @@ pub fn run(
     let best = best_per_count(&rows, &cells, &plan.counts, &boot)?;
     Ok(Sweep {
         model: model_path.display().to_string(),
+        model_name: None,
         n_layers: n,
         dense_params,
         dense_perplexity: dense_measured.perplexity,

@@ -16,7 +16,7 @@ use crate::eval::{self, Bootstrap, TaskOpts};
 use crate::hub::Need;
 use crate::model::{open_checkpoint, Model};
 use crate::progress::Progress;
-use crate::score::{resample_windows, score, LayerScores, ScoreOptions};
+use crate::score::{check_resamples, resample_draws, score, LayerScores, ScoreOptions};
 use crate::select::strategy::Protect;
 use crate::sweep::{self, cache_bytes, parse_counts, DenseCache, EvalSet, StrategySpec, Sweep};
 use crate::tokenizer::open_tokenizer;
@@ -167,8 +167,10 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
     if specs.is_empty() {
         return Err(Error::Invalid("`strategies` is empty".into()));
     }
+    if let Some(r) = req.resamples {
+        check_resamples(r, "resamples")?;
+    }
     for (v, name) in [
-        (req.resamples, "resamples"),
         (req.limit, "limit"),
         (req.select_samples, "select_samples"),
         (req.report_k, "report_k"),
@@ -265,9 +267,9 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
         None => None,
     };
     let max_k = counts.last().copied().unwrap_or(0);
-    let resampled_windows = req
+    let draws = req
         .resamples
-        .map(|k| resample_windows(&calib_windows, k, req.seed));
+        .map(|k| resample_draws(calib_windows.len(), k, req.seed));
     let mut strategies = Vec::new();
     let mut resampled = Vec::new();
     for spec in &specs {
@@ -282,10 +284,13 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
         let mut out = score(&m, &calib_windows, &opts, progress)?;
         out.scores.calibration = calibration.clone();
         out.scores.model = model.path().display().to_string();
+        // A calibration resample reweights the scored windows (one forward pass for all
+        // resamples); greedy and healed scoring, whose path depends on the windows, score each
+        // resample's windows again.
         let mut again = Vec::new();
-        for (i, w) in resampled_windows.iter().flatten().enumerate() {
-            if !spec.metric.needs_model() {
-                again.push(out.scores.clone());
+        for (i, d) in draws.iter().flatten().enumerate() {
+            if let Some(s) = out.reweighted(d) {
+                again.push(s?);
                 continue;
             }
             progress.message(&format!(
@@ -293,7 +298,8 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
                 spec.label(),
                 i + 1
             ));
-            again.push(score(&m, w, &opts, progress)?.scores);
+            let w: Vec<Vec<u32>> = d.iter().map(|&j| calib_windows[j].clone()).collect();
+            again.push(score(&m, &w, &opts, progress)?.scores);
         }
         strategies.push((*spec, out.scores));
         resampled.push(again);
@@ -364,6 +370,7 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
         bootstrap: boot,
     };
     let mut result = sweep::run(&m, model.path(), &cache, &select_cache, plan, progress)?;
+    result.model_name = Some(model_name(&path));
     let k = req.report_k.unwrap_or_else(|| result.default_k()).max(1);
     let counts_p = ParamCounts::from_config(&m.config().arch);
     for (label, r) in &stability_inputs {
@@ -381,6 +388,18 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
         }
     }
     Ok(result)
+}
+
+/// The model's name for the report's title: a GGUF's `general.name` when it has one, else the
+/// file or folder name.
+fn model_name(path: &Path) -> String {
+    use crate::checkpoint::gguf::{model::GgufModel, KEY_NAME};
+    let named = crate::model::is_gguf(path)
+        .then(|| GgufModel::open(path).ok())
+        .flatten()
+        .and_then(|g| g.metadata().get_str(KEY_NAME).map(str::to_string))
+        .filter(|n| !n.trim().is_empty());
+    named.unwrap_or_else(|| crate::report::study::model_name_of_path(&path.display().to_string()))
 }
 
 /// Writes sweep.csv, sweep.json, per-strategy scores and plots; returns the files written.
