@@ -73,7 +73,7 @@ pub fn hf_to_gguf(
     })?;
     let family = family_gguf_arch(&cfg.model_type).is_some();
     let (family_kvs, extra) = if family {
-        crate::model::gguf::family_metadata(arch, &cfg, &raw, &config_path)?
+        crate::model::gguf::family_metadata(arch, &cfg, &config_path)?
     } else {
         Default::default()
     };

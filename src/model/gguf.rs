@@ -476,7 +476,7 @@ pub fn open_gguf(path: &Path) -> Result<(ModelConfig, std::sync::Arc<GgufWeights
     let model = GgufModel::open(path)?;
     let raw = gguf_config_json(&model)?;
     let arch = ArchConfig::from_value(&raw).map_err(|m| Error::config(path, m))?;
-    let cfg = ModelConfig::new(arch, &raw).map_err(|m| Error::config(path, m))?;
+    let cfg = ModelConfig::new(arch).map_err(|m| Error::config(path, m))?;
     let weights = std::sync::Arc::new(GgufWeights::new(&model)?);
     super::gguf_moe::check_gguf_moe(&model)?;
     Ok((cfg, weights, model))
