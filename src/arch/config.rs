@@ -9,21 +9,6 @@ use crate::error::{Error, Result};
 use serde_json::{Map, Value};
 use std::path::Path;
 
-/// Architectures whose layout and per-layer config fields are checked.
-pub const SUPPORTED: &[&str] = &[
-    "llama",
-    "mistral",
-    "qwen2",
-    "qwen3",
-    "qwen2_moe",
-    "qwen3_moe",
-    "mixtral",
-    "gemma2",
-    "gemma3_text",
-    "phi3",
-    "olmo2",
-];
-
 /// Mixture-of-experts settings.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct MoeConfig {
@@ -112,6 +97,7 @@ impl ArchConfig {
             return Err("`model_type` `gemma3` is the multimodal Gemma 3 (a vision tower and a `text_config`); depthprune reads the text model alone (`gemma3_text`, `Gemma3ForCausalLM`)".into());
         }
         let family = Family::of(&model_type);
+        let row = super::registry::by_model_type(&model_type);
         let architectures = fields::list(obj, "architectures", |v| v.as_str().map(String::from))?
             .unwrap_or_default();
         let num_hidden_layers = fields::positive_uint(obj, "num_hidden_layers")
@@ -152,7 +138,8 @@ impl ArchConfig {
             "mistral" | "mixtral" => (false, false),
             _ => (attention_bias, attention_bias),
         };
-        let mut rope_theta = super::rope::rope_theta(obj)?.unwrap_or(10000.0);
+        let mut rope_theta =
+            super::rope::rope_theta(obj)?.unwrap_or(row.map_or(10000.0, |r| r.rope_theta));
         let mut rope_scaling = super::rope::rope_scaling(obj)?;
         let (family_cfg, global_rope) = FamilyConfig::read(family, obj)?;
         if let Some((theta, scaling)) = global_rope {
@@ -189,13 +176,7 @@ impl ArchConfig {
             Some(e) if e > 0 => Some(MoeConfig {
                 num_experts: e,
                 // transformers' defaults when the key is absent.
-                num_experts_per_tok: fields::positive_uint(obj, "num_experts_per_tok")?.unwrap_or(
-                    match model_type.as_str() {
-                        "qwen2_moe" => 4,
-                        "qwen3_moe" => 8,
-                        _ => 2,
-                    },
-                ),
+                num_experts_per_tok: top_k.unwrap_or(row.map_or(2, |r| r.top_k.max(1))),
                 moe_intermediate_size: match fields::positive_uint(obj, "moe_intermediate_size")? {
                     Some(m) => m,
                     None if intermediate_size > 0 => intermediate_size,
@@ -220,7 +201,8 @@ impl ArchConfig {
                 "missing `intermediate_size`".into()
             });
         }
-        let rms_norm_eps = fields::positive(obj, "rms_norm_eps")?.unwrap_or(1e-6);
+        let rms_norm_eps =
+            fields::positive(obj, "rms_norm_eps")?.unwrap_or(row.map_or(1e-6, |r| r.rms_norm_eps));
         let use_sliding_window = fields::boolean(obj, "use_sliding_window")?
             .unwrap_or(model_type == "mistral" || model_type == "mixtral");
         // transformers saves `sliding_window: 0` for qwen configs that do not use it; a window
@@ -253,7 +235,7 @@ impl ArchConfig {
             qkv_bias,
             o_bias,
             mlp_bias: fields::boolean(obj, "mlp_bias")?.unwrap_or(false),
-            qk_norm: matches!(model_type.as_str(), "qwen3" | "qwen3_moe" | "gemma3_text"),
+            qk_norm: row.is_some_and(|r| r.qk_norm),
             sliding_window,
             use_sliding_window,
             max_window_layers: if model_type.starts_with("qwen") {
@@ -272,7 +254,7 @@ impl ArchConfig {
 
     /// Whether depthprune knows this family's layout and per-layer config fields.
     pub fn is_supported(&self) -> bool {
-        SUPPORTED.contains(&self.model_type.as_str())
+        super::registry::by_model_type(&self.model_type).is_some()
     }
 
     /// Whether layer `i` uses experts (for MoE families).

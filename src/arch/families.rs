@@ -29,14 +29,9 @@ pub enum Family {
 }
 
 impl Family {
+    /// The family of a `model_type` ([`super::registry`]); unknown ones are read as llama.
     pub fn of(model_type: &str) -> Self {
-        match model_type {
-            "gemma2" => Family::Gemma2,
-            "gemma3_text" => Family::Gemma3,
-            "phi3" => Family::Phi3,
-            "olmo2" => Family::Olmo2,
-            _ => Family::Llama,
-        }
+        super::registry::by_model_type(model_type).map_or(Family::Llama, |r| r.family)
     }
 
     /// Gemma 2 or Gemma 3.
@@ -60,7 +55,8 @@ impl Family {
 /// of issue 17: the HF side of the family's GGUF name table, which names every tensor of a layer.
 /// Empty for the rest, whose layouts the forward pass checks as it loads.
 pub fn required_layer_tensors(cfg: &ArchConfig) -> Vec<&'static str> {
-    super::gguf_names::family_gguf_arch(&cfg.model_type)
+    super::registry::by_model_type(&cfg.model_type)
+        .and_then(|r| r.gguf_arch)
         .and_then(super::gguf_names::tables)
         .into_iter()
         .flatten()

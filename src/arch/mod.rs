@@ -11,8 +11,10 @@ pub mod gguf_names;
 pub mod moe_params;
 pub mod naming;
 pub mod params;
+pub mod registry;
 pub mod rope;
 
 pub use config::ArchConfig;
 pub use moe_params::MoeParams;
 pub use params::{LayerParams, ParamCounts};
+pub use registry::ArchRow;

@@ -7,21 +7,6 @@ use crate::error::{Error, Result};
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// Architectures the forward pass implements.
-pub const FORWARD_SUPPORTED: &[&str] = &[
-    "llama",
-    "mistral",
-    "qwen2",
-    "qwen3",
-    "gemma2",
-    "gemma3_text",
-    "phi3",
-    "olmo2",
-    "qwen2_moe",
-    "qwen3_moe",
-    "mixtral",
-];
-
 pub use crate::arch::rope::{LongRope, RopeScaling};
 
 /// The precision the matrix products run in (`--compute`).
@@ -78,11 +63,11 @@ impl ModelConfig {
     /// Builds the configuration from a checked config; the error is a message without the file
     /// name.
     pub fn new(arch: ArchConfig) -> std::result::Result<Self, String> {
-        if !FORWARD_SUPPORTED.contains(&arch.model_type.as_str()) {
+        if !arch.is_supported() {
             return Err(format!(
                 "architecture `{}` is not supported by the forward pass (supported: {})",
                 arch.model_type,
-                FORWARD_SUPPORTED.join(", ")
+                crate::arch::registry::model_types().join(", ")
             ));
         }
         // Checked here rather than on reading: transformers' default top-k (8 for qwen3_moe)
