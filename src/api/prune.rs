@@ -197,7 +197,7 @@ pub fn prune(
         progress.warn(&format!(
             "architecture `{}` is not one depthprune knows ({}); layers named `model.layers.N.` are pruned, but per-layer config fields were not checked",
             ckpt.arch.model_type,
-            crate::arch::config::SUPPORTED.join(", ")
+            crate::arch::registry::model_types().join(", ")
         ));
     }
     let opts = PruneOptions {

@@ -1,24 +1,13 @@
 //! The architecture described by an HF `config.json`: the fields depthprune needs, read with clear
 //! errors, and the families whose per-layer settings it knows.
 
+use super::families::Family;
+use super::family_config::FamilyConfig;
+use super::fields;
+use super::rope::RopeScaling;
 use crate::error::{Error, Result};
 use serde_json::{Map, Value};
 use std::path::Path;
-
-/// Architectures whose layout and per-layer config fields are checked.
-pub const SUPPORTED: &[&str] = &[
-    "llama",
-    "mistral",
-    "qwen2",
-    "qwen3",
-    "qwen2_moe",
-    "qwen3_moe",
-    "mixtral",
-    "gemma2",
-    "gemma3_text",
-    "phi3",
-    "olmo2",
-];
 
 /// Mixture-of-experts settings.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -62,26 +51,24 @@ pub struct ArchConfig {
     pub layer_types: Option<Vec<String>>,
     pub torch_dtype: Option<String>,
     pub moe: Option<MoeConfig>,
+    /// The RoPE scaling (for Gemma 3, of the global layers).
+    #[serde(skip)]
+    pub rope_scaling: RopeScaling,
+    /// The family-specific fields.
+    #[serde(skip)]
+    pub family: FamilyConfig,
 }
 
-fn get_usize(obj: &Map<String, Value>, key: &str) -> Option<usize> {
-    obj.get(key).and_then(Value::as_u64).map(|v| v as usize)
-}
+/// The attention kinds a `layer_types` entry may name.
+pub const LAYER_TYPES: &[&str] = &["full_attention", "sliding_attention"];
 
-/// A list of non-negative integers (`mlp_only_layers`); empty when absent, skipping other values.
+/// A list of layer numbers (`mlp_only_layers`); empty when absent or not a list of numbers
+/// (the config was checked when it was read).
 pub(crate) fn get_usize_list(obj: &Map<String, Value>, key: &str) -> Vec<usize> {
-    obj.get(key)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_u64().map(|x| x as usize))
-                .collect()
-        })
+    fields::list(obj, key, |v| v.as_u64().map(|x| x as usize))
+        .ok()
+        .flatten()
         .unwrap_or_default()
-}
-
-fn get_bool(obj: &Map<String, Value>, key: &str) -> Option<bool> {
-    obj.get(key).and_then(Value::as_bool)
 }
 
 impl ArchConfig {
@@ -99,53 +86,41 @@ impl ArchConfig {
 
     /// Parses a `config.json` value. The error is a message without the file name.
     pub fn from_value(value: &Value) -> std::result::Result<Self, String> {
-        let obj = value
-            .as_object()
-            .ok_or_else(|| "the top level is not a JSON object".to_string())?;
+        let obj = super::rope::as_obj(value)?;
         let need = |key: &str| -> std::result::Result<usize, String> {
-            match obj.get(key) {
-                None => Err(format!("missing `{key}`")),
-                Some(v) => v
-                    .as_u64()
-                    .map(|v| v as usize)
-                    .ok_or_else(|| format!("`{key}` must be a non-negative integer, found {v}")),
-            }
+            fields::positive_uint(obj, key)?.ok_or_else(|| format!("missing `{key}`"))
         };
-        let model_type = obj
-            .get("model_type")
-            .and_then(Value::as_str)
+        let model_type = fields::string(obj, "model_type")?
             .ok_or("missing `model_type`")?
             .to_string();
         if model_type == "gemma3" && obj.contains_key("text_config") {
             return Err("`model_type` `gemma3` is the multimodal Gemma 3 (a vision tower and a `text_config`); depthprune reads the text model alone (`gemma3_text`, `Gemma3ForCausalLM`)".into());
         }
-        let architectures = obj
-            .get("architectures")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
+        let family = Family::of(&model_type);
+        let row = super::registry::by_model_type(&model_type);
+        let architectures = fields::list(obj, "architectures", |v| v.as_str().map(String::from))?
             .unwrap_or_default();
-        let num_hidden_layers = need("num_hidden_layers")?;
+        let num_hidden_layers = fields::positive_uint(obj, "num_hidden_layers")
+            .and_then(|n| match n {
+                Some(n) if n as u64 > fields::MAX_LAYERS => Err(format!(
+                    "`num_hidden_layers` ({n}) is larger than {}",
+                    fields::MAX_LAYERS
+                )),
+                n => Ok(n),
+            })?
+            .ok_or("missing `num_hidden_layers`")?;
         let hidden_size = need("hidden_size")?;
         let num_attention_heads = need("num_attention_heads")?;
-        if num_hidden_layers == 0 || hidden_size == 0 || num_attention_heads == 0 {
-            return Err(
-                "`num_hidden_layers`, `hidden_size` and `num_attention_heads` must be positive"
-                    .into(),
-            );
-        }
         let num_key_value_heads =
-            get_usize(obj, "num_key_value_heads").unwrap_or(num_attention_heads);
-        if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
+            fields::positive_uint(obj, "num_key_value_heads")?.unwrap_or(num_attention_heads);
+        if num_attention_heads % num_key_value_heads != 0 {
             return Err(format!(
                 "`num_attention_heads` ({num_attention_heads}) is not a multiple of `num_key_value_heads` ({num_key_value_heads})"
             ));
         }
-        let head_dim = match obj.get("head_dim") {
-            Some(Value::Null) | None => {
+        let head_dim = match fields::positive_uint(obj, "head_dim")? {
+            Some(d) => d,
+            None => {
                 if hidden_size % num_attention_heads != 0 {
                     return Err(format!(
                         "no `head_dim`, and `hidden_size` ({hidden_size}) is not a multiple of `num_attention_heads` ({num_attention_heads})"
@@ -153,32 +128,29 @@ impl ArchConfig {
                 }
                 hidden_size / num_attention_heads
             }
-            Some(_) => need("head_dim")?,
         };
-        let is_qwen = model_type.starts_with("qwen");
-        let attention_bias = get_bool(obj, "attention_bias").unwrap_or(false);
+        let attention_bias = fields::boolean(obj, "attention_bias")?.unwrap_or(false);
+        let qkv_bias_key = fields::boolean(obj, "qkv_bias")?;
         let (qkv_bias, o_bias) = match model_type.as_str() {
             "qwen2" => (true, false),
             // transformers 5 writes `qkv_bias` for qwen2_moe (true by default).
-            "qwen2_moe" => (get_bool(obj, "qkv_bias").unwrap_or(true), false),
-            "qwen3" | "qwen3_moe" => (attention_bias, attention_bias),
+            "qwen2_moe" => (qkv_bias_key.unwrap_or(true), false),
             "mistral" | "mixtral" => (false, false),
             _ => (attention_bias, attention_bias),
         };
-        let rope_theta = obj
-            .get("rope_theta")
-            .and_then(Value::as_f64)
-            .or_else(|| {
-                obj.get("rope_parameters")
-                    .and_then(|p| p.get("rope_theta"))
-                    .and_then(Value::as_f64)
-            })
-            .unwrap_or(10000.0);
-        let layer_types = obj.get("layer_types").and_then(Value::as_array).map(|a| {
-            a.iter()
-                .map(|v| v.as_str().unwrap_or_default().to_string())
-                .collect::<Vec<_>>()
-        });
+        let mut rope_theta =
+            super::rope::rope_theta(obj)?.unwrap_or(row.map_or(10000.0, |r| r.rope_theta));
+        let mut rope_scaling = super::rope::rope_scaling(obj)?;
+        let (family_cfg, global_rope) = FamilyConfig::read(family, obj)?;
+        if let Some((theta, scaling)) = global_rope {
+            (rope_theta, rope_scaling) = (theta, scaling);
+        }
+        let layer_types = fields::list(obj, "layer_types", |v| {
+            v.as_str()
+                .filter(|s| LAYER_TYPES.contains(s))
+                .map(String::from)
+        })
+        .map_err(|e| format!("{e} (known layer types: {})", LAYER_TYPES.join(", ")))?;
         if let Some(lt) = &layer_types {
             if lt.len() != num_hidden_layers {
                 return Err(format!(
@@ -187,34 +159,67 @@ impl ArchConfig {
                 ));
             }
         }
-        let num_experts =
-            get_usize(obj, "num_experts").or_else(|| get_usize(obj, "num_local_experts"));
-        let intermediate_size = get_usize(obj, "intermediate_size").unwrap_or(0);
+        let num_experts = match fields::uint(obj, "num_experts")? {
+            Some(e) => Some(e),
+            None => fields::uint(obj, "num_local_experts")?,
+        };
+        let intermediate_size = fields::uint(obj, "intermediate_size")?.unwrap_or(0);
+        let top_k = fields::positive_uint(obj, "num_experts_per_tok")?;
+        if let (Some(k), Some(e)) = (top_k, num_experts) {
+            if k > e {
+                return Err(format!(
+                    "`num_experts_per_tok` ({k}) must be between 1 and the number of experts ({e})"
+                ));
+            }
+        }
         let moe = match num_experts {
             Some(e) if e > 0 => Some(MoeConfig {
                 num_experts: e,
                 // transformers' defaults when the key is absent.
-                num_experts_per_tok: get_usize(obj, "num_experts_per_tok").unwrap_or(
-                    match model_type.as_str() {
-                        "qwen2_moe" => 4,
-                        "qwen3_moe" => 8,
-                        _ => 2,
-                    },
-                ),
-                moe_intermediate_size: get_usize(obj, "moe_intermediate_size")
-                    .unwrap_or(intermediate_size),
-                shared_expert_intermediate_size: get_usize(obj, "shared_expert_intermediate_size")
-                    .unwrap_or(0),
-                mlp_only_layers: get_usize_list(obj, "mlp_only_layers"),
-                decoder_sparse_step: get_usize(obj, "decoder_sparse_step").unwrap_or(1).max(1),
+                num_experts_per_tok: top_k.unwrap_or(row.map_or(2, |r| r.top_k.max(1))),
+                moe_intermediate_size: match fields::positive_uint(obj, "moe_intermediate_size")? {
+                    Some(m) => m,
+                    None if intermediate_size > 0 => intermediate_size,
+                    None => return Err("missing `moe_intermediate_size`".into()),
+                },
+                shared_expert_intermediate_size: fields::uint(
+                    obj,
+                    "shared_expert_intermediate_size",
+                )?
+                .unwrap_or(0),
+                mlp_only_layers: fields::layer_list(obj, "mlp_only_layers", num_hidden_layers)?
+                    .unwrap_or_default(),
+                decoder_sparse_step: fields::positive_uint(obj, "decoder_sparse_step")?
+                    .unwrap_or(1),
             }),
             _ => None,
         };
         if moe.is_none() && intermediate_size == 0 {
-            return Err("missing `intermediate_size`".into());
+            return Err(if obj.contains_key("intermediate_size") {
+                "`intermediate_size` must be positive, found 0".into()
+            } else {
+                "missing `intermediate_size`".into()
+            });
         }
+        let rms_norm_eps =
+            fields::positive(obj, "rms_norm_eps")?.unwrap_or(row.map_or(1e-6, |r| r.rms_norm_eps));
+        let use_sliding_window = fields::boolean(obj, "use_sliding_window")?
+            .unwrap_or(model_type == "mistral" || model_type == "mixtral");
+        // transformers saves `sliding_window: 0` for qwen configs that do not use it; a window
+        // of 0 on layers that do use one would attend to nothing.
+        let windowed = use_sliding_window || family.is_gemma() || model_type == "phi3";
+        let sliding_window = match fields::uint(obj, "sliding_window")? {
+            Some(0) if windowed => return Err("`sliding_window` must be positive, found 0".into()),
+            Some(0) => None,
+            w => w,
+        };
+        let max_window_layers = fields::uint_max(obj, "max_window_layers", u64::MAX)?;
+        let torch_dtype = match fields::string(obj, "torch_dtype")? {
+            Some(d) => Some(d),
+            None => fields::string(obj, "dtype")?,
+        }
+        .map(String::from);
         Ok(ArchConfig {
-            model_type: model_type.clone(),
             architectures,
             num_hidden_layers,
             hidden_size,
@@ -223,38 +228,33 @@ impl ArchConfig {
             num_key_value_heads,
             head_dim,
             vocab_size: need("vocab_size")?,
-            tie_word_embeddings: get_bool(obj, "tie_word_embeddings").unwrap_or(false),
-            rms_norm_eps: obj
-                .get("rms_norm_eps")
-                .and_then(Value::as_f64)
-                .unwrap_or(1e-6),
+            tie_word_embeddings: fields::boolean(obj, "tie_word_embeddings")?.unwrap_or(false),
+            rms_norm_eps,
             rope_theta,
-            max_position_embeddings: get_usize(obj, "max_position_embeddings"),
+            max_position_embeddings: fields::uint_max(obj, "max_position_embeddings", u64::MAX)?,
             qkv_bias,
             o_bias,
-            mlp_bias: get_bool(obj, "mlp_bias").unwrap_or(false),
-            qk_norm: matches!(model_type.as_str(), "qwen3" | "qwen3_moe" | "gemma3_text"),
-            sliding_window: get_usize(obj, "sliding_window"),
-            use_sliding_window: get_bool(obj, "use_sliding_window")
-                .unwrap_or(model_type == "mistral" || model_type == "mixtral"),
-            max_window_layers: if is_qwen {
-                get_usize(obj, "max_window_layers")
+            mlp_bias: fields::boolean(obj, "mlp_bias")?.unwrap_or(false),
+            qk_norm: row.is_some_and(|r| r.qk_norm),
+            sliding_window,
+            use_sliding_window,
+            max_window_layers: if model_type.starts_with("qwen") {
+                max_window_layers
             } else {
                 None
             },
             layer_types,
-            torch_dtype: obj
-                .get("torch_dtype")
-                .or_else(|| obj.get("dtype"))
-                .and_then(Value::as_str)
-                .map(String::from),
+            torch_dtype,
             moe,
+            rope_scaling,
+            family: family_cfg,
+            model_type,
         })
     }
 
     /// Whether depthprune knows this family's layout and per-layer config fields.
     pub fn is_supported(&self) -> bool {
-        SUPPORTED.contains(&self.model_type.as_str())
+        super::registry::by_model_type(&self.model_type).is_some()
     }
 
     /// Whether layer `i` uses experts (for MoE families).

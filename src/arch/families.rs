@@ -29,14 +29,9 @@ pub enum Family {
 }
 
 impl Family {
+    /// The family of a `model_type` ([`super::registry`]); unknown ones are read as llama.
     pub fn of(model_type: &str) -> Self {
-        match model_type {
-            "gemma2" => Family::Gemma2,
-            "gemma3_text" => Family::Gemma3,
-            "phi3" => Family::Phi3,
-            "olmo2" => Family::Olmo2,
-            _ => Family::Llama,
-        }
+        super::registry::by_model_type(model_type).map_or(Family::Llama, |r| r.family)
     }
 
     /// Gemma 2 or Gemma 3.
@@ -60,7 +55,8 @@ impl Family {
 /// of issue 17: the HF side of the family's GGUF name table, which names every tensor of a layer.
 /// Empty for the rest, whose layouts the forward pass checks as it loads.
 pub fn required_layer_tensors(cfg: &ArchConfig) -> Vec<&'static str> {
-    super::gguf_names::family_gguf_arch(&cfg.model_type)
+    super::registry::by_model_type(&cfg.model_type)
+        .and_then(|r| r.gguf_arch)
         .and_then(super::gguf_names::tables)
         .into_iter()
         .flatten()
@@ -82,38 +78,27 @@ pub fn layer_norm_params(cfg: &ArchConfig) -> u64 {
     }
 }
 
-/// The Gemma 3 default of `sliding_window_pattern`.
-const GEMMA3_PATTERN: u64 = 6;
-
 /// The family's rule for `n` layers: `true` where a layer uses the sliding window. `None` for
 /// families without a rule.
-fn pattern_types(family: Family, raw: &Value, n: usize) -> Option<Vec<bool>> {
-    let period = match family {
+fn pattern_types(cfg: &ArchConfig, n: usize) -> Option<Vec<bool>> {
+    let period = match Family::of(&cfg.model_type) {
         Family::Gemma2 => 2,
-        Family::Gemma3 => raw
-            .get("sliding_window_pattern")
-            .and_then(Value::as_u64)
-            .unwrap_or(GEMMA3_PATTERN)
-            .max(1),
+        Family::Gemma3 => cfg.family.sliding_window_pattern,
         _ => return None,
     };
-    Some(
-        (0..n)
-            .map(|i| !(i as u64 + 1).is_multiple_of(period))
-            .collect(),
-    )
+    Some((0..n).map(|i| !(i + 1).is_multiple_of(period)).collect())
 }
 
 /// Which layers use the sliding window, for families that mix sliding and global layers:
 /// `layer_types` when given, else the family's rule. `None` for other families.
-pub fn sliding_layers(cfg: &ArchConfig, raw: &Value) -> Option<Vec<bool>> {
+pub fn sliding_layers(cfg: &ArchConfig) -> Option<Vec<bool>> {
     let family = Family::of(&cfg.model_type);
     if !family.is_gemma() {
         return None;
     }
     match &cfg.layer_types {
         Some(types) => Some(types.iter().map(|t| t == "sliding_attention").collect()),
-        None => pattern_types(family, raw, cfg.num_hidden_layers),
+        None => pattern_types(cfg, cfg.num_hidden_layers),
     }
 }
 
@@ -125,16 +110,15 @@ pub fn sliding_layers(cfg: &ArchConfig, raw: &Value) -> Option<Vec<bool>> {
 pub fn fix_layer_pattern(
     out: &mut Map<String, Value>,
     arch: &ArchConfig,
-    raw: &Value,
     removal: &Removal,
     changes: &mut Vec<String>,
 ) -> bool {
     let family = Family::of(&arch.model_type);
-    let Some(before) = sliding_layers(arch, raw) else {
+    let Some(before) = sliding_layers(arch) else {
         return false;
     };
     let kept: Vec<bool> = removal.kept().iter().map(|&i| before[i]).collect();
-    let rule = pattern_types(family, raw, kept.len());
+    let rule = pattern_types(arch, kept.len());
     let follows = rule.as_deref() == Some(kept.as_slice());
     if !out.contains_key("layer_types") && !follows {
         let types: Vec<Value> = kept
@@ -154,7 +138,7 @@ pub fn fix_layer_pattern(
             if family == Family::Gemma2 {
                 "alternating".to_string()
             } else {
-                format!("{}:1", rule_period(raw) - 1)
+                format!("{}:1", arch.family.sliding_window_pattern - 1)
             }
         ));
     }
@@ -167,12 +151,6 @@ pub fn fix_layer_pattern(
         }
     }
     true
-}
-
-fn rule_period(raw: &Value) -> u64 {
-    raw.get("sliding_window_pattern")
-        .and_then(Value::as_u64)
-        .unwrap_or(GEMMA3_PATTERN)
 }
 
 #[cfg(test)]
@@ -194,13 +172,7 @@ mod tests {
         let removal = Removal::drop(&LayerSpec::parse(drop).unwrap(), 6).unwrap();
         let mut out = raw.as_object().unwrap().clone();
         let mut changes = Vec::new();
-        assert!(fix_layer_pattern(
-            &mut out,
-            arch,
-            raw,
-            &removal,
-            &mut changes
-        ));
+        assert!(fix_layer_pattern(&mut out, arch, &removal, &mut changes));
         (out, changes)
     }
 
@@ -208,7 +180,7 @@ mod tests {
     fn gemma3_pattern_is_written_out_when_pruning_breaks_it() {
         let (a, raw) = gemma3(json!({"sliding_window_pattern": 3, "_sliding_window_pattern": 3}));
         assert_eq!(
-            sliding_layers(&a, &raw).unwrap(),
+            sliding_layers(&a).unwrap(),
             [true, true, false, true, true, false]
         );
         let (out, changes) = prune(&a, &raw, "1,2");
@@ -237,7 +209,7 @@ mod tests {
             "num_attention_heads":2,"intermediate_size":16,"vocab_size":10,"head_dim":4});
         let a = ArchConfig::from_value(&v).unwrap();
         assert_eq!(
-            sliding_layers(&a, &v).unwrap(),
+            sliding_layers(&a).unwrap(),
             [true, false, true, false, true, false]
         );
         let (out, _) = prune(&a, &v, "1");

@@ -76,17 +76,6 @@ pub(crate) fn tables(arch: &str) -> Option<&'static [&'static [(&'static str, &'
     }
 }
 
-/// The GGUF architecture llama.cpp writes for an HF `model_type` of issue 17.
-pub fn family_gguf_arch(model_type: &str) -> Option<&'static str> {
-    match model_type {
-        "gemma2" => Some("gemma2"),
-        "gemma3_text" => Some("gemma3"),
-        "phi3" => Some("phi3"),
-        "olmo2" => Some("olmo2"),
-        _ => None,
-    }
-}
-
 /// What a reader subtracts from (and a writer adds to) tensor `hf_name` of GGUF architecture
 /// `arch`: 1 for Gemma's norm weights, else 0.
 pub fn norm_shift(arch: &str, hf_name: &str) -> f32 {

@@ -74,7 +74,7 @@ impl ParamCounts {
         out
     }
 
-    /// Counts derived from the config alone, for the families in [`super::config::SUPPORTED`]
+    /// Counts derived from the config alone, for the families in [`super::registry::ARCHES`]
     /// (and any llama-like model).
     pub fn from_config(cfg: &ArchConfig) -> Self {
         let h = cfg.hidden_size as u64;

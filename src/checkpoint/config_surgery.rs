@@ -112,7 +112,7 @@ pub fn prune_config(
     }
 
     let pattern_fixed =
-        crate::arch::families::fix_layer_pattern(&mut out, arch, raw, removal, &mut changes);
+        crate::arch::families::fix_layer_pattern(&mut out, arch, removal, &mut changes);
     for key in UNHANDLED {
         if pattern_fixed && *key == "sliding_window_pattern" {
             continue;

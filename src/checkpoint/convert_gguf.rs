@@ -11,7 +11,7 @@
 use super::atomic::{AtomicOutput, Overwrite};
 use super::convert::ConvertReport;
 use super::gguf::{GgmlType, GgufModel, GgufWriter, Value, DEFAULT_ALIGNMENT, KEY_ARCHITECTURE};
-use crate::arch::gguf_names::{family_gguf_arch, hf_to_gguf_for, norm_shift};
+use crate::arch::gguf_names::{hf_to_gguf_for, norm_shift};
 use crate::arch::ArchConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::model::gguf::permute_rows;
@@ -20,19 +20,6 @@ use crate::model::{HfFolder, WeightSource};
 use crate::tokenizer::to_gguf::{gguf_tokenizer_metadata, TokenizerMetadata};
 use std::io::BufWriter;
 use std::path::Path;
-
-/// The GGUF architecture of an HF `model_type`.
-fn gguf_arch(model_type: &str) -> Option<&'static str> {
-    match model_type {
-        "llama" | "mistral" => Some("llama"),
-        "qwen2" => Some("qwen2"),
-        "qwen3" => Some("qwen3"),
-        "mixtral" => Some("llama"),
-        "qwen2_moe" => Some("qwen2moe"),
-        "qwen3_moe" => Some("qwen3moe"),
-        other => family_gguf_arch(other),
-    }
-}
 
 /// `values` as `ty` (F16 or BF16; anything else is written as F32, which `hf_to_gguf` checked).
 fn encode(values: &[f32], ty: GgmlType) -> Vec<u8> {
@@ -58,16 +45,23 @@ pub fn hf_to_gguf(
     }
     let config_path = src.join("config.json");
     let (cfg, raw) = ArchConfig::from_file(&config_path)?;
-    let arch = gguf_arch(&cfg.model_type).ok_or_else(|| {
+    let row = crate::arch::registry::by_model_type(&cfg.model_type);
+    let arch = row.and_then(|r| r.gguf_arch).ok_or_else(|| {
         Error::Unsupported(format!(
-            "`{}`: `model_type` `{}` cannot be written as GGUF (supported: llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3, olmo2, mixtral, qwen2_moe, qwen3_moe)",
+            "`{}`: `model_type` `{}` cannot be written as GGUF (supported: {})",
             config_path.display(),
-            cfg.model_type
+            cfg.model_type,
+            crate::arch::registry::ARCHES
+                .iter()
+                .filter(|r| r.gguf_arch.is_some())
+                .map(|r| r.model_type)
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
     })?;
-    let family = family_gguf_arch(&cfg.model_type).is_some();
+    let family = row.is_some_and(|r| r.family != crate::arch::families::Family::Llama);
     let (family_kvs, extra) = if family {
-        crate::model::gguf::family_metadata(arch, &cfg, &raw, &config_path)?
+        crate::model::gguf::family_metadata(arch, &cfg, &config_path)?
     } else {
         Default::default()
     };

@@ -113,6 +113,15 @@ pub fn check_moe_tensors_named<'a>(
                 moe.num_experts
             ));
         }
+        if moe.shared_expert_intermediate_size == 0 {
+            let shared = format!("model.layers.{i}.{block}.shared_expert");
+            if let Some(n) = shapes.keys().filter(|n| n.starts_with(&shared)).min() {
+                return fail(format!(
+                    "`shared_expert_intermediate_size` is 0, but layer {i} holds {}",
+                    show(n)
+                ));
+            }
+        }
         for (name, want) in expected_ffn(arch, i) {
             match shapes.get(name.as_str()) {
                 None => {

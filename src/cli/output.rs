@@ -56,7 +56,15 @@ pub fn report_error(e: &anyhow::Error) -> i32 {
             line.push_str(&c);
         }
     }
-    eprintln!("error: {}", as_flags(&line));
+    // A key of a file (`dtype` in `config.json`) is not the flag of the same name.
+    let in_file = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<depthprune::error::Error>(),
+            Some(depthprune::error::Error::Config { .. })
+        )
+    });
+    let line = if in_file { line } else { as_flags(&line) };
+    eprintln!("error: {line}");
     1
 }
 

@@ -4,52 +4,10 @@
 use super::family::FamilyOpts;
 use crate::arch::ArchConfig;
 use crate::error::{Error, Result};
-use serde_json::Value;
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// Architectures the forward pass implements.
-pub const FORWARD_SUPPORTED: &[&str] = &[
-    "llama",
-    "mistral",
-    "qwen2",
-    "qwen3",
-    "gemma2",
-    "gemma3_text",
-    "phi3",
-    "olmo2",
-    "qwen2_moe",
-    "qwen3_moe",
-    "mixtral",
-];
-
-/// How RoPE frequencies are derived from `rope_theta`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RopeScaling {
-    /// Plain RoPE.
-    Default,
-    /// Every frequency divided by `factor` (HF `linear`).
-    Linear { factor: f64 },
-    /// Llama 3.1's band-wise scaling (HF `llama3`).
-    Llama3 {
-        factor: f64,
-        low_freq_factor: f64,
-        high_freq_factor: f64,
-        original_max_position_embeddings: f64,
-    },
-    /// Phi-3's LongRoPE (HF `longrope`, formerly `su`).
-    LongRope(LongRope),
-}
-
-/// LongRoPE: per-pair frequency divisors, short ones up to `original_max_position_embeddings`
-/// positions and long ones past it, and a scale on cos and sin.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LongRope {
-    pub short_factor: Vec<f64>,
-    pub long_factor: Vec<f64>,
-    pub original_max_position_embeddings: usize,
-    pub attention_factor: f64,
-}
+pub use crate::arch::rope::{LongRope, RopeScaling};
 
 /// The precision the matrix products run in (`--compute`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -98,33 +56,31 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// Reads `config.json` and checks that the forward pass implements its architecture.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let (arch, value) = ArchConfig::from_file(path)?;
-        Self::new(arch, &value).map_err(|msg| Error::config(path, msg))
+        let (arch, _) = ArchConfig::from_file(path)?;
+        Self::new(arch).map_err(|msg| Error::config(path, msg))
     }
 
-    /// Builds the configuration from a parsed config and its raw JSON; the error is a message
-    /// without the file name.
-    pub fn new(mut arch: ArchConfig, raw: &Value) -> std::result::Result<Self, String> {
-        if !FORWARD_SUPPORTED.contains(&arch.model_type.as_str()) {
+    /// Builds the configuration from a checked config; the error is a message without the file
+    /// name.
+    pub fn new(arch: ArchConfig) -> std::result::Result<Self, String> {
+        if !arch.is_supported() {
             return Err(format!(
                 "architecture `{}` is not supported by the forward pass (supported: {})",
                 arch.model_type,
-                FORWARD_SUPPORTED.join(", ")
+                crate::arch::registry::model_types().join(", ")
             ));
         }
+        // Checked here rather than on reading: transformers' default top-k (8 for qwen3_moe)
+        // may exceed a small model's experts, which only matters for routing.
         if let Some(m) = &arch.moe {
-            if m.num_experts_per_tok == 0 || m.num_experts_per_tok > m.num_experts {
+            if m.num_experts_per_tok > m.num_experts {
                 return Err(format!(
                     "`num_experts_per_tok` ({}) must be between 1 and the number of experts ({})",
                     m.num_experts_per_tok, m.num_experts
                 ));
             }
         }
-        let norm_topk_prob = arch.model_type == "mixtral"
-            || raw
-                .get("norm_topk_prob")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
+        let norm_topk_prob = arch.model_type == "mixtral" || arch.family.norm_topk_prob;
         if arch.mlp_bias {
             return Err("`mlp_bias` is not supported by the forward pass".into());
         }
@@ -134,9 +90,9 @@ impl ModelConfig {
                 arch.head_dim
             ));
         }
-        let mut rope_scaling = rope_scaling(raw)?;
-        let family = FamilyOpts::new(&mut arch, raw, &mut rope_scaling)?;
-        let windows = match crate::arch::families::sliding_layers(&arch, raw) {
+        let rope_scaling = arch.rope_scaling.clone();
+        let family = FamilyOpts::new(&arch)?;
+        let windows = match crate::arch::families::sliding_layers(&arch) {
             Some(sliding) => sliding
                 .iter()
                 .map(|&s| if s { arch.sliding_window } else { None })
@@ -178,70 +134,10 @@ fn layer_window(arch: &ArchConfig, i: usize) -> Option<usize> {
     }
 }
 
-/// Reads `rope_parameters` (transformers 5) or `rope_scaling` (earlier).
-fn rope_scaling(raw: &Value) -> std::result::Result<RopeScaling, String> {
-    let params = [raw.get("rope_parameters"), raw.get("rope_scaling")]
-        .into_iter()
-        .flatten()
-        .find(|v| v.is_object());
-    let Some(params) = params else {
-        return Ok(RopeScaling::Default);
-    };
-    rope_scaling_of_in(params, raw)
-}
-
-/// Reads one RoPE parameter object (`rope_type` and its fields).
-pub(crate) fn rope_scaling_of(params: &Value) -> std::result::Result<RopeScaling, String> {
-    rope_scaling_of_in(params, params)
-}
-
-/// Reads one RoPE parameter object; `raw` is the whole config, for the fields LongRoPE may
-/// find at the top level.
-fn rope_scaling_of_in(params: &Value, raw: &Value) -> std::result::Result<RopeScaling, String> {
-    let kind = params
-        .get("rope_type")
-        .or_else(|| params.get("type"))
-        .and_then(Value::as_str)
-        .unwrap_or("default");
-    let num = |key: &str| -> std::result::Result<f64, String> {
-        params
-            .get(key)
-            .and_then(Value::as_f64)
-            .ok_or_else(|| format!("RoPE scaling `{kind}` needs a numeric `{key}`"))
-    };
-    match kind {
-        "default" => Ok(RopeScaling::Default),
-        "linear" => Ok(RopeScaling::Linear { factor: num("factor")? }),
-        "longrope" | "su" => Ok(RopeScaling::LongRope(super::family::long_rope(params, raw)?)),
-        "llama3" => {
-            let s = RopeScaling::Llama3 {
-                factor: num("factor")?,
-                low_freq_factor: num("low_freq_factor")?,
-                high_freq_factor: num("high_freq_factor")?,
-                original_max_position_embeddings: num("original_max_position_embeddings")?,
-            };
-            if let RopeScaling::Llama3 {
-                low_freq_factor: lo,
-                high_freq_factor: hi,
-                ..
-            } = s
-            {
-                if hi <= lo {
-                    return Err(format!("RoPE scaling `llama3`: `high_freq_factor` ({hi}) must exceed `low_freq_factor` ({lo})"));
-                }
-            }
-            Ok(s)
-        }
-        other => Err(format!(
-            "RoPE scaling `{other}` is not supported by the forward pass (supported: default, linear, llama3, longrope)"
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn cfg(extra: Value) -> std::result::Result<ModelConfig, String> {
         let mut v = json!({"model_type":"llama","num_hidden_layers":4,"hidden_size":8,"num_attention_heads":2,
@@ -249,7 +145,7 @@ mod tests {
         for (k, x) in extra.as_object().unwrap() {
             v[k] = x.clone();
         }
-        ModelConfig::new(ArchConfig::from_value(&v)?, &v)
+        ModelConfig::new(ArchConfig::from_value(&v)?)
     }
 
     #[test]

@@ -22,24 +22,6 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-/// GGUF architectures the forward pass reads, with the HF `model_type` each becomes.
-pub const GGUF_ARCHES: &[(&str, &str)] = &[
-    ("llama", "llama"),
-    ("qwen2", "qwen2"),
-    ("qwen3", "qwen3"),
-    ("gemma2", "gemma2"),
-    ("gemma3", "gemma3_text"),
-    ("phi3", "phi3"),
-    ("olmo2", "olmo2"),
-    ("qwen2moe", "qwen2_moe"),
-    ("qwen3moe", "qwen3_moe"),
-];
-
-/// Whether llama.cpp's converter permuted the Q/K rows of this architecture.
-fn permutes_qk(arch: &str) -> bool {
-    arch == "llama"
-}
-
 /// The weights of a GGUF model, by HF name.
 pub struct GgufWeights {
     path: PathBuf,
@@ -92,7 +74,7 @@ impl GgufWeights {
             // reader, a file truncated underneath us is the one hazard.
             maps.push(unsafe { Mmap::map(&file) }.at(&part.path)?);
         }
-        let permute = if permutes_qk(arch) {
+        let permute = if crate::arch::registry::by_gguf_arch(arch).is_some_and(|r| r.permute_qk) {
             let key = |k: &str| meta_u64(model, &format!("{arch}.{k}"));
             let heads = key("attention.head_count")?
                 .ok_or_else(|| missing(&path, &format!("{arch}.attention.head_count")))?;
@@ -342,17 +324,13 @@ fn meta_f64(model: &GgufModel, key: &str) -> Result<Option<f64>> {
 /// The GGUF architecture, checked against those the forward pass reads.
 pub fn gguf_arch(model: &GgufModel) -> Result<&str> {
     let arch = model.architecture()?;
-    if GGUF_ARCHES.iter().any(|(a, _)| *a == arch) {
+    if crate::arch::registry::by_gguf_arch(arch).is_some() {
         Ok(arch)
     } else {
         Err(Error::Unsupported(format!(
             "`{}`: GGUF architecture `{arch}` is not supported (supported: {})",
             model.path().display(),
-            GGUF_ARCHES
-                .iter()
-                .map(|(a, _)| *a)
-                .collect::<Vec<_>>()
-                .join(", ")
+            crate::arch::registry::gguf_arches().join(", ")
         )))
     }
 }
@@ -361,11 +339,8 @@ pub fn gguf_arch(model: &GgufModel) -> Result<&str> {
 pub fn gguf_config_json(model: &GgufModel) -> Result<serde_json::Value> {
     let path = model.path();
     let arch = gguf_arch(model)?;
-    let model_type = GGUF_ARCHES
-        .iter()
-        .find(|(a, _)| *a == arch)
-        .map(|(_, m)| *m)
-        .unwrap_or(arch);
+    let row = crate::arch::registry::by_gguf_arch(arch);
+    let model_type = row.map_or(arch, |r| r.model_type);
     let k = |s: &str| format!("{arch}.{s}");
     let need =
         |key: String| -> Result<u64> { meta_u64(model, &key)?.ok_or_else(|| missing(path, &key)) };
@@ -399,7 +374,7 @@ pub fn gguf_config_json(model: &GgufModel) -> Result<serde_json::Value> {
     let tied = find("output.weight").is_none();
     let bias = find("blk.0.attn_q.bias").is_some();
     let serde_json::Value::Object(mut cfg) = json!({
-        "architectures": [hf_class(model_type)],
+        "architectures": [row.map_or("LlamaForCausalLM", |r| r.hf_class)],
         "model_type": model_type,
         "num_hidden_layers": layers,
         "hidden_size": hidden,
@@ -456,27 +431,12 @@ pub fn gguf_config_json(model: &GgufModel) -> Result<serde_json::Value> {
     Ok(serde_json::Value::Object(cfg))
 }
 
-/// The transformers class of a `model_type`.
-fn hf_class(model_type: &str) -> &'static str {
-    match model_type {
-        "qwen2" => "Qwen2ForCausalLM",
-        "qwen3" => "Qwen3ForCausalLM",
-        "gemma2" => "Gemma2ForCausalLM",
-        "gemma3_text" => "Gemma3ForCausalLM",
-        "phi3" => "Phi3ForCausalLM",
-        "olmo2" => "Olmo2ForCausalLM",
-        "qwen2_moe" => "Qwen2MoeForCausalLM",
-        "qwen3_moe" => "Qwen3MoeForCausalLM",
-        _ => "LlamaForCausalLM",
-    }
-}
-
 /// Opens a GGUF file as a model: its configuration and its weights.
 pub fn open_gguf(path: &Path) -> Result<(ModelConfig, std::sync::Arc<GgufWeights>, GgufModel)> {
     let model = GgufModel::open(path)?;
     let raw = gguf_config_json(&model)?;
     let arch = ArchConfig::from_value(&raw).map_err(|m| Error::config(path, m))?;
-    let cfg = ModelConfig::new(arch, &raw).map_err(|m| Error::config(path, m))?;
+    let cfg = ModelConfig::new(arch).map_err(|m| Error::config(path, m))?;
     let weights = std::sync::Arc::new(GgufWeights::new(&model)?);
     super::gguf_moe::check_gguf_moe(&model)?;
     Ok((cfg, weights, model))

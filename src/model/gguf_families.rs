@@ -207,7 +207,6 @@ pub(crate) type FamilyMetadata = (Vec<(String, Value)>, Vec<(String, Vec<f32>)>)
 pub(crate) fn family_metadata(
     arch: &str,
     cfg: &ArchConfig,
-    raw: &serde_json::Value,
     config_path: &Path,
 ) -> Result<FamilyMetadata> {
     let refuse = |msg: String| Error::Unsupported(format!("`{}`: {msg}", config_path.display()));
@@ -215,7 +214,7 @@ pub(crate) fn family_metadata(
     let mut kvs = Vec::new();
     let mut tensors = Vec::new();
     let family = Family::of(&cfg.model_type);
-    let mc = super::ModelConfig::new(cfg.clone(), raw).map_err(&refuse)?;
+    let mc = super::ModelConfig::new(cfg.clone()).map_err(&refuse)?;
     let f = &mc.family;
     if family.is_gemma() {
         let scalar = if cfg.num_hidden_layers as u64 == layers_27b(arch) {
@@ -228,7 +227,7 @@ pub(crate) fn family_metadata(
                 "`query_pre_attn_scalar` gives an attention scale llama.cpp does not use for `{arch}` (it takes {scalar}); the GGUF would be a different model"
             )));
         }
-        let sliding = sliding_layers(cfg, raw).unwrap_or_default();
+        let sliding = sliding_layers(cfg).unwrap_or_default();
         let period = llama_cpp_period(arch).unwrap_or(1);
         let fixed: Vec<bool> = (0..cfg.num_hidden_layers)
             .map(|i| !(i as u64 + 1).is_multiple_of(period))

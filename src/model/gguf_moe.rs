@@ -182,7 +182,7 @@ pub fn check_gguf_moe(model: &GgufModel) -> Result<()> {
         return Ok(());
     };
     // Other architectures (deepseek2, …) are pruned as they are, unchecked.
-    if !super::gguf::GGUF_ARCHES.iter().any(|(a, _)| *a == arch) {
+    if crate::arch::registry::by_gguf_arch(arch).is_none() {
         return Ok(());
     }
     if meta_u64(model, &format!("{arch}.expert_count"))?.unwrap_or(0) == 0

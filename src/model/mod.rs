@@ -31,7 +31,6 @@ mod weights;
 pub use alloc::reuse_freed_memory;
 pub use config::{
     default_compute, set_default_compute, Compute, LongRope, ModelConfig, RopeScaling,
-    FORWARD_SUPPORTED,
 };
 pub use family::{Activation, FamilyOpts};
 pub use fastmath::{log_sum_exp, silu_mul, softmax_unnormalised};

@@ -1,0 +1,264 @@
+//! The architecture registry (issue 25): one row per HF `model_type`, giving everything the rest
+//! of depthprune asks about an architecture — its family and transformers class, the GGUF
+//! architecture llama.cpp names it and whether a GGUF of that name is read back as it, the layer
+//! form (norm slots, feed-forward kind, fused projections, q/k norms), the per-layer config
+//! fields pruning slices, what llama.cpp fixes rather than reads, how healing folds, the Q/K row
+//! permutation of llama.cpp's converter, and transformers' defaults that differ between
+//! families. Tensor names per GGUF architecture stay in [`super::gguf_names`] (one table per
+//! fact, as gguf-py keeps them), keyed by [`ArchRow::gguf_arch`].
+//!
+//! Adding a family: a row here, its fields in [`super::family_config`] if it has its own, and
+//! its layer code only where it differs.
+
+use super::families::Family;
+
+/// Where a layer's RMSNorms sit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Norms {
+    /// Before attention and before the MLP (llama).
+    Pre,
+    /// Before and after both (Gemma 2 and 3).
+    Sandwich,
+    /// After attention and after the MLP only (OLMo 2).
+    Post,
+}
+
+/// The feed-forward block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ffn {
+    /// `down(act(gate(x)) · up(x))`.
+    Gated,
+    /// Routed experts (and, for some, a shared expert).
+    Experts,
+}
+
+/// How healing folds its learned map into the checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealFold {
+    /// Into the last kept layer's `down_proj` (the MLP output reaches the residual directly).
+    DownProj,
+    /// A norm sits on the MLP output: a rotation-and-scale folded into the post-MLP norm.
+    PostNorm,
+}
+
+/// One architecture.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ArchRow {
+    pub model_type: &'static str,
+    pub hf_class: &'static str,
+    pub family: Family,
+    /// The architecture llama.cpp's converter writes (`None`: no GGUF conversion).
+    pub gguf_arch: Option<&'static str>,
+    /// Whether a GGUF of [`Self::gguf_arch`] is read back as this `model_type` (mistral and
+    /// mixtral become `llama` files, read back as llama).
+    pub reads_gguf: bool,
+    /// Whether llama.cpp's converter permuted the Q/K rows for RoPE's pair order.
+    pub permute_qk: bool,
+    pub norms: Norms,
+    pub ffn: Ffn,
+    /// q/k/v and gate/up stored fused (`qkv_proj`, `gate_up_proj`).
+    pub fused: bool,
+    /// A per-head RMSNorm on queries and keys.
+    pub qk_norm: bool,
+    /// Config fields holding one entry per layer, sliced on prune (any other top-level list of
+    /// that length is sliced too, and reported).
+    pub layer_fields: &'static [&'static str],
+    /// What llama.cpp hard-codes for this architecture instead of reading it from metadata (a
+    /// conversion refuses a model that differs).
+    pub gguf_fixed: &'static [&'static str],
+    pub heal_fold: HealFold,
+    /// transformers' `rms_norm_eps` when the key is absent.
+    pub rms_norm_eps: f64,
+    /// transformers' `rope_theta` when the key is absent.
+    pub rope_theta: f64,
+    /// transformers' `num_experts_per_tok` when absent (MoE rows).
+    pub top_k: usize,
+}
+
+const LLAMA: ArchRow = ArchRow {
+    model_type: "llama",
+    hf_class: "LlamaForCausalLM",
+    family: Family::Llama,
+    gguf_arch: Some("llama"),
+    reads_gguf: true,
+    permute_qk: true,
+    norms: Norms::Pre,
+    ffn: Ffn::Gated,
+    fused: false,
+    qk_norm: false,
+    layer_fields: &[],
+    gguf_fixed: &[],
+    heal_fold: HealFold::DownProj,
+    rms_norm_eps: 1e-6,
+    rope_theta: 10000.0,
+    top_k: 0,
+};
+
+const GEMMA_FIXED: &[&str] = &[
+    "the sliding/global layer pattern",
+    "sliding layers' RoPE base 10000, unscaled (Gemma 3)",
+    "attention scale head_dim^-1/2 (hidden/heads for the 27B models)",
+    "norm weights stored as 1 + w",
+];
+
+/// Every architecture depthprune knows, in the order error messages list them.
+pub const ARCHES: &[ArchRow] = &[
+    LLAMA,
+    ArchRow {
+        model_type: "mistral",
+        hf_class: "MistralForCausalLM",
+        reads_gguf: false,
+        ..LLAMA
+    },
+    ArchRow {
+        model_type: "qwen2",
+        hf_class: "Qwen2ForCausalLM",
+        gguf_arch: Some("qwen2"),
+        permute_qk: false,
+        ..LLAMA
+    },
+    ArchRow {
+        model_type: "qwen3",
+        hf_class: "Qwen3ForCausalLM",
+        gguf_arch: Some("qwen3"),
+        permute_qk: false,
+        qk_norm: true,
+        ..LLAMA
+    },
+    ArchRow {
+        model_type: "qwen2_moe",
+        hf_class: "Qwen2MoeForCausalLM",
+        gguf_arch: Some("qwen2moe"),
+        permute_qk: false,
+        ffn: Ffn::Experts,
+        top_k: 4,
+        ..LLAMA
+    },
+    ArchRow {
+        model_type: "qwen3_moe",
+        hf_class: "Qwen3MoeForCausalLM",
+        gguf_arch: Some("qwen3moe"),
+        permute_qk: false,
+        ffn: Ffn::Experts,
+        qk_norm: true,
+        top_k: 8,
+        ..LLAMA
+    },
+    ArchRow {
+        model_type: "mixtral",
+        hf_class: "MixtralForCausalLM",
+        reads_gguf: false,
+        ffn: Ffn::Experts,
+        rms_norm_eps: 1e-5,
+        rope_theta: 1e6,
+        top_k: 2,
+        ..LLAMA
+    },
+    ArchRow {
+        model_type: "gemma2",
+        hf_class: "Gemma2ForCausalLM",
+        family: Family::Gemma2,
+        gguf_arch: Some("gemma2"),
+        permute_qk: false,
+        norms: Norms::Sandwich,
+        layer_fields: &["layer_types"],
+        gguf_fixed: GEMMA_FIXED,
+        heal_fold: HealFold::PostNorm,
+        ..LLAMA
+    },
+    ArchRow {
+        model_type: "gemma3_text",
+        hf_class: "Gemma3ForCausalLM",
+        family: Family::Gemma3,
+        gguf_arch: Some("gemma3"),
+        permute_qk: false,
+        norms: Norms::Sandwich,
+        qk_norm: true,
+        layer_fields: &["layer_types"],
+        gguf_fixed: GEMMA_FIXED,
+        heal_fold: HealFold::PostNorm,
+        ..LLAMA
+    },
+    ArchRow {
+        model_type: "phi3",
+        hf_class: "Phi3ForCausalLM",
+        family: Family::Phi3,
+        gguf_arch: Some("phi3"),
+        permute_qk: false,
+        fused: true,
+        rms_norm_eps: 1e-5,
+        ..LLAMA
+    },
+    ArchRow {
+        model_type: "olmo2",
+        hf_class: "Olmo2ForCausalLM",
+        family: Family::Olmo2,
+        gguf_arch: Some("olmo2"),
+        permute_qk: false,
+        norms: Norms::Post,
+        heal_fold: HealFold::PostNorm,
+        rms_norm_eps: 1e-5,
+        ..LLAMA
+    },
+];
+
+/// The row of an HF `model_type`.
+pub fn by_model_type(model_type: &str) -> Option<&'static ArchRow> {
+    ARCHES.iter().find(|r| r.model_type == model_type)
+}
+
+/// The row a GGUF file of llama.cpp architecture `arch` is read as.
+pub fn by_gguf_arch(arch: &str) -> Option<&'static ArchRow> {
+    ARCHES
+        .iter()
+        .find(|r| r.reads_gguf && r.gguf_arch == Some(arch))
+}
+
+/// Every known `model_type`, for error messages.
+pub fn model_types() -> Vec<&'static str> {
+    ARCHES.iter().map(|r| r.model_type).collect()
+}
+
+/// The GGUF architectures read back, for error messages.
+pub fn gguf_arches() -> Vec<&'static str> {
+    ARCHES
+        .iter()
+        .filter(|r| r.reads_gguf)
+        .filter_map(|r| r.gguf_arch)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_row_per_model_type_and_per_gguf_arch_read() {
+        let mut m = model_types();
+        m.sort_unstable();
+        m.dedup();
+        assert_eq!(m.len(), ARCHES.len());
+        let mut g = gguf_arches();
+        let n = g.len();
+        g.sort_unstable();
+        g.dedup();
+        assert_eq!(g.len(), n, "two rows read the same GGUF arch");
+        for a in gguf_arches() {
+            assert_eq!(by_gguf_arch(a).unwrap().gguf_arch, Some(a));
+        }
+        assert_eq!(by_gguf_arch("gemma3").unwrap().model_type, "gemma3_text");
+        assert_eq!(by_model_type("mixtral").unwrap().gguf_arch, Some("llama"));
+    }
+
+    #[test]
+    fn heal_fold_follows_the_norm_after_the_mlp() {
+        for r in ARCHES {
+            assert_eq!(
+                r.heal_fold == HealFold::PostNorm,
+                r.family.norm_after_mlp(),
+                "{}",
+                r.model_type
+            );
+        }
+    }
+}
