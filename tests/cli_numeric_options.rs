@@ -144,16 +144,17 @@ fn sweep_base(model: &Path, long: &Path) -> Vec<String> {
     .to_vec()
 }
 
-/// The base command line of each row family (`@OUT` is the row's output path) and its flags,
-/// integer and float.
-fn families(
-    x: &Setup,
-) -> Vec<(
+/// A row family: its name, base command line, and integer and float flags.
+type Family = (
     &'static str,
     Vec<String>,
     &'static [&'static str],
     &'static [&'static str],
-)> {
+);
+
+/// The base command line of each row family (`@OUT` is the row's output path) and its flags,
+/// integer and float.
+fn families(x: &Setup) -> Vec<Family> {
     let (m, t, l) = (s(&x.model), s(&x.text), s(&x.long));
     let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let calib = ["--calib", l, "--ctx", "16", "--samples", "2"];

@@ -13,7 +13,18 @@ import pytest
 import depthprune as dp
 
 
-def test_convert_matches_cli(model, cli, tmp_path):
+TINY_LLAMA = {
+    "model_type": "llama", "architectures": ["LlamaForCausalLM"], "num_hidden_layers": 3,
+    "hidden_size": 32, "intermediate_size": 48, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "vocab_size": 64, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+    "tie_word_embeddings": False, "torch_dtype": "float32",
+}
+
+
+def test_convert_matches_cli(cli, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(TINY_LLAMA))
+    model = tmp_path / "tiny"
+    dp.synth(config=tmp_path / "config.json", out=model, dtype="f32", seed=1)
     gguf_py = tmp_path / "py.gguf"
     got = dp.convert(model, to="gguf", dtype="f16", out=gguf_py)
     code, out, err = cli("convert", model, "--to", "gguf", "--dtype", "f16", "--json",

@@ -242,6 +242,9 @@ pub fn eval_tasks(
         batch: req.batch,
     };
     let mut report = eval::score_encoded(&m, &skip, &encoded, opts, progress)?;
+    // Checked with every question's log-likelihoods, which are not kept unless asked for: an
+    // accuracy counted from NaN scores is no accuracy.
+    eval::ensure_finite(&report, "the multiple-choice evaluation", &path)?;
     if report.truncated > 0 {
         progress.warn(&format!(
             "{} of the question × choice inputs were longer than {} tokens and lost their start",
@@ -251,13 +254,11 @@ pub fn eval_tasks(
     if !req.per_item {
         report.items.clear();
     }
-    let result = TaskResult {
+    Ok(TaskResult {
         report,
         model: model.path().display().to_string(),
         tasks: file.display().to_string(),
         skip,
         n_layers: m.n_layers(),
-    };
-    eval::ensure_finite(&result, "the multiple-choice evaluation", &path)?;
-    Ok(result)
+    })
 }
