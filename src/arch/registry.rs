@@ -200,6 +200,26 @@ pub const ARCHES: &[ArchRow] = &[
         rms_norm_eps: 1e-5,
         ..LLAMA
     },
+    // No GGUF: llama.cpp's `smollm3` fixes a NoPE layer every 4th layer, which pruning breaks.
+    ArchRow {
+        model_type: "smollm3",
+        hf_class: "SmolLM3ForCausalLM",
+        gguf_arch: None,
+        reads_gguf: false,
+        layer_fields: &["no_rope_layers"],
+        gguf_fixed: &["a NoPE layer every 4th layer"],
+        rope_theta: 2e6,
+        ..LLAMA
+    },
+    // llama.cpp's `granite` reads the multipliers from metadata; depthprune's GGUF path does
+    // not carry them yet.
+    ArchRow {
+        model_type: "granite",
+        hf_class: "GraniteForCausalLM",
+        gguf_arch: None,
+        reads_gguf: false,
+        ..LLAMA
+    },
 ];
 
 /// The row of an HF `model_type`.
