@@ -101,6 +101,15 @@ const GEMMA_FIXED: &[&str] = &[
     "norm weights stored as 1 + w",
 ];
 
+/// Granite's multipliers: the `config.json` key and the GGUF key (after `granite.`) llama.cpp's
+/// converter writes it as.
+pub const GRANITE_SCALES: &[(&str, &str)] = &[
+    ("embedding_multiplier", "embedding_scale"),
+    ("residual_multiplier", "residual_scale"),
+    ("attention_multiplier", "attention.scale"),
+    ("logits_scaling", "logit_scale"),
+];
+
 /// Every architecture depthprune knows, in the order error messages list them.
 pub const ARCHES: &[ArchRow] = &[
     LLAMA,
@@ -211,13 +220,11 @@ pub const ARCHES: &[ArchRow] = &[
         rope_theta: 2e6,
         ..LLAMA
     },
-    // llama.cpp's `granite` reads the multipliers from metadata; depthprune's GGUF path does
-    // not carry them yet.
+    // llama.cpp's `granite` reads the four multipliers from metadata ([`GRANITE_SCALES`]).
     ArchRow {
         model_type: "granite",
         hf_class: "GraniteForCausalLM",
-        gguf_arch: None,
-        reads_gguf: false,
+        gguf_arch: Some("granite"),
         ..LLAMA
     },
 ];
