@@ -11,7 +11,7 @@ use common::golden::max_diff;
 use depthprune::model::Model;
 use std::path::{Path, PathBuf};
 
-const FAMILIES: &[&str] = &["gemma2", "gemma3", "phi3", "olmo2"];
+const FAMILIES: &[&str] = &["gemma2", "gemma3", "phi3", "olmo2", "granite"];
 
 fn fixture(arch: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -118,6 +118,7 @@ fn gguf_prunes_give_the_logits_of_skipping() {
         ("gemma3", "5", &[5][..]),
         ("phi3", "1,2", &[1, 2][..]),
         ("olmo2", "1,2", &[1, 2][..]),
+        ("granite", "1,2", &[1, 2][..]),
     ] {
         let hf = llama_cpp_like(tmp.path(), arch);
         let gguf = tmp.path().join(format!("{arch}.gguf"));

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 const LOGITS_TOL: f32 = 1e-4;
 const TAP_TOL: f32 = 1e-5;
-const FAMILIES: &[&str] = &["gemma2", "gemma3", "phi3", "olmo2"];
+const FAMILIES: &[&str] = &["gemma2", "gemma3", "phi3", "olmo2", "smollm3", "granite"];
 const SKIP: &[usize] = &[1, 2];
 
 fn dir(arch: &str) -> PathBuf {

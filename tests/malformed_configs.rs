@@ -369,6 +369,45 @@ fn cases() -> Vec<(&'static str, &'static str, Value, &'static str)> {
             json!("28"),
             "`max_window_layers`",
         ),
+        // The registry's new families: SmolLM3's per-layer RoPE switch, Granite's multipliers.
+        (
+            "smollm3",
+            "no_rope_layers",
+            json!([1, 1, 1, 0, 1]),
+            "`no_rope_layers` has 5 entries",
+        ),
+        (
+            "smollm3",
+            "no_rope_layers",
+            json!([1, 1, 2, 0, 1, 1]),
+            "`no_rope_layers` entry 2",
+        ),
+        (
+            "smollm3",
+            "no_rope_layers",
+            json!(["1", 1, 1, 0, 1, 1]),
+            "`no_rope_layers` entry 0",
+        ),
+        ("smollm3", "no_rope_layers", json!(true), "`no_rope_layers`"),
+        (
+            "granite",
+            "embedding_multiplier",
+            json!("NaN"),
+            "`embedding_multiplier`",
+        ),
+        (
+            "granite",
+            "attention_multiplier",
+            json!(0),
+            "`attention_multiplier`",
+        ),
+        (
+            "granite",
+            "residual_multiplier",
+            json!(-0.5),
+            "`residual_multiplier`",
+        ),
+        ("granite", "logits_scaling", json!(0.0), "`logits_scaling`"),
     ]
 }
 

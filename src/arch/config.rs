@@ -141,7 +141,8 @@ impl ArchConfig {
         let mut rope_theta =
             super::rope::rope_theta(obj)?.unwrap_or(row.map_or(10000.0, |r| r.rope_theta));
         let mut rope_scaling = super::rope::rope_scaling(obj)?;
-        let (family_cfg, global_rope) = FamilyConfig::read(family, obj)?;
+        let (family_cfg, global_rope) =
+            FamilyConfig::read(family, &model_type, num_hidden_layers, obj)?;
         if let Some((theta, scaling)) = global_rope {
             (rope_theta, rope_scaling) = (theta, scaling);
         }

@@ -31,6 +31,35 @@ pub struct FamilyConfig {
     pub local_rope: Option<(f64, RopeScaling)>,
     /// MoE routing renormalises the top-k weights (always for Mixtral).
     pub norm_topk_prob: bool,
+    /// SmolLM3: whether each layer applies RoPE (`no_rope_layers`, 1 = RoPE, 0 = NoPE; absent:
+    /// NoPE every `no_rope_layer_interval`-th layer, default 4).
+    pub rope_layers: Option<Vec<bool>>,
+    /// Granite's four multipliers.
+    pub granite: Option<Granite>,
+}
+
+/// Granite's scalars (transformers' defaults 1): embeddings are multiplied by
+/// `embedding_multiplier`, attention scores use `attention_multiplier` as their scale, each
+/// branch is multiplied by `residual_multiplier` before the residual add, and the logits are
+/// divided by `logits_scaling`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Granite {
+    pub embedding_multiplier: f64,
+    pub attention_multiplier: f64,
+    pub residual_multiplier: f64,
+    pub logits_scaling: f64,
+}
+
+impl Granite {
+    fn read(raw: &Obj) -> R<Self> {
+        let one = |key: &str| -> R<f64> { Ok(fields::positive(raw, key)?.unwrap_or(1.0)) };
+        Ok(Granite {
+            embedding_multiplier: one("embedding_multiplier")?,
+            attention_multiplier: one("attention_multiplier")?,
+            residual_multiplier: one("residual_multiplier")?,
+            logits_scaling: one("logits_scaling")?,
+        })
+    }
 }
 
 /// A soft-cap: absent gives the family's default, `null` none, else a positive number.
@@ -52,7 +81,12 @@ fn nested<'a>(raw: &'a Obj, layer_type: &str) -> R<Option<&'a Obj>> {
 impl FamilyConfig {
     /// Reads the family fields of `raw`; for Gemma 3, also the global layers' RoPE (returned
     /// as `(theta, scaling)`, replacing the top-level reading).
-    pub fn read(family: Family, raw: &Obj) -> R<(Self, Option<(f64, RopeScaling)>)> {
+    pub fn read(
+        family: Family,
+        model_type: &str,
+        layers: usize,
+        raw: &Obj,
+    ) -> R<(Self, Option<(f64, RopeScaling)>)> {
         let gemma = family.is_gemma();
         let hidden_act = match fields::string(raw, "hidden_activation")? {
             Some(a) => Some(a),
@@ -113,6 +147,11 @@ impl FamilyConfig {
             (None, None)
         };
         let norm_topk_prob = fields::boolean(raw, "norm_topk_prob")?.unwrap_or(false);
+        let rope_layers = if model_type == "smollm3" {
+            Some(rope_layers(raw, layers)?)
+        } else {
+            None
+        };
         Ok((
             FamilyConfig {
                 hidden_act,
@@ -123,8 +162,38 @@ impl FamilyConfig {
                 sliding_window_pattern,
                 local_rope,
                 norm_topk_prob,
+                rope_layers,
+                granite: if model_type == "granite" {
+                    Some(Granite::read(raw)?)
+                } else {
+                    None
+                },
             },
             global_rope,
         ))
+    }
+}
+
+/// SmolLM3's per-layer RoPE switch, as transformers reads it: `no_rope_layers` (one 0 or 1 per
+/// layer), else a NoPE layer every `no_rope_layer_interval`-th layer.
+fn rope_layers(raw: &Obj, layers: usize) -> R<Vec<bool>> {
+    let given = fields::list(raw, "no_rope_layers", |v| match v.as_u64() {
+        Some(0) => Some(false),
+        Some(1) => Some(true),
+        _ => None,
+    })
+    .map_err(|e| format!("{e} (entries are 1 for a RoPE layer, 0 for NoPE)"))?;
+    match given {
+        Some(l) if l.len() != layers => Err(format!(
+            "`no_rope_layers` has {} entries but `num_hidden_layers` is {layers}",
+            l.len()
+        )),
+        Some(l) => Ok(l),
+        None => {
+            let every = fields::positive_uint(raw, "no_rope_layer_interval")?.unwrap_or(4);
+            Ok((0..layers)
+                .map(|i| !(i + 1).is_multiple_of(every))
+                .collect())
+        }
     }
 }

@@ -101,6 +101,15 @@ const GEMMA_FIXED: &[&str] = &[
     "norm weights stored as 1 + w",
 ];
 
+/// Granite's multipliers: the `config.json` key and the GGUF key (after `granite.`) llama.cpp's
+/// converter writes it as.
+pub const GRANITE_SCALES: &[(&str, &str)] = &[
+    ("embedding_multiplier", "embedding_scale"),
+    ("residual_multiplier", "residual_scale"),
+    ("attention_multiplier", "attention.scale"),
+    ("logits_scaling", "logit_scale"),
+];
+
 /// Every architecture depthprune knows, in the order error messages list them.
 pub const ARCHES: &[ArchRow] = &[
     LLAMA,
@@ -198,6 +207,24 @@ pub const ARCHES: &[ArchRow] = &[
         norms: Norms::Post,
         heal_fold: HealFold::PostNorm,
         rms_norm_eps: 1e-5,
+        ..LLAMA
+    },
+    // No GGUF: llama.cpp's `smollm3` fixes a NoPE layer every 4th layer, which pruning breaks.
+    ArchRow {
+        model_type: "smollm3",
+        hf_class: "SmolLM3ForCausalLM",
+        gguf_arch: None,
+        reads_gguf: false,
+        layer_fields: &["no_rope_layers"],
+        gguf_fixed: &["a NoPE layer every 4th layer"],
+        rope_theta: 2e6,
+        ..LLAMA
+    },
+    // llama.cpp's `granite` reads the four multipliers from metadata ([`GRANITE_SCALES`]).
+    ArchRow {
+        model_type: "granite",
+        hf_class: "GraniteForCausalLM",
+        gguf_arch: Some("granite"),
         ..LLAMA
     },
 ];

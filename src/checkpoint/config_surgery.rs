@@ -111,6 +111,18 @@ pub fn prune_config(
         fix_sparse_step(&mut out, arch, removal, &mut changes);
     }
 
+    // SmolLM3 without `no_rope_layers` derives them from an interval that pruning breaks: write
+    // the kept layers' switches out.
+    if let Some(rope) = &arch.family.rope_layers {
+        if !out.contains_key("no_rope_layers") {
+            let kept: Vec<u8> = removal.kept().iter().map(|&i| u8::from(rope[i])).collect();
+            changes.push(format!(
+                "no_rope_layers: written out ({} entries) for the kept layers",
+                kept.len()
+            ));
+            out.insert("no_rope_layers".into(), Value::from(kept));
+        }
+    }
     let pattern_fixed =
         crate::arch::families::fix_layer_pattern(&mut out, arch, removal, &mut changes);
     for key in UNHANDLED {
@@ -223,6 +235,16 @@ mod tests {
         let s = run(cfg, "0");
         assert_eq!(s.config["decoder_sparse_step"], 1);
         assert_eq!(s.config["mlp_only_layers"], json!([1, 3]));
+    }
+
+    #[test]
+    fn smollm3_nope_layers_are_written_out_when_derived() {
+        let v = json!({"model_type":"smollm3","num_hidden_layers":8,"hidden_size":8,
+            "num_attention_heads":2,"intermediate_size":16,"vocab_size":10});
+        let arch = ArchConfig::from_value(&v).unwrap();
+        let removal = Removal::drop(&LayerSpec::parse("1,2").unwrap(), 8).unwrap();
+        let s = prune_config(&v, &arch, &removal, None);
+        assert_eq!(s.config["no_rope_layers"], json!([1, 0, 1, 1, 1, 0]));
     }
 
     #[test]

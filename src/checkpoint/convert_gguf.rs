@@ -59,7 +59,8 @@ pub fn hf_to_gguf(
                 .join(", ")
         ))
     })?;
-    let family = row.is_some_and(|r| r.family != crate::arch::families::Family::Llama);
+    let family = row.is_some_and(|r| r.family != crate::arch::families::Family::Llama)
+        || cfg.family.granite.is_some();
     let (family_kvs, extra) = if family {
         crate::model::gguf::family_metadata(arch, &cfg, &config_path)?
     } else {
@@ -158,7 +159,7 @@ pub fn hf_to_gguf(
     for (g, values) in &extra {
         w.tensor_info(g, &[values.len() as u64], GgmlType::F32)?;
     }
-    let permute = arch == "llama";
+    let permute = row.is_some_and(|r| r.permute_qk);
     let mut bytes = 0u64;
     for (_, parts) in &names {
         let hf = &parts[0];

@@ -39,6 +39,12 @@ pub struct FamilyOpts {
     pub local_rope: Option<(f64, RopeScaling)>,
     /// How many leading dimensions of each head RoPE rotates (`partial_rotary_factor`).
     pub rotary_dim: usize,
+    /// Each branch's output is multiplied by this before the residual add (Granite).
+    pub residual_scale: Option<f32>,
+    /// The logits are divided by this (Granite's `logits_scaling`).
+    pub logits_divisor: Option<f32>,
+    /// Which layers apply RoPE, by original index (SmolLM3's `no_rope_layers`); all when `None`.
+    pub rope_layers: Option<Vec<bool>>,
 }
 
 impl FamilyOpts {
@@ -57,7 +63,9 @@ impl FamilyOpts {
                 ))
             }
         };
-        let attn_scale = if gemma {
+        let attn_scale = if let Some(g) = &f.granite {
+            g.attention_multiplier as f32
+        } else if gemma {
             f.query_pre_attn_scalar.powf(-0.5) as f32
         } else {
             (arch.head_dim as f32).powf(-0.5)
@@ -89,13 +97,19 @@ impl FamilyOpts {
             family,
             norm_plus_one: gemma,
             activation,
-            embed_scale: gemma.then(|| (arch.hidden_size as f64).sqrt() as f32),
+            embed_scale: match &f.granite {
+                Some(g) => Some(g.embedding_multiplier as f32),
+                None => gemma.then(|| (arch.hidden_size as f64).sqrt() as f32),
+            },
             embed_dtype,
             attn_softcap: f.attn_logit_softcapping.map(|c| c as f32),
             final_softcap: f.final_logit_softcapping.map(|c| c as f32),
             attn_scale,
             local_rope: f.local_rope.clone(),
             rotary_dim,
+            rope_layers: f.rope_layers.clone(),
+            residual_scale: f.granite.map(|g| g.residual_multiplier as f32),
+            logits_divisor: f.granite.map(|g| g.logits_scaling as f32),
         })
     }
 }

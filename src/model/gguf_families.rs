@@ -194,6 +194,13 @@ pub(crate) fn family_config(
                 cfg.insert("rope_scaling".into(), scaling);
             }
         }
+        "granite" => {
+            for (hf, gguf) in crate::arch::registry::GRANITE_SCALES {
+                if let Some(x) = f32_key(model, &k(gguf))? {
+                    cfg.insert((*hf).into(), json!(x));
+                }
+            }
+        }
         _ => {}
     }
     Ok(())
@@ -267,6 +274,17 @@ pub(crate) fn family_metadata(
                     "RoPE scaling {other:?} is not written to GGUF"
                 )))
             }
+        }
+    }
+    if let Some(g) = &cfg.family.granite {
+        let values = [
+            g.embedding_multiplier,
+            g.residual_multiplier,
+            g.attention_multiplier,
+            g.logits_scaling,
+        ];
+        for ((_, key), x) in crate::arch::registry::GRANITE_SCALES.iter().zip(values) {
+            kvs.push((k(key), Value::F32(x as f32)));
         }
     }
     if family == Family::Phi3 {

@@ -246,6 +246,8 @@ pub struct DecoderLayer {
     mlp: FeedForward,
     /// On the MLP output: `post_feedforward_layernorm` (Gemma, OLMo 2).
     mlp_out: Option<RmsNorm>,
+    /// Granite's `residual_multiplier` on each branch.
+    residual_scale: Option<f32>,
 }
 
 fn apply(norm: &Option<RmsNorm>, xs: &Tensor) -> Result<Tensor> {
@@ -293,6 +295,7 @@ impl DecoderLayer {
             mlp_in,
             mlp: FeedForward::load(src, cfg, index)?,
             mlp_out,
+            residual_scale: cfg.family.residual_scale,
         })
     }
 
@@ -306,6 +309,14 @@ impl DecoderLayer {
         self.self_attn.window()
     }
 
+    /// A branch's output as it reaches the residual stream (Granite's `residual_multiplier`).
+    fn scaled(&self, xs: Tensor) -> Result<Tensor> {
+        match self.residual_scale {
+            None => Ok(xs),
+            Some(s) => Ok((xs * s as f64)?),
+        }
+    }
+
     /// Runs the layer on `(batch, seq, hidden)`.
     pub fn forward(
         &self,
@@ -316,9 +327,9 @@ impl DecoderLayer {
         let attn = self
             .self_attn
             .forward(&apply(&self.attn_in, xs)?, ctx, cache)?;
-        let hidden = (xs + apply(&self.attn_out, &attn)?)?;
+        let hidden = (xs + self.scaled(apply(&self.attn_out, &attn)?)?)?;
         let mlp = self.mlp.forward(&apply(&self.mlp_in, &hidden)?)?;
-        let output = (&hidden + apply(&self.mlp_out, &mlp)?)?;
+        let output = (&hidden + self.scaled(apply(&self.mlp_out, &mlp)?)?)?;
         Ok(LayerOutput { attn, mlp, output })
     }
 }

@@ -305,7 +305,10 @@ impl Model {
     /// The output projection (apply [`Model::norm`] first), with Gemma 2's final soft-capping
     /// `tanh(x / c) · c`.
     pub fn lm_head(&self, xs: &Tensor) -> Result<Tensor> {
-        let logits = self.lm_head.forward(xs)?;
+        let mut logits = self.lm_head.forward(xs)?;
+        if let Some(d) = self.cfg.family.logits_divisor {
+            logits = (logits / d as f64)?;
+        }
         match self.cfg.family.final_softcap {
             None => Ok(logits),
             Some(c) => Ok(((logits / c as f64)?.tanh()? * c as f64)?),

@@ -89,6 +89,8 @@ pub struct Attention {
     rotary_dim: usize,
     /// Whether this layer takes the sliding layers' RoPE tables.
     local_rope: bool,
+    /// Whether this layer applies RoPE at all (SmolLM3's NoPE layers do not).
+    use_rope: bool,
 }
 
 impl Attention {
@@ -162,6 +164,10 @@ impl Attention {
             softcap: f.attn_softcap,
             rotary_dim: f.rotary_dim,
             local_rope: f.local_rope.is_some() && window.is_some(),
+            use_rope: f
+                .rope_layers
+                .as_ref()
+                .is_none_or(|r| r.get(layer).copied().unwrap_or(true)),
         })
     }
 
@@ -200,8 +206,11 @@ impl Attention {
             (Some((c, s)), true) => (c, s),
             _ => (&ctx.cos, &ctx.sin),
         };
-        let q = self.rotate(&q, cos, sin)?;
-        let k = self.rotate(&k, cos, sin)?;
+        let (q, k) = if self.use_rope {
+            (self.rotate(&q, cos, sin)?, self.rotate(&k, cos, sin)?)
+        } else {
+            (q, k)
+        };
         let (k, v) = match cache {
             None => (k, v),
             Some(c) => {
