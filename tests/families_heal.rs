@@ -101,16 +101,13 @@ fn a_rotation_and_scale_fold_exactly_into_down_proj_and_the_norm() {
             .unwrap();
         let gain = post.gain(dense.source().as_ref(), 1).unwrap();
         let (n, r) = post.normalize(&u, &gain);
-        let want: Vec<f32> = n
-            .chunks(h)
-            .zip(out.chunks(h).zip(r.chunks(h)))
-            .flat_map(|(nr, (o, r))| {
-                (0..h).map(move |j| {
-                    let nq: f64 = (0..h).map(|i| f64::from(nr[i]) * q[i * h + j]).sum();
-                    o[j] - r[j] + (nq * s[j]) as f32
-                })
-            })
-            .collect();
+        let mut want = Vec::with_capacity(out.len());
+        for (nr, (o, r)) in n.chunks(h).zip(out.chunks(h).zip(r.chunks(h))) {
+            for j in 0..h {
+                let nq: f64 = (0..h).map(|i| f64::from(nr[i]) * q[i * h + j]).sum();
+                want.push(o[j] - r[j] + (nq * s[j]) as f32);
+            }
+        }
         let name = down_proj_name(1);
         let w = values(&dense.source().tensor(&name).unwrap());
         let fit = Fit {
