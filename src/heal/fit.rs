@@ -54,6 +54,8 @@ impl Prior {
 pub enum Solver {
     Cholesky,
     Eigen,
+    /// Alternating orthogonal Procrustes and per-channel scale ([`super::rotation`]).
+    Polar,
 }
 
 /// `MᵀM`, `MᵀZ` (row-major, hidden × hidden) and `‖Z‖²`, accumulated row block by row block.
@@ -79,6 +81,9 @@ pub struct Fit {
     /// The same with `T = I`, that is without healing.
     pub relative_residual_identity: f64,
     pub solver: Solver,
+    /// For the post-norm families, `T = Q·diag(s)` as its two factors: `Q` folds into
+    /// `down_proj`, `s` becomes the post-MLP norm's scale ([`super::postnorm`]).
+    pub rotation: Option<super::rotation::Rotation>,
 }
 
 /// `aᵀ·b` for row-major `a (n × p)` and `b (n × q)`, in f64.
@@ -123,6 +128,11 @@ impl Gram {
     /// Rows accumulated so far.
     pub fn rows(&self) -> usize {
         self.rows
+    }
+
+    /// `MᵀM`, `MᵀZ` (row-major, hidden × hidden) and `‖Z‖²`.
+    pub(crate) fn parts(&self) -> (&[f64], &[f64], f64) {
+        (&self.mtm, &self.mtz, self.zz)
     }
 
     /// Adds the rows of `m` and `z`, both row-major `rows × hidden`.
@@ -192,6 +202,7 @@ impl Gram {
             hidden: h,
             ridge,
             solver,
+            rotation: None,
         })
     }
 
@@ -219,6 +230,7 @@ impl Gram {
             hidden: h,
             ridge: 0.0,
             solver: Solver::Cholesky,
+            rotation: None,
         })
     }
 

@@ -67,11 +67,11 @@ pub fn healing_note(healing: &Healing, tensors: &[(String, GgmlType)], ty: GgmlT
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "{} ({}): a linear map per healed block was folded into the `ffn_down` \
-         before it, so these tensors differ from the original and are stored as {}: {list}. All other \
-         tensors are byte-identical to the source.",
+        "{} ({}): {}, so these tensors differ from the original and are stored as {}: {list}. \
+         All other tensors are byte-identical to the source.",
         healing.headline(),
         healing.summary(),
+        healing.fold_phrase("ffn_down", "post_ffw_norm"),
         ty.name()
     )
 }

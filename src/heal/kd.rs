@@ -327,7 +327,7 @@ pub fn distil(
     fold_layers.sort_unstable();
     fold_layers.dedup();
     let (cfg, source) = open_checkpoint(dense_dir)?;
-    super::check_foldable(&cfg)?;
+    super::check_distillable(&cfg)?;
     let dense = Model::from_source(cfg.clone(), source.clone(), &|_| true)?;
     let student = Student::new(
         healed_model(cfg, source.clone(), &start.tensors, &removed)?,

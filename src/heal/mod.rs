@@ -21,6 +21,14 @@
 //!   stream is kept per window at the input of the last fold layer, so each block runs only the
 //!   layers between its fold layer and the previous one: about one dense and one pruned forward
 //!   per window in all, whatever the number of blocks.
+//! - **Post-norm families** (Gemma 2/3, OLMo 2; issue 23). Their `post_feedforward_layernorm`
+//!   normalises the MLP output before the residual add, so a general map in `down_proj` would
+//!   act through the norm non-linearly. A rotation does not change a row's norm, so a map
+//!   `Q·diag(s)` on the normalised MLP output folds exactly: `Q` into `down_proj`, `s` into the
+//!   norm's scale ([`postnorm`], fitted by [`rotation`]). The linear objectives become that
+//!   rotation and scale there, `scale` becomes the per-channel scale alone, and the guard
+//!   chooses among them and "unhealed" as for every other family. `kd` still refuses these
+//!   families ([`check_distillable`]).
 //! - **A block at layer 0** has no MLP before it to fold into; it is refused with a message
 //!   (mapping the embedding output would change the tied embedding and `lm_head` too).
 //! - Activations are streamed window by window into f64 Gram matrices; no window's activations
@@ -49,6 +57,18 @@
 //!   Magnitude Compensation"), which rescales what the removal leaves so the stream's magnitude
 //!   matches the dense model's; here one least-squares scalar folded into the same `down_proj`.
 //! - The cosine objective and map-only distillation: see [`cosine`] and [`kd`].
+//! - A rotation plus a per-channel scaling standing in for the removed layers: LinearPatch
+//!   (Chen et al., 2025, "A Simple Linear Patch Revives Layer-Pruned Large Language Models"),
+//!   which inserts a Hadamard rotation and a channel-wise scale at the pruning interface to
+//!   suppress outlier channels and match magnitudes. Here the rotation is fitted rather than
+//!   fixed, and it is the post-MLP RMSNorm, unchanged by any rotation, that lets the pair fold
+//!   into existing tensors.
+//! - Fitting that rotation: orthogonal Procrustes (Schönemann, 1966, "A generalized solution of
+//!   the orthogonal Procrustes problem"): the orthogonal `Q` nearest to a cross-covariance is
+//!   its polar factor. Alternating it with a least-squares scale, and the majorisation step when
+//!   the scale makes the problem a weighted Procrustes one, follow Kiers (1990, "Majorization as a
+//!   tool for optimizing a class of matrix functions"); the polar factor by Newton's iteration
+//!   with scaling is Higham's (1986, "Computing the polar decomposition — with applications").
 //! - The identity prior, the bottom-up order with the healed model's own inputs, the held-out
 //!   KL guard, the choice among objectives and ridge weights by validation, and heal-aware
 //!   selection ([`crate::score::healed`]) are this project's.
@@ -59,7 +79,9 @@ pub mod gguf;
 pub mod kd;
 mod options;
 mod overlay;
+pub mod postnorm;
 mod result;
+pub mod rotation;
 mod run;
 mod validate;
 
@@ -77,13 +99,13 @@ use std::ops::Range;
 /// The method name recorded in `pruning.json`.
 pub const METHOD: &str = "lstsq";
 
-/// Refuses families where a norm sits on the MLP output before the residual add (Gemma 2/3's and
-/// OLMo 2's `post_feedforward_layernorm`): there `norm(M·T)` is not a linear map of the residual
-/// update, so a map folded into `down_proj` cannot stand in for a removed block (issue 17).
-pub fn check_foldable(cfg: &crate::model::ModelConfig) -> Result<()> {
+/// Refuses map-only distillation on the post-norm families (Gemma 2/3's and OLMo 2's
+/// `post_feedforward_layernorm`): there a map must stay a rotation and a scale to fold
+/// ([`postnorm`]), and [`kd`] trains general maps. The training-free heal works on them.
+pub fn check_distillable(cfg: &crate::model::ModelConfig) -> Result<()> {
     if cfg.family.family.norm_after_mlp() {
         return Err(crate::error::Error::Unsupported(format!(
-            "cannot heal this `{}` model: its `post_feedforward_layernorm` normalises the MLP output before the residual add, so a map folded into `down_proj` does not act linearly on the residual stream; hint: prune without healing",
+            "`kd` cannot heal this `{}` model yet: its `post_feedforward_layernorm` only lets a rotation and a scale fold, and distillation trains general maps; hint: use the training-free heal (`lstsq` or `auto`), which fits that form",
             cfg.arch.model_type
         )));
     }

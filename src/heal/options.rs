@@ -27,6 +27,12 @@ pub enum Objective {
     /// The least-squares map refined to minimise the mean cosine distance between `mₜ·T` and
     /// `zₜ` (ReplaceMe's second variant; [`super::cosine`]).
     Cosine,
+    /// A rotation and a per-channel scale, `T = Q·diag(s)`, on the normalised MLP output of a
+    /// post-norm family (Gemma 2/3, OLMo 2), where it folds exactly into `down_proj` and the
+    /// post-MLP norm ([`super::postnorm`]). Chosen in place of the linear objectives there.
+    Rotation,
+    /// The per-channel scale alone (`Q = I`) of a post-norm family, in place of [`Objective::Scale`].
+    Gain,
 }
 
 impl Objective {
@@ -48,6 +54,8 @@ impl Objective {
             Objective::Weighted => "weighted",
             Objective::Scale => "scale",
             Objective::Cosine => "cosine",
+            Objective::Rotation => "rotation",
+            Objective::Gain => "gain",
         }
     }
 

@@ -130,9 +130,16 @@ impl Healing {
     /// A one-line summary of the method, for model cards and notes.
     pub fn summary(&self) -> String {
         let healed = self.blocks.iter().filter(|b| b.healed()).count();
+        let fit = if self.post_norm() {
+            "training-free rotation and scale (orthogonal Procrustes alternated with per-channel least squares)".to_string()
+        } else {
+            format!(
+                "training-free least squares ({} prior)",
+                self.options.prior.name()
+            )
+        };
         let mut s = format!(
-            "training-free least squares ({} prior), {healed} of {} removed blocks healed, maps fitted on {} calibration tokens",
-            self.options.prior.name(),
+            "{fit}, {healed} of {} removed blocks healed, maps fitted on {} calibration tokens",
             self.blocks.len(),
             self.samples
         );
@@ -171,6 +178,24 @@ impl Healing {
             }
         }
         s
+    }
+
+    /// Whether the maps are the rotation and scale of a post-norm family ([`super::postnorm`]).
+    pub fn post_norm(&self) -> bool {
+        self.options
+            .objectives
+            .iter()
+            .any(|o| matches!(o, Objective::Rotation | Objective::Gain))
+    }
+
+    /// What was folded where, for the notes on a healed checkpoint; `down` and `norm` name the
+    /// MLP's down projection and post-MLP norm in the checkpoint's own terms.
+    pub fn fold_phrase(&self, down: &str, norm: &str) -> String {
+        if self.post_norm() {
+            format!("a rotation per healed block was folded into the `{down}` before it and a per-channel scale into that layer's `{norm}`")
+        } else {
+            format!("a linear map per healed block was folded into the `{down}` before it")
+        }
     }
 
     /// How the note on a healed checkpoint begins.

@@ -5,6 +5,7 @@
 use super::cosine;
 use super::fit::{self, fold_down_proj, Fit, Gram, Solver};
 use super::options::{HealOptions, Maps, Objective};
+use super::postnorm::{self, PostNorm};
 use super::result::{Candidate, HealedBlock, Healing, Validation};
 use super::validate::Validator;
 use super::{blocks, down_proj_names, rows, Overlay};
@@ -93,7 +94,13 @@ pub fn heal(
         )));
     }
     let (cfg, source) = open_checkpoint(dense_dir)?;
-    super::check_foldable(&cfg)?;
+    // A post-norm family fits a rotation and scale in place of the linear maps (issue 23).
+    let post = PostNorm::of(&cfg);
+    let mut opts = opts.clone();
+    if post.is_some() {
+        opts.objectives = postnorm::objectives(&opts.objectives);
+    }
+    let opts = &opts;
     let dense = Model::from_source(cfg.clone(), source.clone(), &|_| true)?;
     dense.check_skip(removed)?;
     let hidden = dense.config().arch.hidden_size;
@@ -150,6 +157,10 @@ pub fn heal(
         // The fit rows, kept for the objectives that are not a Gram solve (cosine).
         let keep_rows = opts.objectives.contains(&Objective::Cosine);
         let (mut fit_m, mut fit_z) = (Vec::new(), Vec::new());
+        let gain = match &post {
+            Some(p) => Some(p.gain(source.as_ref(), fold_layer)?),
+            None => None,
+        };
         for (w, state) in states.iter_mut().enumerate() {
             let mut ys = dense_states[w].clone();
             for i in dense_next..=site.target {
@@ -169,13 +180,25 @@ pub fn heal(
                 val_inputs.push(xs.clone());
             }
             *state = xs;
-            let (y, x, m) = (rows(&ys)?, rows(&parts.output)?, rows(&parts.mlp)?);
-            let z: Vec<f32> = y
+            let (y, x, mut m) = (rows(&ys)?, rows(&parts.output)?, rows(&parts.mlp)?);
+            // The MLP's contribution to the stream: `m`, or after a post-MLP norm `n·diag(g)`,
+            // with the normalised `n` as the fit rows and the window's first position left out.
+            let mut r = None;
+            if let (Some(p), Some(g)) = (&post, &gain) {
+                let (n, upd) = p.normalize(&m, g);
+                m = n;
+                r = Some(upd);
+            }
+            let mut z: Vec<f32> = y
                 .iter()
                 .zip(&x)
-                .zip(&m)
+                .zip(r.as_ref().unwrap_or(&m))
                 .map(|((y, x), m)| y - x + m)
                 .collect();
+            if post.is_some() {
+                m.drain(..hidden.min(m.len()));
+                z.drain(..hidden.min(z.len()));
+            }
             if keep_rows && !held(w) {
                 fit_m.extend_from_slice(&m);
                 fit_z.extend_from_slice(&z);
@@ -183,7 +206,11 @@ pub fn heal(
             let grams = if held(w) { &mut val } else { &mut train };
             for (g, &o) in grams.iter_mut().zip(&opts.objectives) {
                 match o {
-                    Objective::Lstsq | Objective::Scale | Objective::Cosine => g.add(&m, &z)?,
+                    Objective::Lstsq
+                    | Objective::Scale
+                    | Objective::Cosine
+                    | Objective::Rotation
+                    | Objective::Gain => g.add(&m, &z)?,
                     Objective::Weighted => {
                         let (m, z) = fit::weigh_rows(&m, &z, hidden);
                         g.add(&m, &z)?
@@ -200,7 +227,7 @@ pub fn heal(
             .into_iter()
             .map(|n| Ok((rows(&source.tensor(&n)?)?, n)))
             .collect::<Result<Vec<_>>>()?;
-        let fits = best_alphas(opts, &train, &val, (&fit_m, &fit_z))?;
+        let fits = best_alphas(opts, &train, &val, (&fit_m, &fit_z), gain.as_deref())?;
         drop((fit_m, fit_z));
         let mut record = HealedBlock {
             range: site.range.clone(),
@@ -218,7 +245,7 @@ pub fn heal(
         match validator.as_mut() {
             None => {
                 if let Some((o, fit, alpha, _)) = fits.into_iter().next() {
-                    let folded = fold_all(&fit.t, &ws, hidden)?;
+                    let folded = fold_fit(&fit, &ws, post, fold_layer)?;
                     chosen = Some((o, fit, alpha, folded));
                 }
             }
@@ -227,7 +254,7 @@ pub fn heal(
                 let mut candidates = Vec::new();
                 let mut best_kl = unhealed_kl;
                 for (o, fit, alpha, vr) in fits {
-                    let folded = fold_all(&fit.t, &ws, hidden)?;
+                    let folded = fold_fit(&fit, &ws, post, fold_layer)?;
                     let layer = fold_layer_with(&source, &cfg, &folded, fold_layer)?;
                     let kl = v.kl_with(&dense, &val_inputs, fold_layer, &layer)?;
                     progress.advance(1);
@@ -278,7 +305,21 @@ pub fn heal(
     })
 }
 
-/// Folded `down_proj` weights by name.
+/// The map of `fit` folded into each `(weight, name)` of `ws`, and for a post-norm family its
+/// scale into layer `fold_layer`'s post-MLP norm.
+fn fold_fit(
+    fit: &Fit,
+    ws: &[(Vec<f32>, String)],
+    post: Option<PostNorm>,
+    fold_layer: usize,
+) -> Result<Folded> {
+    match post {
+        Some(p) => p.fold(fit, ws, fold_layer),
+        None => fold_all(&fit.t, ws, fit.hidden),
+    }
+}
+
+/// Folded `down_proj` weights (and post-MLP norms) by name.
 type Folded = BTreeMap<String, Vec<f32>>;
 
 /// Layer `fold_layer` with its `down_proj`s replaced by `folded`. Only those tensors are swapped
@@ -309,9 +350,21 @@ fn best_alphas(
     train: &[Gram],
     val: &[Gram],
     rows: (&[f32], &[f32]),
+    gain: Option<&[f64]>,
 ) -> Result<Vec<(Objective, Fit, f64, f64)>> {
     let mut fits = Vec::new();
     for (o, (tg, vg)) in opts.objectives.iter().zip(train.iter().zip(val)) {
+        if let Some(g) = gain {
+            // A post-norm fit has no ridge: one fit, whatever the weight.
+            let fit = postnorm::solve(*o, tg, g)?;
+            let vr = if vg.rows() > 0 {
+                vg.relative_residual(&fit.t)
+            } else {
+                0.0
+            };
+            fits.push((*o, fit, opts.alphas[0], vr));
+            continue;
+        }
         let mut best: Option<(Fit, f64, f64)> = None;
         for &alpha in &opts.alphas {
             // The scalar map has no ridge: one fit, whatever the weight.

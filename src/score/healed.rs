@@ -38,7 +38,12 @@ pub const ALPHA: f64 = 1e-3;
 /// Per layer, the dense activations over every calibration token, `(tokens, hidden)`.
 struct Taps {
     outputs: Vec<Tensor>,
+    /// The fit rows: the MLP outputs, or after a post-MLP norm the normalised ones.
     mlps: Vec<Tensor>,
+    /// After a post-MLP norm (Gemma 2/3, OLMo 2), what the norm adds to the stream; the proxy
+    /// is then the linear fit on the normalised rows, a relaxation of the rotation and scale
+    /// the heal folds ([`crate::heal::postnorm`]).
+    updates: Option<Vec<Tensor>>,
 }
 
 /// The fits and costs computed so far.
@@ -62,7 +67,8 @@ impl Costs<'_> {
             std::collections::hash_map::Entry::Vacant(e) => e.insert(ridge_inverse(m)?),
         };
         let target = &self.taps.outputs[r.end - 1];
-        let z = ((target - &self.taps.outputs[f])? + m)?;
+        let update = self.taps.updates.as_ref().map_or(m, |u| &u[f]);
+        let z = ((target - &self.taps.outputs[f])? + update)?;
         let m64 = m.to_dtype(DType::F64)?;
         let mtz = m64.t()?.matmul(&z.to_dtype(DType::F64)?)?;
         let h = m.dim(1)?;
@@ -123,7 +129,6 @@ pub(super) fn healed_scores(
     scores: &mut LayerScores,
     progress: &dyn Progress,
 ) -> Result<()> {
-    crate::heal::check_foldable(model.config())?;
     let n = model.n_layers();
     if n < 2 {
         return Err(Error::Invalid(
@@ -146,10 +151,21 @@ pub(super) fn healed_scores(
             .map(|parts| Ok(Tensor::cat(&parts, 0)?))
             .collect()
     };
-    let taps = Taps {
+    let mut taps = Taps {
         outputs: cat(outputs)?,
         mlps: cat(mlps)?,
+        updates: None,
     };
+    if let Some(post) = crate::heal::postnorm::PostNorm::of(model.config()) {
+        let mut updates = Vec::with_capacity(n);
+        for (l, m) in taps.mlps.iter_mut().enumerate() {
+            let (norm, update) =
+                post.normalize_tensor(m, &post.gain(model.source().as_ref(), l)?)?;
+            *m = norm;
+            updates.push(update);
+        }
+        taps.updates = Some(updates);
+    }
     let mut costs = Costs {
         taps: &taps,
         inverses: HashMap::new(),
@@ -214,6 +230,7 @@ mod tests {
         let taps = Taps {
             outputs: vec![x0.clone(), x1, x2, x3],
             mlps: vec![x0.clone(), m1, mat(&mut rnd), mat(&mut rnd)],
+            updates: None,
         };
         let mut costs = Costs {
             taps: &taps,

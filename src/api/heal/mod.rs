@@ -202,6 +202,10 @@ fn fit(
         )));
     }
     let opts = req.fit.options(req.method, req.ctx)?;
+    if req.method == HealMethod::Kd {
+        // Before the closed-form fit: distillation refuses some families.
+        heal::check_distillable(&crate::model::open_checkpoint(dense)?.0)?;
+    }
     let want = req.calib_offset.saturating_add(req.fit.heal_samples);
     let tokens = super::text::read_tokens(tok, calib, Some(want))?;
     let Some(tokens) = tokens.get(req.calib_offset..).filter(|t| !t.is_empty()) else {
@@ -276,9 +280,10 @@ pub fn heal_gguf(
         metadata,
     };
     let report = write_healed_gguf(model, removal, &healing, &out.out, &opts, progress)?;
+    let arch = model.architecture()?.to_string();
     let record = healing.provenance(&|n: &str| {
-        // The healed tensor's name in the written GGUF.
-        let g = crate::arch::naming::hf_to_gguf(n).unwrap_or_else(|| n.to_string());
+        // The healed tensor's name in the written GGUF (the family's table names the norms).
+        let g = crate::arch::gguf_names::hf_to_gguf_for(&arch, n).unwrap_or_else(|| n.to_string());
         removal.renamed_gguf(&g)
     });
     Ok(Healed::Gguf {
@@ -311,10 +316,10 @@ pub fn heal_hf(
         o.insert("calib_offset".into(), req.calib_offset.into());
     }
     let note = format!(
-        "{} ({}): a linear map per healed block was folded into the `down_proj` \
-         before it, so these tensors differ from the original and are stored as F32: {}.",
+        "{} ({}): {}, so these tensors differ from the original and are stored as F32: {}.",
         healing.headline(),
         healing.summary(),
+        healing.fold_phrase("down_proj", "post_feedforward_layernorm"),
         healing
             .tensors
             .keys()

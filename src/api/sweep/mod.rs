@@ -204,10 +204,6 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
     let (cfg, source) = open_checkpoint(&path)?;
     let n = cfg.n_layers();
     let counts = parse_counts(&req.remove, n)?;
-    if !req.heal.is_empty() {
-        // Before anything is written: some families cannot take a folded map.
-        crate::heal::check_foldable(&cfg)?;
-    }
     let needs_calib = specs.iter().any(|s| s.metric.needs_model()) || !req.heal.is_empty();
     if needs_calib && req.calib.calib.is_none() {
         return Err(Error::Invalid(
