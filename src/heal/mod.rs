@@ -48,7 +48,8 @@
 //!   al., 2025, "Prune&Comp: Free Lunch for Layer-Pruned LLMs via Iterative Pruning with
 //!   Magnitude Compensation"), which rescales what the removal leaves so the stream's magnitude
 //!   matches the dense model's; here one least-squares scalar folded into the same `down_proj`.
-//! - The cosine objective and map-only distillation: see [`cosine`] and [`kd`].
+//! - The cosine objective and distillation: see [`cosine`] and [`kd`]; the low-rank weight
+//!   updates trained with it (LoRA, merged): see [`lowrank`].
 //! - The identity prior, the bottom-up order with the healed model's own inputs, the held-out
 //!   KL guard, the choice among objectives and ridge weights by validation, and heal-aware
 //!   selection ([`crate::score::healed`]) are this project's.
@@ -57,6 +58,7 @@ pub mod cosine;
 pub mod fit;
 pub mod gguf;
 pub mod kd;
+pub mod lowrank;
 mod options;
 mod overlay;
 mod result;

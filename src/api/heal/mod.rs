@@ -218,6 +218,9 @@ pub fn heal_gguf(
     out: &Output,
     progress: &dyn Progress,
 ) -> Result<Healed> {
+    // By default each healed tensor keeps its source type where it can be requantized; the
+    // rest (K-quants) are written as F32. An explicit type applies to every healed tensor.
+    let keep_types = dtype.is_none();
     let ty = match dtype {
         None | Some(GgmlType::F32) => GgmlType::F32,
         Some(GgmlType::F16) => GgmlType::F16,
@@ -249,6 +252,7 @@ pub fn heal_gguf(
         overwrite: out.overwrite_mode(),
         split_max_bytes: out.max_shard_size,
         ty,
+        keep_types,
         metadata,
     };
     let report = write_healed_gguf(model, removal, &healing, &out.out, &opts, progress)?;
@@ -287,8 +291,8 @@ pub fn heal_hf(
         o.insert("calib_offset".into(), req.calib_offset.into());
     }
     let note = format!(
-        "{} ({}): a linear map per healed block was folded into the `down_proj` \
-         before it, so these tensors differ from the original and are stored as F32: {}.",
+        "{} ({}): linear maps (and any low-rank updates) were folded into these weights, so \
+         they differ from the original and are stored as F32: {}.",
         healing.headline(),
         healing.summary(),
         healing
