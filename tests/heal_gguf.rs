@@ -119,6 +119,7 @@ fn write(model: &Path, h: &Healing, removed: &[usize], healed: &str, out: &Path,
         overwrite: Overwrite::Refuse,
         split_max_bytes: None,
         ty,
+        keep_types: false,
         metadata: Vec::new(),
     };
     write_healed_gguf(&m, &removal, h, out, &opts, &Silent).unwrap();
@@ -276,6 +277,7 @@ fn replacing_a_removed_or_unknown_tensor_is_refused() {
         overwrite: Overwrite::Refuse,
         split_max_bytes: None,
         ty: GgmlType::F32,
+        keep_types: false,
         metadata: Vec::new(),
     };
     let err = write_healed_gguf(&m, &removal, &h, &out, &o, &Silent)
@@ -405,6 +407,8 @@ fn distilled_gguf_heal_reloads_with_the_in_memory_logits_and_records_the_trainin
         lr: 1e-2,
         eval_every: 4,
         patience: 0,
+        rank: 0,
+        ..heal::KdOptions::default()
     };
     let h = heal::distil(&dense, &toks, &start, &kd, &Silent).unwrap();
     let d = h.distillation.clone().unwrap();
@@ -429,4 +433,88 @@ fn distilled_gguf_heal_reloads_with_the_in_memory_logits_and_records_the_trainin
         note.starts_with("Healed by map-only distillation"),
         "{note}"
     );
+}
+
+#[test]
+fn low_rank_gguf_heal_is_requantized_to_the_source_type_within_its_rounding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f32_path = to_gguf("qwen3", &tmp.path().join("dense.f32.gguf"));
+    let dense = tmp.path().join("dense.q8_0.gguf");
+    quantize_q8_0(&f32_path, &dense);
+    let toks = tokens(8 * CTX, 300);
+    let validated = HealOptions {
+        holdout: 4,
+        ..HealOptions::validated(CTX)
+    };
+    let start = heal::heal(&dense, REMOVED, &toks, &validated, &Silent).unwrap();
+    let kd = heal::KdOptions {
+        steps: 12,
+        lr: 1e-2,
+        eval_every: 4,
+        patience: 0,
+        rank: 4,
+        lowrank_lr: 1e-2,
+        time_limit: None,
+    };
+    let h = heal::distil(&dense, &toks, &start, &kd, &Silent).unwrap();
+    let d = h.distillation.clone().unwrap();
+    assert!(d.kept() && d.lowrank_tensors.len() == 14, "{d:?}");
+    let m = GgufModel::open(&dense).unwrap();
+    let removal = Removal::from_layers(m.block_count().unwrap(), h.removed()).unwrap();
+    let out = tmp.path().join("lr.gguf");
+    let opts = GgufHealOptions {
+        overwrite: Overwrite::Refuse,
+        split_max_bytes: None,
+        ty: GgmlType::F32,
+        keep_types: true,
+        metadata: Vec::new(),
+    };
+    write_healed_gguf(&m, &removal, &h, &out, &opts, &Silent).unwrap();
+    // Every tensor keeps its source type (so the file keeps its size class).
+    let (src, dst) = (tensor_bytes(&dense), tensor_bytes(&out));
+    let changed: Vec<&String> = dst
+        .iter()
+        .filter(|(n, (_, _, b))| src.get(*n).is_some_and(|(_, _, a)| a != b))
+        .map(|(n, _)| n)
+        .collect();
+    assert!(changed.len() >= 7, "{changed:?}");
+    for (n, (t, _, _)) in &dst {
+        if let Some((ts, _, _)) = src.get(n) {
+            assert_eq!(t, ts, "`{n}`");
+        }
+    }
+    let note = GgufModel::open(&out)
+        .unwrap()
+        .metadata()
+        .get_str("depthprune.note")
+        .unwrap()
+        .to_string();
+    assert!(note.contains("(requantized to Q8_0)"), "{note}");
+    // The reloaded file is the in-memory heal with each changed tensor rounded through Q8_0.
+    let rounded: BTreeMap<String, Vec<f32>> = h
+        .tensors
+        .iter()
+        .map(|(k, v)| {
+            let mut bytes = Vec::new();
+            quantize(QuantFormat::Q8_0, v, &mut bytes).unwrap();
+            let mut back = Vec::new();
+            depthprune::quant::dequantize(GgmlType::Q8_0.id(), &bytes, v.len(), &mut back).unwrap();
+            (k.clone(), back)
+        })
+        .collect();
+    let window = &toks[..CTX];
+    let reloaded = Model::open(&out).unwrap();
+    let on_disk = logits(&reloaded, &[], window);
+    let exact = heal::open_healed(&dense, &h.tensors).unwrap();
+    let requant = heal::open_healed(&dense, &rounded).unwrap();
+    let d_exact = max_diff(&logits(&exact, REMOVED, window), &on_disk);
+    let d_round = max_diff(&logits(&requant, REMOVED, window), &on_disk);
+    eprintln!(
+        "Q8_0 requantized heal: max |Δlogit| vs f32 in memory {d_exact:e}, vs rounded {d_round:e}"
+    );
+    assert!(
+        d_round < 1e-5,
+        "reloaded logits differ from the rounded model by {d_round}"
+    );
+    assert!(d_exact < 5e-2, "requantizing moved the logits by {d_exact}");
 }

@@ -22,6 +22,8 @@ fn kd(lr: f64) -> KdOptions {
         lr,
         eval_every: 4,
         patience: 0,
+        rank: 0,
+        ..KdOptions::default()
     }
 }
 
@@ -103,6 +105,8 @@ fn prune_heal_kd_writes_a_checkpoint_that_reloads_with_the_in_memory_logits() {
         "--kd-eval-every",
         "4",
         "--patience",
+        "0",
+        "--rank",
         "0",
     ]);
     let (stdout, prov) = common::prune_golden_ok(tmp.path(), &flags, "kd");

@@ -36,7 +36,8 @@ pub struct Args {
     /// Output folder (HF) or file (GGUF).
     #[arg(long, short)]
     pub out: PathBuf,
-    /// Type of the healed tensors in a GGUF output (HF outputs store them as F32).
+    /// Type of every healed tensor in a GGUF output (default: each keeps its source type where
+    /// depthprune can requantize it, else F32; HF outputs store them as F32).
     #[arg(long, value_parser = parse_healed_type)]
     pub dtype: Option<GgmlType>,
     /// Replace an existing non-empty output.

@@ -1,8 +1,10 @@
 //! Writing a healed, pruned GGUF: the layers are dropped and renumbered as by
 //! [`crate::checkpoint::gguf::prune()`], every tensor is copied byte for byte except the healed
-//! `ffn_down` weights, which are written as F32 (or F16) from the fitted f32 values, and the fit
-//! is recorded under `depthprune.healing.*` with a note (`depthprune.note`) naming the tensors
-//! written that way.
+//! weights (the `ffn_down`s that took a map and, after low-rank distillation, every linear
+//! weight that took an update), which are written from the fitted f32 values as F32 or F16, or
+//! requantized to their source type ([`GgufHealOptions::keep_types`]), and the fit is recorded
+//! under `depthprune.healing.*` with a note (`depthprune.note`) naming the tensors written that
+//! way.
 //!
 //! Layout: a healed weight comes back from [`super::heal`] in HF terms, `(hidden, ffn)` row-major
 //! for `down_proj`. GGUF lists dims fastest first, so the same tensor is `ffn_down` with
@@ -28,8 +30,14 @@ pub struct GgufHealOptions {
     pub overwrite: Overwrite,
     /// Split the output into parts of at most this many bytes.
     pub split_max_bytes: Option<u64>,
-    /// The type of the healed tensors: F32 or F16.
+    /// The type of the healed tensors: F32 or F16 (with `keep_types`, only where the source type
+    /// cannot be written).
     pub ty: GgmlType,
+    /// Write each healed tensor back in its source type when depthprune can quantize to it (F32,
+    /// F16, BF16 and the legacy Q4_0 … Q8_0), so a healed Q4_1 stays Q4_1-sized; the others
+    /// (K-quants) take `ty`. The requantization costs some accuracy that the in-memory heal did
+    /// not see (issue 23).
+    pub keep_types: bool,
     /// More `depthprune.healing.*` entries (the calibration file, say), set after the fit's own.
     pub metadata: Vec<(String, Value)>,
 }
@@ -47,32 +55,61 @@ pub fn encode_float(values: &[f32], ty: GgmlType) -> Result<Vec<u8>> {
     }
 }
 
+/// The type a healed tensor of source type `src` is written in.
+fn target_type(src: GgmlType, opts: &GgufHealOptions) -> GgmlType {
+    let quantizable = crate::quant::QuantFormat::from_type_id(src.id())
+        .map(|f| f.can_quantize())
+        .unwrap_or(false);
+    if opts.keep_types && quantizable {
+        src
+    } else {
+        opts.ty
+    }
+}
+
+/// Encodes f32 values (in GGUF element order) as `ty`: a float type, or a quantized one
+/// depthprune can write ([`crate::quant::quantize`]).
+pub fn encode(values: &[f32], ty: GgmlType) -> Result<Vec<u8>> {
+    if matches!(ty, GgmlType::F32 | GgmlType::F16) {
+        return encode_float(values, ty);
+    }
+    let format = crate::quant::QuantFormat::from_type_id(ty.id())?;
+    let mut out = Vec::new();
+    crate::quant::quantize(format, values, &mut out)?;
+    Ok(out)
+}
+
 /// The GGUF name, in the pruned file, of source tensor `name`.
 fn renamed(removal: &Removal, name: &str) -> String {
     removal.renamed_gguf(name)
 }
 
 /// The note recorded in `depthprune.note`: what was healed and which tensors were written from
-/// f32 values rather than copied. `tensors` are `(new name, source type)`.
-pub fn healing_note(healing: &Healing, tensors: &[(String, GgmlType)], ty: GgmlType) -> String {
+/// f32 values rather than copied. `tensors` are `(new name, source type, written type)`.
+pub fn healing_note(healing: &Healing, tensors: &[(String, GgmlType, GgmlType)]) -> String {
     let list = tensors
         .iter()
-        .map(|(n, src)| {
-            if src.is_quantized() {
-                format!("`{n}` (dequantized from {})", src.name())
+        .map(|(n, src, ty)| {
+            if src == ty && src.is_quantized() {
+                format!("`{n}` (requantized to {})", ty.name())
+            } else if src.is_quantized() {
+                format!(
+                    "`{n}` (dequantized from {}, stored as {})",
+                    src.name(),
+                    ty.name()
+                )
             } else {
-                format!("`{n}` (was {})", src.name())
+                format!("`{n}` (was {}, stored as {})", src.name(), ty.name())
             }
         })
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "{} ({}): {}, so these tensors differ from the original and are stored as {}: {list}. \
-         All other tensors are byte-identical to the source.",
+        "{} ({}): {} (with any low-rank updates merged into the kept layers' weights), so these \
+         tensors differ from the original: {list}. All other tensors are byte-identical to the source.",
         healing.headline(),
         healing.summary(),
         healing.fold_phrase("ffn_down", "post_ffw_norm"),
-        ty.name()
     )
 }
 
@@ -87,6 +124,7 @@ pub fn write_healed_gguf(
     progress: &dyn Progress,
 ) -> Result<PruneReport> {
     if !matches!(opts.ty, GgmlType::F32 | GgmlType::F16) {
+        // The fallback type; `keep_types` may still write quantized ones.
         return Err(Error::Unsupported(format!(
             "healed tensors are written as F32 or F16, not {}",
             opts.ty.name()
@@ -116,11 +154,10 @@ pub fn write_healed_gguf(
         let info = weights.info(hf).ok_or_else(|| not_here(hf))?;
         let name = info.name().to_string();
         let src_ty = info.ggml_type();
-        let data = encode_float(&weights.to_gguf_layout(hf, values.clone())?, opts.ty)?;
-        written.push((renamed(removal, &name), src_ty));
-        edits
-            .replace
-            .insert(name, Replacement { ty: opts.ty, data });
+        let ty = target_type(src_ty, opts);
+        let data = encode(&weights.to_gguf_layout(hf, values.clone())?, ty)?;
+        written.push((renamed(removal, &name), src_ty, ty));
+        edits.replace.insert(name, Replacement { ty, data });
     }
     for (name, experts) in stacked {
         let src_ty = model
@@ -140,11 +177,10 @@ pub fn write_healed_gguf(
             })?;
             values.extend_from_slice(v);
         }
-        let data = encode_float(&values, opts.ty)?;
-        written.push((renamed(removal, &name), src_ty));
-        edits
-            .replace
-            .insert(name, Replacement { ty: opts.ty, data });
+        let ty = target_type(src_ty, opts);
+        let data = encode(&values, ty)?;
+        written.push((renamed(removal, &name), src_ty, ty));
+        edits.replace.insert(name, Replacement { ty, data });
     }
     let u32v = |x: usize| Value::U32(x as u32);
     let blocks = &healing.blocks;
@@ -228,11 +264,18 @@ pub fn write_healed_gguf(
             Value::Array(Array::String(
                 written
                     .iter()
-                    .map(|(n, _)| n.clone().into_bytes())
+                    .map(|(n, _, _)| n.clone().into_bytes())
                     .collect(),
             )),
         ),
-        (format!("{p}tensor_type"), Value::string(opts.ty.name())),
+        (
+            format!("{p}tensor_type"),
+            Value::string(if opts.keep_types {
+                "source"
+            } else {
+                opts.ty.name()
+            }),
+        ),
         (
             format!("{p}maps"),
             Value::string(healing.options.maps.name()),
@@ -291,7 +334,7 @@ pub fn write_healed_gguf(
     md.extend(opts.metadata.iter().cloned());
     md.push((
         "depthprune.note".into(),
-        Value::string(&healing_note(healing, &written, opts.ty)),
+        Value::string(&healing_note(healing, &written)),
     ));
     edits.metadata = md;
     let prune_opts = PruneOptions {

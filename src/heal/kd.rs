@@ -1,5 +1,6 @@
-//! Map-only distillation (`--heal kd`, issue 18): after the least-squares heal, train one
-//! hidden × hidden map per fold site, and nothing else, to bring the pruned model's next-token
+//! Distillation (`--heal kd`, issues 18 and 23): after the least-squares heal, train one
+//! hidden × hidden map per fold site (and, with a rank, low-rank updates of the kept layers'
+//! weights, [`super::lowrank`]) to bring the pruned model's next-token
 //! distribution back to the dense model's, then fold each map into its `down_proj` as before.
 //!
 //! - **What trains.** At every fold layer `f` of the start (each healed or unhealed block's, and
@@ -27,20 +28,25 @@
 //! et al.'s (2015) knowledge distillation. Starting from the closed-form fit, folding the result
 //! and stopping on held-out KL are this project's choices.
 
+mod student;
+
 use super::fit::fold_down_proj;
+use super::lowrank::{lr_at, Adapters, Factors};
 use super::overlay::healed_model;
 use super::result::Healing;
-use super::{down_proj_names, paired_rows, rows};
+use super::{down_proj_names, rows};
 use crate::error::{Error, Result};
 use crate::eval::ReferenceLogProbs;
-use crate::model::{open_checkpoint, AttnCtx, Model};
+use crate::model::{open_checkpoint, Model};
 use crate::progress::Progress;
-use candle_core::{backprop::GradStore, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
-use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
+#[cfg(test)]
+use student::kl_and_grad;
+pub(crate) use student::{Layers, Student};
 
 /// Default number of training steps (one calibration window each). On SmolLM2 (bi-8 and the
 /// heal-aware 8) the held-out KL was still falling at 64 steps of 2e-4 and bottomed out near
@@ -48,6 +54,10 @@ use std::time::Instant;
 pub const DEFAULT_STEPS: usize = 128;
 /// Default Adam learning rate.
 pub const DEFAULT_LR: f64 = 5e-4;
+/// Default rank of the low-rank updates ([`super::lowrank`]); 0 trains the maps alone.
+pub const DEFAULT_RANK: usize = 8;
+/// Default peak Adam learning rate of the low-rank factors (warm-up, then cosine decay).
+pub const DEFAULT_LOWRANK_LR: f64 = 1e-3;
 /// Default steps between validations.
 pub const DEFAULT_EVAL_EVERY: usize = 16;
 /// Default validations without improvement before stopping.
@@ -64,6 +74,12 @@ pub struct KdOptions {
     pub eval_every: usize,
     /// Validations without a new best before training stops; 0 never stops early.
     pub patience: usize,
+    /// Rank of the updates on the kept layers' linear weights; 0 trains the maps alone.
+    pub rank: usize,
+    /// Peak learning rate of the low-rank factors.
+    pub lowrank_lr: f64,
+    /// Seconds of training after which it stops (the schedule then runs on time, not steps).
+    pub time_limit: Option<f64>,
 }
 
 impl Default for KdOptions {
@@ -73,6 +89,9 @@ impl Default for KdOptions {
             lr: DEFAULT_LR,
             eval_every: DEFAULT_EVAL_EVERY,
             patience: DEFAULT_PATIENCE,
+            rank: DEFAULT_RANK,
+            lowrank_lr: DEFAULT_LOWRANK_LR,
+            time_limit: None,
         }
     }
 }
@@ -89,10 +108,16 @@ impl KdOptions {
                 "`kd_eval_every` 0: distillation validates every 1 or more steps".into(),
             ));
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
+        for (key, lr) in [("lr", self.lr), ("lowrank_lr", self.lowrank_lr)] {
+            if !(lr.is_finite() && lr > 0.0) {
+                return Err(Error::Invalid(format!(
+                    "`{key}`: the learning rate must be a finite number > 0, not `{lr}`"
+                )));
+            }
+        }
+        if let Some(t) = self.time_limit.filter(|t| !(t.is_finite() && *t > 0.0)) {
             return Err(Error::Invalid(format!(
-                "`lr` must be a finite number > 0, not `{}`",
-                self.lr
+                "`time_limit`: training time must be a finite number of seconds > 0, not `{t}`"
             )));
         }
         Ok(())
@@ -115,6 +140,14 @@ pub struct Distillation {
     /// The dense-model layers whose `down_proj` took a trained map.
     pub fold_layers: Vec<usize>,
     pub lr: f64,
+    /// Rank of the low-rank updates (0: none).
+    pub rank: usize,
+    /// Peak learning rate of the low-rank factors.
+    pub lowrank_lr: f64,
+    /// Trainable values in the low-rank factors.
+    pub lowrank_parameters: usize,
+    /// The weights that took a merged low-rank update (dense-model names), when kept.
+    pub lowrank_tensors: Vec<String>,
     /// Steps run (fewer than asked when early stopping ended training).
     pub steps: usize,
     /// The step whose maps were kept (0: the start, that is, distillation did not help).
@@ -143,9 +176,18 @@ impl Distillation {
             .map(|l| l.to_string())
             .collect::<Vec<_>>()
             .join(", ");
+        let lowrank = if self.rank > 0 {
+            format!(
+                " and rank-{} updates on {} weights",
+                self.rank,
+                self.lowrank_tensors.len()
+            )
+        } else {
+            String::new()
+        };
         if self.kept() {
             format!(
-                "distilled maps at layers {sites}: validation KL {:.4} → {:.4} (step {} of {}, lr {:e}, {:.0} s)",
+                "distilled maps at layers {sites}{lowrank}: validation KL {:.4} → {:.4} (step {} of {}, lr {:e}, {:.0} s)",
                 self.start_kl, self.best_kl, self.best_step, self.steps, self.lr, self.seconds
             )
         } else {
@@ -155,132 +197,6 @@ impl Distillation {
             )
         }
     }
-}
-
-/// The pruned, healed model with a trainable map at each fold layer.
-pub(crate) struct Student {
-    model: Model,
-    removed: Vec<usize>,
-    /// The first fold layer: the stream entering it is the dense model's.
-    first: usize,
-}
-
-impl Student {
-    /// `model` must already carry the start's healed tensors.
-    pub fn new(model: Model, removed: &[usize], fold_layers: &[usize]) -> Result<Self> {
-        let first = *fold_layers
-            .iter()
-            .min()
-            .ok_or_else(|| Error::Invalid("distillation needs at least one fold site".into()))?;
-        Ok(Student {
-            model,
-            removed: removed.to_vec(),
-            first,
-        })
-    }
-
-    /// The final hidden states from `xs`, the residual stream entering the first fold layer,
-    /// with `m·U` in place of the MLP output `m` at each layer in `maps`.
-    pub fn hidden(
-        &self,
-        xs: &Tensor,
-        ctx: &AttnCtx,
-        maps: &BTreeMap<usize, Tensor>,
-    ) -> Result<Tensor> {
-        let mut xs = xs.clone();
-        for i in (self.first..self.model.n_layers()).filter(|i| !self.removed.contains(i)) {
-            let layer = self.model.fetch_layer(i)?;
-            let parts = layer.forward(&xs, ctx, None)?;
-            xs = match maps.get(&i) {
-                Some(u) => {
-                    let (b, t, h) = parts.mlp.dims3()?;
-                    let mapped = parts.mlp.reshape((b * t, h))?.matmul(u)?;
-                    ((&xs + &parts.attn)? + mapped.reshape((b, t, h))?)?
-                }
-                None => parts.output,
-            };
-        }
-        Ok(xs)
-    }
-
-    /// The mean KL(teacher ‖ student) over the positions of one window and the gradients of the
-    /// maps. `teacher` is the dense model's logits `(seq, vocab)`; `xs` the stream entering the
-    /// first fold layer.
-    pub fn loss_and_grads(
-        &self,
-        xs: &Tensor,
-        ctx: &AttnCtx,
-        teacher: &[f32],
-        maps: &BTreeMap<usize, Var>,
-    ) -> Result<(f64, GradStore)> {
-        let tensors: BTreeMap<usize, Tensor> = maps
-            .iter()
-            .map(|(&l, v)| (l, v.as_tensor().clone()))
-            .collect();
-        let hidden = self.hidden(xs, ctx, &tensors)?;
-        let (_, t, h) = hidden.dims3()?;
-        let normed = self.model.norm(&hidden.reshape((t, h))?)?;
-        let logits: Vec<f32> = self
-            .model
-            .lm_head(&normed.detach())?
-            .flatten_all()?
-            .to_vec1()?;
-        let (kl, g) = kl_and_grad(teacher, &logits, self.model.vocab_size())?;
-        let g = Tensor::from_vec(g, (t, self.model.vocab_size()), &Device::Cpu)?;
-        let grad_normed = g.matmul(self.model.lm_head_weight())?;
-        // d/d(normed) of Σ normed ⊙ grad_normed is grad_normed: the head's backward by hand.
-        let surrogate = (normed * grad_normed.detach())?.sum_all()?;
-        Ok((kl, surrogate.backward()?))
-    }
-
-    /// The mean KL over positions without gradients, as [`Student::loss_and_grads`] computes it.
-    #[cfg(test)]
-    pub fn loss(
-        &self,
-        xs: &Tensor,
-        ctx: &AttnCtx,
-        teacher: &[f32],
-        maps: &BTreeMap<usize, Tensor>,
-    ) -> Result<f64> {
-        let hidden = self.hidden(xs, ctx, maps)?;
-        let logits: Vec<f32> = self.model.logits(&hidden)?.flatten_all()?.to_vec1()?;
-        Ok(kl_and_grad(teacher, &logits, self.model.vocab_size())?.0)
-    }
-}
-
-/// The mean over rows of KL(p ‖ q), with `p = softmax(teacher)` and `q = softmax(student)` per
-/// row of `vocab` logits, and its gradient with respect to the student's logits, `(q − p) / n`.
-fn kl_and_grad(teacher: &[f32], student: &[f32], vocab: usize) -> Result<(f64, Vec<f32>)> {
-    let Some(n) = paired_rows(teacher, student, vocab) else {
-        return Err(Error::Compute(format!(
-            "distillation: {} teacher and {} student logits for a vocabulary of {vocab}",
-            teacher.len(),
-            student.len()
-        )));
-    };
-    let mut grad = vec![0f32; student.len()];
-    let kl: f64 = grad
-        .par_chunks_mut(vocab)
-        .zip(teacher.par_chunks(vocab).zip(student.par_chunks(vocab)))
-        .map(|(g, (a, b))| {
-            let (la, lb) = (lse(a), lse(b));
-            let mut kl = 0f64;
-            for ((g, &a), &b) in g.iter_mut().zip(a).zip(b) {
-                let (lp, lq) = (a as f64 - la, b as f64 - lb);
-                let p = lp.exp();
-                kl += p * (lp - lq);
-                *g = ((lq.exp() - p) / n as f64) as f32;
-            }
-            kl
-        })
-        .sum();
-    Ok((kl / n as f64, grad))
-}
-
-/// `log Σ exp(x)` in f64.
-fn lse(x: &[f32]) -> f64 {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-    max + x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln()
 }
 
 /// One window's inputs: the stream entering the first fold layer and the dense final hidden
@@ -358,10 +274,26 @@ pub fn distil(
     let val_windows: Vec<Vec<u32>> = val.iter().map(|&i| windows[i].to_vec()).collect();
     let val_finals: Vec<Tensor> = val.iter().map(|&i| inputs[i].dense_final.clone()).collect();
     let reference = ReferenceLogProbs::new(&dense, &Tensor::cat(&val_finals, 0)?, &val_windows)?;
-    let validate = |maps: &BTreeMap<usize, Tensor>| -> Result<f64> {
+    let adapters = match opts.rank {
+        0 => None,
+        r => Some(Adapters::new(
+            dense.config(),
+            student.model.source().clone(),
+            &student.tail(),
+            r,
+            0x5eed,
+        )?),
+    };
+    let frozen = |f: &Option<Factors>| -> Result<Layers> {
+        match (&adapters, f) {
+            (Some(a), Some(f)) => a.layers(Some(f)),
+            _ => Ok(Layers::new()),
+        }
+    };
+    let validate = |maps: &BTreeMap<usize, Tensor>, layers: &Layers| -> Result<f64> {
         let finals = val
             .iter()
-            .map(|&i| student.hidden(&inputs[i].start, &ctx, maps))
+            .map(|&i| student.hidden(&inputs[i].start, &ctx, maps, layers))
             .collect::<Result<Vec<_>>>()?;
         Ok(reference
             .compare(&student.model, &Tensor::cat(&finals, 0)?)?
@@ -380,8 +312,10 @@ pub fn distil(
             .map(|(&l, v)| Ok((l, v.as_tensor().detach().copy()?)))
             .collect()
     };
-    let mut best = snapshot(&vars)?;
-    let start_kl = validate(&best)?;
+    let factors =
+        || -> Result<Option<Factors>> { adapters.as_ref().map(|a| a.snapshot()).transpose() };
+    let mut best = (snapshot(&vars)?, factors()?);
+    let start_kl = validate(&best.0, &frozen(&best.1)?)?;
     let mut best_kl = start_kl;
     let mut best_step = 0;
     let mut curve = vec![KdPoint {
@@ -397,32 +331,71 @@ pub fn distil(
             ..ParamsAdamW::default()
         },
     )?;
+    let peak = opts.lowrank_lr;
+    let mut lowrank_adam = match &adapters {
+        Some(a) => Some(AdamW::new(
+            a.vars(),
+            ParamsAdamW {
+                lr: lr_at(peak, 0.0),
+                weight_decay: 0.0,
+                ..ParamsAdamW::default()
+            },
+        )?),
+        None => None,
+    };
     progress.start("kd: training", opts.steps as u64);
     let (mut since, mut n_since, mut stale, mut steps) = (0f64, 0usize, 0usize, 0usize);
+    let train_start = Instant::now();
     for step in 1..=opts.steps {
+        // How far along training is: by steps, or by time when a limit is nearer.
+        let done = opts
+            .time_limit
+            .map_or(0.0, |t| train_start.elapsed().as_secs_f64() / t)
+            .max((step - 1) as f64 / opts.steps as f64);
+        if done >= 1.0 {
+            break;
+        }
         let w = &inputs[train[(step - 1) % train.len()]];
         let teacher: Vec<f32> = dense.logits(&w.dense_final)?.flatten_all()?.to_vec1()?;
-        let (kl, grads) = student.loss_and_grads(&w.start, &ctx, &teacher, &vars)?;
+        let layers = match &adapters {
+            Some(a) => a.layers(None)?,
+            None => Layers::new(),
+        };
+        let (kl, grads) = student.loss_and_grads(&w.start, &ctx, &teacher, &vars, &layers)?;
+        drop(layers);
         adam.step(&grads)?;
+        if let Some(opt) = lowrank_adam.as_mut() {
+            opt.set_learning_rate(lr_at(peak, done));
+            opt.step(&grads)?;
+        }
         since += kl;
         n_since += 1;
         steps = step;
         progress.advance(1);
-        if step % opts.eval_every == 0 || step == opts.steps {
-            let maps = snapshot(&vars)?;
-            let v = validate(&maps)?;
+        let out_of_time = opts
+            .time_limit
+            .is_some_and(|t| train_start.elapsed().as_secs_f64() >= t);
+        if step % opts.eval_every == 0 || step == opts.steps || out_of_time {
+            let now = (snapshot(&vars)?, factors()?);
+            let v = validate(&now.0, &frozen(&now.1)?)?;
             curve.push(KdPoint {
                 step,
                 train_kl: Some(since / n_since as f64),
                 validation_kl: v,
             });
+            let left = opts.time_limit.map_or(String::new(), |t| {
+                format!(
+                    ", {:.0} s left",
+                    (t - train_start.elapsed().as_secs_f64()).max(0.0)
+                )
+            });
             progress.message(&format!(
-                "kd: step {step}, train KL {:.4}, validation KL {v:.4} (start {start_kl:.4})",
+                "kd: step {step}, train KL {:.4}, validation KL {v:.4} (start {start_kl:.4}){left}",
                 since / n_since as f64
             ));
             (since, n_since) = (0.0, 0);
             if v < best_kl {
-                (best, best_kl, best_step, stale) = (maps, v, step, 0);
+                (best, best_kl, best_step, stale) = (now, v, step, 0);
             } else {
                 stale += 1;
                 if opts.patience > 0 && stale >= opts.patience {
@@ -433,11 +406,19 @@ pub fn distil(
     }
     progress.finish();
     let mut out = start.clone();
+    let mut lowrank_tensors = Vec::new();
     if best_step > 0 {
-        for (&l, u) in &best {
+        // The low-rank updates first (on the healed weights), then the maps on top of them.
+        if let (Some(a), Some(f)) = (&adapters, &best.1) {
+            for (name, w) in a.merged(f)? {
+                lowrank_tensors.push(name.clone());
+                out.tensors.insert(name, w);
+            }
+        }
+        for (&l, u) in &best.0 {
             let u: Vec<f64> = rows(u)?.into_iter().map(f64::from).collect();
             for name in down_proj_names(&dense.config().arch, l) {
-                let w = match start.tensors.get(&name) {
+                let w = match out.tensors.get(&name) {
                     Some(w) => w.clone(),
                     None => rows(&source.tensor(&name)?)?,
                 };
@@ -448,6 +429,10 @@ pub fn distil(
     out.distillation = Some(Distillation {
         fold_layers,
         lr: opts.lr,
+        rank: opts.rank,
+        lowrank_lr: opts.lowrank_lr,
+        lowrank_parameters: adapters.as_ref().map_or(0, |a| a.parameters()),
+        lowrank_tensors,
         steps,
         best_step,
         start_kl,

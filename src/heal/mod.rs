@@ -69,6 +69,7 @@
 //!   the scale makes the problem a weighted Procrustes one, follow Kiers (1990, "Majorization as a
 //!   tool for optimizing a class of matrix functions"); the polar factor by Newton's iteration
 //!   with scaling is Higham's (1986, "Computing the polar decomposition — with applications").
+//! - The low-rank weight updates trained with distillation (LoRA, merged): see [`lowrank`].
 //! - The identity prior, the bottom-up order with the healed model's own inputs, the held-out
 //!   KL guard, the choice among objectives and ridge weights by validation, and heal-aware
 //!   selection ([`crate::score::healed`]) are this project's.
@@ -77,6 +78,7 @@ pub mod cosine;
 pub mod fit;
 pub mod gguf;
 pub mod kd;
+pub mod lowrank;
 mod options;
 mod overlay;
 pub mod postnorm;

@@ -200,7 +200,13 @@ impl Healing {
 
     /// How the note on a healed checkpoint begins.
     pub fn headline(&self) -> &'static str {
-        if self.method() == "kd" {
+        let low_rank = self
+            .distillation
+            .as_ref()
+            .is_some_and(|d| !d.lowrank_tensors.is_empty());
+        if low_rank {
+            "Healed by distillation of the maps and low-rank weight updates"
+        } else if self.method() == "kd" {
             "Healed by map-only distillation"
         } else {
             "Healed without training"

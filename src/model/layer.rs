@@ -96,7 +96,10 @@ impl Linear {
             .ok_or_else(|| Error::Compute("linear input has no dimensions".into()))?;
         let rows = xs.elem_count() / d_in.max(1);
         let flat = xs.contiguous()?.reshape((rows, d_in))?;
-        let mut ys = if flat.track_op() {
+        let mut ys = if self.weight.track_op() {
+            // Low-rank healing: a weight built from trained factors takes its gradient.
+            flat.matmul(&self.weight.t()?)?
+        } else if flat.track_op() {
             // Training (a recorded graph) needs only the input's gradient, never the weight's.
             if self.weight.dtype() != DType::F32 {
                 return Err(Error::Invalid(

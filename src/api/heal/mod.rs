@@ -246,6 +246,9 @@ pub fn heal_gguf(
     out: &Output,
     progress: &dyn Progress,
 ) -> Result<Healed> {
+    // By default each healed tensor keeps its source type where it can be requantized; the
+    // rest (K-quants) are written as F32. An explicit type applies to every healed tensor.
+    let keep_types = dtype.is_none();
     let ty = match dtype {
         None | Some(GgmlType::F32) => GgmlType::F32,
         Some(GgmlType::F16) => GgmlType::F16,
@@ -277,6 +280,7 @@ pub fn heal_gguf(
         overwrite: out.overwrite_mode(),
         split_max_bytes: out.max_shard_size,
         ty,
+        keep_types,
         metadata,
     };
     let report = write_healed_gguf(model, removal, &healing, &out.out, &opts, progress)?;
@@ -316,7 +320,8 @@ pub fn heal_hf(
         o.insert("calib_offset".into(), req.calib_offset.into());
     }
     let note = format!(
-        "{} ({}): {}, so these tensors differ from the original and are stored as F32: {}.",
+        "{} ({}): {} (with any low-rank updates merged into the kept layers' weights), so these \
+         tensors differ from the original and are stored as F32: {}.",
         healing.headline(),
         healing.summary(),
         healing.fold_phrase("down_proj", "post_feedforward_layernorm"),

@@ -96,6 +96,34 @@ pub struct HealFit {
     /// With `kd`: validations without improvement before training stops (0: never early).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = heal::kd::DEFAULT_PATIENCE, value_name = "N"))]
     pub patience: usize,
+    /// With `kd`: rank of the updates trained on every linear weight of the kept layers after
+    /// the first cut and merged into them (0: train the maps alone).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = heal::kd::DEFAULT_RANK, value_name = "R"))]
+    pub rank: usize,
+    /// With `kd`: peak Adam learning rate of the low-rank updates (warm-up, then cosine decay).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = heal::kd::DEFAULT_LOWRANK_LR, value_name = "LR"))]
+    pub lowrank_lr: f64,
+    /// With `kd`: stop training after this many seconds (the learning-rate schedule follows the
+    /// time; the best validated weights are kept). Accepts `900`, `15m` or `1h`.
+    #[cfg_attr(feature = "cli", arg(long, value_parser = parse_seconds, value_name = "TIME"))]
+    pub time_budget: Option<f64>,
+}
+
+/// Seconds from `900`, `900s`, `15m` or `1h`.
+pub fn parse_seconds(s: &str) -> std::result::Result<f64, String> {
+    let t = s.trim();
+    let (num, unit) = match t.char_indices().last() {
+        Some((i, 's')) => (&t[..i], 1.0),
+        Some((i, 'm')) => (&t[..i], 60.0),
+        Some((i, 'h')) => (&t[..i], 3600.0),
+        _ => (t, 1.0),
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v * unit),
+        _ => Err(format!(
+            "`{s}` is not a duration; write seconds (`900`) or minutes/hours (`15m`, `1h`)"
+        )),
+    }
 }
 
 impl Default for HealFit {
@@ -110,6 +138,9 @@ impl Default for HealFit {
             lr: heal::kd::DEFAULT_LR,
             kd_eval_every: heal::kd::DEFAULT_EVAL_EVERY,
             patience: heal::kd::DEFAULT_PATIENCE,
+            rank: heal::kd::DEFAULT_RANK,
+            lowrank_lr: heal::kd::DEFAULT_LOWRANK_LR,
+            time_budget: None,
         }
     }
 }
@@ -158,6 +189,9 @@ impl HealFit {
             lr: self.lr,
             eval_every: self.kd_eval_every,
             patience: self.patience,
+            rank: self.rank,
+            lowrank_lr: self.lowrank_lr,
+            time_limit: self.time_budget,
         }
     }
 }

@@ -87,8 +87,12 @@ fn map_gradients_match_finite_differences() {
         .iter()
         .map(|(&l, t)| (l, Var::from_tensor(t).unwrap()))
         .collect();
-    let (kl, grads) = student.loss_and_grads(&xs, &ctx, &teacher, &vars).unwrap();
-    let kl0 = student.loss(&xs, &ctx, &teacher, &start).unwrap();
+    let (kl, grads) = student
+        .loss_and_grads(&xs, &ctx, &teacher, &vars, &Layers::new())
+        .unwrap();
+    let kl0 = student
+        .loss(&xs, &ctx, &teacher, &start, &Layers::new())
+        .unwrap();
     assert!((kl - kl0).abs() < 1e-6 * kl0.max(1.0), "{kl} vs {kl0}");
     assert!(
         kl > 1e-4,
@@ -116,7 +120,9 @@ fn map_gradients_match_finite_differences() {
                 let mut maps = start.clone();
                 let u = (&start[&l] + (dir * (sign * eps)).unwrap()).unwrap();
                 maps.insert(l, u);
-                student.loss(&xs, &ctx, &teacher, &maps).unwrap()
+                student
+                    .loss(&xs, &ctx, &teacher, &maps, &Layers::new())
+                    .unwrap()
             };
             let fd = (moved(1.0) - moved(-1.0)) / (2.0 * eps);
             let analytic = (g * dir)
@@ -132,4 +138,116 @@ fn map_gradients_match_finite_differences() {
             );
         }
     }
+}
+
+#[test]
+fn low_rank_gradients_match_finite_differences() {
+    use crate::heal::lowrank::Adapters;
+    let (cfg, source) = open_checkpoint(&fixture()).unwrap();
+    let dense = Model::from_source(cfg.clone(), source.clone(), &|_| true).unwrap();
+    let removed = [2usize];
+    let student = Student::new(
+        healed_model(cfg.clone(), source, &BTreeMap::new(), &removed).unwrap(),
+        &removed,
+        &[1],
+    )
+    .unwrap();
+    assert_eq!(student.tail(), vec![1, 3]);
+    let adapters = Adapters::new(&cfg, student.model.source().clone(), &[1, 3], 3, 7).unwrap();
+    // Move B off zero so that A's gradient is not zero too.
+    for (k, v) in adapters.vars().iter().enumerate() {
+        if v.dims()[1] == 3 {
+            let (r, c) = v.dims2().unwrap();
+            v.set(&noise(200 + k as u64, r, c, 0.05)).unwrap();
+        }
+    }
+    let tokens: Vec<u32> = (0..24).map(|i| (i * 53 + 7) % 300).collect();
+    let ctx = dense.attn_ctx(0, tokens.len()).unwrap();
+    let mut entering = None;
+    let dense_final = dense
+        .forward_hidden(&dense.tokens(&[&tokens]).unwrap(), &[], None, &mut |tap| {
+            if tap.layer == 1 {
+                entering = Some(tap.input.clone());
+            }
+            Ok(())
+        })
+        .unwrap();
+    let xs = entering.unwrap();
+    let teacher: Vec<f32> = dense
+        .logits(&dense_final)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let h = cfg.arch.hidden_size;
+    let eye = Tensor::eye(h, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let maps: BTreeMap<usize, Var> = [(1usize, Var::from_tensor(&eye).unwrap())].into();
+    let plain: BTreeMap<usize, Tensor> = [(1usize, eye.clone())].into();
+    let layers = adapters.layers(None).unwrap();
+    let (kl, grads) = student
+        .loss_and_grads(&xs, &ctx, &teacher, &maps, &layers)
+        .unwrap();
+    drop(layers);
+    let base = adapters.snapshot().unwrap();
+    let kl0 = student
+        .loss(
+            &xs,
+            &ctx,
+            &teacher,
+            &plain,
+            &adapters.layers(Some(&base)).unwrap(),
+        )
+        .unwrap();
+    assert!((kl - kl0).abs() < 1e-6 * kl0.max(1.0), "{kl} vs {kl0}");
+    let mut checked = 0;
+    for (name, (a, b)) in &base {
+        // Check every weight of layer 3 and the attention of layer 1 (the rest is the same code).
+        if !(name.contains("layers.3.") || name.contains("self_attn")) {
+            continue;
+        }
+        for (which, t) in [("A", a), ("B", b)] {
+            let (va, vb) = adapters.factors_of(name).unwrap();
+            let var = if which == "A" { va } else { vb };
+            let g = grads
+                .get(var.as_tensor())
+                .expect("a gradient for every factor");
+            let (r, c) = t.dims2().unwrap();
+            let dir = noise(300 + checked as u64, r, c, 1.0);
+            let norm = dir
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let eps = 1e-2 / (norm as f64).sqrt();
+            let moved = |sign: f64| {
+                let mut f = base.clone();
+                let t2 = (t + (&dir * (sign * eps)).unwrap()).unwrap();
+                let e = f.get_mut(name).unwrap();
+                if which == "A" {
+                    e.0 = t2;
+                } else {
+                    e.1 = t2;
+                }
+                let layers = adapters.layers(Some(&f)).unwrap();
+                student.loss(&xs, &ctx, &teacher, &plain, &layers).unwrap()
+            };
+            let fd = (moved(1.0) - moved(-1.0)) / (2.0 * eps);
+            let analytic = (g * &dir)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64;
+            let tol = 3e-2 * analytic.abs().max(1e-3);
+            assert!(
+                (fd - analytic).abs() < tol,
+                "{which} of `{name}`: finite difference {fd} vs autograd {analytic}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 2 * (7 + 4));
 }
