@@ -280,6 +280,7 @@ fn healed_post_norm_checkpoints_reload_with_the_in_memory_logits() {
             overwrite: Overwrite::Refuse,
             split_max_bytes: None,
             ty: GgmlType::F32,
+            keep_types: false,
             metadata: Vec::new(),
         };
         write_healed_gguf(&model, &removal, &h, &out, &opts, &Silent).unwrap();

@@ -192,6 +192,7 @@ fn healed_moe_gguf_restacks_the_experts_and_reloads() {
             overwrite: Overwrite::Refuse,
             split_max_bytes: None,
             ty: GgmlType::F32,
+            keep_types: false,
             metadata: Vec::new(),
         };
         write_healed_gguf(&m, &removal, &h, &out, &w, &Silent).unwrap();
