@@ -86,7 +86,7 @@ impl Bootstrap {
     pub fn new(resamples: usize, seed: u64) -> Result<Self> {
         if !(1..=MAX_RESAMPLES).contains(&resamples) {
             return Err(Error::Invalid(format!(
-                "`ci_resamples` {resamples}: the bootstrap takes 1 to {MAX_RESAMPLES} resamples"
+                "`ci_resamples` {resamples}: the bootstrap takes at least 1 and at most {MAX_RESAMPLES} resamples"
             )));
         }
         Ok(Bootstrap { resamples, seed })

@@ -83,7 +83,7 @@ pub fn choose(
         }
         if k > free {
             return Err(Error::Invalid(format!(
-                "cannot remove {k} layers (`remove`): {free} of {n} are not protected (`protect` first:{},last:{})",
+                "cannot remove {k} layers: {free} of {n} are not protected (`protect` first:{},last:{}); ask for fewer with `remove` or `ratio`",
                 protect.first, protect.last
             )));
         }
