@@ -1,6 +1,8 @@
 //! Writing a healed, pruned GGUF: the layers are dropped and renumbered as by
 //! [`crate::checkpoint::gguf::prune()`], every tensor is copied byte for byte except the healed
-//! `ffn_down` weights, which are written as F32 (or F16) from the fitted f32 values, and the fit
+//! `ffn_down` weights (and, for Gemma and OLMo 2, the `post_ffw_norm` that takes the scale;
+//! Gemma's is stored as `1 + w`, which [`GgufWeights::to_gguf_layout`] restores), which are
+//! written as F32 (or F16) from the fitted f32 values, and the fit
 //! is recorded under `depthprune.healing.*` with a note (`depthprune.note`) naming the tensors
 //! written that way.
 //!
