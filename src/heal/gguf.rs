@@ -1,10 +1,11 @@
 //! Writing a healed, pruned GGUF: the layers are dropped and renumbered as by
 //! [`crate::checkpoint::gguf::prune()`], every tensor is copied byte for byte except the healed
-//! weights (the `ffn_down`s that took a map and, after low-rank distillation, every linear
-//! weight that took an update), which are written from the fitted f32 values as F32 or F16, or
-//! requantized to their source type ([`GgufHealOptions::keep_types`]), and the fit is recorded
-//! under `depthprune.healing.*` with a note (`depthprune.note`) naming the tensors written that
-//! way.
+//! weights (the `ffn_down`s that took a map; for Gemma and OLMo 2 also the `post_ffw_norm` that
+//! takes the scale, Gemma's stored as `1 + w`, which [`GgufWeights::to_gguf_layout`] restores;
+//! and, after low-rank distillation, every linear weight that took an update), which are written
+//! from the fitted f32 values as F32 or F16, or requantized to their source type
+//! ([`GgufHealOptions::keep_types`]), and the fit is recorded under `depthprune.healing.*` with a
+//! note (`depthprune.note`) naming the tensors written that way.
 //!
 //! Layout: a healed weight comes back from [`super::heal`] in HF terms, `(hidden, ffn)` row-major
 //! for `down_proj`. GGUF lists dims fastest first, so the same tensor is `ffn_down` with
