@@ -95,9 +95,9 @@ fn low_rank_updates_lower_the_held_out_kl_and_are_merged_into_every_adapted_weig
         m.best_kl
     );
     assert!(
-        out.summary().contains("rank-4 updates on 14 weights"),
+        d.describe().contains("rank-4 updates on 14 weights"),
         "{}",
-        out.summary()
+        d.describe()
     );
 }
 

@@ -95,12 +95,12 @@ pub fn healing_note(healing: &Healing, tensors: &[(String, GgmlType, GgmlType)])
                 format!("`{n}` (requantized to {})", ty.name())
             } else if src.is_quantized() {
                 format!(
-                    "`{n}` (dequantized from {}, stored as {})",
+                    "`{n}` (dequantized from {}) stored as {}",
                     src.name(),
                     ty.name()
                 )
             } else {
-                format!("`{n}` (was {}, stored as {})", src.name(), ty.name())
+                format!("`{n}` (was {}) stored as {}", src.name(), ty.name())
             }
         })
         .collect::<Vec<_>>()
