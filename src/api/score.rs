@@ -115,6 +115,10 @@ pub struct ScoreRequest {
     /// Seed of the resamples.
     #[cfg_attr(feature = "cli", arg(long, default_value_t = SEED, value_name = "N"))]
     pub seed: u64,
+    /// How the call runs: precision, threads, symlink policy (the CLI's global flags).
+    #[serde(flatten)]
+    #[cfg_attr(feature = "cli", arg(skip))]
+    pub run: crate::api::RunOptions,
 }
 
 impl Default for ScoreRequest {
@@ -126,6 +130,7 @@ impl Default for ScoreRequest {
             resamples: None,
             choose: None,
             seed: SEED,
+            run: crate::api::RunOptions::default(),
         }
     }
 }
@@ -169,6 +174,7 @@ pub fn score(
     req: &ScoreRequest,
     progress: &dyn Progress,
 ) -> Result<ScoreReport> {
+    req.run.install(progress, || {
     if req.resamples == Some(0) {
         return Err(Error::Invalid("`resamples` must be at least 1".into()));
     }
@@ -252,6 +258,7 @@ pub fn score(
         stability,
         resampled,
         counts,
+    })
     })
 }
 

@@ -33,7 +33,7 @@ use super::result::Healing;
 use super::{down_proj_names, paired_rows, rows};
 use crate::error::{Error, Result};
 use crate::eval::ReferenceLogProbs;
-use crate::model::{open_checkpoint, AttnCtx, Model};
+use crate::model::{open_checkpoint, AttnCtx, Model, ModelConfig};
 use crate::progress::Progress;
 use candle_core::{backprop::GradStore, Device, Tensor, Var};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
@@ -223,7 +223,7 @@ impl Student {
             .to_vec1()?;
         let (kl, g) = kl_and_grad(teacher, &logits, self.model.vocab_size())?;
         let g = Tensor::from_vec(g, (t, self.model.vocab_size()), &Device::Cpu)?;
-        let grad_normed = g.matmul(self.model.lm_head_weight())?;
+        let grad_normed = g.matmul(&self.model.lm_head_weight()?)?;
         // d/d(normed) of Σ normed ⊙ grad_normed is grad_normed: the head's backward by hand.
         let surrogate = (normed * grad_normed.detach())?.sum_all()?;
         Ok((kl, surrogate.backward()?))
@@ -325,8 +325,14 @@ pub fn distil(
     let (cfg, source) = open_checkpoint(dense_dir)?;
     super::check_foldable(&cfg)?;
     let dense = Model::from_source(cfg.clone(), source.clone(), &|_| true)?;
+    // Gradients flow through the student's layers, which needs f32 weights whatever the
+    // teacher runs in.
+    let student_cfg = ModelConfig {
+        compute: crate::model::Compute::F32,
+        ..cfg
+    };
     let student = Student::new(
-        healed_model(cfg, source.clone(), &start.tensors, &removed)?,
+        healed_model(student_cfg, source.clone(), &start.tensors, &removed)?,
         &removed,
         &fold_layers,
     )?;
