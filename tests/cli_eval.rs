@@ -220,3 +220,67 @@ fn eval_intervals_are_seeded_and_hold_the_figures() {
         "{c:?} {p}"
     );
 }
+
+#[test]
+fn threads_beyond_the_cores_are_capped_and_far_beyond_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let text = fixture().join("eval.txt");
+    // More than the cores: one warning line, and the call runs on the cores.
+    let many = (cores + 1).to_string();
+    let out = eval(
+        tmp.path(),
+        &text,
+        &["--ctx", "16", "--json", "--threads", &many],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let warnings: Vec<_> = (stderr(&out).lines())
+        .filter(|l| l.starts_with("warning:") && l.contains("--threads"))
+        .map(String::from)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["threads"], cores);
+    // A count no one means: refused at once with one error line naming the option.
+    let out = eval(tmp.path(), &text, &["--ctx", "16", "--threads", "100000"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error:") && err.contains("--threads"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+    // The same rule for RAYON_NUM_THREADS.
+    let model = fixture().join("llama");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_depthprune"))
+        .args(["eval", s(&model), "--text", s(&text), "--ctx", "16"])
+        .env("RAYON_NUM_THREADS", "100000")
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("RAYON_NUM_THREADS"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn compute_auto_runs_the_f32_fixture_in_f32_and_bf16_on_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let auto = eval_json(tmp.path(), &[]);
+    let f32 = eval_json(tmp.path(), &["--compute", "f32"]);
+    let bf16 = eval_json(tmp.path(), &["--compute", "bf16"]);
+    assert_eq!(
+        (auto["compute"].as_str(), f32["compute"].as_str()),
+        (Some("f32"), Some("f32"))
+    );
+    assert_eq!(auto["perplexity"], f32["perplexity"]);
+    assert_eq!(bf16["compute"], "bf16");
+    let (a, b) = (
+        f32["perplexity"].as_f64().unwrap(),
+        bf16["perplexity"].as_f64().unwrap(),
+    );
+    assert!(a != b && (a - b).abs() / a < 0.01, "{a} vs {b}");
+}

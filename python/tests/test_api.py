@@ -2,6 +2,7 @@
 errors as exceptions, score arrays, and a call that releases the GIL."""
 
 import json
+import os
 import pathlib
 import threading
 import time
@@ -76,6 +77,19 @@ def test_eval_matches_cli(model, text, cli_json):
     want = cli_json("eval", model, "--text", text, "--ctx", "16", "--skip", "1", "--reference", model)
     assert strip(got) == strip(want)
     assert got["divergence"]["mean_kl"] > 0
+
+
+def test_run_options_belong_to_each_call(model, text):
+    """Threads and precision are options of one call, not of the process (issue 25)."""
+    one = dp.eval(model, text=text, ctx=16, threads=1, compute="bf16")
+    two = dp.eval(model, text=text, ctx=16, threads=2, compute="f32")
+    again = dp.eval(model, text=text, ctx=16)
+    assert (one["threads"], one["compute"]) == (1, "bf16")
+    assert (two["threads"], two["compute"]) == (min(2, os.cpu_count() or 1), "f32")
+    assert again["compute"] == "f32"  # auto: the golden llama is stored in f32
+    assert one["perplexity"] != two["perplexity"]
+    with pytest.raises(dp.InvalidRequestError, match="`threads`"):
+        dp.eval(model, text=text, ctx=16, threads=100000)
 
 
 def test_eval_tasks_matches_cli(model, cli_json, tmp_path):

@@ -58,6 +58,10 @@ pub struct EvalRequest {
     /// Windows (with --tasks: question × choice requests) per forward pass.
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 4, value_name = "B"))]
     pub batch: usize,
+    /// How the call runs: precision, threads, symlink policy (the CLI's global flags).
+    #[serde(flatten)]
+    #[cfg_attr(feature = "cli", arg(skip))]
+    pub run: crate::api::RunOptions,
 }
 
 impl Default for EvalRequest {
@@ -73,6 +77,7 @@ impl Default for EvalRequest {
             skip: None,
             reference: None,
             batch: 4,
+            run: crate::api::RunOptions::default(),
         }
     }
 }
@@ -86,6 +91,10 @@ pub struct EvalResult {
     pub skip: Vec<usize>,
     pub reference: Option<String>,
     pub text: String,
+    /// The precision the products ran in (`compute` resolved for this checkpoint: f32, bf16 or
+    /// quant) and the threads the call ran on.
+    pub compute: String,
+    pub threads: usize,
     #[serde(skip)]
     pub n_layers: usize,
 }
@@ -137,23 +146,25 @@ pub(crate) fn open_skipping(
 
 /// Measures `model` as `req` says: perplexity on `text`, or accuracy on `tasks`.
 pub fn eval(model: &ModelSource, req: &EvalRequest, progress: &dyn Progress) -> Result<Evaluation> {
-    if req.batch == 0 {
-        return Err(Error::Invalid("`batch` must be at least 1".into()));
-    }
-    match (&req.text, &req.tasks) {
-        (Some(_), Some(_)) => Err(Error::Invalid(
-            "give a text or a task file, not both".into(),
-        )),
-        (None, Some(_)) => Ok(Evaluation::Tasks(Box::new(eval_tasks(
-            model, req, progress,
-        )?))),
-        (Some(_), None) => Ok(Evaluation::Perplexity(Box::new(perplexity(
-            model, req, progress,
-        )?))),
-        (None, None) => Err(Error::Invalid(
-            "give a text (perplexity) or a task file (multiple choice)".into(),
-        )),
-    }
+    req.run.install(progress, || {
+        if req.batch == 0 {
+            return Err(Error::Invalid("`batch` must be at least 1".into()));
+        }
+        match (&req.text, &req.tasks) {
+            (Some(_), Some(_)) => Err(Error::Invalid(
+                "give a text or a task file, not both".into(),
+            )),
+            (None, Some(_)) => Ok(Evaluation::Tasks(Box::new(eval_tasks(
+                model, req, progress,
+            )?))),
+            (Some(_), None) => Ok(Evaluation::Perplexity(Box::new(perplexity(
+                model, req, progress,
+            )?))),
+            (None, None) => Err(Error::Invalid(
+                "give a text (perplexity) or a task file (multiple choice)".into(),
+            )),
+        }
+    })
 }
 
 /// Perplexity of `model` on `req.text`, and the divergence from `req.reference`.
@@ -208,6 +219,8 @@ pub fn perplexity(
         skip,
         reference: req.reference.as_ref().map(|p| p.display().to_string()),
         text: text_path.display().to_string(),
+        compute: m.config().compute.name().to_string(),
+        threads: rayon::current_num_threads(),
         n_layers: m.n_layers(),
     };
     eval::ensure_finite(&result, "the evaluation", &path)?;

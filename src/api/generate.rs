@@ -46,6 +46,10 @@ pub struct GenerateRequest {
     /// Keep going past end-of-sequence tokens (for timing).
     #[cfg_attr(feature = "cli", arg(long))]
     pub ignore_eos: bool,
+    /// How the call runs: precision, threads, symlink policy (the CLI's global flags).
+    #[serde(flatten)]
+    #[cfg_attr(feature = "cli", arg(skip))]
+    pub run: crate::api::RunOptions,
 }
 
 impl Default for GenerateRequest {
@@ -60,6 +64,7 @@ impl Default for GenerateRequest {
             seed: 0,
             skip: None,
             ignore_eos: false,
+            run: crate::api::RunOptions::default(),
         }
     }
 }
@@ -84,65 +89,68 @@ pub struct Generated {
 pub fn generate(
     model: &ModelSource,
     req: &GenerateRequest,
-    on_text: &mut dyn FnMut(&str) -> Result<()>,
+    on_text: &mut (dyn FnMut(&str) -> Result<()> + Send),
     progress: &dyn Progress,
 ) -> Result<Generated> {
-    if req.max_new_tokens > MAX_NEW_TOKENS {
-        return Err(Error::Invalid(format!(
+    req.run.install(progress, || {
+        if req.max_new_tokens > MAX_NEW_TOKENS {
+            return Err(Error::Invalid(format!(
             "`max_new_tokens` {}: at most {MAX_NEW_TOKENS} (the KV cache grows with every token)",
             req.max_new_tokens
         )));
-    }
-    let mut sampler = Sampler::new(Sampling {
-        temperature: req.temperature,
-        top_p: req.top_p,
-        top_k: req.top_k,
-        seed: req.seed,
-    })?;
-    let path = model.resolve(Need::Snapshot, progress)?.path;
-    let (m, skip, tok) = super::eval::open_skipping(&path, req.skip.as_deref(), false, progress)?;
-    let prompt = if req.chat {
-        let text = tok.render_chat(&[Message {
-            role: "user".into(),
-            content: req.prompt.clone(),
-        }])?;
-        tok.encode(&text, false)?
-    } else {
-        tok.encode(&req.prompt, true)?
-    };
-    let eos: Vec<u32> = if req.ignore_eos {
-        Vec::new()
-    } else {
-        tok.eos_ids().to_vec()
-    };
-    let mut stream = TextStream::new(&tok);
-    let mut text = String::new();
-    let started = Instant::now();
-    let mut first: Option<f64> = None;
-    let opts = GenerateOpts {
-        max_new: req.max_new_tokens,
-        skip: &skip,
-        eos: &eos,
-        use_cache: true,
-    };
-    let out = run(&m, &prompt, &opts, &mut sampler, &mut |id| {
-        first.get_or_insert_with(|| started.elapsed().as_secs_f64());
-        let piece = stream.push(id)?;
-        text.push_str(&piece);
-        on_text(&piece)?;
-        Ok(true)
-    })?;
-    let seconds = started.elapsed().as_secs_f64();
-    let prefill = first.unwrap_or(seconds);
-    let decoded = out.tokens.len().saturating_sub(1);
-    Ok(Generated {
-        text,
-        prompt_tokens: prompt.len(),
-        stopped_at_eos: out.stopped_at_eos,
-        tokens: out.tokens,
-        skip,
-        seconds,
-        prefill_seconds: prefill,
-        tokens_per_s: decoded as f64 / (seconds - prefill).max(1e-9),
+        }
+        let mut sampler = Sampler::new(Sampling {
+            temperature: req.temperature,
+            top_p: req.top_p,
+            top_k: req.top_k,
+            seed: req.seed,
+        })?;
+        let path = model.resolve(Need::Snapshot, progress)?.path;
+        let (m, skip, tok) =
+            super::eval::open_skipping(&path, req.skip.as_deref(), false, progress)?;
+        let prompt = if req.chat {
+            let text = tok.render_chat(&[Message {
+                role: "user".into(),
+                content: req.prompt.clone(),
+            }])?;
+            tok.encode(&text, false)?
+        } else {
+            tok.encode(&req.prompt, true)?
+        };
+        let eos: Vec<u32> = if req.ignore_eos {
+            Vec::new()
+        } else {
+            tok.eos_ids().to_vec()
+        };
+        let mut stream = TextStream::new(&tok);
+        let mut text = String::new();
+        let started = Instant::now();
+        let mut first: Option<f64> = None;
+        let opts = GenerateOpts {
+            max_new: req.max_new_tokens,
+            skip: &skip,
+            eos: &eos,
+            use_cache: true,
+        };
+        let out = run(&m, &prompt, &opts, &mut sampler, &mut |id| {
+            first.get_or_insert_with(|| started.elapsed().as_secs_f64());
+            let piece = stream.push(id)?;
+            text.push_str(&piece);
+            on_text(&piece)?;
+            Ok(true)
+        })?;
+        let seconds = started.elapsed().as_secs_f64();
+        let prefill = first.unwrap_or(seconds);
+        let decoded = out.tokens.len().saturating_sub(1);
+        Ok(Generated {
+            text,
+            prompt_tokens: prompt.len(),
+            stopped_at_eos: out.stopped_at_eos,
+            tokens: out.tokens,
+            skip,
+            seconds,
+            prefill_seconds: prefill,
+            tokens_per_s: decoded as f64 / (seconds - prefill).max(1e-9),
+        })
     })
 }

@@ -4,6 +4,7 @@
 //! are two thin faces over these calls; nothing here prints.
 //!
 //! - [`source`]: a model given as a path, a GGUF file or a hub ID, resolved to files on disk.
+//! - [`run`]: how one call runs (precision, threads, symlink policy), carried by its request.
 //! - [`text`]: a slice of a text file as token windows, under the one tokenization rule.
 //! - [`convert`]: HF ↔ GGUF, and random-weight checkpoints.
 //! - [`inspect`], [`plan`], [`prune`](prune::prune), [`heal`](heal::heal): checkpoints.
@@ -27,12 +28,14 @@ pub mod inspect;
 pub mod plan;
 pub mod prune;
 pub mod report;
+pub mod run;
 pub mod score;
 pub mod source;
 pub mod sweep;
 pub mod text;
 
 pub use choose::{Chosen, LayerChoice, Layers};
+pub use run::RunOptions;
 pub use source::ModelSource;
 pub use text::TextSlice;
 

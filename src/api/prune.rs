@@ -72,6 +72,10 @@ pub struct PruneRequest {
     /// The command line recorded in provenance (default: the equivalent `depthprune prune`).
     #[cfg_attr(feature = "cli", arg(skip))]
     pub command: Option<Vec<String>>,
+    /// How the call runs: precision, threads, symlink policy (the CLI's global flags).
+    #[serde(flatten)]
+    #[cfg_attr(feature = "cli", arg(skip))]
+    pub run: crate::api::RunOptions,
 }
 
 impl Default for PruneRequest {
@@ -85,6 +89,7 @@ impl Default for PruneRequest {
             heal: None,
             heal_fit: HealFit::default(),
             command: None,
+            run: crate::api::RunOptions::default(),
         }
     }
 }
@@ -155,6 +160,7 @@ impl PruneRequest {
             ctx: c.ctx,
             calib_offset: c.calib_offset,
             fit: self.heal_fit.clone(),
+            run: self.run.clone(),
         }
     }
 }
@@ -165,6 +171,7 @@ pub fn prune(
     req: &PruneRequest,
     progress: &dyn Progress,
 ) -> Result<PruneOutcome> {
+    req.run.install(progress, || {
     if req.out.as_os_str().is_empty() {
         return Err(Error::Invalid("prune needs an output path (out)".into()));
     }
@@ -226,6 +233,7 @@ pub fn prune(
             out: result.out,
         },
         chosen,
+    })
     })
 }
 

@@ -39,6 +39,10 @@ pub struct ReportRequest {
     /// Markdown to include about where the text came from and its limits.
     #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
     pub text_note: Option<PathBuf>,
+    /// How the call runs: precision, threads, symlink policy (the CLI's global flags).
+    #[serde(flatten)]
+    #[cfg_attr(feature = "cli", arg(skip))]
+    pub run: crate::api::RunOptions,
 }
 
 impl Default for ReportRequest {
@@ -49,6 +53,7 @@ impl Default for ReportRequest {
             prompts: None,
             max_new_tokens: 40,
             text_note: None,
+            run: crate::api::RunOptions::default(),
         }
     }
 }
@@ -68,63 +73,65 @@ fn not_json(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
 
 /// Writes `dir/report.md` for the sweep in `dir` (its `sweep.json`); returns its path.
 pub fn report(dir: &Path, req: &ReportRequest, progress: &dyn Progress) -> Result<PathBuf> {
-    let path = dir.join("sweep.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        Error::Invalid(format!(
-            "`{}`: cannot read ({e}); run `depthprune sweep` first",
-            path.display()
-        ))
-    })?;
-    let sweep: Sweep =
-        serde_json::from_str(&text).map_err(|e| not_json(&path, "not a sweep file", e))?;
-    let model = Model::open(Path::new(&sweep.model))?;
-    let (tok, _) = open_tokenizer(Path::new(&sweep.model))?;
-    let prompts = match &req.prompts {
-        Some(p) => {
-            let text = eval::read_text(p)?;
-            let v: Vec<String> = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(String::from)
-                .collect();
-            if v.is_empty() {
-                return Err(Error::Invalid(format!(
-                    "`{}`: no prompts (one per line)",
-                    p.display()
-                )));
+    req.run.install(progress, || {
+        let path = dir.join("sweep.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Error::Invalid(format!(
+                "`{}`: cannot read ({e}); run `depthprune sweep` first",
+                path.display()
+            ))
+        })?;
+        let sweep: Sweep =
+            serde_json::from_str(&text).map_err(|e| not_json(&path, "not a sweep file", e))?;
+        let model = Model::open(Path::new(&sweep.model))?;
+        let (tok, _) = open_tokenizer(Path::new(&sweep.model))?;
+        let prompts = match &req.prompts {
+            Some(p) => {
+                let text = eval::read_text(p)?;
+                let v: Vec<String> = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect();
+                if v.is_empty() {
+                    return Err(Error::Invalid(format!(
+                        "`{}`: no prompts (one per line)",
+                        p.display()
+                    )));
+                }
+                Some(v)
             }
-            Some(v)
+            None => None,
+        };
+        let text_note = req
+            .text_note
+            .as_ref()
+            .map(|p| eval::read_text(p))
+            .transpose()?;
+        let k = req.k.unwrap_or_else(|| sweep.default_k());
+        if req.max_new_tokens > super::generate::MAX_NEW_TOKENS {
+            return Err(Error::Invalid(format!(
+                "`max_new_tokens` {}: at most {}",
+                req.max_new_tokens,
+                super::generate::MAX_NEW_TOKENS
+            )));
         }
-        None => None,
-    };
-    let text_note = req
-        .text_note
-        .as_ref()
-        .map(|p| eval::read_text(p))
-        .transpose()?;
-    let k = req.k.unwrap_or_else(|| sweep.default_k());
-    if req.max_new_tokens > super::generate::MAX_NEW_TOKENS {
-        return Err(Error::Invalid(format!(
-            "`max_new_tokens` {}: at most {}",
-            req.max_new_tokens,
-            super::generate::MAX_NEW_TOKENS
-        )));
-    }
-    write_report(
-        dir,
-        &sweep,
-        &model,
-        &tok,
-        k,
-        Some(ReportOptions {
-            pruned: req.pruned.clone(),
-            prompts,
-            max_new_tokens: req.max_new_tokens,
-            text_note,
-        }),
-        progress,
-    )
+        write_report(
+            dir,
+            &sweep,
+            &model,
+            &tok,
+            k,
+            Some(ReportOptions {
+                pruned: req.pruned.clone(),
+                prompts,
+                max_new_tokens: req.max_new_tokens,
+                text_note,
+            }),
+            progress,
+        )
+    })
 }
 
 /// Greedy generation of `max_new` tokens after `prompt`, rendered with the chat template when

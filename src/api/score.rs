@@ -128,6 +128,10 @@ pub struct ScoreRequest {
     /// Seed of the resamples.
     #[cfg_attr(feature = "cli", arg(long, default_value_t = SEED, value_name = "N"))]
     pub seed: u64,
+    /// How the call runs: precision, threads, symlink policy (the CLI's global flags).
+    #[serde(flatten)]
+    #[cfg_attr(feature = "cli", arg(skip))]
+    pub run: crate::api::RunOptions,
 }
 
 impl Default for ScoreRequest {
@@ -139,6 +143,7 @@ impl Default for ScoreRequest {
             resamples: None,
             choose: None,
             seed: SEED,
+            run: crate::api::RunOptions::default(),
         }
     }
 }
@@ -182,6 +187,7 @@ pub fn score(
     req: &ScoreRequest,
     progress: &dyn Progress,
 ) -> Result<ScoreReport> {
+    req.run.install(progress, || {
     req.calib.check()?;
     if req.steps == Some(0) {
         return Err(Error::Invalid("`steps` must be at least 1".into()));
@@ -283,6 +289,7 @@ pub fn score(
     };
     crate::eval::ensure_finite(&report, "the scoring", &path)?;
     Ok(report)
+    })
 }
 
 /// Saves `scores` as JSON at `path`, the file `plan`/`prune` read back to choose from.

@@ -2,8 +2,8 @@
 //! shard as a symlink to `/etc/passwd`, `~/.ssh/id_rsa` or another model; reading through it would
 //! leak or mix files from outside the folder. Before a folder is read, every file depthprune may
 //! read from it is checked: a symlink whose target resolves outside the folder is refused, naming
-//! the file, unless following is switched on ([`set_follow_symlinks`], the CLI's
-//! `--follow-symlinks`).
+//! the file, unless following is switched on for the call ([`with_follow_symlinks`], the
+//! `follow_symlinks` run option, the CLI's `--follow-symlinks`).
 //!
 //! The other parts of a split GGUF (`NAME-00002-of-00003.gguf`, …), found beside the part the
 //! user named, are checked the same way ([`check_sibling`]).
@@ -14,20 +14,31 @@
 
 use super::hf::{CONFIG_FILE, INDEX_FILE, SIDE_FILES, SINGLE_FILE};
 use crate::error::{Error, IoContext, Result};
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
-static FOLLOW: AtomicBool = AtomicBool::new(false);
-
-/// Lets symlinks out of model folders be followed (`true`) or refused (`false`, the default), for
-/// the whole process.
-pub fn set_follow_symlinks(follow: bool) {
-    FOLLOW.store(follow, Ordering::Relaxed);
+thread_local! {
+    /// The policy of the call running on this thread ([`with_follow_symlinks`]).
+    static FOLLOW: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Whether symlinks out of model folders are followed.
+/// Runs `f` with symlinks out of model folders followed (`true`) or refused (`false`, the
+/// default): one call's option, restored after it, never process-wide.
+pub fn with_follow_symlinks<R>(follow: bool, f: impl FnOnce() -> R) -> R {
+    let before = FOLLOW.with(|c| c.replace(follow));
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FOLLOW.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(before);
+    f()
+}
+
+/// Whether the running call follows symlinks out of model folders.
 pub fn follow_symlinks() -> bool {
-    FOLLOW.load(Ordering::Relaxed)
+    FOLLOW.with(Cell::get)
 }
 
 /// The folder symlinks in `dir` may point into: the hub cache's repo folder when `dir` is a

@@ -23,28 +23,12 @@ use clap::{CommandFactory, Parser, Subcommand};
         Layer SPEC grammar: N | A..B | A.. | ..B | first:K | last:K, joined with commas (e.g. `3..6,9,last:2`)."
 )]
 pub struct Cli {
-    /// Read files in model folders that are symlinks to places outside the folder (refused by
-    /// default; hub-cache snapshots may always point into their own cache folder).
-    #[arg(long, global = true)]
-    pub follow_symlinks: bool,
-    /// Threads for the commands that run the model (matrix products, attention, scoring);
-    /// default: every core (or RAYON_NUM_THREADS).
-    #[arg(long, global = true, value_name = "N")]
-    pub threads: Option<std::num::NonZeroUsize>,
-    /// Precision of the matrix products: f32 (weights widened on load, the default, for
-    /// fidelity) or bf16 (matrix weights kept in 16 bits, bf16/f16 as stored, with f32
-    /// accumulation: half the memory, native bf16 dot products where the CPU has them).
-    #[arg(long, global = true, value_name = "P", default_value = "f32")]
-    pub compute: ComputeArg,
+    /// How the commands that open a model run (`--compute`, `--threads`, `--follow-symlinks`),
+    /// handed to each command's request rather than set for the process.
+    #[command(flatten)]
+    pub run: depthprune::api::RunOptions,
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// `--compute`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum ComputeArg {
-    F32,
-    Bf16,
 }
 
 #[derive(Subcommand, Debug)]
@@ -125,30 +109,45 @@ pub fn run() -> i32 {
         }
     };
     output::set_flags(&Cli::command());
-    depthprune::checkpoint::links::set_follow_symlinks(cli.follow_symlinks);
     depthprune::model::reuse_freed_memory();
-    depthprune::model::set_default_compute(match cli.compute {
-        ComputeArg::F32 => depthprune::model::Compute::F32,
-        ComputeArg::Bf16 => depthprune::model::Compute::Bf16,
-    });
-    if let Some(n) = cli.threads {
-        if let Err(e) = depthprune::model::set_threads(n.get()) {
-            return output::report_error(&e.into());
-        }
-    }
+    let run = cli.run;
+    // Commands without a request of their own read folders under the call's symlink policy.
+    let follow = run.follow_symlinks;
+    use depthprune::checkpoint::links::with_follow_symlinks as scoped;
     let result = match cli.command {
-        Command::Inspect(a) => inspect::run(a),
-        Command::Plan(a) => plan::run(a),
-        Command::Prune(a) => prune::run(a),
-        Command::Synth(a) => synth::run(a),
-        Command::Verify(a) => verify::run(a),
-        Command::Eval(a) => eval::run(a),
-        Command::Generate(a) => generate::run(a),
-        Command::Convert(a) => convert::run(a),
-        Command::Score(a) => score::run(a),
-        Command::Heal(a) => heal::run(a),
-        Command::Sweep(a) => sweep::run(a),
-        Command::Report(a) => report::run(a),
+        Command::Inspect(a) => scoped(follow, || inspect::run(a)),
+        Command::Plan(a) => scoped(follow, || plan::run(a)),
+        Command::Synth(a) => scoped(follow, || synth::run(a)),
+        Command::Verify(a) => scoped(follow, || verify::run(a)),
+        Command::Convert(a) => scoped(follow, || convert::run(a)),
+        Command::Prune(mut a) => {
+            a.req.run = run;
+            prune::run(a)
+        }
+        Command::Eval(mut a) => {
+            a.req.run = run;
+            eval::run(a)
+        }
+        Command::Generate(mut a) => {
+            a.req.run = run;
+            generate::run(a)
+        }
+        Command::Score(mut a) => {
+            a.req.run = run;
+            score::run(a)
+        }
+        Command::Heal(mut a) => {
+            a.heal.run = run;
+            heal::run(a)
+        }
+        Command::Sweep(mut a) => {
+            a.req.run = run;
+            sweep::run(a)
+        }
+        Command::Report(mut a) => {
+            a.req.run = run;
+            report::run(a)
+        }
     };
     match result {
         Ok(()) => 0,

@@ -160,7 +160,7 @@ impl Sums {
 /// Scores a block of rows on all threads.
 fn score_block(logits: &[f32], reference: Option<&[f32]>, targets: &[u32], vocab: usize) -> Sums {
     let n = targets.len();
-    let threads = candle_core::utils::get_num_threads().clamp(1, n.max(1));
+    let threads = rayon::current_num_threads().clamp(1, n.max(1));
     let per = n.div_ceil(threads);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)

@@ -37,7 +37,7 @@ fn picks(windows: &[Vec<u32>], t: usize) -> (Vec<u32>, Vec<u32>) {
 
 /// Splits `0..n` into one contiguous range per thread.
 fn spans(n: usize) -> Vec<std::ops::Range<usize>> {
-    let threads = candle_core::utils::get_num_threads().clamp(1, n.max(1));
+    let threads = rayon::current_num_threads().clamp(1, n.max(1));
     let per = n.div_ceil(threads);
     (0..threads)
         .map(|t| (t * per).min(n)..((t + 1) * per).min(n))

@@ -37,7 +37,7 @@ use super::result::Healing;
 use super::{down_proj_names, rows};
 use crate::error::{Error, Result};
 use crate::eval::ReferenceLogProbs;
-use crate::model::{open_checkpoint, Model};
+use crate::model::{open_checkpoint, Model, ModelConfig};
 use crate::progress::Progress;
 use candle_core::{Device, Tensor, Var};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
@@ -245,8 +245,14 @@ pub fn distil(
     let (cfg, source) = open_checkpoint(dense_dir)?;
     super::check_distillable(&cfg)?;
     let dense = Model::from_source(cfg.clone(), source.clone(), &|_| true)?;
+    // Gradients flow through the student's layers, which needs f32 weights whatever the
+    // teacher runs in.
+    let student_cfg = ModelConfig {
+        compute: crate::model::Compute::F32,
+        ..cfg
+    };
     let student = Student::new(
-        healed_model(cfg, source.clone(), &start.tensors, &removed)?,
+        healed_model(student_cfg, source.clone(), &start.tensors, &removed)?,
         &removed,
         &fold_layers,
     )?;

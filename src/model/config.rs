@@ -4,44 +4,93 @@
 use super::family::FamilyOpts;
 use crate::arch::ArchConfig;
 use crate::error::{Error, Result};
+use std::cell::Cell;
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 pub use crate::arch::rope::{LongRope, RopeScaling};
 
-/// The precision the matrix products run in (`--compute`).
+/// The precision the matrix products run in, once resolved for a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compute {
-    /// Weights widened to f32 on load; every product in f32 (the default, for fidelity).
+    /// Weights widened to f32 on load; every product in f32 (for fidelity).
     #[default]
     F32,
     /// Matrix weights and the embedding kept in 16 bits (bf16 and f16 as stored, anything else
     /// rounded to bf16), products accumulated in f32; norms, attention and the residual stream
     /// stay f32. Half the weight memory, and native bf16 dot products where the CPU has them.
     Bf16,
+    /// A quantized GGUF's matrix weights kept as the file's ggml blocks and multiplied with
+    /// quantized kernels (f32 activations); the rest as under [`Compute::F32`].
+    Quant,
 }
 
-static DEFAULT_COMPUTE: AtomicU8 = AtomicU8::new(0);
-
-/// Sets the [`Compute`] that configurations read from now on get (the CLI's `--compute`, set
-/// once at start-up so that every command that opens a model follows it).
-pub fn set_default_compute(c: Compute) {
-    DEFAULT_COMPUTE.store(c as u8, Ordering::Relaxed);
+/// The precision a caller asks for (`compute`, the CLI's `--compute`): [`ComputeChoice::Auto`]
+/// resolves per checkpoint to the precision it is stored in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComputeChoice {
+    /// 16-bit checkpoints in 16 bits, quantized GGUF quantized, f32 in f32.
+    #[default]
+    Auto,
+    /// Every product in f32 (weights widened on load), for fidelity.
+    F32,
+    /// Matrix weights in 16 bits with f32 accumulation, whatever the checkpoint stores.
+    Bf16,
 }
 
-/// The [`Compute`] new configurations get.
-pub fn default_compute() -> Compute {
-    match DEFAULT_COMPUTE.load(Ordering::Relaxed) {
-        0 => Compute::F32,
-        _ => Compute::Bf16,
+impl ComputeChoice {
+    /// The name as the option takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ComputeChoice::Auto => "auto",
+            ComputeChoice::F32 => "f32",
+            ComputeChoice::Bf16 => "bf16",
+        }
     }
+}
+
+impl Compute {
+    /// The name as results report it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compute::F32 => "f32",
+            Compute::Bf16 => "bf16",
+            Compute::Quant => "quant",
+        }
+    }
+}
+
+thread_local! {
+    /// The choice of the call running on this thread ([`with_compute`]); outside one, f32.
+    static CHOICE: Cell<ComputeChoice> = const { Cell::new(ComputeChoice::F32) };
+}
+
+/// Runs `f` with `choice` as the precision that checkpoints opened on this thread resolve
+/// (one call's option, restored after it; nothing process-wide).
+pub fn with_compute<R>(choice: ComputeChoice, f: impl FnOnce() -> R) -> R {
+    let before = CHOICE.with(|c| c.replace(choice));
+    struct Restore(ComputeChoice);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CHOICE.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(before);
+    f()
+}
+
+/// The precision the running call asked for ([`with_compute`]; f32 outside one).
+pub fn compute_choice() -> ComputeChoice {
+    CHOICE.with(Cell::get)
 }
 
 /// Configuration of the forward pass.
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
     pub arch: ArchConfig,
-    /// The precision of the matrix products ([`default_compute`] unless changed).
+    /// The precision of the matrix products (resolved when the checkpoint is opened).
     pub compute: Compute,
     pub rope_scaling: RopeScaling,
     /// The attention window of each layer (`None` for full causal attention), by original index.
@@ -103,7 +152,7 @@ impl ModelConfig {
         };
         Ok(ModelConfig {
             arch,
-            compute: default_compute(),
+            compute: Compute::F32,
             rope_scaling,
             windows,
             family,

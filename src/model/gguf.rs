@@ -6,7 +6,7 @@
 //! biases) for the `llama` architecture only, so that its RoPE can rotate adjacent pairs; qwen2
 //! and qwen3 files keep HF's order (their converters do not override `modify_tensors` this way).
 
-use super::config::ModelConfig;
+use super::config::{Compute, ModelConfig};
 pub use super::gguf_families::check_gguf_prune;
 pub(crate) use super::gguf_families::family_metadata;
 use super::gguf_moe::gguf_to_hf_moe;
@@ -15,12 +15,14 @@ use crate::arch::gguf_names::{gguf_to_hf_for, norm_shift, ROPE_FACTORS};
 use crate::arch::ArchConfig;
 use crate::checkpoint::gguf::{GgufModel, TensorInfo, Value};
 use crate::error::{Error, IoContext, Result};
+use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 use memmap2::Mmap;
 use serde_json::json;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The weights of a GGUF model, by HF name.
 pub struct GgufWeights {
@@ -120,8 +122,9 @@ impl GgufWeights {
         }
     }
 
-    /// Tensor `name` as f32 values in HF layout, with its HF shape.
-    pub fn values(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+    /// The stored bytes of tensor `name` (one expert's slab for an expert tensor), its GGUF
+    /// tensor, its element count and its HF shape.
+    fn raw(&self, name: &str) -> Result<(&TensorInfo, &[u8], usize, Vec<usize>)> {
         let (t, expert) = match (self.tensors.get(name), self.experts.get(name)) {
             (Some(t), _) => (t, None),
             (None, Some((t, e))) => (t, Some(*e)),
@@ -160,33 +163,91 @@ impl GgufWeights {
             .get(t.part())
             .and_then(|m| m.get(start..start.checked_add(len)?))
             .ok_or_else(outside)?;
+        Ok((t, bytes, n, shape))
+    }
+
+    /// Drops the file pages of `bytes` (a slice of one of the maps, just copied) from this
+    /// process's resident memory; they stay in the page cache.
+    fn release(&self, bytes: &[u8]) {
+        #[cfg(unix)]
+        for m in &self.maps {
+            let base = m.as_ptr() as usize;
+            let at = bytes.as_ptr() as usize;
+            if at >= base && at + bytes.len() <= base + m.len() {
+                // SAFETY: the map is private and read-only, so MADV_DONTNEED only makes later
+                // reads fault the same bytes back in from the file.
+                unsafe {
+                    let _ = m.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        at - base,
+                        bytes.len(),
+                    );
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = bytes;
+    }
+
+    /// Tensor `name`'s ggml blocks as a `(rows, cols)` quantized matrix in HF layout (Q/K rows
+    /// in HF order), when it is a matrix stored in a block type the quantized kernels multiply.
+    pub fn quantized_matrix(&self, name: &str) -> Result<Option<Arc<QTensor>>> {
+        let (t, bytes, _, shape) = self.raw(name)?;
+        let Some(dtype) = super::quantized::kernel_dtype(t.ggml_type().id()) else {
+            return Ok(None);
+        };
+        let [rows, cols] = shape[..] else {
+            return Ok(None);
+        };
+        let q = match self.qk_heads(name) {
+            Some(n_head) => {
+                let permuted = permute_impl(bytes, rows, n_head, false)
+                    .ok_or_else(|| self.bad_heads(t, rows, n_head))?;
+                super::quantized::qtensor(dtype, &permuted, rows, cols, t.name())
+            }
+            None => super::quantized::qtensor(dtype, bytes, rows, cols, t.name()),
+        }
+        .map_err(|e| Error::corrupt(&self.path, e.to_string()))?;
+        self.release(bytes);
+        Ok(Some(q))
+    }
+
+    /// The heads whose Q/K rows llama.cpp permuted in tensor `name`, if it is one.
+    fn qk_heads(&self, name: &str) -> Option<usize> {
+        let (heads, kv) = self.permute?;
+        if name.contains("self_attn.q_proj.") {
+            Some(heads)
+        } else if name.contains("self_attn.k_proj.") {
+            Some(kv)
+        } else {
+            None
+        }
+    }
+
+    fn bad_heads(&self, t: &TensorInfo, rows: usize, n_head: usize) -> Error {
+        Error::corrupt(
+            &self.path,
+            format!(
+                "tensor `{}` has {rows} rows, which do not split into {n_head} heads of even size",
+                t.name()
+            ),
+        )
+    }
+
+    /// Tensor `name` as f32 values in HF layout, with its HF shape.
+    pub fn values(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        let (t, bytes, n, shape) = self.raw(name)?;
         let mut values = Vec::new();
         crate::quant::dequantize(t.ggml_type().id(), bytes, n, &mut values)
             .map_err(|e| Error::corrupt(&self.path, format!("tensor `{}`: {e}", t.name())))?;
+        self.release(bytes);
         let shift = norm_shift(&self.arch, name);
         if shift != 0.0 {
             values.iter_mut().for_each(|v| *v -= shift);
         }
-        if let Some((heads, kv)) = self.permute {
-            let n_head = if name.contains("self_attn.q_proj.") {
-                Some(heads)
-            } else if name.contains("self_attn.k_proj.") {
-                Some(kv)
-            } else {
-                None
-            };
-            if let Some(n_head) = n_head {
-                values = unpermute_rows(&values, shape[0], n_head).ok_or_else(|| {
-                    Error::corrupt(
-                        &self.path,
-                        format!(
-                            "tensor `{}` has {} rows, which do not split into {n_head} heads of even size",
-                            t.name(),
-                            shape[0]
-                        ),
-                    )
-                })?;
-            }
+        if let Some(n_head) = self.qk_heads(name) {
+            values = unpermute_rows(&values, shape[0], n_head)
+                .ok_or_else(|| self.bad_heads(t, shape[0], n_head))?;
         }
         Ok((values, shape))
     }
@@ -243,7 +304,12 @@ pub fn permute_rows(values: &[f32], rows: usize, n_head: usize) -> Option<Vec<f3
     permute_impl(values, rows, n_head, true)
 }
 
-fn permute_impl(values: &[f32], rows: usize, n_head: usize, forward: bool) -> Option<Vec<f32>> {
+fn permute_impl<T: Copy + Default>(
+    values: &[T],
+    rows: usize,
+    n_head: usize,
+    forward: bool,
+) -> Option<Vec<T>> {
     if n_head == 0
         || rows == 0
         || !rows.is_multiple_of(2 * n_head)
@@ -254,7 +320,7 @@ fn permute_impl(values: &[f32], rows: usize, n_head: usize, forward: bool) -> Op
     let cols = values.len() / rows;
     let head_dim = rows / n_head;
     let half = head_dim / 2;
-    let mut out = vec![0f32; values.len()];
+    let mut out = vec![T::default(); values.len()];
     for h in 0..n_head {
         for t in 0..2 {
             for j in 0..half {
@@ -273,6 +339,26 @@ impl WeightSource for GgufWeights {
     fn tensor(&self, name: &str) -> Result<Tensor> {
         let (values, shape) = self.values(name)?;
         Ok(Tensor::from_vec(values, shape.as_slice(), &Device::Cpu)?)
+    }
+
+    fn quantized(&self, name: &str) -> Result<Option<Arc<QTensor>>> {
+        self.quantized_matrix(name)
+    }
+
+    fn stored_compute(&self) -> Compute {
+        // The layers' matrices decide: any in a block type the kernels multiply runs quantized.
+        let types = || {
+            (self.tensors.iter())
+                .filter(|(n, t)| n.contains(".layers.") && t.dims().len() == 2)
+                .map(|(_, t)| t.ggml_type().id())
+        };
+        if types().any(|id| super::quantized::kernel_dtype(id).is_some()) {
+            Compute::Quant
+        } else if types().any(|id| id == 1 || id == 30) {
+            Compute::Bf16
+        } else {
+            Compute::F32
+        }
     }
 
     fn contains(&self, name: &str) -> bool {

@@ -15,10 +15,12 @@ pub use super::self_attention::{Attention, AttnCtx, LayerCache};
 use super::weights::WeightSource;
 use crate::arch::families::Family;
 use crate::error::{Error, Result};
+use candle_core::quantized::QTensor;
 use candle_core::{DType, Tensor};
+use std::sync::Arc;
 
 /// Checks a tensor's stored shape against what the config implies.
-fn check_shape(src: &dyn WeightSource, name: &str, shape: &[usize]) -> Result<()> {
+pub(crate) fn check_shape(src: &dyn WeightSource, name: &str, shape: &[usize]) -> Result<()> {
     if let Some(found) = src.shape(name) {
         if found != shape {
             return Err(Error::corrupt(
@@ -46,7 +48,7 @@ pub(crate) fn load_in(
 ) -> Result<Tensor> {
     check_shape(src, name, shape)?;
     match compute {
-        Compute::F32 => src.tensor(name),
+        Compute::F32 | Compute::Quant => src.tensor(name),
         Compute::Bf16 => src.tensor_half(name),
     }
 }
@@ -54,8 +56,17 @@ pub(crate) fn load_in(
 /// A linear map `xs @ weight.T + bias`, with `weight` stored `(out, in)` as in the checkpoint.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Tensor,
+    weight: Weight,
     bias: Option<Tensor>,
+}
+
+/// A linear map's weight: floats (f32, or bf16/f16 under [`Compute::Bf16`]), or under
+/// [`Compute::Quant`] ggml blocks, in parts stacked along the output (gate and up may be stored
+/// in different block types).
+#[derive(Debug, Clone)]
+enum Weight {
+    Dense(Tensor),
+    Quant(Vec<Arc<QTensor>>),
 }
 
 impl Linear {
@@ -69,7 +80,7 @@ impl Linear {
         bias: bool,
         compute: Compute,
     ) -> Result<Self> {
-        let weight = load_in(src, &format!("{prefix}.weight"), &[d_out, d_in], compute)?;
+        let weight = load_weight(src, &format!("{prefix}.weight"), &[d_out, d_in], compute)?;
         let bias = if bias {
             Some(load(src, &format!("{prefix}.bias"), &[d_out])?)
         } else {
@@ -80,12 +91,40 @@ impl Linear {
 
     /// Wraps an existing `(out, in)` weight, such as tied embeddings.
     pub fn from_weight(weight: Tensor) -> Self {
-        Linear { weight, bias: None }
+        Linear {
+            weight: Weight::Dense(weight),
+            bias: None,
+        }
     }
 
-    /// The `(out, in)` weight: f32, or bf16/f16 under [`Compute::Bf16`].
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
+    /// Wraps quantized `(out, in)` parts stacked along the output.
+    pub(crate) fn from_quant(parts: Vec<Arc<QTensor>>) -> Self {
+        Linear {
+            weight: Weight::Quant(parts),
+            bias: None,
+        }
+    }
+
+    /// The `(out, in)` weight: f32, or bf16/f16 under [`Compute::Bf16`]; a quantized weight is
+    /// dequantized to f32 for the caller.
+    pub fn weight(&self) -> Result<Tensor> {
+        match &self.weight {
+            Weight::Dense(w) => Ok(w.clone()),
+            Weight::Quant(parts) => {
+                let dense = (parts.iter())
+                    .map(|q| q.dequantize(&candle_core::Device::Cpu))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                Ok(Tensor::cat(&dense, 0)?)
+            }
+        }
+    }
+
+    /// Outputs of the map.
+    fn d_out(&self) -> Result<usize> {
+        Ok(match &self.weight {
+            Weight::Dense(w) => w.dim(0)?,
+            Weight::Quant(parts) => parts.iter().map(|q| q.shape().dims()[0]).sum(),
+        })
     }
 
     /// Applies the map to `(..., in)`, giving `(..., out)`.
@@ -96,30 +135,61 @@ impl Linear {
             .ok_or_else(|| Error::Compute("linear input has no dimensions".into()))?;
         let rows = xs.elem_count() / d_in.max(1);
         let flat = xs.contiguous()?.reshape((rows, d_in))?;
-        let mut ys = if self.weight.track_op() {
+        let mut ys = match &self.weight {
             // Low-rank healing: a weight built from trained factors takes its gradient.
-            flat.matmul(&self.weight.t()?)?
-        } else if flat.track_op() {
-            // Training (a recorded graph) needs only the input's gradient, never the weight's.
-            if self.weight.dtype() != DType::F32 {
+            Weight::Dense(w) if w.track_op() => flat.matmul(&w.t()?)?,
+            Weight::Quant(_) if flat.track_op() => {
                 return Err(Error::Invalid(
                     "training through the layers needs f32 weights (`compute` f32)".into(),
-                ));
+                ))
             }
-            flat.apply_op1(FrozenLinear(self.weight.clone()))?
-        } else if self.weight.dtype() == DType::F32 {
-            flat.matmul(&self.weight.t()?)?
-        } else {
-            flat.apply_op2_no_bwd(&self.weight, &HalfMatmul)?
+            Weight::Quant(parts) => {
+                let outs = (parts.iter())
+                    .map(|q| super::quantized::matmul(&flat, q))
+                    .collect::<Result<Vec<_>>>()?;
+                if outs.len() == 1 {
+                    outs.into_iter().next().unwrap_or(flat)
+                } else {
+                    Tensor::cat(&outs, 1)?
+                }
+            }
+            Weight::Dense(w) if flat.track_op() => {
+                // Training (a recorded graph) needs only the input's gradient, never the weight's.
+                if w.dtype() != DType::F32 {
+                    return Err(Error::Invalid(
+                        "training through the layers needs f32 weights (`compute` f32)".into(),
+                    ));
+                }
+                flat.apply_op1(FrozenLinear(w.clone()))?
+            }
+            Weight::Dense(w) if w.dtype() == DType::F32 => flat.matmul(&w.t()?)?,
+            Weight::Dense(w) => flat.apply_op2_no_bwd(w, &HalfMatmul)?,
         };
         if let Some(b) = &self.bias {
             ys = ys.broadcast_add(b)?;
         }
         let mut out_dims = dims.to_vec();
         let last = out_dims.len() - 1;
-        out_dims[last] = self.weight.dim(0)?;
+        out_dims[last] = self.d_out()?;
         Ok(ys.reshape(out_dims)?)
     }
+}
+
+/// A matrix weight in the precision `compute` keeps it in: ggml blocks under [`Compute::Quant`]
+/// where the source stores them so, else as [`load_in`] reads it.
+fn load_weight(
+    src: &dyn WeightSource,
+    name: &str,
+    shape: &[usize],
+    compute: Compute,
+) -> Result<Weight> {
+    if compute == Compute::Quant {
+        check_shape(src, name, shape)?;
+        if let Some(q) = src.quantized(name)? {
+            return Ok(Weight::Quant(vec![q]));
+        }
+    }
+    Ok(Weight::Dense(load_in(src, name, shape, compute)?))
 }
 
 /// The SwiGLU feed-forward block: `down(silu(gate(x)) * up(x))`, with the gate and up
@@ -166,13 +236,28 @@ impl Mlp {
         i: usize,
     ) -> Result<Self> {
         let (h, c) = (cfg.arch.hidden_size, cfg.compute);
-        let gate = load_in(src, &format!("{prefix}.{gate}.weight"), &[i, h], c)?;
-        let up = load_in(src, &format!("{prefix}.{up}.weight"), &[i, h], c)?;
+        let down = Linear::new_in(src, &format!("{prefix}.{down}"), i, h, false, c)?;
+        let (gate, up) = (
+            format!("{prefix}.{gate}.weight"),
+            format!("{prefix}.{up}.weight"),
+        );
+        if let (Weight::Quant(g), Weight::Quant(u)) = (
+            load_weight(src, &gate, &[i, h], c)?,
+            load_weight(src, &up, &[i, h], c)?,
+        ) {
+            return Ok(Mlp {
+                gate_up: Linear::from_quant(g.into_iter().chain(u).collect()),
+                down_proj: down,
+                activation: cfg.family.activation,
+            });
+        }
+        let gate = load_in(src, &gate, &[i, h], c)?;
+        let up = load_in(src, &up, &[i, h], c)?;
         let gate_up = Tensor::cat(&[&gate, &up], 0)?;
         drop((gate, up));
         Ok(Mlp {
             gate_up: Linear::from_weight(gate_up),
-            down_proj: Linear::new_in(src, &format!("{prefix}.{down}"), i, h, false, c)?,
+            down_proj: down,
             activation: cfg.family.activation,
         })
     }

@@ -23,6 +23,7 @@ mod layer;
 pub mod moe;
 mod norm;
 mod ops;
+mod quantized;
 mod rope;
 mod self_attention;
 pub mod stream;
@@ -30,7 +31,7 @@ mod weights;
 
 pub use alloc::reuse_freed_memory;
 pub use config::{
-    default_compute, set_default_compute, Compute, LongRope, ModelConfig, RopeScaling,
+    compute_choice, with_compute, Compute, ComputeChoice, LongRope, ModelConfig, RopeScaling,
 };
 pub use family::{Activation, FamilyOpts};
 pub use fastmath::{log_sum_exp, silu_mul, softmax_unnormalised};
@@ -43,6 +44,7 @@ pub use rope::Rope;
 pub use weights::{HfFolder, WeightSource, INDEX_FILE, SINGLE_FILE};
 
 use crate::error::{Error, Result};
+use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 use std::path::Path;
 use std::sync::Arc;
@@ -85,11 +87,53 @@ impl KvCache {
     }
 }
 
+/// The token embedding: floats, or under [`Compute::Quant`] ggml blocks whose rows are widened to
+/// f32 only as a batch looks them up.
+enum Embedding {
+    Dense(Tensor),
+    Quant(Arc<QTensor>),
+}
+
+impl Embedding {
+    const NAME: &'static str = "model.embed_tokens.weight";
+
+    fn load(src: &dyn WeightSource, shape: &[usize], compute: Compute) -> Result<Self> {
+        if compute == Compute::Quant {
+            layer::check_shape(src, Self::NAME, shape)?;
+            if let Some(q) = src.quantized(Self::NAME)? {
+                return Ok(Embedding::Quant(q));
+            }
+        }
+        Ok(Embedding::Dense(layer::load_in(
+            src,
+            Self::NAME,
+            shape,
+            compute,
+        )?))
+    }
+
+    /// The embedding as the tied output projection.
+    fn as_linear(&self) -> Linear {
+        match self {
+            Embedding::Dense(w) => Linear::from_weight(w.clone()),
+            Embedding::Quant(q) => Linear::from_quant(vec![q.clone()]),
+        }
+    }
+
+    /// Rows `ids` (flat), in the stored precision (f32 when quantized).
+    fn rows(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            Embedding::Dense(w) => Ok(w.index_select(ids, 0)?),
+            Embedding::Quant(q) => quantized::rows(q, ids),
+        }
+    }
+}
+
 /// A decoder-only model ready to run.
 pub struct Model {
     cfg: ModelConfig,
     source: Arc<dyn WeightSource>,
-    embed_tokens: Tensor,
+    embed_tokens: Embedding,
     norm: RmsNorm,
     lm_head: Linear,
     rope: Rope,
@@ -120,12 +164,7 @@ impl Model {
     ) -> Result<Self> {
         let a = &cfg.arch;
         let src = source.as_ref();
-        let embed_tokens = layer::load_in(
-            src,
-            "model.embed_tokens.weight",
-            &[a.vocab_size, a.hidden_size],
-            cfg.compute,
-        )?;
+        let embed_tokens = Embedding::load(src, &[a.vocab_size, a.hidden_size], cfg.compute)?;
         let norm = RmsNorm::new_in(
             src,
             "model.norm.weight",
@@ -134,7 +173,7 @@ impl Model {
             cfg.family.norm_plus_one,
         )?;
         let lm_head = if a.tie_word_embeddings {
-            Linear::from_weight(embed_tokens.clone())
+            embed_tokens.as_linear()
         } else {
             Linear::new_in(
                 src,
@@ -234,7 +273,7 @@ impl Model {
         let ids = tokens.flatten_all()?;
         let xs = self
             .embed_tokens
-            .index_select(&ids, 0)?
+            .rows(&ids)?
             .to_dtype(candle_core::DType::F32)?
             .reshape((b, t, self.cfg.arch.hidden_size))?;
         let f = &self.cfg.family;
@@ -315,8 +354,9 @@ impl Model {
         }
     }
 
-    /// The output projection's `(vocab, hidden)` weight (the embeddings when tied).
-    pub fn lm_head_weight(&self) -> &Tensor {
+    /// The output projection's `(vocab, hidden)` weight (the embeddings when tied), dequantized
+    /// when it is quantized.
+    pub fn lm_head_weight(&self) -> Result<Tensor> {
         self.lm_head.weight()
     }
 
@@ -421,27 +461,26 @@ impl Model {
     }
 }
 
-/// Runs the engine on `n` threads: the rayon pool (attention, tiles, elementwise kernels) and
-/// candle's `gemm` calls, which read `RAYON_NUM_THREADS`. Call it once, before any model runs;
-/// the CLI's `--threads` does.
-pub fn set_threads(n: usize) -> Result<()> {
-    // SAFETY (of the environment write): called at start-up, before any thread exists that
-    // could read the environment concurrently.
-    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
-        .build_global()
-        .map_err(|e| Error::Invalid(format!("cannot start {n} threads: {e}")))
-}
-
-/// Opens a checkpoint: a `.gguf` file (dequantized on load) or an HF folder.
+/// Opens a checkpoint: a `.gguf` file or an HF folder, its precision resolved from the running
+/// call's [`ComputeChoice`] ([`with_compute`]) and what the checkpoint stores.
 pub fn open_checkpoint(path: &Path) -> Result<(ModelConfig, Arc<dyn WeightSource>)> {
-    if is_gguf(path) {
+    let (mut cfg, source) = if is_gguf(path) {
         let (cfg, weights, _) = gguf::open_gguf(path)?;
         let weights: Arc<dyn WeightSource> = weights;
-        Ok((cfg, weights))
+        (cfg, weights)
     } else {
-        open_folder(path)
+        open_folder(path)?
+    };
+    cfg.compute = resolve_compute(compute_choice(), source.as_ref());
+    Ok((cfg, source))
+}
+
+/// The precision `choice` means for the checkpoint behind `source`.
+pub fn resolve_compute(choice: ComputeChoice, source: &dyn WeightSource) -> Compute {
+    match choice {
+        ComputeChoice::F32 => Compute::F32,
+        ComputeChoice::Bf16 => Compute::Bf16,
+        ComputeChoice::Auto => source.stored_compute(),
     }
 }
 

@@ -4,14 +4,17 @@
 //! permutation undone) later. Sources convert lazily, so a model that loads one layer at a time
 //! holds only that layer in f32.
 
+use super::config::Compute;
 use crate::checkpoint::hf::open_weights;
 use crate::checkpoint::safetensors::{Dtype, SafetensorsFile, TensorInfo};
 use crate::error::{Error, IoContext, Result};
+use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 use memmap2::Mmap;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The name of a sharded HF checkpoint's index.
 pub use crate::checkpoint::hf::INDEX_FILE;
@@ -27,6 +30,16 @@ pub trait WeightSource: Send + Sync {
     /// them (never widened on the way), anything else rounded to bf16.
     fn tensor_half(&self, name: &str) -> Result<Tensor> {
         Ok(self.tensor(name)?.to_dtype(candle_core::DType::BF16)?)
+    }
+    /// Tensor `name` as ggml blocks, a `(out, in)` matrix in HF layout, for [`Compute::Quant`]:
+    /// `None` when the source does not store it in a block type the quantized kernels multiply
+    /// (the caller then reads it as floats).
+    fn quantized(&self, _name: &str) -> Result<Option<Arc<QTensor>>> {
+        Ok(None)
+    }
+    /// The precision `compute auto` runs this checkpoint in: how its matrix weights are stored.
+    fn stored_compute(&self) -> Compute {
+        Compute::F32
     }
     /// Whether the source holds a tensor called `name`.
     fn contains(&self, name: &str) -> bool;
@@ -218,6 +231,20 @@ impl WeightSource for HfFolder {
     fn tensor_half(&self, name: &str) -> Result<Tensor> {
         let (shard, t) = self.find(name)?;
         shard.read_half(t)
+    }
+
+    fn stored_compute(&self) -> Compute {
+        // The layers' matrices decide; norms and biases are often kept in f32 beside them.
+        let half = self.shards.iter().flat_map(|s| &s.header.tensors).any(|t| {
+            t.shape.len() == 2
+                && t.name.contains(".layers.")
+                && matches!(t.dtype, Dtype::BF16 | Dtype::F16)
+        });
+        if half {
+            Compute::Bf16
+        } else {
+            Compute::F32
+        }
     }
 
     fn contains(&self, name: &str) -> bool {

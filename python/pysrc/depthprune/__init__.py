@@ -6,6 +6,9 @@ PyTorch. Every function is one call of the Rust library that the ``depthprune`` 
 also calls; keyword arguments are the command's flags with ``_`` for ``-`` (``calib_offset=``
 for ``--calib-offset``), and results are the dicts its ``--json`` prints.
 
+Every call that opens a model also takes the run options ``compute=`` (``"auto"``, ``"f32"``,
+``"bf16"``), ``threads=`` and ``follow_symlinks=``; they apply to that call alone.
+
 Layer numbers are 0-based and ranges are half-open: ``"3..29"`` removes layers 3 to 28.
 
 Long calls release the GIL. Progress goes to ``callback(event, *args)`` when one is given

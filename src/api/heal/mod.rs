@@ -90,6 +90,7 @@ pub fn heal(
     out: &Output,
     progress: &dyn Progress,
 ) -> Result<Healed> {
+    req.run.install(progress, || {
     let dense = dense.resolve(crate::hub::Need::Snapshot, progress)?.path;
     let is_gguf = crate::model::is_gguf;
     if is_gguf(pruned) || is_gguf(&dense) {
@@ -147,6 +148,7 @@ pub fn heal(
         duplicates: Vec::new(),
     };
     heal_hf(&ckpt, &chosen, req, out, progress)
+    })
 }
 
 fn wrong_dense(pruned: &Path, before: usize, dense: &Path, n: usize) -> Error {

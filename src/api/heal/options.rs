@@ -220,6 +220,10 @@ pub struct HealRequest {
     #[serde(flatten)]
     #[cfg_attr(feature = "cli", command(flatten))]
     pub fit: HealFit,
+    /// How the call runs: precision, threads, symlink policy (the CLI's global flags).
+    #[serde(flatten)]
+    #[cfg_attr(feature = "cli", arg(skip))]
+    pub run: crate::api::RunOptions,
 }
 
 impl Default for HealRequest {
@@ -230,6 +234,7 @@ impl Default for HealRequest {
             ctx: 512,
             calib_offset: 0,
             fit: HealFit::default(),
+            run: crate::api::RunOptions::default(),
         }
     }
 }

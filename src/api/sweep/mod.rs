@@ -114,6 +114,10 @@ pub struct SweepRequest {
     /// Layers removed for the report's pruned generations (default: the largest count ≤ 8).
     #[cfg_attr(feature = "cli", arg(long, value_name = "K"))]
     pub report_k: Option<usize>,
+    /// How the call runs: precision, threads, symlink policy (the CLI's global flags).
+    #[serde(flatten)]
+    #[cfg_attr(feature = "cli", arg(skip))]
+    pub run: crate::api::RunOptions,
 }
 
 impl Default for SweepRequest {
@@ -140,12 +144,14 @@ impl Default for SweepRequest {
             out: None,
             report: false,
             report_k: None,
+            run: crate::api::RunOptions::default(),
         }
     }
 }
 
 /// Runs the study on `model`.
 pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -> Result<Sweep> {
+    req.run.install(progress, || {
     if req.heal.contains(&HealMethod::Kd) {
         return Err(Error::Invalid("heal kd is not available in sweep: distilling every cell takes minutes each; distil the chosen removal with `prune` or `heal`".into()));
     }
@@ -384,6 +390,7 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
         }
     }
     Ok(result)
+    })
 }
 
 /// The model's name for the report's title: a GGUF's `general.name` when it has one, else the

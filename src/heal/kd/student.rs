@@ -96,7 +96,7 @@ impl Student {
             .to_vec1()?;
         let (kl, g) = kl_and_grad(teacher, &logits, self.model.vocab_size())?;
         let g = Tensor::from_vec(g, (t, self.model.vocab_size()), &Device::Cpu)?;
-        let grad_normed = g.matmul(self.model.lm_head_weight())?;
+        let grad_normed = g.matmul(&self.model.lm_head_weight()?)?;
         // d/d(normed) of Σ normed ⊙ grad_normed is grad_normed: the head's backward by hand.
         let surrogate = (normed * grad_normed.detach())?.sum_all()?;
         Ok((kl, surrogate.backward()?))
