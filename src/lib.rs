@@ -5,6 +5,7 @@
 //! (`src/main.rs`, `cli/`) and the Python package (`python/`) are thin faces over [`api`], one
 //! call per job, which is built on these modules:
 //!
+//! - [`base`]: size caps, the symlink policy and HF folder file names, below every other module.
 //! - [`select`]: the layer SPEC grammar (`3..29`, `last:8`, …) and the removal plan it resolves to.
 //! - [`arch`]: architecture descriptions read from `config.json`, tensor naming, parameter counts.
 //! - [`score`]: layer-importance criteria (angular distance, Block Influence, perplexity, greedy).
@@ -21,6 +22,7 @@
 
 pub mod api;
 pub mod arch;
+pub mod base;
 pub mod checkpoint;
 pub mod error;
 pub mod eval;

@@ -74,10 +74,8 @@ pub(crate) fn get_usize_list(obj: &Map<String, Value>, key: &str) -> Vec<usize> 
 impl ArchConfig {
     /// Reads and parses a `config.json` file.
     pub fn from_file(path: &Path) -> Result<(Self, Value)> {
-        let text = crate::checkpoint::limits::read_text_capped(
-            path,
-            crate::checkpoint::limits::MAX_JSON_BYTES,
-        )?;
+        let text =
+            crate::base::limits::read_text_capped(path, crate::base::limits::MAX_JSON_BYTES)?;
         let value: Value = serde_json::from_str(&text)
             .map_err(|e| Error::config(path, format!("not valid JSON: {e}")))?;
         let cfg = Self::from_value(&value).map_err(|msg| Error::config(path, msg))?;
