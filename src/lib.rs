@@ -8,6 +8,7 @@
 //! - [`base`]: size caps, the symlink policy and HF folder file names, below every other module.
 //! - [`select`]: the layer SPEC grammar (`3..29`, `last:8`, …) and the removal plan it resolves to.
 //! - [`arch`]: architecture descriptions read from `config.json`, tensor naming, parameter counts.
+//! - [`choose`]: score-based strategies that pick the layers to remove, and their stability.
 //! - [`score`]: layer-importance criteria (angular distance, Block Influence, perplexity, greedy).
 //! - [`model`]: the forward pass with per-layer taps, skips and a KV cache.
 //! - [`eval`]: perplexity under the literature's window conventions, and KL from a reference.
@@ -24,6 +25,7 @@ pub mod api;
 pub mod arch;
 pub mod base;
 pub mod checkpoint;
+pub mod choose;
 pub mod error;
 pub mod eval;
 pub mod fmt;

@@ -5,6 +5,8 @@
 use super::text::TextSlice;
 use super::ModelSource;
 use crate::arch::ParamCounts;
+use crate::choose::stability::LayerStability;
+use crate::choose::strategy::Protect;
 use crate::error::{Error, Result};
 use crate::eval::bootstrap::SEED;
 use crate::hub::Need;
@@ -15,8 +17,6 @@ use crate::score::{
     check_resamples, resample_draws, score as run_score, Calibration, LayerScores, Metric,
     ScoreOptions, TokenSel,
 };
-use crate::select::stability::LayerStability;
-use crate::select::strategy::Protect;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -305,9 +305,9 @@ impl ScoreReport {
         let k = choose
             .unwrap_or_else(|| default_choose(n))
             .min(n.saturating_sub(1));
-        let sel = crate::select::strategy::choose(
+        let sel = crate::choose::strategy::choose(
             &self.scores,
-            crate::select::strategy::Amount::Layers(k),
+            crate::choose::strategy::Amount::Layers(k),
             self.scores.metric.prefers_blocks(),
             Protect::default(),
             &self.counts,

@@ -2,9 +2,9 @@
 //! and the stability of the scores over calibration resamples.
 
 use crate::api::score::shown_values;
+use crate::choose::stability::LayerStability;
 use crate::error::{IoContext, Result};
 use crate::score::LayerScores;
-use crate::select::stability::LayerStability;
 use std::path::{Path, PathBuf};
 
 /// Writes `stability.png`/`.svg` for `s` into `dir`.
