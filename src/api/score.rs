@@ -336,21 +336,7 @@ pub fn describe_calibration(c: &Option<Calibration>) -> String {
     }
 }
 
-/// The per-layer values a plot or a stability summary shows: for `ppl`, the rise in mean NLL
-/// `ln(ppl without the layer / dense ppl)` in nats (perplexities span orders of magnitude:
-/// removing layer 0 often multiplies it by 1000); for the others, the score itself.
-pub fn shown_values(s: &LayerScores) -> (Vec<f64>, String) {
-    match (s.metric, s.baseline_ppl) {
-        (Metric::Ppl, Some(base)) => (
-            s.importance.iter().map(|p| (p / base).ln()).collect(),
-            "rise in calibration NLL without the layer, nats".to_string(),
-        ),
-        _ => (
-            s.importance.clone(),
-            format!("{} score (higher = more important)", s.metric.name()),
-        ),
-    }
-}
+pub use crate::score::shown_values;
 
 /// Stability over resampled scores, on the values [`shown_values`] gives (the same order, so the
 /// same choices), choosing `k` layers in the criterion's own form.
