@@ -14,6 +14,7 @@
 //! - [`eval`]: perplexity under the literature's window conventions, and KL from a reference.
 //! - [`sweep`]: the study: strategies × layers removed, pruned virtually and measured against the dense model.
 //! - [`heal`]: healing without training: a least-squares linear map per removed block, folded into `down_proj`.
+//! - [`convert`]: GGUF ↔ HF safetensors conversion, above `checkpoint` and `model`.
 //! - [`checkpoint`]: reading, validating and writing checkpoints; config surgery; model cards.
 //! - [`quant`]: decoding ggml tensor formats (F16, BF16, Q4_0 … Q8_0, the k-quants) to `f32`.
 //! - [`tokenizer`]: HF `tokenizer.json` folders, chat templates, and tokenizers rebuilt from GGUF metadata.
@@ -26,6 +27,7 @@ pub mod arch;
 pub mod base;
 pub mod checkpoint;
 pub mod choose;
+pub mod convert;
 pub mod error;
 pub mod eval;
 pub mod fmt;

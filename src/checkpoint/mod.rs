@@ -5,8 +5,6 @@
 pub mod atomic;
 pub mod card;
 pub mod config_surgery;
-pub mod convert;
-pub mod convert_gguf;
 pub mod floats;
 pub mod gguf;
 pub mod hashing;
