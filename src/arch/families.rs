@@ -39,12 +39,6 @@ impl Family {
         matches!(self, Family::Gemma2 | Family::Gemma3)
     }
 
-    /// Whether an RMSNorm sits on the MLP's output before the residual add, so a linear map
-    /// folded into `down_proj` is not a linear map of what reaches the residual stream.
-    pub fn norm_after_mlp(self) -> bool {
-        matches!(self, Family::Gemma2 | Family::Gemma3 | Family::Olmo2)
-    }
-
     /// Whether q/k/v and gate/up are stored fused (`qkv_proj`, `gate_up_proj`).
     pub fn fused(self) -> bool {
         self == Family::Phi3
