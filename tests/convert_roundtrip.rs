@@ -6,11 +6,11 @@ mod common;
 
 use common::golden::{flat_logits, max_diff};
 use depthprune::checkpoint::atomic::Overwrite;
-use depthprune::checkpoint::convert::gguf_to_hf;
-use depthprune::checkpoint::convert_gguf::hf_to_gguf;
 use depthprune::checkpoint::gguf::{GgmlType, GgufModel};
 use depthprune::checkpoint::safetensors::Dtype;
 use depthprune::checkpoint::synth::write_synthetic;
+use depthprune::convert::to_gguf::hf_to_gguf;
+use depthprune::convert::to_hf::gguf_to_hf;
 use depthprune::model::{open_checkpoint, HfFolder, Model, WeightSource};
 use depthprune::progress::Silent;
 use serde_json::json;

@@ -166,8 +166,8 @@ fn converted_hf_folder_runs_like_the_gguf() {
         return;
     };
     use depthprune::checkpoint::atomic::Overwrite;
-    use depthprune::checkpoint::convert::gguf_to_hf;
     use depthprune::checkpoint::safetensors::Dtype;
+    use depthprune::convert::to_hf::gguf_to_hf;
     use depthprune::tokenizer::HfTokenizer;
 
     let tmp = tempfile::tempdir().unwrap();

@@ -5,10 +5,10 @@
 //! tokenizes the same.
 
 use depthprune::checkpoint::atomic::Overwrite;
-use depthprune::checkpoint::convert::gguf_to_hf;
-use depthprune::checkpoint::convert_gguf::hf_to_gguf;
 use depthprune::checkpoint::gguf::{GgmlType, GgufModel, Metadata, Value};
 use depthprune::checkpoint::safetensors::Dtype;
+use depthprune::convert::to_gguf::hf_to_gguf;
+use depthprune::convert::to_hf::gguf_to_hf;
 use depthprune::tokenizer::to_gguf::{gguf_tokenizer_metadata, TokenizerMetadata};
 use depthprune::tokenizer::{
     gguf_tokenizer, to_tokenizer_json, tokenizer_config_json, vocab_from_metadata, HfTokenizer,

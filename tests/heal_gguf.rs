@@ -8,8 +8,8 @@
 mod common;
 
 use depthprune::checkpoint::atomic::Overwrite;
-use depthprune::checkpoint::convert_gguf::hf_to_gguf;
 use depthprune::checkpoint::gguf::{GgmlType, GgufModel, GgufWriter, Value};
+use depthprune::convert::to_gguf::hf_to_gguf;
 use depthprune::eval;
 use depthprune::heal::gguf::{write_healed_gguf, GgufHealOptions};
 use depthprune::heal::{self, HealOptions, Healing, Objective, Prior};

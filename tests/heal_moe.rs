@@ -161,8 +161,8 @@ fn folding_into_every_expert_multiplies_the_moe_output() {
 #[test]
 fn healed_moe_gguf_restacks_the_experts_and_reloads() {
     use depthprune::checkpoint::atomic::Overwrite;
-    use depthprune::checkpoint::convert_gguf::hf_to_gguf;
     use depthprune::checkpoint::gguf::{GgmlType, GgufModel};
+    use depthprune::convert::to_gguf::hf_to_gguf;
     use depthprune::heal::gguf::{write_healed_gguf, GgufHealOptions};
     use depthprune::select::Removal;
     for arch in ["qwen2_moe", "qwen3_moe", "mixtral"] {

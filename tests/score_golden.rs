@@ -7,10 +7,10 @@ mod common;
 use common::floats;
 use common::golden::{dir, ids, load};
 use depthprune::arch::ParamCounts;
+use depthprune::choose::strategy::{choose, Amount, Protect};
 use depthprune::model::Model;
 use depthprune::progress::Silent;
 use depthprune::score::{score, LayerScores, Metric, ScoreOptions, TokenSel};
-use depthprune::select::strategy::{choose, Amount, Protect};
 use serde_json::Value;
 
 const TOL: f64 = 1e-4;

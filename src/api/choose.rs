@@ -5,10 +5,10 @@
 use super::score::{describe_calibration, CalibOptions};
 use super::ModelSource;
 use crate::arch::ParamCounts;
+use crate::choose::strategy::{choose as choose_layers, Amount, Protect};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::score::{LayerScores, Metric};
-use crate::select::strategy::{choose as choose_layers, Amount, Protect};
 use crate::select::{format_ranges, LayerSpec, Removal};
 use serde::{Deserialize, Serialize};
 use serde_json::json;

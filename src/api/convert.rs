@@ -4,10 +4,10 @@
 
 use super::prune::FloatType;
 use crate::checkpoint::atomic::Overwrite;
-use crate::checkpoint::convert::{gguf_to_hf, ConvertReport};
-use crate::checkpoint::convert_gguf::hf_to_gguf;
 use crate::checkpoint::gguf::GgmlType;
 use crate::checkpoint::safetensors::Dtype;
+use crate::convert::to_gguf::hf_to_gguf;
+use crate::convert::to_hf::{gguf_to_hf, ConvertReport};
 use crate::error::{Error, Result};
 use crate::model::is_gguf;
 use crate::progress::Progress;

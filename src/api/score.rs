@@ -5,6 +5,8 @@
 use super::text::TextSlice;
 use super::ModelSource;
 use crate::arch::ParamCounts;
+use crate::choose::stability::LayerStability;
+use crate::choose::strategy::Protect;
 use crate::error::{Error, Result};
 use crate::eval::bootstrap::SEED;
 use crate::hub::Need;
@@ -15,8 +17,6 @@ use crate::score::{
     check_resamples, resample_draws, score as run_score, Calibration, LayerScores, Metric,
     ScoreOptions, TokenSel,
 };
-use crate::select::stability::LayerStability;
-use crate::select::strategy::Protect;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -312,9 +312,9 @@ impl ScoreReport {
         let k = choose
             .unwrap_or_else(|| default_choose(n))
             .min(n.saturating_sub(1));
-        let sel = crate::select::strategy::choose(
+        let sel = crate::choose::strategy::choose(
             &self.scores,
-            crate::select::strategy::Amount::Layers(k),
+            crate::choose::strategy::Amount::Layers(k),
             self.scores.metric.prefers_blocks(),
             Protect::default(),
             &self.counts,
@@ -343,21 +343,7 @@ pub fn describe_calibration(c: &Option<Calibration>) -> String {
     }
 }
 
-/// The per-layer values a plot or a stability summary shows: for `ppl`, the rise in mean NLL
-/// `ln(ppl without the layer / dense ppl)` in nats (perplexities span orders of magnitude:
-/// removing layer 0 often multiplies it by 1000); for the others, the score itself.
-pub fn shown_values(s: &LayerScores) -> (Vec<f64>, String) {
-    match (s.metric, s.baseline_ppl) {
-        (Metric::Ppl, Some(base)) => (
-            s.importance.iter().map(|p| (p / base).ln()).collect(),
-            "rise in calibration NLL without the layer, nats".to_string(),
-        ),
-        _ => (
-            s.importance.clone(),
-            format!("{} score (higher = more important)", s.metric.name()),
-        ),
-    }
-}
+pub use crate::score::shown_values;
 
 /// Stability over resampled scores, on the values [`shown_values`] gives (the same order, so the
 /// same choices), choosing `k` layers in the criterion's own form.

@@ -74,10 +74,8 @@ pub(crate) fn get_usize_list(obj: &Map<String, Value>, key: &str) -> Vec<usize> 
 impl ArchConfig {
     /// Reads and parses a `config.json` file.
     pub fn from_file(path: &Path) -> Result<(Self, Value)> {
-        let text = crate::checkpoint::limits::read_text_capped(
-            path,
-            crate::checkpoint::limits::MAX_JSON_BYTES,
-        )?;
+        let text =
+            crate::base::limits::read_text_capped(path, crate::base::limits::MAX_JSON_BYTES)?;
         let value: Value = serde_json::from_str(&text)
             .map_err(|e| Error::config(path, format!("not valid JSON: {e}")))?;
         let cfg = Self::from_value(&value).map_err(|msg| Error::config(path, msg))?;
@@ -258,6 +256,14 @@ impl ArchConfig {
         super::registry::by_model_type(&self.model_type).is_some()
     }
 
+    /// How healing folds its maps into this architecture's checkpoint: its registry row's
+    /// [`HealFold`](super::registry::HealFold) (a `model_type` without a row is read as llama, so
+    /// it folds into `down_proj`).
+    pub fn heal_fold(&self) -> super::registry::HealFold {
+        super::registry::by_model_type(&self.model_type)
+            .map_or(super::registry::HealFold::DownProj, |r| r.heal_fold)
+    }
+
     /// Whether layer `i` uses experts (for MoE families).
     pub fn layer_is_sparse(&self, i: usize) -> bool {
         match &self.moe {
@@ -298,5 +304,23 @@ mod tests {
         let v = json!({"model_type":"llama","num_hidden_layers":2,"hidden_size":8,"num_attention_heads":3,
             "num_key_value_heads":2,"intermediate_size":16,"vocab_size":10});
         assert!(ArchConfig::from_value(&v).unwrap_err().contains("multiple"));
+    }
+
+    #[test]
+    fn heal_fold_is_the_registry_row_s() {
+        use super::super::registry::HealFold::{DownProj, PostNorm};
+        for (model_type, fold) in [
+            ("llama", DownProj),
+            ("qwen2", DownProj),
+            ("gemma2", PostNorm),
+            ("gemma3_text", PostNorm),
+            ("olmo2", PostNorm),
+            ("an_unknown_type", DownProj),
+        ] {
+            let v = json!({"model_type":model_type,"num_hidden_layers":2,"hidden_size":8,
+                "num_attention_heads":2,"intermediate_size":16,"vocab_size":10,"head_dim":4});
+            let a = ArchConfig::from_value(&v).unwrap();
+            assert_eq!(a.heal_fold(), fold, "{model_type}");
+        }
     }
 }

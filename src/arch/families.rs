@@ -39,12 +39,6 @@ impl Family {
         matches!(self, Family::Gemma2 | Family::Gemma3)
     }
 
-    /// Whether an RMSNorm sits on the MLP's output before the residual add, so a linear map
-    /// folded into `down_proj` is not a linear map of what reaches the residual stream.
-    pub fn norm_after_mlp(self) -> bool {
-        matches!(self, Family::Gemma2 | Family::Gemma3 | Family::Olmo2)
-    }
-
     /// Whether q/k/v and gate/up are stored fused (`qkv_proj`, `gate_up_proj`).
     pub fn fused(self) -> bool {
         self == Family::Phi3
@@ -217,21 +211,6 @@ mod tests {
         assert_eq!(layer_norm_params(&a), 32);
         let (g3, _) = gemma3(json!({}));
         assert_eq!(layer_norm_params(&g3), 40);
-    }
-
-    #[test]
-    fn phi3_and_olmo2_have_no_per_layer_fields_beyond_the_count() {
-        use crate::checkpoint::config_surgery::prune_config;
-        for model_type in ["phi3", "olmo2"] {
-            let v = json!({"model_type":model_type,"num_hidden_layers":6,"hidden_size":8,
-                "num_attention_heads":2,"intermediate_size":16,"vocab_size":10,"sliding_window":4});
-            let a = ArchConfig::from_value(&v).unwrap();
-            let removal = Removal::drop(&LayerSpec::parse("1,2").unwrap(), 6).unwrap();
-            let s = prune_config(&v, &a, &removal, None);
-            assert_eq!(s.changes, ["num_hidden_layers: 6 -> 4"], "{model_type}");
-            assert!(s.warnings.is_empty(), "{model_type}: {:?}", s.warnings);
-            assert_eq!(s.config["sliding_window"], json!(4));
-        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub mod family_config;
 pub mod fields;
 pub mod gguf_names;
 pub mod moe_params;
-pub mod naming;
+pub use crate::select::naming;
 pub mod params;
 pub mod registry;
 pub mod rope;

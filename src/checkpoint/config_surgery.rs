@@ -264,4 +264,18 @@ mod tests {
         let s = run(cfg, "1");
         assert!(s.warnings.iter().any(|w| w.contains("starcoder2")));
     }
+
+    #[test]
+    fn phi3_and_olmo2_have_no_per_layer_fields_beyond_the_count() {
+        for model_type in ["phi3", "olmo2"] {
+            let v = json!({"model_type":model_type,"num_hidden_layers":6,"hidden_size":8,
+                "num_attention_heads":2,"intermediate_size":16,"vocab_size":10,"sliding_window":4});
+            let a = ArchConfig::from_value(&v).unwrap();
+            let removal = Removal::drop(&LayerSpec::parse("1,2").unwrap(), 6).unwrap();
+            let s = prune_config(&v, &a, &removal, None);
+            assert_eq!(s.changes, ["num_hidden_layers: 6 -> 4"], "{model_type}");
+            assert!(s.warnings.is_empty(), "{model_type}: {:?}", s.warnings);
+            assert_eq!(s.config["sliding_window"], json!(4));
+        }
+    }
 }

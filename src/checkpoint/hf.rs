@@ -10,8 +10,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-pub const CONFIG_FILE: &str = "config.json";
-pub const SINGLE_FILE: &str = "model.safetensors";
+pub use crate::base::hf_files::{CONFIG_FILE, INDEX_FILE, SIDE_FILES, SINGLE_FILE};
 
 /// The file names of `n` shards: [`SINGLE_FILE`] alone, else transformers' numbered names.
 pub fn shard_names(n: usize) -> Vec<String> {
@@ -22,24 +21,6 @@ pub fn shard_names(n: usize) -> Vec<String> {
         .map(|i| format!("model-{i:05}-of-{n:05}.safetensors"))
         .collect()
 }
-pub const INDEX_FILE: &str = "model.safetensors.index.json";
-
-/// Files besides the weights that a pruned checkpoint carries over unchanged.
-pub const SIDE_FILES: &[&str] = &[
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-    "chat_template.jinja",
-    "chat_template.json",
-    "LICENSE",
-    "LICENSE.txt",
-    "NOTICE",
-];
 
 /// An opened, validated HF checkpoint folder.
 #[derive(Debug)]

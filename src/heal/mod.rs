@@ -105,7 +105,7 @@ pub const METHOD: &str = "lstsq";
 /// `post_feedforward_layernorm`): there a map must stay a rotation and a scale to fold
 /// ([`postnorm`]), and [`kd`] trains general maps. The training-free heal works on them.
 pub fn check_distillable(cfg: &crate::model::ModelConfig) -> Result<()> {
-    if cfg.family.family.norm_after_mlp() {
+    if cfg.arch.heal_fold() == crate::arch::registry::HealFold::PostNorm {
         return Err(crate::error::Error::Unsupported(format!(
             "`kd` cannot heal this `{}` model yet: its `post_feedforward_layernorm` only lets a rotation and a scale fold, and distillation trains general maps; hint: use the training-free heal (`lstsq` or `auto`), which fits that form",
             cfg.arch.model_type

@@ -19,6 +19,7 @@ use super::fit::{fold_down_proj, Fit, Gram, Solver};
 use super::options::Objective;
 use super::rotation::{self, Rotation};
 use super::rows;
+use crate::arch::registry::HealFold;
 use crate::error::{Error, Result};
 use crate::model::{ModelConfig, WeightSource};
 use candle_core::{Tensor, D};
@@ -54,9 +55,10 @@ pub fn objectives(asked: &[Objective]) -> Vec<Objective> {
 }
 
 impl PostNorm {
-    /// The post-MLP norm of `cfg`'s family, or `None` for a family without one.
+    /// The post-MLP norm of `cfg`'s architecture, or `None` when its registry row folds into
+    /// `down_proj` ([`HealFold`]).
     pub fn of(cfg: &ModelConfig) -> Option<Self> {
-        cfg.family.family.norm_after_mlp().then_some(PostNorm {
+        (cfg.arch.heal_fold() == HealFold::PostNorm).then_some(PostNorm {
             eps: cfg.arch.rms_norm_eps,
             plus_one: cfg.family.norm_plus_one,
         })

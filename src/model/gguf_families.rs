@@ -15,6 +15,7 @@
 use crate::arch::families::{sliding_layers, Family};
 use crate::arch::gguf_names::ROPE_FACTORS;
 use crate::arch::ArchConfig;
+pub use crate::checkpoint::gguf::pattern::{check_gguf_prune, llama_cpp_period};
 use crate::checkpoint::gguf::{GgufModel, Value};
 use crate::error::{Error, IoContext, Result};
 use serde_json::{json, Map};
@@ -27,15 +28,6 @@ fn layers_27b(arch: &str) -> u64 {
         46
     } else {
         62
-    }
-}
-
-/// The layer pattern period llama.cpp hard-codes (one global layer in every `period`).
-pub fn llama_cpp_period(arch: &str) -> Option<u64> {
-    match arch {
-        "gemma2" => Some(2),
-        "gemma3" => Some(6),
-        _ => None,
     }
 }
 
@@ -315,34 +307,4 @@ pub(crate) fn family_metadata(
         }
     }
     Ok((kvs, tensors))
-}
-
-/// Refuses a GGUF prune whose kept layers break the sliding/global pattern llama.cpp fixes for
-/// Gemma (`llama_cpp_period`): the file cannot say which layers are which, so llama.cpp would
-/// give kept layers another attention type. Removing whole periods keeps the pattern.
-pub fn check_gguf_prune(model: &GgufModel, removal: &crate::select::Removal) -> Result<()> {
-    let arch = model.architecture()?;
-    let Some(period) = llama_cpp_period(arch) else {
-        return Ok(());
-    };
-    if u64_key(model, &format!("{arch}.attention.sliding_window"))?.unwrap_or(0) == 0 {
-        return Ok(());
-    }
-    let global = |i: usize| (i as u64 + 1).is_multiple_of(period);
-    if let Some((new, &old)) = removal
-        .kept()
-        .iter()
-        .enumerate()
-        .find(|&(new, &old)| global(new) != global(old))
-    {
-        return Err(Error::Unsupported(format!(
-            "`{}`: removing layers {:?} would make layer {old} ({}) run as {} layer {new}: llama.cpp fixes `{arch}`'s pattern of {} sliding layers then one global, and a GGUF cannot say otherwise; hint: remove whole runs of {period} layers, or prune the HF checkpoint",
-            model.path().display(),
-            removal.removed(),
-            if global(old) { "global" } else { "sliding" },
-            if global(new) { "a global" } else { "a sliding" },
-            period - 1
-        )));
-    }
-    Ok(())
 }

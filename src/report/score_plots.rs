@@ -1,10 +1,9 @@
 //! The charts of one criterion's scores: bars per layer, the angular heatmap, the greedy curve,
 //! and the stability of the scores over calibration resamples.
 
-use crate::api::score::shown_values;
+use crate::choose::stability::LayerStability;
 use crate::error::{IoContext, Result};
-use crate::score::LayerScores;
-use crate::select::stability::LayerStability;
+use crate::score::{shown_values, LayerScores};
 use std::path::{Path, PathBuf};
 
 /// Writes `stability.png`/`.svg` for `s` into `dir`.

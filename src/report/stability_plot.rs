@@ -2,8 +2,8 @@
 //! with ±1 sd error bars, and below it how often each layer lands in the chosen set.
 
 use super::plot::{draw_bar_mesh, render, Chart, HEIGHT};
+use crate::choose::stability::LayerStability;
 use crate::error::Result;
-use crate::select::stability::LayerStability;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};

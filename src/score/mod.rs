@@ -26,4 +26,4 @@ pub mod scores;
 
 pub use resample::{check_resamples, resample_draws, resample_windows, WindowStats, MAX_RESAMPLES};
 pub use run::{calibration_windows, score, ReuseTiming, ScoreOptions, ScoreOutcome, TokenSel};
-pub use scores::{Calibration, HealedStep, LayerScores, Metric};
+pub use scores::{shown_values, Calibration, HealedStep, LayerScores, Metric};

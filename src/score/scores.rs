@@ -208,6 +208,22 @@ impl LayerScores {
     }
 }
 
+/// The per-layer values a plot or a stability summary shows: for `ppl`, the rise in mean NLL
+/// `ln(ppl without the layer / dense ppl)` in nats (perplexities span orders of magnitude:
+/// removing layer 0 often multiplies it by 1000); for the others, the score itself.
+pub fn shown_values(s: &LayerScores) -> (Vec<f64>, String) {
+    match (s.metric, s.baseline_ppl) {
+        (Metric::Ppl, Some(base)) => (
+            s.importance.iter().map(|p| (p / base).ln()).collect(),
+            "rise in calibration NLL without the layer, nats".to_string(),
+        ),
+        _ => (
+            s.importance.clone(),
+            format!("{} score (higher = more important)", s.metric.name()),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -123,16 +123,16 @@ impl Removal {
     /// The name HF tensor `name` takes in the pruned checkpoint: a kept layer's tensor is
     /// renumbered; a removed layer's, or one outside the layers, keeps its name.
     pub fn renamed_hf(&self, name: &str) -> String {
-        self.renamed(name, crate::arch::naming::hf_layer(name))
+        self.renamed(name, super::naming::hf_layer(name))
     }
 
     /// The name GGUF tensor `name` (`blk.N.…`) takes in the pruned file, as [`Self::renamed_hf`].
     pub fn renamed_gguf(&self, name: &str) -> String {
-        self.renamed(name, crate::arch::naming::gguf_layer(name))
+        self.renamed(name, super::naming::gguf_layer(name))
     }
 
     /// `name`, parsed as `layer`, renumbered when its layer is kept; else unchanged.
-    fn renamed(&self, name: &str, layer: Option<crate::arch::naming::LayerName<'_>>) -> String {
+    fn renamed(&self, name: &str, layer: Option<super::naming::LayerName<'_>>) -> String {
         layer
             .and_then(|l| self.new_index(l.layer).map(|n| l.renumbered(n)))
             .unwrap_or_else(|| name.to_string())

@@ -24,6 +24,8 @@ pub use spec::{parse_counts, StrategySpec};
 pub use tasks::TaskCell;
 
 use crate::arch::ParamCounts;
+use crate::choose::stability::{chosen_sets, ChoiceStability, LayerStability};
+use crate::choose::strategy::{choose, Amount, Protect};
 use crate::error::{Error, Result};
 use crate::eval::{
     score_encoded, score_hidden_windows, Bootstrap, Difference, EncodedItem, Interval,
@@ -33,8 +35,6 @@ use crate::heal::{self, HealOptions, Overlay};
 use crate::model::{DecoderLayer, Model, WeightSource};
 use crate::progress::{Progress, Silent};
 use crate::score::{Calibration, LayerScores};
-use crate::select::stability::{chosen_sets, ChoiceStability, LayerStability};
-use crate::select::strategy::{choose, Amount, Protect};
 use crate::select::{format_ranges, Removal};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};

@@ -98,7 +98,7 @@ pub enum VocabError {
     /// `tokenizer.ggml.tokens` is empty.
     #[error("`tokenizer.ggml.tokens` is empty")]
     EmptyVocab,
-    /// More tokens or merges than any real vocabulary has (see [`crate::checkpoint::limits`]).
+    /// More tokens or merges than any real vocabulary has (see [`crate::base::limits`]).
     #[error("`{key}` has {count} entries, over the limit of {cap}")]
     TooMany {
         key: &'static str,
@@ -276,7 +276,7 @@ impl GgufVocab {
         if n == 0 {
             return Err(VocabError::EmptyVocab);
         }
-        use crate::checkpoint::limits::{MAX_MERGES, MAX_VOCAB_TOKENS};
+        use crate::base::limits::{MAX_MERGES, MAX_VOCAB_TOKENS};
         for (key, count, cap) in [
             ("tokenizer.ggml.tokens", n, MAX_VOCAB_TOKENS),
             ("tokenizer.ggml.merges", self.merges.len(), MAX_MERGES),

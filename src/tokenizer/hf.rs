@@ -49,10 +49,7 @@ pub(crate) fn read_json(path: &Path) -> Result<Option<Value>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let text = crate::checkpoint::limits::read_text_capped(
-        path,
-        crate::checkpoint::limits::MAX_JSON_BYTES,
-    )?;
+    let text = crate::base::limits::read_text_capped(path, crate::base::limits::MAX_JSON_BYTES)?;
     let v = serde_json::from_str(&text)
         .map_err(|e| Error::corrupt(path, format!("not valid JSON: {e}")))?;
     Ok(Some(v))
@@ -83,7 +80,7 @@ fn ids(v: Option<&Value>) -> Vec<u32> {
 impl HfTokenizer {
     /// Opens the tokenizer in an HF folder.
     pub fn open(dir: &Path) -> Result<Self> {
-        crate::checkpoint::links::check_folder(dir)?;
+        crate::base::links::check_folder(dir)?;
         let path = dir.join("tokenizer.json");
         if !path.is_file() {
             return Err(Error::Invalid(format!(
@@ -91,10 +88,8 @@ impl HfTokenizer {
                 dir.display()
             )));
         }
-        let text = crate::checkpoint::limits::read_text_capped(
-            &path,
-            crate::checkpoint::limits::MAX_TOKENIZER_BYTES,
-        )?;
+        let text =
+            crate::base::limits::read_text_capped(&path, crate::base::limits::MAX_TOKENIZER_BYTES)?;
         let inner = text
             .parse::<tokenizers::Tokenizer>()
             .map_err(|e| Error::corrupt(&path, format!("cannot read the tokenizer: {e}")))?;
@@ -103,9 +98,9 @@ impl HfTokenizer {
         let model_cfg = read_json(&dir.join("config.json"))?.unwrap_or(Value::Null);
         let jinja = dir.join("chat_template.jinja");
         let jinja = if jinja.is_file() {
-            Some(crate::checkpoint::limits::read_text_capped(
+            Some(crate::base::limits::read_text_capped(
                 &jinja,
-                crate::checkpoint::limits::MAX_JSON_BYTES,
+                crate::base::limits::MAX_JSON_BYTES,
             )?)
         } else {
             None

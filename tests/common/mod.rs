@@ -259,8 +259,8 @@ pub fn with_llama_tokenizer(weights: &Path, tokenizer: &[&str], to: &Path) {
 /// fixture's byte-level BPE tokenizer, so the GGUF carries a tokenizer for calibration text.
 pub fn dense_qwen2_gguf(dir: &Path) -> PathBuf {
     use depthprune::checkpoint::atomic::Overwrite;
-    use depthprune::checkpoint::convert_gguf::hf_to_gguf;
     use depthprune::checkpoint::gguf::GgmlType;
+    use depthprune::convert::to_gguf::hf_to_gguf;
     let hf = dir.join("hf");
     with_llama_tokenizer(
         &fixture().join("qwen2"),

@@ -14,6 +14,7 @@
 pub mod error;
 pub mod info;
 pub mod model;
+pub mod pattern;
 pub mod prune;
 pub mod read;
 mod source;

@@ -105,7 +105,7 @@ pub fn plan<'a>(model: &'a GgufModel, removal: &Removal) -> Result<PrunePlan<'a>
             model.path().display()
         )));
     }
-    crate::model::gguf::check_gguf_prune(model, removal)?;
+    super::pattern::check_gguf_prune(model, removal)?;
     // Expert tensors that contradict the metadata are refused before anything is written.
     crate::model::gguf_moe::check_gguf_moe(model)?;
     let arch = model.architecture()?.to_string();

@@ -10,16 +10,16 @@
 //!
 //! | what | bound | cap |
 //! |---|---|---|
-//! | GGUF tensor count | bytes left / 25 (the smallest tensor info) | [`MAX_TENSORS`] |
-//! | GGUF metadata key count | bytes left / 14 (the smallest entry) | [`MAX_KEYS`] |
-//! | GGUF key or tensor name | bytes left | [`MAX_NAME_LEN`] |
-//! | GGUF string value | bytes left | [`MAX_STRING_LEN`] |
-//! | GGUF array length | bytes left / smallest element | [`MAX_ARRAY_LEN`], nested [`MAX_ARRAY_DEPTH`] deep |
-//! | GGUF tensor dimensions | — | [`MAX_DIMS`] |
+//! | GGUF tensor count | bytes left / 25 (the smallest tensor info) | [`MAX_TENSORS`](crate::checkpoint::gguf::MAX_TENSORS) |
+//! | GGUF metadata key count | bytes left / 14 (the smallest entry) | [`MAX_KEYS`](crate::checkpoint::gguf::MAX_KEYS) |
+//! | GGUF key or tensor name | bytes left | [`MAX_NAME_LEN`](crate::checkpoint::gguf::MAX_NAME_LEN) |
+//! | GGUF string value | bytes left | [`MAX_STRING_LEN`](crate::checkpoint::gguf::MAX_STRING_LEN) |
+//! | GGUF array length | bytes left / smallest element | [`MAX_ARRAY_LEN`](crate::checkpoint::gguf::MAX_ARRAY_LEN), nested [`MAX_ARRAY_DEPTH`](crate::checkpoint::gguf::MAX_ARRAY_DEPTH) deep |
+//! | GGUF tensor dimensions | — | [`MAX_DIMS`](crate::checkpoint::gguf::MAX_DIMS) |
 //! | GGUF tensor data | inside the file, no overlap | — (never read whole) |
-//! | safetensors header | the file's length | [`MAX_HEADER_BYTES`], parsed into compact types |
-//! | safetensors shape, `data_offsets` | — | [`MAX_SHAPE_DIMS`] entries |
-//! | safetensors `__metadata__` | — | [`MAX_METADATA_ENTRIES`] entries |
+//! | safetensors header | the file's length | [`MAX_HEADER_BYTES`](crate::checkpoint::safetensors::MAX_HEADER_BYTES), parsed into compact types |
+//! | safetensors shape, `data_offsets` | — | [`MAX_SHAPE_DIMS`](crate::checkpoint::safetensors::MAX_SHAPE_DIMS) entries |
+//! | safetensors `__metadata__` | — | [`MAX_METADATA_ENTRIES`](crate::checkpoint::safetensors::MAX_METADATA_ENTRIES) entries |
 //! | `config.json`, index, tokenizer config | — | [`MAX_JSON_BYTES`] |
 //! | `tokenizer.json` | — | [`MAX_TOKENIZER_BYTES`] |
 //! | GGUF vocabulary → tokenizer | — | [`MAX_VOCAB_TOKENS`] tokens, [`MAX_MERGES`] merges |
@@ -32,11 +32,6 @@
 use crate::error::{Error, IoContext, Result};
 use std::io::Read;
 use std::path::Path;
-
-pub use super::gguf::{
-    MAX_ARRAY_DEPTH, MAX_ARRAY_LEN, MAX_DIMS, MAX_KEYS, MAX_NAME_LEN, MAX_STRING_LEN, MAX_TENSORS,
-};
-pub use super::safetensors::{MAX_HEADER_BYTES, MAX_METADATA_ENTRIES, MAX_SHAPE_DIMS};
 
 /// Peak heap bytes per byte of file while reading a GGUF or safetensors header.
 pub const HEADER_ALLOC_FACTOR: u64 = 16;

@@ -1,10 +1,10 @@
 //! From scores to a [`Removal`]: how many layers (a count, a parameter budget or a ratio), which
 //! ones (individually by importance, or a contiguous block), and which are protected.
 
-use super::Removal;
 use crate::arch::ParamCounts;
 use crate::error::{Error, Result};
 use crate::score::{LayerScores, Metric};
+use crate::select::Removal;
 use serde::Serialize;
 
 /// Layers that must stay: the first and last K.

@@ -8,11 +8,13 @@
 //! warning in the [`ConvertReport`]. The families' own keys, names, Gemma's `1 + w` norms and
 //! Phi-3's RoPE factor tensors follow llama.cpp ([`crate::arch::gguf_names`]).
 
-use super::atomic::{AtomicOutput, Overwrite};
-use super::convert::ConvertReport;
-use super::gguf::{GgmlType, GgufModel, GgufWriter, Value, DEFAULT_ALIGNMENT, KEY_ARCHITECTURE};
+use super::to_hf::ConvertReport;
 use crate::arch::gguf_names::{hf_to_gguf_for, norm_shift};
 use crate::arch::ArchConfig;
+use crate::checkpoint::atomic::{AtomicOutput, Overwrite};
+use crate::checkpoint::gguf::{
+    GgmlType, GgufModel, GgufWriter, Value, DEFAULT_ALIGNMENT, KEY_ARCHITECTURE,
+};
 use crate::error::{Error, IoContext, Result};
 use crate::model::gguf::permute_rows;
 use crate::model::gguf_moe::hf_to_gguf_moe;
@@ -23,9 +25,10 @@ use std::path::Path;
 
 /// `values` as `ty` (F16 or BF16; anything else is written as F32, which `hf_to_gguf` checked).
 fn encode(values: &[f32], ty: GgmlType) -> Vec<u8> {
-    super::floats::encode(
+    crate::checkpoint::floats::encode(
         values,
-        super::floats::Float::of_ggml(ty).unwrap_or(super::floats::Float::F32),
+        crate::checkpoint::floats::Float::of_ggml(ty)
+            .unwrap_or(crate::checkpoint::floats::Float::F32),
     )
 }
 

@@ -5,9 +5,9 @@
 //! `generation_config.json` with the BOS/EOS ids. The folder appears atomically and is read back
 //! once before the call returns.
 
-use super::atomic::{AtomicOutput, Overwrite};
-use super::gguf::GgufModel;
-use super::safetensors::{encode_header, Dtype, OutTensor, SafetensorsFile};
+use crate::checkpoint::atomic::{AtomicOutput, Overwrite};
+use crate::checkpoint::gguf::GgufModel;
+use crate::checkpoint::safetensors::{encode_header, Dtype, OutTensor, SafetensorsFile};
 use crate::error::{Error, IoContext, Result};
 use crate::model::gguf::{gguf_config_json, GgufWeights};
 use crate::tokenizer::{to_tokenizer_json, tokenizer_config_json, vocab_from_metadata};

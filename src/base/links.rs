@@ -12,7 +12,7 @@
 //! `../../blobs/`; for a folder that is such a snapshot, the allowed root is the cache's repo
 //! folder (`models--org--name`), so resolved hub models keep working.
 
-use super::hf::{CONFIG_FILE, INDEX_FILE, SIDE_FILES, SINGLE_FILE};
+use super::hf_files::{CONFIG_FILE, INDEX_FILE, SIDE_FILES, SINGLE_FILE};
 use crate::error::{Error, IoContext, Result};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
