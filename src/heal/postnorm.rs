@@ -8,7 +8,7 @@
 //!   Gemma's GGUF stores `1 + w` (the GGUF writer adds the one back); OLMo 2 stores the scale.
 //!
 //! The fit rows are `n` (the normalised MLP output, before the scale) and the target
-//! `Z = Y − X + r`, the same target as everywhere else in [`super::run`]. The first position
+//! `Z = Y − X + r`, the same target as everywhere else in `heal::run`. The first position
 //! of every calibration window is left out of them: it carries the attention-sink activations,
 //! orders of magnitude larger than the rest, which would otherwise decide the rotation. Two
 //! objectives stand in for the linear ones ([`objectives`]): the rotation and scale together
