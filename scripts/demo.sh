@@ -33,7 +33,10 @@ HEAL=(--heal --heal-samples 2048 --holdout 4)
 # The calibration resamples reweight the windows of each criterion's one scoring pass (no new
 # forward passes); the sweep logs a line per finished cell.
 echo "== sweep: angular, bi, ppl, last; 0 to 12 layers removed; 3 calibration resamples each ($((SECONDS - START)) s so far)"
-"$BIN" sweep "$MODEL" --strategies angular,bi,ppl,last --remove 0..13 "${CALIB[@]}" \
+# `--compute f32`: the demo model is a 98 MB Q4_1 GGUF, so memory is no concern, and its f32
+# path ran the sweep's grid faster than the default quantized one (which keeps a large GGUF at
+# about its file size in memory; issue 24).
+"$BIN" --compute f32 sweep "$MODEL" --strategies angular,bi,ppl,last --remove 0..13 "${CALIB[@]}" \
   --eval "$TEXT" --eval-ctx 128 --eval-samples 16 --resamples 3 --report-k 8 --out "$OUT/study"
 
 DROP="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["best"]["8"]["drop"])' "$OUT/study/sweep.json")"
@@ -45,7 +48,7 @@ echo "== prune + heal the best 8-layer choice: --drop $DROP ($((SECONDS - START)
   --out "$OUT/SmolLM2-135M-Instruct-22L" --force
 
 echo "== report ($((SECONDS - START)) s so far)"
-"$BIN" report "$OUT/study" --k 8 --text-note "$OUT/text/TEXT.md" \
+"$BIN" --compute f32 report "$OUT/study" --k 8 --text-note "$OUT/text/TEXT.md" \
   --pruned "$OUT/SmolLM2-135M-Instruct-22L" --pruned "$OUT/SmolLM2-135M-Instruct-22L-healed"
 echo "done in $((SECONDS - START)) s (build included)"
 echo "report: $OUT/study/report.md"
