@@ -26,7 +26,6 @@ use crate::error::{Error, Result};
 use crate::model::{DecoderLayer, ModelConfig, WeightSource};
 use candle_core::{DType, Device, Tensor, Var};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::Arc;
 
 /// The linear weights of a layer that take an update, by their name after `model.layers.{i}.`.
@@ -181,10 +180,7 @@ impl Adapters {
             };
             patched.insert(name.clone(), (w + b.matmul(&a)?)?);
         }
-        let src = Patched {
-            base: self.source.clone(),
-            patched,
-        };
+        let src = super::overlay::Overlay::with_tensors(self.source.clone(), patched);
         self.layers
             .iter()
             .map(|&l| Ok((l, Arc::new(DecoderLayer::load(&src, &self.cfg, l)?))))
@@ -202,33 +198,6 @@ impl Adapters {
             out.insert(name.clone(), merged.flatten_all()?.to_vec1::<f32>()?);
         }
         Ok(out)
-    }
-}
-
-/// A weight source serving the patched weights and everything else from the healed model.
-struct Patched {
-    base: Arc<dyn WeightSource>,
-    patched: HashMap<String, Tensor>,
-}
-
-impl WeightSource for Patched {
-    fn tensor(&self, name: &str) -> Result<Tensor> {
-        match self.patched.get(name) {
-            Some(t) => Ok(t.clone()),
-            None => self.base.tensor(name),
-        }
-    }
-
-    fn contains(&self, name: &str) -> bool {
-        self.base.contains(name)
-    }
-
-    fn shape(&self, name: &str) -> Option<Vec<usize>> {
-        self.base.shape(name)
-    }
-
-    fn path(&self) -> &Path {
-        self.base.path()
     }
 }
 

@@ -30,6 +30,12 @@ impl Overlay {
         }
         Ok(Overlay { base, replaced })
     }
+
+    /// Wraps `base`, serving `replaced` (tensors already built, e.g. recording a graph) in place
+    /// of the base's tensors of the same names.
+    pub fn with_tensors(base: Arc<dyn WeightSource>, replaced: HashMap<String, Tensor>) -> Self {
+        Overlay { base, replaced }
+    }
 }
 
 impl WeightSource for Overlay {
