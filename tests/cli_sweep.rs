@@ -574,3 +574,41 @@ fn several_heal_methods_each_get_their_own_healed_columns() {
         assert!(!tmp.path().join("refused").exists());
     }
 }
+
+#[test]
+fn sweep_finalists_measure_the_set_with_the_lowest_held_out_kl() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = text(tmp.path());
+    let o = heal_sweep(
+        tmp.path(),
+        &t,
+        "healed",
+        "0..3",
+        &["--heal", "lstsq", "--finalists", "2"],
+        "out",
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    let mut judged = 0;
+    for r in rows.iter().filter(|r| r["k"].as_u64().unwrap() > 0) {
+        let f = r["finalists"]
+            .as_array()
+            .expect("finalists per healed cell");
+        let chosen: Vec<_> = f.iter().filter(|x| x["chosen"] == true).collect();
+        assert_eq!(chosen.len(), 1, "{r}");
+        assert_eq!(chosen[0]["removed"], r["removed"], "{r}");
+        let kl = |x: &serde_json::Value| x["validation_kl"].as_f64().unwrap();
+        let best = f.iter().map(kl).fold(f64::INFINITY, f64::min);
+        assert_eq!(kl(chosen[0]), best, "{r}");
+        assert!(f
+            .iter()
+            .all(|x| !x["removed"].as_array().unwrap().contains(&0.into())));
+        assert!(
+            r["healed"]["perplexity"].as_f64().unwrap().is_finite(),
+            "{r}"
+        );
+        judged += 1;
+    }
+    assert_eq!(judged, 2);
+}

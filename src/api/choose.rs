@@ -15,10 +15,12 @@ use serde_json::json;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-/// The layers named by hand, or the criterion that chooses them: exactly one of the three.
+/// The layers named by hand, or the criterion that chooses them: at most one of the three. With
+/// none, `prune --heal` with an amount chooses heal-aware with finalists
+/// ([`crate::choose::finalists`]); anything else must name one.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
-#[cfg_attr(feature = "cli", group(required = true, multiple = false))]
+#[cfg_attr(feature = "cli", group(required = false, multiple = false))]
 #[serde(default)]
 pub struct Layers {
     /// Layers to remove: N, A..B (half-open), A.., ..B, first:K, last:K, joined with commas.
@@ -34,7 +36,8 @@ pub struct Layers {
     )]
     pub keep: Option<String>,
     /// Choose the layers with a criterion (angular, bi, minitron, ppl, greedy, healed, last) and
-    /// --remove N, --target-params P or --ratio R.
+    /// --remove N, --target-params P or --ratio R. With --heal it defaults to `healed`, whose
+    /// finalists are healed and judged on held-out windows (--finalists); without, it is needed.
     #[cfg_attr(feature = "cli", arg(long, value_name = "M", value_parser = Metric::from_name))]
     pub strategy: Option<Metric>,
 }
@@ -48,21 +51,20 @@ pub struct LayerChoice {
     #[cfg_attr(feature = "cli", command(flatten))]
     pub layers: Layers,
     /// Remove exactly N layers.
-    #[cfg_attr(feature = "cli", arg(long, requires = "strategy", value_name = "N", conflicts_with_all = ["target_params", "ratio"]))]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N", conflicts_with_all = ["target_params", "ratio", "drop", "keep"]))]
     pub remove: Option<usize>,
     /// Remove as few layers as needed to reach at most P parameters.
     #[cfg_attr(
         feature = "cli",
         arg(
             long,
-            requires = "strategy",
             value_name = "P",
-            conflicts_with = "ratio"
+            conflicts_with_all = ["ratio", "drop", "keep"]
         )
     )]
     pub target_params: Option<u64>,
     /// Remove this fraction of the layers.
-    #[cfg_attr(feature = "cli", arg(long, requires = "strategy", value_name = "R"))]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "R", conflicts_with_all = ["drop", "keep"]))]
     pub ratio: Option<f64>,
     /// Remove one contiguous block (the best by the metric).
     #[cfg_attr(feature = "cli", arg(long, requires = "strategy"))]
@@ -70,12 +72,18 @@ pub struct LayerChoice {
     /// Never remove these: `first:K,last:K`.
     #[cfg_attr(
         feature = "cli",
-        arg(long, requires = "strategy", value_name = "first:K,last:K")
+        arg(long, value_name = "first:K,last:K", conflicts_with_all = ["drop", "keep"])
     )]
     pub protect: Option<String>,
     /// Read scores saved by `depthprune score --out` instead of running the metric.
     #[cfg_attr(feature = "cli", arg(long, requires = "strategy", value_name = "FILE"))]
     pub scores: Option<PathBuf>,
+    /// Heal-aware selection with --heal: how many of the proxy's best sets (a beam search) are
+    /// healed for real and judged on the held-out windows, beside the greedy set with its last
+    /// choice swapped, Block Influence's set and the best angular block; the lowest
+    /// validation KL wins. 0 takes the proxy's first choice without judging.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "K"))]
+    pub finalists: Option<usize>,
     #[serde(flatten)]
     #[cfg_attr(feature = "cli", command(flatten))]
     pub calib: CalibOptions,
@@ -107,6 +115,30 @@ impl LayerChoice {
         }
     }
 
+    /// The amount asked for, if any.
+    pub fn amount(&self) -> Option<Amount> {
+        match (self.remove, self.target_params, self.ratio) {
+            (Some(k), _, _) => Some(Amount::Layers(k)),
+            (_, Some(p), _) => Some(Amount::TargetParams(p)),
+            (_, _, Some(r)) => Some(Amount::Ratio(r)),
+            _ => None,
+        }
+    }
+
+    /// Whether `prune --heal` chooses these layers heal-aware with finalists: no layers named,
+    /// `healed` or no strategy with an amount, no score file, no contiguous block, and
+    /// `finalists` not 0.
+    pub fn heal_aware_finalists(&self) -> bool {
+        let l = &self.layers;
+        l.drop.is_none()
+            && l.keep.is_none()
+            && matches!(l.strategy, None | Some(Metric::Healed))
+            && self.amount().is_some()
+            && self.scores.is_none()
+            && !self.contiguous
+            && self.finalists != Some(0)
+    }
+
     /// Whether choosing runs a metric on the model (rather than reading names or a file).
     pub fn runs_metric(&self) -> bool {
         self.layers.strategy.is_some() && self.scores.is_none()
@@ -128,7 +160,7 @@ impl LayerChoice {
             (Some(_), Some(_)) => return Err(Error::Invalid("give drop or keep, not both".into())),
             (None, None) => {
                 return Err(Error::Invalid(
-                    "name the layers to remove (drop or keep) or a strategy to choose them".into(),
+                    "name the layers to remove (drop or keep), or a strategy and an amount to choose them (with --heal, an amount alone: `remove` N)".into(),
                 ))
             }
         };
@@ -151,24 +183,26 @@ pub fn choose(
     counts: &ParamCounts,
     progress: &dyn Progress,
 ) -> Result<Chosen> {
-    let Some(metric) = choice.layers.strategy else {
-        return choice.by_hand(n_layers);
+    let metric = match (choice.layers.strategy, choice.amount()) {
+        (Some(m), _) => m,
+        // Heal-aware with finalists is chosen by `prune --heal` before this is reached.
+        (None, Some(_)) if choice.layers.drop.is_none() && choice.layers.keep.is_none() => {
+            return Err(Error::Invalid(
+                "an amount (`remove`, `target_params` or `ratio`) without a `strategy` chooses heal-aware layers only when healing; hint: add --heal, or name a strategy (e.g. --strategy bi)".into(),
+            ))
+        }
+        _ => return choice.by_hand(n_layers),
     };
     if choice.layers.drop.is_some() || choice.layers.keep.is_some() {
         return Err(Error::Invalid(
             "a strategy chooses the layers itself; give it, drop or keep, not two of them".into(),
         ));
     }
-    let amount = match (choice.remove, choice.target_params, choice.ratio) {
-        (Some(k), _, _) => Amount::Layers(k),
-        (_, Some(p), _) => Amount::TargetParams(p),
-        (_, _, Some(r)) => Amount::Ratio(r),
-        _ => {
-            return Err(Error::Invalid(format!(
-                "strategy {} needs an amount: `remove` N, `target_params` P or `ratio` R",
-                metric.name()
-            )))
-        }
+    let Some(amount) = choice.amount() else {
+        return Err(Error::Invalid(format!(
+            "strategy {} needs an amount: `remove` N, `target_params` P or `ratio` R",
+            metric.name()
+        )));
     };
     let protect = match &choice.protect {
         Some(p) => Protect::parse(p)?,

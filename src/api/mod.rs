@@ -22,6 +22,7 @@
 pub mod choose;
 pub mod convert;
 pub mod eval;
+mod finalists;
 pub mod generate;
 pub mod heal;
 pub mod inspect;

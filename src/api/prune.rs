@@ -2,7 +2,8 @@
 //! model card and provenance; GGUF files with per-layer arrays sliced; optionally healed.
 
 use super::choose::{choose, Chosen, LayerChoice};
-use super::heal::{heal_gguf, heal_hf, HealFit, HealMethod, HealRequest, Healed, Output};
+use super::finalists::{choose_heal_aware, Budgeted, SELECTION_SHARE};
+use super::heal::{heal_gguf_with, heal_hf_with, HealFit, HealMethod, HealRequest, Healed, Output};
 use super::ModelSource;
 use crate::arch::params::reduction_pct;
 use crate::arch::ParamCounts;
@@ -16,6 +17,7 @@ use crate::hub::Need;
 use crate::progress::Progress;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// The floating-point types a prune may convert to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,25 +154,95 @@ impl PruneRequest {
         }
     }
 
-    fn heal_request(&self, method: HealMethod) -> HealRequest {
+    /// The heal asked for; with a time budget, training gets what is left of it by now
+    /// (`started`), at least a tenth of it.
+    fn heal_request(&self, method: HealMethod, started: Instant) -> HealRequest {
         let c = &self.choice.calib;
+        let mut fit = self.heal_fit.clone();
+        fit.time_budget = fit
+            .time_budget
+            .map(|t| (t - started.elapsed().as_secs_f64()).max(0.1 * t));
         HealRequest {
             method,
             calib: c.calib.clone(),
             ctx: c.ctx,
             calib_offset: c.calib_offset,
-            fit: self.heal_fit.clone(),
+            fit,
             run: self.run.clone(),
         }
     }
+
+    /// The layer choice, with `strategy` `healed` when healing chooses by an amount alone.
+    fn layer_choice(&self) -> std::borrow::Cow<'_, LayerChoice> {
+        let c = &self.choice;
+        let l = &c.layers;
+        if self.heal.is_some()
+            && l.strategy.is_none()
+            && l.drop.is_none()
+            && l.keep.is_none()
+            && c.amount().is_some()
+        {
+            let mut c = c.clone();
+            c.layers.strategy = Some(crate::score::Metric::Healed);
+            return std::borrow::Cow::Owned(c);
+        }
+        std::borrow::Cow::Borrowed(c)
+    }
+
+    /// When the finalists of heal-aware selection must be done: a share of the time budget.
+    fn selection_deadline(&self, started: Instant) -> Option<Instant> {
+        self.heal_fit
+            .time_budget
+            .map(|t| started + Duration::from_secs_f64(SELECTION_SHARE * t))
+    }
+
+    /// Heal-aware selection with finalists on the model at `path`, when this prune asks for it
+    /// (healing, and no layers or other strategy named).
+    fn heal_aware(
+        &self,
+        path: &Path,
+        tok: impl FnOnce() -> Result<crate::tokenizer::HfTokenizer>,
+        counts: &ParamCounts,
+        started: Instant,
+        progress: &dyn Progress,
+    ) -> Result<Option<(Chosen, Option<crate::heal::Healing>)>> {
+        let Some(method) = self.heal else {
+            return Ok(None);
+        };
+        if !self.choice.heal_aware_finalists() {
+            return Ok(None);
+        }
+        let h = choose_heal_aware(
+            path,
+            &tok()?,
+            &self.choice,
+            &self.heal_request(method, started),
+            counts,
+            self.selection_deadline(started),
+            progress,
+        )?;
+        Ok(Some((h.chosen, Some(h.healing))))
+    }
 }
 
-/// Prunes `model` as `req` says.
+/// Prunes `model` as `req` says. With `heal` and no layers named (or `strategy` `healed`), an
+/// amount chooses the layers heal-aware with finalists ([`crate::choose::finalists`]). A time
+/// budget (`heal_fit.time_budget`) is the whole call's: selection and the finalists take up to
+/// [`SELECTION_SHARE`] of it, training what is left, and progress labels show the time left.
 pub fn prune(
     model: &ModelSource,
     req: &PruneRequest,
     progress: &dyn Progress,
 ) -> Result<PruneOutcome> {
+    let started = Instant::now();
+    let budgeted = req.heal_fit.time_budget.map(|t| Budgeted {
+        inner: progress,
+        end: started + Duration::from_secs_f64(t),
+    });
+    let progress: &dyn Progress = match &budgeted {
+        Some(b) => b,
+        None => progress,
+    };
     req.run.install(progress, || {
     if req.out.as_os_str().is_empty() {
         return Err(Error::Invalid("prune needs an output path (out)".into()));
@@ -178,22 +250,25 @@ pub fn prune(
     let resolved = model.resolve(Need::Snapshot, progress)?;
     let path = &resolved.path;
     if crate::model::is_gguf(path) {
-        return prune_gguf(req, path, progress);
+        return prune_gguf(req, path, started, progress);
     }
     let ckpt = HfCheckpoint::open(path)?;
-    let chosen = choose(
-        path,
-        &req.choice,
-        ckpt.arch.num_hidden_layers,
-        &ckpt.param_counts(),
-        progress,
-    )?;
+    if req.heal.is_some() && req.dtype.is_some() {
+        return Err(Error::Invalid("a dtype cannot be combined with healing (healed tensors are written as F32, the rest as stored)".into()));
+    }
+    let counts = ckpt.param_counts();
+    let tok = || crate::tokenizer::HfTokenizer::open(&ckpt.dir);
+    let (chosen, prefit) = match req.heal_aware(path, tok, &counts, started, progress)? {
+        Some(c) => c,
+        None => (
+            choose(path, &req.layer_choice(), ckpt.arch.num_hidden_layers, &counts, progress)?,
+            None,
+        ),
+    };
     let out = req.output(model.path());
     if let Some(method) = req.heal {
-        if req.dtype.is_some() {
-            return Err(Error::Invalid("a dtype cannot be combined with healing (healed tensors are written as F32, the rest as stored)".into()));
-        }
-        let healed = heal_hf(&ckpt, &chosen, &req.heal_request(method), &out, progress)?;
+        let heal_req = req.heal_request(method, started);
+        let healed = heal_hf_with(&ckpt, &chosen, &heal_req, &out, prefit, progress)?;
         return Ok(PruneOutcome {
             pruned: Pruned::Healed(Box::new(healed)),
             chosen,
@@ -249,7 +324,12 @@ pub fn how_chosen_metadata(chosen: &Chosen) -> Vec<(String, Value)> {
 }
 
 /// `prune MODEL.gguf`: the layers chosen as for an HF folder, then pruned, or healed and pruned.
-fn prune_gguf(req: &PruneRequest, path: &Path, progress: &dyn Progress) -> Result<PruneOutcome> {
+fn prune_gguf(
+    req: &PruneRequest,
+    path: &Path,
+    started: Instant,
+    progress: &dyn Progress,
+) -> Result<PruneOutcome> {
     let healed_type = match (req.heal, req.dtype) {
         (Some(_), Some(FloatType::Bf16)) => {
             return Err(Error::Invalid(format!(
@@ -272,16 +352,24 @@ fn prune_gguf(req: &PruneRequest, path: &Path, progress: &dyn Progress) -> Resul
     // The blocks are checked against the tensors before anything is sized by them.
     let n = model.block_count()?;
     let before = ParamCounts::from_tensors(model.tensor_elements());
-    let chosen = choose(model.path(), &req.choice, n, &before, progress)?;
+    let tok = || Ok(crate::tokenizer::gguf_tokenizer(&model)?.0);
+    let (chosen, prefit) = match req.heal_aware(model.path(), tok, &before, started, progress)? {
+        Some(c) => c,
+        None => (
+            choose(model.path(), &req.layer_choice(), n, &before, progress)?,
+            None,
+        ),
+    };
     let out = req.output(path);
     if let Some(method) = req.heal {
-        let healed = heal_gguf(
+        let healed = heal_gguf_with(
             &model,
             &chosen.removal,
-            &req.heal_request(method),
+            &req.heal_request(method, started),
             healed_type,
             how_chosen_metadata(&chosen),
             &out,
+            prefit,
             progress,
         )?;
         return Ok(PruneOutcome {

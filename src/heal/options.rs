@@ -10,6 +10,13 @@ pub const DEFAULT_ALPHAS: &[f64] = &[1e-4, 1e-3, 1e-2, 1e-1];
 /// One calibration window in this many is held out for validation by default.
 pub const DEFAULT_HOLDOUT: usize = 8;
 
+/// Whether calibration window `window` (0-based) is held out for validation with `holdout`:
+/// one in `holdout`, spread through the text rather than at its end; none with `holdout` 0.
+/// Heal-aware selection's finalists are judged on these same windows.
+pub fn held_out(window: usize, holdout: usize) -> bool {
+    holdout > 0 && (window + 1).is_multiple_of(holdout)
+}
+
 /// What the per-block map is fitted to minimise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -75,7 +75,7 @@ pub fn heal(
         .filter(|w| w.len() == opts.ctx)
         .collect();
     // Window `i` validates when `(i + 1) % holdout == 0`: spread through the text, not its end.
-    let held = |i: usize| opts.holdout > 0 && (i + 1).is_multiple_of(opts.holdout);
+    let held = |i: usize| super::options::held_out(i, opts.holdout);
     let n_val = (0..windows.len()).filter(|&i| held(i)).count();
     if windows.len() == n_val || (opts.holdout > 0 && n_val == 0) {
         return Err(Error::Invalid(format!(

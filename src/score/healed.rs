@@ -46,15 +46,36 @@ struct Taps {
     updates: Option<Vec<Tensor>>,
 }
 
-/// The fits and costs computed so far.
-struct Costs<'a> {
-    taps: &'a Taps,
+/// The heal-aware proxy over one set of dense activations: the taps, and the fits and block
+/// costs computed so far (cached by fold layer and by block, so any number of candidate sets
+/// costs at most one Gram solve per distinct block). [`healed_scores`] runs it greedily;
+/// [`crate::choose::finalists`] also runs it as a beam and asks it for other criteria's sets.
+pub struct Proxy {
+    taps: Taps,
     /// `(MᵀM + ridge·I)⁻¹` and the ridge, per fold layer, f64.
     inverses: HashMap<usize, (Tensor, f64)>,
     blocks: HashMap<(usize, usize), f64>,
 }
 
-impl Costs<'_> {
+impl Proxy {
+    fn from_taps(taps: Taps) -> Self {
+        Proxy {
+            taps,
+            inverses: HashMap::new(),
+            blocks: HashMap::new(),
+        }
+    }
+
+    /// One dense pass of `model` over `windows`, keeping every layer's output and MLP output.
+    pub fn new(model: &Model, windows: &[Vec<u32>], progress: &dyn Progress) -> Result<Self> {
+        Ok(Proxy::from_taps(dense_taps(model, windows, progress)?))
+    }
+
+    /// The number of layers of the model the taps come from.
+    pub fn n_layers(&self) -> usize {
+        self.taps.outputs.len()
+    }
+
     /// The cost of the removed block `r` (`r.start ≥ 1`).
     fn block(&mut self, r: Range<usize>) -> Result<f64> {
         if let Some(&c) = self.blocks.get(&(r.start, r.end)) {
@@ -82,18 +103,130 @@ impl Costs<'_> {
         Ok(rel)
     }
 
-    /// The total cost of removing `removed` (sorted): the sum over its maximal blocks, infinite
-    /// when a block starts at layer 0.
-    fn total(&mut self, removed: &[usize]) -> Result<f64> {
+    /// The total cost of removing `removed`: the sum over its maximal blocks, infinite when a
+    /// block starts at layer 0 (nothing precedes it to fold a map into).
+    pub fn cost(&mut self, removed: &[usize]) -> Result<f64> {
         let mut sum = 0.0;
         for b in crate::heal::blocks(removed) {
             if b.start == 0 {
                 return Ok(f64::INFINITY);
             }
+            if b.end > self.n_layers() {
+                return Err(Error::Invalid(format!(
+                    "layer {} is past the model's {} layers",
+                    b.end - 1,
+                    self.n_layers()
+                )));
+            }
             sum += self.block(b)?;
         }
         Ok(sum)
     }
+
+    /// Greedy removal of up to `steps` layers: `(layer, cost)` in removal order.
+    pub fn greedy(&mut self, steps: usize, progress: &dyn Progress) -> Result<Vec<(usize, f64)>> {
+        let n = self.n_layers();
+        super::greedy::order(
+            n,
+            steps.min(n.saturating_sub(1)),
+            "heal-aware steps",
+            progress,
+            &mut |set, _| self.cost(set),
+            &mut |_, _| Ok(()),
+        )
+    }
+
+    /// The `width` cheapest sets of `k` layers that `allowed` admits, as a beam search over the
+    /// proxy finds them (width 1 is the greedy set), cheapest first, each sorted; sets with an
+    /// infinite cost are dropped.
+    pub fn beam(
+        &mut self,
+        k: usize,
+        width: usize,
+        allowed: &dyn Fn(usize) -> bool,
+        progress: &dyn Progress,
+    ) -> Result<Vec<(Vec<usize>, f64)>> {
+        let n = self.n_layers();
+        let width = width.max(1);
+        let mut beam: Vec<(Vec<usize>, f64)> = vec![(Vec::new(), 0.0)];
+        progress.start("heal-aware beam", k as u64);
+        for _ in 0..k.min(n.saturating_sub(1)) {
+            let mut next: Vec<(Vec<usize>, f64)> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for (set, _) in &beam {
+                for c in (0..n).filter(|&c| !set.contains(&c) && allowed(c)) {
+                    let mut s = set.clone();
+                    s.push(c);
+                    s.sort_unstable();
+                    if seen.insert(s.clone()) {
+                        let v = self.cost(&s)?;
+                        if v.is_finite() {
+                            next.push((s, v));
+                        }
+                    }
+                }
+            }
+            // Cheapest first; ties to the later layers, as greedy's ties go.
+            next.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.cmp(&a.0)));
+            next.truncate(width);
+            beam = next;
+            progress.advance(1);
+        }
+        progress.finish();
+        Ok(beam)
+    }
+
+    /// Block Influence per layer on the same activations, `1 − cos(input, output)` averaged over
+    /// tokens; layer 0 (whose input, the embedding, is not kept, and which no heal can follow)
+    /// is infinite.
+    pub fn block_influence(&self) -> Result<Vec<f64>> {
+        let mut v = vec![f64::INFINITY; self.n_layers()];
+        for (l, bi) in v.iter_mut().enumerate().skip(1) {
+            *bi = 1.0 - mean_cosine(&self.taps.outputs[l - 1], &self.taps.outputs[l])?;
+        }
+        Ok(v)
+    }
+
+    /// The contiguous block of `k` layers that `allowed` admits (not starting at layer 0) whose
+    /// input and output are nearest in mean angular distance over all tokens: `(start,
+    /// distance)`.
+    pub fn angular_block(
+        &self,
+        k: usize,
+        allowed: &dyn Fn(usize) -> bool,
+    ) -> Result<Option<(usize, f64)>> {
+        let n = self.n_layers();
+        let mut best: Option<(usize, f64)> = None;
+        for s in (1..n).filter(|&s| k > 0 && s + k <= n && (s..s + k).all(allowed)) {
+            let d = mean_angular(&self.taps.outputs[s - 1], &self.taps.outputs[s + k - 1])?;
+            if best.is_none_or(|(_, b)| d < b) {
+                best = Some((s, d));
+            }
+        }
+        Ok(best)
+    }
+}
+
+/// Mean over rows of the cosine between the rows of `a` and `b`, `(tokens, hidden)`.
+fn mean_cosine(a: &Tensor, b: &Tensor) -> Result<f64> {
+    let cos = row_cosines(a, b)?;
+    Ok(cos.iter().sum::<f64>() / cos.len().max(1) as f64)
+}
+
+/// Mean over rows of `arccos(cos) / π` between the rows of `a` and `b`.
+fn mean_angular(a: &Tensor, b: &Tensor) -> Result<f64> {
+    let cos = row_cosines(a, b)?;
+    let d: f64 = cos.iter().map(|c| c.acos() / std::f64::consts::PI).sum();
+    Ok(d / cos.len().max(1) as f64)
+}
+
+fn row_cosines(a: &Tensor, b: &Tensor) -> Result<Vec<f64>> {
+    let h = a.dim(1)?;
+    let (a, b): (Vec<f32>, Vec<f32>) = (a.flatten_all()?.to_vec1()?, b.flatten_all()?.to_vec1()?);
+    Ok(a.chunks(h)
+        .zip(b.chunks(h))
+        .map(|(x, y)| super::cosine::cosine(x, y))
+        .collect())
 }
 
 /// `(MᵀM + ridge·I)⁻¹` in f64 and the ridge (`ALPHA` times the mean diagonal of `MᵀM`).
@@ -119,22 +252,10 @@ pub fn taps_bytes(n_layers: usize, tokens: usize, hidden: usize) -> u64 {
     2 * n_layers as u64 * tokens as u64 * hidden as u64 * 4
 }
 
-/// Scores `model` on `windows` by heal-aware greedy removal; `steps` limits the removals
-/// computed (the rest keep their order by last cost). Fills `scores.importance` (the step at
-/// which each layer goes) and `scores.healed`.
-pub(super) fn healed_scores(
-    model: &Model,
-    windows: &[Vec<u32>],
-    steps: Option<usize>,
-    scores: &mut LayerScores,
-    progress: &dyn Progress,
-) -> Result<()> {
+/// One dense pass over `windows`: every layer's output and MLP output (normalised after a
+/// post-MLP norm, with what the norm adds kept beside them).
+fn dense_taps(model: &Model, windows: &[Vec<u32>], progress: &dyn Progress) -> Result<Taps> {
     let n = model.n_layers();
-    if n < 2 {
-        return Err(Error::Invalid(
-            "heal-aware selection needs a model of at least 2 layers".into(),
-        ));
-    }
     let mut outputs: Vec<Vec<Tensor>> = vec![Vec::new(); n];
     let mut mlps: Vec<Vec<Tensor>> = vec![Vec::new(); n];
     progress.start("dense pass", windows.len() as u64);
@@ -146,6 +267,7 @@ pub(super) fn healed_scores(
         })?;
         progress.advance(1);
     }
+    progress.finish();
     let cat = |v: Vec<Vec<Tensor>>| -> Result<Vec<Tensor>> {
         v.into_iter()
             .map(|parts| Ok(Tensor::cat(&parts, 0)?))
@@ -166,20 +288,27 @@ pub(super) fn healed_scores(
         }
         taps.updates = Some(updates);
     }
-    let mut costs = Costs {
-        taps: &taps,
-        inverses: HashMap::new(),
-        blocks: HashMap::new(),
-    };
-    let steps = steps.unwrap_or(n - 1).min(n - 1);
-    let chosen = super::greedy::order(
-        n,
-        steps,
-        "heal-aware steps",
-        progress,
-        &mut |set, _| costs.total(set),
-        &mut |_, _| Ok(()),
-    )?;
+    Ok(taps)
+}
+
+/// Scores `model` on `windows` by heal-aware greedy removal; `steps` limits the removals
+/// computed (the rest keep their order by last cost). Fills `scores.importance` (the step at
+/// which each layer goes) and `scores.healed`.
+pub(super) fn healed_scores(
+    model: &Model,
+    windows: &[Vec<u32>],
+    steps: Option<usize>,
+    scores: &mut LayerScores,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let n = model.n_layers();
+    if n < 2 {
+        return Err(Error::Invalid(
+            "heal-aware selection needs a model of at least 2 layers".into(),
+        ));
+    }
+    let mut proxy = Proxy::new(model, windows, progress)?;
+    let chosen = proxy.greedy(steps.unwrap_or(n - 1), progress)?;
     scores.importance = super::greedy::importance(n, &chosen);
     let order: Vec<HealedStep> = chosen
         .into_iter()
@@ -232,15 +361,20 @@ mod tests {
             mlps: vec![x0.clone(), m1, mat(&mut rnd), mat(&mut rnd)],
             updates: None,
         };
-        let mut costs = Costs {
-            taps: &taps,
-            inverses: HashMap::new(),
-            blocks: HashMap::new(),
-        };
-        let c2 = costs.total(&[2]).unwrap();
-        let c3 = costs.total(&[3]).unwrap();
+        let mut proxy = Proxy::from_taps(taps);
+        let c2 = proxy.cost(&[2]).unwrap();
+        let c3 = proxy.cost(&[3]).unwrap();
         assert!(c2 < 1e-4, "layer 2 is absorbable: cost {c2}");
         assert!(c3 > 1e-2, "layer 3 is not: cost {c3}");
-        assert!(costs.total(&[0, 2]).unwrap().is_infinite());
+        assert!(proxy.cost(&[0, 2]).unwrap().is_infinite());
+        // The beam's first set is the greedy one; its second is the next cheapest.
+        let beam = proxy
+            .beam(1, 2, &|_| true, &crate::progress::Silent)
+            .unwrap();
+        assert_eq!(beam[0].0, vec![2]);
+        assert_eq!(beam.len(), 2);
+        assert!(beam[1].1 >= beam[0].1);
+        let greedy = proxy.greedy(1, &crate::progress::Silent).unwrap();
+        assert_eq!(greedy[0].0, 2);
     }
 }

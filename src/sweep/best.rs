@@ -84,6 +84,7 @@ mod tests {
             healed_by: Default::default(),
             heal_residuals: None,
             heal_choices: None,
+            finalists: None,
             tasks: None,
             stability: None,
         }

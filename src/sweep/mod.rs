@@ -15,6 +15,7 @@
 
 pub mod best;
 pub mod csv;
+mod finalists;
 mod spec;
 pub mod tasks;
 
@@ -34,7 +35,7 @@ use crate::eval::{
 use crate::heal::{self, HealOptions, Overlay};
 use crate::model::{DecoderLayer, Model, WeightSource};
 use crate::progress::{Progress, Silent};
-use crate::score::{Calibration, LayerScores};
+use crate::score::{Calibration, LayerScores, Metric};
 use crate::select::{format_ranges, Removal};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -137,6 +138,10 @@ pub struct SweepRow {
     /// found no map better than none.
     #[serde(default)]
     pub heal_choices: Option<Vec<String>>,
+    /// With `--heal --finalists K`, for the `healed` strategy: the sets healed and judged on
+    /// held-out calibration windows; the cell is the one chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finalists: Option<Vec<crate::choose::finalists::Finalist>>,
     /// With `--tasks`: zero-shot accuracy (unhealed).
     #[serde(default)]
     pub tasks: Option<TaskCell>,
@@ -251,6 +256,9 @@ pub struct SweepPlan<'a> {
     pub protect: Protect,
     /// Heal each removal, fitting on these calibration tokens.
     pub heal: Option<(HealOptions, &'a [u32])>,
+    /// With `heal`: heal this many of the heal-aware proxy's best sets (and other criteria's) per
+    /// count of the `healed` strategy, and keep the lowest held-out KL.
+    pub finalists: Option<usize>,
     /// More healing methods to measure each removal with, by name, on the same tokens (their
     /// figures go to [`SweepRow::healed_by`]; the best choice follows the first method).
     pub heal_also: Vec<(String, HealOptions)>,
@@ -371,12 +379,38 @@ pub fn run(
     let mut rows = Vec::new();
     let mut cells: Vec<(Cell, Option<Cell>)> = Vec::new();
     progress.start("sweep", (plan.strategies.len() * plan.counts.len()) as u64);
+    let mut judged = match (&plan.heal, plan.finalists) {
+        (Some((opts, calib)), Some(w))
+            if w > 0
+                && plan
+                    .strategies
+                    .iter()
+                    .any(|(s, _)| s.metric == Metric::Healed && !s.contiguous) =>
+        {
+            Some(finalists::CellFinalists::new(
+                model, calib, opts, w, &Silent,
+            )?)
+        }
+        _ => None,
+    };
     for (si, (spec, scores)) in plan.strategies.iter().enumerate() {
         for &k in &plan.counts {
-            let removal = if k == 0 {
-                None
-            } else {
-                Some(
+            let mut cell_finalists = None;
+            let removal = match (&mut judged, &plan.heal) {
+                _ if k == 0 => None,
+                (Some(j), Some((opts, calib)))
+                    if spec.metric == Metric::Healed && !spec.contiguous =>
+                {
+                    let (set, list, healing) =
+                        j.choose(k, plan.protect, model_path, calib, opts)?;
+                    cell_finalists = Some(list);
+                    if !healed.contains_key(&set) {
+                        let h = measure_healed(model, &eval, &select, &set, &healing)?;
+                        healed.insert(set.clone(), h);
+                    }
+                    Some(Removal::from_layers(n, set)?)
+                }
+                _ => Some(
                     choose(
                         scores,
                         Amount::Layers(k),
@@ -385,7 +419,7 @@ pub fn run(
                         &counts_p,
                     )?
                     .removal,
-                )
+                ),
             };
             let removed = removal.as_ref().map(Removal::removed).unwrap_or_default();
             let cell = if k == 0 {
@@ -487,6 +521,7 @@ pub fn run(
                 healed_by,
                 heal_residuals: heal_result.as_ref().map(|h| h.residuals.clone()),
                 heal_choices: heal_result.as_ref().map(|h| h.choices.clone()),
+                finalists: cell_finalists,
                 tasks: task,
                 stability,
             });
@@ -618,6 +653,17 @@ fn heal_and_measure(
     opts: &HealOptions,
 ) -> Result<Healed> {
     let healing = heal::heal(model_path, removed, calib, opts, &Silent)?;
+    measure_healed(model, eval, select, removed, &healing)
+}
+
+/// Measures the model healed by `healing` (of `removed`) from both caches.
+fn measure_healed(
+    model: &Model,
+    eval: &Slice<'_>,
+    select: &Slice<'_>,
+    removed: &[usize],
+    healing: &heal::Healing,
+) -> Result<Healed> {
     let overlay: Arc<dyn WeightSource> =
         Arc::new(Overlay::new(model.source().clone(), &healing.tensors)?);
     let mut replaced = BTreeMap::new();

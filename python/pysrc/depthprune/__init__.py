@@ -123,6 +123,14 @@ def prune(model: PathLike, *, out: PathLike, callback: Optional[Callback] = None
     ``heal="auto"`` (or ``lstsq``, ``weighted``, ``scale``, ``cosine``, ``kd``) heals the result
     on ``calib=`` text, with the fit options of :func:`heal`. Returns the provenance
     (``pruning.json``) for an HF folder, or the GGUF prune's report.
+
+    With ``heal=`` and an amount alone (``remove=8``, no ``drop``/``keep``/``strategy``) the
+    layers are chosen heal-aware with finalists: the proxy's best sets (``finalists=3``, the
+    beam width) and other criteria's sets are each healed and judged on held-out calibration
+    windows, and the lowest next-token KL to the dense model wins (``method["finalists"]``
+    records them; ``finalists=0`` keeps the proxy's first choice). ``time_budget=`` (seconds)
+    is the whole call's: selection takes up to 40% of it and ``kd`` training the rest, e.g.
+    ``prune(m, out=o, remove=8, heal="kd", calib=t, calib_offset=65536, time_budget=900)``.
     """
     options["out"] = out
     return _json.loads(_native.prune(_path(model), _options(options, "prune"), callback))

@@ -184,14 +184,12 @@ fn gguf_removal(pruned: &Path) -> Result<(GgufModel, usize, Vec<usize>)> {
     Ok((m, before, removed))
 }
 
-/// Tokenizes the calibration text and fits the maps for `removal` on the dense model at `dense`.
-fn fit(
+/// The calibration tokens a heal fits on: `heal_samples` tokens of `calib` after `calib_offset`.
+pub(crate) fn calib_tokens(
     tok: &HfTokenizer,
-    dense: &Path,
-    removal: &Removal,
     req: &HealRequest,
     progress: &dyn Progress,
-) -> Result<Healing> {
+) -> Result<Vec<u32>> {
     let Some(calib) = &req.calib else {
         return Err(Error::Invalid(
             "healing needs calibration text (`calib`)".into(),
@@ -203,21 +201,17 @@ fn fit(
             req.fit.heal_samples, req.ctx
         )));
     }
-    let opts = req.fit.options(req.method, req.ctx)?;
-    if req.method == HealMethod::Kd {
-        // Before the closed-form fit: distillation refuses some families.
-        heal::check_distillable(&crate::model::open_checkpoint(dense)?.0)?;
-    }
     let want = req.calib_offset.saturating_add(req.fit.heal_samples);
-    let tokens = super::text::read_tokens(tok, calib, Some(want))?;
-    let Some(tokens) = tokens.get(req.calib_offset..).filter(|t| !t.is_empty()) else {
+    let mut tokens = super::text::read_tokens(tok, calib, Some(want))?;
+    if tokens.len() <= req.calib_offset {
         return Err(Error::Invalid(format!(
             "`calib_offset` {} is past the end of `{}` ({} tokens)",
             req.calib_offset,
             calib.display(),
             tokens.len()
         )));
-    };
+    }
+    tokens.drain(..req.calib_offset);
     if tokens.len() < req.fit.heal_samples {
         progress.warn(&format!(
             "`{}` gives {} calibration tokens after an offset of {}, fewer than the {} asked to heal on",
@@ -227,9 +221,32 @@ fn fit(
             req.fit.heal_samples
         ));
     }
-    let healing = heal::heal(dense, &removal.removed(), tokens, &opts, progress)?;
+    Ok(tokens)
+}
+
+/// Tokenizes the calibration text and fits the maps for `removal` on the dense model at `dense`;
+/// `prefit` is a closed-form heal of the same removal on the same tokens and options, made
+/// while choosing the layers, which is then used instead of fitting again.
+fn fit(
+    tok: &HfTokenizer,
+    dense: &Path,
+    removal: &Removal,
+    req: &HealRequest,
+    prefit: Option<Healing>,
+    progress: &dyn Progress,
+) -> Result<Healing> {
+    let opts = req.fit.options(req.method, req.ctx)?;
+    if req.method == HealMethod::Kd {
+        // Before the closed-form fit: distillation refuses some families.
+        heal::check_distillable(&crate::model::open_checkpoint(dense)?.0)?;
+    }
+    let tokens = calib_tokens(tok, req, progress)?;
+    let healing = match prefit.filter(|h| h.removed() == removal.removed()) {
+        Some(h) => h,
+        None => heal::heal(dense, &removal.removed(), &tokens, &opts, progress)?,
+    };
     let healing = if req.method == HealMethod::Kd {
-        heal::distil(dense, tokens, &healing, &req.fit.kd(), progress)?
+        heal::distil(dense, &tokens, &healing, &req.fit.kd(), progress)?
     } else {
         healing
     };
@@ -246,6 +263,21 @@ pub fn heal_gguf(
     dtype: Option<GgmlType>,
     extra: Vec<(String, Value)>,
     out: &Output,
+    progress: &dyn Progress,
+) -> Result<Healed> {
+    heal_gguf_with(model, removal, req, dtype, extra, out, None, progress)
+}
+
+/// [`heal_gguf`] with the closed-form heal already made while choosing the layers (`prefit`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn heal_gguf_with(
+    model: &GgufModel,
+    removal: &Removal,
+    req: &HealRequest,
+    dtype: Option<GgmlType>,
+    extra: Vec<(String, Value)>,
+    out: &Output,
+    prefit: Option<Healing>,
     progress: &dyn Progress,
 ) -> Result<Healed> {
     // By default each healed tensor keeps its source type where it can be requantized; the
@@ -265,7 +297,7 @@ pub fn heal_gguf(
     for w in warnings {
         progress.warn(&w);
     }
-    let healing = fit(&tok, model.path(), removal, req, progress)?;
+    let healing = fit(&tok, model.path(), removal, req, prefit, progress)?;
     let mut metadata = Vec::new();
     if let Some(c) = &req.calib {
         metadata.push((
@@ -307,6 +339,18 @@ pub fn heal_hf(
     out: &Output,
     progress: &dyn Progress,
 ) -> Result<Healed> {
+    heal_hf_with(ckpt, chosen, req, out, None, progress)
+}
+
+/// [`heal_hf`] with the closed-form heal already made while choosing the layers (`prefit`).
+pub(crate) fn heal_hf_with(
+    ckpt: &HfCheckpoint,
+    chosen: &Chosen,
+    req: &HealRequest,
+    out: &Output,
+    prefit: Option<Healing>,
+    progress: &dyn Progress,
+) -> Result<Healed> {
     let removal = &chosen.removal;
     let Some(calib) = &req.calib else {
         return Err(Error::Invalid(
@@ -314,7 +358,7 @@ pub fn heal_hf(
         ));
     };
     let tok = HfTokenizer::open(&ckpt.dir)?;
-    let healing = fit(&tok, &ckpt.dir, removal, req, progress)?;
+    let healing = fit(&tok, &ckpt.dir, removal, req, prefit, progress)?;
     let renamed = |name: &str| removal.renamed_hf(name);
     let mut record = healing.provenance(&renamed);
     if let Some(o) = record.as_object_mut() {

@@ -105,6 +105,12 @@ pub struct SweepRequest {
     #[serde(flatten)]
     #[cfg_attr(feature = "cli", command(flatten))]
     pub heal_fit: HealFit,
+    /// With --heal and the `healed` strategy: per count, heal the heal-aware proxy's K best sets
+    /// (a beam search) and the greedy set with its last choice swapped, Block Influence's set
+    /// and the best angular block, judge them on the held-out calibration windows and measure
+    /// the lowest KL (as `prune --heal` chooses). Each count then costs one heal per finalist.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "K", requires = "heal"))]
+    pub finalists: Option<usize>,
     /// Output folder for sweep.csv, sweep.json, scores and plots (nothing is written without one).
     #[cfg_attr(feature = "cli", arg(long, short, required = true))]
     pub out: Option<PathBuf>,
@@ -141,6 +147,7 @@ impl Default for SweepRequest {
             limit: None,
             heal: Vec::new(),
             heal_fit: HealFit::default(),
+            finalists: None,
             out: None,
             report: false,
             report_k: None,
@@ -357,6 +364,7 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
         counts,
         protect,
         heal,
+        finalists: req.finalists,
         heal_also,
         eval: eval_set,
         select: select_set,
