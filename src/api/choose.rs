@@ -50,7 +50,8 @@ pub struct LayerChoice {
     #[serde(flatten)]
     #[cfg_attr(feature = "cli", command(flatten))]
     pub layers: Layers,
-    /// Remove exactly N layers.
+    /// Remove exactly N layers: chosen by --strategy, or with --heal and no strategy heal-aware
+    /// with finalists (the default one command: `prune MODEL --remove 8 --heal --calib TEXT`).
     #[cfg_attr(feature = "cli", arg(long, value_name = "N", conflicts_with_all = ["target_params", "ratio", "drop", "keep"]))]
     pub remove: Option<usize>,
     /// Remove as few layers as needed to reach at most P parameters.

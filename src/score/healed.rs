@@ -17,6 +17,10 @@
 //! the first. A block starting at layer 0 cannot be healed (no MLP precedes it), so layer 0 is
 //! removed last.
 //!
+//! [`Proxy`] holds the activations and the cached fits, so the same costs also drive a beam
+//! search ([`Proxy::beam`]) and give, on the same activations, Block Influence and the angular
+//! distance of blocks: the candidate sets that [`crate::choose::finalists`] heals for real.
+//!
 //! The fit is the heal's own: identity prior, ridge `alpha` relative to the mean diagonal of
 //! `MᵀM`, f64 Gram and Cholesky solve (eigen solve when ill-conditioned). The cost uses the
 //! dense model's activations at every block, which is cheap but ignores how earlier repairs

@@ -104,7 +104,9 @@ pub struct HealFit {
     #[cfg_attr(feature = "cli", arg(long, default_value_t = heal::kd::DEFAULT_LOWRANK_LR, value_name = "LR"))]
     pub lowrank_lr: f64,
     /// With `kd`: stop training after this many seconds (the learning-rate schedule follows the
-    /// time; the best validated weights are kept). Accepts `900`, `15m` or `1h`.
+    /// time; the best validated weights are kept). Accepts `900`, `15m` or `1h`. For `prune` it
+    /// is the whole command's: heal-aware selection and its finalists take up to 40% of it,
+    /// training what is left, and the progress labels show the time remaining.
     #[cfg_attr(feature = "cli", arg(long, value_parser = parse_seconds, value_name = "TIME"))]
     pub time_budget: Option<f64>,
 }
