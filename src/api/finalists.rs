@@ -236,6 +236,10 @@ impl Progress for Budgeted<'_> {
         self.inner.advance(n)
     }
     fn message(&self, msg: &str) {
+        // Training names its own time left.
+        if msg.contains(" s left") {
+            return self.inner.message(msg);
+        }
         self.inner.message(&format!("{msg} ({})", self.left()))
     }
     fn finish(&self) {
