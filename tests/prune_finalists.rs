@@ -102,3 +102,26 @@ fn finalists_zero_keeps_the_proxys_first_choice_without_judging() {
     assert!(v["method"].get("finalists").is_none(), "{v}");
     assert_eq!(v["method"]["metric"], "healed", "{v}");
 }
+
+#[test]
+fn judging_windows_after_the_heals_tokens_are_pooled_with_the_held_out_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = prune(&tmp.path().join("p"), &["--heal", "--judge-windows", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["method"]["judge_windows"], 2, "{v}");
+    for f in v["method"]["finalists"].as_array().unwrap() {
+        let (all, guard, judge) = (
+            f["validation_kl"].as_f64().unwrap(),
+            f["guard_kl"].as_f64().unwrap(),
+            f["judge_kl"].as_f64().unwrap(),
+        );
+        // 4 held-out windows and 2 judging windows of 15 scored positions each.
+        let pooled = (guard * 60.0 + judge * 30.0) / 90.0;
+        assert!((all - pooled).abs() < 1e-9, "{f}");
+        assert!(
+            judge.is_finite() && judge >= 0.0 && (judge - guard).abs() > 1e-12,
+            "{f}"
+        );
+    }
+}

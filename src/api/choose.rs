@@ -85,6 +85,11 @@ pub struct LayerChoice {
     /// validation KL wins. 0 takes the proxy's first choice without judging.
     #[cfg_attr(feature = "cli", arg(long, value_name = "K"))]
     pub finalists: Option<usize>,
+    /// With finalists: also judge them on N windows of calibration text right after the heal's
+    /// tokens (disjoint from every fit and from the held-out windows), pooled with the held-out
+    /// windows' KL by positions. Default 0: the held-out windows alone.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
+    pub judge_windows: Option<usize>,
     #[serde(flatten)]
     #[cfg_attr(feature = "cli", command(flatten))]
     pub calib: CalibOptions,

@@ -16,10 +16,16 @@ use crate::model::Model;
 use crate::progress::Progress;
 use crate::select::{format_ranges, Removal};
 use crate::tokenizer::HfTokenizer;
+use candle_core::Tensor;
 use serde_json::json;
 use std::fmt::Write;
 use std::path::Path;
 use std::time::Instant;
+
+/// Calibration windows after the heal's tokens on which finalists are also judged, by default
+/// (none: on SmolLM2 the extra windows ranked the finalists as the held-out ones did, at a
+/// quarter more time per finalist).
+pub const DEFAULT_JUDGE_WINDOWS: usize = 0;
 
 /// The share of a time budget that selection and the finalists may take; training gets the rest.
 pub const SELECTION_SHARE: f64 = 0.4;
@@ -113,6 +119,10 @@ pub(crate) fn choose_heal_aware(
     let k = layers_to_remove(choice, counts, n)?;
     let proxy_windows: Vec<Vec<u32>> = proxy_idx.iter().map(|&i| windows[i].clone()).collect();
     let mut proxy = crate::score::healed::Proxy::new(&model, &proxy_windows, progress)?;
+    let judge = match choice.judge_windows.unwrap_or(DEFAULT_JUDGE_WINDOWS) {
+        0 => None,
+        w => JudgeSlice::new(&model, tok, heal_req, w, progress)?,
+    };
     drop(model);
     let width = choice.finalists.unwrap_or(DEFAULT_WIDTH);
     let allowed = |l: usize| !protect.covers(l, n);
@@ -134,12 +144,37 @@ pub(crate) fn choose_heal_aware(
             format_ranges(&heal::blocks(&c.removed))
         ));
         let t = Instant::now();
-        let h = heal::heal(dense, &c.removed, &tokens, &opts, progress)?;
+        let h = match heal::heal(dense, &c.removed, &tokens, &opts, progress) {
+            Ok(h) => h,
+            // A later finalist that cannot be healed drops out; the first must heal.
+            Err(e) if i > 0 => {
+                progress.warn(&format!(
+                    "finalist {} was not judged: {e}",
+                    format_ranges(&heal::blocks(&c.removed))
+                ));
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
         let Some((unhealed, healed)) = finalists::validation_kls(&h) else {
             return Ok(None);
         };
+        // The guard's KL is a mean over its windows' positions; the judging windows add theirs.
+        let guard_n = (held.len() * (opts.ctx - 1)) as f64;
+        let (judge_kl, validation_kl) = match &judge {
+            Some(j) => {
+                let (kl, n) = j.kl(dense, &c.removed, &h)?;
+                (
+                    Some(kl),
+                    (healed * guard_n + kl * n as f64) / (guard_n + n as f64),
+                )
+            }
+            None => (None, healed),
+        };
         Ok(Some(Judged {
-            validation_kl: healed,
+            validation_kl,
+            guard_kl: Some(healed),
+            judge_kl,
             unhealed_kl: Some(unhealed),
             seconds: t.elapsed().as_secs_f64(),
             kept: h,
@@ -180,6 +215,7 @@ pub(crate) fn choose_heal_aware(
         "beam_width": width,
         "proxy_windows": proxy_idx,
         "validation_windows": held,
+        "judge_windows": judge.as_ref().map_or(0, |j| j.windows.len()),
         "calibration": calibration,
         "drop": drop,
     });
@@ -208,6 +244,85 @@ pub(crate) fn choose_heal_aware(
         },
         healing,
     })
+}
+
+/// Extra judging windows: calibration text right after the heal's tokens (so disjoint from
+/// every fit window, the proxy's and the guard's), with the dense model's final hidden states.
+struct JudgeSlice {
+    windows: Vec<Vec<u32>>,
+    dense_final: Tensor,
+}
+
+impl JudgeSlice {
+    /// Up to `n` windows of `heal_req.ctx` tokens after the heal's; `None` when the text has
+    /// none left (a warning says so).
+    fn new(
+        model: &Model,
+        tok: &HfTokenizer,
+        heal_req: &HealRequest,
+        n: usize,
+        progress: &dyn Progress,
+    ) -> Result<Option<Self>> {
+        let Some(calib) = &heal_req.calib else {
+            return Ok(None);
+        };
+        let ctx = heal_req.ctx;
+        let start = heal_req
+            .calib_offset
+            .saturating_add(heal_req.fit.heal_samples);
+        let want = start.saturating_add(n.saturating_mul(ctx));
+        let tokens = super::text::read_tokens(tok, calib, Some(want))?;
+        let windows: Vec<Vec<u32>> = tokens
+            .get(start..)
+            .unwrap_or_default()
+            .chunks(ctx)
+            .filter(|w| w.len() == ctx)
+            .map(<[u32]>::to_vec)
+            .collect();
+        if windows.len() < n {
+            progress.warn(&format!(
+                "`{}` has {} of the {n} judging windows asked for after the heal's tokens; the finalists are judged on those and the held-out windows",
+                calib.display(),
+                windows.len()
+            ));
+        }
+        if windows.is_empty() {
+            return Ok(None);
+        }
+        let mut finals = Vec::with_capacity(windows.len());
+        for w in &windows {
+            finals.push(model.forward_hidden(&model.tokens(&[w])?, &[], None, &mut |_| Ok(()))?);
+        }
+        Ok(Some(JudgeSlice {
+            dense_final: Tensor::cat(&finals, 0)?,
+            windows,
+        }))
+    }
+
+    /// `(mean KL(dense ‖ healed), positions scored)` of the heal `h` of `removed`.
+    fn kl(&self, dense: &Path, removed: &[usize], h: &Healing) -> Result<(f64, usize)> {
+        let healed = heal::open_healed(dense, &h.tensors)?;
+        let mut finals = Vec::with_capacity(self.windows.len());
+        for w in &self.windows {
+            finals.push(healed.forward_hidden(
+                &healed.tokens(&[w])?,
+                removed,
+                None,
+                &mut |_| Ok(()),
+            )?);
+        }
+        let hidden = Tensor::cat(&finals, 0)?;
+        let totals = crate::eval::score_hidden_windows(
+            &healed,
+            &hidden,
+            Some(&self.dense_final),
+            &self.windows,
+        )?;
+        let (kl, n) = totals
+            .iter()
+            .fold((0.0, 0), |(k, n), t| (k + t.kl, n + t.n));
+        Ok((kl / n.max(1) as f64, n))
+    }
 }
 
 /// A [`Progress`] that names the time left of a budget in each phase's label and message, so

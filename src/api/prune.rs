@@ -235,6 +235,15 @@ pub fn prune(
     progress: &dyn Progress,
 ) -> Result<PruneOutcome> {
     let started = Instant::now();
+    if let Some(t) = req
+        .heal_fit
+        .time_budget
+        .filter(|t| !(t.is_finite() && *t > 0.0 && *t < 1e9))
+    {
+        return Err(Error::Invalid(format!(
+            "`time_budget` {t}: give a number of seconds greater than 0 (e.g. 900)"
+        )));
+    }
     let budgeted = req.heal_fit.time_budget.map(|t| Budgeted {
         inner: progress,
         end: started + Duration::from_secs_f64(t),

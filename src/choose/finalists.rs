@@ -42,8 +42,16 @@ pub struct Finalist {
     pub proxy_cost: f64,
     /// Mean next-token KL(dense ‖ pruned) on the held-out windows, unhealed.
     pub unhealed_kl: Option<f64>,
-    /// The same after the closed-form heal; `None` when it was not judged (out of time).
+    /// The same after the closed-form heal, the figure the choice is made on: the guard's
+    /// windows and any extra judging windows together, by positions; `None` when it was not
+    /// judged (out of time).
     pub validation_kl: Option<f64>,
+    /// Its part on the guard's held-out windows alone.
+    #[serde(default)]
+    pub guard_kl: Option<f64>,
+    /// Its part on the extra judging windows alone, when there were any.
+    #[serde(default)]
+    pub judge_kl: Option<f64>,
     /// Seconds its heal took.
     pub seconds: f64,
     /// Whether it won.
@@ -70,6 +78,8 @@ impl Finalist {
 /// What judging a finalist gave: the KLs, and what the caller keeps of the winner's heal.
 pub struct Judged<T> {
     pub validation_kl: f64,
+    pub guard_kl: Option<f64>,
+    pub judge_kl: Option<f64>,
     pub unhealed_kl: Option<f64>,
     pub seconds: f64,
     pub kept: T,
@@ -180,12 +190,16 @@ pub fn judge<T>(cands: &[Candidate], heal: &mut HealOne<'_, T>) -> Result<(Vec<F
             proxy_cost: c.proxy_cost,
             unhealed_kl: None,
             validation_kl: None,
+            guard_kl: None,
+            judge_kl: None,
             seconds: 0.0,
             chosen: false,
         };
         if let Some(j) = judged {
             f.unhealed_kl = j.unhealed_kl;
             f.validation_kl = Some(j.validation_kl);
+            f.guard_kl = j.guard_kl;
+            f.judge_kl = j.judge_kl;
             f.seconds = j.seconds;
             if best.as_ref().is_none_or(|(_, b, _)| j.validation_kl < *b) {
                 best = Some((i, j.validation_kl, j.kept));
@@ -247,6 +261,8 @@ mod tests {
         let (f, kept) = judge(&cands, &mut |i, c| {
             Ok(Some(Judged {
                 validation_kl: kls[i],
+                guard_kl: None,
+                judge_kl: None,
                 unhealed_kl: Some(2.0),
                 seconds: 1.0,
                 kept: c.removed.clone(),
@@ -265,6 +281,8 @@ mod tests {
         let (f, kept) = judge(&cands, &mut |i, c| {
             Ok((i == 0).then(|| Judged {
                 validation_kl: 5.0,
+                guard_kl: None,
+                judge_kl: None,
                 unhealed_kl: None,
                 seconds: 0.0,
                 kept: c.removed.clone(),

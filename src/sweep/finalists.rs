@@ -73,6 +73,8 @@ impl CellFinalists {
             Ok(
                 finalists::validation_kls(&h).map(|(unhealed, healed)| Judged {
                     validation_kl: healed,
+                    guard_kl: Some(healed),
+                    judge_kl: None,
                     unhealed_kl: Some(unhealed),
                     seconds: t.elapsed().as_secs_f64(),
                     kept: h,
