@@ -34,6 +34,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    super::common::require_layers(&args.choice);
     let planned = plan(
         &ModelSource::new(&args.model),
         &args.choice,
