@@ -52,7 +52,7 @@ struct Taps {
 
 /// The heal-aware proxy over one set of dense activations: the taps, and the fits and block
 /// costs computed so far (cached by fold layer and by block, so any number of candidate sets
-/// costs at most one Gram solve per distinct block). [`healed_scores`] runs it greedily;
+/// costs at most one Gram solve per distinct block). Heal-aware scoring runs it greedily;
 /// [`crate::choose::finalists`] also runs it as a beam and asks it for other criteria's sets.
 pub struct Proxy {
     taps: Taps,
