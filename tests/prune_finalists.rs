@@ -125,3 +125,27 @@ fn judging_windows_after_the_heals_tokens_are_pooled_with_the_held_out_ones() {
         );
     }
 }
+
+#[test]
+fn finalists_heal_on_a_prefix_and_the_winner_is_healed_again_on_all_the_tokens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("p");
+    // 256 heal tokens, finalists on the first 64 (4 windows of 16, one held out).
+    let o = prune(&out, &["--heal", "--finalist-samples", "64"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["method"]["validation_windows"], serde_json::json!([3]));
+    assert_eq!(v["method"]["proxy_windows"], serde_json::json!([0, 1, 2]));
+    let prov: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("pruning.json")).unwrap()).unwrap();
+    let h = &prov["healing"];
+    let total = h["samples"].as_u64().unwrap() + h["validation_samples"].as_u64().unwrap();
+    assert_eq!(total, 256, "{h}");
+    // Below one window it is refused, naming the option.
+    let o = prune(
+        &tmp.path().join("q"),
+        &["--heal", "--finalist-samples", "8"],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("finalist-samples"), "{}", stderr(&o));
+}

@@ -90,6 +90,10 @@ pub struct LayerChoice {
     /// windows' KL by positions. Default 0: the held-out windows alone.
     #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
     pub judge_windows: Option<usize>,
+    /// With finalists: the calibration tokens each finalist is healed on, the first of the heal's
+    /// (default 16384). When --heal-samples is more, the winner is healed again on all of them.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
+    pub finalist_samples: Option<usize>,
     #[serde(flatten)]
     #[cfg_attr(feature = "cli", command(flatten))]
     pub calib: CalibOptions,

@@ -221,7 +221,7 @@ impl PruneRequest {
             self.selection_deadline(started),
             progress,
         )?;
-        Ok(Some((h.chosen, Some(h.healing))))
+        Ok(Some((h.chosen, h.healing)))
     }
 }
 

@@ -89,7 +89,9 @@ mod validate;
 
 pub use fit::{fold_down_proj, Fit, Gram, Prior, Solver};
 pub use kd::{distil, Distillation, KdOptions};
-pub use options::{held_out, HealOptions, Maps, Objective, DEFAULT_ALPHAS, DEFAULT_HOLDOUT};
+pub use options::{
+    held_out, HealOptions, Maps, Objective, DEFAULT_ALPHAS, DEFAULT_HEAL_SAMPLES, DEFAULT_HOLDOUT,
+};
 pub use overlay::{open_healed, Overlay};
 pub use result::{Candidate, HealedBlock, Healing, Validation};
 pub use run::heal;

@@ -170,7 +170,7 @@ def heal(
 
     Options: ``calib=`` (required), ``method="auto"`` (or ``lstsq``, ``weighted``, ``scale``,
     ``cosine``, ``kd``), ``ctx=512``, ``calib_offset=0``, ``alpha=[1e-4, 1e-3, 1e-2, 1e-1]``,
-    ``ridge="identity"|"zero"``, ``heal_samples=16384``, ``holdout=8``,
+    ``ridge="identity"|"zero"``, ``heal_samples=65536``, ``holdout=8``,
     ``maps="per-block"|"per-layer"``, and for ``kd`` ``steps=``, ``lr=``, ``kd_eval_every=``,
     ``patience=``. ``dtype`` is the type of healed GGUF tensors (``f32`` or ``f16``).
     """

@@ -71,8 +71,9 @@ pub struct HealFit {
     /// ReplaceMe paper's plain ridge).
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value = "identity"))]
     pub ridge: Prior,
-    /// Calibration tokens to heal on (cut into windows of --ctx), validation windows included.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 16384, value_name = "N"))]
+    /// Calibration tokens to heal on (cut into windows of --ctx), validation windows included;
+    /// fewer when the text ends first (with a warning). Heal-aware finalists use the first 16,384.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = heal::DEFAULT_HEAL_SAMPLES, value_name = "N"))]
     pub heal_samples: usize,
     /// Hold out one calibration window in N for validation: each block keeps the map (objective
     /// and ridge weight) with the lowest next-token KL to the dense model there, or none when
@@ -133,7 +134,7 @@ impl Default for HealFit {
         HealFit {
             alpha: heal::DEFAULT_ALPHAS.to_vec(),
             ridge: Prior::Identity,
-            heal_samples: 16384,
+            heal_samples: heal::DEFAULT_HEAL_SAMPLES,
             holdout: heal::DEFAULT_HOLDOUT,
             maps: Maps::PerBlock,
             steps: heal::kd::DEFAULT_STEPS,
