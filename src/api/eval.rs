@@ -136,8 +136,10 @@ pub(crate) fn open_skipping(
 ) -> Result<(Model, Vec<usize>, HfTokenizer)> {
     let (cfg, source) = open_checkpoint(path)?;
     let skip = skip_list(skip, cfg.n_layers())?;
-    let model = Model::from_source(cfg, source, &|i| keep_all || !skip.contains(&i))?;
+    // The tokenizer before the weights: building it needs transient memory (a GGUF's vocabulary
+    // and merges) that the weights can then reuse, rather than stack on top of.
     let (tok, notes) = open_tokenizer(path)?;
+    let model = Model::from_source(cfg, source, &|i| keep_all || !skip.contains(&i))?;
     for note in &notes {
         progress.warn(note);
     }

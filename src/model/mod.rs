@@ -29,7 +29,7 @@ mod self_attention;
 pub mod stream;
 mod weights;
 
-pub use alloc::reuse_freed_memory;
+pub use alloc::{return_freed_memory, reuse_freed_memory};
 pub use config::{
     compute_choice, with_compute, Compute, ComputeChoice, LongRope, ModelConfig, RopeScaling,
 };
@@ -162,6 +162,9 @@ impl Model {
         source: Arc<dyn WeightSource>,
         resident: &dyn Fn(usize) -> bool,
     ) -> Result<Self> {
+        // What the caller freed before the weights arrive (a tokenizer's transient memory) leaves
+        // the process instead of sitting beside them.
+        alloc::return_freed_memory();
         let a = &cfg.arch;
         let src = source.as_ref();
         let embed_tokens = Embedding::load(src, &[a.vocab_size, a.hidden_size], cfg.compute)?;
