@@ -160,6 +160,7 @@ impl PruneRequest {
             ctx: c.ctx,
             calib_offset: c.calib_offset,
             fit: self.heal_fit.clone(),
+            offload: c.offload,
             run: self.run.clone(),
         }
     }
