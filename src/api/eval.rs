@@ -58,6 +58,10 @@ pub struct EvalRequest {
     /// Windows (with --tasks: question × choice requests) per forward pass.
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 4, value_name = "B"))]
     pub batch: usize,
+    /// Keep only one layer's weights resident, read from the mapped file as the batches pass
+    /// layer by layer (slower, for models larger than memory).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub offload: bool,
     /// How the call runs: precision, threads, symlink policy (the CLI's global flags).
     #[serde(flatten)]
     #[cfg_attr(feature = "cli", arg(skip))]
@@ -77,6 +81,7 @@ impl Default for EvalRequest {
             skip: None,
             reference: None,
             batch: 4,
+            offload: false,
             run: crate::api::RunOptions::default(),
         }
     }
@@ -127,17 +132,23 @@ pub fn skip_list(spec: Option<&str>, n_layers: usize) -> Result<Vec<usize>> {
     })
 }
 
-/// The model (with `skip`ped layers left unloaded unless `keep_all`) and its tokenizer.
+/// The model (with `skip`ped layers left unloaded unless `keep_all`, and every layer unloaded
+/// when `offload`: each is then read from the file when a forward needs it) and its tokenizer.
 pub(crate) fn open_skipping(
     path: &Path,
     skip: Option<&str>,
     keep_all: bool,
+    offload: bool,
     progress: &dyn Progress,
 ) -> Result<(Model, Vec<usize>, HfTokenizer)> {
     let (cfg, source) = open_checkpoint(path)?;
     let skip = skip_list(skip, cfg.n_layers())?;
-    let model = Model::from_source(cfg, source, &|i| keep_all || !skip.contains(&i))?;
+    // The tokenizer before the weights: building it needs transient memory (a GGUF's vocabulary
+    // and merges) that the weights can then reuse, rather than stack on top of.
     let (tok, notes) = open_tokenizer(path)?;
+    let model = Model::from_source(cfg, source, &|i| {
+        !offload && (keep_all || !skip.contains(&i))
+    })?;
     for note in &notes {
         progress.warn(note);
     }
@@ -185,12 +196,21 @@ pub fn perplexity(
         .reference
         .as_deref()
         .is_some_and(|r| super::text::same_file(r, &path) && r.exists());
-    let (m, skip, tok) = open_skipping(&path, req.skip.as_deref(), self_reference, progress)?;
+    let (m, skip, tok) = open_skipping(
+        &path,
+        req.skip.as_deref(),
+        self_reference,
+        req.offload,
+        progress,
+    )?;
     if self_reference && skip.is_empty() {
         progress.warn("the reference is the model itself and nothing is skipped, so the divergence is zero; skip some layers");
     }
     let other = match &req.reference {
-        Some(r) if !self_reference => Some(Model::open(r)?),
+        Some(r) if !self_reference => {
+            let (cfg, source) = open_checkpoint(r)?;
+            Some(Model::from_source(cfg, source, &|_| !req.offload)?)
+        }
         _ => None,
     };
     let reference = req.reference.as_ref().map(|_| Run {
@@ -245,7 +265,7 @@ pub fn eval_tasks(
     // Read the questions first: a bad file fails before the model loads.
     let items = eval::read_tasks(file, req.limit)?;
     let path = model.resolve(Need::Snapshot, progress)?.path;
-    let (m, skip, tok) = open_skipping(&path, req.skip.as_deref(), false, progress)?;
+    let (m, skip, tok) = open_skipping(&path, req.skip.as_deref(), false, req.offload, progress)?;
     let encoded = items
         .iter()
         .map(|i| eval::encode_item(&tok, i))

@@ -46,6 +46,10 @@ pub struct GenerateRequest {
     /// Keep going past end-of-sequence tokens (for timing).
     #[cfg_attr(feature = "cli", arg(long))]
     pub ignore_eos: bool,
+    /// Keep only one layer's weights resident, read from the mapped file at every step
+    /// (slower, for models larger than memory).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub offload: bool,
     /// How the call runs: precision, threads, symlink policy (the CLI's global flags).
     #[serde(flatten)]
     #[cfg_attr(feature = "cli", arg(skip))]
@@ -64,6 +68,7 @@ impl Default for GenerateRequest {
             seed: 0,
             skip: None,
             ignore_eos: false,
+            offload: false,
             run: crate::api::RunOptions::default(),
         }
     }
@@ -107,7 +112,7 @@ pub fn generate(
         })?;
         let path = model.resolve(Need::Snapshot, progress)?.path;
         let (m, skip, tok) =
-            super::eval::open_skipping(&path, req.skip.as_deref(), false, progress)?;
+            super::eval::open_skipping(&path, req.skip.as_deref(), false, req.offload, progress)?;
         let prompt = if req.chat {
             let text = tok.render_chat(&[Message {
                 role: "user".into(),

@@ -168,6 +168,7 @@ impl PruneRequest {
             ctx: c.ctx,
             calib_offset: c.calib_offset,
             fit,
+            offload: c.offload,
             run: self.run.clone(),
         }
     }

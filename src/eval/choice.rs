@@ -15,8 +15,9 @@
 use super::perplexity::{log_sum_exp, LOGIT_BLOCK_ELEMS};
 use super::tasks::TaskItem;
 use crate::error::{Error, Result};
+use crate::model::stream::batches_per_pass;
 use crate::model::Model;
-use crate::progress::Progress;
+use crate::progress::{Progress, Silent};
 use crate::tokenizer::HfTokenizer;
 use candle_core::{Device, Tensor};
 use std::time::Instant;
@@ -231,11 +232,34 @@ pub fn score_encoded(
     let forwarded = jobs.iter().map(|j| j.input.len()).sum();
     let mut lls: Vec<Vec<f64>> = items.iter().map(|i| vec![0.0; i.requests.len()]).collect();
     progress.start("tasks", jobs.len() as u64);
-    for batch in jobs.chunks(opts.batch) {
-        for (job, ll) in batch.iter().zip(run_batch(model, skip, batch)?) {
-            lls[job.item][job.choice] = ll;
+    let batches: Vec<&[Job<'_>]> = jobs.chunks(opts.batch).collect();
+    // Offloaded (layers loaded on demand): layer-major passes over many batches, each layer
+    // read once per pass; else batch after batch.
+    let offloaded = !model.resident_except(skip);
+    let hidden_size = model.config().arch.hidden_size;
+    let mut at = 0;
+    while at < batches.len() {
+        let n = if offloaded {
+            let sizes: Vec<(usize, usize)> = (batches[at..].iter())
+                .map(|b| (b.len(), padded_len(b)))
+                .collect();
+            batches_per_pass(&sizes, hidden_size)
+        } else {
+            1
+        };
+        let pass = &batches[at..at + n];
+        let ids = pass
+            .iter()
+            .map(|b| batch_ids(model, b))
+            .collect::<Result<Vec<_>>>()?;
+        let hidden = model.forward_batches(&ids, skip, &Silent, &mut |_, _| Ok(()))?;
+        for (batch, h) in pass.iter().zip(&hidden) {
+            for (job, ll) in batch.iter().zip(score_batch(model, batch, h)?) {
+                lls[job.item][job.choice] = ll;
+            }
+            progress.advance(batch.len() as u64);
         }
-        progress.advance(batch.len() as u64);
+        at += n;
     }
     progress.finish();
     let scores: Vec<ItemScore> = items.iter().zip(lls).map(|(i, l)| judge(i, l)).collect();
@@ -282,10 +306,14 @@ fn check_item(item: &EncodedItem, max_len: usize) -> Result<()> {
     Ok(())
 }
 
-/// Runs one batch of requests (right-padded to the longest) and returns each one's summed
-/// continuation log-likelihood.
-fn run_batch(model: &Model, skip: &[usize], batch: &[Job<'_>]) -> Result<Vec<f64>> {
-    let len = batch.iter().map(|j| j.input.len()).max().unwrap_or(0);
+/// The length a batch of requests is right-padded to: its longest input.
+fn padded_len(batch: &[Job<'_>]) -> usize {
+    batch.iter().map(|j| j.input.len()).max().unwrap_or(0)
+}
+
+/// Token ids `(requests, padded_len)` of one batch, right-padded with token 0.
+fn batch_ids(model: &Model, batch: &[Job<'_>]) -> Result<Tensor> {
+    let len = padded_len(batch);
     let padded: Vec<Vec<u32>> = batch
         .iter()
         .map(|j| {
@@ -295,8 +323,13 @@ fn run_batch(model: &Model, skip: &[usize], batch: &[Job<'_>]) -> Result<Vec<f64
         })
         .collect();
     let rows: Vec<&[u32]> = padded.iter().map(Vec::as_slice).collect();
-    let ids = model.tokens(&rows)?;
-    let hidden = model.forward_hidden(&ids, skip, None, &mut |_| Ok(()))?;
+    model.tokens(&rows)
+}
+
+/// Each request's summed continuation log-likelihood, from the final hidden states `(requests,
+/// padded_len, hidden)` of its batch.
+fn score_batch(model: &Model, batch: &[Job<'_>], hidden: &Tensor) -> Result<Vec<f64>> {
+    let len = padded_len(batch);
     let flat = hidden.reshape((batch.len() * len, hidden.dim(2)?))?;
     let mut picks = Vec::new();
     let mut targets = Vec::new();

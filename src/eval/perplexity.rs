@@ -4,8 +4,9 @@
 use super::bootstrap::{Bootstrap, Interval};
 use super::windows::{Convention, Window};
 use crate::error::{Error, Result};
+use crate::model::stream::batches_per_pass;
 use crate::model::Model;
-use crate::progress::Progress;
+use crate::progress::{Progress, Silent};
 use candle_core::{Device, Tensor};
 use std::time::Instant;
 
@@ -207,17 +208,53 @@ pub fn evaluate(
     progress.start("eval", forwarded as u64);
     let started = Instant::now();
     let mut per_window = Vec::with_capacity(windows.len());
+    // Batches: up to `batch` consecutive windows of equal length.
+    let mut batches: Vec<&[Window]> = Vec::new();
     let mut i = 0;
     while i < windows.len() {
-        // A batch: up to `batch` consecutive windows of equal length.
         let len = windows[i].len;
         let mut j = i + 1;
         while j < windows.len() && j - i < batch && windows[j].len == len {
             j += 1;
         }
-        score_batch(run, reference, tokens, &windows[i..j], &mut per_window)?;
-        progress.advance((len * (j - i)) as u64);
+        batches.push(&windows[i..j]);
         i = j;
+    }
+    let offloaded = !run.model.resident_except(run.skip)
+        || reference.is_some_and(|r| !r.model.resident_except(r.skip));
+    if offloaded {
+        // Layer-major passes: each layer is read once per pass over many batches.
+        let hidden = run.model.config().arch.hidden_size;
+        let mut at = 0;
+        while at < batches.len() {
+            let sizes: Vec<(usize, usize)> =
+                batches[at..].iter().map(|b| (b.len(), b[0].len)).collect();
+            let n = batches_per_pass(&sizes, hidden);
+            let pass = &batches[at..at + n];
+            let ids = pass
+                .iter()
+                .map(|b| batch_ids(run.model, tokens, b))
+                .collect::<Result<Vec<_>>>()?;
+            let forward = |r: Run<'_>| {
+                r.model
+                    .forward_batches(&ids, r.skip, &Silent, &mut |_, _| Ok(()))
+            };
+            let mine = forward(run)?;
+            let theirs = reference.map(forward).transpose()?;
+            for (k, b) in pass.iter().enumerate() {
+                let ref_hidden = reference
+                    .zip(theirs.as_ref())
+                    .map(|(r, t)| (r.model, &t[k]));
+                score_hidden_batch(run.model, ref_hidden, tokens, b, &mine[k], &mut per_window)?;
+                progress.advance((b[0].len * b.len()) as u64);
+            }
+            at += n;
+        }
+    } else {
+        for b in &batches {
+            score_batch(run, reference, tokens, b, &mut per_window)?;
+            progress.advance((b[0].len * b.len()) as u64);
+        }
     }
     progress.finish();
     let seconds = started.elapsed().as_secs_f64();
@@ -353,6 +390,15 @@ pub fn score_hidden_windows(
         .collect()
 }
 
+/// Token ids `(windows, len)` of one batch of equal-length windows.
+fn batch_ids(model: &Model, tokens: &[u32], batch: &[Window]) -> Result<Tensor> {
+    let rows: Vec<&[u32]> = batch
+        .iter()
+        .map(|w| &tokens[w.start..w.start + w.len])
+        .collect();
+    model.tokens(&rows)
+}
+
 /// Runs one batch of equal-length windows and pushes each window's sums onto `out`.
 fn score_batch(
     run: Run<'_>,
@@ -361,11 +407,24 @@ fn score_batch(
     batch: &[Window],
     out: &mut Vec<Sums>,
 ) -> Result<()> {
-    let rows: Vec<&[u32]> = batch
-        .iter()
-        .map(|w| &tokens[w.start..w.start + w.len])
-        .collect();
-    let ids = run.model.tokens(&rows)?;
+    let ids = batch_ids(run.model, tokens, batch)?;
+    let forward = |r: Run<'_>| r.model.forward_hidden(&ids, r.skip, None, &mut |_| Ok(()));
+    let hidden = forward(run)?;
+    let ref_hidden = reference.map(forward).transpose()?;
+    let theirs = reference.map(|r| r.model).zip(ref_hidden.as_ref());
+    score_hidden_batch(run.model, theirs, tokens, batch, &hidden, out)
+}
+
+/// Scores one batch of equal-length windows from its final hidden states `(windows, len,
+/// hidden)` (and the reference's), pushing each window's sums onto `out`.
+fn score_hidden_batch(
+    model: &Model,
+    reference: Option<(&Model, &Tensor)>,
+    tokens: &[u32],
+    batch: &[Window],
+    hidden: &Tensor,
+    out: &mut Vec<Sums>,
+) -> Result<()> {
     let len = batch[0].len;
     // Flat row indices (window × position) of the positions whose next token is scored, and
     // the targets they predict.
@@ -377,25 +436,22 @@ fn score_batch(
             targets.push(tokens[w.start + p]);
         }
     }
-    let gather = |r: Run<'_>| -> Result<Tensor> {
-        let hidden = r
-            .model
-            .forward_hidden(&ids, r.skip, None, &mut |_| Ok(()))?;
+    let index = Tensor::from_vec(picks, targets.len(), &Device::Cpu)?;
+    let gather = |hidden: &Tensor| -> Result<Tensor> {
         let h = hidden.dim(2)?;
         let flat = hidden.reshape((batch.len() * len, h))?;
-        let index = Tensor::from_vec(picks.clone(), picks.len(), &Device::Cpu)?;
         Ok(flat.index_select(&index, 0)?)
     };
-    let hidden = gather(run)?;
-    let ref_hidden = reference.map(gather).transpose()?;
-    let r = reference.map(|r| r.model);
+    let hidden = gather(hidden)?;
+    let ref_hidden = reference.map(|(_, h)| gather(h)).transpose()?;
+    let r = reference.map(|(r, _)| r);
     let mut start = 0;
     for w in batch {
         let n = w.scored();
         let part = |x: &Tensor| x.narrow(0, start, n);
         let theirs = ref_hidden.as_ref().map(part).transpose()?;
         out.push(score_rows_of(
-            run.model,
+            model,
             &part(&hidden)?,
             r.zip(theirs.as_ref()),
             &targets[start..start + n],

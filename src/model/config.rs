@@ -86,6 +86,31 @@ pub fn compute_choice() -> ComputeChoice {
     CHOICE.with(Cell::get)
 }
 
+thread_local! {
+    /// Whether the call running on this thread keeps its models' layers off ([`with_offload`]).
+    static OFFLOAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with every model built on this thread ([`super::Model::from_source`]) keeping no
+/// layer resident when `offload` is set: each is read from the mapped file when a forward needs
+/// it. For callers that build models deep inside (healing, distillation); restored after.
+pub fn with_offload<R>(offload: bool, f: impl FnOnce() -> R) -> R {
+    let before = OFFLOAD.with(|c| c.replace(offload));
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            OFFLOAD.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(before);
+    f()
+}
+
+/// Whether the running call asked for offloaded models ([`with_offload`]).
+pub fn offload_choice() -> bool {
+    OFFLOAD.with(Cell::get)
+}
+
 /// Configuration of the forward pass.
 #[derive(Debug, Clone)]
 pub struct ModelConfig {

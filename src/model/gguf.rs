@@ -169,24 +169,9 @@ impl GgufWeights {
     /// Drops the file pages of `bytes` (a slice of one of the maps, just copied) from this
     /// process's resident memory; they stay in the page cache.
     fn release(&self, bytes: &[u8]) {
-        #[cfg(unix)]
         for m in &self.maps {
-            let base = m.as_ptr() as usize;
-            let at = bytes.as_ptr() as usize;
-            if at >= base && at + bytes.len() <= base + m.len() {
-                // SAFETY: the map is private and read-only, so MADV_DONTNEED only makes later
-                // reads fault the same bytes back in from the file.
-                unsafe {
-                    let _ = m.unchecked_advise_range(
-                        memmap2::UncheckedAdvice::DontNeed,
-                        at - base,
-                        bytes.len(),
-                    );
-                }
-            }
+            super::weights::release_pages(m, bytes);
         }
-        #[cfg(not(unix))]
-        let _ = bytes;
     }
 
     /// Tensor `name`'s ggml blocks as a `(rows, cols)` quantized matrix in HF layout (Q/K rows
@@ -199,16 +184,19 @@ impl GgufWeights {
         let [rows, cols] = shape[..] else {
             return Ok(None);
         };
+        let bad = |e: Error| Error::corrupt(&self.path, e.to_string());
         let q = match self.qk_heads(name) {
             Some(n_head) => {
                 let permuted = permute_impl(bytes, rows, n_head, false)
                     .ok_or_else(|| self.bad_heads(t, rows, n_head))?;
-                super::quantized::qtensor(dtype, &permuted, rows, cols, t.name())
+                self.release(bytes);
+                super::quantized::qtensor(dtype, &permuted, rows, cols, t.name(), &|_| {})
             }
-            None => super::quantized::qtensor(dtype, bytes, rows, cols, t.name()),
+            None => super::quantized::qtensor(dtype, bytes, rows, cols, t.name(), &|piece| {
+                self.release(piece)
+            }),
         }
-        .map_err(|e| Error::corrupt(&self.path, e.to_string()))?;
-        self.release(bytes);
+        .map_err(bad)?;
         Ok(Some(q))
     }
 
@@ -237,10 +225,26 @@ impl GgufWeights {
     /// Tensor `name` as f32 values in HF layout, with its HF shape.
     pub fn values(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
         let (t, bytes, n, shape) = self.raw(name)?;
-        let mut values = Vec::new();
-        crate::quant::dequantize(t.ggml_type().id(), bytes, n, &mut values)
-            .map_err(|e| Error::corrupt(&self.path, format!("tensor `{}`: {e}", t.name())))?;
-        self.release(bytes);
+        let bad = |e: Error| Error::corrupt(&self.path, format!("tensor `{}`: {e}", t.name()));
+        let format = crate::quant::QuantFormat::from_type_id(t.ggml_type().id())
+            .map_err(|e| bad(e.into()))?;
+        if format.byte_size(n).map_err(|e| bad(e.into()))? != bytes.len() {
+            return Err(bad(Error::Invalid(format!(
+                "{} bytes do not hold {n} values of {}",
+                bytes.len(),
+                format.name()
+            ))));
+        }
+        // Whole blocks a few MiB at a time, each piece's file pages released once decoded, so
+        // a large tensor is never resident twice.
+        let (bs, ts) = (format.block_size(), format.type_size());
+        let blocks_per = ((4usize << 20) / ts).max(1);
+        let mut values = vec![0f32; n];
+        let pieces = bytes.chunks(blocks_per * ts);
+        for (piece, out) in pieces.zip(values.chunks_mut(blocks_per * bs)) {
+            crate::quant::dequantize_into(format, piece, out).map_err(bad)?;
+            self.release(piece);
+        }
         let shift = norm_shift(&self.arch, name);
         if shift != 0.0 {
             values.iter_mut().for_each(|v| *v -= shift);

@@ -29,9 +29,10 @@ mod self_attention;
 pub mod stream;
 mod weights;
 
-pub use alloc::reuse_freed_memory;
+pub use alloc::{return_freed_memory, reuse_freed_memory};
 pub use config::{
-    compute_choice, with_compute, Compute, ComputeChoice, LongRope, ModelConfig, RopeScaling,
+    compute_choice, offload_choice, with_compute, with_offload, Compute, ComputeChoice, LongRope,
+    ModelConfig, RopeScaling,
 };
 pub use family::{Activation, FamilyOpts};
 pub use fastmath::{log_sum_exp, silu_mul, softmax_unnormalised};
@@ -155,13 +156,17 @@ impl Model {
         Self::from_source(cfg, source, &|i| !skip.contains(&i))
     }
 
-    /// Builds a model from any weight source; layers for which `resident` is false are not
-    /// loaded now (a forward that needs one loads it for that forward only).
+    /// Builds a model from any weight source; layers for which `resident` is false, and every
+    /// layer inside [`with_offload`], are not loaded now (a forward that needs one loads it for
+    /// that forward only).
     pub fn from_source(
         cfg: ModelConfig,
         source: Arc<dyn WeightSource>,
         resident: &dyn Fn(usize) -> bool,
     ) -> Result<Self> {
+        // What the caller freed before the weights arrive (a tokenizer's transient memory) leaves
+        // the process instead of sitting beside them.
+        alloc::return_freed_memory();
         let a = &cfg.arch;
         let src = source.as_ref();
         let embed_tokens = Embedding::load(src, &[a.vocab_size, a.hidden_size], cfg.compute)?;
@@ -187,9 +192,10 @@ impl Model {
         let rotary = cfg.family.rotary_dim;
         let rope = Rope::new(rotary, a.rope_theta, &cfg.rope_scaling);
         let local_rope = (cfg.family.local_rope.as_ref()).map(|(t, s)| Rope::new(rotary, *t, s));
+        let offload = offload_choice();
         let layers = (0..a.num_hidden_layers)
             .map(|i| {
-                if resident(i) {
+                if resident(i) && !offload {
                     DecoderLayer::load(src, &cfg, i).map(|l| Some(Arc::new(l)))
                 } else {
                     Ok(None)

@@ -91,83 +91,120 @@ impl Shard {
 
     fn read(&self, t: &TensorInfo) -> Result<Tensor> {
         let bytes = self.bytes(t)?;
-        let values = to_f32(bytes, t.dtype).ok_or_else(|| {
-            Error::Unsupported(format!(
+        let Some(width) = f32_width(t.dtype) else {
+            return Err(Error::Unsupported(format!(
                 "`{}`: tensor `{}` has dtype {}; the forward pass reads F32, F16 and BF16",
                 self.header.path.display(),
                 t.name,
                 t.dtype
-            ))
-        })?;
-        self.release(t);
+            )));
+        };
+        let mut values = Vec::with_capacity(bytes.len() / width);
+        for piece in bytes.chunks(READ_CHUNK) {
+            push_f32(piece, t.dtype, &mut values);
+            self.release(piece);
+        }
         Ok(Tensor::from_vec(values, shape(t).as_slice(), &Device::Cpu)?)
     }
 
     /// The tensor as stored when it is bf16 or f16, else rounded to bf16 from f32.
     fn read_half(&self, t: &TensorInfo) -> Result<Tensor> {
         let shape = shape(t);
-        let out = match t.dtype {
-            Dtype::BF16 => half_tensor(self.bytes(t)?, half::bf16::from_bits, &shape)?,
-            Dtype::F16 => half_tensor(self.bytes(t)?, half::f16::from_bits, &shape)?,
-            _ => return Ok(self.read(t)?.to_dtype(candle_core::DType::BF16)?),
-        };
-        self.release(t);
-        Ok(out)
+        match t.dtype {
+            Dtype::BF16 => self.half_tensor(self.bytes(t)?, half::bf16::from_bits, &shape),
+            Dtype::F16 => self.half_tensor(self.bytes(t)?, half::f16::from_bits, &shape),
+            _ => Ok(self.read(t)?.to_dtype(candle_core::DType::BF16)?),
+        }
     }
 
-    /// Drops the file pages of a converted tensor from this process's resident memory, so a
-    /// model holds its weights once (as f32) rather than twice. They stay in the page cache.
-    fn release(&self, t: &TensorInfo) {
-        #[cfg(unix)]
-        // SAFETY: the map is private and read-only, so MADV_DONTNEED only makes later reads
-        // fault the same bytes back in from the file; no data can be lost or changed.
-        unsafe {
-            // Best effort: a failed hint changes nothing but memory use.
-            let _ = self.mmap.unchecked_advise_range(
-                memmap2::UncheckedAdvice::DontNeed,
-                t.file_offset as usize,
-                t.len as usize,
-            );
+    /// A tensor of 16-bit values (bf16 or f16, by `from_bits`) from their little-endian bytes,
+    /// releasing each piece of the file once it is read.
+    fn half_tensor<T: candle_core::WithDType>(
+        &self,
+        bytes: &[u8],
+        from_bits: fn(u16) -> T,
+        shape: &[usize],
+    ) -> Result<Tensor> {
+        let mut v: Vec<T> = Vec::with_capacity(bytes.len() / 2);
+        for piece in bytes.chunks(READ_CHUNK) {
+            v.extend((piece.chunks_exact(2)).map(|c| from_bits(u16::from_le_bytes([c[0], c[1]]))));
+            self.release(piece);
         }
-        #[cfg(not(unix))]
-        let _ = t;
+        Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
+    }
+
+    /// Drops the file pages of `bytes` (a piece of this shard's map, just converted) from this
+    /// process's resident memory, so a model holds its weights once rather than twice, even
+    /// while one large tensor is being converted. They stay in the page cache.
+    fn release(&self, bytes: &[u8]) {
+        release_pages(&self.mmap, bytes);
     }
 }
 
-/// A tensor of 16-bit values (bf16 or f16, by `from_bits`) from their little-endian bytes.
-fn half_tensor<T: candle_core::WithDType>(
-    bytes: &[u8],
-    from_bits: fn(u16) -> T,
-    shape: &[usize],
-) -> Result<Tensor> {
-    let v: Vec<T> = bytes
-        .chunks_exact(2)
-        .map(|c| from_bits(u16::from_le_bytes([c[0], c[1]])))
-        .collect();
-    Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
+/// Bytes converted between two releases of the file pages they came from (a multiple of 4,
+/// so no value straddles two pieces).
+const READ_CHUNK: usize = 4 << 20;
+
+/// Drops the pages of `bytes`, which must lie inside `map`, from this process's resident
+/// memory (best effort: a failed hint changes nothing but memory use). They stay in the page
+/// cache, and a later read faults them back in.
+pub(crate) fn release_pages(map: &Mmap, bytes: &[u8]) {
+    #[cfg(unix)]
+    {
+        let base = map.as_ptr() as usize;
+        let at = bytes.as_ptr() as usize;
+        if at >= base && at + bytes.len() <= base + map.len() {
+            // SAFETY: the map is private and read-only, so MADV_DONTNEED only makes later
+            // reads fault the same bytes back in from the file; no data can be lost or changed.
+            unsafe {
+                let _ = map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    at - base,
+                    bytes.len(),
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (map, bytes);
 }
 
 fn shape(t: &TensorInfo) -> Vec<usize> {
     t.shape.iter().map(|&d| d as usize).collect()
 }
 
+/// Bytes per value of the dtypes the forward pass reads as f32; `None` for the others.
+fn f32_width(dtype: Dtype) -> Option<usize> {
+    match dtype {
+        Dtype::F32 => Some(4),
+        Dtype::BF16 | Dtype::F16 => Some(2),
+        _ => None,
+    }
+}
+
+/// Appends little-endian raw values of `dtype` (one [`f32_width`] reads) to `out` as f32.
+fn push_f32(bytes: &[u8], dtype: Dtype, out: &mut Vec<f32>) {
+    match dtype {
+        Dtype::F32 => out
+            .extend((bytes.chunks_exact(4)).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+        Dtype::BF16 => out.extend(
+            (bytes.chunks_exact(2))
+                .map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()),
+        ),
+        Dtype::F16 => out.extend(
+            (bytes.chunks_exact(2))
+                .map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()),
+        ),
+        _ => {}
+    }
+}
+
 /// Converts little-endian raw values to f32; `None` for dtypes the forward pass does not read.
+#[cfg(test)]
 fn to_f32(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
-    let out = match dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
-            .collect(),
-        _ => return None,
-    };
+    f32_width(dtype)?;
+    let mut out = Vec::new();
+    push_f32(bytes, dtype, &mut out);
     Some(out)
 }
 

@@ -191,56 +191,22 @@ fn rows(xs: &Tensor, w: usize) -> Result<Vec<Vec<f32>>> {
 }
 
 /// Runs every window through every layer and shows each layer to `tap` with the index of the
-/// batch of windows it ran on; returns each batch's last hidden states. Batch-major (each batch
-/// through all layers) when every layer is resident; layer-major (each layer, loaded once, over
-/// all batches) when layers are loaded on demand, so an offloaded model reads each layer once
-/// while only one batch's intermediate tensors exist at a time.
+/// batch of windows it ran on; returns each batch's last hidden states. Layer-major when layers
+/// are loaded on demand, so an offloaded model reads each layer once ([`Model::forward_batches`]).
 fn for_each_layer(
     model: &Model,
     batches: &[&[Vec<u32>]],
     progress: &dyn Progress,
     tap: &mut dyn FnMut(usize, crate::model::LayerTap<'_>) -> Result<()>,
 ) -> Result<Vec<Tensor>> {
-    let t = batches[0][0].len();
-    let tokens = |b: &[Vec<u32>]| -> Result<Tensor> {
-        let refs: Vec<&[u32]> = b.iter().map(|w| w.as_slice()).collect();
-        model.tokens(&refs)
-    };
-    if model.all_resident() {
-        progress.start(
-            "scoring windows",
-            batches.iter().map(|b| b.len() as u64).sum(),
-        );
-        let mut out = Vec::with_capacity(batches.len());
-        for (i, b) in batches.iter().enumerate() {
-            out.push(model.forward_hidden(&tokens(b)?, &[], None, &mut |x| tap(i, x))?);
-            progress.advance(b.len() as u64);
-        }
-        return Ok(out);
-    }
-    let ctx = model.attn_ctx(0, t)?;
-    let mut xs = batches
+    let ids = batches
         .iter()
-        .map(|b| model.embed(&tokens(b)?))
+        .map(|b| {
+            let refs: Vec<&[u32]> = b.iter().map(|w| w.as_slice()).collect();
+            model.tokens(&refs)
+        })
         .collect::<Result<Vec<_>>>()?;
-    progress.start("scoring layers (offloaded)", model.n_layers() as u64);
-    for l in 0..model.n_layers() {
-        let layer = model.fetch_layer(l)?;
-        for (i, x) in xs.iter_mut().enumerate() {
-            let parts = layer.forward(x, &ctx, None)?;
-            tap(
-                i,
-                crate::model::LayerTap {
-                    layer: l,
-                    input: x,
-                    parts: &parts,
-                },
-            )?;
-            *x = parts.output;
-        }
-        progress.advance(1);
-    }
-    Ok(xs)
+    model.forward_batches(&ids, &[], progress, tap)
 }
 
 /// Each window's sums of the cosine criterion over its tokens: `1 − cos(input, output)` per

@@ -2,7 +2,7 @@
 //! a ready [`HfTokenizer`] from it. Used by evaluation (`eval FILE.gguf`) and by conversion to an
 //! HF folder.
 
-use super::gguf_vocab::{to_tokenizer_json, tokenizer_config_json, GgufVocab};
+use super::gguf_vocab::{tokenizer_config_json, tokenizer_parts, GgufVocab, TokenizerParts};
 use super::hf::HfTokenizer;
 use crate::checkpoint::gguf::{Array, GgufModel, Metadata, Value};
 use crate::error::{Error, Result};
@@ -92,10 +92,55 @@ pub fn vocab_from_metadata(meta: &Metadata, path: &Path) -> Result<GgufVocab> {
 /// show).
 pub fn gguf_tokenizer(model: &GgufModel) -> Result<(HfTokenizer, Vec<String>)> {
     let vocab = vocab_from_metadata(model.metadata(), model.path())?;
-    let built = to_tokenizer_json(&vocab)?;
     let config = tokenizer_config_json(&vocab)?;
-    let tok = HfTokenizer::from_json(model.path(), &built.json, &config)?;
-    Ok((tok, built.warnings))
+    let (inner, warnings) = build(&vocab, model.path())?;
+    drop(vocab);
+    Ok((
+        HfTokenizer::from_inner(model.path(), inner, &config),
+        warnings,
+    ))
+}
+
+/// The tokenizer that [`super::to_tokenizer_json`] describes, built without that document: the
+/// small parts are parsed from JSON, the BPE vocabulary and merges are handed to the model's
+/// builder directly, and the added tokens are added last, as `tokenizers` does when it reads a
+/// `tokenizer.json`. `origin` names the checkpoint in errors.
+fn build(v: &GgufVocab, origin: &Path) -> Result<(tokenizers::Tokenizer, Vec<String>)> {
+    let bad = |e: String| Error::corrupt(origin, format!("cannot load the tokenizer: {e}"));
+    let TokenizerParts {
+        json,
+        merges,
+        added,
+        warnings,
+    } = tokenizer_parts(v)?;
+    let settings = &json["model"];
+    let flag = |key: &str| settings[key].as_bool().unwrap_or(false);
+    let mut bpe = tokenizers::models::bpe::BPE::builder()
+        .fuse_unk(flag("fuse_unk"))
+        .byte_fallback(flag("byte_fallback"))
+        .ignore_merges(flag("ignore_merges"));
+    if let Some(unk) = settings["unk_token"].as_str() {
+        bpe = bpe.unk_token(unk.to_string());
+    }
+    let vocab: tokenizers::models::bpe::Vocab = (v.tokens.iter().enumerate())
+        .map(|(id, t)| (t.clone(), id as u32))
+        .collect();
+    let merges = (merges.into_iter())
+        .map(|(l, r)| (v.tokens[l].clone(), v.tokens[r].clone()))
+        .collect();
+    let bpe = bpe
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(|e| bad(e.to_string()))?;
+    let bytes = serde_json::to_vec(&json).map_err(|e| bad(e.to_string()))?;
+    let mut tok = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| bad(e.to_string()))?;
+    tok.with_model(bpe);
+    let added = (added.into_iter())
+        .map(serde_json::from_value::<tokenizers::AddedToken>)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    tok.add_tokens(added).map_err(|e| bad(e.to_string()))?;
+    Ok((tok, warnings))
 }
 
 /// The tokenizer of a checkpoint: a `.gguf` file's metadata, or an HF folder's
@@ -108,5 +153,82 @@ pub fn open_tokenizer(path: &Path) -> Result<(HfTokenizer, Vec<String>)> {
         gguf_tokenizer(&GgufModel::open(path)?)
     } else {
         Ok((HfTokenizer::open(path)?, Vec::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokenizer::to_tokenizer_json;
+    use std::str::FromStr;
+
+    /// A byte-level vocabulary (GPT-2's byte characters for ASCII letters, space and digits, a
+    /// few merges, a control and a user-defined token) and a SentencePiece one (scores, byte
+    /// fallback tokens, an unknown token).
+    fn vocabs() -> Vec<GgufVocab> {
+        let mut bl: Vec<String> = vec!["<|endoftext|>".into(), "<think>".into()];
+        bl.extend(('a'..='z').chain('0'..='9').map(String::from));
+        bl.extend(["Ġ", "he", "ll", "hell", "hello", "Ġw", "12"].map(String::from));
+        let mut types = vec![3, 4];
+        types.resize(bl.len(), 1);
+        let byte_level = GgufVocab {
+            model: "gpt2".into(),
+            pre: Some("smollm".into()),
+            tokens: bl,
+            token_type: Some(types),
+            merges: ["h e", "l l", "he ll", "hell o", "Ġ w", "1 2"]
+                .map(String::from)
+                .into(),
+            bos_token_id: Some(0),
+            eos_token_id: Some(0),
+            add_bos_token: Some(true),
+            ..Default::default()
+        };
+        let mut sp: Vec<String> = ["<unk>", "<s>", "</s>"].map(String::from).into();
+        sp.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
+        sp.extend(["▁", "h", "i", "e", "hi", "▁h", "▁hi", "he"].map(String::from));
+        let mut types = vec![2, 3, 3];
+        types.extend(std::iter::repeat_n(6, 256));
+        types.resize(sp.len(), 1);
+        let scores = (0..sp.len()).map(|i| -(i as f32)).collect();
+        let sentencepiece = GgufVocab {
+            model: "llama".into(),
+            tokens: sp,
+            token_type: Some(types),
+            scores: Some(scores),
+            unk_token_id: Some(0),
+            bos_token_id: Some(1),
+            eos_token_id: Some(2),
+            ..Default::default()
+        };
+        vec![byte_level, sentencepiece]
+    }
+
+    #[test]
+    fn direct_build_tokenizes_as_the_tokenizer_json_does() {
+        let texts = [
+            "hello world 123",
+            "<|endoftext|>hi <think> he",
+            "hi hehe é ☃ <s> x",
+            "",
+        ];
+        for v in vocabs() {
+            let json = to_tokenizer_json(&v).unwrap().json;
+            let want = tokenizers::Tokenizer::from_str(&json.to_string()).unwrap();
+            let (got, _) = build(&v, Path::new("t.gguf")).unwrap();
+            assert_eq!(got.get_vocab(true), want.get_vocab(true), "{}", v.model);
+            for text in texts {
+                let (g, w) = (
+                    got.encode(text, true).unwrap(),
+                    want.encode(text, true).unwrap(),
+                );
+                assert_eq!(g.get_ids(), w.get_ids(), "{}: {text:?}", v.model);
+                assert!(g.get_ids().len() > usize::from(!text.is_empty()) || text.is_empty());
+                assert_eq!(
+                    got.decode(g.get_ids(), false).unwrap(),
+                    want.decode(w.get_ids(), false).unwrap()
+                );
+            }
+        }
     }
 }

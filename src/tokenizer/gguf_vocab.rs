@@ -384,16 +384,49 @@ fn check_len(key: &'static str, expected: usize, actual: usize) -> Result<()> {
     Ok(())
 }
 
+/// A `tokenizer.json` without its bulk: the document with an empty BPE vocabulary, no merges
+/// and no added tokens, and those three beside it (merges as token ids). Building a tokenizer
+/// from these parts directly ([`super::gguf_tokenizer`]) skips serialising and re-parsing a
+/// document that holds a 262k-token vocabulary and half a million merges (Gemma 3), which took
+/// about 600 MB of transient memory, more than the model's weights.
+pub(super) struct TokenizerParts {
+    /// The document, `model.vocab` empty and `model.merges` and `added_tokens` empty lists.
+    pub json: Value,
+    /// `(left, right)` token ids of each merge, in rank order.
+    pub merges: Vec<(usize, usize)>,
+    /// The added tokens, as `tokenizer.json` lists them.
+    pub added: Vec<Value>,
+    pub warnings: Vec<String>,
+}
+
 /// Builds the `tokenizer.json` for `v`.
 pub fn to_tokenizer_json(v: &GgufVocab) -> crate::Result<TokenizerJson> {
-    let mut warnings = Vec::new();
-    let plan = v.plan(&mut warnings)?;
-    let index = token_index(&v.tokens)?;
-
+    let TokenizerParts {
+        mut json,
+        merges,
+        added,
+        warnings,
+    } = tokenizer_parts(v)?;
     let mut vocab = Map::with_capacity(v.tokens.len());
     for (id, token) in v.tokens.iter().enumerate() {
         vocab.insert(token.clone(), json!(id));
     }
+    let merges: Vec<Value> = merges
+        .into_iter()
+        .map(|(l, r)| json!([v.tokens[l], v.tokens[r]]))
+        .collect();
+    json["model"]["vocab"] = Value::Object(vocab);
+    json["model"]["merges"] = Value::Array(merges);
+    json["added_tokens"] = Value::Array(added);
+    Ok(TokenizerJson { json, warnings })
+}
+
+/// The parts of the `tokenizer.json` for `v` (see [`TokenizerParts`]).
+pub(super) fn tokenizer_parts(v: &GgufVocab) -> crate::Result<TokenizerParts> {
+    let mut warnings = Vec::new();
+    let plan = v.plan(&mut warnings)?;
+    let index = token_index(&v.tokens)?;
+
     let merges = match plan.kind {
         Kind::ByteLevel => file_merges(&v.merges, &index)?,
         Kind::SentencePiece => score_merges(v, &index),
@@ -408,8 +441,8 @@ pub fn to_tokenizer_json(v: &GgufVocab) -> crate::Result<TokenizerJson> {
             "fuse_unk": false,
             "byte_fallback": false,
             "ignore_merges": plan.pre.ignore_merges,
-            "vocab": vocab,
-            "merges": merges,
+            "vocab": {},
+            "merges": [],
         }),
         Kind::SentencePiece => {
             let byte_fallback = (0..=255u8).all(|b| index.contains_key(byte_token(b).as_str()));
@@ -429,8 +462,8 @@ pub fn to_tokenizer_json(v: &GgufVocab) -> crate::Result<TokenizerJson> {
                 "fuse_unk": true,
                 "byte_fallback": byte_fallback,
                 "ignore_merges": false,
-                "vocab": vocab,
-                "merges": merges,
+                "vocab": {},
+                "merges": [],
             })
         }
     };
@@ -448,14 +481,19 @@ pub fn to_tokenizer_json(v: &GgufVocab) -> crate::Result<TokenizerJson> {
         "version": "1.0",
         "truncation": null,
         "padding": null,
-        "added_tokens": added_tokens(v),
+        "added_tokens": [],
         "normalizer": normalizer,
         "pre_tokenizer": pre_tokenizer,
         "post_processor": post_processor(v, &plan, &mut warnings),
         "decoder": decoder,
         "model": model,
     });
-    Ok(TokenizerJson { json, warnings })
+    Ok(TokenizerParts {
+        json,
+        merges,
+        added: added_tokens(v),
+        warnings,
+    })
 }
 
 /// Builds the `tokenizer_config.json` for `v`: special tokens, BOS/EOS flags, chat template.
@@ -506,9 +544,9 @@ fn token_index(tokens: &[String]) -> Result<HashMap<&str, usize>> {
     Ok(index)
 }
 
-/// The file's merges as `[left, right]` pairs, checked against the vocabulary the way the
+/// The file's merges as `(left, right)` token ids, checked against the vocabulary the way the
 /// `tokenizers` library will check them, so a bad file fails here with the merge's index.
-fn file_merges(merges: &[String], index: &HashMap<&str, usize>) -> Result<Vec<Value>> {
+fn file_merges(merges: &[String], index: &HashMap<&str, usize>) -> Result<Vec<(usize, usize)>> {
     let bad = |i: usize, merge: &str, why: String| VocabError::BadMerge {
         index: i,
         merge: merge.to_string(),
@@ -526,15 +564,13 @@ fn file_merges(merges: &[String], index: &HashMap<&str, usize>) -> Result<Vec<Va
             .map(|p| p + 1)
             .ok_or_else(|| bad(i, merge, "has no space between two tokens".into()))?;
         let (left, right) = (&merge[..at], &merge[at + 1..]);
-        for part in [left, right] {
-            if !index.contains_key(part) {
-                return Err(bad(
-                    i,
-                    merge,
-                    format!("uses `{part}`, which is not a token"),
-                ));
-            }
-        }
+        let id = |part: &str| {
+            index
+                .get(part)
+                .copied()
+                .ok_or_else(|| bad(i, merge, format!("uses `{part}`, which is not a token")))
+        };
+        let pair = (id(left)?, id(right)?);
         if !index.contains_key(format!("{left}{right}").as_str()) {
             return Err(bad(
                 i,
@@ -542,7 +578,7 @@ fn file_merges(merges: &[String], index: &HashMap<&str, usize>) -> Result<Vec<Va
                 format!("makes `{left}{right}`, which is not a token"),
             ));
         }
-        out.push(json!([left, right]));
+        out.push(pair);
     }
     Ok(out)
 }
@@ -558,7 +594,7 @@ fn mergeable(v: &GgufVocab, id: usize) -> bool {
 
 /// Merges implied by SentencePiece scores: every split of a token into two tokens, ordered by
 /// the whole token's score (best first), then by id, so the output is deterministic.
-fn score_merges(v: &GgufVocab, index: &HashMap<&str, usize>) -> Vec<Value> {
+fn score_merges(v: &GgufVocab, index: &HashMap<&str, usize>) -> Vec<(usize, usize)> {
     let scores = v.scores.as_deref().unwrap_or(&[]);
     let mut found: Vec<(f32, usize, usize, usize)> = Vec::new();
     for (id, token) in v.tokens.iter().enumerate() {
@@ -576,10 +612,7 @@ fn score_merges(v: &GgufVocab, index: &HashMap<&str, usize>) -> Vec<Value> {
         }
     }
     found.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-    found
-        .into_iter()
-        .map(|(_, _, l, r)| json!([v.tokens[l], v.tokens[r]]))
-        .collect()
+    found.into_iter().map(|(_, _, l, r)| (l, r)).collect()
 }
 
 /// SentencePiece's name for a byte-fallback token.

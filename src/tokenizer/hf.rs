@@ -129,6 +129,22 @@ impl HfTokenizer {
         ))
     }
 
+    /// Wraps a built tokenizer with its `tokenizer_config.json`; `origin` names the checkpoint.
+    pub(crate) fn from_inner(
+        origin: &Path,
+        inner: tokenizers::Tokenizer,
+        tokenizer_config: &Value,
+    ) -> Self {
+        Self::from_parts(
+            origin,
+            inner,
+            tokenizer_config,
+            &Value::Null,
+            &Value::Null,
+            None,
+        )
+    }
+
     fn from_parts(
         dir: &Path,
         inner: tokenizers::Tokenizer,

@@ -172,7 +172,8 @@ def heal(
     ``cosine``, ``kd``), ``ctx=512``, ``calib_offset=0``, ``alpha=[1e-4, 1e-3, 1e-2, 1e-1]``,
     ``ridge="identity"|"zero"``, ``heal_samples=65536``, ``holdout=8``,
     ``maps="per-block"|"per-layer"``, and for ``kd`` ``steps=``, ``lr=``, ``kd_eval_every=``,
-    ``patience=``. ``dtype`` is the type of healed GGUF tensors (``f32`` or ``f16``).
+    ``patience=``, and ``offload=True`` (one layer of the dense model resident). ``dtype`` is
+    the type of healed GGUF tensors (``f32`` or ``f16``).
     """
     return _json.loads(
         _native.heal(_path(pruned), _path(dense), _options(options, "heal"), dtype, _path(out), force, callback)
@@ -183,8 +184,8 @@ def eval(model: PathLike, *, callback: Optional[Callback] = None, **options: Any
     """Perplexity on ``text=`` (with ``ctx=512``, ``stride=``, ``max_tokens=``), and with
     ``reference=`` the KL divergence and top-1 agreement against that model; or zero-shot
     multiple-choice accuracy on ``tasks=`` (JSON Lines, with ``limit=``, ``per_item=``).
-    ``skip="20..28"`` skips layers as if pruned. Returns the dict ``depthprune eval --json``
-    prints.
+    ``skip="20..28"`` skips layers as if pruned; ``offload=True`` keeps one layer resident.
+    Returns the dict ``depthprune eval --json`` prints.
     """
     return _json.loads(_native.eval(_path(model), _options(options, "eval"), callback))
 
@@ -233,8 +234,8 @@ def generate(model: PathLike, prompt: str, *, callback: Optional[Callback] = Non
 
     Options: ``chat=False`` (wrap the prompt in the chat template), ``max_new_tokens=128``,
     ``temperature=0``, ``top_p=1``, ``top_k=0``, ``seed=0``, ``skip="20..28"``,
-    ``ignore_eos=False``. The text streams to ``callback("text", piece)``. Returns ``text``,
-    ``tokens`` and timings.
+    ``ignore_eos=False``, ``offload=False``. The text streams to ``callback("text", piece)``.
+    Returns ``text``, ``tokens`` and timings.
     """
     options["prompt"] = prompt
     return _json.loads(_native.generate(_path(model), _options(options, "generate"), callback))

@@ -17,6 +17,7 @@ use crate::checkpoint::verify::read_provenance;
 use crate::error::{Error, Result};
 use crate::heal::gguf::{write_healed_gguf, GgufHealOptions};
 use crate::heal::{self, Healing};
+use crate::model::with_offload;
 use crate::progress::Progress;
 use crate::select::{format_ranges, Removal};
 use crate::tokenizer::{gguf_tokenizer, HfTokenizer};
@@ -241,15 +242,17 @@ fn fit(
         heal::check_distillable(&crate::model::open_checkpoint(dense)?.0)?;
     }
     let tokens = calib_tokens(tok, req, progress)?;
-    let healing = match prefit.filter(|h| h.removed() == removal.removed()) {
-        Some(h) => h,
-        None => heal::heal(dense, &removal.removed(), &tokens, &opts, progress)?,
-    };
-    let healing = if req.method == HealMethod::Kd {
-        heal::distil(dense, &tokens, &healing, &req.fit.kd(), progress)?
-    } else {
-        healing
-    };
+    let healing = with_offload(req.offload, || -> Result<Healing> {
+        let healing = match prefit.filter(|h| h.removed() == removal.removed()) {
+            Some(h) => h,
+            None => heal::heal(dense, &removal.removed(), &tokens, &opts, progress)?,
+        };
+        Ok(if req.method == HealMethod::Kd {
+            heal::distil(dense, &tokens, &healing, &req.fit.kd(), progress)?
+        } else {
+            healing
+        })
+    })?;
     checks::ensure_finite_healing(&healing, dense)?;
     Ok(healing)
 }

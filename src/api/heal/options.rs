@@ -223,6 +223,10 @@ pub struct HealRequest {
     #[serde(flatten)]
     #[cfg_attr(feature = "cli", command(flatten))]
     pub fit: HealFit,
+    /// Keep only one layer of the dense model resident, read from the mapped file when a
+    /// forward needs it (slower, for models larger than memory).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub offload: bool,
     /// How the call runs: precision, threads, symlink policy (the CLI's global flags).
     #[serde(flatten)]
     #[cfg_attr(feature = "cli", arg(skip))]
@@ -237,6 +241,7 @@ impl Default for HealRequest {
             ctx: 512,
             calib_offset: 0,
             fit: HealFit::default(),
+            offload: false,
             run: crate::api::RunOptions::default(),
         }
     }

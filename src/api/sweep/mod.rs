@@ -158,7 +158,8 @@ impl Default for SweepRequest {
 
 /// Runs the study on `model`.
 pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -> Result<Sweep> {
-    req.run.install(progress, || {
+    // `offload` reaches the models the sweep builds inside (healing's dense model) as well.
+    req.run.install(progress, || crate::model::with_offload(req.calib.offload, || {
     if req.heal.contains(&HealMethod::Kd) {
         return Err(Error::Invalid("heal kd is not available in sweep: distilling every cell takes minutes each; distil the chosen removal with `prune` or `heal`".into()));
     }
@@ -398,7 +399,7 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
         }
     }
     Ok(result)
-    })
+    }))
 }
 
 /// The model's name for the report's title: a GGUF's `general.name` when it has one, else the
