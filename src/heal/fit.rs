@@ -161,6 +161,28 @@ impl Gram {
         Ok(())
     }
 
+    /// The rows of `self` and `other` together (both `hidden` wide), or `None` when the widths
+    /// differ.
+    pub fn merged(&self, other: &Gram) -> Option<Gram> {
+        (self.h == other.h).then(|| Gram {
+            h: self.h,
+            mtm: self
+                .mtm
+                .iter()
+                .zip(&other.mtm)
+                .map(|(a, b)| a + b)
+                .collect(),
+            mtz: self
+                .mtz
+                .iter()
+                .zip(&other.mtz)
+                .map(|(a, b)| a + b)
+                .collect(),
+            zz: self.zz + other.zz,
+            rows: self.rows + other.rows,
+        })
+    }
+
     /// Solves for `T` with ridge weight `alpha` relative to the mean diagonal of `MᵀM` (so it
     /// does not depend on how many rows were seen).
     pub fn solve(&self, alpha: f64, prior: Prior) -> Result<Fit> {

@@ -65,10 +65,10 @@
 //!   into existing tensors.
 //! - Fitting that rotation: orthogonal Procrustes (Schönemann, 1966, "A generalized solution of
 //!   the orthogonal Procrustes problem"): the orthogonal `Q` nearest to a cross-covariance is
-//!   its polar factor. Alternating it with a least-squares scale, and the majorisation step when
-//!   the scale makes the problem a weighted Procrustes one, follow Kiers (1990, "Majorization as a
-//!   tool for optimizing a class of matrix functions"); the polar factor by Newton's iteration
-//!   with scaling is Higham's (1986, "Computing the polar decomposition — with applications").
+//!   its polar factor. Alternating it with a per-channel least-squares scale, the Procrustes
+//!   step taken on the target divided by that scale, is the issue's reference experiment; the
+//!   polar factor by Newton's iteration with scaling is Higham's (1986, "Computing the polar
+//!   decomposition — with applications").
 //! - The low-rank weight updates trained with distillation (LoRA, merged): see [`lowrank`].
 //! - The identity prior, the bottom-up order with the healed model's own inputs, the held-out
 //!   KL guard, the choice among objectives and ridge weights by validation, and heal-aware

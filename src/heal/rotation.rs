@@ -5,12 +5,8 @@
 //! The objective is `f(Q, s) = Σⱼ sⱼ²·(QᵀGQ)ⱼⱼ − 2·Σⱼ sⱼ·(QᵀC)ⱼⱼ + ‖Z‖²`. It alternates:
 //! - **scale**: for a fixed `Q` each `sⱼ` is a one-variable least squares,
 //!   `sⱼ = (QᵀC)ⱼⱼ / (QᵀGQ)ⱼⱼ`;
-//! - **rotation**: for a fixed `s`, orthogonal Procrustes on the cross term, `Q = polar(C·diag(s))`
-//!   (exact when `G` is a multiple of the identity). When that step does not lower `f` (a
-//!   strongly anisotropic `G`), a majorisation step is taken instead, `Q = polar(C·D − G·Q·D² +
-//!   λ·Q)` with `D = diag(s)` and `λ ≥ λmax(G)·max sⱼ²`, which never raises `f` and has the exact
-//!   solution as a fixed point (Kiers, 1990, "Majorization as a tool for optimizing a class of
-//!   matrix functions").
+//! - **rotation**: for a fixed `s`, orthogonal Procrustes on the target divided by the scale,
+//!   `Q = polar(C·diag(s)⁻¹)` ([`fit`] says why this step and not the one that minimises `f`).
 //!
 //! `polar(X)` is the orthogonal factor of `X = Q·P`, computed by Newton's iteration
 //! `X ← (γX + (γX)⁻ᵀ)/2` with Higham's scaling `γ`, the inverse by Gauss–Jordan elimination with
@@ -215,8 +211,19 @@ pub fn fit_gain(gram: &Gram, s0: &[f64]) -> Result<Rotation> {
     Ok(Rotation { q, s })
 }
 
-/// `iters` alternations of rotation and scale from `Q = I`, `s = s0` (the current norm scale);
-/// the best `(Q, s)` seen is returned, so the result is never worse than the scale alone.
+/// `iters` alternations of rotation and scale from `Q = I`, `s` the least-squares scale there
+/// (`s0` where a channel has no signal); the `(Q, s)` of lowest objective seen is returned, so
+/// the result is never worse than the scale alone.
+///
+/// The rotation step is the exact Procrustes solution of `‖N·Q − Z·diag(s)⁻¹‖`,
+/// `Q = polar(C·diag(s)⁻¹)`: each target channel divided by its own scale. It does not minimise
+/// `f` for a fixed `s` (that would need the cross term `C·diag(s)` and, for an anisotropic `G`,
+/// a majorisation), but on Gemma 3 it lands in a far better basin: removing layers 8..11, the
+/// fitted map leaves 0.109 of `‖Z‖²` where the `C·diag(s)` step stalls at 0.289 and the
+/// majorised one at 0.231 (perplexity 132.9 against 179.1 and 150.7), and polishing the result
+/// further by majorisation lowered `f` to 0.082 without lowering the perplexity (134.0). The
+/// outlier channels, whose scales run to the thousands, dominate `f`; dividing by the scale
+/// weighs every channel alike in the rotation step.
 pub fn fit(gram: &Gram, s0: &[f64], iters: usize) -> Result<Rotation> {
     let h = gram.hidden();
     if gram.rows() == 0 || s0.len() != h {
@@ -226,39 +233,28 @@ pub fn fit(gram: &Gram, s0: &[f64], iters: usize) -> Result<Rotation> {
             s0.len()
         )));
     }
-    let (g, c, _) = gram.parts();
-    let lam_g = top_eigenvalue(g, h);
-    let mut best = fit_gain(gram, s0)?;
-    let mut best_f = best_scale(gram, &best.q, s0)?.1;
+    let (_, c, _) = gram.parts();
+    let mut cur = fit_gain(gram, s0)?;
+    let mut best_f = best_scale(gram, &cur.q, s0)?.1;
+    let mut best = cur.clone();
     for _ in 0..iters {
-        let s = best.s.clone();
+        let top = cur.s.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+        // A channel with no scale left takes no part in the rotation step.
+        let inv: Vec<f64> = cur
+            .s
+            .iter()
+            .map(|&v| if v.abs() > 1e-12 * top { 1.0 / v } else { 0.0 })
+            .collect();
         let cd: Vec<f64> = c
             .chunks(h)
-            .flat_map(|row| row.iter().zip(&s).map(|(v, s)| v * s))
+            .flat_map(|row| row.iter().zip(&inv).map(|(v, d)| v * d))
             .collect();
         let q = polar(&cd, h)?;
-        let (s1, f1) = best_scale(gram, &q, &s)?;
-        if f1 < best_f * (1.0 - 1e-12) {
-            best = Rotation { q, s: s1 };
-            best_f = f1;
-            continue;
-        }
-        // Majorisation step: never raises f.
-        let lam = 1.01 * lam_g * s.iter().fold(0.0_f64, |m, v| m.max(v * v));
-        let gq = mm(g, &best.q, h)?;
-        let x: Vec<f64> = (0..h * h)
-            .map(|k| {
-                let j = k % h;
-                cd[k] - gq[k] * s[j] * s[j] + lam * best.q[k]
-            })
-            .collect();
-        let q = polar(&x, h)?;
-        let (s1, f1) = best_scale(gram, &q, &s)?;
-        if f1 < best_f * (1.0 - 1e-12) {
-            best = Rotation { q, s: s1 };
-            best_f = f1;
-        } else {
-            break;
+        let (s, f) = best_scale(gram, &q, &cur.s)?;
+        cur = Rotation { q, s };
+        if f < best_f {
+            best_f = f;
+            best = cur.clone();
         }
     }
     if best.q.iter().chain(&best.s).any(|v| !v.is_finite()) {
@@ -267,30 +263,6 @@ pub fn fit(gram: &Gram, s0: &[f64], iters: usize) -> Result<Rotation> {
         ));
     }
     Ok(best)
-}
-
-/// The largest eigenvalue of the symmetric positive semi-definite `g`, by power iteration
-/// (slightly over-estimated, as the majorisation step needs an upper bound).
-fn top_eigenvalue(g: &[f64], h: usize) -> f64 {
-    let mut v = vec![1.0 / (h as f64).sqrt(); h];
-    let mut lam = 0.0;
-    for _ in 0..100 {
-        let w: Vec<f64> = g
-            .chunks(h)
-            .map(|row| row.iter().zip(&v).map(|(a, b)| a * b).sum())
-            .collect();
-        let n = frobenius(&w);
-        if !(n > 0.0 && n.is_finite()) {
-            return 0.0;
-        }
-        let prev = lam;
-        lam = n;
-        v = w.into_iter().map(|x| x / n).collect();
-        if (lam - prev).abs() <= 1e-9 * lam {
-            break;
-        }
-    }
-    lam * 1.02
 }
 
 #[cfg(test)]

@@ -112,3 +112,36 @@ fn the_rotation_never_fits_worse_than_the_scale_alone() {
     assert!(rr <= rg + 1e-12, "rotation {rr} vs scale {rg}");
     assert!(rg < g.relative_residual(&identity(h)));
 }
+
+#[test]
+fn merged_grams_fit_as_the_rows_together() {
+    let (n, h) = (120, 5);
+    let rows = design(n, h, 4);
+    let q0 = random_orthogonal(h, 8);
+    let truth = Rotation {
+        q: q0,
+        s: vec![2.0, 0.5, -1.0, 3.0, 1.5],
+    }
+    .map();
+    let mut r = rng(11);
+    let z: Vec<f32> = times(&rows, &truth, h)
+        .iter()
+        .map(|&v| v + 0.05 * r() as f32)
+        .collect();
+    let cut = 70 * h;
+    let (mut a, mut b, mut all) = (Gram::new(h), Gram::new(h), Gram::new(h));
+    a.add(&rows[..cut], &z[..cut]).unwrap();
+    b.add(&rows[cut..], &z[cut..]).unwrap();
+    all.add(&rows, &z).unwrap();
+    let m = a.merged(&b).unwrap();
+    assert_eq!(m.rows(), n);
+    let (fm, fa) = (
+        fit(&m, &[1.0; 5], ITERS).unwrap(),
+        fit(&all, &[1.0; 5], ITERS).unwrap(),
+    );
+    assert!(max_diff(&fm.map(), &fa.map()) < 1e-9);
+    // More rows than either part: the merged fit is no worse on them than a part's fit.
+    let fp = fit(&a, &[1.0; 5], ITERS).unwrap();
+    assert!(all.relative_residual(&fm.map()) <= all.relative_residual(&fp.map()) + 1e-12);
+    assert!(a.merged(&Gram::new(h + 1)).is_none());
+}

@@ -277,6 +277,16 @@ pub fn heal(
                 });
             }
         }
+        // A post-norm site refits the chosen objective on every window, the held-out ones too:
+        // the guard has judged the objective, and the rotation's h² parameters gain from the
+        // extra rows (`refit_on_all`).
+        if let (Some(g), Some((o, fit, _, folded))) = (&gain, chosen.as_mut()) {
+            if let Some(all) = refit_on_all(*o, &opts.objectives, &train, &val) {
+                let refit = postnorm::solve(*o, &all, g)?;
+                *folded = fold_fit(&refit, &ws, post, fold_layer)?;
+                *fit = refit;
+            }
+        }
         if let Some((o, fit, alpha, folded)) = chosen {
             let layer = fold_layer_with(&source, &cfg, &folded, fold_layer)?;
             replaced.insert(fold_layer, Arc::new(layer));
@@ -303,6 +313,18 @@ pub fn heal(
         options: opts.clone(),
         distillation: None,
     })
+}
+
+/// The training and held-out rows of objective `o` together, when some were held out.
+fn refit_on_all(
+    o: Objective,
+    objectives: &[Objective],
+    train: &[Gram],
+    val: &[Gram],
+) -> Option<Gram> {
+    let i = objectives.iter().position(|&x| x == o)?;
+    let (t, v) = (train.get(i)?, val.get(i)?);
+    (v.rows() > 0).then(|| t.merged(v)).flatten()
 }
 
 /// The map of `fit` folded into each `(weight, name)` of `ws`, and for a post-norm family its
