@@ -219,6 +219,8 @@ pub fn distil(
     progress: &dyn Progress,
 ) -> Result<Healing> {
     opts.check()?;
+    // A time limit covers the whole call: the dense passes before training count against it.
+    let entered = Instant::now();
     let ctx_len = start.options.ctx;
     let holdout = start.options.holdout;
     if holdout < 2 {
@@ -352,10 +354,12 @@ pub fn distil(
     progress.start("kd: training", opts.steps as u64);
     let (mut since, mut n_since, mut stale, mut steps) = (0f64, 0usize, 0usize, 0usize);
     let train_start = Instant::now();
+    let time_limit = opts
+        .time_limit
+        .map(|t| (t - entered.elapsed().as_secs_f64()).max(0.1 * t));
     for step in 1..=opts.steps {
         // How far along training is: by steps, or by time when a limit is nearer.
-        let done = opts
-            .time_limit
+        let done = time_limit
             .map_or(0.0, |t| train_start.elapsed().as_secs_f64() / t)
             .max((step - 1) as f64 / opts.steps as f64);
         if done >= 1.0 {
@@ -378,9 +382,7 @@ pub fn distil(
         n_since += 1;
         steps = step;
         progress.advance(1);
-        let out_of_time = opts
-            .time_limit
-            .is_some_and(|t| train_start.elapsed().as_secs_f64() >= t);
+        let out_of_time = time_limit.is_some_and(|t| train_start.elapsed().as_secs_f64() >= t);
         if step % opts.eval_every == 0 || step == opts.steps || out_of_time {
             let now = (snapshot(&vars)?, factors()?);
             let v = validate(&now.0, &frozen(&now.1)?)?;
@@ -389,7 +391,7 @@ pub fn distil(
                 train_kl: Some(since / n_since as f64),
                 validation_kl: v,
             });
-            let left = opts.time_limit.map_or(String::new(), |t| {
+            let left = time_limit.map_or(String::new(), |t| {
                 format!(
                     ", {:.0} s left",
                     (t - train_start.elapsed().as_secs_f64()).max(0.0)

@@ -243,12 +243,18 @@ fn fit(
     }
     let tokens = calib_tokens(tok, req, progress)?;
     let healing = with_offload(req.offload, || -> Result<Healing> {
+        let started = std::time::Instant::now();
         let healing = match prefit.filter(|h| h.removed() == removal.removed()) {
             Some(h) => h,
             None => heal::heal(dense, &removal.removed(), &tokens, &opts, progress)?,
         };
+        // A time budget is the whole heal's: the closed-form fit's time counts against it.
+        let mut kd = req.fit.kd();
+        kd.time_limit = kd
+            .time_limit
+            .map(|t| (t - started.elapsed().as_secs_f64()).max(0.1 * t));
         Ok(if req.method == HealMethod::Kd {
-            heal::distil(dense, &tokens, &healing, &req.fit.kd(), progress)?
+            heal::distil(dense, &tokens, &healing, &kd, progress)?
         } else {
             healing
         })

@@ -104,10 +104,11 @@ pub struct HealFit {
     /// With `kd`: peak Adam learning rate of the low-rank updates (warm-up, then cosine decay).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = heal::kd::DEFAULT_LOWRANK_LR, value_name = "LR"))]
     pub lowrank_lr: f64,
-    /// With `kd`: stop training after this many seconds (the learning-rate schedule follows the
-    /// time; the best validated weights are kept). Accepts `900`, `15m` or `1h`. For `prune` it
-    /// is the whole command's: heal-aware selection and its finalists take up to 40% of it,
-    /// training what is left, and the progress labels show the time remaining.
+    /// With `kd`: the heal's time, after which training stops (the learning-rate schedule follows
+    /// the time; the best validated weights are kept). The closed-form fit and the dense passes
+    /// before training count against it; training gets at least a tenth. Accepts `900`, `15m`
+    /// or `1h`. For `prune` it is the whole command's: heal-aware selection and its finalists
+    /// take up to 40% of it, healing what is left, and the progress labels show the time left.
     #[cfg_attr(feature = "cli", arg(long, value_parser = parse_seconds, value_name = "TIME"))]
     pub time_budget: Option<f64>,
 }
