@@ -415,6 +415,7 @@ struct ConvertOptions {
     to: Option<api::convert::Format>,
     out: Option<PathBuf>,
     dtype: Option<api::prune::FloatType>,
+    quant: Option<depthprune::convert::quantize::QuantMix>,
     force: bool,
 }
 
@@ -436,6 +437,7 @@ fn convert(
         to: required(o.to, "convert", "to")?,
         out: required(o.out, "convert", "out")?,
         dtype: o.dtype.unwrap_or(api::prune::FloatType::F32),
+        quant: o.quant,
         force: o.force,
     };
     let cb = Callback::new(callback);

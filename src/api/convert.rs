@@ -1,12 +1,13 @@
 //! Changing a checkpoint's format: a GGUF file into an HF folder (config, safetensors,
-//! tokenizer), or an HF folder into an unquantized GGUF file; and a random-weight HF checkpoint
-//! of a given shape, for tests and benchmarks.
+//! tokenizer), or an HF folder into a GGUF file (floats, or quantized with llama.cpp's mixes);
+//! and a random-weight HF checkpoint of a given shape, for tests and benchmarks.
 
 use super::prune::FloatType;
 use crate::checkpoint::atomic::Overwrite;
 use crate::checkpoint::gguf::GgmlType;
 use crate::checkpoint::safetensors::Dtype;
-use crate::convert::to_gguf::hf_to_gguf;
+use crate::convert::quantize::QuantMix;
+use crate::convert::to_gguf::hf_to_gguf_quant;
 use crate::convert::to_hf::{gguf_to_hf, ConvertReport};
 use crate::error::{Error, Result};
 use crate::model::is_gguf;
@@ -38,6 +39,12 @@ pub struct ConvertRequest {
     /// Tensor type of the output.
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value = "f32"))]
     pub dtype: FloatType,
+    /// GGUF output only: quantize the matrix weights with llama.cpp's mix of this name (`q4_k_m`:
+    /// Q4_K, with Q6_K for the head and for `attn_v`/`ffn_down` in some layers; `q4_0`; `q8_0`).
+    /// Norms stay F32.
+    #[cfg_attr(feature = "cli", arg(long, value_enum, value_name = "MIX"))]
+    #[serde(default)]
+    pub quant: Option<QuantMix>,
     /// Replace an existing output.
     #[cfg_attr(feature = "cli", arg(long))]
     pub force: bool,
@@ -65,8 +72,12 @@ pub fn convert(model: &Path, req: &ConvertRequest) -> Result<ConvertReport> {
                 FloatType::F16 => GgmlType::F16,
                 FloatType::Bf16 => GgmlType::BF16,
             };
-            hf_to_gguf(model, &req.out, ty, overwrite)
+            hf_to_gguf_quant(model, &req.out, ty, req.quant, overwrite)
         }
+        Format::Hf if req.quant.is_some() => Err(Error::Invalid(
+            "`quant`: quantizing applies to GGUF output (`to` gguf); HF folders are written in `dtype`"
+                .into(),
+        )),
         Format::Hf => gguf_to_hf(model, &req.out, req.dtype.dtype(), overwrite),
     }
 }

@@ -1,5 +1,5 @@
 //! `depthprune convert`: a GGUF file into an HF folder (config, safetensors, tokenizer), or an HF
-//! folder into an unquantized GGUF file.
+//! folder into a GGUF file (floats, or quantized with `--quant`).
 
 use super::output::{print, print_json, warn};
 use depthprune::api::convert::{convert, ConvertRequest};
@@ -9,8 +9,9 @@ use std::path::PathBuf;
 #[command(after_help = "Examples:\n  \
     depthprune convert SmolLM2-135M-Instruct.Q4_1.gguf --to hf --out ./smollm2-hf\n  \
     depthprune convert model.gguf --to hf --out ./model-hf --dtype bf16\n  \
-    depthprune convert ./model-hf --to gguf --out model.f16.gguf --dtype f16\n\n\
-    Quantized tensors are dequantized; llama files get their Q/K rows back in HF order (and\n\
+    depthprune convert ./model-hf --to gguf --out model.f16.gguf --dtype f16\n  \
+    depthprune convert ./model-hf --to gguf --out model.Q4_K_M.gguf --quant q4_k_m\n\n\
+    Quantized tensors are dequantized when read; llama files get their Q/K rows back in HF order (and\n\
     permuted again when written as GGUF). GGUF output carries a byte-level BPE tokenizer (others are left out).")]
 pub struct Args {
     /// The model to convert: a `.gguf` file (`--to hf`) or an HF folder (`--to gguf`).

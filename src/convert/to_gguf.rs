@@ -1,6 +1,7 @@
 //! Conversion of an HF folder (llama, mistral, qwen2, qwen3, the dense families of issue 17:
 //! gemma2, gemma3_text, phi3, olmo2, and the MoE families mixtral, qwen2_moe and qwen3_moe, whose
-//! per-expert tensors are stacked) into an unquantized GGUF file:
+//! per-expert tensors are stacked) into a GGUF file, unquantized or quantized with one of
+//! llama.cpp's mixes ([`super::quantize`]):
 //! llama.cpp's metadata keys from `config.json`, tensors under their GGUF names with the Q/K rows
 //! permuted for llama as llama.cpp's converter does, 2-D tensors in the chosen float type and
 //! 1-D ones (norms, biases) in F32. A byte-level BPE tokenizer is written as llama.cpp's
@@ -8,6 +9,7 @@
 //! warning in the [`ConvertReport`]. The families' own keys, names, Gemma's `1 + w` norms and
 //! Phi-3's RoPE factor tensors follow llama.cpp ([`crate::arch::gguf_names`]).
 
+use super::quantize::{encode_quantized, QuantMix};
 use super::to_hf::ConvertReport;
 use crate::arch::gguf_names::{hf_to_gguf_for, norm_shift};
 use crate::arch::ArchConfig;
@@ -38,6 +40,18 @@ pub fn hf_to_gguf(
     src: &Path,
     out: &Path,
     ty: GgmlType,
+    overwrite: Overwrite,
+) -> Result<ConvertReport> {
+    hf_to_gguf_quant(src, out, ty, None, overwrite)
+}
+
+/// [`hf_to_gguf`], with the 2-D tensors quantized as `quant` says when it is given
+/// ([`QuantMix`]; `ty` is then unused).
+pub fn hf_to_gguf_quant(
+    src: &Path,
+    out: &Path,
+    ty: GgmlType,
+    quant: Option<QuantMix>,
     overwrite: Overwrite,
 ) -> Result<ConvertReport> {
     if !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
@@ -150,21 +164,26 @@ pub fn hf_to_gguf(
     for (key, v) in &kvs {
         w.kv(key, v)?;
     }
-    let type_of = |shape: &[usize]| if shape.len() >= 2 { ty } else { GgmlType::F32 };
+    let n_layers = cfg.num_hidden_layers;
+    let type_of = |name: &str, shape: &[usize]| match quant {
+        Some(q) => q.type_for(name, shape, n_layers, cfg.tie_word_embeddings),
+        None if shape.len() >= 2 => ty,
+        None => GgmlType::F32,
+    };
     for (g, parts) in &names {
         let mut shape = weights.shape(&parts[0]).unwrap_or_default();
         if parts.len() > 1 {
             shape.insert(0, parts.len());
         }
         let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
-        w.tensor_info(g, &dims, type_of(&shape))?;
+        w.tensor_info(g, &dims, type_of(g, &shape))?;
     }
     for (g, values) in &extra {
         w.tensor_info(g, &[values.len() as u64], GgmlType::F32)?;
     }
     let permute = row.is_some_and(|r| r.permute_qk);
     let mut bytes = 0u64;
-    for (_, parts) in &names {
+    for (g, parts) in &names {
         let hf = &parts[0];
         let mut values: Vec<f32> = Vec::new();
         let mut shape = Vec::new();
@@ -200,7 +219,12 @@ pub fn hf_to_gguf(
                 })?;
             }
         }
-        let data = encode(&values, type_of(&shape));
+        let t = type_of(g, &shape);
+        let data = if t.is_quantized() {
+            encode_quantized(&values, shape.last().copied().unwrap_or(1), t)?
+        } else {
+            encode(&values, t)
+        };
         bytes += data.len() as u64;
         w.write_tensor(&data)?;
     }

@@ -247,17 +247,19 @@ def convert(
     to: str,
     out: PathLike,
     dtype: str = "f32",
+    quant: Optional[str] = None,
     force: bool = False,
     callback: Optional[Callback] = None,
 ) -> dict:
     """Converts a ``.gguf`` file into an HF folder (``to="hf"``: config, safetensors, tokenizer)
-    or an HF folder into an unquantized GGUF file (``to="gguf"``), written to ``out``.
+    or an HF folder into a GGUF file (``to="gguf"``), written to ``out``.
 
     ``dtype`` is the output's tensor type (``f32``, ``f16`` or ``bf16``); quantized tensors are
-    dequantized. ``force=True`` replaces an existing output. Returns the dict
+    dequantized. ``quant`` (GGUF output only: ``"q4_k_m"``, ``"q4_0"`` or ``"q8_0"``) quantizes
+    the matrix weights with llama.cpp's mix of that name instead. ``force=True`` replaces an existing output. Returns the dict
     ``depthprune convert --json`` prints: ``out``, ``tensors``, ``bytes`` and ``warnings``.
     """
-    options = {"to": to, "out": out, "dtype": dtype, "force": force}
+    options = {"to": to, "out": out, "dtype": dtype, "quant": quant, "force": force}
     return _json.loads(_native.convert(_path(model), _options(options, "convert"), callback))
 
 
