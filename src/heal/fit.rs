@@ -5,8 +5,8 @@
 //! `‖M·T − Z‖² + α‖T − P‖²`, where the prior `P` is the identity ([`Prior::Identity`]) or zero
 //! ([`Prior::Zero`], the ReplaceMe paper's form). The normal equations are
 //! `(MᵀM + αI)·T = MᵀZ + αP`, so only `MᵀM`, `MᵀZ` and `‖Z‖²` are ever held. The products run
-//! as f64 candle matmuls; the hidden × hidden solve is a plain f64 Cholesky, with a cyclic Jacobi
-//! eigendecomposition as the fallback. For the symmetric positive semi-definite `MᵀM + αI` the
+//! as f64 candle matmuls; the hidden × hidden solve is a blocked f64 Cholesky on `gemm`
+//! ([`super::linalg`]), with a cyclic Jacobi eigendecomposition as the fallback. For the symmetric positive semi-definite `MᵀM + αI` the
 //! eigendecomposition is its SVD, so the fallback is the SVD pseudo-inverse solve.
 //!
 //! Why not `faer` (which the issue names): measured on this project's 2-core build machine with
@@ -14,7 +14,9 @@
 //! ["std", "linalg"] }` shares gemm 0.19 with candle but adds nano-gemm (its f32/f64/c32/c64
 //! kernels alone take 62–86 s each), private-gemm-x86 (39 s), faer itself (42 s), equator and
 //! faer-traits: about 400 s of compile units in all (under dependency opt-level 3), far over the
-//! one-minute budget, for two hidden × hidden solves that take milliseconds here.
+//! one-minute budget, for two hidden × hidden solves. Those take milliseconds at SmolLM2's
+//! width; at seed widths (2,560 and up) the textbook loops took minutes, which the blocked
+//! kernels of [`super::linalg`] bring down to seconds with the `gemm` already in the tree.
 
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
@@ -219,7 +221,7 @@ impl Gram {
         }
         Ok(Fit {
             relative_residual: self.relative_residual(&t),
-            relative_residual_identity: self.relative_residual(&identity(h)),
+            relative_residual_identity: self.relative_residual_identity(),
             t,
             hidden: h,
             ridge,
@@ -247,7 +249,7 @@ impl Gram {
         t.iter_mut().for_each(|v| *v *= c);
         Ok(Fit {
             relative_residual: self.relative_residual(&t),
-            relative_residual_identity: self.relative_residual(&identity(h)),
+            relative_residual_identity: self.relative_residual_identity(),
             t,
             hidden: h,
             ridge: 0.0,
@@ -259,25 +261,23 @@ impl Gram {
     /// `‖M·T − Z‖ / ‖Z‖` from the Gram matrices: `tr(TᵀMᵀMT) − 2·tr(TᵀMᵀZ) + ‖Z‖²`.
     pub fn relative_residual(&self, t: &[f64]) -> f64 {
         let h = self.h;
-        let mut quad = 0.0;
-        let mut cross = 0.0;
-        // tr(TᵀGT) = Σ_{i,k} (G·T)[i][k]·T[i][k]
-        let mut gt_row = vec![0.0; h];
-        for i in 0..h {
-            gt_row.iter_mut().for_each(|v| *v = 0.0);
-            for j in 0..h {
-                let g = self.mtm[i * h + j];
-                if g != 0.0 {
-                    for (acc, tv) in gt_row.iter_mut().zip(&t[j * h..(j + 1) * h]) {
-                        *acc += g * tv;
-                    }
-                }
-            }
-            for k in 0..h {
-                quad += gt_row[k] * t[i * h + k];
-                cross += t[i * h + k] * self.mtz[i * h + k];
-            }
-        }
+        // tr(TᵀGT) = Σ (G·T) ⊙ T, and tr(TᵀMᵀZ) = Σ T ⊙ MᵀZ.
+        let gt = super::linalg::matmul(&self.mtm, t, (h, h, h));
+        let quad: f64 = gt.iter().zip(t).map(|(g, t)| g * t).sum();
+        let cross: f64 = t.iter().zip(&self.mtz).map(|(t, z)| t * z).sum();
+        self.residual_from(quad, cross)
+    }
+
+    /// [`Gram::relative_residual`] of the identity map, from the traces.
+    pub fn relative_residual_identity(&self) -> f64 {
+        let h = self.h;
+        let quad: f64 = (0..h).map(|i| self.mtm[i * h + i]).sum();
+        let cross: f64 = (0..h).map(|i| self.mtz[i * h + i]).sum();
+        self.residual_from(quad, cross)
+    }
+
+    /// `‖M·T − Z‖ / ‖Z‖` from `tr(TᵀGT)` and `tr(TᵀMᵀZ)`.
+    fn residual_from(&self, quad: f64, cross: f64) -> f64 {
         let sq = (quad - 2.0 * cross + self.zz).max(0.0);
         if self.zz > 0.0 {
             (sq / self.zz).sqrt()
@@ -290,50 +290,16 @@ impl Gram {
 /// Solves `a·x = b` (`a` symmetric `h × h`, `b` `h × h`, row-major) by Cholesky, or `None` when
 /// `a` is not positive definite or too ill-conditioned ([`RCOND_MIN`]).
 pub fn cholesky_solve(a: &[f64], b: &[f64], h: usize) -> Option<Vec<f64>> {
-    let mut l = vec![0.0; h * h];
-    for j in 0..h {
-        let mut d = a[j * h + j];
-        for k in 0..j {
-            d -= l[j * h + k] * l[j * h + k];
-        }
-        if d.is_nan() || d <= 0.0 || !d.is_finite() {
-            return None;
-        }
-        let d = d.sqrt();
-        l[j * h + j] = d;
-        for i in j + 1..h {
-            let mut s = a[i * h + j];
-            for k in 0..j {
-                s -= l[i * h + k] * l[j * h + k];
-            }
-            l[i * h + j] = s / d;
-        }
-    }
+    let mut l = a.to_vec();
+    super::linalg::cholesky_in_place(&mut l, h)?;
     let diag = (0..h).map(|i| l[i * h + i]);
     let max = diag.clone().fold(0.0_f64, f64::max);
     let min = diag.fold(f64::INFINITY, f64::min);
     if (min / max).powi(2) < RCOND_MIN {
         return None;
     }
-    let cols = b.len() / h;
     let mut x = b.to_vec();
-    for c in 0..cols {
-        // L·y = b, then Lᵀ·x = y, column c.
-        for i in 0..h {
-            let mut s = x[i * cols + c];
-            for k in 0..i {
-                s -= l[i * h + k] * x[k * cols + c];
-            }
-            x[i * cols + c] = s / l[i * h + i];
-        }
-        for i in (0..h).rev() {
-            let mut s = x[i * cols + c];
-            for k in i + 1..h {
-                s -= l[k * h + i] * x[k * cols + c];
-            }
-            x[i * cols + c] = s / l[i * h + i];
-        }
-    }
+    super::linalg::cholesky_solve_in_place(&l, &mut x, h, b.len() / h);
     Some(x)
 }
 

@@ -78,6 +78,7 @@ pub mod cosine;
 pub mod fit;
 pub mod gguf;
 pub mod kd;
+mod linalg;
 pub mod lowrank;
 mod options;
 mod overlay;
