@@ -38,19 +38,15 @@
 
 mod student;
 
-use super::fit::fold_down_proj;
 use super::lowrank::{lr_at, Adapters, Factors};
 use super::overlay::healed_model;
-use super::postnorm::norm_name;
 use super::result::Healing;
-use super::{down_proj_names, rows};
 use crate::error::{Error, Result};
 use crate::eval::ReferenceLogProbs;
-use crate::model::{open_checkpoint, Model, ModelConfig, WeightSource};
+use crate::model::{open_checkpoint, Model, ModelConfig};
 use crate::progress::Progress;
 use candle_core::{Tensor, Var};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 #[cfg(test)]
@@ -431,7 +427,7 @@ pub fn distil(
                 out.tensors.insert(name, w);
             }
         }
-        fold_maps(&student, &best.0, &mut out.tensors, source.as_ref())?;
+        student.fold(&best.0, &mut out.tensors, source.as_ref())?;
     }
     out.distillation = Some(Distillation {
         post_norm_gains: student.post_norm().is_some(),
@@ -452,36 +448,7 @@ pub fn distil(
     Ok(out)
 }
 
-/// Folds `maps` into `tensors` (the healed tensors by dense-model name; `source` the dense
-/// weights, for those not healed yet): at each fold layer `down_proj ← Uᵀ·down_proj`, on top of
-/// whatever `tensors` holds for it (a merged low-rank update, a closed-form map), and in a
-/// post-norm family the trained scale `g₀ ⊙ v` into its post-MLP norm, in the family's
-/// convention.
-pub(crate) fn fold_maps(
-    student: &Student,
-    maps: &Maps<Tensor>,
-    tensors: &mut BTreeMap<String, Vec<f32>>,
-    source: &dyn WeightSource,
-) -> Result<()> {
-    let arch = &student.model.config().arch;
-    for (&l, m) in maps {
-        let u: Vec<f64> = rows(&m.u)?.into_iter().map(f64::from).collect();
-        for name in down_proj_names(arch, l) {
-            let w = match tensors.get(&name) {
-                Some(w) => w.clone(),
-                None => rows(&source.tensor(&name)?)?,
-            };
-            tensors.insert(name, fold_down_proj(&u, &w, arch.hidden_size)?);
-        }
-        if let (Some(p), Some(v)) = (student.post_norm(), &m.gain) {
-            let s = student.scale(l, v)?.ok_or_else(|| {
-                Error::Compute(format!("layer {l}: a gain without a post-MLP norm"))
-            })?;
-            tensors.insert(norm_name(l), p.encode(&s));
-        }
-    }
-    Ok(())
-}
-
+#[cfg(test)]
+mod fold_tests;
 #[cfg(test)]
 mod tests;

@@ -10,9 +10,11 @@
 //! trains the norm's scale relative to its start `g₀` (the closed-form heal's).
 
 use crate::error::{Error, Result};
-use crate::heal::paired_rows;
+use crate::heal::fit::fold_down_proj;
+use crate::heal::postnorm::norm_name;
 use crate::heal::postnorm::PostNorm;
-use crate::model::{AttnCtx, DecoderLayer, Model};
+use crate::heal::{down_proj_names, paired_rows, rows};
+use crate::model::{AttnCtx, DecoderLayer, Model, WeightSource};
 use candle_core::{backprop::GradStore, Device, Tensor, Var};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -214,6 +216,37 @@ impl Student {
             };
         }
         Ok(xs)
+    }
+
+    /// Folds `maps` into `tensors` (the healed tensors by dense-model name; `source` the dense
+    /// weights, for those not healed yet): at each fold layer `down_proj ← Uᵀ·down_proj`, on top of
+    /// whatever `tensors` holds for it (a merged low-rank update, a closed-form map), and in a
+    /// post-norm family the trained scale `g₀ ⊙ v` into its post-MLP norm, in the family's
+    /// convention.
+    pub fn fold(
+        &self,
+        maps: &Maps<Tensor>,
+        tensors: &mut BTreeMap<String, Vec<f32>>,
+        source: &dyn WeightSource,
+    ) -> Result<()> {
+        let arch = &self.model.config().arch;
+        for (&l, m) in maps {
+            let u: Vec<f64> = rows(&m.u)?.into_iter().map(f64::from).collect();
+            for name in down_proj_names(arch, l) {
+                let w = match tensors.get(&name) {
+                    Some(w) => w.clone(),
+                    None => rows(&source.tensor(&name)?)?,
+                };
+                tensors.insert(name, fold_down_proj(&u, &w, arch.hidden_size)?);
+            }
+            if let (Some(p), Some(v)) = (self.post_norm(), &m.gain) {
+                let s = self.scale(l, v)?.ok_or_else(|| {
+                    Error::Compute(format!("layer {l}: a gain without a post-MLP norm"))
+                })?;
+                tensors.insert(norm_name(l), p.encode(&s));
+            }
+        }
+        Ok(())
     }
 
     /// The mean KL(teacher ‖ student) over the positions of one window and the gradients of the
