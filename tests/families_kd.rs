@@ -233,3 +233,67 @@ fn prune_heal_kd_on_gemma3_writes_down_proj_and_norm_reloads_and_verifies() {
     let v = common::stdout(&o);
     assert!(v.contains("2 healed (not compared)"), "{v}");
 }
+
+/// The Gemma 3 fixture as llama.cpp describes it (a GGUF of its own config), without its global
+/// layer 5 (the pattern holds): kd on the GGUF writes `ffn_down` and `post_ffw_norm`, and the
+/// healed GGUF reloads with the in-memory logits.
+#[test]
+fn post_norm_distillation_on_a_gguf_reloads_with_the_in_memory_logits() {
+    use depthprune::checkpoint::atomic::Overwrite;
+    use depthprune::checkpoint::gguf::{GgmlType, GgufModel};
+    use depthprune::heal::gguf::{write_healed_gguf, GgufHealOptions};
+    use depthprune::select::Removal;
+    let tmp = tempfile::tempdir().unwrap();
+    let hf = tmp.path().join("gemma3-cpp");
+    std::fs::create_dir_all(&hf).unwrap();
+    std::fs::copy(
+        dir("gemma3").join("model.safetensors"),
+        hf.join("model.safetensors"),
+    )
+    .unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir("gemma3").join("config.json")).unwrap())
+            .unwrap();
+    cfg["query_pre_attn_scalar"] = cfg["head_dim"].clone();
+    let o = cfg.as_object_mut().unwrap();
+    o.remove("sliding_window_pattern");
+    o.insert("rope_local_base_freq".into(), 10000.0.into());
+    std::fs::write(hf.join("config.json"), cfg.to_string()).unwrap();
+    let gguf = tmp.path().join("gemma3.gguf");
+    depthprune::convert::to_gguf::hf_to_gguf(&hf, &gguf, GgmlType::F32, Overwrite::Refuse).unwrap();
+
+    let t = common::golden_tokens(SAMPLES);
+    let removed = [5usize];
+    let start = heal::heal(&gguf, &removed, &t, &common::guarded(), &Silent).unwrap();
+    let out = heal::distil(&gguf, &t, &start, &kd(1e-2, 0), &Silent).unwrap();
+    let d = out.distillation.as_ref().unwrap();
+    assert!(d.kept(), "{d:?}");
+    let names: Vec<&String> = out.tensors.keys().collect();
+    assert_eq!(names, [&down_proj_name(4), &norm_name(4)]);
+    let model = GgufModel::open(&gguf).unwrap();
+    let removal = Removal::from_layers(6, removed).unwrap();
+    let written = tmp.path().join("healed.gguf");
+    let opts = GgufHealOptions {
+        overwrite: Overwrite::Refuse,
+        split_max_bytes: None,
+        ty: GgmlType::F32,
+        keep_types: true,
+        metadata: Vec::new(),
+    };
+    write_healed_gguf(&model, &removal, &out, &written, &opts, &Silent).unwrap();
+    let window = &t[..CTX];
+    let mem = heal::open_healed(&gguf, &out.tensors).unwrap();
+    let want = flat_logits(&mem, &removed, window);
+    let got = flat_logits(&Model::open(&written).unwrap(), &[], window);
+    let e = max_diff(&got, &want);
+    assert!(e < 1e-4, "reloaded GGUF logits differ by {e}");
+    let plain = flat_logits(
+        &heal::open_healed(&gguf, &start.tensors).unwrap(),
+        &removed,
+        window,
+    );
+    assert!(
+        max_diff(&plain, &want) > 1e-3,
+        "distillation changed nothing"
+    );
+}
