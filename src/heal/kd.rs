@@ -33,8 +33,9 @@
 //! against the dense model's output distribution, follows the distillation variants of
 //! ReplaceMe (Shopkhoev et al., 2025) and of LLM-Streamline (Chen et al., 2024, which trains a
 //! light replacement layer); distilling to the teacher's full next-token distribution is Hinton
-//! et al.'s (2015) knowledge distillation. Starting from the closed-form fit, folding the result
-//! and stopping on held-out KL are this project's choices.
+//! et al.'s (2015) knowledge distillation. Starting from the closed-form fit, folding the result,
+//! stopping on held-out KL, and in the post-norm families placing the map before the norm (where
+//! any map folds) with the norm's scale trained beside it are this project's choices.
 
 mod student;
 
