@@ -193,7 +193,7 @@ impl Healing {
     pub fn fold_phrase(&self, down: &str, norm: &str) -> String {
         let distilled = self.distillation.as_ref().is_some_and(|d| d.kept());
         if self.post_norm() && distilled {
-            format!("a trained linear map per fold site was folded into the `{down}` before the removed layers (it acts before that layer's `{norm}`) and a trained per-channel scale into that `{norm}`")
+            format!("a trained linear map per fold site was folded into that layer's `{down}` (it acts before the layer's `{norm}`) and a trained per-channel scale into that `{norm}`")
         } else if self.post_norm() {
             format!("a rotation per healed block was folded into the `{down}` before it and a per-channel scale into that layer's `{norm}`")
         } else {
