@@ -2,13 +2,12 @@
 //! `down_proj` (its MLP output reaches the residual stream unnormalised). Gemma 2/3 and OLMo 2
 //! normalise the MLP output first, so they take a rotation folded into `down_proj` and a scale
 //! folded into `post_feedforward_layernorm`: the fold is exact, the guard judges it, and the
-//! healed HF folder and GGUF reload with the in-memory logits. Distillation still refuses them,
-//! with one line, before anything is written.
+//! healed HF folder and GGUF reload with the in-memory logits. Distillation on them is in
+//! `tests/families_kd.rs`.
 
 mod common;
 
 use common::golden::{dist, max_diff};
-use common::s;
 use depthprune::checkpoint::atomic::Overwrite;
 use depthprune::checkpoint::gguf::{GgmlType, GgufModel};
 use depthprune::checkpoint::hf::HfCheckpoint;
@@ -292,34 +291,4 @@ fn healed_post_norm_checkpoints_reload_with_the_in_memory_logits() {
         let plain = logits(&Model::open(&gguf).unwrap(), removed, toks);
         assert!(max_diff(&plain, &want) > 1e-3, "{arch}: nothing was healed");
     }
-}
-
-#[test]
-fn distillation_on_gemma_is_refused_before_any_output() {
-    let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("gemma2");
-    let tokenizer = ["tokenizer.json", "tokenizer_config.json"];
-    common::with_llama_tokenizer(&dir("gemma2"), &tokenizer, &model);
-    let out = tmp.path().join("healed");
-    let calib = common::golden_text();
-    let args = [
-        "--drop",
-        "2,3",
-        "--heal",
-        "kd",
-        "--calib",
-        s(&calib),
-        "--ctx",
-        "16",
-    ];
-    let o = common::prune(&model, &args, &out);
-    assert!(!o.status.success());
-    let err = common::stderr(&o);
-    let line = common::one_error_line(&err);
-    assert!(
-        line.contains("`kd` cannot heal this `gemma2` model"),
-        "{err}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    common::assert_no_output(&out);
 }

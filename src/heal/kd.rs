@@ -7,6 +7,14 @@
 //!   with per-layer maps each kept layer's), the MLP output `m` becomes `m·U_f`, with `U_f`
 //!   starting at the identity, so step 0 is exactly the least-squares heal. The result folds as
 //!   `down_proj ← U_fᵀ·down_proj`: a stock checkpoint, no new ops, for HF folders and GGUF alike.
+//! - **Post-norm families** (Gemma 2/3, OLMo 2; issue 23). The MLP output `u` is normalised
+//!   before the residual add, `r = norm(u)·g`. `U_f` then sits before the norm, `u ↦ u·U_f`, so
+//!   it folds into `down_proj` exactly as above (the norm only sees `down_proj`'s output, now
+//!   `h·(U_fᵀ·W)ᵀ`), and the norm's scale trains with it as `g₀ ⊙ v_f`, `v_f` starting at ones
+//!   and `g₀` the closed-form heal's scale. The trained scale is written to the norm's weight in
+//!   the family's convention ([`super::postnorm::PostNorm::encode`]): `U_f` is a general map
+//!   here, more than the rotation the training-free fit is limited to. Gemma 2's soft-capped
+//!   head is differentiated through its `tanh`.
 //! - **Loss.** The mean over positions of KL(dense ‖ healed) of the next-token distribution on
 //!   one calibration window per step, minimised by Adam. Gradients flow back through the kept
 //!   layers with candle's autograd (the layer code records a graph when its input does). The
@@ -25,28 +33,26 @@
 //! against the dense model's output distribution, follows the distillation variants of
 //! ReplaceMe (Shopkhoev et al., 2025) and of LLM-Streamline (Chen et al., 2024, which trains a
 //! light replacement layer); distilling to the teacher's full next-token distribution is Hinton
-//! et al.'s (2015) knowledge distillation. Starting from the closed-form fit, folding the result
-//! and stopping on held-out KL are this project's choices.
+//! et al.'s (2015) knowledge distillation. Starting from the closed-form fit, folding the result,
+//! stopping on held-out KL, and in the post-norm families placing the map before the norm (where
+//! any map folds) with the norm's scale trained beside it are this project's choices.
 
 mod student;
 
-use super::fit::fold_down_proj;
 use super::lowrank::{lr_at, Adapters, Factors};
 use super::overlay::healed_model;
 use super::result::Healing;
-use super::{down_proj_names, rows};
 use crate::error::{Error, Result};
 use crate::eval::ReferenceLogProbs;
 use crate::model::{open_checkpoint, Model, ModelConfig};
 use crate::progress::Progress;
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Tensor, Var};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 #[cfg(test)]
 use student::kl_and_grad;
-pub(crate) use student::{Layers, Student};
+pub(crate) use student::{Layers, Maps, SiteMap, Student};
 
 /// Default number of training steps (one calibration window each). On SmolLM2 (bi-8 and the
 /// heal-aware 8) the held-out KL was still falling at 64 steps of 2e-4 and bottomed out near
@@ -139,6 +145,8 @@ pub struct KdPoint {
 pub struct Distillation {
     /// The dense-model layers whose `down_proj` took a trained map.
     pub fold_layers: Vec<usize>,
+    /// Whether the scale of each fold layer's post-MLP norm trained too (post-norm families).
+    pub post_norm_gains: bool,
     pub lr: f64,
     /// Rank of the low-rank updates (0: none).
     pub rank: usize,
@@ -185,9 +193,14 @@ impl Distillation {
         } else {
             String::new()
         };
+        let gains = if self.post_norm_gains {
+            " (before the post-MLP norm, with its scale)"
+        } else {
+            ""
+        };
         if self.kept() {
             format!(
-                "distilled maps at layers {sites}{lowrank}: validation KL {:.4} → {:.4} (step {} of {}, lr {:e}, {:.0} s)",
+                "distilled maps at layers {sites}{gains}{lowrank}: validation KL {:.4} → {:.4} (step {} of {}, lr {:e}, {:.0} s)",
                 self.start_kl, self.best_kl, self.best_step, self.steps, self.lr, self.seconds
             )
         } else {
@@ -245,7 +258,6 @@ pub fn distil(
     fold_layers.sort_unstable();
     fold_layers.dedup();
     let (cfg, source) = open_checkpoint(dense_dir)?;
-    super::check_distillable(&cfg)?;
     let dense = Model::from_source(cfg.clone(), source.clone(), &|_| true)?;
     // Gradients flow through the student's layers, which needs f32 weights whatever the
     // teacher runs in.
@@ -259,7 +271,6 @@ pub fn distil(
         &fold_layers,
     )?;
     let ctx = dense.attn_ctx(0, ctx_len)?;
-    let hidden = dense.config().arch.hidden_size;
 
     progress.start("kd: dense", windows.len() as u64);
     let mut inputs = Vec::with_capacity(windows.len());
@@ -298,7 +309,7 @@ pub fn distil(
             _ => Ok(Layers::new()),
         }
     };
-    let validate = |maps: &BTreeMap<usize, Tensor>, layers: &Layers| -> Result<f64> {
+    let validate = |maps: &Maps<Tensor>, layers: &Layers| -> Result<f64> {
         let finals = val
             .iter()
             .map(|&i| student.hidden(&inputs[i].start, &ctx, maps, layers))
@@ -309,16 +320,10 @@ pub fn distil(
     };
 
     let started = Instant::now();
-    let identity = Tensor::eye(hidden, candle_core::DType::F32, &Device::Cpu)?;
-    let vars: BTreeMap<usize, Var> = fold_layers
-        .iter()
-        .map(|&l| Ok((l, Var::from_tensor(&identity)?)))
-        .collect::<Result<_>>()?;
+    let vars = student.identity_maps(&fold_layers)?;
     // A copy, not a view: the optimiser writes the variables' storage in place.
-    let snapshot = |vars: &BTreeMap<usize, Var>| -> Result<BTreeMap<usize, Tensor>> {
-        vars.iter()
-            .map(|(&l, v)| Ok((l, v.as_tensor().detach().copy()?)))
-            .collect()
+    let snapshot = |vars: &Maps<Var>| -> Result<Maps<Tensor>> {
+        vars.iter().map(|(&l, m)| Ok((l, m.snapshot()?))).collect()
     };
     let factors =
         || -> Result<Option<Factors>> { adapters.as_ref().map(|a| a.snapshot()).transpose() };
@@ -332,7 +337,7 @@ pub fn distil(
         validation_kl: start_kl,
     }];
     let mut adam = AdamW::new(
-        vars.values().cloned().collect(),
+        vars.values().flat_map(SiteMap::vars).collect(),
         ParamsAdamW {
             lr: opts.lr,
             weight_decay: 0.0,
@@ -423,18 +428,10 @@ pub fn distil(
                 out.tensors.insert(name, w);
             }
         }
-        for (&l, u) in &best.0 {
-            let u: Vec<f64> = rows(u)?.into_iter().map(f64::from).collect();
-            for name in down_proj_names(&dense.config().arch, l) {
-                let w = match out.tensors.get(&name) {
-                    Some(w) => w.clone(),
-                    None => rows(&source.tensor(&name)?)?,
-                };
-                out.tensors.insert(name, fold_down_proj(&u, &w, hidden)?);
-            }
-        }
+        student.fold(&best.0, &mut out.tensors, source.as_ref())?;
     }
     out.distillation = Some(Distillation {
+        post_norm_gains: student.post_norm().is_some(),
         fold_layers,
         lr: opts.lr,
         rank: opts.rank,
@@ -452,5 +449,7 @@ pub fn distil(
     Ok(out)
 }
 
+#[cfg(test)]
+mod fold_tests;
 #[cfg(test)]
 mod tests;

@@ -27,8 +27,9 @@
 //!   `Q·diag(s)` on the normalised MLP output folds exactly: `Q` into `down_proj`, `s` into the
 //!   norm's scale ([`postnorm`], fitted by [`rotation`]). The linear objectives become that
 //!   rotation and scale there, `scale` becomes the per-channel scale alone, and the guard
-//!   chooses among them and "unhealed" as for every other family. `kd` still refuses these
-//!   families ([`check_distillable`]).
+//!   chooses among them and "unhealed" as for every other family. `kd` trains a general map
+//!   *before* that norm, which folds into `down_proj` all the same, and the norm's scale with it
+//!   ([`kd`]).
 //! - **A block at layer 0** has no MLP before it to fold into; it is refused with a message
 //!   (mapping the embedding output would change the tied embedding and `lm_head` too).
 //! - Activations are streamed window by window into f64 Gram matrices; no window's activations
@@ -103,19 +104,6 @@ use std::ops::Range;
 
 /// The method name recorded in `pruning.json`.
 pub const METHOD: &str = "lstsq";
-
-/// Refuses map-only distillation on the post-norm families (Gemma 2/3's and OLMo 2's
-/// `post_feedforward_layernorm`): there a map must stay a rotation and a scale to fold
-/// ([`postnorm`]), and [`kd`] trains general maps. The training-free heal works on them.
-pub fn check_distillable(cfg: &crate::model::ModelConfig) -> Result<()> {
-    if cfg.arch.heal_fold() == crate::arch::registry::HealFold::PostNorm {
-        return Err(crate::error::Error::Unsupported(format!(
-            "`kd` cannot heal this `{}` model yet: its `post_feedforward_layernorm` only lets a rotation and a scale fold, and distillation trains general maps; hint: use the training-free heal (`lstsq` or `auto`), which fits that form",
-            cfg.arch.model_type
-        )));
-    }
-    Ok(())
-}
 
 /// The name of layer `i`'s `down_proj` weight.
 pub fn down_proj_name(layer: usize) -> String {

@@ -106,6 +106,13 @@ impl PostNorm {
         Ok((n, r))
     }
 
+    /// The norm applied to `u` `(…, hidden)` with the scale `gain` `(hidden,)`: `n·diag(gain)`.
+    /// Built from differentiable ops, so distillation can train through it ([`super::kd`]).
+    pub fn apply(&self, u: &Tensor, gain: &Tensor) -> Result<Tensor> {
+        let ms = (u.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?;
+        Ok(u.broadcast_div(&ms)?.broadcast_mul(gain)?)
+    }
+
     /// Folds the rotation and scale of `fit` into each `(weight, name)` of `ws` (the fold
     /// layer's `down_proj`) and into layer `layer`'s post-MLP norm.
     pub fn fold(

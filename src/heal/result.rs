@@ -191,7 +191,10 @@ impl Healing {
     /// What was folded where, for the notes on a healed checkpoint; `down` and `norm` name the
     /// MLP's down projection and post-MLP norm in the checkpoint's own terms.
     pub fn fold_phrase(&self, down: &str, norm: &str) -> String {
-        if self.post_norm() {
+        let distilled = self.distillation.as_ref().is_some_and(|d| d.kept());
+        if self.post_norm() && distilled {
+            format!("a trained linear map per fold site was folded into that layer's `{down}` (it acts before the layer's `{norm}`) and a trained per-channel scale into that `{norm}`")
+        } else if self.post_norm() {
             format!("a rotation per healed block was folded into the `{down}` before it and a per-channel scale into that layer's `{norm}`")
         } else {
             format!("a linear map per healed block was folded into the `{down}` before it")

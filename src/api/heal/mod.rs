@@ -237,10 +237,6 @@ fn fit(
     progress: &dyn Progress,
 ) -> Result<Healing> {
     let opts = req.fit.options(req.method, req.ctx)?;
-    if req.method == HealMethod::Kd {
-        // Before the closed-form fit: distillation refuses some families.
-        heal::check_distillable(&crate::model::open_checkpoint(dense)?.0)?;
-    }
     let tokens = calib_tokens(tok, req, progress)?;
     let healing = with_offload(req.offload, || -> Result<Healing> {
         let started = std::time::Instant::now();

@@ -2,14 +2,16 @@
 
 use super::*;
 use crate::model::open_checkpoint;
+use candle_core::Device;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-fn fixture() -> PathBuf {
+pub(super) fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/llama")
 }
 
 /// A deterministic pseudo-random matrix with entries in `[-scale, scale)`.
-fn noise(seed: u64, rows: usize, cols: usize, scale: f32) -> Tensor {
+pub(super) fn noise(seed: u64, rows: usize, cols: usize, scale: f32) -> Tensor {
     let mut s = seed;
     let v: Vec<f32> = (0..rows * cols)
         .map(|_| {
@@ -46,12 +48,36 @@ fn kl_gradient_is_q_minus_p_over_rows() {
     assert!(same.abs() < 1e-12 && g0.iter().all(|g| g.abs() < 1e-7));
 }
 
-#[test]
-fn map_gradients_match_finite_differences() {
-    let (cfg, source) = open_checkpoint(&fixture()).unwrap();
+pub(super) fn family(arch: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/golden/families")
+        .join(arch)
+}
+
+/// The squared norm of `t`.
+fn norm2(t: &Tensor) -> f64 {
+    t.sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap() as f64
+}
+
+/// Which part of a site's map a direction moves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Part {
+    U,
+    Gain,
+}
+
+/// The map gradients of the model at `dir` with layer 2 removed and maps at layers 1 (its
+/// block's fold layer) and 3 (per-layer), against central finite differences, along a random
+/// direction and along the gradient itself, for `U` and (post-norm families) the gain.
+fn check_map_gradients(model_dir: &std::path::Path, spread: f32) {
+    let (cfg, source) = open_checkpoint(model_dir).unwrap();
     let dense = Model::from_source(cfg.clone(), source.clone(), &|_| true).unwrap();
     let h = cfg.arch.hidden_size;
-    // Remove layer 2; maps at layer 1 (its block's fold layer) and at layer 3 (per-layer).
     let removed = [2usize];
     let student = Student::new(
         healed_model(cfg, source, &BTreeMap::new(), &removed).unwrap(),
@@ -59,6 +85,7 @@ fn map_gradients_match_finite_differences() {
         &[1, 3],
     )
     .unwrap();
+    let post = student.post_norm().is_some();
     let tokens: Vec<u32> = (0..24).map(|i| (i * 37 + 11) % 300).collect();
     let ctx = dense.attn_ctx(0, tokens.len()).unwrap();
     let mut entering = None;
@@ -78,14 +105,45 @@ fn map_gradients_match_finite_differences() {
         .unwrap()
         .to_vec1()
         .unwrap();
-    let eye = Tensor::eye(h, candle_core::DType::F32, &Device::Cpu).unwrap();
-    let start: BTreeMap<usize, Tensor> = [1usize, 3]
+    // The identity maps leave the healed model as it is.
+    let identity: Maps<Tensor> = student
+        .identity_maps(&[1, 3])
+        .unwrap()
         .iter()
-        .map(|&l| (l, (&eye + noise(l as u64, h, h, 0.05)).unwrap()))
+        .map(|(&l, m)| (l, m.snapshot().unwrap()))
         .collect();
-    let vars: BTreeMap<usize, Var> = start
+    let plain = student
+        .loss(&xs, &ctx, &teacher, &BTreeMap::new(), &Layers::new())
+        .unwrap();
+    let at_identity = student
+        .loss(&xs, &ctx, &teacher, &identity, &Layers::new())
+        .unwrap();
+    assert!(
+        (plain - at_identity).abs() < 1e-6 * plain.max(1.0),
+        "{model_dir:?}: identity maps move the KL: {plain} vs {at_identity}"
+    );
+    let eye = Tensor::eye(h, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let ones = Tensor::ones(h, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let start: Maps<Tensor> = [1usize, 3]
         .iter()
-        .map(|(&l, t)| (l, Var::from_tensor(t).unwrap()))
+        .map(|&l| {
+            let u = (&eye + noise(l as u64, h, h, spread)).unwrap();
+            let gain = post
+                .then(|| (&ones + noise(50 + l as u64, 1, h, 0.2).reshape(h).unwrap()).unwrap());
+            (l, SiteMap { u, gain })
+        })
+        .collect();
+    let vars: Maps<Var> = start
+        .iter()
+        .map(|(&l, m)| {
+            (
+                l,
+                SiteMap {
+                    u: Var::from_tensor(&m.u).unwrap(),
+                    gain: m.gain.as_ref().map(|g| Var::from_tensor(g).unwrap()),
+                },
+            )
+        })
         .collect();
     let (kl, grads) = student
         .loss_and_grads(&xs, &ctx, &teacher, &vars, &Layers::new())
@@ -94,49 +152,73 @@ fn map_gradients_match_finite_differences() {
         .loss(&xs, &ctx, &teacher, &start, &Layers::new())
         .unwrap();
     assert!((kl - kl0).abs() < 1e-6 * kl0.max(1.0), "{kl} vs {kl0}");
+    eprintln!("{model_dir:?}: KL {kl}");
     assert!(
         kl > 1e-4,
         "removing a layer must move the distribution: KL {kl}"
     );
-    for (&l, var) in &vars {
-        let g = grads
-            .get(var.as_tensor())
-            .expect("a gradient for every map");
-        // The directional derivative along a random direction, and along the gradient itself.
-        for (k, dir) in [noise(100 + l as u64, h, h, 1.0), g.clone()]
-            .iter()
-            .enumerate()
-        {
-            let eps = 1e-2
-                / dir
-                    .sqr()
+    let mut checked = 0;
+    for (&l, m) in &vars {
+        let parts = std::iter::once((Part::U, &m.u)).chain(m.gain.iter().map(|g| (Part::Gain, g)));
+        for (part, var) in parts {
+            let g = grads
+                .get(var.as_tensor())
+                .expect("a gradient for every map");
+            let random = noise(100 + l as u64, h, h, 1.0);
+            let random = match part {
+                Part::U => random,
+                Part::Gain => random.narrow(0, 0, 1).unwrap().reshape(h).unwrap(),
+            };
+            for (k, dir) in [random, g.clone()].iter().enumerate() {
+                let eps = 1e-2 / norm2(dir).sqrt();
+                let moved = |sign: f64| {
+                    let mut maps = start.clone();
+                    let site = maps.get_mut(&l).unwrap();
+                    let t = match part {
+                        Part::U => &mut site.u,
+                        Part::Gain => site.gain.as_mut().unwrap(),
+                    };
+                    *t = (&*t + (dir * (sign * eps)).unwrap()).unwrap();
+                    student
+                        .loss(&xs, &ctx, &teacher, &maps, &Layers::new())
+                        .unwrap()
+                };
+                let fd = (moved(1.0) - moved(-1.0)) / (2.0 * eps);
+                let analytic = (g * dir)
                     .unwrap()
                     .sum_all()
                     .unwrap()
                     .to_scalar::<f32>()
-                    .unwrap()
-                    .sqrt() as f64;
-            let moved = |sign: f64| {
-                let mut maps = start.clone();
-                let u = (&start[&l] + (dir * (sign * eps)).unwrap()).unwrap();
-                maps.insert(l, u);
-                student
-                    .loss(&xs, &ctx, &teacher, &maps, &Layers::new())
-                    .unwrap()
-            };
-            let fd = (moved(1.0) - moved(-1.0)) / (2.0 * eps);
-            let analytic = (g * dir)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap() as f64;
-            let tol = 2e-2 * analytic.abs().max(1e-3);
-            assert!(
-                (fd - analytic).abs() < tol,
-                "map at layer {l}, direction {k}: finite difference {fd} vs autograd {analytic}"
-            );
+                    .unwrap() as f64;
+                let tol = 2e-2 * analytic.abs().max(1e-3);
+                assert!(
+                    (fd - analytic).abs() < tol,
+                    "{model_dir:?}: {part:?} at layer {l}, direction {k}: finite difference {fd} vs autograd {analytic}"
+                );
+                checked += 1;
+            }
         }
+    }
+    assert_eq!(checked, if post { 8 } else { 4 }, "{model_dir:?}");
+}
+
+#[test]
+fn map_gradients_match_finite_differences() {
+    check_map_gradients(&fixture(), 0.05);
+}
+
+/// Gemma 2 (soft-capped head), Gemma 3 and OLMo 2: `U` before the post-MLP norm and the norm's
+/// gain. Granite: the residual multiplier on the mapped branch and the head's divisor.
+#[test]
+fn map_gradients_match_finite_differences_in_every_family_with_a_twist() {
+    // Granite's divided logits move little unless the maps do.
+    for (arch, spread) in [
+        ("gemma2", 0.5),
+        ("gemma3", 0.5),
+        ("olmo2", 0.5),
+        ("granite", 3.0),
+    ] {
+        check_map_gradients(&family(arch), spread);
     }
 }
 
@@ -182,8 +264,22 @@ fn low_rank_gradients_match_finite_differences() {
         .unwrap();
     let h = cfg.arch.hidden_size;
     let eye = Tensor::eye(h, candle_core::DType::F32, &Device::Cpu).unwrap();
-    let maps: BTreeMap<usize, Var> = [(1usize, Var::from_tensor(&eye).unwrap())].into();
-    let plain: BTreeMap<usize, Tensor> = [(1usize, eye.clone())].into();
+    let maps: Maps<Var> = [(
+        1usize,
+        SiteMap {
+            u: Var::from_tensor(&eye).unwrap(),
+            gain: None,
+        },
+    )]
+    .into();
+    let plain: Maps<Tensor> = [(
+        1usize,
+        SiteMap {
+            u: eye.clone(),
+            gain: None,
+        },
+    )]
+    .into();
     let layers = adapters.layers(None).unwrap();
     let (kl, grads) = student
         .loss_and_grads(&xs, &ctx, &teacher, &maps, &layers)
