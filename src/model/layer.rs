@@ -69,6 +69,12 @@ enum Weight {
     Quant(Vec<Arc<QTensor>>),
 }
 
+/// A [`Linear`]'s weight as stored: floats, or quantized parts stacked along the output.
+pub(crate) enum WeightRef<'a> {
+    Dense(&'a Tensor),
+    Quant(&'a [Arc<QTensor>]),
+}
+
 impl Linear {
     /// Loads `{prefix}.weight` (and `{prefix}.bias`), the weight kept in the precision `compute`
     /// says (biases stay f32).
@@ -117,6 +123,19 @@ impl Linear {
                 Ok(Tensor::cat(&dense, 0)?)
             }
         }
+    }
+
+    /// The weight as stored, for callers that read it in pieces (the scoring head).
+    pub(crate) fn weight_ref(&self) -> WeightRef<'_> {
+        match &self.weight {
+            Weight::Dense(w) => WeightRef::Dense(w),
+            Weight::Quant(parts) => WeightRef::Quant(parts),
+        }
+    }
+
+    /// The bias, if any.
+    pub(crate) fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
     }
 
     /// Outputs of the map.

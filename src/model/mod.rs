@@ -19,6 +19,7 @@ pub mod gguf;
 mod gguf_families;
 pub mod gguf_moe;
 mod half_gemm;
+mod head;
 mod layer;
 pub mod moe;
 mod norm;
@@ -37,6 +38,7 @@ pub use config::{
 pub use family::{Activation, FamilyOpts};
 pub use fastmath::{log_sum_exp, silu_mul, softmax_unnormalised};
 pub use generate::{argmax, generate, GenerateOpts, Generation, Sampler, Sampling};
+pub use head::RowScore;
 pub use layer::{
     Attention, AttnCtx, DecoderLayer, FeedForward, LayerCache, LayerOutput, Linear, Mlp, RmsNorm,
 };
