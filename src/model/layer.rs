@@ -10,7 +10,7 @@ use super::family::Activation;
 use super::half_gemm::HalfMatmul;
 use super::moe::SparseMoe;
 pub use super::norm::RmsNorm;
-use super::ops::{FrozenLinear, SiluMul};
+use super::ops::{FrozenLinear, GeluMul, SiluMul};
 pub use super::self_attention::{Attention, AttnCtx, LayerCache};
 use super::weights::WeightSource;
 use crate::arch::families::Family;
@@ -285,6 +285,7 @@ impl Mlp {
         let gate_up = self.gate_up.forward(xs)?;
         let hidden = match self.activation {
             Activation::Silu => gate_up.apply_op1(SiluMul)?,
+            Activation::GeluTanh if !gate_up.track_op() => gate_up.apply_op1_no_bwd(&GeluMul)?,
             Activation::GeluTanh => {
                 let i = gate_up.dim(candle_core::D::Minus1)? / 2;
                 let gate = gate_up.narrow(candle_core::D::Minus1, 0, i)?;

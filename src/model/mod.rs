@@ -36,7 +36,7 @@ pub use config::{
     ModelConfig, RopeScaling,
 };
 pub use family::{Activation, FamilyOpts};
-pub use fastmath::{log_sum_exp, silu_mul, softmax_unnormalised};
+pub use fastmath::{gelu_tanh_mul, log_sum_exp, silu_mul, softmax_unnormalised};
 pub use generate::{argmax, generate, GenerateOpts, Generation, Sampler, Sampling};
 pub use head::RowScore;
 pub use layer::{

@@ -1,5 +1,5 @@
-//! Fused CPU kernels for elementwise steps: SwiGLU's `silu(gate) * up` over the fused gate/up
-//! projection (one pass instead of three candle ops and their temporaries), and the window rule
+//! Fused CPU kernels for elementwise steps: SwiGLU's `silu(gate) * up` and GeGLU's
+//! `gelu_tanh(gate) * up` over the fused gate/up projection (one pass instead of three candle ops and their temporaries), and the window rule
 //! the attention kernel ([`super::attention`]) masks by.
 //!
 //! Training (map-only distillation, `heal::kd`) runs the same layer code with a recorded graph,
@@ -126,24 +126,7 @@ impl CustomOp1 for SiluMul {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let src = contiguous_f32("silu-mul", storage, layout)?;
-        let mut dims = layout.dims().to_vec();
-        let width = dims.last().copied().unwrap_or(0);
-        if width == 0 || width % 2 != 0 {
-            candle_core::bail!("silu-mul needs an even last dimension, got {width}")
-        }
-        let half = width / 2;
-        let mut out = vec![0f32; src.len() / 2];
-        out.par_chunks_mut(half)
-            .zip(src.par_chunks(width))
-            .for_each(|(o, row)| {
-                let (a, b) = row.split_at(half);
-                super::fastmath::silu_mul(a, b, o);
-            });
-        if let Some(last) = dims.last_mut() {
-            *last = half;
-        }
-        Ok((CpuStorage::F32(out), Shape::from(dims)))
+        gated("silu-mul", storage, layout, super::fastmath::silu_mul)
     }
 
     /// With `x = [a | b]` and `g` the gradient of `silu(a)·b`: `a` gets `g·b·σ(a)(1 + a(1 − σ(a)))`
@@ -164,6 +147,51 @@ impl CustomOp1 for SiluMul {
         let gb = (grad * &silu)?;
         Ok(Some(Tensor::cat(&[&ga, &gb], D::Minus1)?))
     }
+}
+
+/// `gelu_tanh(a) * b` where each row of the input is `[a | b]`, GeGLU's gate (Gemma), giving rows
+/// half as wide; inference only (training composes candle's `gelu`, which has a backward pass).
+pub(crate) struct GeluMul;
+
+impl CustomOp1 for GeluMul {
+    fn name(&self) -> &'static str {
+        "gelu-mul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        gated("gelu-mul", storage, layout, super::fastmath::gelu_tanh_mul)
+    }
+}
+
+/// `f(a, b)` over the halves `[a | b]` of each row of a contiguous f32 input.
+fn gated(
+    op: &str,
+    storage: &CpuStorage,
+    layout: &Layout,
+    f: fn(&[f32], &[f32], &mut [f32]),
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let src = contiguous_f32(op, storage, layout)?;
+    let mut dims = layout.dims().to_vec();
+    let width = dims.last().copied().unwrap_or(0);
+    if width == 0 || width % 2 != 0 {
+        candle_core::bail!("{op} needs an even last dimension, got {width}")
+    }
+    let half = width / 2;
+    let mut out = vec![0f32; src.len() / 2];
+    out.par_chunks_mut(half)
+        .zip(src.par_chunks(width))
+        .for_each(|(o, row)| {
+            let (a, b) = row.split_at(half);
+            f(a, b, o);
+        });
+    if let Some(last) = dims.last_mut() {
+        *last = half;
+    }
+    Ok((CpuStorage::F32(out), Shape::from(dims)))
 }
 
 /// `x·Wᵀ` for rows `x (rows, in)` and a frozen weight `W (out, in)`. Its backward gives only the
@@ -244,6 +272,21 @@ mod tests {
                 assert!((v - want).abs() < 1e-6, "row {r} key {j}: {v} vs {want}");
             }
         }
+    }
+
+    #[test]
+    fn gelu_mul_pairs_halves_as_candle_does() {
+        let xs = Tensor::new(
+            &[[1f32, -2.0, 3.0, 0.5], [0.1, 4.0, -1.0, 2.0]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let got = xs.apply_op1_no_bwd(&GeluMul).unwrap();
+        let gate = xs.narrow(1, 0, 2).unwrap();
+        let up = xs.narrow(1, 2, 2).unwrap();
+        let want = (gate.gelu().unwrap() * up).unwrap();
+        let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
     }
 
     #[test]
