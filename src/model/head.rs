@@ -14,7 +14,7 @@
 
 use super::fastmath::log_sum_exp;
 use super::half_gemm::{gemm_f32, HalfWeight};
-use super::layer::WeightRef;
+use super::linear::WeightRef;
 use super::Model;
 use crate::error::{Error, Result};
 use candle_core::quantized::QTensor;

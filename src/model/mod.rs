@@ -21,6 +21,7 @@ pub mod gguf_moe;
 mod half_gemm;
 mod head;
 mod layer;
+mod linear;
 pub mod moe;
 mod norm;
 mod ops;
