@@ -5,7 +5,7 @@
 use super::config::Compute;
 use super::half_gemm::HalfMatmul;
 use super::layer::{check_shape, load, load_in};
-use super::ops::FrozenLinear;
+use super::ops::{F32Matmul, FrozenLinear};
 use super::weights::WeightSource;
 use crate::error::{Error, Result};
 use candle_core::quantized::QTensor;
@@ -177,6 +177,9 @@ impl Linear {
                     ));
                 }
                 flat.apply_op1(FrozenLinear(w.clone()))?
+            }
+            Weight::Dense(w) if w.dtype() == DType::F32 && w.is_contiguous() => {
+                flat.apply_op2_no_bwd(w, &F32Matmul)?
             }
             Weight::Dense(w) if w.dtype() == DType::F32 => flat.matmul(&w.t()?)?,
             Weight::Dense(w) => flat.apply_op2_no_bwd(w, &HalfMatmul)?,

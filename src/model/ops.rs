@@ -194,6 +194,68 @@ fn gated(
     Ok((CpuStorage::F32(out), Shape::from(dims)))
 }
 
+/// `x·Wᵀ` for rows `x (rows, in)` and an f32 weight `W (out, in)`, both contiguous, on the
+/// current pool's threads: candle's product zero-fills its output before `gemm` overwrites it,
+/// a pass over every activation that this skips. Inference only.
+pub(crate) struct F32Matmul;
+
+impl candle_core::CustomOp2 for F32Matmul {
+    fn name(&self) -> &'static str {
+        "f32-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32("f32-matmul", xs, xl)?;
+        let w = contiguous_f32("f32-matmul", ws, wl)?;
+        let (m, k) = xl.shape().dims2()?;
+        let (n, wk) = wl.shape().dims2()?;
+        if wk != k || x.len() != m * k || w.len() != n * k {
+            candle_core::bail!("f32-matmul: ({m}, {k}) @ ({n}, {wk})ᵀ")
+        }
+        let mut out: Vec<f32> = Vec::with_capacity(m * n);
+        let threads = rayon::current_num_threads();
+        // SAFETY: `out` has room for `m × n` elements, written row-major (row stride `n`);
+        // `x` is `m × k` (row stride `k`) and `w` is `n × k`, read as the `k × n` matrix `wᵀ`
+        // (column stride `k`, row stride 1). With `read_dst = false` gemm only writes `out`, and
+        // it writes every element, so the length can be set after.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                x.as_ptr(),
+                1,
+                k as isize,
+                w.as_ptr(),
+                k as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                if threads > 1 {
+                    gemm::Parallelism::Rayon(threads)
+                } else {
+                    gemm::Parallelism::None
+                },
+            );
+            out.set_len(m * n);
+        }
+        Ok((CpuStorage::F32(out), Shape::from((m, n))))
+    }
+}
+
 /// `x·Wᵀ` for rows `x (rows, in)` and a frozen weight `W (out, in)`. Its backward gives only the
 /// input's gradient, `g·W`: a plain matmul would also compute the weight's gradient, a product
 /// as large as the forward, which training the fold maps never uses.
@@ -287,6 +349,25 @@ mod tests {
         let want = (gate.gelu().unwrap() * up).unwrap();
         let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
+    }
+
+    #[test]
+    fn f32_matmul_is_candles_product() {
+        let x = Tensor::arange(0f32, 3.0 * 70.0, &Device::Cpu)
+            .unwrap()
+            .reshape((3, 70))
+            .unwrap();
+        let w = (Tensor::arange(0f32, 5.0 * 70.0, &Device::Cpu).unwrap() * 0.01)
+            .unwrap()
+            .reshape((5, 70))
+            .unwrap();
+        let got = x.apply_op2_no_bwd(&w, &F32Matmul).unwrap();
+        let want = x.matmul(&w.t().unwrap()).unwrap();
+        assert_eq!(got.dims(), &[3, 5]);
+        let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-3);
+        assert!(x.apply_op2_no_bwd(&x, &F32Matmul).is_ok());
+        assert!(x.apply_op2_no_bwd(&w.t().unwrap(), &F32Matmul).is_err());
     }
 
     #[test]
