@@ -1,19 +1,19 @@
-//! Streaming perplexity and divergence from a reference: windows run in small batches, and
-//! logits exist only for a bounded block of scored positions at a time.
+//! Streaming perplexity and divergence from a reference: windows run in small batches, and the
+//! head scores a batch's positions a vocabulary slab at a time ([`Model::score_rows`]), so no
+//! full logit row is ever held.
 
 use super::bootstrap::{Bootstrap, Interval};
 use super::windows::{Convention, Window};
 use crate::error::{Error, Result};
 use crate::model::stream::batches_per_pass;
-use crate::model::Model;
+use crate::model::{Model, RowScore};
 use crate::progress::{Progress, Silent};
 use candle_core::{Device, Tensor};
 use std::time::Instant;
 
-/// Logit elements computed at once (rows × vocabulary), 24 MiB of f32: about 128 rows of a 49k
-/// vocabulary, below glibc's largest mmap threshold so the block's memory is reused rather than
-/// mapped and faulted in afresh each time, and large enough that re-packing the head's weight
-/// for each block costs little.
+/// Logit elements computed at once (rows × vocabulary) where whole logit rows are needed (the
+/// choice tasks), 24 MiB of f32: about 128 rows of a 49k vocabulary, below glibc's largest mmap
+/// threshold so the block's memory is reused rather than mapped and faulted in afresh each time.
 pub(crate) const LOGIT_BLOCK_ELEMS: usize = 6 << 20;
 
 /// One model to run: weights plus the layers it skips.
@@ -110,43 +110,6 @@ type Sums = Totals;
 /// elementwise cost of an eval.
 pub(crate) use crate::model::log_sum_exp;
 
-/// KL(p_ref ‖ p_model) of two logit rows with known log-normalisers:
-/// `Σ p_ref (r - m) - lse_r + lse_m`, since the reference probabilities add up to one.
-fn kl_row(r: &[f32], lse_r: f64, m: &[f32], lse_m: f64) -> f64 {
-    let expect: f64 = r
-        .iter()
-        .zip(m)
-        .map(|(&a, &b)| (a as f64 - lse_r).exp() * (a as f64 - b as f64))
-        .sum();
-    expect - lse_r + lse_m
-}
-
-/// Adds rows `rows` of a logit block (and of the reference block) to `sums`.
-fn score_rows(
-    logits: &[f32],
-    reference: Option<&[f32]>,
-    targets: &[u32],
-    vocab: usize,
-    rows: std::ops::Range<usize>,
-) -> Sums {
-    let mut sums = Sums::default();
-    for k in rows {
-        let row = &logits[k * vocab..(k + 1) * vocab];
-        let target = targets[k] as usize;
-        let (lse, top) = log_sum_exp(row);
-        sums.nll += lse - row[target] as f64;
-        if let Some(rl) = reference {
-            let rrow = &rl[k * vocab..(k + 1) * vocab];
-            let (rlse, rtop) = log_sum_exp(rrow);
-            sums.ref_nll += rlse - rrow[target] as f64;
-            sums.kl += kl_row(rrow, rlse, row, lse);
-            sums.agree += usize::from(top == rtop);
-        }
-        sums.n += 1;
-    }
-    sums
-}
-
 impl Sums {
     /// Adds another set of sums (another window, another block of rows).
     pub fn add(&mut self, o: Sums) {
@@ -158,24 +121,17 @@ impl Sums {
     }
 }
 
-/// Scores a block of rows on all threads.
-fn score_block(logits: &[f32], reference: Option<&[f32]>, targets: &[u32], vocab: usize) -> Sums {
-    let n = targets.len();
-    let threads = rayon::current_num_threads().clamp(1, n.max(1));
-    let per = n.div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let rows = (t * per).min(n)..((t + 1) * per).min(n);
-                scope.spawn(move || score_rows(logits, reference, targets, vocab, rows))
-            })
-            .collect();
-        let mut total = Sums::default();
-        for h in handles {
-            total.add(h.join().unwrap_or_default());
-        }
-        total
-    })
+/// The sums of per-row scores.
+fn sums_of(rows: &[RowScore]) -> Sums {
+    let mut sums = Sums::default();
+    for r in rows {
+        sums.nll += r.nll;
+        sums.ref_nll += r.ref_nll;
+        sums.kl += r.kl;
+        sums.agree += usize::from(r.agree);
+        sums.n += 1;
+    }
+    sums
 }
 
 /// Scores `tokens` under `conv`, running `batch` windows at a time; with `reference`, also the
@@ -295,41 +251,6 @@ pub fn evaluate(
     })
 }
 
-/// Scores rows of hidden states `(rows, hidden)` (before the final norm) predicting `targets`,
-/// against the reference's rows at the same positions, a bounded block of logits at a time.
-fn score_rows_of(
-    model: &Model,
-    hidden: &Tensor,
-    reference: Option<(&Model, &Tensor)>,
-    targets: &[u32],
-) -> Result<Sums> {
-    let vocab = model.vocab_size();
-    let block = (LOGIT_BLOCK_ELEMS / vocab).max(1);
-    let mut sums = Sums::default();
-    let mut start = 0;
-    while start < targets.len() {
-        let n = block.min(targets.len() - start);
-        let logits = model.logits(&hidden.narrow(0, start, n)?)?;
-        let logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
-        let ref_logits: Option<Vec<f32>> = match reference {
-            Some((r, h)) => Some(
-                r.logits(&h.narrow(0, start, n)?)?
-                    .flatten_all()?
-                    .to_vec1()?,
-            ),
-            None => None,
-        };
-        sums.add(score_block(
-            &logits,
-            ref_logits.as_deref(),
-            &targets[start..start + n],
-            vocab,
-        ));
-        start += n;
-    }
-    Ok(sums)
-}
-
 /// Scores whole windows from their final hidden states `(windows, seq, hidden)` (before the final
 /// norm): every position but each window's last predicts the next token of `windows`. With
 /// `reference`, the reference's hidden states on the same windows give the divergence; both
@@ -375,19 +296,8 @@ pub fn score_hidden_windows(
         |x: &Tensor| -> Result<Tensor> { Ok(x.reshape((w * t, h))?.index_select(&index, 0)?) };
     let mine = rows(hidden)?;
     let theirs = reference.map(rows).transpose()?;
-    let per = t - 1;
-    (0..w)
-        .map(|b| {
-            let part = |x: &Tensor| x.narrow(0, b * per, per);
-            let theirs = theirs.as_ref().map(part).transpose()?;
-            score_rows_of(
-                model,
-                &part(&mine)?,
-                theirs.as_ref().map(|r| (model, r)),
-                &targets[b * per..(b + 1) * per],
-            )
-        })
-        .collect()
+    let scores = model.score_rows(&mine, &targets, theirs.as_ref().map(|r| (model, r)))?;
+    Ok(scores.chunks(t - 1).map(sums_of).collect())
 }
 
 /// Token ids `(windows, len)` of one batch of equal-length windows.
@@ -444,51 +354,13 @@ fn score_hidden_batch(
     };
     let hidden = gather(hidden)?;
     let ref_hidden = reference.map(|(_, h)| gather(h)).transpose()?;
-    let r = reference.map(|(r, _)| r);
+    let theirs = reference.map(|(r, _)| r).zip(ref_hidden.as_ref());
+    let scores = model.score_rows(&hidden, &targets, theirs)?;
     let mut start = 0;
     for w in batch {
         let n = w.scored();
-        let part = |x: &Tensor| x.narrow(0, start, n);
-        let theirs = ref_hidden.as_ref().map(part).transpose()?;
-        out.push(score_rows_of(
-            model,
-            &part(&hidden)?,
-            r.zip(theirs.as_ref()),
-            &targets[start..start + n],
-        )?);
+        out.push(sums_of(&scores[start..start + n]));
         start += n;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn log_softmax(row: &[f32]) -> Vec<f64> {
-        let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-        let lse = row
-            .iter()
-            .map(|&v| (v as f64 - max).exp())
-            .sum::<f64>()
-            .ln()
-            + max;
-        row.iter().map(|&v| v as f64 - lse).collect()
-    }
-
-    #[test]
-    fn kl_and_nll_agree_with_the_definitions() {
-        let m = [1.0f32, 2.0, 3.0, -1.0];
-        let r = [0.5f32, 2.5, 2.0, 0.0];
-        let (lm, lr) = (log_softmax(&m), log_softmax(&r));
-        let want_kl: f64 = lr.iter().zip(&lm).map(|(a, b)| a.exp() * (a - b)).sum();
-        let (lse_m, top_m) = log_sum_exp(&m);
-        let (lse_r, top_r) = log_sum_exp(&r);
-        assert!((kl_row(&r, lse_r, &m, lse_m) - want_kl).abs() < 1e-6);
-        assert_eq!((top_m, top_r), (2, 1));
-        let logits: Vec<f32> = m.iter().chain(&r).copied().collect();
-        let s = score_block(&logits, Some(&logits), &[0, 3], 4);
-        assert!((s.nll - (-lm[0] - lr[3])).abs() < 1e-6);
-        assert!(s.kl.abs() < 1e-6 && s.agree == 2 && s.n == 2);
-    }
 }

@@ -1,4 +1,4 @@
-//! Vectorised `exp`, softmax rows and log-sum-exp, the elementwise work that remains once the
+//! Vectorised `exp`, softmax rows, log-sum-exp and the gated activations (SwiGLU, GeGLU), the elementwise work that remains once the
 //! matrix products are fast: the attention softmax and the 49k-entry rows of the LM head, whose
 //! scalar libm `expf` calls were a tenth of an eval's time (issue 14).
 //!
@@ -120,11 +120,27 @@ fn silu_mul_generic(a: &[f32], b: &[f32], out: &mut [f32]) {
     }
 }
 
+/// `out[i] = gelu_tanh(a[i]) * b[i]`, GeGLU's gate with the tanh approximation, written as
+/// `x · σ(2y)` since `½(1 + tanh y) = σ(2y)`, with `y = √(2/π)·x·(1 + 0.044715·x²)`.
+#[inline(always)]
+fn gelu_tanh_mul_generic(a: &[f32], b: &[f32], out: &mut [f32]) {
+    const TWO_SQRT_2_OVER_PI: f32 = 2.0 * 0.797_884_6;
+    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+        let y2 = TWO_SQRT_2_OVER_PI * a * (1.0 + 0.044715 * a * a);
+        *o = a / (1.0 + exp1(-y2)) * b;
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
     pub(super) unsafe fn silu_mul(a: &[f32], b: &[f32], out: &mut [f32]) {
         super::silu_mul_generic(a, b, out)
+    }
+
+    #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
+    pub(super) unsafe fn gelu_tanh_mul(a: &[f32], b: &[f32], out: &mut [f32]) {
+        super::gelu_tanh_mul_generic(a, b, out)
     }
 
     #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
@@ -185,6 +201,17 @@ pub fn silu_mul(a: &[f32], b: &[f32], out: &mut [f32]) {
     silu_mul_generic(a, b, out)
 }
 
+/// `out[i] = gelu_tanh(a[i]) * b[i]` (transformers' `gelu_pytorch_tanh`) over the shortest of
+/// the three.
+pub fn gelu_tanh_mul(a: &[f32], b: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if x86::has_avx512() {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { x86::gelu_tanh_mul(a, b, out) };
+    }
+    gelu_tanh_mul_generic(a, b, out)
+}
+
 /// Replaces `row` with `exp((row - max) * scale)` and returns the sum: an unnormalised softmax of
 /// `scale * row` (for `scale > 0`), for the caller to divide by the sum where it is cheapest.
 pub fn softmax_unnormalised(row: &mut [f32], scale: f32) -> f32 {
@@ -234,6 +261,26 @@ mod tests {
         assert!((got - want).abs() < 1e-6 * want.abs(), "{got} vs {want}");
         assert_eq!(at, row.iter().position(|&v| v == max).unwrap());
         assert_eq!(log_sum_exp(&[1.0, 3.0, 3.0]).1, 1);
+    }
+
+    #[test]
+    fn gelu_tanh_follows_the_tanh_formula() {
+        let a: Vec<f32> = (0..301).map(|i| (i as f32 - 150.0) * 0.07).collect();
+        let b: Vec<f32> = (0..301).map(|i| 1.0 + (i % 7) as f32 * 0.25).collect();
+        let mut out = vec![0f32; a.len()];
+        gelu_tanh_mul(&a, &b, &mut out);
+        for ((&x, &y), &got) in a.iter().zip(&b).zip(&out) {
+            let (x, y) = (x as f64, y as f64);
+            let c = (2.0 / std::f64::consts::PI).sqrt();
+            let want = 0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh()) * y;
+            assert!(
+                (got as f64 - want).abs() < 1e-6 * (1.0 + want.abs()),
+                "{x}: {got} vs {want}"
+            );
+        }
+        let mut big = [0f32; 2];
+        gelu_tanh_mul(&[-200.0, 200.0], &[1.0, 1.0], &mut big);
+        assert!(big[0].abs() < 1e-30 && big[1] == 200.0, "{big:?}");
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub(crate) enum HalfWeight<'a> {
 }
 
 impl HalfWeight<'_> {
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             HalfWeight::Bf16(w) => w.len(),
             HalfWeight::F16(w) => w.len(),
@@ -51,7 +51,7 @@ impl HalfWeight<'_> {
     }
 
     /// Widens `len` elements from `start` into `out`.
-    fn widen(&self, start: usize, out: &mut [f32]) {
+    pub(crate) fn widen(&self, start: usize, out: &mut [f32]) {
         match self {
             HalfWeight::Bf16(w) => w[start..start + out.len()]
                 .iter()

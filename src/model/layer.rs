@@ -7,17 +7,16 @@
 use super::config::Compute;
 use super::config::ModelConfig;
 use super::family::Activation;
-use super::half_gemm::HalfMatmul;
+pub use super::linear::Linear;
+use super::linear::{load_weight, Weight};
 use super::moe::SparseMoe;
 pub use super::norm::RmsNorm;
-use super::ops::{FrozenLinear, SiluMul};
+use super::ops::{GeluMul, SiluMul};
 pub use super::self_attention::{Attention, AttnCtx, LayerCache};
 use super::weights::WeightSource;
 use crate::arch::families::Family;
 use crate::error::{Error, Result};
-use candle_core::quantized::QTensor;
-use candle_core::{DType, Tensor};
-use std::sync::Arc;
+use candle_core::Tensor;
 
 /// Checks a tensor's stored shape against what the config implies.
 pub(crate) fn check_shape(src: &dyn WeightSource, name: &str, shape: &[usize]) -> Result<()> {
@@ -51,145 +50,6 @@ pub(crate) fn load_in(
         Compute::F32 | Compute::Quant => src.tensor(name),
         Compute::Bf16 => src.tensor_half(name),
     }
-}
-
-/// A linear map `xs @ weight.T + bias`, with `weight` stored `(out, in)` as in the checkpoint.
-#[derive(Debug, Clone)]
-pub struct Linear {
-    weight: Weight,
-    bias: Option<Tensor>,
-}
-
-/// A linear map's weight: floats (f32, or bf16/f16 under [`Compute::Bf16`]), or under
-/// [`Compute::Quant`] ggml blocks, in parts stacked along the output (gate and up may be stored
-/// in different block types).
-#[derive(Debug, Clone)]
-enum Weight {
-    Dense(Tensor),
-    Quant(Vec<Arc<QTensor>>),
-}
-
-impl Linear {
-    /// Loads `{prefix}.weight` (and `{prefix}.bias`), the weight kept in the precision `compute`
-    /// says (biases stay f32).
-    pub(crate) fn new_in(
-        src: &dyn WeightSource,
-        prefix: &str,
-        d_in: usize,
-        d_out: usize,
-        bias: bool,
-        compute: Compute,
-    ) -> Result<Self> {
-        let weight = load_weight(src, &format!("{prefix}.weight"), &[d_out, d_in], compute)?;
-        let bias = if bias {
-            Some(load(src, &format!("{prefix}.bias"), &[d_out])?)
-        } else {
-            None
-        };
-        Ok(Linear { weight, bias })
-    }
-
-    /// Wraps an existing `(out, in)` weight, such as tied embeddings.
-    pub fn from_weight(weight: Tensor) -> Self {
-        Linear {
-            weight: Weight::Dense(weight),
-            bias: None,
-        }
-    }
-
-    /// Wraps quantized `(out, in)` parts stacked along the output.
-    pub(crate) fn from_quant(parts: Vec<Arc<QTensor>>) -> Self {
-        Linear {
-            weight: Weight::Quant(parts),
-            bias: None,
-        }
-    }
-
-    /// The `(out, in)` weight: f32, or bf16/f16 under [`Compute::Bf16`]; a quantized weight is
-    /// dequantized to f32 for the caller.
-    pub fn weight(&self) -> Result<Tensor> {
-        match &self.weight {
-            Weight::Dense(w) => Ok(w.clone()),
-            Weight::Quant(parts) => {
-                let dense = (parts.iter())
-                    .map(|q| q.dequantize(&candle_core::Device::Cpu))
-                    .collect::<candle_core::Result<Vec<_>>>()?;
-                Ok(Tensor::cat(&dense, 0)?)
-            }
-        }
-    }
-
-    /// Outputs of the map.
-    fn d_out(&self) -> Result<usize> {
-        Ok(match &self.weight {
-            Weight::Dense(w) => w.dim(0)?,
-            Weight::Quant(parts) => parts.iter().map(|q| q.shape().dims()[0]).sum(),
-        })
-    }
-
-    /// Applies the map to `(..., in)`, giving `(..., out)`.
-    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let dims = xs.dims();
-        let d_in = *dims
-            .last()
-            .ok_or_else(|| Error::Compute("linear input has no dimensions".into()))?;
-        let rows = xs.elem_count() / d_in.max(1);
-        let flat = xs.contiguous()?.reshape((rows, d_in))?;
-        let mut ys = match &self.weight {
-            // Low-rank healing: a weight built from trained factors takes its gradient.
-            Weight::Dense(w) if w.track_op() => flat.matmul(&w.t()?)?,
-            Weight::Quant(_) if flat.track_op() => {
-                return Err(Error::Invalid(
-                    "training through the layers needs f32 weights (`compute` f32)".into(),
-                ))
-            }
-            Weight::Quant(parts) => {
-                let outs = (parts.iter())
-                    .map(|q| super::quantized::matmul(&flat, q))
-                    .collect::<Result<Vec<_>>>()?;
-                if outs.len() == 1 {
-                    outs.into_iter().next().unwrap_or(flat)
-                } else {
-                    Tensor::cat(&outs, 1)?
-                }
-            }
-            Weight::Dense(w) if flat.track_op() => {
-                // Training (a recorded graph) needs only the input's gradient, never the weight's.
-                if w.dtype() != DType::F32 {
-                    return Err(Error::Invalid(
-                        "training through the layers needs f32 weights (`compute` f32)".into(),
-                    ));
-                }
-                flat.apply_op1(FrozenLinear(w.clone()))?
-            }
-            Weight::Dense(w) if w.dtype() == DType::F32 => flat.matmul(&w.t()?)?,
-            Weight::Dense(w) => flat.apply_op2_no_bwd(w, &HalfMatmul)?,
-        };
-        if let Some(b) = &self.bias {
-            ys = ys.broadcast_add(b)?;
-        }
-        let mut out_dims = dims.to_vec();
-        let last = out_dims.len() - 1;
-        out_dims[last] = self.d_out()?;
-        Ok(ys.reshape(out_dims)?)
-    }
-}
-
-/// A matrix weight in the precision `compute` keeps it in: ggml blocks under [`Compute::Quant`]
-/// where the source stores them so, else as [`load_in`] reads it.
-fn load_weight(
-    src: &dyn WeightSource,
-    name: &str,
-    shape: &[usize],
-    compute: Compute,
-) -> Result<Weight> {
-    if compute == Compute::Quant {
-        check_shape(src, name, shape)?;
-        if let Some(q) = src.quantized(name)? {
-            return Ok(Weight::Quant(vec![q]));
-        }
-    }
-    Ok(Weight::Dense(load_in(src, name, shape, compute)?))
 }
 
 /// The SwiGLU feed-forward block: `down(silu(gate(x)) * up(x))`, with the gate and up
@@ -266,6 +126,7 @@ impl Mlp {
         let gate_up = self.gate_up.forward(xs)?;
         let hidden = match self.activation {
             Activation::Silu => gate_up.apply_op1(SiluMul)?,
+            Activation::GeluTanh if !gate_up.track_op() => gate_up.apply_op1_no_bwd(&GeluMul)?,
             Activation::GeluTanh => {
                 let i = gate_up.dim(candle_core::D::Minus1)? / 2;
                 let gate = gate_up.narrow(candle_core::D::Minus1, 0, i)?;

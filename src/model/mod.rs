@@ -19,7 +19,9 @@ pub mod gguf;
 mod gguf_families;
 pub mod gguf_moe;
 mod half_gemm;
+mod head;
 mod layer;
+mod linear;
 pub mod moe;
 mod norm;
 mod ops;
@@ -35,8 +37,9 @@ pub use config::{
     ModelConfig, RopeScaling,
 };
 pub use family::{Activation, FamilyOpts};
-pub use fastmath::{log_sum_exp, silu_mul, softmax_unnormalised};
+pub use fastmath::{gelu_tanh_mul, log_sum_exp, silu_mul, softmax_unnormalised};
 pub use generate::{argmax, generate, GenerateOpts, Generation, Sampler, Sampling};
+pub use head::RowScore;
 pub use layer::{
     Attention, AttnCtx, DecoderLayer, FeedForward, LayerCache, LayerOutput, Linear, Mlp, RmsNorm,
 };

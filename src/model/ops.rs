@@ -1,5 +1,5 @@
-//! Fused CPU kernels for elementwise steps: SwiGLU's `silu(gate) * up` over the fused gate/up
-//! projection (one pass instead of three candle ops and their temporaries), and the window rule
+//! Fused CPU kernels for elementwise steps: SwiGLU's `silu(gate) * up` and GeGLU's
+//! `gelu_tanh(gate) * up` over the fused gate/up projection (one pass instead of three candle ops and their temporaries), and the window rule
 //! the attention kernel ([`super::attention`]) masks by.
 //!
 //! Training (map-only distillation, `heal::kd`) runs the same layer code with a recorded graph,
@@ -126,24 +126,7 @@ impl CustomOp1 for SiluMul {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let src = contiguous_f32("silu-mul", storage, layout)?;
-        let mut dims = layout.dims().to_vec();
-        let width = dims.last().copied().unwrap_or(0);
-        if width == 0 || width % 2 != 0 {
-            candle_core::bail!("silu-mul needs an even last dimension, got {width}")
-        }
-        let half = width / 2;
-        let mut out = vec![0f32; src.len() / 2];
-        out.par_chunks_mut(half)
-            .zip(src.par_chunks(width))
-            .for_each(|(o, row)| {
-                let (a, b) = row.split_at(half);
-                super::fastmath::silu_mul(a, b, o);
-            });
-        if let Some(last) = dims.last_mut() {
-            *last = half;
-        }
-        Ok((CpuStorage::F32(out), Shape::from(dims)))
+        gated("silu-mul", storage, layout, super::fastmath::silu_mul)
     }
 
     /// With `x = [a | b]` and `g` the gradient of `silu(a)·b`: `a` gets `g·b·σ(a)(1 + a(1 − σ(a)))`
@@ -163,6 +146,113 @@ impl CustomOp1 for SiluMul {
         let ga = (grad * &b)?.mul(&dsilu)?;
         let gb = (grad * &silu)?;
         Ok(Some(Tensor::cat(&[&ga, &gb], D::Minus1)?))
+    }
+}
+
+/// `gelu_tanh(a) * b` where each row of the input is `[a | b]`, GeGLU's gate (Gemma), giving rows
+/// half as wide; inference only (training composes candle's `gelu`, which has a backward pass).
+pub(crate) struct GeluMul;
+
+impl CustomOp1 for GeluMul {
+    fn name(&self) -> &'static str {
+        "gelu-mul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        gated("gelu-mul", storage, layout, super::fastmath::gelu_tanh_mul)
+    }
+}
+
+/// `f(a, b)` over the halves `[a | b]` of each row of a contiguous f32 input.
+fn gated(
+    op: &str,
+    storage: &CpuStorage,
+    layout: &Layout,
+    f: fn(&[f32], &[f32], &mut [f32]),
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let src = contiguous_f32(op, storage, layout)?;
+    let mut dims = layout.dims().to_vec();
+    let width = dims.last().copied().unwrap_or(0);
+    if width == 0 || width % 2 != 0 {
+        candle_core::bail!("{op} needs an even last dimension, got {width}")
+    }
+    let half = width / 2;
+    let mut out = vec![0f32; src.len() / 2];
+    out.par_chunks_mut(half)
+        .zip(src.par_chunks(width))
+        .for_each(|(o, row)| {
+            let (a, b) = row.split_at(half);
+            f(a, b, o);
+        });
+    if let Some(last) = dims.last_mut() {
+        *last = half;
+    }
+    Ok((CpuStorage::F32(out), Shape::from(dims)))
+}
+
+/// `x·Wᵀ` for rows `x (rows, in)` and an f32 weight `W (out, in)`, both contiguous, on the
+/// current pool's threads: candle's product zero-fills its output before `gemm` overwrites it,
+/// a pass over every activation that this skips. Inference only.
+pub(crate) struct F32Matmul;
+
+impl candle_core::CustomOp2 for F32Matmul {
+    fn name(&self) -> &'static str {
+        "f32-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32("f32-matmul", xs, xl)?;
+        let w = contiguous_f32("f32-matmul", ws, wl)?;
+        let (m, k) = xl.shape().dims2()?;
+        let (n, wk) = wl.shape().dims2()?;
+        if wk != k || x.len() != m * k || w.len() != n * k {
+            candle_core::bail!("f32-matmul: ({m}, {k}) @ ({n}, {wk})ᵀ")
+        }
+        let mut out: Vec<f32> = Vec::with_capacity(m * n);
+        let threads = rayon::current_num_threads();
+        // SAFETY: `out` has room for `m × n` elements, written row-major (row stride `n`);
+        // `x` is `m × k` (row stride `k`) and `w` is `n × k`, read as the `k × n` matrix `wᵀ`
+        // (column stride `k`, row stride 1). With `read_dst = false` gemm only writes `out`, and
+        // it writes every element, so the length can be set after.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                x.as_ptr(),
+                1,
+                k as isize,
+                w.as_ptr(),
+                k as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                if threads > 1 {
+                    gemm::Parallelism::Rayon(threads)
+                } else {
+                    gemm::Parallelism::None
+                },
+            );
+            out.set_len(m * n);
+        }
+        Ok((CpuStorage::F32(out), Shape::from((m, n))))
     }
 }
 
@@ -244,6 +334,40 @@ mod tests {
                 assert!((v - want).abs() < 1e-6, "row {r} key {j}: {v} vs {want}");
             }
         }
+    }
+
+    #[test]
+    fn gelu_mul_pairs_halves_as_candle_does() {
+        let xs = Tensor::new(
+            &[[1f32, -2.0, 3.0, 0.5], [0.1, 4.0, -1.0, 2.0]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let got = xs.apply_op1_no_bwd(&GeluMul).unwrap();
+        let gate = xs.narrow(1, 0, 2).unwrap();
+        let up = xs.narrow(1, 2, 2).unwrap();
+        let want = (gate.gelu().unwrap() * up).unwrap();
+        let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
+    }
+
+    #[test]
+    fn f32_matmul_is_candles_product() {
+        let x = Tensor::arange(0f32, 3.0 * 70.0, &Device::Cpu)
+            .unwrap()
+            .reshape((3, 70))
+            .unwrap();
+        let w = (Tensor::arange(0f32, 5.0 * 70.0, &Device::Cpu).unwrap() * 0.01)
+            .unwrap()
+            .reshape((5, 70))
+            .unwrap();
+        let got = x.apply_op2_no_bwd(&w, &F32Matmul).unwrap();
+        let want = x.matmul(&w.t().unwrap()).unwrap();
+        assert_eq!(got.dims(), &[3, 5]);
+        let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-3);
+        assert!(x.apply_op2_no_bwd(&x, &F32Matmul).is_ok());
+        assert!(x.apply_op2_no_bwd(&w.t().unwrap(), &F32Matmul).is_err());
     }
 
     #[test]

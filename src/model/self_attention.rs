@@ -1,7 +1,7 @@
 //! Self-attention of one decoder layer: grouped-query attention with RoPE (full or partial,
 //! with a second table for Gemma 3's sliding layers), optional q/k norms (per head, or over the
-//! whole projection for OLMo 2), Phi-3's fused `qkv_proj` split at load, a causal (optionally
-//! sliding) mask and Gemma 2's score soft-capping; plus the per-forward RoPE tables
+//! whole projection for OLMo 2), q, k and v stacked into one product (as Phi-3 stores them), a
+//! causal (optionally sliding) mask and Gemma 2's score soft-capping; plus the per-forward RoPE tables
 //! ([`AttnCtx`]) and the KV cache of one layer ([`LayerCache`]).
 
 use super::attention::CausalAttention;
@@ -66,12 +66,18 @@ impl LayerCache {
     }
 }
 
+/// The q, k and v projections: stacked into one product where they can be (issue 24), else
+/// apart.
+#[derive(Debug, Clone)]
+enum Projections {
+    Fused(Linear),
+    Apart([Linear; 3]),
+}
+
 /// Grouped-query self-attention.
 #[derive(Debug, Clone)]
 pub struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    qkv: Projections,
     o_proj: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
@@ -119,31 +125,27 @@ impl Attention {
                 cfg.compute,
             )
         };
-        let (q_proj, k_proj, v_proj) = if f.family.fused() {
-            // Phi-3: one `(q + 2·kv, hidden)` matrix, rows in q, k, v order.
+        let qkv = if f.family.fused() {
+            // Phi-3: one `(q + 2·kv, hidden)` matrix, rows in q, k, v order, as this runs it.
             let name = format!("{prefix}.qkv_proj.weight");
             let w = load_in(src, &name, &[q_dim + 2 * kv_dim, h], cfg.compute)?;
-            let part = |at, len| -> Result<Linear> {
-                Ok(Linear::from_weight(w.narrow(0, at, len)?.contiguous()?))
-            };
-            (
-                part(0, q_dim)?,
-                part(q_dim, kv_dim)?,
-                part(q_dim + kv_dim, kv_dim)?,
-            )
+            Projections::Fused(Linear::from_weight(w))
         } else {
-            (
+            let apart = [
                 linear("q_proj", h, q_dim, a.qkv_bias)?,
                 linear("k_proj", h, kv_dim, a.qkv_bias)?,
                 linear("v_proj", h, kv_dim, a.qkv_bias)?,
-            )
+            ];
+            // OLMo 2 normalises each whole projection, so it keeps them apart.
+            match (qk_norm_full, Linear::stack(&apart)?) {
+                (false, Some(fused)) => Projections::Fused(fused),
+                _ => Projections::Apart(apart),
+            }
         };
         let has_qk_norm = a.qk_norm || qk_norm_full;
         let window = cfg.windows.get(layer).copied().flatten();
         Ok(Attention {
-            q_proj,
-            k_proj,
-            v_proj,
+            qkv,
             o_proj: linear("o_proj", q_dim, h, a.o_bias)?,
             q_norm: if has_qk_norm {
                 Some(norm("q_norm", if qk_norm_full { q_dim } else { d })?)
@@ -188,20 +190,45 @@ impl Attention {
         }
         let d = self.head_dim;
         let full = self.qk_norm_full;
-        let heads = |x: Tensor, n: usize, norm: &Option<RmsNorm>| -> Result<Tensor> {
+        // `x (b, t, n, d)`, possibly a view into the fused projection.
+        let heads = |x: Tensor, norm: &Option<RmsNorm>| -> Result<Tensor> {
             let x = match norm {
-                Some(norm) if full => norm.forward(&x)?,
+                Some(norm) if !full => norm.forward(&x)?,
                 _ => x,
             };
-            let mut x = x.reshape((b, t, n, d))?;
-            if let (Some(norm), false) = (norm, full) {
-                x = norm.forward(&x)?;
-            }
             Ok(x.transpose(1, 2)?.contiguous()?)
         };
-        let q = heads(self.q_proj.forward(xs)?, self.n_heads, &self.q_norm)?;
-        let k = heads(self.k_proj.forward(xs)?, self.n_kv_heads, &self.k_norm)?;
-        let v = heads(self.v_proj.forward(xs)?, self.n_kv_heads, &None)?;
+        let (nq, nkv) = (self.n_heads, self.n_kv_heads);
+        let (q, k, v) = match &self.qkv {
+            Projections::Fused(qkv) => {
+                let all = qkv.forward(xs)?.reshape((b, t, nq + 2 * nkv, d))?;
+                (
+                    all.narrow(2, 0, nq)?,
+                    all.narrow(2, nq, nkv)?,
+                    all.narrow(2, nq + nkv, nkv)?,
+                )
+            }
+            Projections::Apart([qp, kp, vp]) => {
+                let split = |p: &Linear, n: usize, norm: &Option<RmsNorm>| -> Result<Tensor> {
+                    let x = p.forward(xs)?;
+                    let x = match norm {
+                        Some(norm) if full => norm.forward(&x)?,
+                        _ => x,
+                    };
+                    Ok(x.reshape((b, t, n, d))?)
+                };
+                (
+                    split(qp, nq, &self.q_norm)?,
+                    split(kp, nkv, &self.k_norm)?,
+                    split(vp, nkv, &None)?,
+                )
+            }
+        };
+        let (q, k, v) = (
+            heads(q, &self.q_norm)?,
+            heads(k, &self.k_norm)?,
+            heads(v, &None)?,
+        );
         let (cos, sin) = match (&ctx.local, self.local_rope) {
             (Some((c, s)), true) => (c, s),
             _ => (&ctx.cos, &ctx.sin),
