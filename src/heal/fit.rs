@@ -6,8 +6,9 @@
 //! ([`Prior::Zero`], the ReplaceMe paper's form). The normal equations are
 //! `(MᵀM + αI)·T = MᵀZ + αP`, so only `MᵀM`, `MᵀZ` and `‖Z‖²` are ever held. The products run
 //! as f64 candle matmuls; the hidden × hidden solve is a blocked f64 Cholesky on `gemm`
-//! ([`super::linalg`]), with a cyclic Jacobi eigendecomposition as the fallback. For the symmetric positive semi-definite `MᵀM + αI` the
-//! eigendecomposition is its SVD, so the fallback is the SVD pseudo-inverse solve.
+//! (`heal::linalg`), with a cyclic Jacobi eigendecomposition as the fallback. For the
+//! symmetric positive semi-definite `MᵀM + αI` the eigendecomposition is its SVD, so the
+//! fallback is the SVD pseudo-inverse solve.
 //!
 //! Why not `faer` (which the issue names): measured on this project's 2-core build machine with
 //! `cargo build --timings`, `faer = { version = "0.24", default-features = false, features =
@@ -16,7 +17,7 @@
 //! faer-traits: about 400 s of compile units in all (under dependency opt-level 3), far over the
 //! one-minute budget, for two hidden × hidden solves. Those take milliseconds at SmolLM2's
 //! width; at seed widths (2,560 and up) the textbook loops took minutes, which the blocked
-//! kernels of [`super::linalg`] bring down to seconds with the `gemm` already in the tree.
+//! kernels of `heal::linalg` bring down to seconds with the `gemm` already in the tree.
 
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
