@@ -138,9 +138,11 @@ fn half_and_quantized_heads_are_widened_a_slab_at_a_time() {
         None,
     );
     // Two quantized parts stacked along the vocabulary, cut by the slabs.
-    let dense = Tensor::from_vec(w.clone(), (vocab, h), &Device::Cpu).unwrap();
+    // Each part from its own buffer: candle's quantizer reads a tensor's storage from its start,
+    // so a narrowed view would quantize the wrong rows (and fails a debug assertion).
     let q = |a: usize, len: usize| {
-        let part = dense.narrow(0, a, len).unwrap();
+        let rows = w[a * h..(a + len) * h].to_vec();
+        let part = Tensor::from_vec(rows, (len, h), &Device::Cpu).unwrap();
         Arc::new(QTensor::quantize(&part, GgmlDType::Q8_0).unwrap())
     };
     let parts = vec![q(0, 40), q(40, 35)];
