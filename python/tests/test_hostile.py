@@ -44,6 +44,16 @@ def test_convert_matches_cli(cli, tmp_path):
         dp.convert(gguf_py, to="gguf", out=tmp_path / "again.gguf")
     with pytest.raises(dp.InvalidRequestError, match="`dtype`"):
         dp.convert(model, to="gguf", dtype="f8", out=tmp_path / "x.gguf")
+    # Quantized output: the keyword is the flag, byte for byte.
+    dp.convert(model, to="gguf", quant="q8_0", out=tmp_path / "q-py.gguf")
+    code, _, err = cli("convert", model, "--to", "gguf", "--quant", "q8_0", "--out", tmp_path / "q-cli.gguf")
+    assert code == 0, err
+    assert (tmp_path / "q-py.gguf").read_bytes() == (tmp_path / "q-cli.gguf").read_bytes()
+    assert (tmp_path / "q-py.gguf").stat().st_size < gguf_py.stat().st_size
+    with pytest.raises(dp.InvalidRequestError, match="`quant`"):
+        dp.convert(gguf_py, to="hf", quant="q8_0", out=tmp_path / "q-hf")
+    with pytest.raises(dp.InvalidRequestError, match="`quant`"):
+        dp.convert(model, to="gguf", quant="q3_k", out=tmp_path / "q3.gguf")
 
 
 def test_verify_matches_cli(model, cli, tmp_path):
