@@ -52,20 +52,19 @@ impl View {
     }
 }
 
-/// `c ← c − a·b`, where `c` lives in `dst` and `a`, `b` in `src` (which may be `dst` itself:
-/// then the caller keeps `c` apart from `a` and `b`).
+/// A view with the buffer it lies in: the buffer's start and length.
+type Operand = (*const f64, usize, View);
+
+/// `c ← c − a·b`, with `c` in the buffer `dst` (of `dst_len` elements) and `a`, `b` each in
+/// its own buffer, which may be `dst` itself.
 ///
 /// # Safety
-/// `dst` and `src` must be valid for `dst_len` and `src_len` elements, and when they are the
-/// same buffer, `c` must not overlap `a` or `b`.
-unsafe fn sub_product(
-    (dst, dst_len, c): (*mut f64, usize, View),
-    (src, src_len): (*const f64, usize),
-    a: View,
-    b: View,
-) {
+/// Each buffer must be valid for its length, and `c` must not overlap `a` or `b` where they
+/// share a buffer.
+unsafe fn sub_product((dst, dst_len, c): (*mut f64, usize, View), a: Operand, b: Operand) {
+    let ((ap, a_len, a), (bp, b_len, b)) = (a, b);
     assert!(c.rows == a.rows && c.cols == b.cols && a.cols == b.rows);
-    assert!(c.fits(dst_len) && a.fits(src_len) && b.fits(src_len));
+    assert!(c.fits(dst_len) && a.fits(a_len) && b.fits(b_len));
     if c.rows == 0 || c.cols == 0 || a.cols == 0 {
         return;
     }
@@ -79,10 +78,10 @@ unsafe fn sub_product(
             c.cs as isize,
             c.rs as isize,
             true,
-            src.add(a.off),
+            ap.add(a.off),
             a.cs as isize,
             a.rs as isize,
-            src.add(b.off),
+            bp.add(b.off),
             b.cs as isize,
             b.rs as isize,
             1.0,
@@ -157,7 +156,7 @@ pub fn cholesky_in_place(a: &mut [f64], h: usize) -> Option<()> {
         let a22 = View::block(h, (k1, h), (k1, h));
         let p = a.as_mut_ptr();
         // SAFETY: one buffer of h·h; A22 (columns k1..h) does not overlap L21 (columns k0..k1).
-        unsafe { sub_product((p, h * h, a22), (p, h * h), l21, l21.t()) };
+        unsafe { sub_product((p, h * h, a22), (p, h * h, l21), (p, h * h, l21.t())) };
     }
     Some(())
 }
@@ -166,15 +165,16 @@ pub fn cholesky_in_place(a: &mut [f64], h: usize) -> Option<()> {
 /// [`cholesky_in_place`] (only its lower triangle is read).
 pub fn cholesky_solve_in_place(l: &[f64], x: &mut [f64], h: usize, n: usize) {
     assert!(l.len() == h * h && x.len() == h * n);
-    let (lp, xp) = (l.as_ptr(), x.as_mut_ptr());
+    let lp = l.as_ptr();
     // L·Y = B, a block of rows at a time.
     for k0 in (0..h).step_by(NB) {
         let k1 = (k0 + NB).min(h);
         let lhs = View::block(h, (k0, k1), (0, k0));
         let rhs = View::block(n, (0, k0), (0, n));
         let dst = View::block(n, (k0, k1), (0, n));
+        let xp = x.as_mut_ptr();
         // SAFETY: rows k0..k1 of X are apart from rows 0..k0; L is its own buffer.
-        unsafe { sub_product_two(xp, h * n, dst, lp, h * h, lhs, rhs) };
+        unsafe { sub_product((xp, h * n, dst), (lp, h * h, lhs), (xp, h * n, rhs)) };
         for i in k0..k1 {
             let (done, rest) = x.split_at_mut(i * n);
             let row = &mut rest[..n];
@@ -192,8 +192,9 @@ pub fn cholesky_solve_in_place(l: &[f64], x: &mut [f64], h: usize, n: usize) {
         let lhs = View::block(h, (k1, h), (k0, k1)).t();
         let rhs = View::block(n, (k1, h), (0, n));
         let dst = View::block(n, (k0, k1), (0, n));
+        let xp = x.as_mut_ptr();
         // SAFETY: rows k0..k1 of X are apart from rows k1..h; L is its own buffer.
-        unsafe { sub_product_two(x.as_mut_ptr(), h * n, dst, lp, h * h, lhs, rhs) };
+        unsafe { sub_product((xp, h * n, dst), (lp, h * h, lhs), (xp, h * n, rhs)) };
         for i in (k0..k1).rev() {
             let (head, done) = x.split_at_mut((i + 1) * n);
             let row = &mut head[i * n..];
@@ -204,50 +205,6 @@ pub fn cholesky_solve_in_place(l: &[f64], x: &mut [f64], h: usize, n: usize) {
             let d = l[i * h + i];
             row.iter_mut().for_each(|v| *v /= d);
         }
-    }
-}
-
-/// `c ← c − a·b` with `a` in the buffer `l` and `b`, `c` in the buffer `x`.
-///
-/// # Safety
-/// As [`sub_product`], with `c` apart from `b` inside `x`.
-unsafe fn sub_product_two(
-    x: *mut f64,
-    x_len: usize,
-    c: View,
-    l: *const f64,
-    l_len: usize,
-    a: View,
-    b: View,
-) {
-    assert!(c.rows == a.rows && c.cols == b.cols && a.cols == b.rows);
-    assert!(c.fits(x_len) && b.fits(x_len) && a.fits(l_len));
-    if c.rows == 0 || c.cols == 0 || a.cols == 0 {
-        return;
-    }
-    // SAFETY: bounds checked above; the caller keeps `c` apart from `b`.
-    unsafe {
-        gemm::gemm(
-            c.rows,
-            c.cols,
-            a.cols,
-            x.add(c.off),
-            c.cs as isize,
-            c.rs as isize,
-            true,
-            l.add(a.off),
-            a.cs as isize,
-            a.rs as isize,
-            x.add(b.off),
-            b.cs as isize,
-            b.rs as isize,
-            1.0,
-            -1.0,
-            false,
-            false,
-            false,
-            parallelism(),
-        );
     }
 }
 
