@@ -17,7 +17,7 @@ use depthprune::heal::fit::{Fit, Solver};
 use depthprune::heal::gguf::{write_healed_gguf, GgufHealOptions};
 use depthprune::heal::postnorm::{norm_name, PostNorm};
 use depthprune::heal::rotation::{polar, Rotation};
-use depthprune::heal::{self, down_proj_name, HealOptions, Healing, Objective, Prior};
+use depthprune::heal::{self, down_proj_name, HealOptions, Healing, Maps, Objective, Prior};
 use depthprune::model::Model;
 use depthprune::progress::Silent;
 use depthprune::select::Removal;
@@ -171,7 +171,10 @@ fn post_norm_families_heal_by_a_rotation_and_scale() {
 fn the_guard_judges_post_norm_maps_by_held_out_kl() {
     let tokens = common::golden_tokens(16 * CTX);
     for arch in POST_NORM {
-        let opts = HealOptions::validated(CTX);
+        let opts = HealOptions {
+            maps: Maps::PerBlock,
+            ..HealOptions::validated(CTX)
+        };
         let h = heal::heal(&dir(arch), &[2, 3], &tokens, &opts, &Silent).unwrap();
         assert_eq!(
             h.options.objectives,
@@ -290,5 +293,26 @@ fn healed_post_norm_checkpoints_reload_with_the_in_memory_logits() {
         assert!(e < 1e-5, "{arch}: reloaded GGUF logits differ by {e}");
         let plain = logits(&Model::open(&gguf).unwrap(), removed, toks);
         assert!(max_diff(&plain, &want) > 1e-3, "{arch}: nothing was healed");
+    }
+}
+
+/// `--maps auto` (the default) is per-layer on the post-norm families and per-block elsewhere:
+/// the post-norm heal gets a site for every kept layer after the cut, the others only the block's.
+#[test]
+fn auto_maps_are_per_layer_on_post_norm_families_only() {
+    let tokens = common::golden_tokens(16 * CTX);
+    for (arch, want) in [
+        ("gemma3", Maps::PerLayer),
+        ("olmo2", Maps::PerLayer),
+        ("phi3", Maps::PerBlock),
+    ] {
+        let opts = HealOptions::validated(CTX);
+        assert_eq!(opts.maps, Maps::Auto);
+        let h = heal::heal(&dir(arch), &[2, 3], &tokens, &opts, &Silent).unwrap();
+        assert_eq!(h.options.maps, want, "{arch}");
+        let n = Model::open(&dir(arch)).unwrap().n_layers();
+        let kept_after = if want == Maps::PerLayer { n - 4 } else { 0 };
+        assert_eq!(h.blocks.len(), 1, "{arch}");
+        assert_eq!(h.layers.len(), kept_after, "{arch}: per-layer sites");
     }
 }

@@ -100,6 +100,7 @@ pub fn heal(
     if post.is_some() {
         opts.objectives = postnorm::objectives(&opts.objectives);
     }
+    opts.maps = opts.maps.resolve(post.is_some());
     let opts = &opts;
     let dense = Model::from_source(cfg.clone(), source.clone(), &|_| true)?;
     dense.check_skip(removed)?;

@@ -171,9 +171,10 @@ def heal(
     Options: ``calib=`` (required), ``method="auto"`` (or ``lstsq``, ``weighted``, ``scale``,
     ``cosine``, ``kd``), ``ctx=512``, ``calib_offset=0``, ``alpha=[1e-4, 1e-3, 1e-2, 1e-1]``,
     ``ridge="identity"|"zero"``, ``heal_samples=65536``, ``holdout=8``,
-    ``maps="per-block"|"per-layer"``, and for ``kd`` ``steps=``, ``lr=``, ``kd_eval_every=``,
-    ``patience=``, and ``offload=True`` (one layer of the dense model resident). ``dtype`` is
-    the type of healed GGUF tensors (``f32`` or ``f16``).
+    ``maps="auto"|"per-block"|"per-layer"`` (``auto``: per-layer on Gemma 2/3 and OLMo 2,
+    per-block elsewhere), and for ``kd`` ``steps=``, ``lr=``, ``kd_eval_every=``, ``patience=``,
+    and ``offload=True`` (one layer of the dense model resident). ``dtype`` is the type of
+    healed GGUF tensors (``f32`` or ``f16``).
     """
     return _json.loads(
         _native.heal(_path(pruned), _path(dense), _options(options, "heal"), dtype, _path(out), force, callback)

@@ -80,10 +80,12 @@ pub struct HealFit {
     /// leaving it unhealed is better. 0 heals every block without validation.
     #[cfg_attr(feature = "cli", arg(long, default_value_t = heal::DEFAULT_HOLDOUT, value_name = "N"))]
     pub holdout: usize,
-    /// Where maps go: `per-block` (one per removed block, into the layer before it) or
+    /// Where maps go: `per-block` (one per removed block, into the layer before it),
     /// `per-layer` (also one per kept layer after the first removed block, each fitted to the
-    /// dense output of that layer and validated like the others).
-    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value = "per-block"))]
+    /// dense output of that layer and validated like the others), or `auto` (the default:
+    /// per-layer on the post-norm families Gemma 2/3 and OLMo 2, where it measured better,
+    /// per-block elsewhere).
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value = "auto"))]
     pub maps: Maps,
     /// With `kd`: training steps, one calibration window each (the fit windows in turn).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = heal::kd::DEFAULT_STEPS, value_name = "N"))]
@@ -137,7 +139,7 @@ impl Default for HealFit {
             ridge: Prior::Identity,
             heal_samples: heal::DEFAULT_HEAL_SAMPLES,
             holdout: heal::DEFAULT_HOLDOUT,
-            maps: Maps::PerBlock,
+            maps: Maps::Auto,
             steps: heal::kd::DEFAULT_STEPS,
             lr: heal::kd::DEFAULT_LR,
             kd_eval_every: heal::kd::DEFAULT_EVAL_EVERY,
