@@ -38,9 +38,15 @@ fn kd(lr: f64, rank: usize) -> KdOptions {
     }
 }
 
-/// The closed-form heal of `arch` without layers 2 and 3, validated as the guard tests are.
+/// The closed-form heal of `arch` without layers 2 and 3, validated as the guard tests are, with
+/// per-block maps, so that the only fold site is layer 1 (`auto` would add every kept layer
+/// after the cut on these families).
 fn start(arch: &str, tokens: &[u32]) -> Healing {
-    heal::heal(&dir(arch), REMOVED, tokens, &common::guarded(), &Silent).unwrap()
+    let opts = heal::HealOptions {
+        maps: heal::Maps::PerBlock,
+        ..common::guarded()
+    };
+    heal::heal(&dir(arch), REMOVED, tokens, &opts, &Silent).unwrap()
 }
 
 #[test]
@@ -183,6 +189,8 @@ fn prune_heal_kd_on_gemma3_writes_down_proj_and_norm_reloads_and_verifies() {
         "0",
         "--rank",
         "0",
+        "--maps",
+        "per-block",
     ]);
     let out = tmp.path().join("kd");
     let o = common::prune(&model, &flags, &out);
