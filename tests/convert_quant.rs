@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::golden::flat_logits;
+use common::golden::{flat_logits, tensor_values as values};
 use common::{one_error_line, run, s, stderr};
 use depthprune::api::convert::{convert, ConvertRequest, Format};
 use depthprune::api::prune::FloatType;
@@ -14,7 +14,7 @@ use depthprune::checkpoint::safetensors::Dtype;
 use depthprune::checkpoint::synth::write_synthetic;
 use depthprune::convert::quantize::QuantMix;
 use depthprune::convert::to_hf::gguf_to_hf;
-use depthprune::model::{open_checkpoint, HfFolder, Model, WeightSource};
+use depthprune::model::{open_checkpoint, HfFolder, Model};
 use depthprune::progress::Silent;
 use serde_json::json;
 
@@ -29,15 +29,6 @@ fn config() -> serde_json::Value {
         "max_position_embeddings": 128, "tie_word_embeddings": true,
         "bos_token_id": 1, "eos_token_id": 2
     })
-}
-
-fn values(f: &HfFolder, name: &str) -> Vec<f32> {
-    f.tensor(name)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
 }
 
 fn rel_err(a: &[f32], b: &[f32]) -> f64 {

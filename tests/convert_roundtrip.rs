@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::golden::{flat_logits, max_diff};
+use common::golden::{flat_logits, max_diff, tensor_values as values};
 use depthprune::checkpoint::atomic::Overwrite;
 use depthprune::checkpoint::gguf::{GgmlType, GgufModel};
 use depthprune::checkpoint::safetensors::Dtype;
@@ -14,16 +14,6 @@ use depthprune::convert::to_hf::gguf_to_hf;
 use depthprune::model::{open_checkpoint, HfFolder, Model, WeightSource};
 use depthprune::progress::Silent;
 use serde_json::json;
-
-/// The values of tensor `name` of `f`, flattened.
-fn values(f: &HfFolder, name: &str) -> Vec<f32> {
-    f.tensor(name)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
 
 fn config(model_type: &str) -> serde_json::Value {
     json!({

@@ -15,7 +15,6 @@
 
 use super::fit::Gram;
 use crate::error::{Error, Result};
-use candle_core::{Device, Tensor};
 
 /// Alternations of the fit (the reference used 20).
 pub const ITERS: usize = 20;
@@ -43,10 +42,8 @@ impl Rotation {
 }
 
 /// `a·b` for row-major `h × h` matrices.
-fn mm(a: &[f64], b: &[f64], h: usize) -> Result<Vec<f64>> {
-    let a = Tensor::from_slice(a, (h, h), &Device::Cpu)?;
-    let b = Tensor::from_slice(b, (h, h), &Device::Cpu)?;
-    Ok(a.matmul(&b)?.flatten_all()?.to_vec1::<f64>()?)
+fn mm(a: &[f64], b: &[f64], h: usize) -> Vec<f64> {
+    super::linalg::matmul(a, b, (h, h, h))
 }
 
 /// `diag(aᵀ·b)` for row-major `h × h` matrices: `Σᵢ a[i][j]·b[i][j]` per column `j`.
@@ -155,7 +152,7 @@ pub fn polar(x: &[f64], h: usize) -> Result<Vec<f64>> {
             return Ok(x);
         }
     }
-    let qtq = mm(&transpose(&x, h), &x, h)?;
+    let qtq = mm(&transpose(&x, h), &x, h);
     let err = frobenius(
         &qtq.iter()
             .enumerate()
@@ -186,7 +183,7 @@ fn transpose(a: &[f64], h: usize) -> Vec<f64> {
 fn best_scale(gram: &Gram, q: &[f64], fallback: &[f64]) -> Result<(Vec<f64>, f64)> {
     let (g, c, zz) = gram.parts();
     let h = gram.hidden();
-    let gq = mm(g, q, h)?;
+    let gq = mm(g, q, h);
     let quad = diag_at_b(q, &gq, h);
     let cross = diag_at_b(q, c, h);
     let mut f = zz;

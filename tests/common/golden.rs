@@ -3,7 +3,7 @@
 //! is particular to it.
 
 use candle_core::{DType, Device, Tensor};
-use depthprune::model::Model;
+use depthprune::model::{HfFolder, Model, WeightSource};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -220,4 +220,14 @@ pub fn dist(a: &[f32], b: &[f32]) -> f64 {
         .map(|(x, y)| f64::from(x - y).powi(2))
         .sum::<f64>()
         .sqrt()
+}
+
+/// The values of tensor `name` of the HF folder `f`, flattened to f32.
+pub fn tensor_values(f: &HfFolder, name: &str) -> Vec<f32> {
+    f.tensor(name)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
