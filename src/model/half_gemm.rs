@@ -2,8 +2,12 @@
 //! f32 accumulation: the product behind `--compute bf16` (issue 14), which keeps a model's
 //! weights at half the memory of f32.
 //!
-//! The weight is never widened as a whole. Work is cut into (64 output columns × up to 96 rows)
-//! tiles on the rayon pool, and each tile packs its 64 weight rows itself:
+//! The weight is never widened as a whole. From [`WIDEN_ROWS`] rows (every forward pass over
+//! windows) it is widened to f32 a few MB of output columns at a time, each chunk multiplied by
+//! `gemm`'s f32 kernel: on the CPUs measured, `vdpbf16ps` does half the work per cycle of an f32
+//! FMA, so the f32 kernel is the faster one wherever the weight is reused across rows. Fewer rows
+//! (generation) are cut into (64 output columns × up to 96 rows) tiles on the rayon pool, and
+//! each tile packs its 64 weight rows itself:
 //! - with AVX512-BF16 (`vdpbf16ps`, e.g. Zen 4, Sapphire Rapids), into bf16 pairs for a
 //!   6 × 64 register-blocked kernel; the activations are rounded to bf16 (to nearest even) once
 //!   per call, and every pair of products is summed in f32;
@@ -22,6 +26,13 @@ const NR: usize = 64;
 const MR: usize = 6;
 /// Rows per tile of the fallback path.
 const MC: usize = 96;
+/// From this many rows a product widens the weight to f32 by chunks ([`matmul_widened`]): on
+/// CPUs measured so far `vdpbf16ps` retires 32 bf16 pairs at half the rate of 16-lane f32 FMAs
+/// (Sapphire Rapids: 86 against 176 GFLOP/s a core, `scripts/peak_flops.c`), so the native kernel
+/// serves only a few rows (generation), where reading the weight once dominates.
+const WIDEN_ROWS: usize = 16;
+/// The most f32 values a widened weight chunk holds (4 MiB).
+const CHUNK_VALUES: usize = 1 << 20;
 /// Pairs of the inner dimension per pass of the bf16 kernel: a 64 KiB slice of the packed panel,
 /// which stays in L2 while every row block runs over it.
 const KC: usize = 256;
@@ -66,6 +77,7 @@ impl HalfWeight<'_> {
 }
 
 thread_local! {
+    static CHUNK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static TILE: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
     static WIDE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
@@ -185,6 +197,9 @@ fn matmul_with(
     if m == 0 || n == 0 {
         return vec![0f32; m * n];
     }
+    if m >= WIDEN_ROWS && k > 0 {
+        return matmul_widened(xs, m, k, w, n);
+    }
     let panels = n.div_ceil(NR);
     #[cfg(target_arch = "x86_64")]
     if native && k > 0 {
@@ -249,6 +264,70 @@ fn matmul_with(
             }
         });
     });
+    out
+}
+
+/// `xs (m, k) @ w (n, k)ᵀ` for many rows: the weight is widened to f32 a chunk of output columns
+/// at a time (at most [`CHUNK_VALUES`] values, held in one buffer reused across calls on this
+/// thread) and each chunk multiplied by `gemm`'s f32 kernel on the pool. Widening is one pass over
+/// the chunk, against `m` multiply-adds per value, so the product runs at f32 speed with the
+/// weight kept 16-bit.
+fn matmul_widened(xs: &[f32], m: usize, k: usize, w: HalfWeight<'_>, n: usize) -> Vec<f32> {
+    let nc = (CHUNK_VALUES / k).clamp(NR, n.next_multiple_of(NR)).min(n);
+    let threads = rayon::current_num_threads();
+    let mut out: Vec<f32> = Vec::with_capacity(m * n);
+    // Taken out of its cell for the call: the pool may run another product on this thread
+    // while it waits, and that one then widens into a buffer of its own.
+    let mut buf = CHUNK.take();
+    {
+        for c0 in (0..n).step_by(nc) {
+            let cols = nc.min(n - c0);
+            buf.resize(cols * k, 0.0);
+            let wide = &mut buf[..cols * k];
+            // A few rows of the weight per task: the widening is memory-bound.
+            let per = (1 << 14) / k + 1;
+            wide.par_chunks_mut(per * k)
+                .enumerate()
+                .for_each(|(i, dst)| w.widen((c0 + i * per) * k, dst));
+            // SAFETY: `out` has room for `m × n` elements (row stride `n`); this chunk writes its
+            // `cols` columns from `c0` in every row, and with `read_dst = false` gemm only writes
+            // them, every one, so once all chunks ran every element was written. `xs` is `m × k`
+            // (row stride `k`) and `wide` is `cols × k`, read as the `k × cols` matrix `wideᵀ`.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    cols,
+                    k,
+                    out.as_mut_ptr().add(c0),
+                    1,
+                    n as isize,
+                    false,
+                    xs.as_ptr(),
+                    1,
+                    k as isize,
+                    wide.as_ptr(),
+                    k as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    if threads > 1 {
+                        gemm::Parallelism::Rayon(threads)
+                    } else {
+                        gemm::Parallelism::None
+                    },
+                );
+            }
+        }
+    }
+    if buf.len() <= CHUNK_VALUES {
+        // (A long inner dimension makes a chunk of `NR` columns larger than the cap: let it go.)
+        CHUNK.set(buf);
+    }
+    // SAFETY: every element was written by its chunk's product.
+    unsafe { out.set_len(m * n) };
     out
 }
 
@@ -534,6 +613,9 @@ mod tests {
             (13, 576, 64),
             (200, 96, 17),
             (9, 1031, 70),
+            (16, 1031, 70),
+            // Chunks of 64 columns, the last one 6 wide.
+            (17, 1 << 15, 70),
         ] {
             check(m, k, n);
         }
