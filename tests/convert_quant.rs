@@ -139,3 +139,135 @@ fn quant_is_refused_for_hf_output() {
     );
     assert!(!out.exists());
 }
+
+/// Deterministic pseudo-random token ids below `vocab`.
+fn tokens(n: usize, vocab: u32) -> Vec<u32> {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    (0..n)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((x >> 33) % u64::from(vocab)) as u32
+        })
+        .collect()
+}
+
+/// Issue 23: a healed Q4_K_M stays Q4_K_M. Low-rank distillation changes tensors stored as Q4_K
+/// and as Q6_K; written with `keep_types`, each goes back in its own k-quant, every other tensor
+/// is byte-identical, and the reloaded file gives the logits of the in-memory heal with each
+/// changed tensor rounded through its type.
+#[test]
+fn healed_q4_k_m_keeps_its_k_quants_and_reloads_as_the_rounded_heal() {
+    use depthprune::heal::gguf::{write_healed_gguf, GgufHealOptions};
+    use depthprune::heal::{self, HealOptions, KdOptions};
+    use depthprune::model::gguf::GgufWeights;
+    use depthprune::quant::{dequantize, quantize, QuantFormat};
+    use depthprune::select::Removal;
+    use std::collections::BTreeMap;
+
+    const CTX: usize = 32;
+    let tmp = tempfile::tempdir().unwrap();
+    let hf = tmp.path().join("hf");
+    write_synthetic(&config(), &hf, Dtype::F32, u64::MAX, 5, &Silent).unwrap();
+    let gguf = tmp.path().join("m.Q4_K_M.gguf");
+    let req = ConvertRequest {
+        to: Format::Gguf,
+        out: gguf.clone(),
+        dtype: FloatType::F32,
+        quant: Some(QuantMix::Q4KM),
+        force: false,
+    };
+    convert(&hf, &req).unwrap();
+
+    let removed = [5usize];
+    let toks = tokens(8 * CTX, 300);
+    let validated = HealOptions {
+        holdout: 4,
+        ..HealOptions::validated(CTX)
+    };
+    let start = heal::heal(&gguf, &removed, &toks, &validated, &Silent).unwrap();
+    let kd = KdOptions {
+        steps: 8,
+        lr: 1e-3,
+        eval_every: 4,
+        patience: 0,
+        rank: 4,
+        lowrank_lr: 1e-3,
+        time_limit: None,
+    };
+    let h = heal::distil(&gguf, &toks, &start, &kd, &Silent).unwrap();
+    let d = h.distillation.clone().unwrap();
+    assert!(d.kept(), "distillation beat nothing: {d:?}");
+
+    let file = GgufModel::open(&gguf).unwrap();
+    let weights = GgufWeights::new(&file).unwrap();
+    let removal = Removal::from_layers(8, removed).unwrap();
+    let out = tmp.path().join("healed.gguf");
+    let opts = GgufHealOptions {
+        overwrite: Overwrite::Refuse,
+        split_max_bytes: None,
+        ty: GgmlType::F32,
+        keep_types: true,
+        metadata: Vec::new(),
+    };
+    write_healed_gguf(&file, &removal, &h, &out, &opts, &Silent).unwrap();
+    let healed = GgufModel::open(&out).unwrap();
+    assert!(
+        std::fs::metadata(&out).unwrap().len() < std::fs::metadata(&gguf).unwrap().len(),
+        "one layer fewer, every type kept: the file shrinks"
+    );
+    // Each healed tensor, rounded through its source type as the writer must have done it.
+    let mut types = std::collections::BTreeSet::new();
+    let rounded: BTreeMap<String, Vec<f32>> = (h.tensors.iter())
+        .map(|(name, v)| {
+            let ty = weights.info(name).unwrap().ggml_type();
+            types.insert(ty.name());
+            let format = QuantFormat::from_type_id(ty.id()).unwrap();
+            let (mut bytes, mut back) = (Vec::new(), Vec::new());
+            quantize(format, v, &mut bytes).unwrap();
+            dequantize(ty.id(), &bytes, v.len(), &mut back).unwrap();
+            (name.clone(), back)
+        })
+        .collect();
+    assert!(
+        types.contains("Q4_K") && types.contains("Q6_K"),
+        "the heal changed tensors of types {types:?}"
+    );
+    let mut compared = 0;
+    for src in file.tensors() {
+        if src.name().starts_with("blk.5.") {
+            continue; // the removed layer
+        }
+        let name = removal.renamed_gguf(src.name());
+        if let Some(t) = healed.tensors().iter().find(|t| t.name() == name) {
+            assert_eq!(t.ggml_type(), src.ggml_type(), "`{name}` changed type");
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, healed.tensors().len());
+    let note = healed
+        .metadata()
+        .get_str("depthprune.note")
+        .unwrap()
+        .to_string();
+    assert!(
+        note.contains("(requantized to Q4_K)") && note.contains("(requantized to Q6_K)"),
+        "{note}"
+    );
+    let window = &toks[..CTX];
+    let on_disk = flat_logits(&Model::open(&out).unwrap(), &[], window);
+    let requant = heal::open_healed(&gguf, &rounded).unwrap();
+    let exact = heal::open_healed(&gguf, &h.tensors).unwrap();
+    let d_round = common::golden::max_diff(&flat_logits(&requant, &removed, window), &on_disk);
+    let d_exact = common::golden::max_diff(&flat_logits(&exact, &removed, window), &on_disk);
+    eprintln!("Q4_K_M requantized heal: max |Δlogit| vs rounded {d_round:e}, vs f32 {d_exact:e}");
+    assert!(
+        d_round < 1e-4,
+        "reloaded logits differ from the rounded heal by {d_round}"
+    );
+    assert!(
+        d_exact > 0.0 && d_exact < 2.0,
+        "requantizing moved the logits by {d_exact}"
+    );
+}

@@ -51,7 +51,7 @@ pub struct PruneRequest {
     #[cfg_attr(feature = "cli", arg(long, short))]
     pub out: PathBuf,
     /// Convert floating-point tensors to this dtype (HF only); otherwise bytes are copied unchanged.
-    /// With --heal on a GGUF: the type of the healed tensors (f32 or f16).
+    /// With --heal on a GGUF: the type of the healed tensors (f32 or f16; default their own).
     #[cfg_attr(feature = "cli", arg(long, value_enum))]
     pub dtype: Option<FloatType>,
     /// Largest shard to write: bytes, or with units (5GB, 500MB, 2GiB).
@@ -64,8 +64,9 @@ pub struct PruneRequest {
     /// (needs --calib). `auto` (the default) lets held-out validation choose among `lstsq`,
     /// `weighted` and `scale` per block, and leaves a block unhealed when no map helps; `cosine`
     /// refines the least-squares map by cosine distance; `kd` then trains the maps on the dense
-    /// model's next-token distribution (--steps, --lr). For a GGUF the healed `ffn_down` tensors
-    /// are written as F32 (or F16 with --dtype f16), the rest copied.
+    /// model's next-token distribution (--steps, --lr). For a GGUF each healed tensor is written
+    /// back in its own ggml type (a healed Q4_K_M stays Q4_K_M; --dtype f32|f16 to keep the
+    /// fit unrounded), the rest copied.
     #[cfg_attr(feature = "cli", arg(long, value_enum, num_args = 0..=1, default_missing_value = "auto", value_name = "METHOD"))]
     pub heal: Option<HealMethod>,
     #[serde(flatten)]

@@ -37,7 +37,8 @@ pub struct Args {
     #[arg(long, short)]
     pub out: PathBuf,
     /// Type of every healed tensor in a GGUF output (default: each keeps its source type where
-    /// depthprune can requantize it, else F32; HF outputs store them as F32).
+    /// depthprune can requantize it, every ggml type but Q8_K and the i-quants, else F32; HF
+    /// outputs store them as F32).
     #[arg(long, value_parser = parse_healed_type)]
     pub dtype: Option<GgmlType>,
     /// Replace an existing non-empty output.

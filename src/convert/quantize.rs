@@ -15,16 +15,13 @@
 //! type's block does not divide falls back as llama.cpp does: Q4_K to Q5_0, Q6_K to Q8_0, and
 //! anything whose rows 32 does not divide to F16.
 //!
-//! Encoding: the legacy types with depthprune's own quantizers ([`crate::quant::quantize`],
-//! ggml's reference roundings); the k-quants with candle's (`candle_core::quantized`), whose
-//! blocks are ggml's byte for byte (the round-trip test decodes them with depthprune's
-//! decoder). Rows are quantized in parallel, a slab at a time.
+//! Encoding: [`crate::quant::quantize`] (the legacy types with ggml's reference roundings, the
+//! k-quants with candle's quantizers, whose blocks ggml reads; the round-trip test decodes them
+//! with depthprune's decoder), in parallel slabs of whole blocks.
 
 use crate::checkpoint::gguf::GgmlType;
 use crate::error::{Error, Result};
 use crate::quant::QuantFormat;
-use candle_core::quantized::{GgmlDType, QTensor};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// The quantization mixes `convert` writes.
@@ -100,10 +97,8 @@ fn fallback(ty: GgmlType, cols: usize) -> GgmlType {
     }
 }
 
-/// Rows quantized per parallel task (a slab of a few MB of f32).
-const SLAB_VALUES: usize = 1 << 20;
-
-/// Encodes `values` (rows of `cols`, row-major) as the quantized type `ty`.
+/// Encodes `values` (rows of `cols`, row-major) as the quantized type `ty`
+/// ([`crate::quant::quantize`], in parallel slabs of whole blocks).
 pub fn encode_quantized(values: &[f32], cols: usize, ty: GgmlType) -> Result<Vec<u8>> {
     if cols == 0 || !values.len().is_multiple_of(cols) {
         return Err(Error::Invalid(format!(
@@ -111,33 +106,17 @@ pub fn encode_quantized(values: &[f32], cols: usize, ty: GgmlType) -> Result<Vec
             values.len()
         )));
     }
-    let rows_per_slab = (SLAB_VALUES / cols).max(1);
-    let slabs: Vec<Vec<u8>> = values
-        .par_chunks(rows_per_slab * cols)
-        .map(|slab| encode_slab(slab, cols, ty))
-        .collect::<Result<_>>()?;
-    Ok(slabs.concat())
-}
-
-fn encode_slab(slab: &[f32], cols: usize, ty: GgmlType) -> Result<Vec<u8>> {
-    let candle = match ty {
-        GgmlType::Q4_K => Some(GgmlDType::Q4K),
-        GgmlType::Q6_K => Some(GgmlDType::Q6K),
-        _ => None,
-    };
-    if let Some(dtype) = candle {
-        let t = candle_core::Tensor::from_slice(
-            slab,
-            (slab.len() / cols, cols),
-            &candle_core::Device::Cpu,
-        )?;
-        let q = QTensor::quantize(&t, dtype)?;
-        return Ok(q.data()?.into_owned());
-    }
     let format = QuantFormat::from_type_id(ty as u32)
         .map_err(|e| Error::Unsupported(format!("GGUF output type `{}`: {e}", ty.name())))?;
+    if !cols.is_multiple_of(format.block_size()) {
+        return Err(Error::Invalid(format!(
+            "rows of {cols} values do not fill `{}` blocks of {}",
+            ty.name(),
+            format.block_size()
+        )));
+    }
     let mut out = Vec::new();
-    crate::quant::quantize(format, slab, &mut out)?;
+    crate::quant::quantize(format, values, &mut out)?;
     Ok(out)
 }
 

@@ -26,7 +26,10 @@
 //! Every product is formed in the order ggml's `dequantize_row_*` uses (sub-block scale first,
 //! then times the quant), so results match it bit for bit.
 
-use super::{blocks, f16_at, QK_K};
+use super::{blocks, f16_at, QuantFormat, QK_K};
+use candle_core::quantized::k_quants::{
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, GgmlType as CandleBlock,
+};
 
 pub const Q2_K_BYTES: usize = QK_K / 16 + QK_K / 4 + 4;
 pub const Q3_K_BYTES: usize = QK_K / 8 + QK_K / 4 + 12 + 2;
@@ -163,4 +166,37 @@ pub(super) fn dequantize_q8_k(data: &[u8], out: &mut [f32]) {
             *yj = d * q as i8 as f32;
         }
     }
+}
+
+/// The encoder [`super::quantize`] runs for a k-quant `format` (Q2_K … Q6_K): candle's
+/// `from_float` for the block type, written into the caller's bytes. candle's blocks are
+/// `#[repr(C)]` images of ggml's (`tests/convert_quant.rs` decodes them with the decoders above).
+///
+/// # Panics
+/// For a format that is not Q2_K … Q6_K; [`super::quantize`] asks only for those.
+pub(super) fn quantize_candle(format: QuantFormat) -> fn(&[f32], &mut [u8]) {
+    match format {
+        QuantFormat::Q2_K => encode_blocks::<BlockQ2K, Q2_K_BYTES>,
+        QuantFormat::Q3_K => encode_blocks::<BlockQ3K, Q3_K_BYTES>,
+        QuantFormat::Q4_K => encode_blocks::<BlockQ4K, Q4_K_BYTES>,
+        QuantFormat::Q5_K => encode_blocks::<BlockQ5K, Q5_K_BYTES>,
+        QuantFormat::Q6_K => encode_blocks::<BlockQ6K, Q6_K_BYTES>,
+        other => unreachable!("{other} is not a k-quant candle encodes"),
+    }
+}
+
+/// Encodes whole super-blocks of `xs` into `out` (`BYTES` per block of [`QK_K`] values).
+fn encode_blocks<B: CandleBlock, const BYTES: usize>(xs: &[f32], out: &mut [u8]) {
+    assert_eq!(
+        std::mem::size_of::<B>(),
+        BYTES,
+        "candle's block is ggml's size"
+    );
+    let n = xs.len() / QK_K;
+    let mut blocks = vec![B::zeros(); n];
+    B::from_float(&xs[..n * QK_K], &mut blocks);
+    // SAFETY: `B` is a `#[repr(C)]` plain-data block of `BYTES` bytes (asserted above), so the
+    // `n` blocks are `n * BYTES` initialised bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(blocks.as_ptr() as *const u8, n * BYTES) };
+    out.copy_from_slice(bytes);
 }

@@ -14,8 +14,8 @@
 //! - [`kquants`]: the 256-element super-block formats Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K.
 //!
 //! Entry points: [`dequantize`] for a whole tensor, [`dequantize_into`] for any run of whole
-//! blocks (one row, one chunk of rows), and [`quantize`] for the formats with a cheap reference
-//! quantizer (round-trip tests, writing small tensors).
+//! blocks (one row, one chunk of rows), and [`quantize`] for every format a GGUF stores but
+//! Q8_K (healed tensors written back in their source type, `convert --quant`).
 
 pub mod float;
 pub mod kquants;
@@ -69,7 +69,7 @@ pub const DEQUANTIZABLE: [QuantFormat; 14] = [
 ];
 
 /// Every format [`quantize`] can produce.
-pub const QUANTIZABLE: [QuantFormat; 8] = [
+pub const QUANTIZABLE: [QuantFormat; 13] = [
     QuantFormat::F32,
     QuantFormat::F16,
     QuantFormat::Q4_0,
@@ -77,6 +77,11 @@ pub const QUANTIZABLE: [QuantFormat; 8] = [
     QuantFormat::Q5_0,
     QuantFormat::Q5_1,
     QuantFormat::Q8_0,
+    QuantFormat::Q2_K,
+    QuantFormat::Q3_K,
+    QuantFormat::Q4_K,
+    QuantFormat::Q5_K,
+    QuantFormat::Q6_K,
     QuantFormat::BF16,
 ];
 
@@ -92,7 +97,7 @@ pub enum QuantError {
         supported_list("dequantize")
     )]
     CannotDequantize { id: u32, name: &'static str },
-    /// A format with no quantizer here (the k-quants need an importance search).
+    /// A format with no quantizer here (Q8_K, ggml's intermediate for dot products).
     #[error("cannot quantize to `{format}`; {}", supported_list("quantize"))]
     CannotQuantize { format: QuantFormat },
     /// An element count that does not fill whole blocks.
@@ -244,10 +249,16 @@ pub fn dequantize_into(format: QuantFormat, data: &[u8], out: &mut [f32]) -> cra
     Ok(())
 }
 
-/// Encodes `xs` as `format` into `out`, which is cleared first. Available for F32, F16, BF16 and
-/// the legacy formats, with the rounding of ggml's reference quantizers
-/// (`quantize_row_*_ref`), so the bytes match what gguf-py writes.
+/// Values per parallel task of [`quantize`]: a few MB of f32, rounded down to whole blocks.
+const SLAB_VALUES: usize = 1 << 20;
+
+/// Encodes `xs` as `format` into `out`, which is cleared first, in slabs of whole blocks on the
+/// rayon pool (blocks are encoded independently). F32, F16, BF16 and the legacy formats take the
+/// rounding of ggml's reference quantizers (`quantize_row_*_ref`), so the bytes match what gguf-py
+/// writes; Q2_K … Q6_K take candle's quantizers ([`kquants::quantize_candle`]), whose blocks ggml
+/// reads. Q8_K is refused.
 pub fn quantize(format: QuantFormat, xs: &[f32], out: &mut Vec<u8>) -> crate::Result<()> {
+    use rayon::prelude::*;
     let encode: fn(&[f32], &mut [u8]) = match format {
         QuantFormat::F32 => float::encode_f32,
         QuantFormat::F16 => float::encode_f16,
@@ -261,13 +272,17 @@ pub fn quantize(format: QuantFormat, xs: &[f32], out: &mut Vec<u8>) -> crate::Re
         | QuantFormat::Q3_K
         | QuantFormat::Q4_K
         | QuantFormat::Q5_K
-        | QuantFormat::Q6_K
-        | QuantFormat::Q8_K => return Err(QuantError::CannotQuantize { format }.into()),
+        | QuantFormat::Q6_K => kquants::quantize_candle(format),
+        QuantFormat::Q8_K => return Err(QuantError::CannotQuantize { format }.into()),
     };
     let n_bytes = format.byte_size(xs.len())?;
     out.clear();
     out.resize(n_bytes, 0);
-    encode(xs, out);
+    let blocks = (SLAB_VALUES / format.block_size()).max(1);
+    let slab_bytes = blocks * format.type_size();
+    (xs.par_chunks(blocks * format.block_size()))
+        .zip(out.par_chunks_mut(slab_bytes))
+        .for_each(|(x, o)| encode(x, o));
     Ok(())
 }
 

@@ -108,18 +108,60 @@ fn overflowing_size_is_refused() {
 }
 
 #[test]
-fn k_quants_cannot_be_quantized() {
+fn q8_k_cannot_be_quantized() {
     let mut out = Vec::new();
-    let e = quant_err(quantize(QuantFormat::Q4_K, &[0.0; 256], &mut out));
+    let e = quant_err(quantize(QuantFormat::Q8_K, &[0.0; 256], &mut out));
     assert_eq!(
         e,
         QuantError::CannotQuantize {
-            format: QuantFormat::Q4_K
+            format: QuantFormat::Q8_K
         }
     );
-    assert!(e.to_string().contains("Q8_0"));
+    assert!(e.to_string().contains("Q4_K"), "{e}");
     let e = quant_err(quantize(QuantFormat::Q8_0, &[0.0; 33], &mut out));
     assert!(matches!(e, QuantError::PartialBlock { .. }));
+    let e = quant_err(quantize(QuantFormat::Q4_K, &[0.0; 300], &mut out));
+    assert!(matches!(e, QuantError::PartialBlock { .. }));
+}
+
+/// The k-quants encode (candle's quantizers) into blocks our decoders read back within each
+/// type's rounding, over several parallel slabs, and a slab split does not change the bytes.
+#[test]
+fn k_quants_round_trip_within_their_bits() {
+    let n = 5 * (1 << 20) / 4 + 3 * QK_K; // four slabs and a part
+    let xs: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919 % 1021) as f32 - 510.0) / 510.0 * (1.0 + (i % 5) as f32))
+        .collect();
+    // RMS error relative to the values' RMS, a bit above what each type's bits give.
+    for (format, bound) in [
+        (QuantFormat::Q2_K, 0.40),
+        (QuantFormat::Q3_K, 0.20),
+        (QuantFormat::Q4_K, 0.10),
+        (QuantFormat::Q5_K, 0.05),
+        (QuantFormat::Q6_K, 0.025),
+    ] {
+        let (mut bytes, mut back) = (Vec::new(), Vec::new());
+        quantize(format, &xs, &mut bytes).unwrap();
+        assert_eq!(bytes.len(), format.byte_size(n).unwrap());
+        dequantize(format.type_id(), &bytes, n, &mut back).unwrap();
+        let (e, r) = xs.iter().zip(&back).fold((0f64, 0f64), |(e, r), (&x, &y)| {
+            (e + ((x - y) as f64).powi(2), r + (x as f64).powi(2))
+        });
+        let rel = (e / r).sqrt();
+        assert!(rel < bound, "{format}: relative RMS error {rel}");
+        assert!(
+            rel > bound / 50.0,
+            "{format}: error {rel} is too small to be {format}"
+        );
+        // The last block alone encodes to the last block's bytes.
+        let mut tail = Vec::new();
+        quantize(format, &xs[n - QK_K..], &mut tail).unwrap();
+        assert_eq!(
+            tail[..],
+            bytes[bytes.len() - format.type_size()..],
+            "{format}"
+        );
+    }
 }
 
 #[test]
@@ -336,7 +378,8 @@ proptest! {
     fn quantizers_round_trip_within_one_step(
         xs in (1usize..4).prop_flat_map(|k| prop::collection::vec(-100.0f32..100.0, 32 * k))
     ) {
-        for f in QUANTIZABLE {
+        // (The k-quants' 256-value blocks: `k_quants_round_trip_within_their_bits`.)
+        for f in QUANTIZABLE.into_iter().filter(|f| f.block_size() <= 32) {
             let mut q = Vec::new();
             quantize(f, &xs, &mut q).unwrap();
             prop_assert_eq!(q.len(), f.byte_size(xs.len()).unwrap());

@@ -285,8 +285,9 @@ pub(crate) fn heal_gguf_with(
     prefit: Option<Healing>,
     progress: &dyn Progress,
 ) -> Result<Healed> {
-    // By default each healed tensor keeps its source type where it can be requantized; the
-    // rest (K-quants) are written as F32. An explicit type applies to every healed tensor.
+    // By default each healed tensor keeps its source type where it can be requantized (all but
+    // Q8_K and the i-quants, which are written as F32). An explicit type applies to every
+    // healed tensor.
     let keep_types = dtype.is_none();
     let ty = match dtype {
         None | Some(GgmlType::F32) => GgmlType::F32,
