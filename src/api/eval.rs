@@ -141,18 +141,35 @@ pub(crate) fn open_skipping(
     offload: bool,
     progress: &dyn Progress,
 ) -> Result<(Model, Vec<usize>, HfTokenizer)> {
+    open_skipping_with(path, skip, keep_all, offload, progress, Ok)
+}
+
+/// [`open_skipping`], handing the tokenizer to `with` before the weights load: what `with`
+/// returns is kept, and a tokenizer it drops (after tokenizing the text, say) frees its memory
+/// for the weights instead of staying beside them.
+pub(crate) fn open_skipping_with<T>(
+    path: &Path,
+    skip: Option<&str>,
+    keep_all: bool,
+    offload: bool,
+    progress: &dyn Progress,
+    with: impl FnOnce(HfTokenizer) -> Result<T>,
+) -> Result<(Model, Vec<usize>, T)> {
     let (cfg, source) = open_checkpoint(path)?;
     let skip = skip_list(skip, cfg.n_layers())?;
     // The tokenizer before the weights: building it needs transient memory (a GGUF's vocabulary
     // and merges) that the weights can then reuse, rather than stack on top of.
-    let (tok, notes) = open_tokenizer(path)?;
+    let kept = crate::model::alloc::trimming(|| {
+        let (tok, notes) = open_tokenizer(path)?;
+        for note in &notes {
+            progress.warn(note);
+        }
+        with(tok)
+    })?;
     let model = Model::from_source(cfg, source, &|i| {
         !offload && (keep_all || !skip.contains(&i))
     })?;
-    for note in &notes {
-        progress.warn(note);
-    }
-    Ok((model, skip, tok))
+    Ok((model, skip, kept))
 }
 
 /// Measures `model` as `req` says: perplexity on `text`, or accuracy on `tasks`.
@@ -196,12 +213,14 @@ pub fn perplexity(
         .reference
         .as_deref()
         .is_some_and(|r| super::text::same_file(r, &path) && r.exists());
-    let (m, skip, tok) = open_skipping(
+    // The text is tokenized before the weights load, and the tokenizer dropped.
+    let (m, skip, tokens) = open_skipping_with(
         &path,
         req.skip.as_deref(),
         self_reference,
         req.offload,
         progress,
+        |tok| eval::tokenize(&tok, &eval::read_text(text_path)?, req.max_tokens),
     )?;
     if self_reference && skip.is_empty() {
         progress.warn("the reference is the model itself and nothing is skipped, so the divergence is zero; skip some layers");
@@ -217,8 +236,6 @@ pub fn perplexity(
         model: other.as_ref().unwrap_or(&m),
         skip: &[],
     });
-    let text = eval::read_text(text_path)?;
-    let tokens = eval::tokenize(&tok, &text, req.max_tokens)?;
     let windows = eval::plan(tokens.len(), conv)
         .map_err(|e| Error::Invalid(format!("`{}`: {e}", text_path.display())))?;
     let report = eval::evaluate(

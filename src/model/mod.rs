@@ -9,7 +9,7 @@
 //! are not resident are loaded for the one forward that needs them and dropped after, so a model
 //! can run one layer at a time.
 
-mod alloc;
+pub(crate) mod alloc;
 mod attention;
 mod config;
 mod family;
@@ -205,6 +205,9 @@ impl Model {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
+        // And what loading freed (a tensor's bytes read before they became blocks, in the
+        // allocator arenas of the threads that converted them).
+        alloc::return_freed_memory();
         Ok(Model {
             cfg,
             source,

@@ -255,7 +255,7 @@ const SLAB_VALUES: usize = 1 << 20;
 /// Encodes `xs` as `format` into `out`, which is cleared first, in slabs of whole blocks on the
 /// rayon pool (blocks are encoded independently). F32, F16, BF16 and the legacy formats take the
 /// rounding of ggml's reference quantizers (`quantize_row_*_ref`), so the bytes match what gguf-py
-/// writes; Q2_K … Q6_K take candle's quantizers ([`kquants::quantize_candle`]), whose blocks ggml
+/// writes; Q2_K … Q6_K take candle's quantizers (`kquants::quantize_candle`), whose blocks ggml
 /// reads. Q8_K is refused.
 pub fn quantize(format: QuantFormat, xs: &[f32], out: &mut Vec<u8>) -> crate::Result<()> {
     use rayon::prelude::*;
