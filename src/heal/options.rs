@@ -83,10 +83,10 @@ impl Objective {
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Maps {
-    /// The default: [`Maps::PerLayer`] on the post-norm families (Gemma 2, Gemma 3, OLMo 2), where
-    /// it measured better (Gemma 3 270M, 8,192 heal tokens: 6..12 removed 280.2 against 325.9,
-    /// 8..11 120.5 against 132.9), [`Maps::PerBlock`] elsewhere (SmolLM2, 8 removed: per-layer
-    /// 91.9 against 89.3).
+    /// The default: `per-layer` on the post-norm families (Gemma 2, Gemma 3, OLMo 2), where it
+    /// measured better (Gemma 3 270M, 8,192 heal tokens: 6..12 removed 280.2 against 325.9, 8..11
+    /// 120.5 against 132.9), `per-block` elsewhere (SmolLM2, 8 removed: per-layer 91.9 against
+    /// 89.3).
     Auto,
     /// One map per removed block, into the `down_proj` of the layer before it (ReplaceMe).
     PerBlock,

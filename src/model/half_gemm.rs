@@ -61,17 +61,13 @@ impl HalfWeight<'_> {
         }
     }
 
-    /// Widens `len` elements from `start` into `out`.
+    /// Widens `out.len()` elements from `start` into `out` (f16 with the CPU's F16C conversions
+    /// where it has them).
     pub(crate) fn widen(&self, start: usize, out: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
         match self {
-            HalfWeight::Bf16(w) => w[start..start + out.len()]
-                .iter()
-                .zip(out)
-                .for_each(|(a, o)| *o = a.to_f32()),
-            HalfWeight::F16(w) => w[start..start + out.len()]
-                .iter()
-                .zip(out)
-                .for_each(|(a, o)| *o = a.to_f32()),
+            HalfWeight::Bf16(w) => w[start..start + out.len()].convert_to_f32_slice(out),
+            HalfWeight::F16(w) => w[start..start + out.len()].convert_to_f32_slice(out),
         }
     }
 }
