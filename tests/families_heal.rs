@@ -315,4 +315,17 @@ fn auto_maps_are_per_layer_on_post_norm_families_only() {
         assert_eq!(h.blocks.len(), 1, "{arch}");
         assert_eq!(h.layers.len(), kept_after, "{arch}: per-layer sites");
     }
+    // `kd` starts from per-block maps unless asked otherwise; closed-form heals keep `auto`.
+    use depthprune::api::heal::{HealFit, HealMethod};
+    let fit = HealFit::default();
+    assert_eq!(fit.maps, Maps::Auto);
+    let maps = |m: HealMethod, fit: &HealFit| fit.options(m, CTX).unwrap().maps;
+    assert_eq!(maps(HealMethod::Kd, &fit), Maps::PerBlock);
+    assert_eq!(maps(HealMethod::Auto, &fit), Maps::Auto);
+    assert_eq!(maps(HealMethod::Lstsq, &fit), Maps::Auto);
+    let per_layer = HealFit {
+        maps: Maps::PerLayer,
+        ..HealFit::default()
+    };
+    assert_eq!(maps(HealMethod::Kd, &per_layer), Maps::PerLayer);
 }

@@ -83,10 +83,11 @@ impl Objective {
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Maps {
-    /// The default: `per-layer` on the post-norm families (Gemma 2, Gemma 3, OLMo 2), where it
-    /// measured better (Gemma 3 270M, 8,192 heal tokens: 6..12 removed 280.2 against 325.9, 8..11
-    /// 120.5 against 132.9), `per-block` elsewhere (SmolLM2, 8 removed: per-layer 91.9 against
-    /// 89.3).
+    /// The default: for a closed-form heal `per-layer` on the post-norm families (Gemma 2, Gemma 3,
+    /// OLMo 2), where it measured better (Gemma 3 270M, 8,192 heal tokens: 6..12 removed 280.2
+    /// against 325.9, 8..11 120.5 against 132.9), `per-block` elsewhere (SmolLM2, 8 removed:
+    /// per-layer 91.9 against 89.3); `kd` starts from `per-block` everywhere (Gemma 3 8..11: 93.4
+    /// from per-block maps; from per-layer ones no step beat the start, 120.55).
     Auto,
     /// One map per removed block, into the `down_proj` of the layer before it (ReplaceMe).
     PerBlock,
