@@ -87,7 +87,8 @@ pub struct HealFit {
     /// per-block elsewhere).
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value = "auto"))]
     pub maps: Maps,
-    /// With `kd`: training steps, one calibration window each (the fit windows in turn).
+    /// With `kd`: training steps, one calibration window each (the fit windows in turn). Training
+    /// stops at these steps or at --time-budget, whichever comes first: raise both for a long run.
     #[cfg_attr(feature = "cli", arg(long, default_value_t = heal::kd::DEFAULT_STEPS, value_name = "N"))]
     pub steps: usize,
     /// With `kd`: Adam's learning rate for the maps.
@@ -111,6 +112,7 @@ pub struct HealFit {
     /// before training count against it; training gets at least a tenth. Accepts `900`, `15m`
     /// or `1h`. For `prune` it is the whole command's: heal-aware selection and its finalists
     /// take up to 40% of it, healing what is left, and the progress labels show the time left.
+    /// Training also stops at --steps (default 128), so a budget beyond that needs more steps.
     #[cfg_attr(feature = "cli", arg(long, value_parser = parse_seconds, value_name = "TIME"))]
     pub time_budget: Option<f64>,
 }
