@@ -40,12 +40,12 @@ fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     (e / n).sqrt()
 }
 
-#[test]
-fn q4_k_m_mix_decodes_and_runs_close_to_the_floats() {
-    let tmp = tempfile::tempdir().unwrap();
-    let hf = tmp.path().join("hf");
+/// The synthetic model of [`config`] as an f32 HF folder and its `convert --quant q4_k_m` GGUF,
+/// both under `dir`.
+fn q4_k_m_model(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let hf = dir.join("hf");
     write_synthetic(&config(), &hf, Dtype::F32, u64::MAX, 5, &Silent).unwrap();
-    let gguf = tmp.path().join("m.Q4_K_M.gguf");
+    let gguf = dir.join("m.Q4_K_M.gguf");
     let req = ConvertRequest {
         to: Format::Gguf,
         out: gguf.clone(),
@@ -54,6 +54,13 @@ fn q4_k_m_mix_decodes_and_runs_close_to_the_floats() {
         force: false,
     };
     convert(&hf, &req).unwrap();
+    (hf, gguf)
+}
+
+#[test]
+fn q4_k_m_mix_decodes_and_runs_close_to_the_floats() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (hf, gguf) = q4_k_m_model(tmp.path());
 
     let file = GgufModel::open(&gguf).unwrap();
     let ty = |n: &str| {
@@ -140,19 +147,6 @@ fn quant_is_refused_for_hf_output() {
     assert!(!out.exists());
 }
 
-/// Deterministic pseudo-random token ids below `vocab`.
-fn tokens(n: usize, vocab: u32) -> Vec<u32> {
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    (0..n)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((x >> 33) % u64::from(vocab)) as u32
-        })
-        .collect()
-}
-
 /// Issue 23: a healed Q4_K_M stays Q4_K_M. Low-rank distillation changes tensors stored as Q4_K
 /// and as Q6_K; written with `keep_types`, each goes back in its own k-quant, every other tensor
 /// is byte-identical, and the reloaded file gives the logits of the in-memory heal with each
@@ -168,20 +162,10 @@ fn healed_q4_k_m_keeps_its_k_quants_and_reloads_as_the_rounded_heal() {
 
     const CTX: usize = 32;
     let tmp = tempfile::tempdir().unwrap();
-    let hf = tmp.path().join("hf");
-    write_synthetic(&config(), &hf, Dtype::F32, u64::MAX, 5, &Silent).unwrap();
-    let gguf = tmp.path().join("m.Q4_K_M.gguf");
-    let req = ConvertRequest {
-        to: Format::Gguf,
-        out: gguf.clone(),
-        dtype: FloatType::F32,
-        quant: Some(QuantMix::Q4KM),
-        force: false,
-    };
-    convert(&hf, &req).unwrap();
+    let (_, gguf) = q4_k_m_model(tmp.path());
 
     let removed = [5usize];
-    let toks = tokens(8 * CTX, 300);
+    let toks = common::pseudo_tokens(8 * CTX, 300);
     let validated = HealOptions {
         holdout: 4,
         ..HealOptions::validated(CTX)

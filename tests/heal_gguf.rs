@@ -42,15 +42,7 @@ fn to_gguf(arch: &str, path: &Path) -> PathBuf {
 
 /// Deterministic pseudo-random token ids below `vocab`.
 fn tokens(n: usize, vocab: u32) -> Vec<u32> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..n)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((x >> 33) % u64::from(vocab)) as u32
-        })
-        .collect()
+    common::pseudo_tokens(n, vocab)
 }
 
 fn opts(ctx: usize) -> HealOptions {

@@ -144,6 +144,29 @@ impl candle_core::CustomOp2 for HalfMatmul {
 /// Each pointer must hold the elements its size and strides describe, and `dst` must overlap
 /// neither input.
 pub(crate) unsafe fn gemm_f32(
+    dims: (usize, usize, usize),
+    dst: (*mut f32, usize),
+    lhs: (*const f32, usize),
+    rhs: (*const f32, usize, usize),
+) {
+    // SAFETY: the caller's contract.
+    unsafe { gemm_f32_with(gemm::Parallelism::None, dims, dst, lhs, rhs) }
+}
+
+/// `gemm`'s parallelism for the current rayon pool: all its threads, or none for one.
+pub(crate) fn pool_parallelism() -> gemm::Parallelism {
+    match rayon::current_num_threads() {
+        t if t > 1 => gemm::Parallelism::Rayon(t),
+        _ => gemm::Parallelism::None,
+    }
+}
+
+/// [`gemm_f32`] with the given parallelism (every element of `dst` is written).
+///
+/// # Safety
+/// As [`gemm_f32`].
+pub(crate) unsafe fn gemm_f32_with(
+    par: gemm::Parallelism,
     (m, n, k): (usize, usize, usize),
     (dst, dst_rs): (*mut f32, usize),
     (lhs, lhs_rs): (*const f32, usize),
@@ -170,7 +193,7 @@ pub(crate) unsafe fn gemm_f32(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            par,
         );
     }
 }
@@ -270,7 +293,6 @@ fn matmul_with(
 /// weight kept 16-bit.
 fn matmul_widened(xs: &[f32], m: usize, k: usize, w: HalfWeight<'_>, n: usize) -> Vec<f32> {
     let nc = (CHUNK_VALUES / k).clamp(NR, n.next_multiple_of(NR)).min(n);
-    let threads = rayon::current_num_threads();
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
     // Taken out of its cell for the call: the pool may run another product on this thread
     // while it waits, and that one then widens into a buffer of its own.
@@ -290,30 +312,12 @@ fn matmul_widened(xs: &[f32], m: usize, k: usize, w: HalfWeight<'_>, n: usize) -
             // them, every one, so once all chunks ran every element was written. `xs` is `m × k`
             // (row stride `k`) and `wide` is `cols × k`, read as the `k × cols` matrix `wideᵀ`.
             unsafe {
-                gemm::gemm(
-                    m,
-                    cols,
-                    k,
-                    out.as_mut_ptr().add(c0),
-                    1,
-                    n as isize,
-                    false,
-                    xs.as_ptr(),
-                    1,
-                    k as isize,
-                    wide.as_ptr(),
-                    k as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    if threads > 1 {
-                        gemm::Parallelism::Rayon(threads)
-                    } else {
-                        gemm::Parallelism::None
-                    },
+                gemm_f32_with(
+                    pool_parallelism(),
+                    (m, cols, k),
+                    (out.as_mut_ptr().add(c0), n),
+                    (xs.as_ptr(), k),
+                    (wide.as_ptr(), k, 1),
                 );
             }
         }

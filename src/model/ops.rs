@@ -219,36 +219,17 @@ impl candle_core::CustomOp2 for F32Matmul {
             candle_core::bail!("f32-matmul: ({m}, {k}) @ ({n}, {wk})ᵀ")
         }
         let mut out: Vec<f32> = Vec::with_capacity(m * n);
-        let threads = rayon::current_num_threads();
         // SAFETY: `out` has room for `m × n` elements, written row-major (row stride `n`);
         // `x` is `m × k` (row stride `k`) and `w` is `n × k`, read as the `k × n` matrix `wᵀ`
-        // (column stride `k`, row stride 1). With `read_dst = false` gemm only writes `out`, and
-        // it writes every element, so the length can be set after.
+        // (column stride `k`, row stride 1). gemm writes every element and only writes, so the
+        // length can be set after.
         unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                out.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                x.as_ptr(),
-                1,
-                k as isize,
-                w.as_ptr(),
-                k as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                if threads > 1 {
-                    gemm::Parallelism::Rayon(threads)
-                } else {
-                    gemm::Parallelism::None
-                },
+            super::half_gemm::gemm_f32_with(
+                super::half_gemm::pool_parallelism(),
+                (m, n, k),
+                (out.as_mut_ptr(), n),
+                (x.as_ptr(), k),
+                (w.as_ptr(), k, 1),
             );
             out.set_len(m * n);
         }

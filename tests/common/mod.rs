@@ -426,3 +426,18 @@ pub fn guarded_flags<'a>(heal: &[&'a str]) -> Vec<&'a str> {
     all.extend(["--ctx", "16", "--heal-samples", "256", "--holdout", "4"]);
     all
 }
+
+/// Deterministic pseudo-random token ids below `vocab` (an LCG), for models whose text does not
+/// matter.
+#[allow(dead_code)]
+pub fn pseudo_tokens(n: usize, vocab: u32) -> Vec<u32> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((x >> 33) % u64::from(vocab)) as u32
+        })
+        .collect()
+}
