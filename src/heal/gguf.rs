@@ -36,8 +36,8 @@ pub struct GgufHealOptions {
     pub ty: GgmlType,
     /// Write each healed tensor back in its source type when depthprune can quantize to it (F32,
     /// F16, BF16, the legacy Q4_0 … Q8_0 and the k-quants Q2_K … Q6_K), so a healed Q4_K_M stays
-    /// Q4_K_M-sized; the others (Q8_K, the i-quants) take `ty`. The requantization costs some accuracy that the in-memory heal did
-    /// not see (issue 23).
+    /// Q4_K_M-sized; the others (Q8_K, the i-quants) take `ty`. The requantization costs some
+    /// accuracy that the in-memory heal did not see (issue 23).
     pub keep_types: bool,
     /// More `depthprune.healing.*` entries (the calibration file, say), set after the fit's own.
     pub metadata: Vec<(String, Value)>,

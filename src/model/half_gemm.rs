@@ -28,7 +28,7 @@ const MR: usize = 6;
 const MC: usize = 96;
 /// From this many rows a product widens the weight to f32 by chunks ([`matmul_widened`]): on
 /// CPUs measured so far `vdpbf16ps` retires 32 bf16 pairs at half the rate of 16-lane f32 FMAs
-/// (Sapphire Rapids: 86 against 176 GFLOP/s a core, `scripts/peak_flops.c`), so the native kernel
+/// (Sapphire Rapids, idle: 89 against 190 GFLOP/s a core, `scripts/peak_flops.c`), so the native kernel
 /// serves only a few rows (generation), where reading the weight once dominates.
 const WIDEN_ROWS: usize = 16;
 /// The most f32 values a widened weight chunk holds (4 MiB).
@@ -297,29 +297,27 @@ fn matmul_widened(xs: &[f32], m: usize, k: usize, w: HalfWeight<'_>, n: usize) -
     // Taken out of its cell for the call: the pool may run another product on this thread
     // while it waits, and that one then widens into a buffer of its own.
     let mut buf = CHUNK.take();
-    {
-        for c0 in (0..n).step_by(nc) {
-            let cols = nc.min(n - c0);
-            buf.resize(cols * k, 0.0);
-            let wide = &mut buf[..cols * k];
-            // A few rows of the weight per task: the widening is memory-bound.
-            let per = (1 << 14) / k + 1;
-            wide.par_chunks_mut(per * k)
-                .enumerate()
-                .for_each(|(i, dst)| w.widen((c0 + i * per) * k, dst));
-            // SAFETY: `out` has room for `m × n` elements (row stride `n`); this chunk writes its
-            // `cols` columns from `c0` in every row, and with `read_dst = false` gemm only writes
-            // them, every one, so once all chunks ran every element was written. `xs` is `m × k`
-            // (row stride `k`) and `wide` is `cols × k`, read as the `k × cols` matrix `wideᵀ`.
-            unsafe {
-                gemm_f32_with(
-                    pool_parallelism(),
-                    (m, cols, k),
-                    (out.as_mut_ptr().add(c0), n),
-                    (xs.as_ptr(), k),
-                    (wide.as_ptr(), k, 1),
-                );
-            }
+    for c0 in (0..n).step_by(nc) {
+        let cols = nc.min(n - c0);
+        buf.resize(cols * k, 0.0);
+        let wide = &mut buf[..cols * k];
+        // A few rows of the weight per task: the widening is memory-bound.
+        let per = (1 << 14) / k + 1;
+        wide.par_chunks_mut(per * k)
+            .enumerate()
+            .for_each(|(i, dst)| w.widen((c0 + i * per) * k, dst));
+        // SAFETY: `out` has room for `m × n` elements (row stride `n`); this chunk writes its
+        // `cols` columns from `c0` in every row, and with `read_dst = false` gemm only writes
+        // them, every one, so once all chunks ran every element was written. `xs` is `m × k`
+        // (row stride `k`) and `wide` is `cols × k`, read as the `k × cols` matrix `wideᵀ`.
+        unsafe {
+            gemm_f32_with(
+                pool_parallelism(),
+                (m, cols, k),
+                (out.as_mut_ptr().add(c0), n),
+                (xs.as_ptr(), k),
+                (wide.as_ptr(), k, 1),
+            );
         }
     }
     if buf.len() <= CHUNK_VALUES {

@@ -205,9 +205,6 @@ impl Model {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
-        // And what loading freed (a tensor's bytes read before they became blocks, in the
-        // allocator arenas of the threads that converted them).
-        alloc::return_freed_memory();
         Ok(Model {
             cfg,
             source,
