@@ -255,6 +255,62 @@ pub fn gguf_arches() -> Vec<&'static str> {
         .collect()
 }
 
+/// The registry as a Markdown table, one row per `model_type`: what `docs/architectures.md`
+/// shows between its `registry` markers (a test keeps the two equal, so the page cannot drift).
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| `model_type` | transformers class | GGUF architecture | norms | feed-forward | fused q/k/v, gate/up | q/k norm | healing folds into | per-layer config fields | llama.cpp fixes |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    let list = |xs: &[&str]| {
+        if xs.is_empty() {
+            "".to_string()
+        } else {
+            xs.join("; ")
+        }
+    };
+    for r in ARCHES {
+        let gguf = match (r.gguf_arch, r.reads_gguf) {
+            (None, _) => "none".to_string(),
+            (Some(a), true) => format!("`{a}`"),
+            (Some(a), false) => match by_gguf_arch(a) {
+                Some(back) => format!("`{a}` (read back as `{}`)", back.model_type),
+                None => format!("`{a}` (written, not read back)"),
+            },
+        };
+        let norms = match r.norms {
+            Norms::Pre => "pre",
+            Norms::Sandwich => "pre and post",
+            Norms::Post => "post",
+        };
+        let ffn = match r.ffn {
+            Ffn::Gated => "gated MLP",
+            Ffn::Experts => "experts",
+        };
+        let fold = match r.heal_fold {
+            HealFold::DownProj => "`down_proj`",
+            HealFold::PostNorm => "`down_proj` (rotation) + post-MLP norm (scale)",
+        };
+        let fields: Vec<String> = r.layer_fields.iter().map(|f| format!("`{f}`")).collect();
+        let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+        out.push_str(&format!(
+            "| `{}` | `{}` | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.model_type,
+            r.hf_class,
+            gguf,
+            norms,
+            ffn,
+            yes_no(r.fused),
+            yes_no(r.qk_norm),
+            fold,
+            list(&fields),
+            list(r.gguf_fixed),
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
