@@ -48,6 +48,10 @@ pub enum Error {
     /// A tensor computation that failed (shapes that contradict the config, say).
     #[error("tensor computation failed: {0}")]
     Compute(String),
+    /// A long job stopped at a signal's request ([`crate::base::cancel`]) after saving what it
+    /// finished; the message says how to resume.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 impl From<crate::hub::HubError> for Error {

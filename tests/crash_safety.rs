@@ -1,6 +1,6 @@
 //! Crash safety: a prune or convert killed with SIGKILL at any point leaves nothing at the target
-//! path (only a clearly named temporary, removed by the next run), and a full disk gives a clear
-//! error and no output.
+//! path (only a clearly named temporary, `.NAME.PID-RANDOM.depthprune-tmp`, removed by the next
+//! run once its process is gone), and a full disk gives a clear error and no output.
 
 mod common;
 
@@ -35,8 +35,8 @@ fn temporaries(dir: &std::path::Path) -> Vec<String> {
 }
 
 /// Runs `args(out)` to completion once to time it, then `kills` times killed with SIGKILL at
-/// spread-out points. After each kill nothing may be at `out` and the only temporary is
-/// `.NAME.depthprune-tmp`; a run that finished first must pass `check_whole`. The next run must
+/// spread-out points. After each kill nothing may be at `out` and the only temporary is the
+/// killed run's `.NAME.PID-RANDOM.depthprune-tmp`; a run that finished first must pass `check_whole`. The next run must
 /// succeed and remove the temporary. Returns how many runs were killed mid-way.
 fn kill_at_points(
     dir: &Path,
@@ -61,10 +61,19 @@ fn kill_at_points(
     assert!(o.status.success(), "{}", stderr(&o));
     let full = t0.elapsed();
     remove(&probe);
-    let tmp_name = format!(
-        ".{}.depthprune-tmp",
-        out.file_name().unwrap().to_string_lossy()
-    );
+    // The run's own temporary, `.NAME.PID-RANDOM.depthprune-tmp`, and its lock file.
+    let name = out.file_name().unwrap().to_string_lossy().into_owned();
+    let ours = |t: &str| {
+        let Some(middle) = t
+            .strip_prefix(&format!(".{name}."))
+            .and_then(|r| r.strip_suffix(".depthprune-tmp"))
+        else {
+            return false;
+        };
+        middle
+            .split_once('-')
+            .is_some_and(|(pid, hex)| pid.parse::<u32>().is_ok() && hex.len() == 8)
+    };
 
     let mut killed = 0;
     for k in 0..kills {
@@ -93,7 +102,7 @@ fn kill_at_points(
                 "kill {k} after {delay:?} left an output at the target path"
             );
             for t in temporaries(dir) {
-                assert_eq!(t, tmp_name, "unexpected temporary");
+                assert!(ours(&t), "unexpected temporary `{t}`");
             }
         }
         // The next run cleans the temporary up and succeeds.

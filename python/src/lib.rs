@@ -70,6 +70,12 @@ create_exception!(
     "A hub reference that cannot be resolved."
 );
 create_exception!(_native, ComputeError, Error, "A tensor computation failed.");
+create_exception!(
+    _native,
+    StoppedError,
+    Error,
+    "A long job stopped on request after saving what it finished (resume it)."
+);
 
 /// The exception for a library error, with its message.
 fn raise(e: LibError) -> PyErr {
@@ -86,6 +92,7 @@ fn raise(e: LibError) -> PyErr {
         LibError::Invalid(_) => InvalidRequestError::new_err(msg),
         LibError::Hub(_) => HubError::new_err(msg),
         LibError::Compute(_) => ComputeError::new_err(msg),
+        LibError::Interrupted(_) => StoppedError::new_err(msg),
     }
 }
 
@@ -518,6 +525,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("LayerSpecError", py.get_type::<LayerSpecError>()),
         ("UnsupportedError", py.get_type::<UnsupportedError>()),
         ("InvalidRequestError", py.get_type::<InvalidRequestError>()),
+        ("StoppedError", py.get_type::<StoppedError>()),
         ("HubError", py.get_type::<HubError>()),
         ("ComputeError", py.get_type::<ComputeError>()),
     ] {

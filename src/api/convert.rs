@@ -3,6 +3,7 @@
 //! and a random-weight HF checkpoint of a given shape, for tests and benchmarks.
 
 use super::prune::FloatType;
+use crate::base::guard::check_output;
 use crate::checkpoint::atomic::Overwrite;
 use crate::checkpoint::gguf::GgmlType;
 use crate::checkpoint::safetensors::Dtype;
@@ -52,6 +53,7 @@ pub struct ConvertRequest {
 
 /// Converts `model` as `req` says.
 pub fn convert(model: &Path, req: &ConvertRequest) -> Result<ConvertReport> {
+    check_output(&req.out, &[model])?;
     let overwrite = if req.force {
         Overwrite::Force
     } else {
@@ -91,6 +93,7 @@ pub fn synth(
     seed: u64,
     progress: &dyn Progress,
 ) -> Result<()> {
+    check_output(out, &[config])?;
     let text = crate::checkpoint::limits::read_text_capped(
         config,
         crate::checkpoint::limits::MAX_JSON_BYTES,

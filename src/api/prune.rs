@@ -7,6 +7,7 @@ use super::heal::{heal_gguf_with, heal_hf_with, HealFit, HealMethod, HealRequest
 use super::ModelSource;
 use crate::arch::params::reduction_pct;
 use crate::arch::ParamCounts;
+use crate::base::guard::check_output;
 use crate::checkpoint::atomic::Overwrite;
 use crate::checkpoint::gguf::{self, Edits, GgmlType, GgufModel, PruneReport, Value};
 use crate::checkpoint::hf::HfCheckpoint;
@@ -260,6 +261,16 @@ pub fn prune(
     }
     let resolved = model.resolve(Need::Snapshot, progress)?;
     let path = &resolved.path;
+    check_output(
+        &req.out,
+        &[
+            Some(model.path()),
+            Some(path.as_path()),
+            req.choice.calib.calib.as_deref(),
+            req.choice.scores.as_deref(),
+        ]
+        .map(|p| p.unwrap_or(Path::new(""))),
+    )?;
     if crate::model::is_gguf(path) {
         return prune_gguf(req, path, started, progress);
     }

@@ -74,6 +74,17 @@ fn not_json(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
 /// Writes `dir/report.md` for the sweep in `dir` (its `sweep.json`); returns its path.
 pub fn report(dir: &Path, req: &ReportRequest, progress: &dyn Progress) -> Result<PathBuf> {
     req.run.install(progress, || {
+        // A study cut off before its end (issue 33): its journal says what is missing.
+        if let Some(missing) = crate::sweep::journal::missing_cells(dir)? {
+            if !missing.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "the study in `{}` is not finished: {} cells are missing ({})\nhint: finish it with the same `depthprune sweep` command and `--resume`",
+                    dir.display(),
+                    missing.len(),
+                    crate::sweep::journal::describe_cells(&missing)
+                )));
+            }
+        }
         let path = dir.join("sweep.json");
         let text = std::fs::read_to_string(&path).map_err(|e| {
             Error::Invalid(format!(
@@ -83,6 +94,10 @@ pub fn report(dir: &Path, req: &ReportRequest, progress: &dyn Progress) -> Resul
         })?;
         let sweep: Sweep =
             serde_json::from_str(&text).map_err(|e| not_json(&path, "not a sweep file", e))?;
+        // The report goes into `dir`: never the model's folder, nor a folder holding it.
+        let mut inputs = vec![PathBuf::from(&sweep.model)];
+        inputs.extend(req.prompts.iter().chain(&req.text_note).cloned());
+        crate::base::guard::check_output(dir, &inputs)?;
         let model = Model::open(Path::new(&sweep.model))?;
         let (tok, _) = open_tokenizer(Path::new(&sweep.model))?;
         let prompts = match &req.prompts {

@@ -10,6 +10,7 @@ pub mod gguf;
 pub mod hashing;
 pub mod hf;
 pub mod hf_prune;
+pub mod lock;
 /// Every size cap in one table: the base caps ([`crate::base::limits`]) and the GGUF and
 /// safetensors header caps.
 pub mod limits {

@@ -65,7 +65,18 @@ pub fn report_error(e: &anyhow::Error) -> i32 {
     });
     let line = if in_file { line } else { as_flags(&line) };
     eprintln!("error: {line}");
-    1
+    // A job stopped by SIGINT/SIGTERM exits as a shell reports an interrupted command.
+    let interrupted = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<depthprune::error::Error>(),
+            Some(depthprune::error::Error::Interrupted(_))
+        )
+    });
+    if interrupted {
+        130
+    } else {
+        1
+    }
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

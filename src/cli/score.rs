@@ -44,6 +44,11 @@ pub fn run(args: Args) -> Result<()> {
             req.metric.name()
         );
     }
+    // The score file and the plots never land on, over or inside an input (issue 33).
+    let inputs = [Some(&args.model), req.calib.calib.as_ref()];
+    for out in args.out.iter().chain(&args.plot) {
+        depthprune::base::guard::check_output(out, &inputs.iter().flatten().collect::<Vec<_>>())?;
+    }
     let report = score(&ModelSource::new(&args.model), req, &Bar::items())?;
     let s = &report.scores;
     let stable = &report.stability;

@@ -22,7 +22,9 @@ use std::path::PathBuf;
     --remove takes `A..B` (half-open, like layer ranges: `0..13` is 0 to 12) or a list (`2,4,8`);\n\
     0 is the dense model.\n\
     Nothing is written but results: layers are skipped in memory, and the dense model's activations\n\
-    are computed once and reused, so each cell restarts at the first layer it removes.\n\n\
+    are computed once and reused, so each cell restarts at the first layer it removes.\n\
+    Each finished cell is saved in --out (cells.jsonl) at once: after Ctrl-C (exit 130) or a kill,\n\
+    the same command with --resume measures only the cells missing.\n\n\
     Three slices of text, refused when they overlap in one file: calibration (scores the layers),\n\
     validation (--select-on; picks the best removal at each count) and evaluation (measures it).\n\
     Every perplexity, KL and top-1 figure carries a 95% interval from a seeded bootstrap over the\n\
@@ -38,6 +40,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    stop_on_signals();
     let result = sweep(&ModelSource::new(&args.model), &args.req, &Bar::items())?;
     if args.json {
         return print_json(&result);
@@ -50,6 +53,31 @@ pub fn run(args: Args) -> Result<()> {
     }
     print(&t)
 }
+
+/// SIGINT and SIGTERM ask the sweep to stop after the cell it is measuring (the cells finished
+/// are saved, and the run exits 130 saying how to resume); a second signal exits at once.
+#[cfg(unix)]
+fn stop_on_signals() {
+    extern "C" fn on_signal(_: libc::c_int) {
+        if depthprune::base::cancel::requested() {
+            // SAFETY: `_exit` is async-signal-safe.
+            unsafe { libc::_exit(130) };
+        }
+        depthprune::base::cancel::request();
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only touches an atomic and calls `_exit`, both signal-safe.
+        unsafe {
+            libc::signal(
+                sig,
+                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn stop_on_signals() {}
 
 /// The sweep as a text table: one row per count, one perplexity column per strategy.
 fn table(s: &Sweep) -> Result<String> {

@@ -16,11 +16,13 @@
 pub mod best;
 pub mod csv;
 mod finalists;
+pub mod journal;
 mod spec;
 pub mod tasks;
 
 pub use crate::model::stream::{cache_bytes, DenseCache};
 pub use best::{Best, RunnerUp};
+pub use journal::Journal;
 pub use spec::{parse_counts, StrategySpec};
 pub use tasks::TaskCell;
 
@@ -319,8 +321,8 @@ impl<'a> Slice<'a> {
 
 /// A removal measured on both slices: per-window sums on the evaluation windows, and the
 /// validation perplexity.
-#[derive(Clone)]
-struct Cell {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Cell {
     eval: Vec<Totals>,
     select: f64,
 }
@@ -336,12 +338,17 @@ fn perplexity(windows: &[Totals]) -> f64 {
 
 /// Runs the grid. `model_path` is where `model` was opened from (healing reads it). `cache` holds
 /// the evaluation windows, `select_cache` the validation windows. `progress` counts cells.
+///
+/// Each finished cell goes to `journal` at once, and a cell already in it is taken from there
+/// instead of being measured (issue 33). Before each cell a stop request
+/// ([`crate::base::cancel`]) ends the run with [`Error::Interrupted`].
 pub fn run(
     model: &Model,
     model_path: &Path,
     cache: &DenseCache,
     select_cache: &DenseCache,
     plan: SweepPlan<'_>,
+    journal: &mut Journal,
     progress: &dyn Progress,
 ) -> Result<Sweep> {
     let started = Instant::now();
@@ -378,7 +385,8 @@ pub fn run(
     let mut task_cells: HashMap<Vec<usize>, TaskCell> = HashMap::new();
     let mut rows = Vec::new();
     let mut cells: Vec<(Cell, Option<Cell>)> = Vec::new();
-    progress.start("sweep", (plan.strategies.len() * plan.counts.len()) as u64);
+    let total = plan.strategies.len() * plan.counts.len();
+    progress.start("sweep", total as u64);
     let mut judged = match (&plan.heal, plan.finalists) {
         (Some((opts, calib)), Some(w))
             if w > 0
@@ -395,6 +403,34 @@ pub fn run(
     };
     for (si, (spec, scores)) in plan.strategies.iter().enumerate() {
         for &k in &plan.counts {
+            if crate::base::cancel::requested() {
+                return Err(Error::Interrupted(format!(
+                    "interrupted: {} of {total} cells finished",
+                    rows.len()
+                )));
+            }
+            // A cell measured before, as the uninterrupted run would have it; the caches of
+            // removals measured once get what it measured, as they would have.
+            if let Some(e) = journal.take(&spec.label(), k) {
+                let removed = &e.row.removed;
+                if k > 0 {
+                    measured.entry(removed.clone()).or_insert(e.cell.clone());
+                }
+                if let Some(h) = &e.healed {
+                    healed.entry(removed.clone()).or_insert(h.clone());
+                }
+                for (name, h) in &e.healed_also {
+                    let key = (name.clone(), removed.clone());
+                    healed_also.entry(key).or_insert(h.clone());
+                }
+                if let Some(t) = &e.row.tasks {
+                    task_cells.entry(removed.clone()).or_insert(t.clone());
+                }
+                rows.push(e.row);
+                cells.push((e.cell, e.healed.map(|h| h.cell)));
+                progress.step_done(&format!("{}, {k} removed (saved)", spec.label()));
+                continue;
+            }
             let mut cell_finalists = None;
             let removal = match (&mut judged, &plan.heal) {
                 _ if k == 0 => None,
@@ -458,6 +494,7 @@ pub fn run(
                 _ => None,
             };
             let mut healed_by = BTreeMap::new();
+            let mut healed_also_cell = BTreeMap::new();
             if let Some((_, calib)) = &plan.heal {
                 for (name, opts) in &plan.heal_also {
                     if k == 0 || removed.contains(&0) {
@@ -475,6 +512,7 @@ pub fn run(
                         }
                     };
                     healed_by.insert(name.clone(), Measured::from_windows(&h.cell.eval, &boot));
+                    healed_also_cell.insert(name.clone(), h);
                 }
             }
             let task = match &plan.tasks {
@@ -525,6 +563,14 @@ pub fn run(
                 tasks: task,
                 stability,
             });
+            journal.record(&journal::Entry {
+                strategy: spec.label(),
+                k,
+                row: rows[rows.len() - 1].clone(),
+                cell: cell.clone(),
+                healed: heal_result.clone(),
+                healed_also: healed_also_cell,
+            })?;
             cells.push((cell, heal_result.map(|h| h.cell)));
             progress.step_done(&format!("{}, {k} removed", spec.label()));
         }
@@ -635,8 +681,8 @@ fn best_per_count(
 
 /// A healed removal as measured: per-window sums on both slices, each block's fit residual and
 /// what each block got.
-#[derive(Clone)]
-struct Healed {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Healed {
     cell: Cell,
     residuals: Vec<f64>,
     choices: Vec<String>,

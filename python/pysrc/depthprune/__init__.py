@@ -46,6 +46,7 @@ from ._native import (
     HubError,
     InvalidRequestError,
     LayerSpecError,
+    StoppedError,
     TaskFileError,
     UnsupportedError,
 )
@@ -59,7 +60,7 @@ __all__ = [
     "inspect", "plan", "prune", "score", "heal", "eval", "sweep", "generate", "report",
     "convert", "verify", "synth",
     "Error", "FileError", "CorruptFileError", "ConfigError", "TaskFileError", "LayerSpecError",
-    "UnsupportedError", "InvalidRequestError", "HubError", "ComputeError",
+    "UnsupportedError", "InvalidRequestError", "HubError", "ComputeError", "StoppedError",
 ]
 
 

@@ -8,6 +8,7 @@ mod options;
 pub use options::{HealFit, HealMethod, HealRequest};
 
 use super::choose::Chosen;
+use crate::base::guard::check_output;
 use crate::checkpoint::atomic::Overwrite;
 use crate::checkpoint::gguf::{GgmlType, GgufModel, Value};
 use crate::checkpoint::hf::HfCheckpoint;
@@ -92,7 +93,10 @@ pub fn heal(
     progress: &dyn Progress,
 ) -> Result<Healed> {
     req.run.install(progress, || {
+    let given = dense.path();
     let dense = dense.resolve(crate::hub::Need::Snapshot, progress)?.path;
+    let calib = req.calib.clone().unwrap_or_default();
+    check_output(&out.out, &[pruned, given, dense.as_path(), calib.as_path()])?;
     let is_gguf = crate::model::is_gguf;
     if is_gguf(pruned) || is_gguf(&dense) {
         if !(is_gguf(pruned) && is_gguf(&dense)) {

@@ -5,6 +5,7 @@
 //! the plots and the report.
 
 mod slices;
+mod study;
 
 use crate::api::heal::{HealFit, HealMethod};
 use crate::api::score::{stability, CalibOptions};
@@ -120,6 +121,13 @@ pub struct SweepRequest {
     /// Layers removed for the report's pruned generations (default: the largest count ≤ 8).
     #[cfg_attr(feature = "cli", arg(long, value_name = "K"))]
     pub report_k: Option<usize>,
+    /// Continue the study in --out: the cells it saved with the same settings are kept, the
+    /// others measured (a changed setting is refused, by name).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub resume: bool,
+    /// Start over in an --out that holds another study's saved cells (they are discarded).
+    #[cfg_attr(feature = "cli", arg(long, conflicts_with = "resume"))]
+    pub force: bool,
     /// How the call runs: precision, threads, symlink policy (the CLI's global flags).
     #[serde(flatten)]
     #[cfg_attr(feature = "cli", arg(skip))]
@@ -151,6 +159,8 @@ impl Default for SweepRequest {
             out: None,
             report: false,
             report_k: None,
+            resume: false,
+            force: false,
             run: crate::api::RunOptions::default(),
         }
     }
@@ -215,9 +225,18 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
         None => None,
     };
     let path = model.resolve(Need::Snapshot, progress)?.path;
+    // The study folder: checked against the inputs and locked before anything is written.
+    let study = match &req.out {
+        Some(out) => Some(study::Study::open(out, req, model.path(), &path)?),
+        None => None,
+    };
     let (cfg, source) = open_checkpoint(&path)?;
     let n = cfg.n_layers();
     let counts = parse_counts(&req.remove, n)?;
+    let mut journal = match &study {
+        Some(s) => s.journal(req, model.path(), &path, &specs, &counts, progress)?,
+        None => sweep::Journal::none(),
+    };
     let needs_calib = specs.iter().any(|s| s.metric.needs_model()) || !req.heal.is_empty();
     if needs_calib && req.calib.calib.is_none() {
         return Err(Error::Invalid(
@@ -290,6 +309,9 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
             batch: req.calib.batch,
             greedy_steps: Some(max_k.max(1)),
         };
+        if crate::base::cancel::requested() {
+            return Err(interrupted("interrupted while scoring: 0 cells finished".into(), &req.out));
+        }
         progress.message(&format!("scoring: {}", spec.label()));
         let mut out = score(&m, &calib_windows, &opts, progress)?;
         out.scores.calibration = calibration.clone();
@@ -380,7 +402,11 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
         },
         bootstrap: boot,
     };
-    let mut result = sweep::run(&m, model.path(), &cache, &select_cache, plan, progress)?;
+    let mut result = sweep::run(&m, model.path(), &cache, &select_cache, plan, &mut journal, progress)
+        .map_err(|e| match e {
+            Error::Interrupted(msg) => interrupted(msg, &req.out),
+            e => e,
+        })?;
     result.model_name = Some(model_name(&path));
     let k = req.report_k.unwrap_or_else(|| result.default_k()).max(1);
     let counts_p = ParamCounts::from_config(&m.config().arch);
@@ -400,6 +426,17 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
     }
     Ok(result)
     }))
+}
+
+/// An interruption, with where the finished cells are and how to resume.
+fn interrupted(msg: String, out: &Option<PathBuf>) -> Error {
+    Error::Interrupted(match out {
+        Some(o) => format!(
+            "{msg}; they are saved in `{}`\nhint: run the same command with `resume` to continue",
+            o.display()
+        ),
+        None => format!("{msg}; nothing was saved (no `out`)"),
+    })
 }
 
 /// The model's name for the report's title: a GGUF's `general.name` when it has one, else the

@@ -397,21 +397,12 @@ fn layout(
     Ok(parts)
 }
 
+/// Refuses a target that is, holds or lies inside a part of the model ([`crate::base::guard`]),
+/// every part of a split model included.
 fn refuse_overwriting_input(model: &GgufModel, targets: &[PathBuf]) -> Result<()> {
-    let inputs: Vec<PathBuf> = model
-        .parts()
-        .iter()
-        .filter_map(|p| p.path.canonicalize().ok())
-        .collect();
+    let inputs: Vec<&Path> = model.parts().iter().map(|p| p.path.as_path()).collect();
     for t in targets {
-        if let Ok(c) = t.canonicalize() {
-            if inputs.contains(&c) {
-                return Err(Error::Invalid(format!(
-                    "output `{}` is the input model; write the pruned model to a new file",
-                    t.display()
-                )));
-            }
-        }
+        crate::base::guard::check_output(t, &inputs)?;
     }
     Ok(())
 }
