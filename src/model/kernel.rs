@@ -177,7 +177,7 @@ pub struct KernelRecord {
     pub shape: [usize; 3],
     /// The kernel kept for the process.
     pub kernel: Kernel,
-    /// `measured`, or `only candidate`.
+    /// `measured`, `forced` (`--kernel`, `DEPTHPRUNE_KERNEL`), or `only candidate`.
     pub by: String,
     /// Each candidate's rate on `shape`, best of its timed runs, in GFLOP/s (2 per multiply-add).
     pub gflops: BTreeMap<Kernel, f64>,
@@ -194,12 +194,46 @@ pub fn report() -> Vec<KernelRecord> {
     chosen.iter().map(|(_, r)| r.clone()).collect()
 }
 
+/// The kernel measured fastest for `kind`, if it was.
 fn lookup(kind: Kind) -> Option<Kernel> {
     let chosen = CHOSEN.lock().unwrap_or_else(|e| e.into_inner());
-    chosen
-        .iter()
-        .find(|(k, _)| *k == kind)
+    (chosen.iter())
+        .find(|(k, r)| *k == kind && r.by != FORCED_BY)
         .map(|(_, r)| r.kernel)
+}
+
+/// How a record says its kernel was forced.
+const FORCED_BY: &str = "forced";
+
+/// Records that `kernel` was forced for `kind`, unless the kind has a record already (a
+/// measurement later replaces it).
+fn note_forced(kind: Kind, shape: [usize; 3], kernel: Kernel) {
+    let mut chosen = CHOSEN.lock().unwrap_or_else(|e| e.into_inner());
+    match chosen.iter_mut().find(|(k, _)| *k == kind) {
+        Some((_, r)) if r.by == FORCED_BY => r.kernel = kernel,
+        Some(_) => {}
+        None => chosen.push((
+            kind,
+            record(kind, shape, kernel, FORCED_BY, BTreeMap::new()),
+        )),
+    }
+}
+
+fn record(
+    kind: Kind,
+    shape: [usize; 3],
+    kernel: Kernel,
+    by: &str,
+    gflops: BTreeMap<Kernel, f64>,
+) -> KernelRecord {
+    KernelRecord {
+        weight: kind.weight.to_string(),
+        rows: if kind.many_rows { "many" } else { "few" }.to_string(),
+        shape,
+        kernel,
+        by: by.to_string(),
+        gflops,
+    }
 }
 
 /// The kernel for a product of `kind` and `shape` (`[rows, in, out]`) among `candidates` (the
@@ -227,6 +261,7 @@ fn decide(
 ) -> Kernel {
     assert!(!candidates.is_empty(), "a product needs a kernel");
     if let Some(k) = forced.filter(|k| candidates.contains(k)) {
+        note_forced(kind, shape, k);
         return k;
     }
     if let Some(k) = lookup(kind) {
@@ -253,18 +288,10 @@ fn decide(
             .map_or(candidates[0], |(&k, _)| k);
         (fastest, "measured", rates)
     };
-    let record = KernelRecord {
-        weight: kind.weight.to_string(),
-        rows: if kind.many_rows { "many" } else { "few" }.to_string(),
-        shape,
-        kernel,
-        by: by.to_string(),
-        gflops,
-    };
-    CHOSEN
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push((kind, record));
+    let record = record(kind, shape, kernel, by, gflops);
+    let mut chosen = CHOSEN.lock().unwrap_or_else(|e| e.into_inner());
+    chosen.retain(|(k, _)| *k != kind);
+    chosen.push((kind, record));
     kernel
 }
 
@@ -369,6 +396,17 @@ mod tests {
             |_| panic!("a forced kernel is not measured"),
         );
         assert_eq!(k, Kernel::Tiles);
+        let r = report().into_iter().find(|r| r.weight == "test-c").unwrap();
+        assert_eq!((r.kernel, r.by.as_str()), (Kernel::Tiles, "forced"));
+        // Unforced, the kind is measured and the record replaced.
+        let k = decide(kind("test-c"), [1, 1, 1], &both, None, fake([0, 9, 5], 0));
+        assert_eq!(k, Kernel::Tiles);
+        let r = report()
+            .into_iter()
+            .filter(|r| r.weight == "test-c")
+            .collect::<Vec<_>>();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].by, "measured");
         // Not a candidate (no native kernel for this weight): measured as without forcing.
         let k = decide(
             kind("test-d"),
