@@ -276,6 +276,7 @@ pub fn choose(
         "healed": scores.healed,
         "baseline_ppl": scores.baseline_ppl,
         "drop": drop,
+        "kernels": crate::model::kernel::report(),
     });
     Ok(Chosen {
         removal: sel.removal,

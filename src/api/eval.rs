@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::eval::choice::max_len;
 use crate::eval::{self, Convention, EvalReport, Run, TaskOpts, TaskReport};
 use crate::hub::Need;
+use crate::model::kernel::KernelRecord;
 use crate::model::{open_checkpoint, Model};
 use crate::progress::Progress;
 use crate::select::{LayerSpec, Removal};
@@ -100,6 +101,8 @@ pub struct EvalResult {
     /// quant) and the threads the call ran on.
     pub compute: String,
     pub threads: usize,
+    /// The kernels the products ran on, with their measured rates (issue 34).
+    pub kernels: Vec<KernelRecord>,
     #[serde(skip)]
     pub n_layers: usize,
 }
@@ -112,6 +115,8 @@ pub struct TaskResult {
     pub model: String,
     pub tasks: String,
     pub skip: Vec<usize>,
+    /// The kernels the products ran on, with their measured rates (issue 34).
+    pub kernels: Vec<KernelRecord>,
     #[serde(skip)]
     pub n_layers: usize,
 }
@@ -258,6 +263,7 @@ pub fn perplexity(
         text: text_path.display().to_string(),
         compute: m.config().compute.name().to_string(),
         threads: rayon::current_num_threads(),
+        kernels: crate::model::kernel::report(),
         n_layers: m.n_layers(),
     };
     eval::ensure_finite(&result, "the evaluation", &path)?;
@@ -309,6 +315,7 @@ pub fn eval_tasks(
         model: model.path().display().to_string(),
         tasks: file.display().to_string(),
         skip,
+        kernels: crate::model::kernel::report(),
         n_layers: m.n_layers(),
     })
 }

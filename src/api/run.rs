@@ -3,9 +3,12 @@
 //! carries them (the CLI's `--compute`, `--threads`, `--follow-symlinks`; Python's `compute`,
 //! `threads`, `follow_symlinks` keywords) and [`RunOptions::install`] applies them to that call
 //! alone: a thread pool of its own, and the precision and symlink policy scoped to the call's
-//! thread. Nothing here is process-wide, so two calls in one process can differ (issue 25).
+//! thread. Nothing here is process-wide, so two calls in one process can differ (issue 25), but
+//! the kernel: a forced one holds for the process while the call runs, as the kernels measured
+//! fastest do (`model::kernel`, issue 34).
 
 use crate::error::{Error, Result};
+use crate::model::kernel::KernelChoice;
 use crate::model::ComputeChoice;
 use crate::progress::Progress;
 use serde::{Deserialize, Serialize};
@@ -42,6 +45,22 @@ pub struct RunOptions {
     /// default; hub-cache snapshots may always point into their own cache folder).
     #[cfg_attr(feature = "cli", arg(long, global = true))]
     pub follow_symlinks: bool,
+    /// Kernel of the 16-bit and quantized products: auto (the default: the fastest on this
+    /// machine, measured at the first product of each kind), native (AVX512-BF16 dot products,
+    /// where the CPU has them), widen (weights widened to f32 by chunks) or tiles (by 64-column
+    /// tiles). They differ only in speed and in the order of their sums. The variable
+    /// DEPTHPRUNE_KERNEL sets it too. It holds for the whole process while the call runs.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            global = true,
+            value_name = "K",
+            default_value = "auto",
+            value_enum
+        )
+    )]
+    pub kernel: KernelChoice,
 }
 
 /// The cores this process may run on.
@@ -100,10 +119,12 @@ impl RunOptions {
         progress: &dyn Progress,
         f: impl FnOnce() -> Result<R> + Send,
     ) -> Result<R> {
-        let (compute, follow) = (self.compute, self.follow_symlinks);
+        let (compute, follow, kernel) = (self.compute, self.follow_symlinks, self.kernel);
         let scoped = move || {
-            crate::model::with_compute(compute, || {
-                crate::checkpoint::links::with_follow_symlinks(follow, f)
+            crate::model::kernel::with_kernel(kernel, || {
+                crate::model::with_compute(compute, || {
+                    crate::checkpoint::links::with_follow_symlinks(follow, f)
+                })
             })
         };
         match self.resolve_threads(progress)? {
@@ -143,6 +164,7 @@ mod tests {
                 compute,
                 threads: Some(threads),
                 follow_symlinks: threads == 1,
+                kernel: KernelChoice::Auto,
             };
             opts.install(&Silent, || {
                 Ok((

@@ -159,6 +159,8 @@ pub struct ScoreReport {
     pub reuse: Option<ReuseTiming>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stability: Option<LayerStability>,
+    /// The kernels the products ran on, with their measured rates (issue 34).
+    pub kernels: Vec<crate::model::kernel::KernelRecord>,
     /// The scores on each resample (not printed; the stability summarises them).
     #[serde(skip)]
     pub resampled: Vec<LayerScores>,
@@ -284,6 +286,7 @@ pub fn score(
         scores,
         reuse,
         stability,
+        kernels: crate::model::kernel::report(),
         resampled,
         counts,
     };

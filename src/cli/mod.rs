@@ -89,6 +89,17 @@ fn command() -> clap::Command {
         .mut_subcommands(|s| s.mut_args(negative))
 }
 
+/// Refuses a `DEPTHPRUNE_KERNEL` that names no kernel (the library would read it as auto).
+fn check_kernel_env() -> anyhow::Result<()> {
+    use depthprune::model::kernel::{KernelChoice, KERNEL_ENV};
+    match std::env::var(KERNEL_ENV) {
+        Ok(v) if KernelChoice::parse(&v).is_none() => anyhow::bail!(
+            "{KERNEL_ENV} is `{v}`, which names no kernel; hint: give auto, native, widen or tiles"
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Runs the CLI and returns the process exit code.
 pub fn run() -> i32 {
     let parsed = command()
@@ -109,6 +120,9 @@ pub fn run() -> i32 {
         }
     };
     output::set_flags(&Cli::command());
+    if let Err(e) = check_kernel_env() {
+        return output::report_error(&e);
+    }
     depthprune::model::reuse_freed_memory();
     let run = cli.run;
     // Commands without a request of their own read folders under the call's symlink policy.

@@ -2,37 +2,33 @@
 //! f32 accumulation: the product behind `--compute bf16` (issue 14), which keeps a model's
 //! weights at half the memory of f32.
 //!
-//! The weight is never widened as a whole. From [`WIDEN_ROWS`] rows (every forward pass over
-//! windows) it is widened to f32 a few MB of output columns at a time, each chunk multiplied by
-//! `gemm`'s f32 kernel: on the CPUs measured, `vdpbf16ps` does half the work per cycle of an f32
-//! FMA, so the f32 kernel is the faster one wherever the weight is reused across rows. Fewer rows
-//! (generation) are cut into (64 output columns × up to 96 rows) tiles on the rayon pool, and
-//! each tile packs its 64 weight rows itself:
-//! - with AVX512-BF16 (`vdpbf16ps`, e.g. Zen 4, Sapphire Rapids), into bf16 pairs for a
-//!   6 × 64 register-blocked kernel; the activations are rounded to bf16 (to nearest even) once
-//!   per call, and every pair of products is summed in f32;
-//! - elsewhere, widened to an f32 tile for `gemm`, so only one tile is ever f32.
+//! The weight is never widened as a whole. Three kernels compute the product, chosen by
+//! measurement per weight type and for few rows (generation) or many (`kernel.rs`, issue 34):
+//! - native, with AVX512-BF16 (`vdpbf16ps`, e.g. Zen 4, Sapphire Rapids): (64 output columns ×
+//!   a block of rows) tasks on the rayon pool, each packing its 64 weight rows into bf16 pairs
+//!   for a 6 × 64 register-blocked kernel; the activations are rounded to bf16 (to nearest
+//!   even) once per call, and every pair of products is summed in f32;
+//! - widen and tiles (`widen.rs`): the weight widened to f32 by chunks or by 64-column tiles,
+//!   multiplied by `gemm`'s f32 kernel.
+//!
+//! Which is faster depends on the CPU: idle, one core of a Sapphire Rapids retires 190 GFLOP/s
+//! of f32 FMA and 89 of `vdpbf16ps`; one of a Zen 4 EPYC, 115 and 233.
 //!
 //! [`gemm_f32`], the single-threaded f32 product such a tile takes, also serves the attention
 //! kernel.
 
+use super::kernel::{self, Kernel, Kind};
+use super::widen::{OutPtr, Widen, NR};
 use half::{bf16, f16};
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::time::{Duration, Instant};
 
-/// Output columns per tile (four 16-lane registers).
-const NR: usize = 64;
 /// Rows per register block of the bf16 kernel.
 const MR: usize = 6;
-/// Rows per tile of the fallback path.
-const MC: usize = 96;
-/// From this many rows a product widens the weight to f32 by chunks ([`matmul_widened`]): on
-/// CPUs measured so far `vdpbf16ps` retires 32 bf16 pairs at half the rate of 16-lane f32 FMAs
-/// (Sapphire Rapids, idle: 89 against 190 GFLOP/s a core, `scripts/peak_flops.c`), so the native kernel
-/// serves only a few rows (generation), where reading the weight once dominates.
-const WIDEN_ROWS: usize = 16;
-/// The most f32 values a widened weight chunk holds (4 MiB).
-const CHUNK_VALUES: usize = 1 << 20;
+/// From this many rows a product counts as many rows (scoring windows) rather than a few
+/// (generation): the two have separate kernel choices.
+const MANY_ROWS: usize = 16;
 /// Pairs of the inner dimension per pass of the bf16 kernel: a 64 KiB slice of the packed panel,
 /// which stays in L2 while every row block runs over it.
 const KC: usize = 256;
@@ -72,18 +68,15 @@ impl HalfWeight<'_> {
     }
 }
 
-thread_local! {
-    static CHUNK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    static TILE: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
-    static WIDE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+impl Widen for HalfWeight<'_> {
+    fn widen(&self, start: usize, out: &mut [f32]) {
+        HalfWeight::widen(self, start, out)
+    }
 }
 
-/// Output pointer shared by tiles that write disjoint elements.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: each tile writes only its own rows × columns.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
+thread_local! {
+    static TILE: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Whether the CPU has native bf16 dot products.
 pub(crate) fn has_native_bf16() -> bool {
@@ -198,135 +191,108 @@ pub(crate) unsafe fn gemm_f32_with(
     }
 }
 
-/// `xs (m, k) @ w (n, k)ᵀ` → `(m, n)`, all row-major.
+/// `xs (m, k) @ w (n, k)ᵀ` → `(m, n)`, all row-major, by the kernel chosen for this kind of
+/// product (measured on this one if it is the first of its kind).
 pub(crate) fn matmul(xs: &[f32], m: usize, k: usize, w: HalfWeight<'_>, n: usize) -> Vec<f32> {
     assert_eq!(xs.len(), m * k, "activations are not (m, k)");
     assert_eq!(w.len(), n * k, "weight is not (n, k)");
-    matmul_with(xs, m, k, w, n, has_native_bf16())
+    if m == 0 || n == 0 || k == 0 {
+        return vec![0f32; m * n];
+    }
+    let many_rows = m >= MANY_ROWS;
+    let kind = Kind {
+        weight: match w {
+            HalfWeight::Bf16(_) => "bf16",
+            HalfWeight::F16(_) => "f16",
+        },
+        many_rows,
+    };
+    // In order of preference while another kind is being measured.
+    let candidates: &[Kernel] = match (has_native_bf16(), many_rows) {
+        (true, true) => &[Kernel::Widen, Kernel::Native, Kernel::Tiles],
+        (true, false) => &[Kernel::Native, Kernel::Tiles, Kernel::Widen],
+        (false, true) => &[Kernel::Widen, Kernel::Tiles],
+        (false, false) => &[Kernel::Tiles, Kernel::Widen],
+    };
+    // The measurement's last product by the kernel it keeps is this product's result.
+    let mut last: Option<(Kernel, Vec<f32>)> = None;
+    let chosen = kernel::choose(kind, [m, k, n], candidates, |kernel| {
+        let t = Instant::now();
+        let out = matmul_by(xs, m, k, w, n, kernel);
+        let took = t.elapsed();
+        last = Some((kernel, out));
+        took.max(Duration::from_nanos(1))
+    });
+    match last {
+        Some((k, out)) if k == chosen => out,
+        _ => matmul_by(xs, m, k, w, n, chosen),
+    }
 }
 
-fn matmul_with(
+/// The product by `kernel` (native only where the CPU has AVX512-BF16).
+pub(crate) fn matmul_by(
     xs: &[f32],
     m: usize,
     k: usize,
     w: HalfWeight<'_>,
     n: usize,
-    native: bool,
+    kernel: Kernel,
 ) -> Vec<f32> {
-    if m == 0 || n == 0 {
+    match kernel {
+        Kernel::Widen => super::widen::widened(xs, m, k, &w, n),
+        Kernel::Tiles => super::widen::tiles(xs, m, k, &w, n),
+        Kernel::Native => native(xs, m, k, w, n),
+    }
+}
+
+/// The product by the AVX512-BF16 kernel.
+#[cfg(target_arch = "x86_64")]
+fn native(xs: &[f32], m: usize, k: usize, w: HalfWeight<'_>, n: usize) -> Vec<f32> {
+    assert!(has_native_bf16(), "the native kernel needs AVX512-BF16");
+    if m == 0 || n == 0 || k == 0 {
         return vec![0f32; m * n];
     }
-    if m >= WIDEN_ROWS && k > 0 {
-        return matmul_widened(xs, m, k, w, n);
-    }
     let panels = n.div_ceil(NR);
-    #[cfg(target_arch = "x86_64")]
-    if native && k > 0 {
-        // The tiles write every element (the first slice of the inner dimension stores rather
-        // than adds), so the output is not zeroed first.
-        let mut out: Vec<f32> = Vec::with_capacity(m * n);
-        let ptr = OutPtr(out.as_mut_ptr());
-        let pairs = k.div_ceil(2);
-        // SAFETY: `native` says the CPU has AVX512-BF16.
-        let xb = unsafe { x86::to_bf16_pairs(xs, m, k) };
-        // Each task packs its panel once and runs all its rows, so rows are split only as far
-        // as needed to give every thread several tasks.
-        let want = 4 * rayon::current_num_threads();
-        let chunks = want.div_ceil(panels).clamp(1, m.div_ceil(MR));
-        let per = m.div_ceil(chunks).next_multiple_of(MR);
-        let chunks = m.div_ceil(per);
-        (0..panels * chunks).into_par_iter().for_each(|task| {
-            let (panel, chunk) = (task / chunks, task % chunks);
-            let rows = chunk * per..m.min((chunk + 1) * per);
-            TILE.with_borrow_mut(|tile| {
-                let cols = NR.min(n - panel * NR);
-                match w {
-                    // SAFETY: the CPU has AVX-512 (it has AVX512-BF16), the panel is full and
-                    // `k` even, as the gather needs.
-                    HalfWeight::Bf16(wb) if cols == NR && k.is_multiple_of(2) => unsafe {
-                        x86::pack_gather(wb, k, panel * NR, tile)
-                    },
-                    _ => pack_pairs(w, n, k, panel, tile),
-                }
-                let dst = ptr;
-                // SAFETY: the tile and row range lie inside `xb`, `tile` and `out`, and the
-                // CPU has AVX512-BF16.
-                unsafe { x86::tile(&xb, pairs, rows, tile, dst.0.add(panel * NR), n, cols) };
-            });
-        });
-        // SAFETY: every one of the `m * n` elements was written by exactly one tile.
-        unsafe { out.set_len(m * n) };
-        return out;
-    }
-    let mut out = vec![0f32; m * n];
+    // The tiles write every element (the first slice of the inner dimension stores rather
+    // than adds), so the output is not zeroed first.
+    let mut out: Vec<f32> = Vec::with_capacity(m * n);
     let ptr = OutPtr(out.as_mut_ptr());
-    let blocks = m.div_ceil(MC);
-    let _ = native;
-    (0..panels * blocks).into_par_iter().for_each(|task| {
-        let (panel, block) = (task / blocks, task % blocks);
-        let r0 = block * MC;
-        let rows = MC.min(m - r0);
-        let cols = NR.min(n - panel * NR);
-        WIDE.with_borrow_mut(|wide| {
-            wide.resize(cols * k, 0.0);
-            w.widen(panel * NR * k, wide);
-            let dst = ptr;
-            // SAFETY: `wide` is (cols, k), the rows of `xs` are (rows, k), and the destination
-            // is this tile's own rows × columns of `out`.
-            unsafe {
-                gemm_f32(
-                    (rows, cols, k),
-                    (dst.0.add(r0 * n + panel * NR), n),
-                    (xs.as_ptr().add(r0 * k), k),
-                    (wide.as_ptr(), k, 1),
-                );
+    let pairs = k.div_ceil(2);
+    // SAFETY: the CPU has AVX512-BF16 (asserted).
+    let xb = unsafe { x86::to_bf16_pairs(xs, m, k) };
+    // Each task packs its panel once and runs all its rows, so rows are split only as far
+    // as needed to give every thread several tasks.
+    let want = 4 * rayon::current_num_threads();
+    let chunks = want.div_ceil(panels).clamp(1, m.div_ceil(MR));
+    let per = m.div_ceil(chunks).next_multiple_of(MR);
+    let chunks = m.div_ceil(per);
+    (0..panels * chunks).into_par_iter().for_each(|task| {
+        let (panel, chunk) = (task / chunks, task % chunks);
+        let rows = chunk * per..m.min((chunk + 1) * per);
+        TILE.with_borrow_mut(|tile| {
+            let cols = NR.min(n - panel * NR);
+            match w {
+                // SAFETY: the CPU has AVX-512 (it has AVX512-BF16), the panel is full and
+                // `k` even, as the gather needs.
+                HalfWeight::Bf16(wb) if cols == NR && k.is_multiple_of(2) => unsafe {
+                    x86::pack_gather(wb, k, panel * NR, tile)
+                },
+                _ => pack_pairs(w, n, k, panel, tile),
             }
+            let dst = ptr;
+            // SAFETY: the tile and row range lie inside `xb`, `tile` and `out`, and the
+            // CPU has AVX512-BF16.
+            unsafe { x86::tile(&xb, pairs, rows, tile, dst.0.add(panel * NR), n, cols) };
         });
     });
+    // SAFETY: every one of the `m * n` elements was written by exactly one tile.
+    unsafe { out.set_len(m * n) };
     out
 }
 
-/// `xs (m, k) @ w (n, k)ᵀ` for many rows: the weight is widened to f32 a chunk of output columns
-/// at a time (at most [`CHUNK_VALUES`] values, held in one buffer reused across calls on this
-/// thread) and each chunk multiplied by `gemm`'s f32 kernel on the pool. Widening is one pass over
-/// the chunk, against `m` multiply-adds per value, so the product runs at f32 speed with the
-/// weight kept 16-bit.
-fn matmul_widened(xs: &[f32], m: usize, k: usize, w: HalfWeight<'_>, n: usize) -> Vec<f32> {
-    let nc = (CHUNK_VALUES / k).clamp(NR, n.next_multiple_of(NR)).min(n);
-    let mut out: Vec<f32> = Vec::with_capacity(m * n);
-    // Taken out of its cell for the call: the pool may run another product on this thread
-    // while it waits, and that one then widens into a buffer of its own.
-    let mut buf = CHUNK.take();
-    for c0 in (0..n).step_by(nc) {
-        let cols = nc.min(n - c0);
-        buf.resize(cols * k, 0.0);
-        let wide = &mut buf[..cols * k];
-        // A few rows of the weight per task: the widening is memory-bound.
-        let per = (1 << 14) / k + 1;
-        wide.par_chunks_mut(per * k)
-            .enumerate()
-            .for_each(|(i, dst)| w.widen((c0 + i * per) * k, dst));
-        // SAFETY: `out` has room for `m × n` elements (row stride `n`); this chunk writes its
-        // `cols` columns from `c0` in every row, and with `read_dst = false` gemm only writes
-        // them, every one, so once all chunks ran every element was written. `xs` is `m × k`
-        // (row stride `k`) and `wide` is `cols × k`, read as the `k × cols` matrix `wideᵀ`.
-        unsafe {
-            gemm_f32_with(
-                pool_parallelism(),
-                (m, cols, k),
-                (out.as_mut_ptr().add(c0), n),
-                (xs.as_ptr(), k),
-                (wide.as_ptr(), k, 1),
-            );
-        }
-    }
-    if buf.len() <= CHUNK_VALUES {
-        // (A long inner dimension makes a chunk of `NR` columns larger than the cap: let it go.)
-        CHUNK.set(buf);
-    }
-    // SAFETY: every element was written by its chunk's product.
-    unsafe { out.set_len(m * n) };
-    out
+#[cfg(not(target_arch = "x86_64"))]
+fn native(_: &[f32], _: usize, _: usize, _: HalfWeight<'_>, _: usize) -> Vec<f32> {
+    unreachable!("the native kernel is offered only on x86-64 with AVX512-BF16")
 }
 
 /// Packs columns `panel * NR ..` of `w (n, k)` as bf16 pairs: word `p * NR + c` holds
@@ -391,23 +357,39 @@ mod tests {
         // (2⁻⁹ relative each) and the weights (f16 → bf16) in f32 sums.
         let wr: Vec<f32> = wb.iter().map(|v| v.to_f32()).collect();
         let want = reference(&xs, m, k, &wr, n);
+        let want_bf16 = want.clone();
         let bound = k as f64 * 2.0 * (2f64).powi(-8);
-        let paths: &[(HalfWeight<'_>, bool, f64)] = &[
-            (HalfWeight::Bf16(&wb), false, 1e-4),
-            (HalfWeight::Bf16(&wb), true, bound),
-            (HalfWeight::F16(&wh), true, bound),
-        ];
-        for &(w, native, tol) in paths {
-            if native && !has_native_bf16() {
-                continue;
+        // Widened, the f16 weight is exact: its own product is the reference.
+        let wh32: Vec<f32> = wh.iter().map(|v| v.to_f32()).collect();
+        let want_h = reference(&xs, m, k, &wh32, n);
+        let mut kernels = vec![Kernel::Widen, Kernel::Tiles];
+        if has_native_bf16() {
+            kernels.push(Kernel::Native);
+        }
+        for kernel in kernels {
+            let native = kernel == Kernel::Native;
+            let tol = if native { bound } else { 1e-4 };
+            let paths = [
+                (HalfWeight::Bf16(&wb), &want),
+                (HalfWeight::F16(&wh), &want_h),
+            ];
+            for (w, want) in paths {
+                // (The native kernel rounds f16 to bf16: compared with the bf16 product.)
+                let want = if native { &want_bf16 } else { want };
+                let got = matmul_by(&xs, m, k, w, n, kernel);
+                for (i, (&g, &e)) in got.iter().zip(want.iter()).enumerate() {
+                    assert!(
+                        (g as f64 - e).abs() <= tol,
+                        "({m}, {k}) × ({n}, {k}) {kernel:?}: element {i}: {g} vs {e}"
+                    );
+                }
             }
-            let got = matmul_with(&xs, m, k, w, n, native);
-            for (i, (&g, &e)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (g as f64 - e).abs() <= tol,
-                    "({m}, {k}) × ({n}, {k}) native {native}: element {i}: {g} vs {e}"
-                );
-            }
+        }
+        // The chosen kernel, whichever it is, gives the same product.
+        let got = matmul(&xs, m, k, HalfWeight::Bf16(&wb), n);
+        let tol = if has_native_bf16() { bound } else { 1e-4 };
+        for (&g, &e) in got.iter().zip(&want) {
+            assert!((g as f64 - e).abs() <= tol, "chosen: {g} vs {e}");
         }
     }
 

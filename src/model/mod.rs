@@ -20,6 +20,7 @@ mod gguf_families;
 pub mod gguf_moe;
 mod half_gemm;
 mod head;
+pub mod kernel;
 mod layer;
 mod linear;
 pub mod moe;
@@ -30,6 +31,7 @@ mod rope;
 mod self_attention;
 pub mod stream;
 mod weights;
+mod widen;
 
 pub use alloc::{return_freed_memory, reuse_freed_memory};
 pub use config::{

@@ -8,6 +8,8 @@
 //! weights about once, in their file size, even while it loads: a single 178 MB embedding (Gemma
 //! 3's, Q8_0) copied whole held both copies for a moment, 180 MB over the steady state.
 
+use super::kernel::{self, Kernel, Kind};
+use super::widen::{self, Widen};
 use crate::error::{Error, Result};
 use candle_core::quantized::k_quants::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
@@ -16,6 +18,7 @@ use candle_core::quantized::k_quants::{
 use candle_core::quantized::{GgmlDType, GgmlType, QStorage, QTensor, QuantizedType};
 use candle_core::Tensor;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The candle block type of ggml type `id`, for the types the quantized kernels multiply; `None`
 /// for float types (read as floats) and for block types candle lacks (dequantized instead).
@@ -103,47 +106,132 @@ pub(crate) fn qtensor(
     )?))
 }
 
-/// Products of at least this many rows widen the weight to f32 (a slab of rows at a time) and
-/// multiply in f32; a single row (a generation step) uses candle's quantized kernels, which
-/// quantize the activations to 8 bits as llama.cpp does. Widening costs one pass over the weight
-/// per product and keeps every result that scores text (perplexity, multiple choice, healing)
-/// equal to the dequantized model's: with 8-bit activations, short multiple-choice batches
-/// moved log-likelihoods by 0.21 against transformers (`tests/tasks_smollm2.rs`).
+/// Products of at least this many rows widen the weight to f32 and multiply in f32 (by the
+/// kernel measured fastest for the block type, `kernel.rs`); a single row (a generation step)
+/// uses candle's quantized kernels, which quantize the activations to 8 bits as llama.cpp does.
+/// Widening keeps every result that scores text (perplexity, multiple choice, healing) equal to
+/// the dequantized model's: with 8-bit activations, short multiple-choice batches moved
+/// log-likelihoods by 0.21 against transformers (`tests/tasks_smollm2.rs`).
 const WIDEN_ROWS: usize = 2;
-
-/// Weight rows widened per slab: about 16 MB of f32 at a time, whatever the matrix.
-const SLAB_ELEMS: usize = 1 << 22;
 
 /// `xs (rows, in)` times the transpose of the quantized `(out, in)` weight: `(rows, out)` in f32.
 pub(crate) fn matmul(xs: &Tensor, w: &QTensor) -> Result<Tensor> {
-    matmul_in_slabs(xs, w, SLAB_ELEMS)
-}
-
-/// [`matmul`], widening at most `slab_elems` weights at a time.
-fn matmul_in_slabs(xs: &Tensor, w: &QTensor, slab_elems: usize) -> Result<Tensor> {
     let xs = xs.contiguous()?;
-    let (m, _) = xs.dims2()?;
+    let (m, k) = xs.dims2()?;
     if m < WIDEN_ROWS {
         return Ok(xs.apply_op1_no_bwd(w)?);
     }
-    let (n, k) = w.shape().dims2()?;
-    let slab = (slab_elems / k.max(1)).clamp(1, n);
-    if slab == n {
-        let dense = w.dequantize(&candle_core::Device::Cpu)?;
-        return Ok(xs.matmul(&dense.t()?)?);
+    let (n, wk) = w.shape().dims2()?;
+    if wk != k {
+        return Err(Error::Compute(format!(
+            "quantized product: ({m}, {k}) @ ({n}, {wk})ᵀ"
+        )));
     }
-    let mut out = vec![0f32; m * n];
-    for start in (0..n).step_by(slab) {
-        let len = slab.min(n - start);
-        let ids: Vec<u32> = (start..start + len).map(|i| i as u32).collect();
-        let ids = Tensor::from_vec(ids, len, &candle_core::Device::Cpu)?;
-        let part = xs.matmul(&rows(w, &ids)?.t()?)?;
-        let part = part.flatten_all()?.to_vec1::<f32>()?;
-        for (dst, src) in out.chunks_exact_mut(n).zip(part.chunks_exact(len)) {
-            dst[start..start + len].copy_from_slice(src);
+    let data = w.data()?;
+    let blocks = Blocks::new(w.dtype(), &data, n * k)?;
+    let x = xs.flatten_all()?.to_vec1::<f32>()?;
+    let kind = Kind {
+        weight: dtype_name(w.dtype()),
+        many_rows: true,
+    };
+    let mut last: Option<(Kernel, Vec<f32>)> = None;
+    let candidates = [Kernel::Widen, Kernel::Tiles];
+    let chosen = kernel::choose(kind, [m, k, n], &candidates, |kernel| {
+        let t = Instant::now();
+        let out = matmul_by(&x, m, k, &blocks, n, kernel);
+        let took = t.elapsed();
+        last = Some((kernel, out));
+        took.max(Duration::from_nanos(1))
+    });
+    let out = match last {
+        Some((k, out)) if k == chosen => out,
+        _ => matmul_by(&x, m, k, &blocks, n, chosen),
+    };
+    Ok(Tensor::from_vec(out, (m, n), &candle_core::Device::Cpu)?)
+}
+
+/// `xs (m, k) @ w (n, k)ᵀ` by `kernel` (widen or tiles; the others are not offered for blocks).
+fn matmul_by(xs: &[f32], m: usize, k: usize, w: &Blocks<'_>, n: usize, kernel: Kernel) -> Vec<f32> {
+    match kernel {
+        Kernel::Tiles => widen::tiles(xs, m, k, w, n),
+        _ => widen::widened(xs, m, k, w, n),
+    }
+}
+
+/// The name of a block type as the kernel records give it (`q4_k`).
+fn dtype_name(dtype: GgmlDType) -> &'static str {
+    match dtype {
+        GgmlDType::Q4_0 => "q4_0",
+        GgmlDType::Q4_1 => "q4_1",
+        GgmlDType::Q5_0 => "q5_0",
+        GgmlDType::Q5_1 => "q5_1",
+        GgmlDType::Q8_0 => "q8_0",
+        GgmlDType::Q2K => "q2_k",
+        GgmlDType::Q3K => "q3_k",
+        GgmlDType::Q4K => "q4_k",
+        GgmlDType::Q5K => "q5_k",
+        GgmlDType::Q6K => "q6_k",
+        _ => "other",
+    }
+}
+
+/// A quantized weight's blocks, read in place: the storage candle holds for a [`QTensor`]
+/// built by [`qtensor`] (a vector of blocks, so aligned for them).
+struct Blocks<'a> {
+    dtype: GgmlDType,
+    bytes: &'a [u8],
+}
+
+impl<'a> Blocks<'a> {
+    /// The blocks of `elems` values of `dtype` in `bytes`, checked.
+    fn new(dtype: GgmlDType, bytes: &'a [u8], elems: usize) -> Result<Self> {
+        let (bs, ts) = (dtype.block_size(), dtype.type_size());
+        let fits = elems.is_multiple_of(bs) && bytes.len() == elems / bs * ts;
+        if !fits || dtype_name(dtype) == "other" {
+            return Err(Error::Compute(format!(
+                "{} bytes of {dtype:?} do not hold {elems} values",
+                bytes.len()
+            )));
+        }
+        Ok(Blocks { dtype, bytes })
+    }
+}
+
+/// Widens the blocks `bytes` holds (whole blocks of `T`) into `out`.
+fn to_float<T: GgmlType>(bytes: &[u8], out: &mut [f32]) {
+    let size = std::mem::size_of::<T>();
+    assert!(
+        bytes.len().is_multiple_of(size)
+            && (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>())
+            && out.len() == bytes.len() / size * T::BLCK_SIZE,
+        "blocks are whole, aligned and fill the output"
+    );
+    // SAFETY: the bytes are whole blocks of `T`, aligned for it (asserted), and blocks are
+    // plain data (integers and halves) for which any bytes are a value.
+    let blocks =
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), bytes.len() / size) };
+    T::to_float(blocks, out);
+}
+
+impl Widen for Blocks<'_> {
+    fn widen(&self, start: usize, out: &mut [f32]) {
+        let (bs, ts) = (self.dtype.block_size(), self.dtype.type_size());
+        let bytes = &self.bytes[start / bs * ts..(start + out.len()) / bs * ts];
+        match self.dtype {
+            GgmlDType::Q4_0 => to_float::<BlockQ4_0>(bytes, out),
+            GgmlDType::Q4_1 => to_float::<BlockQ4_1>(bytes, out),
+            GgmlDType::Q5_0 => to_float::<BlockQ5_0>(bytes, out),
+            GgmlDType::Q5_1 => to_float::<BlockQ5_1>(bytes, out),
+            GgmlDType::Q8_0 => to_float::<BlockQ8_0>(bytes, out),
+            GgmlDType::Q2K => to_float::<BlockQ2K>(bytes, out),
+            GgmlDType::Q3K => to_float::<BlockQ3K>(bytes, out),
+            GgmlDType::Q4K => to_float::<BlockQ4K>(bytes, out),
+            GgmlDType::Q5K => to_float::<BlockQ5K>(bytes, out),
+            GgmlDType::Q6K => to_float::<BlockQ6K>(bytes, out),
+            // `Blocks::new` takes only the types above.
+            other => unreachable!("no blocks of {other:?}"),
         }
     }
-    Ok(Tensor::from_vec(out, (m, n), &candle_core::Device::Cpu)?)
 }
 
 /// Rows `ids` of a quantized `(vocab, hidden)` matrix, widened to f32: `(n, hidden)`.
@@ -191,22 +279,68 @@ mod tests {
             "one row must go through the 8-bit kernel, not the widened product"
         );
         // A batch of many rows widens the weight and multiplies in f32: the dequantized result,
-        // in slabs when the weight is large.
+        // by the kernel chosen for it.
         let many: Vec<f32> = (0..40 * cols)
             .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
             .collect();
         let many = Tensor::from_vec(many, (40, cols), &Device::Cpu).unwrap();
         let want = many.matmul(&dense.t().unwrap()).unwrap();
-        for slab in [SLAB_ELEMS, 3 * cols] {
-            let got = matmul_in_slabs(&many, &mine, slab).unwrap();
-            let diff = (got - &want).unwrap().abs().unwrap().max_all().unwrap();
-            assert!(diff.to_scalar::<f32>().unwrap() < 1e-5, "slab {slab}");
-        }
+        let got = matmul(&many, &mine).unwrap();
+        let diff = (got - &want).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
         let ids = Tensor::new(&[5u32, 0], &Device::Cpu).unwrap();
         let picked = super::rows(&mine, &ids).unwrap();
         let want = dense.index_select(&ids, 0).unwrap();
         let diff = (picked - want).unwrap().abs().unwrap().max_all().unwrap();
         assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+    }
+
+    #[test]
+    fn every_kernel_gives_the_dequantized_product() {
+        let (n, m) = (70, 19);
+        for (dtype, k) in [
+            (GgmlDType::Q8_0, 96),
+            (GgmlDType::Q4_1, 64),
+            (GgmlDType::Q4K, 512),
+            (GgmlDType::Q6K, 256),
+        ] {
+            let w: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
+                .collect();
+            let wt = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
+            let q = QTensor::quantize(&wt, dtype).unwrap();
+            let bytes = q.data().unwrap().into_owned();
+            let mine = qtensor(dtype, &bytes, n, k, "w", &|_| {}).unwrap();
+            let dense: Vec<f32> = mine
+                .dequantize(&Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let xs: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                .collect();
+            let want: Vec<f64> = (0..m * n)
+                .map(|i| {
+                    let (r, c) = (i / n, i % n);
+                    (0..k)
+                        .map(|j| xs[r * k + j] as f64 * dense[c * k + j] as f64)
+                        .sum()
+                })
+                .collect();
+            let data = mine.data().unwrap();
+            let blocks = Blocks::new(dtype, &data, n * k).unwrap();
+            for kernel in [Kernel::Widen, Kernel::Tiles] {
+                let got = matmul_by(&xs, m, k, &blocks, n, kernel);
+                for (i, (&g, &e)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g as f64 - e).abs() < 1e-4,
+                        "{dtype:?} {kernel:?}: element {i}: {g} vs {e}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

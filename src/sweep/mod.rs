@@ -209,6 +209,9 @@ pub struct Sweep {
     /// The scores behind each strategy, in the order of `strategies`.
     pub scores: Vec<LayerScores>,
     pub seconds: f64,
+    /// The kernels the products ran on, with their measured rates (issue 34).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernels: Vec<crate::model::kernel::KernelRecord>,
 }
 
 /// The task file behind the accuracy columns.
@@ -625,6 +628,7 @@ pub fn run(
         best,
         scores: plan.strategies.into_iter().map(|(_, s)| s).collect(),
         seconds: started.elapsed().as_secs_f64(),
+        kernels: Vec::new(),
     })
 }
 

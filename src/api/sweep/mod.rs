@@ -408,6 +408,7 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
             e => e,
         })?;
     result.model_name = Some(model_name(&path));
+    result.kernels = crate::model::kernel::report();
     let k = req.report_k.unwrap_or_else(|| result.default_k()).max(1);
     let counts_p = ParamCounts::from_config(&m.config().arch);
     for (label, r) in &stability_inputs {
