@@ -474,7 +474,7 @@ fn convert(
     };
     let cb = Callback::new(callback);
     detached(py, || {
-        let report = api::convert::convert(&model, &req)?;
+        let report = api::convert::convert(&model, &req, &cb)?;
         for w in &report.warnings {
             cb.warn(w);
         }
