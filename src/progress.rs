@@ -128,6 +128,11 @@ impl Meter {
         })
     }
 
+    /// How long since the phase began or a line about it was last written.
+    pub fn quiet_for(&self) -> Duration {
+        self.last_line.elapsed()
+    }
+
     /// Notes that a line about the phase was just written elsewhere (a step, a message), so the
     /// next timed line waits another [`LOG_EVERY`].
     pub fn touched(&mut self) {

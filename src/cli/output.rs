@@ -1,11 +1,11 @@
 //! How the CLI talks: data on stdout, progress, warnings and errors on stderr. Errors print as
 //! `error: …` on one line, with an optional `hint: …`.
 
-use depthprune::progress::{Meter, Progress};
+use depthprune::progress::{Meter, Progress, LOG_EVERY};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Write};
-use std::sync::{Mutex, OnceLock};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 /// Prints a warning on stderr.
 pub fn warn(msg: impl std::fmt::Display) {
@@ -94,7 +94,9 @@ pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 /// lines instead, each with the seconds since the command began (issue 26): one per finished
 /// step, per message and per finished phase, and while a phase runs one at every tenth of it
 /// and at least every [`depthprune::progress::LOG_EVERY`], with the phase's time so far and
-/// an estimate of the time left (issue 35), so a log shows where a long run is.
+/// an estimate of the time left (issue 35), so a log shows where a long run is. A unit of work
+/// longer than that (a sweep cell, one large solve) still gets a line every
+/// [`depthprune::progress::LOG_EVERY`] from a watcher thread.
 pub struct Bar {
     bar: Mutex<Option<ProgressBar>>,
     bytes: bool,
@@ -102,17 +104,23 @@ pub struct Bar {
     log: bool,
     began: Instant,
     /// The current phase, for log lines.
-    phase: Mutex<Option<Meter>>,
+    phase: Arc<Mutex<Option<Meter>>>,
 }
 
 impl Bar {
     fn new(bytes: bool) -> Self {
+        let log = !std::io::stderr().is_terminal();
+        let phase = Arc::new(Mutex::new(None));
+        let began = Instant::now();
+        if log {
+            watch(Arc::downgrade(&phase), began);
+        }
         Bar {
             bar: Mutex::new(None),
             bytes,
-            log: !std::io::stderr().is_terminal(),
-            began: Instant::now(),
-            phase: Mutex::new(None),
+            log,
+            began,
+            phase,
         }
     }
 
@@ -129,7 +137,7 @@ impl Bar {
 
     /// Writes one log line, stamped with the seconds since the command began.
     fn log_line(&self, line: &str) {
-        eprintln!("[{:>7.1} s] {line}", self.began.elapsed().as_secs_f64());
+        log_line(self.began, line);
     }
 
     /// Draws a new bar counting bytes or items.
@@ -159,6 +167,34 @@ impl Bar {
         let mut phase = self.phase.lock().ok()?;
         phase.as_mut()?.advance(n)
     }
+}
+
+/// Writes one log line, stamped with the seconds since `began`.
+fn log_line(began: Instant, line: &str) {
+    eprintln!("[{:>7.1} s] {line}", began.elapsed().as_secs_f64());
+}
+
+/// Watches the phase of a logging [`Bar`] until the bar is gone: when a phase has been quiet
+/// for [`LOG_EVERY`] (one unit of it is long), writes where it stands.
+fn watch(phase: Weak<Mutex<Option<Meter>>>, began: Instant) {
+    let spawned = std::thread::Builder::new()
+        .name("progress-log".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let Some(phase) = phase.upgrade() else { return };
+            let line = phase.lock().ok().and_then(|mut p| {
+                let m = p.as_mut()?;
+                (m.quiet_for() >= LOG_EVERY).then(|| {
+                    m.touched();
+                    format!("{} (still working)", m.line())
+                })
+            });
+            if let Some(line) = line {
+                log_line(began, &line);
+            }
+        });
+    // Without the thread, logs still get the lines that units of work write.
+    drop(spawned);
 }
 
 impl Progress for Bar {
