@@ -31,6 +31,13 @@ FLOORS = [
     ["cli", "fuzz_targets"],
 ]
 FLOOR = {m: i for i, ms in enumerate(FLOORS) for m in ms}
+# Imports that climb on purpose, each with its reason. They are printed, and left out of the
+# circles and of --check.
+ALLOWED = {
+    ("error", "quant"): "`Error::Quant` wraps `QuantError`; see src/error.rs",
+    ("error", "tokenizer"): "`Error::Vocab` wraps `VocabError`; see src/error.rs",
+    ("error", "hub"): "`Error::Hub` wraps `HubError`; see src/error.rs",
+}
 # `crate::VERSION`, `crate::Error`, `crate::Result` live in lib.rs.
 FLOOR.update(VERSION=0, Error=0, Result=0)
 
@@ -43,9 +50,10 @@ def edges_of(root):
                 continue
             path = os.path.join(dirpath, f)
             rel = os.path.relpath(path, root)
-            if "/" not in rel:
+            if rel in ("lib.rs", "main.rs"):
                 continue
-            here = rel.split("/")[0]
+            # A file at the root is a module of its own (`error.rs` is `error`).
+            here = rel.split("/")[0].removesuffix(".rs")
             with open(path, encoding="utf-8") as fh:
                 text = re.sub(r"//[^\n]*", "", fh.read())
             targets = set(re.findall(r"crate::([a-z_][a-z0-9_]*)", text))
@@ -92,6 +100,9 @@ def main():
     args = [a for a in sys.argv[1:] if a != "--check"]
     root = args[0] if args else "src"
     edges = edges_of(root)
+    for (a, b), why in sorted(ALLOWED.items()):
+        if edges.pop((a, b), None):
+            print(f"allowed: {a} -> {b}: {why}")
     found = circles(edges)
     print("circles across folders:", found if found else "none")
     unknown = sorted({m for e in edges for m in e if m not in FLOOR})

@@ -53,7 +53,7 @@ fn q4_k_m_model(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBu
         quant: Some(QuantMix::Q4KM),
         force: false,
     };
-    convert(&hf, &req).unwrap();
+    convert(&hf, &req, &depthprune::progress::Silent).unwrap();
     (hf, gguf)
 }
 

@@ -5,7 +5,7 @@
 //! Library errors become `depthprune.Error` subclasses carrying the same one-line message.
 
 use depthprune::api::{self, ModelSource};
-use depthprune::progress::Progress;
+use depthprune::progress::{Meter, Progress};
 use depthprune::Error as LibError;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -96,13 +96,13 @@ fn raise(e: LibError) -> PyErr {
     }
 }
 
-/// Progress and warnings for Python: to `callback(event, *args)` when one is given, else a line
-/// on stderr as each phase starts and ends, and warnings. Events: `("start", label, total)`,
-/// `("advance", n)`, `("message", text)`, `("finish",)`, `("warning", text)`, `("text", piece)`.
-struct Callback(
-    Option<Py<PyAny>>,
-    std::sync::Mutex<Option<(String, std::time::Instant)>>,
-);
+/// Progress and warnings for Python: to `callback(event, *args)` when one is given, else lines
+/// on stderr. Events: `("start", label, total)`, `("advance", n)`, `("status", label, done,
+/// total, seconds, seconds_left)` at every tenth of a phase and at least every 20 s while it
+/// runs (`seconds_left` is `None` until something is done), `("message", text)`, `("finish",)`,
+/// `("warning", text)`, `("text", piece)`. Without a callback, each phase's start and end, its
+/// status lines and messages, and warnings go to stderr.
+struct Callback(Option<Py<PyAny>>, std::sync::Mutex<Option<Meter>>);
 
 impl Callback {
     fn new(cb: Option<Py<PyAny>>) -> Self {
@@ -116,6 +116,7 @@ enum Args<'a> {
     Text(&'a str),
     Count(u64),
     Phase(&'a str, u64),
+    Status(&'a str, u64, u64, f64, Option<f64>),
 }
 
 impl Callback {
@@ -127,6 +128,9 @@ impl Callback {
                 Args::Text(t) => cb.call1(py, (event, t)),
                 Args::Count(n) => cb.call1(py, (event, n)),
                 Args::Phase(label, total) => cb.call1(py, (event, label, total)),
+                Args::Status(label, done, total, secs, left) => {
+                    cb.call1(py, (event, label, done, total, secs, left))
+                }
             };
             if let Err(e) = r {
                 e.print(py);
@@ -139,24 +143,52 @@ impl Progress for Callback {
     fn start(&self, label: &str, total: u64) {
         if self.0.is_none() {
             eprintln!("depthprune: {label} ({total})");
-            if let Ok(mut phase) = self.1.lock() {
-                *phase = Some((label.to_string(), std::time::Instant::now()));
-            }
+        }
+        if let Ok(mut phase) = self.1.lock() {
+            *phase = Some(Meter::new(label, total, false));
         }
         self.send("start", Args::Phase(label, total));
     }
     fn advance(&self, n: u64) {
         self.send("advance", Args::Count(n));
+        let status = self.1.lock().ok().and_then(|mut p| {
+            let m = p.as_mut()?;
+            let line = m.advance(n)?;
+            let (done, total) = m.position();
+            Some((
+                line,
+                m.label().to_string(),
+                done,
+                total,
+                m.elapsed(),
+                m.left(),
+            ))
+        });
+        if let Some((line, label, done, total, secs, left)) = status {
+            match self.0 {
+                Some(_) => self.send("status", Args::Status(&label, done, total, secs, left)),
+                None => eprintln!("depthprune: {line}"),
+            }
+        }
+    }
+    fn step_done(&self, what: &str) {
+        self.advance(1);
+        self.message(what);
     }
     fn message(&self, msg: &str) {
+        if self.0.is_none() {
+            eprintln!("depthprune: {msg}");
+        }
+        if let Some(m) = self.1.lock().ok().as_mut().and_then(|p| p.as_mut()) {
+            m.touched();
+        }
         self.send("message", Args::Text(msg));
     }
     fn finish(&self) {
-        if let Some((label, t)) = self.1.lock().ok().and_then(|mut p| p.take()) {
-            eprintln!(
-                "depthprune: {label} done in {:.1} s",
-                t.elapsed().as_secs_f64()
-            );
+        if let Some(m) = self.1.lock().ok().and_then(|mut p| p.take()) {
+            if self.0.is_none() {
+                eprintln!("depthprune: {} done in {:.1} s", m.label(), m.elapsed());
+            }
         }
         self.send("finish", Args::None);
     }
@@ -449,7 +481,7 @@ fn convert(
     };
     let cb = Callback::new(callback);
     detached(py, || {
-        let report = api::convert::convert(&model, &req)?;
+        let report = api::convert::convert(&model, &req, &cb)?;
         for w in &report.warnings {
             cb.warn(w);
         }

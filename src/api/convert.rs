@@ -9,7 +9,7 @@ use crate::checkpoint::gguf::GgmlType;
 use crate::checkpoint::safetensors::Dtype;
 use crate::convert::quantize::QuantMix;
 use crate::convert::to_gguf::hf_to_gguf_quant;
-use crate::convert::to_hf::{gguf_to_hf, ConvertReport};
+use crate::convert::to_hf::{gguf_to_hf_with, ConvertReport};
 use crate::error::{Error, Result};
 use crate::model::is_gguf;
 use crate::progress::Progress;
@@ -51,8 +51,12 @@ pub struct ConvertRequest {
     pub force: bool,
 }
 
-/// Converts `model` as `req` says.
-pub fn convert(model: &Path, req: &ConvertRequest) -> Result<ConvertReport> {
+/// Converts `model` as `req` says; `progress` counts tensors written.
+pub fn convert(
+    model: &Path,
+    req: &ConvertRequest,
+    progress: &dyn Progress,
+) -> Result<ConvertReport> {
     check_output(&req.out, &[model])?;
     let overwrite = if req.force {
         Overwrite::Force
@@ -74,13 +78,13 @@ pub fn convert(model: &Path, req: &ConvertRequest) -> Result<ConvertReport> {
                 FloatType::F16 => GgmlType::F16,
                 FloatType::Bf16 => GgmlType::BF16,
             };
-            hf_to_gguf_quant(model, &req.out, ty, req.quant, overwrite)
+            hf_to_gguf_quant(model, &req.out, ty, req.quant, overwrite, progress)
         }
         Format::Hf if req.quant.is_some() => Err(Error::Invalid(
             "`quant`: quantizing applies to GGUF output (`to` gguf); HF folders are written in `dtype`"
                 .into(),
         )),
-        Format::Hf => gguf_to_hf(model, &req.out, req.dtype.dtype(), overwrite),
+        Format::Hf => gguf_to_hf_with(model, &req.out, req.dtype.dtype(), overwrite, progress),
     }
 }
 

@@ -344,8 +344,9 @@ impl JudgeSlice {
     }
 }
 
-/// A [`Progress`] that names the time left of a budget in each phase's label and message, so
-/// the bar shows what remains of the whole command's budget.
+/// A [`Progress`] that names the time left of a budget in each message, so a log shows what
+/// remains of the whole command's budget. Labels stay as they are: a label is drawn for the
+/// whole phase, so a time in it would be the time left when the phase began.
 pub(crate) struct Budgeted<'a> {
     pub inner: &'a dyn Progress,
     pub end: Instant,
@@ -360,8 +361,7 @@ impl Budgeted<'_> {
 
 impl Progress for Budgeted<'_> {
     fn start(&self, label: &str, total: u64) {
-        self.inner
-            .start(&format!("{label} ({})", self.left()), total)
+        self.inner.start(label, total)
     }
     fn start_bytes(&self, label: &str, total: u64) {
         self.inner.start_bytes(label, total)

@@ -231,7 +231,7 @@ impl PruneRequest {
 /// Prunes `model` as `req` says. With `heal` and no layers named (or `strategy` `healed`), an
 /// amount chooses the layers heal-aware with finalists ([`crate::choose::finalists`]). A time
 /// budget (`heal_fit.time_budget`) is the whole call's: selection and the finalists take up to
-/// 40% of it, training what is left, and progress labels show the time left.
+/// 40% of it, training what is left, and progress messages show the time left.
 pub fn prune(
     model: &ModelSource,
     req: &PruneRequest,

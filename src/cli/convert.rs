@@ -1,7 +1,7 @@
 //! `depthprune convert`: a GGUF file into an HF folder (config, safetensors, tokenizer), or an HF
 //! folder into a GGUF file (floats, or quantized with `--quant`).
 
-use super::output::{print, print_json, warn};
+use super::output::{print, print_json, warn, Bar};
 use depthprune::api::convert::{convert, ConvertRequest};
 use std::path::PathBuf;
 
@@ -24,7 +24,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let report = convert(&args.model, &args.req)?;
+    let report = convert(&args.model, &args.req, &Bar::items())?;
     for w in &report.warnings {
         warn(w);
     }

@@ -37,7 +37,11 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Show what a prune would produce, without writing anything (works from config.json alone).
     Plan(plan::Args),
-    /// Remove layers and write a new checkpoint (streamed, byte-for-byte, atomic).
+    /// Remove layers and write a new checkpoint (streamed, byte-for-byte, atomic), healed with --heal
+    ///
+    /// The layers are named (--drop, --keep) or a number of them is chosen by a strategy
+    /// (--remove, --target-params, --ratio; heal-aware with --heal). With --heal the checkpoint
+    /// is healed as `heal` does, in the same run.
     Prune(prune::Args),
     /// Write a random-weight checkpoint of a given shape (for tests and benchmarks).
     Synth(synth::Args),
@@ -46,13 +50,24 @@ pub enum Command {
     /// Perplexity on a text file and divergence from a reference, or zero-shot multiple-choice
     /// accuracy on a task file (--tasks); optionally with layers skipped.
     Eval(eval::Args),
-    /// Layer importance on calibration text (angular, bi, minitron, ppl, greedy, last).
+    /// Layer importance on calibration text (angular, bi, minitron, ppl, greedy, healed, last).
     Score(score::Args),
     /// Generate text from a prompt with the KV cache (optionally with layers skipped).
     Generate(generate::Args),
-    /// Convert a GGUF file into an HF folder (config, safetensors, tokenizer).
+    /// Convert a GGUF file into an HF folder, or an HF folder into a GGUF file (float or quantized)
+    ///
+    /// `--to hf` writes config.json, safetensors and tokenizer.json; `--to gguf` writes F32, F16
+    /// or BF16 tensors, or with --quant llama.cpp's q4_k_m, q4_0 or q8_0 mixes.
     Convert(convert::Args),
-    /// Heal a pruned checkpoint without training (a least-squares map folded into down_proj).
+    /// Heal a pruned checkpoint: maps fitted on calibration text and folded into its weights
+    ///
+    /// The default (`auto`) fits a linear map per removed block in closed form and folds it into
+    /// the down_proj of the layer before the block; for post-norm families (Gemma 2/3, OLMo 2) a
+    /// rotation and a per-channel scale, folded into down_proj and the post-MLP norm. Held-out
+    /// windows choose among the objectives and keep a map only where it lowers the KL to the
+    /// dense model. `kd` then distils the maps on the dense model's next-token distribution,
+    /// with low-rank weight updates merged in (--rank). A GGUF model's healed tensors are
+    /// requantized to their source types. See docs/healing.md.
     Heal(heal::Args),
     /// The study: every strategy at every number of layers removed, measured against the dense model.
     Sweep(sweep::Args),

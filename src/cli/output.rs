@@ -1,11 +1,11 @@
 //! How the CLI talks: data on stdout, progress, warnings and errors on stderr. Errors print as
 //! `error: …` on one line, with an optional `hint: …`.
 
-use depthprune::progress::Progress;
+use depthprune::progress::{Meter, Progress, LOG_EVERY};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Write};
-use std::sync::{Mutex, OnceLock};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 /// Prints a warning on stderr.
 pub fn warn(msg: impl std::fmt::Display) {
@@ -101,35 +101,37 @@ pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     print(&s)
 }
 
-/// A progress bar on stderr when stderr is a terminal. When it is not (a log file, a pipe), a
-/// line per finished step and per finished phase instead, each with the seconds since the
-/// command began (issue 26), so a log shows where a long run is without a bar's redraws.
+/// A progress bar on stderr when stderr is a terminal. When it is not (a log file, a pipe),
+/// lines instead, each with the seconds since the command began (issue 26): one per finished
+/// step, per message and per finished phase, and while a phase runs one at every tenth of it
+/// and at least every [`depthprune::progress::LOG_EVERY`], with the phase's time so far and
+/// an estimate of the time left (issue 35), so a log shows where a long run is. A unit of work
+/// longer than that (a sweep cell, one large solve) still gets a line every
+/// [`depthprune::progress::LOG_EVERY`] from a watcher thread.
 pub struct Bar {
     bar: Mutex<Option<ProgressBar>>,
     bytes: bool,
     /// Whether to write log lines: stderr is not a terminal.
     log: bool,
     began: Instant,
-    /// The current phase, for log lines: label, units done, total, start.
-    phase: Mutex<Option<Phase>>,
-}
-
-struct Phase {
-    label: String,
-    done: u64,
-    total: u64,
-    bytes: bool,
-    began: Instant,
+    /// The current phase, for log lines.
+    phase: Arc<Mutex<Option<Meter>>>,
 }
 
 impl Bar {
     fn new(bytes: bool) -> Self {
+        let log = !std::io::stderr().is_terminal();
+        let phase = Arc::new(Mutex::new(None));
+        let began = Instant::now();
+        if log {
+            watch(Arc::downgrade(&phase), began);
+        }
         Bar {
             bar: Mutex::new(None),
             bytes,
-            log: !std::io::stderr().is_terminal(),
-            began: Instant::now(),
-            phase: Mutex::new(None),
+            log,
+            began,
+            phase,
         }
     }
 
@@ -146,19 +148,13 @@ impl Bar {
 
     /// Writes one log line, stamped with the seconds since the command began.
     fn log_line(&self, line: &str) {
-        eprintln!("[{:>7.1} s] {line}", self.began.elapsed().as_secs_f64());
+        log_line(self.began, line);
     }
 
     /// Draws a new bar counting bytes or items.
     fn begin(&self, label: &str, total: u64, bytes: bool) {
         if let Ok(mut phase) = self.phase.lock() {
-            *phase = Some(Phase {
-                label: label.to_string(),
-                done: 0,
-                total,
-                bytes,
-                began: Instant::now(),
-            });
+            *phase = Some(Meter::new(label, total, bytes));
         }
         let pb = ProgressBar::new(total);
         let template = if bytes {
@@ -176,6 +172,40 @@ impl Bar {
             }
         }
     }
+
+    /// Counts `n` units in the phase; the log line it calls for, if any.
+    fn count(&self, n: u64) -> Option<String> {
+        let mut phase = self.phase.lock().ok()?;
+        phase.as_mut()?.advance(n)
+    }
+}
+
+/// Writes one log line, stamped with the seconds since `began`.
+fn log_line(began: Instant, line: &str) {
+    eprintln!("[{:>7.1} s] {line}", began.elapsed().as_secs_f64());
+}
+
+/// Watches the phase of a logging [`Bar`] until the bar is gone: when a phase has been quiet
+/// for [`LOG_EVERY`] (one unit of it is long), writes where it stands.
+fn watch(phase: Weak<Mutex<Option<Meter>>>, began: Instant) {
+    let spawned = std::thread::Builder::new()
+        .name("progress-log".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let Some(phase) = phase.upgrade() else { return };
+            let line = phase.lock().ok().and_then(|mut p| {
+                let m = p.as_mut()?;
+                (m.quiet_for() >= LOG_EVERY).then(|| {
+                    m.touched();
+                    format!("{} (still working)", m.line())
+                })
+            });
+            if let Some(line) = line {
+                log_line(began, &line);
+            }
+        });
+    // Without the thread, logs still get the lines that units of work write.
+    drop(spawned);
 }
 
 impl Progress for Bar {
@@ -188,10 +218,9 @@ impl Progress for Bar {
     }
 
     fn advance(&self, n: u64) {
-        if let Ok(mut phase) = self.phase.lock() {
-            if let Some(p) = phase.as_mut() {
-                p.done += n;
-            }
+        let line = self.count(n);
+        if let (true, Some(line)) = (self.log, line) {
+            self.log_line(&line);
         }
         if let Ok(slot) = self.bar.lock() {
             if let Some(pb) = slot.as_ref() {
@@ -201,19 +230,21 @@ impl Progress for Bar {
     }
 
     fn step_done(&self, what: &str) {
-        self.advance(1);
+        // The step's own line says where the phase is; no timed line on top of it.
+        let _ = self.count(1);
+        if let Ok(slot) = self.bar.lock() {
+            if let Some(pb) = slot.as_ref() {
+                pb.inc(1);
+            }
+        }
         if !self.log {
             return;
         }
-        let line = match self.phase.lock().ok().as_ref().and_then(|p| p.as_ref()) {
-            Some(p) => format!(
-                "{} {}/{}: {what} ({:.1} s into the {})",
-                p.label,
-                p.done,
-                p.total,
-                p.began.elapsed().as_secs_f64(),
-                p.label
-            ),
+        let line = match self.phase.lock().ok().as_mut().and_then(|p| p.as_mut()) {
+            Some(p) => {
+                p.touched();
+                format!("{}: {what}", p.line())
+            }
             None => what.to_string(),
         };
         self.log_line(&line);
@@ -221,6 +252,9 @@ impl Progress for Bar {
 
     fn message(&self, msg: &str) {
         if self.log {
+            if let Some(p) = self.phase.lock().ok().as_mut().and_then(|p| p.as_mut()) {
+                p.touched();
+            }
             self.log_line(msg);
         }
         if let Ok(slot) = self.bar.lock() {
@@ -233,15 +267,16 @@ impl Progress for Bar {
     fn finish(&self) {
         let phase = self.phase.lock().ok().and_then(|mut p| p.take());
         if let (true, Some(p)) = (self.log, phase) {
-            let amount = if p.bytes {
-                format!("{:.1} MB", p.done as f64 / 1e6)
+            let (done, total) = p.position();
+            let amount = if p.bytes() {
+                format!("{:.1} MB", done as f64 / 1e6)
             } else {
-                format!("{} of {}", p.done, p.total)
+                format!("{done} of {total}")
             };
             self.log_line(&format!(
                 "{}: done, {amount} in {:.1} s",
-                p.label,
-                p.began.elapsed().as_secs_f64()
+                p.label(),
+                p.elapsed()
             ));
         }
         if let Ok(mut slot) = self.bar.lock() {

@@ -39,7 +39,7 @@ pub fn run(args: Args) -> Result<()> {
     if req.heal.is_some() && req.choice.calib.calib.is_none() {
         anyhow::bail!("healing needs calibration text\nhint: add --calib FILE");
     }
-    let done = prune(&ModelSource::new(&args.model), &req, &Bar::bytes())?;
+    let done = prune(&ModelSource::new(&args.model), &req, &Bar::items())?;
     warn_duplicates(&done.chosen.duplicates);
     if let Some(e) = &done.chosen.explain {
         eprint!("{e}");

@@ -21,6 +21,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::model::gguf::permute_rows;
 use crate::model::gguf_moe::hf_to_gguf_moe;
 use crate::model::{HfFolder, WeightSource};
+use crate::progress::{Progress, Silent};
 use crate::tokenizer::to_gguf::{gguf_tokenizer_metadata, TokenizerMetadata};
 use std::io::BufWriter;
 use std::path::Path;
@@ -42,17 +43,18 @@ pub fn hf_to_gguf(
     ty: GgmlType,
     overwrite: Overwrite,
 ) -> Result<ConvertReport> {
-    hf_to_gguf_quant(src, out, ty, None, overwrite)
+    hf_to_gguf_quant(src, out, ty, None, overwrite, &Silent)
 }
 
 /// [`hf_to_gguf`], with the 2-D tensors quantized as `quant` says when it is given
-/// ([`QuantMix`]; `ty` is then unused).
+/// ([`QuantMix`]; `ty` is then unused). `progress` counts tensors written.
 pub fn hf_to_gguf_quant(
     src: &Path,
     out: &Path,
     ty: GgmlType,
     quant: Option<QuantMix>,
     overwrite: Overwrite,
+    progress: &dyn Progress,
 ) -> Result<ConvertReport> {
     if !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
         return Err(Error::Unsupported(format!(
@@ -183,6 +185,7 @@ pub fn hf_to_gguf_quant(
     }
     let permute = row.is_some_and(|r| r.permute_qk);
     let mut bytes = 0u64;
+    progress.start("converting", (names.len() + extra.len()) as u64);
     for (g, parts) in &names {
         let hf = &parts[0];
         let mut values: Vec<f32> = Vec::new();
@@ -227,12 +230,15 @@ pub fn hf_to_gguf_quant(
         };
         bytes += data.len() as u64;
         w.write_tensor(&data)?;
+        progress.advance(1);
     }
     for (_, values) in &extra {
         let data = encode(values, GgmlType::F32);
         bytes += data.len() as u64;
         w.write_tensor(&data)?;
+        progress.advance(1);
     }
+    progress.finish();
     let buf = w.finish()?;
     let file = buf
         .into_inner()

@@ -73,6 +73,17 @@ pub fn gguf_to_hf(
     dtype: Dtype,
     overwrite: Overwrite,
 ) -> Result<ConvertReport> {
+    gguf_to_hf_with(src, out, dtype, overwrite, &crate::progress::Silent)
+}
+
+/// [`gguf_to_hf`], `progress` counting tensors written.
+pub fn gguf_to_hf_with(
+    src: &Path,
+    out: &Path,
+    dtype: Dtype,
+    overwrite: Overwrite,
+    progress: &dyn crate::progress::Progress,
+) -> Result<ConvertReport> {
     let torch = torch_name(dtype)?;
     let model = GgufModel::open(src)?;
     let mut config = gguf_config_json(&model)?;
@@ -118,12 +129,15 @@ pub fn gguf_to_hf(
     w.write_all(&encode_header(&header, &meta)).at(&st_path)?;
     let mut buf = Vec::new();
     let mut bytes = 0u64;
+    progress.start("converting", header.len() as u64);
     for t in &header {
         let (values, _) = weights.values(&t.name)?;
         encode(&values, dtype, &mut buf);
         w.write_all(&buf).at(&st_path)?;
         bytes += buf.len() as u64;
+        progress.advance(1);
     }
+    progress.finish();
     let file = w
         .into_inner()
         .map_err(|e| Error::io(&st_path, e.into_error()))?;

@@ -133,6 +133,12 @@ impl Gram {
         self.rows
     }
 
+    /// Bytes the accumulator holds: two hidden × hidden f64 matrices, however many rows it
+    /// has seen (issue 34).
+    pub fn bytes(&self) -> usize {
+        (self.mtm.len() + self.mtz.len()) * std::mem::size_of::<f64>()
+    }
+
     /// `MᵀM`, `MᵀZ` (row-major, hidden × hidden) and `‖Z‖²`.
     pub(crate) fn parts(&self) -> (&[f64], &[f64], f64) {
         (&self.mtm, &self.mtz, self.zz)

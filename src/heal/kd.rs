@@ -42,8 +42,8 @@ mod student;
 use super::lowrank::{lr_at, Adapters, Factors};
 use super::overlay::healed_model;
 use super::result::Healing;
+use super::validate::Reference;
 use crate::error::{Error, Result};
-use crate::eval::ReferenceLogProbs;
 use crate::model::{open_checkpoint, Model, ModelConfig};
 use crate::progress::Progress;
 use candle_core::{Tensor, Var};
@@ -292,7 +292,7 @@ pub fn distil(
     }
     let val_windows: Vec<Vec<u32>> = val.iter().map(|&i| windows[i].to_vec()).collect();
     let val_finals: Vec<Tensor> = val.iter().map(|&i| inputs[i].dense_final.clone()).collect();
-    let reference = ReferenceLogProbs::new(&dense, &Tensor::cat(&val_finals, 0)?, &val_windows)?;
+    let reference = Reference::new(Tensor::cat(&val_finals, 0)?, val_windows);
     let adapters = match opts.rank {
         0 => None,
         r => Some(Adapters::new(
@@ -314,9 +314,7 @@ pub fn distil(
             .iter()
             .map(|&i| student.hidden(&inputs[i].start, &ctx, maps, layers))
             .collect::<Result<Vec<_>>>()?;
-        Ok(reference
-            .compare(&student.model, &Tensor::cat(&finals, 0)?)?
-            .mean_kl())
+        reference.mean_kl(&dense, &student.model, &Tensor::cat(&finals, 0)?)
     };
 
     let started = Instant::now();

@@ -87,6 +87,7 @@ pub mod postnorm;
 mod result;
 pub mod rotation;
 mod run;
+mod site;
 mod validate;
 
 pub use fit::{fold_down_proj, Fit, Gram, Prior, Solver};

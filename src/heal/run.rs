@@ -4,10 +4,11 @@
 
 use super::cosine;
 use super::fit::{self, fold_down_proj, Fit, Gram, Solver};
-use super::options::{HealOptions, Maps, Objective};
+use super::options::{HealOptions, Objective};
 use super::postnorm::{self, PostNorm};
 use super::result::{Candidate, HealedBlock, Healing, Validation};
-use super::validate::Validator;
+use super::site::{site_line, site_rows, sites};
+use super::validate::{Validator, BATCH};
 use super::{blocks, down_proj_names, rows, Overlay};
 use crate::error::{Error, Result};
 use crate::model::{open_checkpoint, DecoderLayer, Model, ModelConfig, WeightSource};
@@ -17,45 +18,6 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
-
-/// Where a map is folded and what it is fitted to.
-struct Site {
-    /// The kept layer whose `down_proj` takes the map.
-    fold: usize,
-    /// The dense layer whose output the healed output of `fold` should match.
-    target: usize,
-    /// The removed block after `fold`, or an empty range for a per-layer site.
-    range: Range<usize>,
-}
-
-/// The fold sites for `removed`, in layer order: one per removed block, and with
-/// [`Maps::PerLayer`] one per kept layer after the first removed block.
-fn sites(removed: &[usize], n_layers: usize, maps: Maps) -> Vec<Site> {
-    let todo = blocks(removed);
-    let mut out: Vec<Site> = todo
-        .iter()
-        .map(|b| Site {
-            fold: b.start - 1,
-            target: b.end - 1,
-            range: b.clone(),
-        })
-        .collect();
-    if maps == Maps::PerLayer {
-        if let Some(first) = todo.first() {
-            for l in first.end..n_layers {
-                if !removed.contains(&l) && !out.iter().any(|s| s.fold == l) {
-                    out.push(Site {
-                        fold: l,
-                        target: l,
-                        range: l + 1..l + 1,
-                    });
-                }
-            }
-        }
-    }
-    out.sort_by_key(|s| s.fold);
-    out
-}
 
 /// Fits and folds the maps for the removed layers `removed` (dense-model numbers), on the
 /// calibration tokens `calib` cut into windows of `opts.ctx`. `progress` counts windows.
@@ -112,36 +74,49 @@ pub fn heal(
         )));
     }
     let sites = sites(removed, dense.n_layers(), opts.maps);
-    let per_site = if n_val > 0 { opts.objectives.len() } else { 0 };
+    // One Gram per distinct kind of rows: the objectives that share rows share a Gram.
+    let kinds: Vec<usize> = opts
+        .objectives
+        .iter()
+        .map(|&o| usize::from(o == Objective::Weighted))
+        .collect();
+    let validating = n_val > 0;
+    let per_site = 1 + opts.objectives.len() * (1 + usize::from(validating));
     progress.start(
         "healing",
-        (windows.len() * sites.len() + sites.len() * per_site + 2 * n_val) as u64,
+        (windows.len() * sites.len() + sites.len() * per_site + n_val + usize::from(validating))
+            as u64,
     );
     let ctx = dense.attn_ctx(0, opts.ctx)?;
-    let mut validator = if n_val > 0 {
-        let val: Vec<Vec<u32>> = (0..windows.len())
-            .filter(|&i| held(i))
-            .map(|i| windows[i].to_vec())
-            .collect();
-        let mut finals = Vec::with_capacity(val.len());
-        for w in &val {
-            finals.push(dense.forward_hidden(&dense.tokens(&[w])?, &[], None, &mut |_| Ok(()))?);
-            progress.advance(1);
+    // The windows in batches of `BATCH`, each one `(windows, seq, hidden)` tensor per stream.
+    let batches: Vec<Range<usize>> = (0..windows.len())
+        .step_by(BATCH)
+        .map(|s| s..(s + BATCH).min(windows.len()))
+        .collect();
+    let mut validator = if validating {
+        let val: Vec<usize> = (0..windows.len()).filter(|&i| held(i)).collect();
+        let mut finals = Vec::with_capacity(val.len().div_ceil(BATCH));
+        for b in val.chunks(BATCH) {
+            let ws: Vec<&[u32]> = b.iter().map(|&i| windows[i]).collect();
+            finals.push(dense.forward_hidden(&dense.tokens(&ws)?, &[], None, &mut |_| Ok(()))?);
+            progress.advance(b.len() as u64);
         }
+        let val_windows = val.iter().map(|&i| windows[i].to_vec()).collect();
         Some(Validator::new(
-            &dense,
-            &Tensor::cat(&finals, 0)?,
-            &val,
+            Tensor::cat(&finals, 0)?,
+            val_windows,
             removed,
-        )?)
+        ))
     } else {
         None
     };
-    // Per window, the dense residual stream entering layer `dense_next`, and the pruned, healed
-    // one entering layer `from`: both only move forward, so each model runs once in all.
-    let mut dense_states = Vec::with_capacity(windows.len());
-    for w in &windows {
-        dense_states.push(dense.embed(&dense.tokens(&[*w])?)?);
+    // Per batch, the dense residual stream entering layer `dense_next`, and the pruned, healed
+    // one entering layer `from`: both only move forward, so each model runs once in all. These
+    // two streams, `tokens × hidden` each, are all that grows with the calibration tokens; the
+    // statistics are Gram matrices (issue 34).
+    let mut dense_states = Vec::with_capacity(batches.len());
+    for b in &batches {
+        dense_states.push(dense.embed(&dense.tokens(&windows[b.clone()])?)?);
     }
     let mut states = dense_states.clone();
     let mut dense_next = 0;
@@ -150,10 +125,11 @@ pub fn heal(
     let mut replaced: BTreeMap<usize, Arc<DecoderLayer>> = BTreeMap::new();
     let mut out_blocks = Vec::new();
     let mut out_layers = Vec::new();
-    for site in &sites {
+    for (site_no, site) in sites.iter().enumerate() {
         let fold_layer = site.fold;
-        let mut train: Vec<Gram> = opts.objectives.iter().map(|_| Gram::new(hidden)).collect();
-        let mut val: Vec<Gram> = opts.objectives.iter().map(|_| Gram::new(hidden)).collect();
+        let n_kinds = kinds.iter().max().map_or(0, |k| k + 1);
+        let mut train: Vec<Gram> = (0..n_kinds).map(|_| Gram::new(hidden)).collect();
+        let mut val: Vec<Gram> = (0..n_kinds).map(|_| Gram::new(hidden)).collect();
         let mut val_inputs = Vec::new();
         // The fit rows, kept for the objectives that are not a Gram solve (cosine).
         let keep_rows = opts.objectives.contains(&Objective::Cosine);
@@ -162,13 +138,13 @@ pub fn heal(
             Some(p) => Some(p.gain(source.as_ref(), fold_layer)?),
             None => None,
         };
-        for (w, state) in states.iter_mut().enumerate() {
-            let mut ys = dense_states[w].clone();
+        for (b, batch) in batches.iter().enumerate() {
+            let mut ys = dense_states[b].clone();
             for i in dense_next..=site.target {
                 ys = dense.fetch_layer(i)?.forward(&ys, &ctx, None)?.output;
             }
-            dense_states[w] = ys.clone();
-            let mut xs = state.clone();
+            dense_states[b] = ys.clone();
+            let mut xs = states[b].clone();
             for i in (from..fold_layer).filter(|i| !removed.contains(i)) {
                 let layer = match replaced.get(&i) {
                     Some(l) => l.clone(),
@@ -177,48 +153,34 @@ pub fn heal(
                 xs = layer.forward(&xs, &ctx, None)?.output;
             }
             let parts = dense.fetch_layer(fold_layer)?.forward(&xs, &ctx, None)?;
-            if held(w) {
-                val_inputs.push(xs.clone());
-            }
-            *state = xs;
-            let (y, x, mut m) = (rows(&ys)?, rows(&parts.output)?, rows(&parts.mlp)?);
-            // The MLP's contribution to the stream: `m`, or after a post-MLP norm `n·diag(g)`,
-            // with the normalised `n` as the fit rows and the window's first position left out.
-            let mut r = None;
-            if let (Some(p), Some(g)) = (&post, &gain) {
-                let (n, upd) = p.normalize(&m, g);
-                m = n;
-                r = Some(upd);
-            }
-            let mut z: Vec<f32> = y
-                .iter()
-                .zip(&x)
-                .zip(r.as_ref().unwrap_or(&m))
-                .map(|((y, x), m)| y - x + m)
-                .collect();
-            if post.is_some() {
-                m.drain(..hidden.min(m.len()));
-                z.drain(..hidden.min(z.len()));
-            }
-            if keep_rows && !held(w) {
-                fit_m.extend_from_slice(&m);
-                fit_z.extend_from_slice(&z);
-            }
-            let grams = if held(w) { &mut val } else { &mut train };
-            for (g, &o) in grams.iter_mut().zip(&opts.objectives) {
-                match o {
-                    Objective::Lstsq
-                    | Objective::Scale
-                    | Objective::Cosine
-                    | Objective::Rotation
-                    | Objective::Gain => g.add(&m, &z)?,
-                    Objective::Weighted => {
+            let (y, x, m) = (rows(&ys)?, rows(&parts.output)?, rows(&parts.mlp)?);
+            let per = opts.ctx * hidden;
+            for (k, w) in batch.clone().enumerate() {
+                if held(w) {
+                    val_inputs.push(xs.narrow(0, k, 1)?);
+                }
+                let at = k * per..(k + 1) * per;
+                let (m, z) = site_rows(
+                    (&y[at.clone()], &x[at.clone()], &m[at]),
+                    post.as_ref().zip(gain.as_deref()),
+                    hidden,
+                );
+                if keep_rows && !held(w) {
+                    fit_m.extend_from_slice(&m);
+                    fit_z.extend_from_slice(&z);
+                }
+                let grams = if held(w) { &mut val } else { &mut train };
+                for (kind, g) in grams.iter_mut().enumerate() {
+                    if kind == 1 {
                         let (m, z) = fit::weigh_rows(&m, &z, hidden);
+                        g.add(&m, &z)?
+                    } else {
                         g.add(&m, &z)?
                     }
                 }
             }
-            progress.advance(1);
+            states[b] = xs;
+            progress.advance(batch.len() as u64);
         }
         dense_next = site.target + 1;
         from = fold_layer;
@@ -228,7 +190,15 @@ pub fn heal(
             .into_iter()
             .map(|n| Ok((rows(&source.tensor(&n)?)?, n)))
             .collect::<Result<Vec<_>>>()?;
-        let fits = best_alphas(opts, &train, &val, (&fit_m, &fit_z), gain.as_deref())?;
+        let train: Vec<&Gram> = kinds.iter().map(|&k| &train[k]).collect();
+        let val: Vec<&Gram> = kinds.iter().map(|&k| &val[k]).collect();
+        let fits = best_alphas(
+            opts,
+            (&train, &val),
+            (&fit_m, &fit_z),
+            gain.as_deref(),
+            progress,
+        )?;
         drop((fit_m, fit_z));
         let mut record = HealedBlock {
             range: site.range.clone(),
@@ -298,6 +268,7 @@ pub fn heal(
             record.relative_residual_identity = fit.relative_residual_identity;
             record.solver = fit.solver;
         }
+        progress.step_done(&site_line(site_no, sites.len(), &record));
         if site.range.is_empty() {
             out_layers.push(record);
         } else {
@@ -320,8 +291,8 @@ pub fn heal(
 fn refit_on_all(
     o: Objective,
     objectives: &[Objective],
-    train: &[Gram],
-    val: &[Gram],
+    train: &[&Gram],
+    val: &[&Gram],
 ) -> Option<Gram> {
     let i = objectives.iter().position(|&x| x == o)?;
     let (t, v) = (train.get(i)?, val.get(i)?);
@@ -370,13 +341,14 @@ fn fold_all(t: &[f64], ws: &[(Vec<f32>, String)], hidden: usize) -> Result<Folde
 /// the least-squares one of that weight, refined on the fit rows `rows` (`M`, `Z`).
 fn best_alphas(
     opts: &HealOptions,
-    train: &[Gram],
-    val: &[Gram],
+    (train, val): (&[&Gram], &[&Gram]),
     rows: (&[f32], &[f32]),
     gain: Option<&[f64]>,
+    progress: &dyn Progress,
 ) -> Result<Vec<(Objective, Fit, f64, f64)>> {
     let mut fits = Vec::new();
-    for (o, (tg, vg)) in opts.objectives.iter().zip(train.iter().zip(val)) {
+    for (o, (&tg, &vg)) in opts.objectives.iter().zip(train.iter().zip(val)) {
+        progress.advance(1);
         if let Some(g) = gain {
             // A post-norm fit has no ridge: one fit, whatever the weight.
             let fit = postnorm::solve(*o, tg, g)?;
@@ -421,26 +393,4 @@ fn best_alphas(
         }
     }
     Ok(fits)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sites_cover_blocks_and_with_per_layer_every_later_kept_layer() {
-        let s = sites(&[3, 4, 7], 10, Maps::PerBlock);
-        let v: Vec<_> = s
-            .iter()
-            .map(|s| (s.fold, s.target, s.range.clone()))
-            .collect();
-        assert_eq!(v, vec![(2, 4, 3..5), (6, 7, 7..8)]);
-        let s = sites(&[3, 4, 7], 10, Maps::PerLayer);
-        let v: Vec<_> = s.iter().map(|s| (s.fold, s.target)).collect();
-        assert_eq!(v, vec![(2, 4), (5, 5), (6, 7), (8, 8), (9, 9)]);
-        assert!(s
-            .iter()
-            .filter(|s| s.fold != 2 && s.fold != 6)
-            .all(|s| s.range.is_empty()));
-    }
 }

@@ -12,9 +12,11 @@ Every call that opens a model also takes the run options ``compute=`` (``"auto"`
 Layer numbers are 0-based and ranges are half-open: ``"3..29"`` removes layers 3 to 28.
 
 Long calls release the GIL. Progress goes to ``callback(event, *args)`` when one is given
-(events: ``start(label, total)``, ``advance(n)``, ``message(text)``, ``finish()``,
-``warning(text)``, and ``text(piece)`` while generating); without one, each phase's start and
-end, and warnings, go to stderr.
+(events: ``start(label, total)``, ``advance(n)``, ``status(label, done, total, seconds,
+seconds_left)`` at every tenth of a phase and at least every 20 s while it runs,
+``message(text)``, ``finish()``, ``warning(text)``, and ``text(piece)`` while generating);
+without one, each phase's start and end, its status lines and messages, and warnings go to
+stderr.
 Errors raise a subclass of :class:`Error` with the library's one-line message.
 
 Example::

@@ -111,7 +111,7 @@ pub struct HealFit {
     /// the time; the best validated weights are kept). The closed-form fit and the dense passes
     /// before training count against it; training gets at least a tenth. Accepts `900`, `15m`
     /// or `1h`. For `prune` it is the whole command's: heal-aware selection and its finalists
-    /// take up to 40% of it, healing what is left, and the progress labels show the time left.
+    /// take up to 40% of it, healing what is left, and the progress messages show the time left.
     /// Training also stops at --steps (default 128), so a budget beyond that needs more steps.
     #[cfg_attr(feature = "cli", arg(long, value_parser = parse_seconds, value_name = "TIME"))]
     pub time_budget: Option<f64>,
