@@ -31,15 +31,72 @@ pub struct EvalRequest {
         )
     )]
     pub text: Option<PathBuf>,
-    /// Score multiple-choice questions (JSON Lines, see below) instead of perplexity.
-    #[cfg_attr(feature = "cli", arg(long, value_name = "FILE.jsonl", conflicts_with_all = ["stride", "max_tokens", "reference"]))]
-    pub tasks: Option<PathBuf>,
-    /// With --tasks: score only the first N questions.
+    /// Score standard benchmarks instead of perplexity: `NAME=PATH,...` (mmlu, arc_easy,
+    /// arc_challenge, hellaswag, winogrande, piqa, boolq, openbookqa, lambada_openai, humaneval,
+    /// gsm8k; PATH a JSON Lines file, .jsonl.gz or folder in the Hub dataset's schema), or one
+    /// JSONL file of our own multiple-choice format.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "TASKS", conflicts_with_all = ["stride", "max_tokens", "reference"]))]
+    pub tasks: Option<String>,
+    /// With --tasks: score only the first N questions of each task.
     #[cfg_attr(feature = "cli", arg(long, value_name = "N", requires = "tasks"))]
     pub limit: Option<usize>,
-    /// With --tasks and --json: also list each question's log-likelihoods and predictions.
+    /// With --tasks and --json: also list each question's log-likelihoods, predictions or
+    /// generations.
     #[cfg_attr(feature = "cli", arg(long, requires = "tasks"))]
     pub per_item: bool,
+    /// With --tasks NAME=PATH: few-shot examples per question (default: the task's own, 5 for
+    /// gsm8k, else 0); they come from the few-shot split in PATH's folder (mmlu: `dev`).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N", requires = "tasks"))]
+    pub num_fewshot: Option<usize>,
+    /// With --tasks NAME=PATH: render each prompt with the checkpoint's chat template (as
+    /// lm-eval's --apply_chat_template).
+    #[cfg_attr(feature = "cli", arg(long, requires = "tasks"))]
+    pub chat_template: bool,
+    /// Allow tasks that run the code the model writes (humaneval). Without it they are refused.
+    /// Each program runs with `python3` in its own process and temporary folder, with a time
+    /// limit, a 2 GiB address-space limit and, where Linux allows, no network.
+    #[cfg_attr(feature = "cli", arg(long, requires = "tasks"))]
+    pub confirm_run_unsafe_code: bool,
+    /// Generation tasks: samples per prompt (pass@k needs k ≤ N; sample with --temperature).
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, default_value_t = 1, value_name = "N", requires = "tasks")
+    )]
+    pub samples: usize,
+    /// Generation tasks: also report pass@K from the samples.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, default_value_t = 1, value_name = "K", requires = "tasks")
+    )]
+    pub pass_k: usize,
+    /// Generation tasks: sampling temperature (0, the default, is greedy).
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, default_value_t = 0.0, value_name = "T", requires = "tasks")
+    )]
+    pub temperature: f32,
+    /// Generation tasks: nucleus sampling's total probability.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, default_value_t = 1.0, value_name = "P", requires = "tasks")
+    )]
+    pub top_p: f32,
+    /// Generation tasks: the sampling seed.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, default_value_t = 0, value_name = "S", requires = "tasks")
+    )]
+    pub seed: u64,
+    /// Generation tasks: new tokens at most (default: the task's, 1024 for humaneval, 256 for
+    /// gsm8k).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N", requires = "tasks"))]
+    pub max_gen_toks: Option<usize>,
+    /// Code tasks: seconds each program may run (lm-eval's code_eval allows 3).
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, default_value_t = 3.0, value_name = "S", requires = "tasks")
+    )]
+    pub code_timeout: f64,
     /// Tokens per window.
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 512, value_name = "N"))]
     pub ctx: usize,
@@ -76,6 +133,16 @@ impl Default for EvalRequest {
             tasks: None,
             limit: None,
             per_item: false,
+            num_fewshot: None,
+            chat_template: false,
+            confirm_run_unsafe_code: false,
+            samples: 1,
+            pass_k: 1,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+            max_gen_toks: None,
+            code_timeout: 3.0,
             ctx: 512,
             stride: None,
             max_tokens: None,
@@ -121,12 +188,25 @@ pub struct TaskResult {
     pub n_layers: usize,
 }
 
+/// Standard benchmarks by name, as `eval --tasks NAME=PATH --json` prints them.
+#[derive(Debug, Clone, Serialize)]
+pub struct SuiteResult {
+    pub model: String,
+    pub skip: Vec<usize>,
+    pub tasks: Vec<crate::eval::suite::TaskScore>,
+    pub compute: String,
+    pub threads: usize,
+    #[serde(skip)]
+    pub n_layers: usize,
+}
+
 /// Either measurement.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Evaluation {
     Perplexity(Box<EvalResult>),
     Tasks(Box<TaskResult>),
+    Suite(Box<SuiteResult>),
 }
 
 /// The layers `spec` names in a model of `n_layers`, sorted (none without a spec).
@@ -187,9 +267,14 @@ pub fn eval(model: &ModelSource, req: &EvalRequest, progress: &dyn Progress) -> 
             (Some(_), Some(_)) => Err(Error::Invalid(
                 "give a text or a task file, not both".into(),
             )),
-            (None, Some(_)) => Ok(Evaluation::Tasks(Box::new(eval_tasks(
-                model, req, progress,
-            )?))),
+            (None, Some(t)) => match super::tasks::parse_tasks(t)?.as_slice() {
+                [super::tasks::TaskSource::File(_)] => Ok(Evaluation::Tasks(Box::new(eval_tasks(
+                    model, req, progress,
+                )?))),
+                sources => Ok(Evaluation::Suite(Box::new(eval_suite(
+                    model, req, sources, progress,
+                )?))),
+            },
             (Some(_), None) => Ok(Evaluation::Perplexity(Box::new(perplexity(
                 model, req, progress,
             )?))),
@@ -276,7 +361,7 @@ pub fn eval_tasks(
     req: &EvalRequest,
     progress: &dyn Progress,
 ) -> Result<TaskResult> {
-    let Some(file) = req.tasks.as_deref() else {
+    let Some(file) = req.tasks.as_deref().map(Path::new) else {
         return Err(Error::Invalid("multiple choice needs a task file".into()));
     };
     if req.limit == Some(0) {
@@ -318,4 +403,89 @@ pub fn eval_tasks(
         kernels: crate::model::kernel::report(),
         n_layers: m.n_layers(),
     })
+}
+
+/// Standard benchmarks by name (`--tasks NAME=PATH,...`) on `model`.
+pub fn eval_suite(
+    model: &ModelSource,
+    req: &EvalRequest,
+    sources: &[super::tasks::TaskSource],
+    progress: &dyn Progress,
+) -> Result<SuiteResult> {
+    use super::tasks::{check_consent, load_all, run_all, SuiteOpts, TaskSource};
+    if sources.iter().any(|s| matches!(s, TaskSource::File(_))) {
+        return Err(Error::Invalid(
+            "a JSONL task file of our own format goes alone in `--tasks`".into(),
+        ));
+    }
+    if req.limit == Some(0) || req.samples == 0 || req.pass_k == 0 {
+        return Err(Error::Invalid(
+            "`limit`, `samples` and `pass_k` must be at least 1".into(),
+        ));
+    }
+    if req.pass_k > req.samples {
+        return Err(Error::Invalid(format!(
+            "pass@{} needs at least {} samples; `samples` is {}",
+            req.pass_k, req.pass_k, req.samples
+        )));
+    }
+    let sampling = crate::model::Sampling {
+        temperature: req.temperature,
+        top_p: req.top_p,
+        top_k: 0,
+        seed: req.seed,
+    };
+    sampling.validate()?;
+    if req.samples > 1 && req.temperature == 0.0 {
+        progress.warn(
+            "several samples at temperature 0 are all the same greedy text; give `--temperature`",
+        );
+    }
+    check_consent(sources, req.confirm_run_unsafe_code)?;
+    let mut o = SuiteOpts {
+        limit: req.limit,
+        num_fewshot: req.num_fewshot,
+        chat_template: req.chat_template,
+        confirm_run_unsafe_code: req.confirm_run_unsafe_code,
+        opts: TaskOpts {
+            max_len: 1,
+            batch: req.batch,
+        },
+        samples: req.samples,
+        pass_k: req.pass_k,
+        sampling,
+        max_gen_toks: req.max_gen_toks,
+        code_timeout: req.code_timeout,
+    };
+    // The data first: a bad file fails before the model loads.
+    let data = load_all(sources, &o)?;
+    let path = model.resolve(Need::Snapshot, progress)?.path;
+    let (m, skip, tok) = open_skipping(&path, req.skip.as_deref(), false, req.offload, progress)?;
+    o.opts.max_len = max_len(&m);
+    let tasks = run_all(&m, &skip, &tok, &data, &o, progress)?;
+    let mut result = SuiteResult {
+        model: model.path().display().to_string(),
+        skip,
+        tasks,
+        compute: m.config().compute.name().to_string(),
+        threads: rayon::current_num_threads(),
+        n_layers: m.n_layers(),
+    };
+    for t in &result.tasks {
+        if t.truncated > 0 {
+            progress.warn(&format!(
+                "`{}`: {} inputs were longer than {} tokens and lost their start",
+                t.task, t.truncated, o.opts.max_len
+            ));
+        }
+        for note in &t.notes {
+            progress.warn(note);
+        }
+    }
+    if !req.per_item {
+        for t in &mut result.tasks {
+            t.items.clear();
+        }
+    }
+    Ok(result)
 }

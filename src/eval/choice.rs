@@ -3,34 +3,28 @@
 //!
 //! Each choice becomes a request: context `item.context`, continuation `" " + choice`. Tokens
 //! come as lm-eval's `_encode_pair` makes them: whitespace at the end of the context moves to the
-//! front of the continuation, `context + continuation` is encoded whole (no special tokens) and
-//! the continuation tokens are those after the context's own token count. An empty context (or
-//! one of whitespace alone) is one token, BOS (else EOS). The model sees `(context + continuation)` cut from the left to its
-//! last `max_len + 1` tokens, less the last one, in one forward; a choice's score is the sum of
-//! the log-probabilities of its continuation tokens. `acc` takes the argmax of the sums, `acc_norm`
+//! front of the continuation, `context + continuation` is encoded whole (no special tokens for
+//! our JSONL files; the tokenizer's defaults for registry tasks, as lm-eval 0.4.9+) and the
+//! continuation tokens are those after the context's own token count. An empty context (or one
+//! of whitespace alone) is one token, BOS (else EOS). A choice's score is the sum of the
+//! log-probabilities of its continuation tokens given `(context + continuation)` cut from the
+//! left to its last `max_len + 1` tokens, less the last one ([`super::loglik`] computes them,
+//! running a context the choices share once). `acc` takes the argmax of the sums, `acc_norm`
 //! of the sums divided by the choice's length in characters (lm-eval's `completion_len`: the
 //! choice text without the leading space); ties go to the first. Standard errors are the sample
 //! standard error of the mean of the 0/1 outcomes, `sqrt(p (1 - p) / (n - 1))`.
 
-use super::perplexity::{log_sum_exp, LOGIT_BLOCK_ELEMS};
+use super::loglik;
+pub use super::loglik::Request;
 use super::tasks::TaskItem;
 use crate::error::{Error, Result};
-use crate::model::stream::batches_per_pass;
 use crate::model::Model;
-use crate::progress::{Progress, Silent};
+use crate::progress::Progress;
 use crate::tokenizer::HfTokenizer;
-use candle_core::{Device, Tensor};
 use std::time::Instant;
 
 /// The context length lm-eval assumes when a model's config does not give one.
 pub const DEFAULT_MAX_LEN: usize = 2048;
-
-/// One choice as token ids.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Request {
-    pub context: Vec<u32>,
-    pub continuation: Vec<u32>,
-}
 
 /// A question as token ids, ready to score.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,8 +80,25 @@ pub fn max_len(model: &Model) -> usize {
         .unwrap_or(DEFAULT_MAX_LEN)
 }
 
-/// Splits a context and a continuation into tokens as lm-eval's `_encode_pair` does.
+/// Splits a context and a continuation into tokens as lm-eval's `_encode_pair` does, without
+/// special tokens (as lm-eval before 0.4.9 encoded them, and our JSONL task files are scored).
 pub fn encode_pair(tok: &HfTokenizer, context: &str, continuation: &str) -> Result<Request> {
+    encode_pair_with(tok, context, continuation, false)
+}
+
+/// [`encode_pair`]; with `special`, the tokenizer adds its special tokens as `tokenizer.encode`
+/// does by default (lm-eval 0.4.9 and later), unless the text already starts with the BOS token
+/// (a rendered chat template).
+pub fn encode_pair_with(
+    tok: &HfTokenizer,
+    context: &str,
+    continuation: &str,
+    special: bool,
+) -> Result<Request> {
+    let special = special
+        && !tok
+            .bos_token()
+            .is_some_and(|b| !b.is_empty() && context.starts_with(b));
     let trimmed = context.trim_end();
     if trimmed.is_empty() {
         // lm-eval's empty context; a context of whitespace alone moves into the continuation.
@@ -103,7 +114,7 @@ pub fn encode_pair(tok: &HfTokenizer, context: &str, continuation: &str) -> Resu
             })?;
         return Ok(Request {
             context: vec![prefix],
-            continuation: tok.encode(&continuation, false)?,
+            continuation: tok.encode(&continuation, special)?,
         });
     }
     let (context, continuation) = if trimmed.len() < context.len() {
@@ -114,8 +125,8 @@ pub fn encode_pair(tok: &HfTokenizer, context: &str, continuation: &str) -> Resu
     } else {
         (context, continuation.to_string())
     };
-    let whole = tok.encode(&format!("{context}{continuation}"), false)?;
-    let context = tok.encode(context, false)?;
+    let whole = tok.encode(&format!("{context}{continuation}"), special)?;
+    let context = tok.encode(context, special)?;
     let continuation = whole.get(context.len()..).unwrap_or_default().to_vec();
     Ok(Request {
         context,
@@ -176,27 +187,8 @@ pub fn score_tasks(
     score_encoded(model, skip, &encoded, TaskOpts::for_model(model), progress)
 }
 
-/// The model's input for a request: `(context + continuation)` cut to its last `max_len + 1`
-/// tokens, less the last; the continuation's log-probabilities come from its last
-/// `continuation.len()` positions.
-fn input(r: &Request, max_len: usize) -> (Vec<u32>, bool) {
-    let all: Vec<u32> = r.context.iter().chain(&r.continuation).copied().collect();
-    let start = all.len().saturating_sub(max_len + 1);
-    (all[start..all.len() - 1].to_vec(), start > 0)
-}
-
-/// One request to run: where its score goes, its input and how many of its last positions
-/// predict the continuation.
-struct Job<'a> {
-    item: usize,
-    choice: usize,
-    input: Vec<u32>,
-    continuation: &'a [u32],
-}
-
-/// Scores questions given as tokens. Requests run longest first, `opts.batch` at a time, each
-/// batch padded on the right to its longest input: under the causal mask the padding cannot
-/// change the positions before it.
+/// Scores questions given as tokens ([`super::loglik`]: a question's choices that share their
+/// context run it once).
 pub fn score_encoded(
     model: &Model,
     skip: &[usize],
@@ -214,55 +206,21 @@ pub fn score_encoded(
         check_item(item, opts.max_len)?;
     }
     let started = Instant::now();
-    let mut truncated = 0;
-    let mut jobs = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        for (c, r) in item.requests.iter().enumerate() {
-            let (input, cut) = input(r, opts.max_len);
-            truncated += usize::from(cut);
-            jobs.push(Job {
-                item: i,
-                choice: c,
-                input,
-                continuation: &r.continuation,
-            });
-        }
-    }
-    jobs.sort_by_key(|j| std::cmp::Reverse(j.input.len()));
-    let forwarded = jobs.iter().map(|j| j.input.len()).sum();
-    let mut lls: Vec<Vec<f64>> = items.iter().map(|i| vec![0.0; i.requests.len()]).collect();
-    progress.start("tasks", jobs.len() as u64);
-    let batches: Vec<&[Job<'_>]> = jobs.chunks(opts.batch).collect();
-    // Offloaded (layers loaded on demand): layer-major passes over many batches, each layer
-    // read once per pass; else batch after batch.
-    let offloaded = !model.resident_except(skip);
-    let hidden_size = model.config().arch.hidden_size;
+    let requests: Vec<Request> = items.iter().flat_map(|i| i.requests.clone()).collect();
+    let (answers, stats) =
+        loglik::loglikelihoods(model, skip, &requests, opts.max_len, opts.batch, progress)?;
     let mut at = 0;
-    while at < batches.len() {
-        let n = if offloaded {
-            let sizes: Vec<(usize, usize)> = (batches[at..].iter())
-                .map(|b| (b.len(), padded_len(b)))
+    let scores: Vec<ItemScore> = items
+        .iter()
+        .map(|i| {
+            let lls = answers[at..at + i.requests.len()]
+                .iter()
+                .map(|a| a.ll)
                 .collect();
-            batches_per_pass(&sizes, hidden_size)
-        } else {
-            1
-        };
-        let pass = &batches[at..at + n];
-        let ids = pass
-            .iter()
-            .map(|b| batch_ids(model, b))
-            .collect::<Result<Vec<_>>>()?;
-        let hidden = model.forward_batches(&ids, skip, &Silent, &mut |_, _| Ok(()))?;
-        for (batch, h) in pass.iter().zip(&hidden) {
-            for (job, ll) in batch.iter().zip(score_batch(model, batch, h)?) {
-                lls[job.item][job.choice] = ll;
-            }
-            progress.advance(batch.len() as u64);
-        }
-        at += n;
-    }
-    progress.finish();
-    let scores: Vec<ItemScore> = items.iter().zip(lls).map(|(i, l)| judge(i, l)).collect();
+            at += i.requests.len();
+            judge(i, lls)
+        })
+        .collect();
     let n = scores.len();
     let acc = mean(scores.iter().map(|s| s.pred == s.gold));
     let acc_norm = mean(scores.iter().map(|s| s.pred_norm == s.gold));
@@ -273,8 +231,8 @@ pub fn score_encoded(
         acc_norm,
         acc_norm_stderr: stderr(acc_norm, n),
         max_len: opts.max_len,
-        truncated,
-        tokens_forwarded: forwarded,
+        truncated: stats.truncated,
+        tokens_forwarded: stats.tokens_forwarded,
         seconds: started.elapsed().as_secs_f64(),
         items: scores,
     })
@@ -304,63 +262,6 @@ fn check_item(item: &EncodedItem, max_len: usize) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The length a batch of requests is right-padded to: its longest input.
-fn padded_len(batch: &[Job<'_>]) -> usize {
-    batch.iter().map(|j| j.input.len()).max().unwrap_or(0)
-}
-
-/// Token ids `(requests, padded_len)` of one batch, right-padded with token 0.
-fn batch_ids(model: &Model, batch: &[Job<'_>]) -> Result<Tensor> {
-    let len = padded_len(batch);
-    let padded: Vec<Vec<u32>> = batch
-        .iter()
-        .map(|j| {
-            let mut row = j.input.clone();
-            row.resize(len, 0);
-            row
-        })
-        .collect();
-    let rows: Vec<&[u32]> = padded.iter().map(Vec::as_slice).collect();
-    model.tokens(&rows)
-}
-
-/// Each request's summed continuation log-likelihood, from the final hidden states `(requests,
-/// padded_len, hidden)` of its batch.
-fn score_batch(model: &Model, batch: &[Job<'_>], hidden: &Tensor) -> Result<Vec<f64>> {
-    let len = padded_len(batch);
-    let flat = hidden.reshape((batch.len() * len, hidden.dim(2)?))?;
-    let mut picks = Vec::new();
-    let mut targets = Vec::new();
-    for (b, job) in batch.iter().enumerate() {
-        let (n, c) = (job.input.len(), job.continuation.len());
-        for (k, &t) in job.continuation.iter().enumerate() {
-            picks.push((b * len + n - c + k) as u32);
-            targets.push(t as usize);
-        }
-    }
-    let vocab = model.vocab_size();
-    let block = (LOGIT_BLOCK_ELEMS / vocab).max(1);
-    let mut logprobs = Vec::with_capacity(picks.len());
-    for (rows, tgts) in picks.chunks(block).zip(targets.chunks(block)) {
-        let index = Tensor::from_vec(rows.to_vec(), rows.len(), &Device::Cpu)?;
-        let logits: Vec<f32> = model
-            .logits(&flat.index_select(&index, 0)?)?
-            .flatten_all()?
-            .to_vec1()?;
-        for (r, &t) in logits.chunks(vocab).zip(tgts) {
-            logprobs.push(r[t] as f64 - log_sum_exp(r).0);
-        }
-    }
-    let mut out = Vec::with_capacity(batch.len());
-    let mut at = 0;
-    for job in batch {
-        let c = job.continuation.len();
-        out.push(logprobs[at..at + c].iter().sum());
-        at += c;
-    }
-    Ok(out)
 }
 
 /// The first index of the largest value.
@@ -431,15 +332,5 @@ mod tests {
         };
         let s = judge(&item, vec![-3.0, -4.0, -4.0]);
         assert_eq!((s.pred, s.pred_norm), (0, 1));
-    }
-
-    #[test]
-    fn inputs_are_cut_from_the_left_and_lose_the_last_token() {
-        let r = Request {
-            context: vec![1, 2, 3, 4],
-            continuation: vec![5, 6],
-        };
-        assert_eq!(input(&r, 16), (vec![1, 2, 3, 4, 5], false));
-        assert_eq!(input(&r, 3), (vec![3, 4, 5], true));
     }
 }

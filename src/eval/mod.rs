@@ -5,9 +5,18 @@
 
 pub mod bootstrap;
 pub mod choice;
+pub mod data;
+pub mod docs;
+pub mod execute;
 pub mod finite;
+pub mod generate_until;
+pub mod loglik;
 pub mod perplexity;
+pub mod prompts;
+pub mod pyrandom;
 pub mod reference;
+pub mod registry;
+pub mod suite;
 pub mod tasks;
 pub mod windows;
 

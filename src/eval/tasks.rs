@@ -168,7 +168,7 @@ fn own(o: &Map<String, Value>) -> std::result::Result<Parsed, String> {
 }
 
 /// lm-eval's HellaSwag `preprocess`.
-fn clean(text: &str) -> String {
+pub(crate) fn clean(text: &str) -> String {
     let text = text.trim().replace(" [title]", ". ");
     let mut out = String::with_capacity(text.len());
     let mut rest = text.as_str();
@@ -188,7 +188,7 @@ fn clean(text: &str) -> String {
 }
 
 /// Python's `str.capitalize`: the first character upper case, the rest lower case.
-fn capitalize(s: &str) -> String {
+pub(crate) fn capitalize(s: &str) -> String {
     let mut chars = s.chars();
     match chars.next() {
         Some(first) => first

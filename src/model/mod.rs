@@ -91,6 +91,17 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// This cache of one sequence, repeated for `n` sequences that continue it (scoring several
+    /// continuations of one context, [`crate::eval::loglik`]).
+    pub fn repeat(&self, n: usize) -> Result<Self> {
+        Ok(KvCache {
+            layers: (self.layers.iter())
+                .map(|l| l.repeat(n))
+                .collect::<Result<_>>()?,
+            len: self.len,
+        })
+    }
 }
 
 /// The token embedding: floats, or under [`Compute::Quant`] ggml blocks whose rows are widened to

@@ -64,6 +64,23 @@ impl LayerCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The cache of one sequence repeated along the batch for `n` sequences.
+    pub fn repeat(&self, n: usize) -> Result<Self> {
+        let kv = match &self.kv {
+            None => None,
+            Some((k, v)) => {
+                if k.dim(0)? != 1 {
+                    return Err(Error::Invalid(format!(
+                        "only a cache of one sequence repeats, this one holds {}",
+                        k.dim(0)?
+                    )));
+                }
+                Some((k.repeat((n, 1, 1, 1))?, v.repeat((n, 1, 1, 1))?))
+            }
+        };
+        Ok(LayerCache { kv })
+    }
 }
 
 /// The q, k and v projections: stacked into one product where they can be (issue 24), else

@@ -192,6 +192,11 @@ impl HfTokenizer {
         self.bos.as_ref().map(|(_, id)| *id)
     }
 
+    /// The BOS token's text, if the tokenizer has one.
+    pub fn bos_token(&self) -> Option<&str> {
+        self.bos.as_ref().map(|(t, _)| t.as_str())
+    }
+
     /// Whether a chat template is available.
     pub fn has_chat_template(&self) -> bool {
         self.chat_template.is_some()
@@ -227,6 +232,13 @@ impl HfTokenizer {
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner
             .decode(ids, true)
+            .map_err(|e| Error::Invalid(format!("`{}`: decoding failed: {e}", self.dir.display())))
+    }
+
+    /// Decodes ids to text, special tokens included.
+    pub fn decode_special(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, false)
             .map_err(|e| Error::Invalid(format!("`{}`: decoding failed: {e}", self.dir.display())))
     }
 

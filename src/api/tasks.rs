@@ -1,0 +1,304 @@
+//! Standard benchmarks by name (`eval --tasks mmlu=PATH,humaneval=PATH`): the `--tasks` list
+//! parsed against the task registry ([`crate::eval::registry`]), each task's data read from the
+//! local file or folder given, its prompts built as lm-eval builds them and scored on the model.
+//! A lone existing file that names no task is one of our own JSONL task files
+//! ([`super::eval::eval_tasks`]).
+
+use crate::error::{Error, Result};
+use crate::eval::data::{read_records, split_files};
+use crate::eval::docs::{build, Build};
+use crate::eval::execute::{Limits, Sandbox};
+use crate::eval::registry::{self, Record, TaskSpec};
+use crate::eval::suite::{score_task, GenSettings, TaskScore};
+use crate::eval::TaskOpts;
+use crate::model::{Model, Sampling};
+use crate::progress::Progress;
+use crate::tokenizer::HfTokenizer;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One entry of `--tasks`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskSource {
+    /// Our own JSONL file of multiple-choice questions.
+    File(PathBuf),
+    /// A registry task and where its data is.
+    Named {
+        spec: &'static TaskSpec,
+        path: PathBuf,
+    },
+}
+
+/// Parses `--tasks`: `NAME=PATH,...`, or one JSONL file of our own format.
+pub fn parse_tasks(arg: &str) -> Result<Vec<TaskSource>> {
+    let arg = arg.trim();
+    if !arg.contains('=') && registry::find(arg).is_none() && Path::new(arg).is_file() {
+        return Ok(vec![TaskSource::File(PathBuf::from(arg))]);
+    }
+    let mut out = Vec::new();
+    for part in arg.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, path) = match part.split_once('=') {
+            Some((n, p)) => (n.trim(), Some(p.trim())),
+            None => (part, None),
+        };
+        let Some(spec) = registry::find(name) else {
+            let looks_like_file = name.contains('.') || name.contains('/');
+            return Err(Error::Invalid(if looks_like_file && path.is_none() {
+                format!("`{name}`: no such task file")
+            } else {
+                format!("unknown task `{name}`; the tasks are {}", registry::names())
+            }));
+        };
+        let Some(path) = path.filter(|p| !p.is_empty()) else {
+            return Err(Error::Invalid(format!(
+                "`{name}`: tasks are not fetched from the Hub yet; download `{}` and give it as `--tasks {name}=PATH` (JSON Lines, .jsonl.gz, or a folder of them with fields {})",
+                spec.hub.repo,
+                spec.fields.join(", ")
+            )));
+        };
+        out.push(TaskSource::Named {
+            spec,
+            path: PathBuf::from(path),
+        });
+    }
+    if out.is_empty() {
+        return Err(Error::Invalid("`--tasks` names no task".into()));
+    }
+    Ok(out)
+}
+
+/// A named task's data: the scored split and the few-shot split.
+pub struct TaskData {
+    pub spec: &'static TaskSpec,
+    pub records: Vec<Record>,
+    pub fewshot: Vec<Record>,
+    pub num_fewshot: usize,
+}
+
+/// Reads a task's records (at most `limit`) and, for few-shot, its few-shot split; checks that
+/// every record has the row's fields.
+pub fn load(
+    spec: &'static TaskSpec,
+    path: &Path,
+    limit: Option<usize>,
+    num_fewshot: Option<usize>,
+) -> Result<TaskData> {
+    let files = split_files(path, spec.hub.split, true)?;
+    if files.is_empty() {
+        return Err(Error::Invalid(format!(
+            "`{}`: no `{}*.jsonl` or `.jsonl.gz` file in `{}`",
+            spec.name,
+            spec.hub.split,
+            path.display()
+        )));
+    }
+    let records = read_records(&files, limit, spec.adapt)?;
+    if records.is_empty() {
+        return Err(Error::corrupt(path, "no task records in this file"));
+    }
+    check_fields(spec, &records, path)?;
+    let num_fewshot = num_fewshot.unwrap_or(spec.num_fewshot);
+    let mut fewshot = Vec::new();
+    if num_fewshot > 0 {
+        let split = spec.hub.fewshot_split.ok_or_else(|| {
+            Error::Invalid(format!(
+                "`{}` has no few-shot split; use `--num-fewshot 0`",
+                spec.name
+            ))
+        })?;
+        let files = split_files(path, split, false)?;
+        if files.is_empty() {
+            return Err(Error::Invalid(format!(
+                "`{}`: {num_fewshot}-shot needs the `{split}` split: give a folder holding `{}*.jsonl` and `{split}*.jsonl`, or `--num-fewshot 0`",
+                spec.name, spec.hub.split
+            )));
+        }
+        fewshot = read_records(&files, None, spec.adapt)?;
+        check_fields(spec, &fewshot, path)?;
+    }
+    Ok(TaskData {
+        spec,
+        records,
+        fewshot,
+        num_fewshot,
+    })
+}
+
+fn check_fields(spec: &TaskSpec, records: &[Record], path: &Path) -> Result<()> {
+    for (i, r) in records.iter().enumerate() {
+        if let Some(f) = spec.fields.iter().find(|f| !r.contains_key(**f)) {
+            return Err(Error::Invalid(format!(
+                "`{}` record {} lacks field `{f}`: `{}` needs the `{}` fields {}",
+                path.display(),
+                i + 1,
+                spec.name,
+                spec.hub.repo,
+                spec.fields.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// How named tasks run.
+#[derive(Debug, Clone)]
+pub struct SuiteOpts {
+    pub limit: Option<usize>,
+    pub num_fewshot: Option<usize>,
+    pub chat_template: bool,
+    pub confirm_run_unsafe_code: bool,
+    pub opts: TaskOpts,
+    pub samples: usize,
+    pub pass_k: usize,
+    pub sampling: Sampling,
+    pub max_gen_toks: Option<usize>,
+    pub code_timeout: f64,
+}
+
+/// Refuses code-running tasks without consent, before any model loads.
+pub fn check_consent(sources: &[TaskSource], confirmed: bool) -> Result<()> {
+    for s in sources {
+        if let TaskSource::Named { spec, .. } = s {
+            if spec.unsafe_code && !confirmed {
+                return Err(Error::Invalid(format!(
+                    "`{}` runs the code the model writes; pass `--confirm-run-unsafe-code` to allow it (each program runs in its own process and temporary folder, with time and memory limits and no network where Linux allows)",
+                    spec.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads every named task's data (before the model loads, so bad data fails first).
+pub fn load_all(sources: &[TaskSource], o: &SuiteOpts) -> Result<Vec<TaskData>> {
+    sources
+        .iter()
+        .filter_map(|s| match s {
+            TaskSource::Named { spec, path } => Some(load(spec, path, o.limit, o.num_fewshot)),
+            TaskSource::File(_) => None,
+        })
+        .collect()
+}
+
+/// Scores each task on `model` with `skip`ped layers.
+pub fn run_all(
+    model: &Model,
+    skip: &[usize],
+    tok: &HfTokenizer,
+    data: &[TaskData],
+    o: &SuiteOpts,
+    progress: &dyn Progress,
+) -> Result<Vec<TaskScore>> {
+    let sandbox = if data.iter().any(|d| d.spec.unsafe_code) && o.confirm_run_unsafe_code {
+        if !(o.code_timeout > 0.0 && o.code_timeout.is_finite()) {
+            return Err(Error::Invalid(
+                "`code_timeout` must be a positive number of seconds".into(),
+            ));
+        }
+        Some(Sandbox::new(Limits {
+            timeout: Duration::from_secs_f64(o.code_timeout),
+            ..Limits::default()
+        })?)
+    } else {
+        None
+    };
+    if o.chat_template && !tok.has_chat_template() {
+        return Err(Error::Invalid(
+            "`--chat-template`: the checkpoint's tokenizer has no chat template".into(),
+        ));
+    }
+    let gen = GenSettings {
+        n: o.samples.max(1),
+        k: o.pass_k,
+        sampling: o.sampling.clone(),
+        max_gen_toks: o.max_gen_toks,
+        sandbox,
+    };
+    let mut out = Vec::new();
+    for d in data {
+        let b = Build {
+            spec: d.spec,
+            num_fewshot: d.num_fewshot,
+            fewshot_pool: &d.fewshot,
+            chat: o.chat_template.then_some(tok),
+        };
+        let docs = build(&b, &d.records)?;
+        progress.message(&format!("{}: {} questions", d.spec.name, docs.len()));
+        out.push(score_task(
+            model,
+            skip,
+            tok,
+            d.spec,
+            &docs,
+            d.num_fewshot,
+            o.opts,
+            &gen,
+            progress,
+        )?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_lists_parse_and_bad_names_say_what_exists() {
+        let s = parse_tasks("mmlu=a.jsonl, humaneval=h.jsonl.gz").unwrap();
+        assert_eq!(s.len(), 2);
+        assert!(
+            matches!(&s[0], TaskSource::Named { spec, path } if spec.name == "mmlu" && path == Path::new("a.jsonl"))
+        );
+        let e = parse_tasks("mmlu").unwrap_err().to_string();
+        assert!(
+            e.contains("--tasks mmlu=PATH") && e.contains("cais/mmlu"),
+            "{e}"
+        );
+        let e = parse_tasks("mmlux=a").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown task `mmlux`") && e.contains("hellaswag"),
+            "{e}"
+        );
+        let e = parse_tasks("nope.jsonl").unwrap_err().to_string();
+        assert!(e.contains("no such task file"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("own.jsonl");
+        std::fs::write(&f, "{}").unwrap();
+        assert_eq!(
+            parse_tasks(f.to_str().unwrap()).unwrap(),
+            [TaskSource::File(f.clone())]
+        );
+    }
+
+    #[test]
+    fn code_tasks_need_consent_and_few_shot_needs_its_split() {
+        let s = parse_tasks("humaneval=x.jsonl").unwrap();
+        let e = check_consent(&s, false).unwrap_err().to_string();
+        assert!(e.contains("--confirm-run-unsafe-code"), "{e}");
+        check_consent(&s, true).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("test.jsonl");
+        std::fs::write(&f, "{\"question\": \"q\", \"answer\": \"#### 1\"}\n").unwrap();
+        let spec = registry::find("gsm8k").unwrap();
+        let e = load(spec, &f, None, None).err().unwrap().to_string();
+        assert!(e.contains("5-shot needs the `train` split"), "{e}");
+        assert_eq!(load(spec, &f, None, Some(0)).unwrap().records.len(), 1);
+        std::fs::write(
+            dir.path().join("train.jsonl"),
+            "{\"question\": \"a\", \"answer\": \"b\"}\n",
+        )
+        .unwrap();
+        let d = load(spec, dir.path(), None, Some(1)).unwrap();
+        assert_eq!((d.records.len(), d.fewshot.len()), (1, 1));
+        let e = load(registry::find("mmlu").unwrap(), &f, None, Some(0))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("lacks field `subject`") && e.contains("cais/mmlu"),
+            "{e}"
+        );
+    }
+}
