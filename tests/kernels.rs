@@ -216,3 +216,45 @@ fn every_quantized_kernel_gives_the_dequantized_models_logits() {
         assert!(diff < 1e-3, "{kernel:?}: logits differ by {diff}");
     }
 }
+
+#[test]
+fn doctor_prints_the_machine_as_json_and_as_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = run_in(&["doctor", "--json", "--peak-ms", "2"], tmp.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    for key in [
+        "version", "cpu", "peak", "threads", "memory", "kernels", "line",
+    ] {
+        assert!(v.get(key).is_some(), "no `{key}` in {v}");
+    }
+    for key in ["model", "family", "model_number", "cores", "features"] {
+        assert!(v["cpu"].get(key).is_some(), "no `cpu.{key}` in {v}");
+    }
+    assert!(
+        record(&v, "q4_k", "many")["gflops"]
+            .as_object()
+            .unwrap()
+            .len()
+            == 2
+    );
+    let o = run_in(
+        &[
+            "doctor",
+            "--line",
+            "--peak-ms",
+            "2",
+            "--no-kernels",
+            "--threads",
+            "1",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(
+        line.starts_with("machine: ") && line.contains("threads 1/"),
+        "{line}"
+    );
+}
