@@ -158,6 +158,28 @@ fn matmul_by(xs: &[f32], m: usize, k: usize, w: &Blocks<'_>, n: usize, kernel: K
     }
 }
 
+/// Appends rows `rows` of a quantized `(n, k)` matrix to `out`, widened to f32 (in place, with
+/// no copy of the blocks).
+pub(crate) fn widen_rows(
+    w: &QTensor,
+    rows: std::ops::Range<usize>,
+    out: &mut Vec<f32>,
+) -> Result<()> {
+    let (n, k) = w.shape().dims2()?;
+    if rows.end > n || rows.start > rows.end {
+        return Err(Error::Compute(format!(
+            "rows {}..{} of a quantized matrix of {n}",
+            rows.start, rows.end
+        )));
+    }
+    let data = w.data()?;
+    let blocks = Blocks::new(w.dtype(), &data, n * k)?;
+    let at = out.len();
+    out.resize(at + rows.len() * k, 0.0);
+    blocks.widen(rows.start * k, &mut out[at..]);
+    Ok(())
+}
+
 /// The name of a block type as the kernel records give it (`q4_k`).
 fn dtype_name(dtype: GgmlDType) -> &'static str {
     match dtype {
