@@ -258,3 +258,46 @@ fn doctor_prints_the_machine_as_json_and_as_one_line() {
         "{line}"
     );
 }
+
+#[test]
+fn every_kernel_gives_the_f16_perplexity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = fixture().join("llama");
+    // An f16 checkpoint, which `auto` runs with its weights in f16.
+    let o = run_in(
+        &[
+            "prune",
+            s(&m),
+            "--drop",
+            "3",
+            "--dtype",
+            "f16",
+            "--out",
+            "f16",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = fixture().join("eval.txt");
+    let eval = |args: &[&str]| {
+        let mut a = vec!["eval", "f16", "--text", s(&t), "--ctx", "16", "--json"];
+        a.extend_from_slice(args);
+        let o = run_in(&a, tmp.path());
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()
+    };
+    let f32 = ppl(&eval(&["--compute", "f32"]));
+    for kernel in ["native", "widen", "tiles"] {
+        let v = eval(&["--kernel", kernel]);
+        assert_eq!(v["compute"], "bf16", "16-bit weights kept as stored");
+        let r = record(&v, "f16", "many");
+        if kernel == "native" && !has_native() {
+            continue;
+        }
+        assert_eq!(r["kernel"], kernel);
+        let p = ppl(&v);
+        // Widened, f16 weights are exact: the f32 run's perplexity to rounding.
+        let tol = if kernel == "native" { 0.01 } else { 1e-5 };
+        assert!((p - f32).abs() / f32 < tol, "{kernel}: {p} vs f32 {f32}");
+    }
+}
