@@ -2,19 +2,22 @@
 //! (issue 34): the CPU and its features, each core's measured peak rates, the kernels chosen on
 //! representative products, the threads and the memory, and a one-line summary of them.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::kernel::KernelRecord;
 use crate::model::machine::{self, Cpu, Memory, Peaks};
 use crate::progress::Progress;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// The longest a peak rate may be measured for, in milliseconds.
+pub const MAX_PEAK_MS: u64 = 10_000;
+
 /// What `doctor` measures.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(default)]
 pub struct DoctorRequest {
-    /// Milliseconds each peak rate is measured for (one core each: f32, bf16, int8).
+    /// Milliseconds each peak rate is measured for (one core each: f32, bf16, int8), 1 to 10000.
     #[cfg_attr(feature = "cli", arg(long, value_name = "MS", default_value_t = 150))]
     pub peak_ms: u64,
     /// Leave out the kernel choice on representative products (a second or less).
@@ -56,10 +59,16 @@ pub struct MachineReport {
 /// Measures this machine: about three times `peak_ms` on one core, then a few representative
 /// products on the call's threads.
 pub fn doctor(req: &DoctorRequest, progress: &dyn Progress) -> Result<MachineReport> {
+    if !(1..=MAX_PEAK_MS).contains(&req.peak_ms) {
+        return Err(Error::Invalid(format!(
+            "`peak_ms` is {}; give 1 to {MAX_PEAK_MS} milliseconds",
+            req.peak_ms
+        )));
+    }
     req.run.install(progress, || {
         let cpu = machine::cpu();
         progress.message("measuring the peak rates of one core");
-        let peak = machine::peaks(Duration::from_millis(req.peak_ms.max(1)));
+        let peak = machine::peaks(Duration::from_millis(req.peak_ms));
         let kernels = if req.no_kernels {
             Vec::new()
         } else {
