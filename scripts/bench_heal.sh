@@ -14,6 +14,8 @@ OFFSET=65536
 DROP="3,12..16,17,25..27"
 BIN="${CARGO_TARGET_DIR:-target}/release/depthprune"
 cargo build --release --quiet
+# The machine, quoted with every figure below (CPU, peak rates per core, threads).
+"$BIN" doctor --line --no-kernels 2>/dev/null || echo "machine: (this binary has no doctor)"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 

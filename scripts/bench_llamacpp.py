@@ -85,6 +85,9 @@ def main():
     p.add_argument("--binary", default=os.environ.get("DEPTHPRUNE_BIN", os.path.join(
         os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "depthprune")))
     args = p.parse_args()
+    doctor = subprocess.run([args.binary, "doctor", "--line", "--no-kernels", "--threads", str(args.threads)],
+                            capture_output=True, text=True)
+    print(doctor.stdout.strip() if doctor.returncode == 0 else "machine: (this binary has no `doctor`)")
     ref = LlamaCpp(args)
     ours_tps, ref_tps, ratios = [], [], []
     print(f"{os.path.basename(args.model)}: {args.windows} windows of {args.ctx} tokens, {args.threads} threads")

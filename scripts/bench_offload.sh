@@ -14,6 +14,8 @@ DIR="${BENCH_DIR:-/tmp/bench-offload}"
 TEXT="${DEPTHPRUNE_WIKITEXT:-$(cd .. && pwd)/shared/data/wikitext-2-raw-test.txt}"
 cargo build --release --quiet
 BIN="${CARGO_TARGET_DIR:-target}/release/depthprune"
+# The machine, quoted with every figure below (CPU, peak rates per core, threads).
+"$BIN" doctor --line --no-kernels 2>/dev/null || echo "machine: (this binary has no doctor)"
 MODEL="$DIR/qwen3-4b-random"
 mkdir -p "$DIR"
 if [ ! -f "$MODEL/tokenizer.json" ]; then

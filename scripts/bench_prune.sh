@@ -10,6 +10,8 @@ WORK="${1:-$TARGET/bench-prune}"
 mkdir -p "$WORK"
 cargo build --release --quiet
 BIN="$(cd "$TARGET" && pwd)/release/depthprune"
+# The machine, quoted with every figure below (CPU, peak rates per core, threads).
+"$BIN" doctor --line --no-kernels 2>/dev/null || echo "machine: (this binary has no doctor)"
 cat > "$WORK/config.json" <<'JSON'
 {"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":2048,"intermediate_size":5632,
  "num_attention_heads":32,"num_key_value_heads":4,"num_hidden_layers":22,"vocab_size":32000,

@@ -19,6 +19,8 @@ BIN=${DEPTHPRUNE_BIN:-${CARGO_TARGET_DIR:-target}/release/depthprune}
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 load() { cut -d' ' -f1 /proc/loadavg; }
+# The machine, quoted with every figure below (CPU, peak rates per core, threads).
+"$BIN" doctor --line --no-kernels 2>/dev/null || echo "machine: (this binary has no doctor)"
 
 echo "ppl with reuse (load $(load))"
 "$BIN" score "$MODEL" --calib "$TEXT" --metric ppl --ctx "$CTX" --samples "$SAMPLES" --json "$@" \

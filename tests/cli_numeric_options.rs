@@ -298,6 +298,12 @@ fn families(x: &Setup) -> Vec<Family> {
             &[],
         ),
         (
+            "doctor",
+            v(&["doctor", "--no-kernels"]),
+            &["--peak-ms"],
+            &[],
+        ),
+        (
             "report",
             v(&["report", s(&x.sweep), "--max-new-tokens", "2"]),
             &["--k", "--max-new-tokens"],

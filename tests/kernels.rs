@@ -184,7 +184,7 @@ fn q4_k_m(dir: &Path) -> std::path::PathBuf {
         quant: Some(QuantMix::Q4KM),
         force: false,
     };
-    convert(&hf, &req).unwrap();
+    convert(&hf, &req, &Silent).unwrap();
     gguf
 }
 
@@ -214,5 +214,90 @@ fn every_quantized_kernel_gives_the_dequantized_models_logits() {
             .map(|(g, w)| (g - w).abs())
             .fold(0f32, f32::max);
         assert!(diff < 1e-3, "{kernel:?}: logits differ by {diff}");
+    }
+}
+
+#[test]
+fn doctor_prints_the_machine_as_json_and_as_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = run_in(&["doctor", "--json", "--peak-ms", "2"], tmp.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    for key in [
+        "version", "cpu", "peak", "threads", "memory", "kernels", "line",
+    ] {
+        assert!(v.get(key).is_some(), "no `{key}` in {v}");
+    }
+    for key in ["model", "family", "model_number", "cores", "features"] {
+        assert!(v["cpu"].get(key).is_some(), "no `cpu.{key}` in {v}");
+    }
+    assert!(
+        record(&v, "q4_k", "many")["gflops"]
+            .as_object()
+            .unwrap()
+            .len()
+            == 2
+    );
+    let o = run_in(
+        &[
+            "doctor",
+            "--line",
+            "--peak-ms",
+            "2",
+            "--no-kernels",
+            "--threads",
+            "1",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(
+        line.starts_with("machine: ") && line.contains("threads 1/"),
+        "{line}"
+    );
+}
+
+#[test]
+fn every_kernel_gives_the_f16_perplexity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = fixture().join("llama");
+    // An f16 checkpoint, which `auto` runs with its weights in f16.
+    let o = run_in(
+        &[
+            "prune",
+            s(&m),
+            "--drop",
+            "3",
+            "--dtype",
+            "f16",
+            "--out",
+            "f16",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = fixture().join("eval.txt");
+    let eval = |args: &[&str]| {
+        let mut a = vec!["eval", "f16", "--text", s(&t), "--ctx", "16", "--json"];
+        a.extend_from_slice(args);
+        let o = run_in(&a, tmp.path());
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()
+    };
+    let f32 = ppl(&eval(&["--compute", "f32"]));
+    for kernel in ["native", "widen", "tiles"] {
+        let v = eval(&["--kernel", kernel]);
+        assert_eq!(v["compute"], "bf16", "16-bit weights kept as stored");
+        let r = record(&v, "f16", "many");
+        if kernel == "native" && !has_native() {
+            continue;
+        }
+        assert_eq!(r["kernel"], kernel);
+        let p = ppl(&v);
+        // Widened, f16 weights are exact: the f32 run's perplexity to rounding.
+        let tol = if kernel == "native" { 0.01 } else { 1e-5 };
+        assert!((p - f32).abs() / f32 < tol, "{kernel}: {p} vs f32 {f32}");
     }
 }

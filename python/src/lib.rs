@@ -399,6 +399,14 @@ fn eval(
 }
 
 #[pyfunction]
+#[pyo3(signature = (options, callback=None))]
+fn doctor(py: Python<'_>, options: &str, callback: Option<Py<PyAny>>) -> PyResult<String> {
+    let req: api::doctor::DoctorRequest = self::options(options, "doctor")?;
+    let cb = Callback::new(callback);
+    detached(py, || api::doctor::doctor(&req, &cb))
+}
+
+#[pyfunction]
 #[pyo3(signature = (model, options, callback=None))]
 fn sweep(
     py: Python<'_>,
@@ -569,6 +577,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(score, m)?)?;
     m.add_function(wrap_pyfunction!(heal, m)?)?;
     m.add_function(wrap_pyfunction!(eval, m)?)?;
+    m.add_function(wrap_pyfunction!(doctor, m)?)?;
     m.add_function(wrap_pyfunction!(sweep, m)?)?;
     m.add_function(wrap_pyfunction!(generate, m)?)?;
     m.add_function(wrap_pyfunction!(report, m)?)?;

@@ -11,6 +11,7 @@
 //! - [`sweep`](sweep::sweep), [`report`](report::report): the study, every strategy at every
 //!   count, and its `report.md`.
 //! - [`score`](score::score), [`choose`]: layer importance and the layers it picks.
+//! - [`doctor`](doctor::doctor): the machine report (CPU, peak rates, kernels chosen).
 //! - [`eval`](eval::eval), [`eval_tasks`](eval::eval_tasks), [`generate`](generate::generate):
 //!   measuring a model, optionally with layers skipped; [`tasks`]: standard benchmarks by name.
 //!
@@ -21,6 +22,7 @@
 
 pub mod choose;
 pub mod convert;
+pub mod doctor;
 pub mod eval;
 mod finalists;
 pub mod generate;

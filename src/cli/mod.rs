@@ -73,9 +73,13 @@ pub enum Command {
     Sweep(sweep::Args),
     /// Write report.md for a sweep: tables, plots, checkpoints and generations side by side.
     Report(report::Args),
+    /// The machine report: CPU, features, peak rates per core, the kernels chosen, threads and
+    /// memory (paste it into bug reports; `--line` for benchmark logs).
+    Doctor(doctor::Args),
 }
 
 mod convert;
+mod doctor;
 mod eval;
 mod generate;
 mod heal;
@@ -176,6 +180,10 @@ pub fn run() -> i32 {
         Command::Report(mut a) => {
             a.req.run = run;
             report::run(a)
+        }
+        Command::Doctor(mut a) => {
+            a.req.run = run;
+            doctor::run(a)
         }
     };
     match result {

@@ -18,7 +18,7 @@ use super::linear::WeightRef;
 use super::Model;
 use crate::error::{Error, Result};
 use candle_core::quantized::QTensor;
-use candle_core::{CpuStorage, Device, Storage, Tensor};
+use candle_core::{CpuStorage, Storage, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -161,10 +161,7 @@ impl HeadSide<'_> {
                     let n = q.shape().dims()[0];
                     let (lo, hi) = (start.max(first), (start + len).min(first + n));
                     if lo < hi {
-                        let ids: Vec<u32> = (lo - first..hi - first).map(|i| i as u32).collect();
-                        let ids = Tensor::from_vec(ids, hi - lo, &Device::Cpu)?;
-                        let rows = super::quantized::rows(q, &ids)?;
-                        buf.extend(rows.flatten_all()?.to_vec1::<f32>()?);
+                        super::quantized::widen_rows(q, lo - first..hi - first, buf)?;
                     }
                     first += n;
                 }

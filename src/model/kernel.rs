@@ -4,7 +4,7 @@
 //! sums ([`Kernel`]); which is fastest depends on the CPU (on one, a bf16 dot product retires half
 //! the work of an f32 FMA; on another, twice), so no constant is right everywhere.
 //!
-//! The first product of each [`Kind`] (weight type × few or many rows) times every candidate on
+//! The first product of each kind (weight type × few or many rows) times every candidate on
 //! its own operands: each runs once to warm up (thread pool, packing buffers, page faults), then
 //! all run in turn until about [`PROBE_BUDGET`] is spent, and the fastest (best of its runs) is
 //! kept for the process. The choice and every candidate's GFLOP/s are recorded ([`report`]) for

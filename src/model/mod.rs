@@ -23,6 +23,7 @@ mod head;
 pub mod kernel;
 mod layer;
 mod linear;
+pub mod machine;
 pub mod moe;
 mod norm;
 mod ops;

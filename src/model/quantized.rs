@@ -129,7 +129,15 @@ pub(crate) fn matmul(xs: &Tensor, w: &QTensor) -> Result<Tensor> {
     }
     let data = w.data()?;
     let blocks = Blocks::new(w.dtype(), &data, n * k)?;
-    let x = xs.flatten_all()?.to_vec1::<f32>()?;
+    let (storage, layout) = xs.storage_and_layout();
+    let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(all)), Some((a, b))) =
+        (&*storage, layout.contiguous_offsets())
+    else {
+        return Err(Error::Compute(
+            "quantized product: activations are not contiguous f32 on the CPU".into(),
+        ));
+    };
+    let x = &all[a..b];
     let kind = Kind {
         weight: dtype_name(w.dtype()),
         many_rows: true,
@@ -138,14 +146,14 @@ pub(crate) fn matmul(xs: &Tensor, w: &QTensor) -> Result<Tensor> {
     let candidates = [Kernel::Widen, Kernel::Tiles];
     let chosen = kernel::choose(kind, [m, k, n], &candidates, |kernel| {
         let t = Instant::now();
-        let out = matmul_by(&x, m, k, &blocks, n, kernel);
+        let out = matmul_by(x, m, k, &blocks, n, kernel);
         let took = t.elapsed();
         last = Some((kernel, out));
         took.max(Duration::from_nanos(1))
     });
     let out = match last {
         Some((k, out)) if k == chosen => out,
-        _ => matmul_by(&x, m, k, &blocks, n, chosen),
+        _ => matmul_by(x, m, k, &blocks, n, chosen),
     };
     Ok(Tensor::from_vec(out, (m, n), &candle_core::Device::Cpu)?)
 }
@@ -156,6 +164,28 @@ fn matmul_by(xs: &[f32], m: usize, k: usize, w: &Blocks<'_>, n: usize, kernel: K
         Kernel::Tiles => widen::tiles(xs, m, k, w, n),
         _ => widen::widened(xs, m, k, w, n),
     }
+}
+
+/// Appends rows `rows` of a quantized `(n, k)` matrix to `out`, widened to f32 (in place, with
+/// no copy of the blocks).
+pub(crate) fn widen_rows(
+    w: &QTensor,
+    rows: std::ops::Range<usize>,
+    out: &mut Vec<f32>,
+) -> Result<()> {
+    let (n, k) = w.shape().dims2()?;
+    if rows.end > n || rows.start > rows.end {
+        return Err(Error::Compute(format!(
+            "rows {}..{} of a quantized matrix of {n}",
+            rows.start, rows.end
+        )));
+    }
+    let data = w.data()?;
+    let blocks = Blocks::new(w.dtype(), &data, n * k)?;
+    let at = out.len();
+    out.resize(at + rows.len() * k, 0.0);
+    blocks.widen(rows.start * k, &mut out[at..]);
+    Ok(())
 }
 
 /// The name of a block type as the kernel records give it (`q4_k`).

@@ -59,7 +59,7 @@ PathLike = Union[str, "_os.PathLike[str]"]
 Callback = Callable[..., Any]
 
 __all__ = [
-    "inspect", "plan", "prune", "score", "heal", "eval", "sweep", "generate", "report",
+    "inspect", "plan", "prune", "score", "heal", "eval", "doctor", "sweep", "generate", "report",
     "convert", "verify", "synth",
     "Error", "FileError", "CorruptFileError", "ConfigError", "TaskFileError", "LayerSpecError",
     "UnsupportedError", "InvalidRequestError", "HubError", "ComputeError", "StoppedError",
@@ -192,6 +192,15 @@ def eval(model: PathLike, *, callback: Optional[Callback] = None, **options: Any
     Returns the dict ``depthprune eval --json`` prints.
     """
     return _json.loads(_native.eval(_path(model), _options(options, "eval"), callback))
+
+
+def doctor(*, callback: Optional[Callback] = None, **options: Any) -> dict:
+    """The machine report ``depthprune doctor --json`` prints: the CPU and its features, each
+    core's measured peak rates (``peak_ms=150`` each), the kernels chosen on representative
+    products (``no_kernels=True`` leaves them out), ``threads`` and memory; ``"line"`` is the
+    one-line summary to print beside speed figures. ``kernel=`` forces a kernel.
+    """
+    return _json.loads(_native.doctor(_options(options, "doctor"), callback))
 
 
 def sweep(model: PathLike, *, eval: PathLike, callback: Optional[Callback] = None, **options: Any) -> dict:

@@ -2,6 +2,7 @@
 
 use super::*;
 use candle_core::quantized::GgmlDType;
+use candle_core::Device;
 
 /// A reproducible value in [-scale, scale).
 fn noise(i: usize, seed: u64, scale: f32) -> f32 {
