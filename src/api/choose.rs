@@ -191,6 +191,7 @@ pub fn choose(
     choice: &LayerChoice,
     n_layers: usize,
     counts: &ParamCounts,
+    run: &super::RunOptions,
     progress: &dyn Progress,
 ) -> Result<Chosen> {
     let metric = match (choice.layers.strategy, choice.amount()) {
@@ -229,6 +230,9 @@ pub fn choose(
                 metric,
                 calib: choice.calib.clone(),
                 steps,
+                // The caller's precision, threads and kernel: a default here would score an f32
+                // checkpoint in f32 under `prune --compute bf16`.
+                run: run.clone(),
                 ..Default::default()
             };
             super::score::score(&ModelSource::new(model), &req, progress)?.scores

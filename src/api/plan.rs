@@ -101,7 +101,7 @@ pub fn plan(
         let m = open_gguf(&mut resolved)?;
         let n = m.block_count()?;
         let before = ParamCounts::from_tensors(m.tensor_elements());
-        let chosen = choose(m.path(), choice, n, &before, progress)?;
+        let chosen = choose(m.path(), choice, n, &before, &Default::default(), progress)?;
         let removal = chosen.removal.clone();
         let p = gguf_plan(&m, &removal)?;
         let after = before.after(&removal);
@@ -143,7 +143,14 @@ pub fn plan(
         let counts = ParamCounts::from_config(&arch);
         (arch, raw, counts)
     };
-    let chosen = choose(&path, choice, arch.num_hidden_layers, &before, progress)?;
+    let chosen = choose(
+        &path,
+        choice,
+        arch.num_hidden_layers,
+        &before,
+        &Default::default(),
+        progress,
+    )?;
     let removal = chosen.removal.clone();
     let after = before.after(&removal);
     let surgery = prune_config(&raw, &arch, &removal, None);

@@ -283,7 +283,14 @@ pub fn prune(
     let (chosen, prefit) = match req.heal_aware(path, tok, &counts, started, progress)? {
         Some(c) => c,
         None => (
-            choose(path, &req.layer_choice(), ckpt.arch.num_hidden_layers, &counts, progress)?,
+            choose(
+                path,
+                &req.layer_choice(),
+                ckpt.arch.num_hidden_layers,
+                &counts,
+                &req.run,
+                progress,
+            )?,
             None,
         ),
     };
@@ -378,7 +385,14 @@ fn prune_gguf(
     let (chosen, prefit) = match req.heal_aware(model.path(), tok, &before, started, progress)? {
         Some(c) => c,
         None => (
-            choose(model.path(), &req.layer_choice(), n, &before, progress)?,
+            choose(
+                model.path(),
+                &req.layer_choice(),
+                n,
+                &before,
+                &req.run,
+                progress,
+            )?,
             None,
         ),
     };
