@@ -163,6 +163,38 @@ fn pruning_json_and_score_json_record_the_kernels() {
     assert_eq!(record(&v, "bf16", "many")["kernel"], "widen");
 }
 
+/// `prune --strategy` scores under the command's own `--compute` and `--kernel`: an f32
+/// checkpoint under `--compute bf16` is scored through the 16-bit products.
+#[test]
+fn prune_strategy_scores_under_the_commands_compute() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, t) = (fixture().join("llama"), fixture().join("eval.txt"));
+    let a = [
+        "--compute",
+        "bf16",
+        "--kernel",
+        "tiles",
+        "prune",
+        s(&m),
+        "--strategy",
+        "bi",
+        "--remove",
+        "1",
+        "--calib",
+        s(&t),
+        "--ctx",
+        "16",
+        "--samples",
+        "2",
+        "--out",
+        "out",
+    ];
+    let o = run_in(&a, tmp.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p = read_json(&tmp.path().join("out/pruning.json"));
+    assert_eq!(record(&p["method"], "bf16", "many")["kernel"], "tiles");
+}
+
 /// A qwen3 whose rows k-quant blocks of 256 divide, written as an f32 folder and converted to
 /// a Q4_K_M GGUF under `dir`.
 fn q4_k_m(dir: &Path) -> std::path::PathBuf {
