@@ -309,8 +309,16 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
             batch: req.calib.batch,
             greedy_steps: Some(max_k.max(1)),
         };
+        if let Some((scores, again)) = journal.take_scores(&spec.label()) {
+            strategies.push((*spec, scores));
+            resampled.push(again);
+            continue;
+        }
         if crate::base::cancel::requested() {
-            return Err(interrupted("interrupted while scoring: 0 cells finished".into(), &req.out));
+            return Err(interrupted(
+                "interrupted while scoring, before the first cell".into(),
+                &req.out,
+            ));
         }
         progress.message(&format!("scoring: {}", spec.label()));
         let mut out = score(&m, &calib_windows, &opts, progress)?;
@@ -333,6 +341,7 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
             let w: Vec<Vec<u32>> = d.iter().map(|&j| calib_windows[j].clone()).collect();
             again.push(score(&m, &w, &opts, progress)?.scores);
         }
+        journal.record_scores(&spec.label(), &out.scores, &again)?;
         strategies.push((*spec, out.scores));
         resampled.push(again);
     }
@@ -432,7 +441,7 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
 fn interrupted(msg: String, out: &Option<PathBuf>) -> Error {
     Error::Interrupted(match out {
         Some(o) => format!(
-            "{msg}; they are saved in `{}`\nhint: run the same command with `resume` to continue",
+            "{msg}; what was finished is saved in `{}`\nhint: run the same command with `resume` to continue",
             o.display()
         ),
         None => format!("{msg}; nothing was saved (no `out`)"),
