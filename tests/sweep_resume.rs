@@ -265,6 +265,7 @@ fn sigint_and_sigkill_then_resume_equal_the_uninterrupted_study() {
                 .open(out.join("cells.jsonl"));
             std::io::Write::write_all(f.as_mut().unwrap(), b"{\"strategy\":\"ang").unwrap();
         }
+        eprintln!("{name}: {} of {CELLS} cells saved", saved.len());
         assert!(
             saved.len() >= 2 && saved.len() < CELLS,
             "{} cells saved",

@@ -203,8 +203,8 @@ def sweep(model: PathLike, *, eval: PathLike, callback: Optional[Callback] = Non
     ``pandas.DataFrame`` (see :func:`rows`).
 
     Each finished cell is saved in ``out`` as it is measured; ``resume=True`` continues a study
-    that was interrupted (raising :class:`StoppedError`) or killed, measuring only the missing
-    cells, and ``force=True`` starts a study in ``out`` over.
+    that was interrupted or killed, measuring only the missing cells, and ``force=True`` starts a
+    study in ``out`` over.
     """
     options["eval"] = eval
     if isinstance(options.get("strategies"), str):
