@@ -50,6 +50,9 @@ pub struct Journal {
     resume: bool,
     done: HashMap<(String, usize), Entry>,
     scores: HashMap<String, Scored>,
+    /// Score lines waiting for the first cell (or a stop): a sweep that fails before its first
+    /// cell writes nothing.
+    pending_scores: Vec<String>,
 }
 
 /// One strategy's scores on the calibration text, and on each calibration resample.
@@ -116,8 +119,9 @@ impl Journal {
             .map(|s| (s.scores, s.resampled))
     }
 
-    /// Saves the scores of `strategy`, when they read back exactly (scores that JSON cannot hold,
-    /// a NaN say, are computed again on resume instead).
+    /// Saves the scores of `strategy` with the first cell (or at a stop, [`Self::flush_scores`]),
+    /// when they read back exactly (scores that JSON cannot hold, a NaN say, are computed again
+    /// on resume instead).
     pub fn record_scores(
         &mut self,
         strategy: &str,
@@ -133,15 +137,27 @@ impl Journal {
         let again = serde_json::from_str::<Scored>(&line)
             .ok()
             .and_then(|s| serde_json::to_string(&s).ok());
-        if again.as_deref() != Some(line.as_str()) {
-            return Ok(());
+        if again.as_deref() == Some(line.as_str()) {
+            self.pending_scores.push(line);
         }
-        self.append(SCORES_FILE, line)
+        Ok(())
     }
 
-    /// Appends a finished cell and flushes it to disk.
-    pub(crate) fn record(&mut self, entry: &Entry) -> Result<()> {
+    /// Writes the scores waiting for the first cell.
+    pub fn flush_scores(&mut self) -> Result<()> {
+        for line in std::mem::take(&mut self.pending_scores) {
+            self.append(SCORES_FILE, line)?;
+        }
+        Ok(())
+    }
+
+    /// Appends a finished cell and flushes it to disk. A cell with a figure that is not a
+    /// number is refused, and nothing of it saved.
+    pub(crate) fn record(&mut self, entry: &Entry, model: &Path) -> Result<()> {
+        crate::eval::ensure_finite(&entry.row, "the sweep", model)?;
+        crate::eval::ensure_finite(&entry.cell, "the sweep", model)?;
         let line = serde_json::to_string(entry).map_err(|e| Error::Invalid(e.to_string()))?;
+        self.flush_scores()?;
         self.append(CELLS_FILE, line)
     }
 

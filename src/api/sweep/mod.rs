@@ -315,6 +315,7 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
             continue;
         }
         if crate::base::cancel::requested() {
+            journal.flush_scores()?;
             return Err(interrupted(
                 "interrupted while scoring, before the first cell".into(),
                 &req.out,
@@ -411,11 +412,14 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
         },
         bootstrap: boot,
     };
-    let mut result = sweep::run(&m, model.path(), &cache, &select_cache, plan, &mut journal, progress)
-        .map_err(|e| match e {
-            Error::Interrupted(msg) => interrupted(msg, &req.out),
-            e => e,
-        })?;
+    let run = sweep::run(&m, model.path(), &cache, &select_cache, plan, &mut journal, progress);
+    let mut result = match run {
+        Err(Error::Interrupted(msg)) => {
+            journal.flush_scores()?;
+            return Err(interrupted(msg, &req.out));
+        }
+        r => r?,
+    };
     result.model_name = Some(model_name(&path));
     let k = req.report_k.unwrap_or_else(|| result.default_k()).max(1);
     let counts_p = ParamCounts::from_config(&m.config().arch);
