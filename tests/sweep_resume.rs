@@ -294,3 +294,43 @@ fn sigint_and_sigkill_then_resume_equal_the_uninterrupted_study() {
         assert_eq!(study(&out), study(&whole), "{name}");
     }
 }
+
+#[test]
+fn a_study_with_saved_cells_is_continued_or_started_over_never_overwritten() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = text(tmp.path());
+    let model = fixture().join("llama");
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "sweep",
+            s(&model),
+            "--strategies",
+            "last",
+            "--remove",
+            "0..2",
+            "--eval",
+            s(&t),
+            "--eval-ctx",
+            "16",
+            "--eval-samples",
+            "2",
+            "--out",
+            "study",
+        ];
+        a.extend_from_slice(extra);
+        run_in(&a, tmp.path())
+    };
+    let o = args(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let saved = journal(&tmp.path().join("study"));
+    let o = args(&[]);
+    let e = common::one_error_line(&stderr(&o)).to_string();
+    assert!(e.contains("--resume") && e.contains("--force"), "{e}");
+    assert_eq!(journal(&tmp.path().join("study")), saved);
+    let o = args(&["--resume", "--force"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = args(&["--force", "--eval-offset", "100"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(journal(&tmp.path().join("study")).len(), 2);
+    assert_ne!(journal(&tmp.path().join("study")), saved, "started over");
+}
