@@ -2,7 +2,8 @@
 //! uninterrupted run writes, cell for cell and bit for bit (issue 33): stopped between cells by
 //! a request (as SIGINT asks, in-process here), by SIGINT and by SIGKILL (the binary), a torn
 //! last journal line included. The cells finished before the interruption are not measured
-//! again, a changed setting is refused by name, and `report` names the missing cells.
+//! again nor the strategies scored again, a changed setting is refused by name, and `report`
+//! names the missing cells.
 //!
 //! The stop request is process-wide, so this file holds the only in-process sweep test.
 
@@ -82,6 +83,7 @@ struct Cells {
     stop_after: usize,
     measured: AtomicUsize,
     saved: AtomicUsize,
+    scored: AtomicUsize,
 }
 
 impl Cells {
@@ -90,6 +92,7 @@ impl Cells {
             stop_after,
             measured: AtomicUsize::new(0),
             saved: AtomicUsize::new(0),
+            scored: AtomicUsize::new(0),
         }
     }
 }
@@ -102,14 +105,19 @@ impl Progress for Cells {
             depthprune::base::cancel::request();
         }
     }
+    fn message(&self, msg: &str) {
+        if msg.starts_with("scoring: ") {
+            self.scored.fetch_add(1, Ordering::SeqCst);
+        }
+    }
     fn warn(&self, _: &str) {}
 }
 
-/// The study's figures, as written: every row and the best choice at each count.
-fn study(dir: &Path) -> (String, String) {
+/// The study's figures, as written: every row, the best choice at each count and the scores.
+fn study(dir: &Path) -> [String; 3] {
     let v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("sweep.json")).unwrap()).unwrap();
-    (v["rows"].to_string(), v["best"].to_string())
+    ["rows", "best", "scores"].map(|k| v[k].to_string())
 }
 
 fn journal(dir: &Path) -> Vec<String> {
@@ -131,6 +139,7 @@ fn an_interrupted_sweep_resumes_to_the_uninterrupted_study() {
 
     let stop = Cells::new(7);
     let e = sweep(&model, &request(&t, &part), &stop).unwrap_err();
+    assert_eq!(stop.scored.load(Ordering::SeqCst), 5);
     depthprune::base::cancel::clear();
     assert!(matches!(e, Error::Interrupted(_)), "{e}");
     let msg = e.to_string();
@@ -182,6 +191,11 @@ fn an_interrupted_sweep_resumes_to_the_uninterrupted_study() {
         cells.measured.load(Ordering::SeqCst),
         13,
         "only the missing cells are measured"
+    );
+    assert_eq!(
+        cells.scored.load(Ordering::SeqCst),
+        0,
+        "the saved scores are read back"
     );
     assert_eq!(journal(&part), journal(&whole));
     assert_eq!(study(&part), study(&whole));
@@ -251,6 +265,7 @@ fn sigint_and_sigkill_then_resume_equal_the_uninterrupted_study() {
                 .open(out.join("cells.jsonl"));
             std::io::Write::write_all(f.as_mut().unwrap(), b"{\"strategy\":\"ang").unwrap();
         }
+        eprintln!("{name}: {} of {CELLS} cells saved", saved.len());
         assert!(
             saved.len() >= 2 && saved.len() < CELLS,
             "{} cells saved",
@@ -278,4 +293,44 @@ fn sigint_and_sigkill_then_resume_equal_the_uninterrupted_study() {
         assert_eq!(journal(&out), journal(&whole), "{name}: cell for cell");
         assert_eq!(study(&out), study(&whole), "{name}");
     }
+}
+
+#[test]
+fn a_study_with_saved_cells_is_continued_or_started_over_never_overwritten() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = text(tmp.path());
+    let model = fixture().join("llama");
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "sweep",
+            s(&model),
+            "--strategies",
+            "last",
+            "--remove",
+            "0..2",
+            "--eval",
+            s(&t),
+            "--eval-ctx",
+            "16",
+            "--eval-samples",
+            "2",
+            "--out",
+            "study",
+        ];
+        a.extend_from_slice(extra);
+        run_in(&a, tmp.path())
+    };
+    let o = args(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let saved = journal(&tmp.path().join("study"));
+    let o = args(&[]);
+    let e = common::one_error_line(&stderr(&o)).to_string();
+    assert!(e.contains("--resume") && e.contains("--force"), "{e}");
+    assert_eq!(journal(&tmp.path().join("study")), saved);
+    let o = args(&["--resume", "--force"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = args(&["--force", "--eval-offset", "100"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(journal(&tmp.path().join("study")).len(), 2);
+    assert_ne!(journal(&tmp.path().join("study")), saved, "started over");
 }

@@ -378,6 +378,7 @@ fn heal(
         force,
         max_shard_size: None,
         command: vec!["depthprune.heal(...)".into()],
+        resume: false,
     };
     let cb = Callback::new(callback);
     detached(py, || {

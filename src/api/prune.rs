@@ -61,6 +61,10 @@ pub struct PruneRequest {
     /// Replace an existing non-empty output.
     #[cfg_attr(feature = "cli", arg(long))]
     pub force: bool,
+    /// With --heal kd: continue the distillation a run cut off saved beside --out (its best
+    /// maps, saved at every validation).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub resume: bool,
     /// Heal the pruned model: fold a linear map per removed block into the `down_proj` before it
     /// (needs --calib). `auto` (the default) lets held-out validation choose among `lstsq`,
     /// `weighted` and `scale` per block, and leaves a block unhealed when no map helps; `cosine`
@@ -90,6 +94,7 @@ impl Default for PruneRequest {
             dtype: None,
             max_shard_size: None,
             force: false,
+            resume: false,
             heal: None,
             heal_fit: HealFit::default(),
             command: None,
@@ -137,6 +142,7 @@ impl PruneRequest {
         Output {
             out: self.out.clone(),
             force: self.force,
+            resume: self.resume,
             max_shard_size: self.max_shard_size,
             command: self.command.clone().unwrap_or_else(|| {
                 let mut c = vec!["depthprune".into(), "prune".into()];

@@ -44,6 +44,9 @@ pub struct Args {
     /// Replace an existing non-empty output.
     #[arg(long)]
     pub force: bool,
+    /// With --method kd: continue the distillation a run cut off saved beside --out.
+    #[arg(long)]
+    pub resume: bool,
     /// Print a JSON summary instead of text.
     #[arg(long)]
     pub json: bool,
@@ -58,6 +61,7 @@ pub fn run(args: Args) -> Result<()> {
         force: args.force,
         max_shard_size: None,
         command: super::common::command_line(),
+        resume: args.resume,
     };
     let healed = heal(
         &args.pruned,

@@ -37,6 +37,7 @@
 //! stopping on held-out KL, and in the post-norm families placing the map before the norm (where
 //! any map folds) with the norm's scale trained beside it are this project's choices.
 
+mod checkpoint;
 mod student;
 
 use super::lowrank::{lr_at, Adapters, Factors};
@@ -48,6 +49,7 @@ use crate::model::{open_checkpoint, Model, ModelConfig};
 use crate::progress::Progress;
 use candle_core::{Tensor, Var};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
+pub use checkpoint::KdCheckpoint;
 use std::path::Path;
 use std::time::Instant;
 #[cfg(test)]
@@ -231,6 +233,21 @@ pub fn distil(
     opts: &KdOptions,
     progress: &dyn Progress,
 ) -> Result<Healing> {
+    distil_with(dense_dir, calib, start, opts, None, progress)
+}
+
+/// [`distil`], saving the best state at every validation to `checkpoint` and, when it resumes,
+/// continuing from the state saved there (after the step it was saved at, from the best maps,
+/// with fresh optimiser moments). `steps` and the time limit may differ from the saved run's;
+/// the other settings may not.
+pub fn distil_with(
+    dense_dir: &Path,
+    calib: &[u32],
+    start: &Healing,
+    opts: &KdOptions,
+    checkpoint: Option<&KdCheckpoint>,
+    progress: &dyn Progress,
+) -> Result<Healing> {
     opts.check()?;
     // A time limit covers the whole call: the dense passes before training count against it.
     let entered = Instant::now();
@@ -326,9 +343,51 @@ pub fn distil(
     let factors =
         || -> Result<Option<Factors>> { adapters.as_ref().map(|a| a.snapshot()).transpose() };
     let mut best = (snapshot(&vars)?, factors()?);
-    let start_kl = validate(&best.0, &frozen(&best.1)?)?;
+    let mut start_kl = validate(&best.0, &frozen(&best.1)?)?;
     let mut best_kl = start_kl;
     let mut best_step = 0;
+    let settings = serde_json::json!({
+        "removed": removed, "fold_layers": fold_layers, "lr": opts.lr, "rank": opts.rank,
+        "lowrank_lr": opts.lowrank_lr, "eval_every": opts.eval_every, "ctx": ctx_len,
+        "holdout": holdout, "calibration_tokens": calib.len(),
+    });
+    let mut first = 1;
+    if let Some(saved) = checkpoint.map(|c| c.load(&settings)).transpose()?.flatten() {
+        for (l, m) in &vars {
+            let Some(s) = saved.maps.get(l) else {
+                return Err(Error::Invalid(format!(
+                    "the saved distillation has no map for layer {l}"
+                )));
+            };
+            m.u.set(&s.u)?;
+            if let (Some(g), Some(sg)) = (&m.gain, &s.gain) {
+                g.set(sg)?;
+            }
+        }
+        if let (Some(a), Some(f)) = (&adapters, &saved.factors) {
+            a.restore(f)?;
+        }
+        // The restored state must give the held-out KL it was saved with.
+        let again = validate(&snapshot(&vars)?, &frozen(&factors()?)?)?;
+        if (again - saved.best_kl).abs() > 1e-6 * saved.best_kl.abs().max(1e-12) {
+            return Err(Error::Invalid(format!(
+                "the distillation saved in `{}` gives a validation KL of {again} on reload, not the {} it was saved with; remove it to start over",
+                checkpoint.map_or_else(String::new, |c| c.path.display().to_string()),
+                saved.best_kl
+            )));
+        }
+        progress.message(&format!(
+            "kd: resuming after step {} (best validation KL {:.4} at step {}, reproduced)",
+            saved.step, saved.best_kl, saved.best_step
+        ));
+        (best, best_kl, best_step, start_kl) = (
+            (saved.maps, saved.factors),
+            saved.best_kl,
+            saved.best_step,
+            saved.start_kl,
+        );
+        first = saved.step + 1;
+    }
     let mut curve = vec![KdPoint {
         step: 0,
         train_kl: None,
@@ -360,7 +419,7 @@ pub fn distil(
     let time_limit = opts
         .time_limit
         .map(|t| (t - entered.elapsed().as_secs_f64()).max(0.1 * t));
-    for step in 1..=opts.steps {
+    for step in first..=opts.steps {
         // How far along training is: by steps, or by time when a limit is nearer.
         let done = time_limit
             .map_or(0.0, |t| train_start.elapsed().as_secs_f64() / t)
@@ -405,13 +464,26 @@ pub fn distil(
                 since / n_since as f64
             ));
             (since, n_since) = (0.0, 0);
-            if v < best_kl {
+            let stop = if v < best_kl {
                 (best, best_kl, best_step, stale) = (now, v, step, 0);
+                false
             } else {
                 stale += 1;
-                if opts.patience > 0 && stale >= opts.patience {
-                    break;
-                }
+                opts.patience > 0 && stale >= opts.patience
+            };
+            if let Some(c) = checkpoint {
+                let saved = checkpoint::Saved {
+                    step,
+                    best_step,
+                    best_kl,
+                    start_kl,
+                    maps: best.0.clone(),
+                    factors: best.1.clone(),
+                };
+                c.save(&settings, &saved)?;
+            }
+            if stop {
+                break;
             }
         }
     }

@@ -166,6 +166,20 @@ impl Adapters {
             .collect()
     }
 
+    /// Sets the live factors to `factors` (a saved state, issue 33); a weight it lacks is an error.
+    pub fn restore(&self, factors: &Factors) -> Result<()> {
+        for (n, (_, a, b)) in &self.weights {
+            let Some((fa, fb)) = factors.get(n) else {
+                return Err(Error::Invalid(format!(
+                    "the saved distillation has no low-rank factors for `{n}`"
+                )));
+            };
+            a.set(fa)?;
+            b.set(fb)?;
+        }
+        Ok(())
+    }
+
     /// The adapted layers with `W + B·A` from the live variables (recording the graph that
     /// training differentiates) or, given `factors`, from those.
     pub fn layers(&self, factors: Option<&Factors>) -> Result<BTreeMap<usize, Arc<DecoderLayer>>> {

@@ -91,7 +91,7 @@ mod site;
 mod validate;
 
 pub use fit::{fold_down_proj, Fit, Gram, Prior, Solver};
-pub use kd::{distil, Distillation, KdOptions};
+pub use kd::{distil, distil_with, Distillation, KdCheckpoint, KdOptions};
 pub use options::{
     held_out, HealOptions, Maps, Objective, DEFAULT_ALPHAS, DEFAULT_HEAL_SAMPLES, DEFAULT_HOLDOUT,
 };

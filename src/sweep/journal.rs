@@ -1,6 +1,7 @@
 //! The study's journal (issue 33): a sweep appends each finished cell to `cells.jsonl` in its
 //! study folder as soon as it is measured (one JSON line, flushed to disk), beside
-//! `sweep-settings.json`, the settings that produced the cells. A sweep that is interrupted, by
+//! `sweep-settings.json`, the settings that produced the cells, and `scores.jsonl`, each
+//! strategy's scores once scored. A sweep that is interrupted, by
 //! a signal or a kill, keeps every cell it finished; `sweep --resume` reads them back instead of
 //! measuring them again, refusing settings that differ; `report` on a study whose journal lacks
 //! cells names the missing ones.
@@ -11,6 +12,7 @@
 
 use super::{Cell, Healed, SweepRow};
 use crate::error::{Error, IoContext, Result};
+use crate::score::LayerScores;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -21,6 +23,8 @@ use std::path::{Path, PathBuf};
 pub const CELLS_FILE: &str = "cells.jsonl";
 /// The settings the journal's cells were measured with, and every cell of the study.
 pub const SETTINGS_FILE: &str = "sweep-settings.json";
+/// Each strategy's scores, saved once scored, so a resumed sweep does not score again.
+pub const SCORES_FILE: &str = "scores.jsonl";
 
 /// One finished cell.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,12 +43,25 @@ pub(crate) struct Entry {
 /// the first cell is finished: a sweep refused on its inputs leaves no study folder.
 #[derive(Debug, Default)]
 pub struct Journal {
-    /// The study folder, and the settings to write there with the first cell.
+    /// The study folder, and the settings to write there with the first line.
     dir: Option<(PathBuf, Option<Value>)>,
-    /// The journal file, once the first cell is written.
-    file: Option<(PathBuf, std::fs::File)>,
+    /// The open journal files, by name, once their first line is written.
+    files: HashMap<&'static str, std::fs::File>,
     resume: bool,
     done: HashMap<(String, usize), Entry>,
+    scores: HashMap<String, Scored>,
+    /// Score lines waiting for the first cell (or a stop): a sweep that fails before its first
+    /// cell writes nothing.
+    pending_scores: Vec<String>,
+}
+
+/// One strategy's scores on the calibration text, and on each calibration resample.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Scored {
+    pub strategy: String,
+    pub scores: LayerScores,
+    #[serde(default)]
+    pub resampled: Vec<LayerScores>,
 }
 
 impl Journal {
@@ -54,11 +71,10 @@ impl Journal {
     }
 
     /// The journal of the study in `dir`, measured with `settings`. With `resume`, the cells
-    /// already in it are kept (a torn last line, left by a kill during its write, is cut off)
-    /// once the settings are found equal to the saved ones; without, it starts empty when the
-    /// first cell is written.
+    /// and scores already in it are kept (a torn last line, left by a kill during its write, is
+    /// cut off) once the settings are found equal to the saved ones; without, it starts empty
+    /// when the first line is written.
     pub fn open(dir: &Path, settings: Value, resume: bool) -> Result<Self> {
-        let path = dir.join(CELLS_FILE);
         let saved = dir.join(SETTINGS_FILE);
         let pending = if resume && saved.is_file() {
             check_settings(dir, &settings)?;
@@ -66,29 +82,24 @@ impl Journal {
         } else {
             Some(settings)
         };
-        let done = if resume {
-            let (entries, whole) = read_entries(&path)?;
-            if whole < std::fs::metadata(&path).map_or(0, |m| m.len()) {
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .at(&path)?;
-                f.set_len(whole).at(&path)?;
-                f.sync_all().at(&path)?;
-            }
-            entries
+        let mut journal = Journal {
+            dir: Some((dir.to_path_buf(), pending)),
+            resume,
+            ..Journal::default()
+        };
+        if resume {
+            let cells: Vec<Entry> = read_back(&dir.join(CELLS_FILE))?;
+            journal.done = cells
                 .into_iter()
                 .map(|e| ((e.strategy.clone(), e.k), e))
-                .collect()
-        } else {
-            HashMap::new()
-        };
-        Ok(Journal {
-            dir: Some((dir.to_path_buf(), pending)),
-            file: None,
-            resume,
-            done,
-        })
+                .collect();
+            let scores: Vec<Scored> = read_back(&dir.join(SCORES_FILE))?;
+            journal.scores = scores
+                .into_iter()
+                .map(|s| (s.strategy.clone(), s))
+                .collect();
+        }
+        Ok(journal)
     }
 
     /// How many cells were read back.
@@ -101,17 +112,67 @@ impl Journal {
         self.done.remove(&(strategy.to_string(), k))
     }
 
-    /// Appends a finished cell and flushes it to disk.
-    pub(crate) fn record(&mut self, entry: &Entry) -> Result<()> {
-        if self.file.is_none() {
-            let Some((dir, settings)) = &mut self.dir else {
-                return Ok(());
-            };
+    /// The scores of `strategy` (and of its calibration resamples), when they were saved before.
+    pub fn take_scores(&mut self, strategy: &str) -> Option<(LayerScores, Vec<LayerScores>)> {
+        self.scores
+            .remove(strategy)
+            .map(|s| (s.scores, s.resampled))
+    }
+
+    /// Saves the scores of `strategy` with the first cell (or at a stop, [`Self::flush_scores`]),
+    /// when they read back exactly (scores that JSON cannot hold, a NaN say, are computed again
+    /// on resume instead).
+    pub fn record_scores(
+        &mut self,
+        strategy: &str,
+        scores: &LayerScores,
+        resampled: &[LayerScores],
+    ) -> Result<()> {
+        let s = Scored {
+            strategy: strategy.to_string(),
+            scores: scores.clone(),
+            resampled: resampled.to_vec(),
+        };
+        let line = serde_json::to_string(&s).map_err(|e| Error::Invalid(e.to_string()))?;
+        let again = serde_json::from_str::<Scored>(&line)
+            .ok()
+            .and_then(|s| serde_json::to_string(&s).ok());
+        if again.as_deref() == Some(line.as_str()) {
+            self.pending_scores.push(line);
+        }
+        Ok(())
+    }
+
+    /// Writes the scores waiting for the first cell.
+    pub fn flush_scores(&mut self) -> Result<()> {
+        for line in std::mem::take(&mut self.pending_scores) {
+            self.append(SCORES_FILE, line)?;
+        }
+        Ok(())
+    }
+
+    /// Appends a finished cell and flushes it to disk. A cell with a figure that is not a
+    /// number is refused, and nothing of it saved.
+    pub(crate) fn record(&mut self, entry: &Entry, model: &Path) -> Result<()> {
+        crate::eval::ensure_finite(&entry.row, "the sweep", model)?;
+        crate::eval::ensure_finite(&entry.cell, "the sweep", model)?;
+        let line = serde_json::to_string(entry).map_err(|e| Error::Invalid(e.to_string()))?;
+        self.flush_scores()?;
+        self.append(CELLS_FILE, line)
+    }
+
+    /// Appends `line` to the journal file `name` and flushes it to disk; the first line makes
+    /// the study folder and writes its settings.
+    fn append(&mut self, name: &'static str, mut line: String) -> Result<()> {
+        let Some((dir, settings)) = &mut self.dir else {
+            return Ok(());
+        };
+        let path = dir.join(name);
+        if !self.files.contains_key(name) {
             std::fs::create_dir_all(&*dir).at(&*dir)?;
             if let Some(s) = settings.take() {
                 write_settings(dir, &s)?;
             }
-            let path = dir.join(CELLS_FILE);
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -120,21 +181,34 @@ impl Journal {
             if !self.resume {
                 file.set_len(0).at(&path)?;
             }
-            self.file = Some((path, file));
+            self.files.insert(name, file);
         }
-        let Some((path, file)) = &mut self.file else {
+        let Some(file) = self.files.get_mut(name) else {
             return Ok(());
         };
-        let mut line = serde_json::to_string(entry).map_err(|e| Error::Invalid(e.to_string()))?;
         line.push('\n');
-        file.write_all(line.as_bytes()).at(&*path)?;
-        file.sync_data().at(&*path)
+        file.write_all(line.as_bytes()).at(&path)?;
+        file.sync_data().at(&path)
     }
+}
+
+/// The whole lines of the journal file at `path`, a torn last line cut off the file.
+fn read_back<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    let (entries, whole) = read_entries(path)?;
+    if whole < std::fs::metadata(path).map_or(0, |m| m.len()) {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .at(path)?;
+        f.set_len(whole).at(path)?;
+        f.sync_all().at(path)?;
+    }
+    Ok(entries)
 }
 
 /// The whole entries of the journal at `path` (none when it does not exist), and the length in
 /// bytes of the lines they fill. Only the last line may be torn; a bad line before it is refused.
-fn read_entries(path: &Path) -> Result<(Vec<Entry>, u64)> {
+fn read_entries<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(Vec<T>, u64)> {
     let text = match std::fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
@@ -147,7 +221,7 @@ fn read_entries(path: &Path) -> Result<(Vec<Entry>, u64)> {
         let last = lines.peek().is_none();
         let parsed = line
             .strip_suffix(b"\n")
-            .and_then(|l| serde_json::from_slice::<Entry>(l).ok());
+            .and_then(|l| serde_json::from_slice::<T>(l).ok());
         match parsed {
             Some(e) => {
                 entries.push(e);
@@ -158,7 +232,7 @@ fn read_entries(path: &Path) -> Result<(Vec<Entry>, u64)> {
                 return Err(Error::corrupt(
                     path,
                     format!(
-                        "line {} is not a sweep cell; the study's journal is damaged",
+                        "line {} cannot be read; the study's journal is damaged",
                         i + 1
                     ),
                 ))
@@ -180,7 +254,7 @@ pub fn missing_cells(dir: &Path) -> Result<Option<Vec<(String, usize)>>> {
         .map_err(|e| Error::corrupt(&settings, format!("not JSON: {e}")))?;
     let cells: Vec<(String, usize)> = serde_json::from_value(v["cells"].clone())
         .map_err(|e| Error::corrupt(&settings, format!("`cells`: {e}")))?;
-    let (entries, _) = read_entries(&dir.join(CELLS_FILE))?;
+    let (entries, _) = read_entries::<Entry>(&dir.join(CELLS_FILE))?;
     Ok(Some(
         cells
             .into_iter()

@@ -566,14 +566,17 @@ pub fn run(
                 tasks: task,
                 stability,
             });
-            journal.record(&journal::Entry {
-                strategy: spec.label(),
-                k,
-                row: rows[rows.len() - 1].clone(),
-                cell: cell.clone(),
-                healed: heal_result.clone(),
-                healed_also: healed_also_cell,
-            })?;
+            journal.record(
+                &journal::Entry {
+                    strategy: spec.label(),
+                    k,
+                    row: rows[rows.len() - 1].clone(),
+                    cell: cell.clone(),
+                    healed: heal_result.clone(),
+                    healed_also: healed_also_cell,
+                },
+                model_path,
+            )?;
             cells.push((cell, heal_result.map(|h| h.cell)));
             progress.step_done(&format!("{}, {k} removed", spec.label()));
         }

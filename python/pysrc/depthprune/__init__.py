@@ -212,6 +212,10 @@ def sweep(model: PathLike, *, eval: PathLike, callback: Optional[Callback] = Non
     ``report=True``, report.md; nothing is written without it), and the calibration options of
     :func:`score`. Returns the dict ``sweep.json`` holds; its ``"rows"`` are ready for
     ``pandas.DataFrame`` (see :func:`rows`).
+
+    Each finished cell is saved in ``out`` as it is measured; ``resume=True`` continues a study
+    that was interrupted or killed, measuring only the missing cells, and ``force=True`` starts a
+    study in ``out`` over.
     """
     options["eval"] = eval
     if isinstance(options.get("strategies"), str):

@@ -34,9 +34,20 @@ pub struct Output {
     pub max_shard_size: Option<u64>,
     /// The command line recorded in provenance.
     pub command: Vec<String>,
+    /// With `kd`: continue the distillation saved beside `out` by a run that was cut off.
+    pub resume: bool,
 }
 
 impl Output {
+    /// Where `kd` saves its best state while it trains: `.NAME.depthprune-kd.safetensors`
+    /// beside the output (issue 33), removed once the output is written.
+    pub(crate) fn kd_checkpoint(&self) -> Result<crate::heal::KdCheckpoint> {
+        Ok(crate::heal::KdCheckpoint {
+            path: crate::checkpoint::lock::hidden_sibling(&self.out, ".depthprune-kd.safetensors")?,
+            resume: self.resume,
+        })
+    }
+
     pub(crate) fn overwrite_mode(&self) -> Overwrite {
         if self.force {
             Overwrite::Force
@@ -238,6 +249,7 @@ fn fit(
     removal: &Removal,
     req: &HealRequest,
     prefit: Option<Healing>,
+    kd_checkpoint: Option<&crate::heal::KdCheckpoint>,
     progress: &dyn Progress,
 ) -> Result<Healing> {
     let opts = req.fit.options(req.method, req.ctx)?;
@@ -254,7 +266,7 @@ fn fit(
             .time_limit
             .map(|t| (t - started.elapsed().as_secs_f64()).max(0.1 * t));
         Ok(if req.method == HealMethod::Kd {
-            heal::distil(dense, &tokens, &healing, &kd, progress)?
+            heal::distil_with(dense, &tokens, &healing, &kd, kd_checkpoint, progress)?
         } else {
             healing
         })
@@ -307,7 +319,16 @@ pub(crate) fn heal_gguf_with(
     for w in warnings {
         progress.warn(&w);
     }
-    let healing = fit(&tok, model.path(), removal, req, prefit, progress)?;
+    let kd = out.kd_checkpoint()?;
+    let healing = fit(
+        &tok,
+        model.path(),
+        removal,
+        req,
+        prefit,
+        Some(&kd),
+        progress,
+    )?;
     let mut metadata = Vec::new();
     if let Some(c) = &req.calib {
         metadata.push((
@@ -328,6 +349,7 @@ pub(crate) fn heal_gguf_with(
         metadata,
     };
     let report = write_healed_gguf(model, removal, &healing, &out.out, &opts, progress)?;
+    kd.remove();
     let arch = model.architecture()?.to_string();
     let record = healing.provenance(&|n: &str| {
         // The healed tensor's name in the written GGUF (the family's table names the norms).
@@ -368,7 +390,8 @@ pub(crate) fn heal_hf_with(
         ));
     };
     let tok = HfTokenizer::open(&ckpt.dir)?;
-    let healing = fit(&tok, &ckpt.dir, removal, req, prefit, progress)?;
+    let kd = out.kd_checkpoint()?;
+    let healing = fit(&tok, &ckpt.dir, removal, req, prefit, Some(&kd), progress)?;
     let renamed = |name: &str| removal.renamed_hf(name);
     let mut record = healing.provenance(&renamed);
     if let Some(o) = record.as_object_mut() {
@@ -401,6 +424,7 @@ pub(crate) fn heal_hf_with(
         healing: Some((record, note)),
     };
     let result = prune_hf(ckpt, removal, &out.out, &opts, progress)?;
+    kd.remove();
     for w in &result.warnings {
         progress.warn(w);
     }

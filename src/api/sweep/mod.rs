@@ -309,8 +309,17 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
             batch: req.calib.batch,
             greedy_steps: Some(max_k.max(1)),
         };
+        if let Some((scores, again)) = journal.take_scores(&spec.label()) {
+            strategies.push((*spec, scores));
+            resampled.push(again);
+            continue;
+        }
         if crate::base::cancel::requested() {
-            return Err(interrupted("interrupted while scoring: 0 cells finished".into(), &req.out));
+            journal.flush_scores()?;
+            return Err(interrupted(
+                "interrupted while scoring, before the first cell".into(),
+                &req.out,
+            ));
         }
         progress.message(&format!("scoring: {}", spec.label()));
         let mut out = score(&m, &calib_windows, &opts, progress)?;
@@ -333,6 +342,7 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
             let w: Vec<Vec<u32>> = d.iter().map(|&j| calib_windows[j].clone()).collect();
             again.push(score(&m, &w, &opts, progress)?.scores);
         }
+        journal.record_scores(&spec.label(), &out.scores, &again)?;
         strategies.push((*spec, out.scores));
         resampled.push(again);
     }
@@ -402,11 +412,14 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
         },
         bootstrap: boot,
     };
-    let mut result = sweep::run(&m, model.path(), &cache, &select_cache, plan, &mut journal, progress)
-        .map_err(|e| match e {
-            Error::Interrupted(msg) => interrupted(msg, &req.out),
-            e => e,
-        })?;
+    let run = sweep::run(&m, model.path(), &cache, &select_cache, plan, &mut journal, progress);
+    let mut result = match run {
+        Err(Error::Interrupted(msg)) => {
+            journal.flush_scores()?;
+            return Err(interrupted(msg, &req.out));
+        }
+        r => r?,
+    };
     result.model_name = Some(model_name(&path));
     result.kernels = crate::model::kernel::report();
     let k = req.report_k.unwrap_or_else(|| result.default_k()).max(1);
@@ -433,7 +446,7 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
 fn interrupted(msg: String, out: &Option<PathBuf>) -> Error {
     Error::Interrupted(match out {
         Some(o) => format!(
-            "{msg}; they are saved in `{}`\nhint: run the same command with `resume` to continue",
+            "{msg}; what was finished is saved in `{}`\nhint: run the same command with `resume` to continue",
             o.display()
         ),
         None => format!("{msg}; nothing was saved (no `out`)"),
