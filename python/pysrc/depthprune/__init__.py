@@ -183,11 +183,20 @@ def heal(
 
 def eval(model: PathLike, *, callback: Optional[Callback] = None, **options: Any) -> dict:
     """Perplexity on ``text=`` (with ``ctx=512``, ``stride=``, ``max_tokens=``), and with
-    ``reference=`` the KL divergence and top-1 agreement against that model; or zero-shot
-    multiple-choice accuracy on ``tasks=`` (JSON Lines, with ``limit=``, ``per_item=``).
+    ``reference=`` the KL divergence and top-1 agreement against that model; or benchmarks on
+    ``tasks=``: lm-eval's tasks by name with their data, ``{"mmlu": "mmlu/", "humaneval":
+    "HumanEval.jsonl.gz"}`` (or the CLI's ``"mmlu=mmlu/,humaneval=..."``), with ``limit=``,
+    ``num_fewshot=``, ``chat_template=True``, ``per_item=``; generation with ``samples=``,
+    ``pass_k=``, ``temperature=``, ``max_gen_toks=``; HumanEval runs the model's code only with
+    ``confirm_run_unsafe_code=True``. A single JSONL path is our own multiple-choice format.
     ``skip="20..28"`` skips layers as if pruned; ``offload=True`` keeps one layer resident.
     Returns the dict ``depthprune eval --json`` prints.
     """
+    tasks = options.get("tasks")
+    if isinstance(tasks, dict):
+        options["tasks"] = ",".join(f"{k}={_path(v)}" for k, v in tasks.items())
+    elif isinstance(tasks, (list, tuple)):
+        options["tasks"] = ",".join(_path(t) for t in tasks)
     return _json.loads(_native.eval(_path(model), _options(options, "eval"), callback))
 
 
