@@ -121,6 +121,8 @@ def main():
             f"test_split: {split}",
             "validation_split: null",
             "training_split: null",
+            # Zero-shot: the few-shot split is never drawn from, but must exist.
+            f"fewshot_split: {split}",
             "tag: []",
         ]
         if args.task == "mmlu":
