@@ -135,4 +135,8 @@ fn every_task_matches_lm_eval() {
         }
     }
     eprintln!("max abs log-likelihood difference from lm-eval: {worst:.2e}");
+    // MMLU's questions are all of one subject in the fixture: its subtask is the whole task.
+    let (_, mmlu) = run("mmlu", &tasks["mmlu"]);
+    let anatomy = &mmlu.subtasks["anatomy"];
+    assert_eq!((anatomy.n, anatomy.score), (3, mmlu.metrics["acc"]));
 }
