@@ -205,12 +205,15 @@ def sweep(model: PathLike, *, eval: PathLike, callback: Optional[Callback] = Non
 
     Options as ``depthprune sweep``: ``strategies=["angular", "bi", "ppl", "last"]``,
     ``remove="0..9"``, ``calib=``, ``eval_samples=8``, ``eval_offset=``, ``select_on=``,
-    ``heal=["auto"]``, ``tasks=``, ``out=`` (a folder for sweep.csv, plots and, with
+    ``heal=["auto"]``, ``tasks=`` (one multiple-choice task, ``{"arc_easy": path}``, or one
+    JSONL file of our own format), ``out=`` (a folder for sweep.csv, plots and, with
     ``report=True``, report.md; nothing is written without it), and the calibration options of
     :func:`score`. Returns the dict ``sweep.json`` holds; its ``"rows"`` are ready for
     ``pandas.DataFrame`` (see :func:`rows`).
     """
     options["eval"] = eval
+    if isinstance(options.get("tasks"), dict):
+        options["tasks"] = ",".join(f"{k}={_path(v)}" for k, v in options["tasks"].items())
     if isinstance(options.get("strategies"), str):
         options["strategies"] = [options["strategies"]]
     if isinstance(options.get("heal"), str):
