@@ -12,7 +12,8 @@ batch 1) with log_samples, and writes tests/fixtures/lmeval/expected.json:
           "metrics": {"acc": .., "acc_norm": .., "perplexity": .., "exact_match,strict-match": ..},
           "items": [{"doc_id": i, "lls": [...], "greedy": [...], "outputs": [...]}]}}
 
-plus "lm_eval_version" and "transformers_version". Run from the repository root with a Python
+plus "lm_eval_version" and "transformers_version". "mmlu@chat" is mmlu again with
+--apply_chat_template (the fixture's own Jinja template, few-shot examples in one user turn). Run from the repository root with a Python
 that has lm_eval, transformers and torch (CPU is enough):
 
     HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 python scripts/golden_lmeval.py
@@ -186,7 +187,9 @@ def main():
         for task in SETUP:
             write_yaml(tmp, task)
         tm = TaskManager(include_path=tmp)
-        for task, (_, _, shots) in SETUP.items():
+        runs = [(t, t, False) for t in SETUP] + [("mmlu@chat", "mmlu", True)]
+        for run_key, task, chat in runs:
+            shots = SETUP[task][2]
             res = lm_eval.simple_evaluate(
                 model="hf",
                 model_args=f"pretrained={MODEL},dtype=float32",
@@ -196,6 +199,7 @@ def main():
                 device="cpu",
                 task_manager=tm,
                 log_samples=True,
+                apply_chat_template=chat,
             )
             name = f"golden_{task}"
             metrics = {}
@@ -224,13 +228,13 @@ def main():
                 items.append(item)
             gen = SETUP[task][1]
             max_gen = next((int(l.split(":")[1]) for l in gen if l.strip().startswith("max_gen_toks")), None)
-            expected["tasks"][task] = {
+            expected["tasks"][run_key] = {
                 "num_fewshot": shots,
                 "max_gen_toks": max_gen,
                 "metrics": metrics,
                 "items": items,
             }
-            print(task, metrics, file=sys.stderr)
+            print(run_key, metrics, file=sys.stderr)
     with open(os.path.join(OUT, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1, ensure_ascii=False)
         f.write("\n")

@@ -612,3 +612,67 @@ fn sweep_finalists_measure_the_set_with_the_lowest_held_out_kl() {
     }
     assert_eq!(judged, 2);
 }
+
+#[test]
+fn sweep_measures_a_registry_task_by_name_as_eval_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = text(tmp.path());
+    let model = fixture().join("llama");
+    let data = fixture().parent().unwrap().join("lmeval/arc_easy");
+    let task = format!("arc_easy={}", data.display());
+    let o = sweep_with(
+        tmp.path(),
+        &model,
+        &t,
+        &[
+            "--strategies",
+            "bi",
+            "--remove",
+            "0..2",
+            "--tasks",
+            &task,
+            "--out",
+            "out",
+        ],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let csv = std::fs::read_to_string(tmp.path().join("out/sweep.csv")).unwrap();
+    let (acc, drop) = (column(&csv, "acc"), column(&csv, "drop"));
+    let mut checked = 0;
+    for line in csv.lines().skip(1) {
+        let c = cells(line);
+        if c[1] == "0" {
+            continue;
+        }
+        let a: f64 = c[acc].parse().unwrap();
+        let e = eval_json(
+            tmp.path(),
+            &[s(&model), "--tasks", &task, "--skip", &c[drop]],
+        );
+        let want = e["tasks"][0]["metrics"]["acc"].as_f64().unwrap();
+        assert!((want - a).abs() < 1e-12, "{line} vs {e}");
+        checked += 1;
+    }
+    assert_eq!(checked, 1);
+    let o = sweep_with(
+        tmp.path(),
+        &model,
+        &t,
+        &[
+            "--strategies",
+            "bi",
+            "--remove",
+            "0..2",
+            "--tasks",
+            "gsm8k=x",
+            "--out",
+            "out2",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        err(&o).contains("not a multiple-choice task"),
+        "{}",
+        err(&o)
+    );
+}

@@ -3,7 +3,8 @@
 //! in each Hub dataset's schema (`scripts/golden_lmeval.py`, task YAMLs that include lm-eval's own
 //! task files). Here the same files go through the registry: the prompts must be lm-eval's to the
 //! character, the per-item log-likelihoods equal within 1e-3, the picks, greedy flags, generated
-//! texts and metrics the same.
+//! texts and metrics the same. `mmlu@chat` is MMLU under the checkpoint's chat template, as
+//! lm-eval's `--apply_chat_template` renders it.
 
 use depthprune::api::tasks::load;
 use depthprune::eval::docs::{build, Build};
@@ -36,11 +37,15 @@ fn run(task: &str, want: &Value) -> (Vec<depthprune::eval::docs::Doc>, TaskScore
     let dir = fixtures().join("golden/llama");
     let model = Model::open(&dir).unwrap();
     let (tok, _) = open_tokenizer(&dir).unwrap();
-    let spec = find(task).unwrap();
+    let (name, chat) = match task.split_once('@') {
+        Some((n, "chat")) => (n, true),
+        _ => (task, false),
+    };
+    let spec = find(name).unwrap();
     let shots = want["num_fewshot"].as_u64().unwrap() as usize;
     let data = load(
         spec,
-        &fixtures().join("lmeval").join(task),
+        &fixtures().join("lmeval").join(name),
         None,
         Some(shots),
     )
@@ -50,7 +55,7 @@ fn run(task: &str, want: &Value) -> (Vec<depthprune::eval::docs::Doc>, TaskScore
             spec,
             num_fewshot: shots,
             fewshot_pool: &data.fewshot,
-            chat: None,
+            chat: chat.then_some(&tok),
         },
         &data.records,
     )
@@ -78,7 +83,7 @@ fn every_task_matches_lm_eval() {
     .unwrap();
     let mut worst = 0f64;
     let tasks = exp["tasks"].as_object().unwrap();
-    assert!(tasks.len() >= 9, "{} tasks in the fixture", tasks.len());
+    assert!(tasks.len() >= 10, "{} tasks in the fixture", tasks.len());
     for (task, want) in tasks {
         let (docs, got) = run(task, want);
         let items = want["items"].as_array().unwrap();
@@ -98,7 +103,8 @@ fn every_task_matches_lm_eval() {
                     worst = worst.max((a - b).abs());
                     assert!((a - b).abs() < TOL, "{what}: {a} vs lm-eval {b}");
                 }
-                if find(task).unwrap().output == Output::MultipleChoice {
+                let name = task.split('@').next().unwrap();
+                if find(name).unwrap().output == Output::MultipleChoice {
                     let norm = got.headline == "acc_norm";
                     if !norm {
                         assert_eq!(g.pred, Some(argmax(&lls)), "{what}: pick");
@@ -129,4 +135,8 @@ fn every_task_matches_lm_eval() {
         }
     }
     eprintln!("max abs log-likelihood difference from lm-eval: {worst:.2e}");
+    // MMLU's questions are all of one subject in the fixture: its subtask is the whole task.
+    let (_, mmlu) = run("mmlu", &tasks["mmlu"]);
+    let anatomy = &mmlu.subtasks["anatomy"];
+    assert_eq!((anatomy.n, anatomy.score), (3, mmlu.metrics["acc"]));
 }

@@ -108,6 +108,18 @@ def test_eval_tasks_matches_cli(model, cli_json, tmp_path):
     assert len(dp.eval(model, tasks=tasks, per_item=True)["items"]) == 3
 
 
+def test_eval_named_tasks_match_cli(model, cli_json):
+    fixtures = pathlib.Path(model).parent.parent / "lmeval"
+    arc, mmlu = fixtures / "arc_easy" / "test.jsonl", fixtures / "mmlu"
+    got = dp.eval(model, tasks={"arc_easy": arc, "mmlu": mmlu})
+    want = cli_json("eval", model, "--tasks", f"arc_easy={arc},mmlu={mmlu}")
+    assert strip(got) == strip(want)
+    assert [t["task"] for t in got["tasks"]] == ["arc_easy", "mmlu"]
+    assert dp.eval(model, tasks={"mmlu": mmlu}, num_fewshot=1)["tasks"][0]["num_fewshot"] == 1
+    with pytest.raises(dp.InvalidRequestError, match="confirm-run-unsafe-code"):
+        dp.eval(model, tasks={"humaneval": arc})
+
+
 def provenance(d):
     """A prune's provenance without what differs between two writes of the same prune."""
     return strip(d, TIMINGS | {"command", "out", "output", "path", "created_at", "tool"})

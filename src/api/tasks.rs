@@ -240,6 +240,66 @@ pub fn run_all(
     Ok(out)
 }
 
+/// A sweep's questions (`sweep --tasks`): one of our own JSONL files, or one multiple-choice
+/// registry task given as `NAME=PATH`, zero-shot, its prompts as `eval --tasks` builds them.
+pub enum SweepQuestions {
+    Own(Vec<crate::eval::TaskItem>),
+    Named(Vec<crate::eval::docs::Doc>),
+}
+
+/// Reads a sweep's `--tasks` (before the model loads, so bad data fails first).
+pub fn sweep_questions(arg: &str, limit: Option<usize>) -> Result<SweepQuestions> {
+    match parse_tasks(arg)?.as_slice() {
+        [TaskSource::File(f)] => Ok(SweepQuestions::Own(crate::eval::read_tasks(f, limit)?)),
+        [TaskSource::Named { spec, path }] => {
+            if spec.output != crate::eval::registry::Output::MultipleChoice {
+                return Err(Error::Invalid(format!(
+                    "`sweep --tasks` measures multiple-choice accuracy; `{}` is not a multiple-choice task",
+                    spec.name
+                )));
+            }
+            let data = load(spec, path, limit, Some(0))?;
+            let b = Build {
+                spec,
+                num_fewshot: 0,
+                fewshot_pool: &[],
+                chat: None,
+            };
+            Ok(SweepQuestions::Named(build(&b, &data.records)?))
+        }
+        _ => Err(Error::Invalid(
+            "`sweep --tasks` takes one task (`NAME=PATH` or one JSONL file); run `eval --tasks` for several".into(),
+        )),
+    }
+}
+
+impl SweepQuestions {
+    /// The questions as tokens, as `eval --tasks` encodes them.
+    pub fn encode(&self, tok: &HfTokenizer) -> Result<Vec<crate::eval::EncodedItem>> {
+        match self {
+            SweepQuestions::Own(items) => items
+                .iter()
+                .map(|i| crate::eval::encode_item(tok, i))
+                .collect(),
+            SweepQuestions::Named(docs) => docs
+                .iter()
+                .map(|d| {
+                    Ok(crate::eval::EncodedItem {
+                        id: d.id.clone(),
+                        requests: d
+                            .pairs()
+                            .into_iter()
+                            .map(|(c, k)| crate::eval::choice::encode_pair_with(tok, c, k, true))
+                            .collect::<Result<_>>()?,
+                        choice_chars: d.choice_chars.clone(),
+                        gold: d.gold,
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,6 +330,27 @@ mod tests {
             parse_tasks(f.to_str().unwrap()).unwrap(),
             [TaskSource::File(f.clone())]
         );
+    }
+
+    #[test]
+    fn sweeps_take_one_multiple_choice_task() {
+        let fx = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lmeval");
+        let arg = format!("arc_easy={}", fx.join("arc_easy").display());
+        let SweepQuestions::Named(docs) = sweep_questions(&arg, Some(2)).unwrap() else {
+            panic!("not named")
+        };
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].contexts[0], "Question: Which is a gas?\nAnswer:");
+        let e = sweep_questions(&format!("gsm8k={}", fx.join("gsm8k").display()), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not a multiple-choice task"), "{e}");
+        let e = sweep_questions(&format!("{arg},{arg}"), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("takes one task"), "{e}");
     }
 
     #[test]

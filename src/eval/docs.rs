@@ -1,9 +1,10 @@
 //! Records into prompts, as lm-eval's `fewshot_context` and `construct_requests` build them from
 //! a task's row: the description, the few-shot examples (`question + target_delimiter + answer +
 //! fewshot_delimiter` each), then the question; the continuations are `target_delimiter +
-//! choice`. Under a chat template (lm-eval's `--apply_chat_template`, few-shot examples in one
-//! user turn) the description is the system turn, the rest the user turn, and the target
-//! delimiter is dropped.
+//! choice`. Under a chat template (lm-eval's `--apply_chat_template`) the description is the
+//! system turn, the question the last user turn, and the target
+//! delimiter is dropped; few-shot examples are turns of their own (lm-eval's default
+//! `fewshot_as_multiturn`).
 
 use super::pyrandom::PyRandom;
 use super::registry::{DocTarget, DocText, Output, Record, Sampler, TaskSpec};
@@ -91,6 +92,35 @@ fn record_id(r: &Record, i: usize) -> String {
     }
 }
 
+/// The prompt under the chat template, as lm-eval renders it by default
+/// (`fewshot_as_multiturn`): the description as the system turn, each example a user turn and
+/// an assistant turn, the question a user turn, and the assistant's turn opened. A template that
+/// refuses the system turn gets the turns without it, as lm-eval retries.
+fn chat(
+    tok: &HfTokenizer,
+    description: &str,
+    shots: &[&(String, String)],
+    q: &str,
+) -> Result<String> {
+    let turn = |role: &str, content: &str| Message {
+        role: role.into(),
+        content: content.into(),
+    };
+    let mut m = Vec::new();
+    for (sq, sa) in shots {
+        m.push(turn("user", sq));
+        m.push(turn("assistant", sa));
+    }
+    m.push(turn("user", q));
+    if description.is_empty() {
+        return tok.render_chat(&m);
+    }
+    let mut with_system = vec![turn("system", description)];
+    with_system.extend(m.iter().cloned());
+    tok.render_chat(&with_system)
+        .or_else(|_| tok.render_chat(&m))
+}
+
 /// Builds every question's prompt from `records`, in order.
 pub fn build(b: &Build<'_>, records: &[Record]) -> Result<Vec<Doc>> {
     let spec = b.spec;
@@ -113,7 +143,7 @@ pub fn build(b: &Build<'_>, records: &[Record]) -> Result<Vec<Doc>> {
     for (i, r) in records.iter().enumerate() {
         let at = |m: String| bad(spec, i, m);
         let sub = subtask(r).map_err(at)?;
-        let mut shots = String::new();
+        let mut shots: Vec<&(String, String)> = Vec::new();
         if b.num_fewshot > 0 {
             let pool = pools.get(&sub).map(Vec::as_slice).unwrap_or_default();
             if pool.len() < b.num_fewshot {
@@ -131,13 +161,7 @@ pub fn build(b: &Build<'_>, records: &[Record]) -> Result<Vec<Doc>> {
                 Some(g) => g.sample(pool.len(), b.num_fewshot),
                 None => (0..b.num_fewshot).collect(),
             };
-            for p in picks {
-                let (q, a) = &pool[p];
-                shots.push_str(&format!(
-                    "{q}{}{a}{}",
-                    spec.target_delimiter, spec.fewshot_delimiter
-                ));
-            }
+            shots = picks.into_iter().map(|p| &pool[p]).collect();
         }
         let description = match (spec.description, &sub) {
             (Some(f), Some(s)) => f(s),
@@ -145,21 +169,17 @@ pub fn build(b: &Build<'_>, records: &[Record]) -> Result<Vec<Doc>> {
         };
         let wrap = |q: &str| -> Result<String> {
             match b.chat {
-                None => Ok(format!("{description}{shots}{q}")),
-                Some(tok) => {
-                    let mut m = Vec::new();
-                    if !description.is_empty() {
-                        m.push(Message {
-                            role: "system".into(),
-                            content: description.clone(),
-                        });
+                None => {
+                    let mut text = description.clone();
+                    for (sq, sa) in &shots {
+                        text.push_str(&format!(
+                            "{sq}{}{sa}{}",
+                            spec.target_delimiter, spec.fewshot_delimiter
+                        ));
                     }
-                    m.push(Message {
-                        role: "user".into(),
-                        content: format!("{shots}{q}"),
-                    });
-                    tok.render_chat(&m)
+                    Ok(text + q)
                 }
+                Some(tok) => chat(tok, &description, &shots, q),
             }
         };
         let delim = if b.chat.is_some() {

@@ -53,6 +53,9 @@ pub struct TaskScore {
     pub metrics: BTreeMap<String, f64>,
     /// The metric the headline ([`ItemResult::score`]) averages.
     pub headline: String,
+    /// The headline metric of each subtask (MMLU's subjects), as lm-eval lists them.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub subtasks: BTreeMap<String, Subtask>,
     /// Requests (question × choice) whose input was cut from the left.
     pub truncated: usize,
     pub tokens_forwarded: usize,
@@ -62,6 +65,14 @@ pub struct TaskScore {
     pub notes: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub items: Vec<ItemResult>,
+}
+
+/// One subtask's share of a task.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Subtask {
+    pub n: usize,
+    /// The mean of the headline metric over its questions.
+    pub score: f64,
 }
 
 /// How to run generation tasks.
@@ -99,6 +110,7 @@ pub fn score_task(
         num_fewshot,
         metrics: BTreeMap::new(),
         headline: String::new(),
+        subtasks: BTreeMap::new(),
         truncated: 0,
         tokens_forwarded: 0,
         seconds: 0.0,
@@ -113,6 +125,19 @@ pub fn score_task(
         Output::GenerateUntil => generation(
             model, skip, tok, spec, docs, opts, gen, &mut score, progress,
         )?,
+    }
+    for (d, item) in docs.iter().zip(&score.items) {
+        if let Some(sub) = &d.subtask {
+            let e = score
+                .subtasks
+                .entry(sub.clone())
+                .or_insert(Subtask { n: 0, score: 0.0 });
+            e.n += 1;
+            e.score += item.score;
+        }
+    }
+    for e in score.subtasks.values_mut() {
+        e.score /= e.n as f64;
     }
     score.seconds = started.elapsed().as_secs_f64();
     Ok(score)

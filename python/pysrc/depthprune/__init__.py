@@ -186,11 +186,20 @@ def heal(
 
 def eval(model: PathLike, *, callback: Optional[Callback] = None, **options: Any) -> dict:
     """Perplexity on ``text=`` (with ``ctx=512``, ``stride=``, ``max_tokens=``), and with
-    ``reference=`` the KL divergence and top-1 agreement against that model; or zero-shot
-    multiple-choice accuracy on ``tasks=`` (JSON Lines, with ``limit=``, ``per_item=``).
+    ``reference=`` the KL divergence and top-1 agreement against that model; or benchmarks on
+    ``tasks=``: lm-eval's tasks by name with their data, ``{"mmlu": "mmlu/", "humaneval":
+    "HumanEval.jsonl.gz"}`` (or the CLI's ``"mmlu=mmlu/,humaneval=..."``), with ``limit=``,
+    ``num_fewshot=``, ``chat_template=True``, ``per_item=``; generation with ``samples=``,
+    ``pass_k=``, ``temperature=``, ``max_gen_toks=``; HumanEval runs the model's code only with
+    ``confirm_run_unsafe_code=True``. A single JSONL path is our own multiple-choice format.
     ``skip="20..28"`` skips layers as if pruned; ``offload=True`` keeps one layer resident.
     Returns the dict ``depthprune eval --json`` prints.
     """
+    tasks = options.get("tasks")
+    if isinstance(tasks, dict):
+        options["tasks"] = ",".join(f"{k}={_path(v)}" for k, v in tasks.items())
+    elif isinstance(tasks, (list, tuple)):
+        options["tasks"] = ",".join(_path(t) for t in tasks)
     return _json.loads(_native.eval(_path(model), _options(options, "eval"), callback))
 
 
@@ -208,7 +217,8 @@ def sweep(model: PathLike, *, eval: PathLike, callback: Optional[Callback] = Non
 
     Options as ``depthprune sweep``: ``strategies=["angular", "bi", "ppl", "last"]``,
     ``remove="0..9"``, ``calib=``, ``eval_samples=8``, ``eval_offset=``, ``select_on=``,
-    ``heal=["auto"]``, ``tasks=``, ``out=`` (a folder for sweep.csv, plots and, with
+    ``heal=["auto"]``, ``tasks=`` (one multiple-choice task, ``{"arc_easy": path}``, or one
+    JSONL file of our own format), ``out=`` (a folder for sweep.csv, plots and, with
     ``report=True``, report.md; nothing is written without it), and the calibration options of
     :func:`score`. Returns the dict ``sweep.json`` holds; its ``"rows"`` are ready for
     ``pandas.DataFrame`` (see :func:`rows`).
@@ -218,6 +228,8 @@ def sweep(model: PathLike, *, eval: PathLike, callback: Optional[Callback] = Non
     study in ``out`` over.
     """
     options["eval"] = eval
+    if isinstance(options.get("tasks"), dict):
+        options["tasks"] = ",".join(f"{k}={_path(v)}" for k, v in options["tasks"].items())
     if isinstance(options.get("strategies"), str):
         options["strategies"] = [options["strategies"]]
     if isinstance(options.get("heal"), str):

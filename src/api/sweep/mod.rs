@@ -90,9 +90,9 @@ pub struct SweepRequest {
     /// Seed of the bootstrap and of the calibration resamples.
     #[cfg_attr(feature = "cli", arg(long, default_value_t = eval::bootstrap::SEED, value_name = "N"))]
     pub seed: u64,
-    /// Also measure zero-shot accuracy of every removal on these questions (the formats
-    /// `eval --tasks` reads).
-    #[cfg_attr(feature = "cli", arg(long, value_name = "FILE.jsonl"))]
+    /// Also measure zero-shot accuracy of every removal on these questions: one multiple-choice
+    /// task by name with its data (`arc_easy=PATH`, as `eval --tasks`), or one of our JSONL files.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "NAME=PATH|FILE.jsonl"))]
     pub tasks: Option<PathBuf>,
     /// With --tasks: score only the first N questions.
     #[cfg_attr(feature = "cli", arg(long, value_name = "N", requires = "tasks"))]
@@ -221,7 +221,7 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
     };
     // Read the questions first: a bad file fails before the model loads.
     let task_items = match &req.tasks {
-        Some(f) => Some(eval::read_tasks(f, req.limit)?),
+        Some(f) => Some(super::tasks::sweep_questions(&f.to_string_lossy(), req.limit)?),
         None => None,
     };
     let path = model.resolve(Need::Snapshot, progress)?.path;
@@ -287,12 +287,7 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
     };
     let calibration = req.calib.describe();
     let encoded = match &task_items {
-        Some(items) => Some(
-            items
-                .iter()
-                .map(|i| eval::encode_item(&tok, i))
-                .collect::<Result<Vec<_>>>()?,
-        ),
+        Some(q) => Some(q.encode(&tok)?),
         None => None,
     };
     let max_k = counts.last().copied().unwrap_or(0);
