@@ -152,8 +152,8 @@ class Reference:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="/work/smol", help="an f32 HF folder (the real SmolLM2, made by convert)")
-    p.add_argument("--text", default="/work/wiki.txt")
+    p.add_argument("--model", required=True, help="an f32 HF folder (the real SmolLM2, made by convert)")
+    p.add_argument("--text", required=True, help="a UTF-8 text file, e.g. WikiText-2's test split")
     p.add_argument("--ctx", type=int, default=512)
     p.add_argument("--windows", type=int, default=16)
     p.add_argument("--batch", type=int, default=4)

@@ -39,7 +39,7 @@ id (tests/gguf_model_smollm2.rs against tests/fixtures/smollm2/tokens_llama_cpp.
 script re-checks that the installed llama.cpp reproduces that fixture's ids of the raw file.
 
 The venv: if llama_cpp is not importable, the script creates VENV (--venv, default
-$LLAMACPP_VENV or /work/venv-llamacpp), runs `pip install llama-cpp-python numpy` there with
+$LLAMACPP_VENV, default .venv-llamacpp in the current folder), runs `pip install llama-cpp-python numpy` there with
 CMAKE_BUILD_PARALLEL_LEVEL=2 (llama.cpp is compiled from source: 10+ minutes on 2 cores) and
 re-runs itself with the venv's python.
 
@@ -84,7 +84,7 @@ def parse_args():
     p.add_argument("--depthprune", default=os.environ.get("DEPTHPRUNE", os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")), "release", "depthprune")))
     p.add_argument("--gguf", help="demo GGUF (default: what scripts/fetch-demo-model.sh prints)")
     p.add_argument("--work", default=os.environ.get("LLAMACPP_WORK", "/tmp/depthprune-llamacpp-check"))
-    p.add_argument("--venv", default=os.environ.get("LLAMACPP_VENV", "/work/venv-llamacpp"))
+    p.add_argument("--venv", default=os.environ.get("LLAMACPP_VENV", ".venv-llamacpp"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reuse", action="store_true", help="keep outputs already in --work")
     return p.parse_args()

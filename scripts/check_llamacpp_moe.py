@@ -17,7 +17,7 @@ is kept in F32 (llama.cpp's default F16 cache alone moves these logits by ~1e-3)
 Result (llama-cpp-python 0.3.36, transformers 5.24 fixtures): qwen2_moe 7.6e-6, qwen3_moe 1.7e-6,
 mixtral 1.4e-6 (first 8 positions).
 
-Usage: /work/venv-llamacpp/bin/python scripts/check_llamacpp_moe.py DEPTHPRUNE_BIN
+Usage: LLAMACPP_VENV/bin/python scripts/check_llamacpp_moe.py DEPTHPRUNE_BIN
 (needs: llama-cpp-python, numpy; reads golden.safetensors with a small parser, no torch)
 """
 

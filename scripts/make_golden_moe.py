@@ -19,8 +19,8 @@ scripts/check_llamacpp_moe.py, `sparse_only.logits` are the logits with the dens
 expect experts in every layer. The script checks that the reloaded model has the same
 sparse/dense kind at every kept layer and the same logits as deleting the layers in memory.
 
-    /work/venv-torch/bin/python scripts/make_golden_moe.py            # writes the fixtures
-    /work/venv-torch/bin/python scripts/make_golden_moe.py --check DIR ARCH
+    TORCH_VENV/bin/python scripts/make_golden_moe.py            # writes the fixtures
+    TORCH_VENV/bin/python scripts/make_golden_moe.py --check DIR ARCH
         # loads a folder that `depthprune prune` wrote from the ARCH fixture and compares its
         # logits with prune.logits (prints the max abs difference; exit 1 above 1e-5)
 
