@@ -196,6 +196,21 @@ def test_progress_goes_to_the_callback_or_stderr(model, text, capfd):
     assert "depthprune: eval (" in err and "done in" in err, err
 
 
+def test_long_phases_report_status_with_the_time_left(model, long_text, capfd):
+    statuses = []
+    dp.eval(model, text=long_text, ctx=16,
+            callback=lambda ev, *a: statuses.append(a) if ev == "status" else None)
+    # A line at every tenth of the phase: nine at least, each with where it stands.
+    assert len(statuses) >= 9, statuses
+    for label, done, total, seconds, left in statuses:
+        assert label == "eval" and 0 < done <= total and seconds >= 0
+        assert left is None or left >= 0
+    capfd.readouterr()
+    dp.eval(model, text=long_text, ctx=16)
+    err = capfd.readouterr().err
+    assert sum("depthprune: eval " in l and " left" in l for l in err.splitlines()) >= 9, err
+
+
 def cli_error(cli, *args):
     code, out, err = cli(*args)
     assert code != 0 and out == ""

@@ -32,8 +32,10 @@
 //!   ([`kd`]).
 //! - **A block at layer 0** has no MLP before it to fold into; it is refused with a message
 //!   (mapping the embedding output would change the tied embedding and `lm_head` too).
-//! - Activations are streamed window by window into f64 Gram matrices; no window's activations
-//!   outlive its forward.
+//! - Activations are streamed a batch of windows at a time into f64 Gram matrices; no batch's
+//!   activations outlive its forward. What grows with the calibration tokens is the two residual
+//!   streams (dense and pruned, `tokens × hidden` each); the guard keeps the dense model's final
+//!   hidden states, not its log-probabilities (`heal/validate.rs`).
 //! - **The guard** ([`HealOptions::holdout`], issue 18). One calibration window in `holdout` is
 //!   kept out of the fits. For each block and objective the ridge weight comes from a grid by
 //!   the held-out residual; then each objective's map is judged by the mean next-token
