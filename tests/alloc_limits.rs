@@ -5,67 +5,26 @@
 //!
 //! One test function, so no other test thread allocates while a peak is measured.
 
+mod counting_alloc;
 mod gguf_support;
 
 use depthprune::checkpoint::gguf::GgufFile;
 use depthprune::checkpoint::limits::{HEADER_ALLOC_FACTOR, HEADER_ALLOC_SLACK};
 use depthprune::checkpoint::safetensors::SafetensorsFile;
 use gguf_support::{s, Builder};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
 /// The largest peak seen over a file that read, in hundredths of its size (for the report).
 static WORST: AtomicUsize = AtomicUsize::new(0);
 
-fn grew(n: usize) {
-    let now = CURRENT.fetch_add(n, SeqCst) + n;
-    PEAK.fetch_max(now, SeqCst);
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let p = System.alloc(l);
-        if !p.is_null() {
-            grew(l.size());
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        let p = System.alloc_zeroed(l);
-        if !p.is_null() {
-            grew(l.size());
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l);
-        CURRENT.fetch_sub(l.size(), SeqCst);
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        let q = System.realloc(p, l, new);
-        if !q.is_null() {
-            // Counted as if old and new blocks lived side by side, as they may.
-            grew(new);
-            CURRENT.fetch_sub(l.size(), SeqCst);
-        }
-        q
-    }
-}
-
 #[global_allocator]
-static A: Counting = Counting;
+static A: counting_alloc::Counting = counting_alloc::Counting;
 
 /// Peak heap growth while `f` runs.
 fn peak_of<T>(f: impl FnOnce() -> T) -> (T, u64) {
-    let base = CURRENT.load(SeqCst);
-    PEAK.store(base, SeqCst);
-    let out = f();
-    (out, (PEAK.load(SeqCst) - base) as u64)
+    let (out, peak) = counting_alloc::peak_of(f);
+    (out, peak as u64)
 }
 
 fn bound(len: u64) -> u64 {

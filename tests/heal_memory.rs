@@ -8,62 +8,14 @@
 //! One test function, so no other test thread allocates while a peak is measured.
 
 mod common;
+mod counting_alloc;
 
 use depthprune::checkpoint::safetensors::Dtype;
 use depthprune::heal::{self, Gram, HealOptions};
 use depthprune::progress::Silent;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(n: usize) {
-    let now = CURRENT.fetch_add(n, SeqCst) + n;
-    PEAK.fetch_max(now, SeqCst);
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let p = System.alloc(l);
-        if !p.is_null() {
-            grew(l.size());
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        let p = System.alloc_zeroed(l);
-        if !p.is_null() {
-            grew(l.size());
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l);
-        CURRENT.fetch_sub(l.size(), SeqCst);
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        let q = System.realloc(p, l, new);
-        if !q.is_null() {
-            grew(new);
-            CURRENT.fetch_sub(l.size(), SeqCst);
-        }
-        q
-    }
-}
 
 #[global_allocator]
-static A: Counting = Counting;
-
-/// Peak heap growth while `f` runs.
-fn peak_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let base = CURRENT.load(SeqCst);
-    PEAK.store(base, SeqCst);
-    let out = f();
-    (out, PEAK.load(SeqCst) - base)
-}
+static A: counting_alloc::Counting = counting_alloc::Counting;
 
 const HIDDEN: usize = 32;
 const VOCAB: usize = 4096;
@@ -91,7 +43,8 @@ fn a_heals_peak_heap_grows_with_the_streams_not_with_the_vocabulary() {
     };
     let heal_on = |n: usize| {
         let tokens = common::pseudo_tokens(n, VOCAB as u32);
-        let (h, peak) = peak_of(|| heal::heal(dir.path(), &[2], &tokens, &opts, &Silent));
+        let (h, peak) =
+            counting_alloc::peak_of(|| heal::heal(dir.path(), &[2], &tokens, &opts, &Silent));
         let h = h.unwrap();
         assert_eq!(h.samples + h.validation_samples, n);
         peak
