@@ -47,8 +47,8 @@ pub enum Command {
     Synth(synth::Args),
     /// Re-hash a pruned checkpoint and check every tensor (against its source, if given).
     Verify(verify::Args),
-    /// Perplexity on a text file and divergence from a reference, or zero-shot multiple-choice
-    /// accuracy on a task file (--tasks); optionally with layers skipped.
+    /// Perplexity on a text file and divergence from a reference, or lm-eval benchmarks by name
+    /// (--tasks mmlu=PATH,humaneval=PATH,...); optionally with layers skipped.
     Eval(eval::Args),
     /// Layer importance on calibration text (angular, bi, minitron, ppl, greedy, healed, last).
     Score(score::Args),
