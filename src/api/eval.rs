@@ -113,7 +113,8 @@ pub struct EvalRequest {
     /// dense MODEL itself, with --skip on the evaluated side).
     #[cfg_attr(feature = "cli", arg(long, value_name = "DENSE"))]
     pub reference: Option<PathBuf>,
-    /// Windows (with --tasks: question × choice requests) per forward pass.
+    /// Windows per forward pass; with --tasks, requests per forward (a question's choices, or
+    /// prompts generating together, one sample each).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 4, value_name = "B"))]
     pub batch: usize,
     /// Keep only one layer's weights resident, read from the mapped file as the batches pass

@@ -10,7 +10,9 @@
 use super::choice::{encode_pair_with, score_encoded, EncodedItem, TaskOpts};
 use super::docs::Doc;
 use super::execute::{pass_at_k, Outcome, Sandbox};
-use super::generate_until::{generate_until, prompt_tokens, stop_sequences, GenOpts};
+use super::generate_until::{
+    generate_batched, generate_until, prompt_tokens, stop_sequences, GenOpts,
+};
 use super::loglik;
 use super::prompts::{extract, normalise};
 use super::registry::{GenScore, Metric, Output, TaskSpec};
@@ -298,13 +300,33 @@ fn generation(
     if let Some(note) = sandbox.and_then(Sandbox::network_note) {
         score.notes.push(note);
     }
+    let prompts = (docs.iter())
+        .map(|d| prompt_tokens(tok, &d.contexts[0], opts.max_len, max_gen_toks))
+        .collect::<Result<Vec<_>>>()?;
+    score.tokens_forwarded += prompts.iter().map(Vec::len).sum::<usize>();
     progress.start("generate", docs.len() as u64);
+    // One sample a prompt: prompts batched together; several (pass@k): each prompt's samples
+    // are the batch.
+    let all: Vec<Vec<String>> = if gen.n <= 1 {
+        let done = &mut |_| progress.advance(1);
+        generate_batched(model, tok, &prompts, &gopts, opts.batch, done)?
+            .into_iter()
+            .map(|o| vec![o])
+            .collect()
+    } else {
+        (prompts.iter())
+            .map(|p| {
+                let o = generate_until(model, tok, p, &gopts);
+                progress.advance(1);
+                o
+            })
+            .collect::<Result<_>>()?
+    };
+    progress.finish();
+    progress.start("score", docs.len() as u64);
     let mut per_filter: Vec<Vec<f64>> = Vec::new();
     let mut passes = Vec::new();
-    for d in docs {
-        let prompt = prompt_tokens(tok, &d.contexts[0], opts.max_len, max_gen_toks)?;
-        score.tokens_forwarded += prompt.len();
-        let outputs = generate_until(model, tok, &prompt, &gopts)?;
+    for (d, outputs) in docs.iter().zip(all) {
         let item_score = match g.score {
             GenScore::Execute => {
                 let sb = sandbox.ok_or_else(|| Error::Invalid("no sandbox".into()))?;

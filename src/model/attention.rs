@@ -20,10 +20,13 @@ const BLOCK: usize = 64;
 /// `softmax(scale · q kᵀ + mask) v` for `q (batch, heads, seq, head_dim)` and
 /// `k`, `v (batch, kv_heads, keys, head_dim)` (contiguous f32), giving
 /// `(batch, seq, heads × head_dim)`. The queries sit at positions `offset..offset + seq`, and
-/// `keys == offset + seq`.
+/// `keys == offset + seq`. With `pad`, sequence `b`'s first `pad[b]` positions are left padding:
+/// no query sees them, and a padding position's own output is zero.
 pub(crate) struct CausalAttention {
     pub offset: usize,
     pub window: Option<usize>,
+    /// Left padding per sequence (empty: none).
+    pub pad: Vec<usize>,
     pub scale: f32,
     /// Gemma 2: scaled scores become `tanh(s / c) · c` before the softmax.
     pub softcap: Option<f32>,
@@ -79,6 +82,12 @@ impl CustomOp3 for CausalAttention {
                 vl.dims()
             )
         }
+        if !self.pad.is_empty() && self.pad.len() != b {
+            candle_core::bail!(
+                "attention: padding for {} sequences, {b} in the batch",
+                self.pad.len()
+            )
+        }
         if !heads.is_multiple_of(kv_heads) || s != self.offset + t {
             candle_core::bail!(
                 "attention: {heads} query heads over {kv_heads} kv heads, {s} keys for queries at {}..{}",
@@ -99,9 +108,16 @@ impl CustomOp3 for CausalAttention {
             let kv = (seq * kv_heads + head / rep) * s * d;
             let q = &q[((seq * heads + head) * t + i0) * d..][..rows * d];
             // Keys the block can see: from the first visible to its first query's position, up
-            // to its last query's.
-            let lo = first_visible(self.offset + i0, self.window);
+            // to its last query's, never the sequence's left padding.
+            let pad = self.pad.get(seq).copied().unwrap_or(0);
             let hi = self.offset + i0 + rows;
+            let lo = first_visible(self.offset + i0, self.window)
+                .max(pad)
+                .min(hi);
+            if lo == hi {
+                // Every query of the block is padding: its rows of `out` stay zero.
+                return;
+            }
             let keys = &k[kv + lo * d..kv + hi * d];
             let values = &v[kv + lo * d..kv + hi * d];
             let n = hi - lo;
@@ -120,7 +136,13 @@ impl CustomOp3 for CausalAttention {
                 let mut inv = [0f32; BLOCK];
                 for (r, row) in scores.chunks_exact_mut(n).enumerate() {
                     let pos = self.offset + i0 + r;
-                    let first = first_visible(pos, self.window) - lo;
+                    if pos < pad {
+                        // A padding position: nothing to see, its output stays zero.
+                        row.fill(0.0);
+                        inv[r] = 0.0;
+                        continue;
+                    }
+                    let first = first_visible(pos, self.window).max(pad) - lo;
                     let last = pos - lo;
                     let visible = &mut row[first..=last];
                     let sum = match self.softcap {
@@ -219,6 +241,7 @@ mod tests {
             let op = CausalAttention {
                 offset,
                 window,
+                pad: Vec::new(),
                 scale: 1.0 / (8f32).sqrt(),
                 softcap: None,
             };
@@ -235,6 +258,89 @@ mod tests {
                 .to_scalar::<f32>()
                 .unwrap();
             assert!(err < 1e-5, "t {t} offset {offset} window {window:?}: {err}");
+        }
+    }
+
+    /// A left-padded sequence gives, at its real positions, what it gives alone; its padding
+    /// positions give zeros; the unpadded sequence beside it is unchanged.
+    #[test]
+    fn left_padding_is_invisible() {
+        let dev = Device::Cpu;
+        for (t, offset, pad, window) in [(9, 0, 4, None), (1, 12, 5, None), (70, 0, 66, Some(3))] {
+            let s = offset + t;
+            let q = Tensor::randn(0f32, 1.0, (2, 4, t, 8), &dev).unwrap();
+            let k = Tensor::randn(0f32, 1.0, (2, 2, s, 8), &dev).unwrap();
+            let v = Tensor::randn(0f32, 1.0, (2, 2, s, 8), &dev).unwrap();
+            let op = |offset, pad| CausalAttention {
+                offset,
+                window,
+                pad,
+                scale: 0.3,
+                softcap: None,
+            };
+            let got = q
+                .apply_op3_no_bwd(&k, &v, &op(offset, vec![0, pad]))
+                .unwrap();
+            let plain = q.apply_op3_no_bwd(&k, &v, &op(offset, Vec::new())).unwrap();
+            let diff = |a: &Tensor, b: &Tensor| {
+                (a - b)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            };
+            assert_eq!(diff(&got.get(0).unwrap(), &plain.get(0).unwrap()), 0.0);
+            // The padded sequence alone: its keys from `pad` on, its queries shifted.
+            let real = s - pad;
+            let new = real.min(t);
+            let alone = q
+                .get(1)
+                .unwrap()
+                .narrow(1, t - new, new)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let ka = k
+                .get(1)
+                .unwrap()
+                .narrow(1, pad, real)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let va = v
+                .get(1)
+                .unwrap()
+                .narrow(1, pad, real)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let want = alone
+                .contiguous()
+                .unwrap()
+                .apply_op3_no_bwd(
+                    &ka.contiguous().unwrap(),
+                    &va.contiguous().unwrap(),
+                    &op(real - new, Vec::new()),
+                )
+                .unwrap();
+            let row = got.get(1).unwrap();
+            let tail = row.narrow(0, t - new, new).unwrap();
+            assert!(diff(&tail, &want.get(0).unwrap()) < 1e-5, "t {t} pad {pad}");
+            if t > new {
+                let head = row.narrow(0, 0, t - new).unwrap();
+                assert_eq!(
+                    head.abs()
+                        .unwrap()
+                        .max_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap(),
+                    0.0
+                );
+            }
         }
     }
 }

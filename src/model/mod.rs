@@ -68,11 +68,14 @@ pub struct LayerTap<'a> {
 }
 
 /// Keys and values cached across forwards, one slot per checkpoint layer (skipped layers keep
-/// an empty slot). All sequences in a batch share positions.
+/// an empty slot). All sequences in a batch share positions; a sequence may start with left
+/// padding that no position attends to (prompts of different lengths generating as one batch).
 #[derive(Debug, Clone)]
 pub struct KvCache {
     layers: Vec<LayerCache>,
     len: usize,
+    /// Left padding of each sequence (empty: none).
+    pad: Vec<usize>,
 }
 
 impl KvCache {
@@ -81,7 +84,35 @@ impl KvCache {
         KvCache {
             layers: vec![LayerCache::default(); n_layers],
             len: 0,
+            pad: Vec::new(),
         }
+    }
+
+    /// An empty cache for a batch whose sequence `b` starts with `pad[b]` padding positions.
+    /// Under RoPE a sequence shifted right by its padding scores as it does alone (scores
+    /// depend only on distances); the padding is never attended to.
+    pub fn left_padded(n_layers: usize, pad: Vec<usize>) -> Self {
+        KvCache {
+            pad,
+            ..KvCache::new(n_layers)
+        }
+    }
+
+    /// Keeps only the sequences `rows` of the batch, in that order (finished generations leave
+    /// the batch).
+    pub fn retain(&mut self, rows: &[usize]) -> Result<()> {
+        let index = Tensor::from_vec(
+            rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+            rows.len(),
+            &Device::Cpu,
+        )?;
+        self.layers = (self.layers.iter())
+            .map(|l| l.select(&index))
+            .collect::<Result<_>>()?;
+        if !self.pad.is_empty() {
+            self.pad = rows.iter().map(|&r| self.pad[r]).collect();
+        }
+        Ok(())
     }
 
     /// Positions cached so far.
@@ -101,6 +132,11 @@ impl KvCache {
                 .map(|l| l.repeat(n))
                 .collect::<Result<_>>()?,
             len: self.len,
+            pad: self
+                .pad
+                .iter()
+                .flat_map(|&p| std::iter::repeat_n(p, n))
+                .collect(),
         })
     }
 }
@@ -388,6 +424,12 @@ impl Model {
         self.lm_head(&self.norm(xs)?)
     }
 
+    /// Whether a left-padded sequence ([`KvCache::left_padded`]) computes what it computes alone,
+    /// up to rounding: its RoPE (and the sliding layers') depends on distances only.
+    pub fn left_padding_exact(&self) -> bool {
+        self.rope.shift_invariant() && self.local_rope.as_ref().is_none_or(|r| r.shift_invariant())
+    }
+
     /// RoPE tables and masks for `seq_len` new positions after `offset` cached ones.
     pub fn attn_ctx(&self, offset: usize, seq_len: usize) -> Result<AttnCtx> {
         AttnCtx::with_local(&self.rope, self.local_rope.as_ref(), offset, seq_len)
@@ -432,7 +474,17 @@ impl Model {
                 )));
             }
         }
-        let ctx = self.attn_ctx(offset, t)?;
+        let mut ctx = self.attn_ctx(offset, t)?;
+        if let Some(c) = cache.as_ref().filter(|c| !c.pad.is_empty()) {
+            if c.pad.len() != tokens.dim(0)? {
+                return Err(Error::Invalid(format!(
+                    "the cache pads {} sequences, the batch has {}",
+                    c.pad.len(),
+                    tokens.dim(0)?
+                )));
+            }
+            ctx.pad = c.pad.clone();
+        }
         let mut xs = self.embed(tokens)?;
         for (i, slot) in self.layers.iter().enumerate() {
             if skip.contains(&i) {

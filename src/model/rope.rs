@@ -48,6 +48,13 @@ impl Rope {
         }
     }
 
+    /// Whether attention scores depend on positions only through their distances, so that a
+    /// sequence shifted right (left padding) scores as it does alone: not under LongRoPE, whose
+    /// frequencies change with the forward's last position.
+    pub fn shift_invariant(&self) -> bool {
+        self.long.is_none()
+    }
+
     /// The inverse frequencies, one per rotated pair.
     pub fn inv_freq(&self) -> &[f32] {
         &self.inv_freq

@@ -18,6 +18,8 @@ pub struct AttnCtx {
     /// Position of the first new token (the cache length before this forward).
     pub offset: usize,
     pub seq_len: usize,
+    /// Left padding of each sequence of the batch (empty: none), from [`super::KvCache`].
+    pub pad: Vec<usize>,
     cos: Tensor,
     sin: Tensor,
     /// The tables of sliding layers, when their RoPE differs (Gemma 3).
@@ -42,6 +44,7 @@ impl AttnCtx {
         Ok(AttnCtx {
             offset,
             seq_len,
+            pad: Vec::new(),
             cos,
             sin,
             local,
@@ -78,6 +81,15 @@ impl LayerCache {
                 }
                 Some((k.repeat((n, 1, 1, 1))?, v.repeat((n, 1, 1, 1))?))
             }
+        };
+        Ok(LayerCache { kv })
+    }
+
+    /// The cache of the sequences `rows` of the batch, in that order.
+    pub fn select(&self, rows: &Tensor) -> Result<Self> {
+        let kv = match &self.kv {
+            None => None,
+            Some((k, v)) => Some((k.index_select(rows, 0)?, v.index_select(rows, 0)?)),
         };
         Ok(LayerCache { kv })
     }
@@ -285,6 +297,7 @@ impl Attention {
                 &CausalAttention {
                     offset: ctx.offset,
                     window: self.window,
+                    pad: ctx.pad.clone(),
                     scale: self.scale,
                     softcap: self.softcap,
                 },
@@ -322,6 +335,11 @@ impl Attention {
     /// never copied.
     fn core(&self, q: &Tensor, k: &Tensor, v: &Tensor, ctx: &AttnCtx) -> Result<Tensor> {
         let (b, _, t, d) = q.dims4()?;
+        if !ctx.pad.is_empty() {
+            return Err(Error::Compute(
+                "training attention takes no left padding".into(),
+            ));
+        }
         let n_rep = self.n_heads / self.n_kv_heads;
         let q = q.reshape((b, self.n_kv_heads, n_rep * t, d))?;
         let mut att = q.matmul(&k.t()?)?;
