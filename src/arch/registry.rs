@@ -273,6 +273,17 @@ pub const ARCHES: &[ArchRow] = &[
         gguf_arch: Some("granite"),
         ..LLAMA
     },
+    // Seed-OSS: llama layers with q/k/v biases by default and a separate key for o_proj's. No
+    // GGUF: llama.cpp's `seed_oss` names are not checked here.
+    ArchRow {
+        model_type: "seed_oss",
+        hf_class: "SeedOssForCausalLM",
+        gguf_arch: None,
+        reads_gguf: false,
+        qkv_bias: Bias::key("attention_bias", true),
+        o_bias: Bias::key("attention_out_bias", false),
+        ..LLAMA
+    },
 ];
 
 /// The row of an HF `model_type`.
