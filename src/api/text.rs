@@ -277,6 +277,9 @@ mod tests {
             assert!(v.get("text").is_none());
         }
         assert!(crate::api::unknown_keys(&given, &heal).is_empty());
+        let req: crate::api::score::ScoreRequest = serde_json::from_value(given.clone()).unwrap();
+        assert_eq!(req.calib.text, want);
+        assert!(crate::api::unknown_keys(&given, &req).is_empty());
         let defaults: HealRequest = serde_json::from_value(json!({})).unwrap();
         assert_eq!(defaults.text, CalibText::default());
     }
