@@ -1,5 +1,7 @@
-//! The dense families of issue 17 against transformers: tiny random Gemma 2, Gemma 3, Phi-3 and
-//! OLMo 2 models and what transformers computed for them (`scripts/make_golden.py families`).
+//! The families beyond llama against transformers: a tiny random model of each under
+//! `tests/fixtures/golden/families/` (Gemma 2, Gemma 3, Phi-3, OLMo 2 from
+//! `scripts/make_golden.py families`; the registry's later rows from
+//! `scripts/make_golden_registry_families.py`) and what transformers computed for it.
 //! Logits within 1e-4 and every layer tap within 1e-5; skipping layers equals deleting them in
 //! transformers; the checkpoint `prune` writes gives the logits transformers computed when it
 //! loaded that same prune's output; greedy generation matches, with and without the cache (for
@@ -15,8 +17,21 @@ use std::path::PathBuf;
 
 const LOGITS_TOL: f32 = 1e-4;
 const TAP_TOL: f32 = 1e-5;
-const FAMILIES: &[&str] = &["gemma2", "gemma3", "phi3", "olmo2", "smollm3", "granite"];
 const SKIP: &[usize] = &[1, 2];
+
+/// Every fixture under `families/` (one folder per family, written by
+/// `scripts/make_golden_families.py` or `scripts/make_golden_registry_families.py`): a family
+/// added with its fixture is tested here without a line of this file changing.
+fn families() -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(golden::dir("families"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().join("golden.safetensors").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    out
+}
 
 fn dir(arch: &str) -> PathBuf {
     golden::dir(&format!("families/{arch}"))
@@ -28,7 +43,7 @@ fn load(arch: &str) -> HashMap<String, Tensor> {
 
 #[test]
 fn logits_and_every_layer_tap_match_transformers() {
-    for arch in FAMILIES {
+    for arch in &families() {
         let g = load(arch);
         let model = Model::open(&dir(arch)).unwrap();
         let rows = ids(&g["tokens"]);
@@ -41,9 +56,34 @@ fn logits_and_every_layer_tap_match_transformers() {
     }
 }
 
+/// Every row of the architecture registry has a tiny model here or beside the other goldens
+/// (`tests/fixtures/golden/<model_type>/`) with what transformers computed for it, so no
+/// family is supported untested; the fixtures named here are the ones this file tests.
+#[test]
+fn every_registry_row_has_a_transformers_golden() {
+    let mut covered = Vec::new();
+    for sub in ["", "families"] {
+        for e in std::fs::read_dir(golden::dir(sub)).unwrap() {
+            let config = e.unwrap().path().join("config.json");
+            if let Ok(text) = std::fs::read_to_string(&config) {
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                covered.push(v["model_type"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    for row in depthprune::arch::registry::ARCHES {
+        assert!(
+            covered.iter().any(|m| m == row.model_type),
+            "`{}` has no golden fixture (covered: {covered:?})",
+            row.model_type
+        );
+    }
+    assert!(families().len() >= 6, "{:?}", families());
+}
+
 #[test]
 fn skipping_layers_equals_deleting_them_in_transformers() {
-    for arch in FAMILIES {
+    for arch in &families() {
         golden::check_skip(arch, &format!("families/{arch}"), SKIP, LOGITS_TOL);
     }
 }
@@ -54,7 +94,7 @@ fn skipping_layers_equals_deleting_them_in_transformers() {
 #[test]
 fn pruned_checkpoints_give_the_logits_transformers_gives_them() {
     let tmp = tempfile::tempdir().unwrap();
-    for arch in FAMILIES {
+    for arch in &families() {
         let g = load(arch);
         let out = tmp.path().join(arch);
         let o = common::run(&[
@@ -115,7 +155,9 @@ fn gemma3_pruned_config_spells_out_the_broken_pattern() {
 
 #[test]
 fn greedy_generation_matches_transformers_with_and_without_cache() {
-    golden::check_generations("families/", FAMILIES);
+    let families = families();
+    let names: Vec<&str> = families.iter().map(String::as_str).collect();
+    golden::check_generations("families/", &names);
 }
 
 /// `plan` counts parameters from `config.json` alone; for every family that count must be the
@@ -125,7 +167,7 @@ fn greedy_generation_matches_transformers_with_and_without_cache() {
 fn parameter_counts_from_the_config_equal_the_tensors() {
     use depthprune::arch::ParamCounts;
     use depthprune::checkpoint::hf::HfCheckpoint;
-    for arch in FAMILIES {
+    for arch in &families() {
         let ckpt = HfCheckpoint::open(&dir(arch)).unwrap();
         let from_config = ParamCounts::from_config(&ckpt.arch);
         assert_eq!(from_config, ckpt.param_counts(), "{arch}");
@@ -136,7 +178,7 @@ fn parameter_counts_from_the_config_equal_the_tensors() {
 /// there, while the 24-token goldens take the long ones.
 #[test]
 fn short_sequences_match_transformers() {
-    for arch in FAMILIES {
+    for arch in &families() {
         let g = load(arch);
         let model = Model::open(&dir(arch)).unwrap();
         let want = &g["short.logits"];

@@ -311,7 +311,7 @@ pub fn perplexity(
         self_reference,
         req.offload,
         progress,
-        |tok| eval::tokenize(&tok, &eval::read_text(text_path)?, req.max_tokens),
+        |tok| super::text::read_tokens(&tok, text_path, req.max_tokens),
     )?;
     if self_reference && skip.is_empty() {
         progress.warn("the reference is the model itself and nothing is skipped, so the divergence is zero; skip some layers");

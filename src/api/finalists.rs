@@ -8,11 +8,12 @@
 //! With a time budget, the finalists stop when the next heal would take more than their share.
 
 use super::choose::{Chosen, LayerChoice};
-use super::heal::{calib_tokens, HealRequest};
+use super::heal::HealRequest;
 use crate::arch::ParamCounts;
 use crate::choose::finalists::{self, Candidate, Judged, DEFAULT_WIDTH};
 use crate::choose::strategy::{Amount, Protect};
 use crate::error::{Error, Result};
+use crate::eval::windows::whole_windows;
 use crate::heal::{self, Healing};
 use crate::model::Model;
 use crate::progress::Progress;
@@ -94,7 +95,7 @@ pub(crate) fn choose_heal_aware(
     deadline: Option<Instant>,
     progress: &dyn Progress,
 ) -> Result<HealAware> {
-    let opts = heal_req.fit.options(heal_req.method, heal_req.ctx)?;
+    let opts = heal_req.fit.options(heal_req.method, heal_req.text.ctx)?;
     if opts.holdout == 0 {
         return Err(Error::Invalid(
             "heal-aware finalists are judged on held-out windows, so they need `holdout` 2 or more, not 0; hint: name the layers, or give `finalists` 0".into(),
@@ -104,7 +105,9 @@ pub(crate) fn choose_heal_aware(
         Some(p) => Protect::parse(p)?,
         None => Protect::default(),
     };
-    let mut tokens = calib_tokens(tok, heal_req, progress)?;
+    let mut tokens = heal_req
+        .text
+        .heal_tokens(tok, heal_req.fit.heal_samples, progress)?;
     // Finalists are judged on a prefix of the heal's tokens; the winner is healed on all of them.
     let cap = choice.finalist_samples.unwrap_or(FINALIST_SAMPLES);
     if cap < opts.ctx {
@@ -115,9 +118,7 @@ pub(crate) fn choose_heal_aware(
     }
     let reheal = tokens.len() > cap;
     tokens.truncate(cap);
-    let windows: Vec<Vec<u32>> = tokens
-        .chunks(opts.ctx)
-        .filter(|w| w.len() == opts.ctx)
+    let windows: Vec<Vec<u32>> = whole_windows(&tokens, opts.ctx)
         .map(<[u32]>::to_vec)
         .collect();
     let proxy_idx = finalists::proxy_windows(windows.len(), opts.holdout, choice.calib.samples);
@@ -210,8 +211,8 @@ pub(crate) fn choose_heal_aware(
         "{} windows of {} tokens from token {} of `{}` (the proxy on {} fit windows, finalists judged on the {} held out)",
         windows.len(),
         opts.ctx,
-        heal_req.calib_offset,
-        heal_req.calib.as_deref().unwrap_or(Path::new("")).display(),
+        heal_req.text.calib_offset,
+        heal_req.text.calib.as_deref().unwrap_or(Path::new("")).display(),
         proxy_idx.len(),
         held.len()
     );
@@ -273,7 +274,7 @@ struct JudgeSlice {
 }
 
 impl JudgeSlice {
-    /// Up to `n` windows of `heal_req.ctx` tokens after the heal's; `None` when the text has
+    /// Up to `n` windows of `ctx` tokens after the heal's; `None` when the text has
     /// none left (a warning says so).
     fn new(
         model: &Model,
@@ -282,22 +283,12 @@ impl JudgeSlice {
         n: usize,
         progress: &dyn Progress,
     ) -> Result<Option<Self>> {
-        let Some(calib) = &heal_req.calib else {
+        let Some(calib) = &heal_req.text.calib else {
             return Ok(None);
         };
-        let ctx = heal_req.ctx;
-        let start = heal_req
-            .calib_offset
-            .saturating_add(heal_req.fit.heal_samples);
-        let want = start.saturating_add(n.saturating_mul(ctx));
-        let tokens = super::text::read_tokens(tok, calib, Some(want))?;
-        let windows: Vec<Vec<u32>> = tokens
-            .get(start..)
-            .unwrap_or_default()
-            .chunks(ctx)
-            .filter(|w| w.len() == ctx)
-            .map(<[u32]>::to_vec)
-            .collect();
+        let windows = heal_req
+            .text
+            .windows_after_heal(tok, heal_req.fit.heal_samples, n)?;
         if windows.len() < n {
             progress.warn(&format!(
                 "`{}` has {} of the {n} judging windows asked for after the heal's tokens; the finalists are judged on those and the held-out windows",

@@ -5,7 +5,8 @@
 //!
 //! - [`source`]: a model given as a path, a GGUF file or a hub ID, resolved to files on disk.
 //! - [`run`]: how one call runs (precision, threads, symlink policy), carried by its request.
-//! - [`text`]: a slice of a text file as token windows, under the one tokenization rule.
+//! - [`text`]: a slice of a text file as token windows, under the one tokenization rule, and
+//!   the calibration text ([`CalibText`]) that scoring, healing and the sweep share.
 //! - [`convert`]: HF ↔ GGUF, and random-weight checkpoints.
 //! - [`inspect`], [`plan`], [`prune`](prune::prune), [`heal`](heal::heal): checkpoints.
 //! - [`sweep`](sweep::sweep), [`report`](report::report): the study, every strategy at every
@@ -41,7 +42,7 @@ pub mod text;
 pub use choose::{Chosen, LayerChoice, Layers};
 pub use run::RunOptions;
 pub use source::ModelSource;
-pub use text::TextSlice;
+pub use text::{CalibText, TextSlice};
 
 /// The keys of `given` (a JSON object of options) that `parsed`, the options read from it, has no
 /// field for: serde ignores them when option groups are flattened, so callers that take options

@@ -155,7 +155,7 @@ impl PruneRequest {
 
     /// Calibration text given for an unhealed prune chosen by hand is not used; says so.
     fn warn_unused_calib(&self, progress: &dyn Progress) {
-        if self.choice.calib.calib.is_some() && self.choice.layers.strategy.is_none() {
+        if self.choice.calib.text.calib.is_some() && self.choice.layers.strategy.is_none() {
             progress.warn(
                 "calibration text is only used to choose layers or to heal; writing an unhealed prune",
             );
@@ -172,9 +172,7 @@ impl PruneRequest {
             .map(|t| (t - started.elapsed().as_secs_f64()).max(0.1 * t));
         HealRequest {
             method,
-            calib: c.calib.clone(),
-            ctx: c.ctx,
-            calib_offset: c.calib_offset,
+            text: c.text.clone(),
             fit,
             offload: c.offload,
             run: self.run.clone(),
@@ -272,7 +270,7 @@ pub fn prune(
         &[
             Some(model.path()),
             Some(path.as_path()),
-            req.choice.calib.calib.as_deref(),
+            req.choice.calib.text.calib.as_deref(),
             req.choice.scores.as_deref(),
         ]
         .map(|p| p.unwrap_or(Path::new(""))),

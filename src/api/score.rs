@@ -2,7 +2,7 @@
 //! timing of the perplexity criteria, and with resamples the stability of the scores and of the
 //! layers they would choose.
 
-use super::text::TextSlice;
+use super::text::{CalibText, TextSlice};
 use super::ModelSource;
 use crate::arch::ParamCounts;
 use crate::choose::stability::LayerStability;
@@ -18,7 +18,6 @@ use crate::score::{
     ScoreOptions, TokenSel,
 };
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 
 /// Above this many bytes of cached activations, `ppl`/`greedy` warn that memory may spill.
 const CACHE_WARN_BYTES: u64 = 8 << 30;
@@ -28,18 +27,13 @@ const CACHE_WARN_BYTES: u64 = 8 << 30;
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(default)]
 pub struct CalibOptions {
-    /// Calibration text (UTF-8), tokenized as one string as the evaluation does.
-    #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
-    pub calib: Option<PathBuf>,
-    /// Tokens per calibration window.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 512, value_name = "N"))]
-    pub ctx: usize,
+    /// The text, its window length and offset (`calib`, `ctx`, `calib_offset`).
+    #[serde(flatten)]
+    #[cfg_attr(feature = "cli", command(flatten))]
+    pub text: CalibText,
     /// Calibration windows.
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 16, value_name = "N"))]
     pub samples: usize,
-    /// Tokens to skip at the start of the text (keep calibration apart from evaluation).
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0, value_name = "TOKENS"))]
-    pub calib_offset: usize,
     /// Angular distance on each window's last token or on all tokens.
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = TokenSel::Last))]
     pub tokens: TokenSel,
@@ -57,10 +51,8 @@ pub struct CalibOptions {
 impl Default for CalibOptions {
     fn default() -> Self {
         CalibOptions {
-            calib: None,
-            ctx: 512,
+            text: CalibText::default(),
             samples: 16,
-            calib_offset: 0,
             tokens: TokenSel::Last,
             max_block: None,
             batch: 4,
@@ -84,21 +76,16 @@ impl CalibOptions {
 
     /// The calibration windows as a text slice, if a file was given.
     pub fn slice(&self) -> Option<TextSlice> {
-        self.calib.as_ref().map(|f| TextSlice {
-            file: f.clone(),
-            offset: self.calib_offset,
-            ctx: self.ctx,
-            windows: self.samples,
-        })
+        self.text.slice(self.samples)
     }
 
     /// How the calibration set is described in score files and provenance.
     pub fn describe(&self) -> Option<Calibration> {
-        self.calib.as_ref().map(|f| Calibration {
+        self.text.calib.as_ref().map(|f| Calibration {
             file: f.display().to_string(),
-            ctx: self.ctx,
+            ctx: self.text.ctx,
             samples: self.samples,
-            offset_tokens: self.calib_offset,
+            offset_tokens: self.text.calib_offset,
             tokens: self.tokens.name().to_string(),
         })
     }
@@ -172,12 +159,15 @@ pub struct ScoreReport {
 /// Runs `req.metric` on `model` (and on `req.resamples` resamples of its calibration windows).
 ///
 /// ```no_run
-/// use depthprune::api::{score::{score, CalibOptions, ScoreRequest}, ModelSource};
+/// use depthprune::api::{score::{score, CalibOptions, ScoreRequest}, text::CalibText, ModelSource};
 /// use depthprune::score::Metric;
 ///
 /// let req = ScoreRequest {
 ///     metric: Metric::Bi,
-///     calib: CalibOptions { calib: Some("wiki.txt".into()), calib_offset: 65536, ..Default::default() },
+///     calib: CalibOptions {
+///         text: CalibText { calib: Some("wiki.txt".into()), calib_offset: 65536, ..Default::default() },
+///         ..Default::default()
+///     },
 ///     ..Default::default()
 /// };
 /// let report = score(&ModelSource::new("smol"), &req, &depthprune::progress::Silent)?;
@@ -229,7 +219,7 @@ pub fn score(
         let (tok, _notes) = crate::tokenizer::open_tokenizer(&path)?;
         let windows = slice.cut(&tok, "calibration")?;
         if matches!(req.metric, Metric::Ppl | Metric::Greedy) {
-            let bytes = activation_cache_bytes(n, c.samples, c.ctx, hidden);
+            let bytes = activation_cache_bytes(n, c.samples, c.text.ctx, hidden);
             if bytes > CACHE_WARN_BYTES {
                 progress.warn(&format!(
                     "the activation cache for {} needs {:.1} GiB; it may spill to swap (fewer samples or a shorter ctx)",

@@ -127,15 +127,22 @@ impl ArchConfig {
                 hidden_size / num_attention_heads
             }
         };
-        let attention_bias = fields::boolean(obj, "attention_bias")?.unwrap_or(false);
-        let qkv_bias_key = fields::boolean(obj, "qkv_bias")?;
-        let (qkv_bias, o_bias) = match model_type.as_str() {
-            "qwen2" => (true, false),
-            // transformers 5 writes `qkv_bias` for qwen2_moe (true by default).
-            "qwen2_moe" => (qkv_bias_key.unwrap_or(true), false),
-            "mistral" | "mixtral" => (false, false),
-            _ => (attention_bias, attention_bias),
+        // Stated bias keys are checked whichever the row reads; a `model_type` without a row
+        // is read as llama.
+        for key in ["attention_bias", "qkv_bias"] {
+            fields::boolean(obj, key)?;
+        }
+        let layout = row.or_else(|| super::registry::by_model_type("llama"));
+        let bias = |b: Option<super::registry::Bias>| match b {
+            Some(super::registry::Bias {
+                key: Some(k),
+                default,
+            }) => Ok(fields::boolean(obj, k)?.unwrap_or(default)),
+            Some(b) => Ok::<bool, String>(b.default),
+            None => Ok(false),
         };
+        let qkv_bias = bias(layout.map(|r| r.qkv_bias))?;
+        let o_bias = bias(layout.map(|r| r.o_bias))?;
         let mut rope_theta =
             super::rope::rope_theta(obj)?.unwrap_or(row.map_or(10000.0, |r| r.rope_theta));
         let mut rope_scaling = super::rope::rope_scaling(obj)?;
@@ -321,6 +328,31 @@ mod tests {
                 "num_attention_heads":2,"intermediate_size":16,"vocab_size":10,"head_dim":4});
             let a = ArchConfig::from_value(&v).unwrap();
             assert_eq!(a.heal_fold(), fold, "{model_type}");
+        }
+    }
+
+    #[test]
+    fn attention_biases_follow_the_registry_row() {
+        let t = true;
+        let f = false;
+        for (model_type, extra, want) in [
+            ("llama", json!({}), (f, f)),
+            ("llama", json!({"attention_bias": true}), (t, t)),
+            ("an_unknown_type", json!({"attention_bias": true}), (t, t)),
+            ("qwen2", json!({"attention_bias": false}), (t, f)),
+            ("qwen2_moe", json!({}), (t, f)),
+            ("qwen2_moe", json!({"qkv_bias": false}), (f, f)),
+            ("mistral", json!({"attention_bias": true}), (f, f)),
+            ("mixtral", json!({}), (f, f)),
+            ("granite", json!({"attention_bias": true}), (t, t)),
+        ] {
+            let mut v = json!({"model_type":model_type,"num_hidden_layers":2,"hidden_size":8,
+                "num_attention_heads":2,"intermediate_size":16,"vocab_size":10,"head_dim":4});
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            let a = ArchConfig::from_value(&v).unwrap();
+            assert_eq!((a.qkv_bias, a.o_bias), want, "{model_type} {extra}");
         }
     }
 }

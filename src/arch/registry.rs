@@ -1,14 +1,17 @@
 //! The architecture registry (issue 25): one row per HF `model_type`, giving everything the rest
 //! of depthprune asks about an architecture — its family and transformers class, the GGUF
 //! architecture llama.cpp names it and whether a GGUF of that name is read back as it, the layer
-//! form (norm slots, feed-forward kind, fused projections, q/k norms), the per-layer config
+//! form (norm slots, feed-forward kind, fused projections, q/k norms, attention biases), the per-layer config
 //! fields pruning slices, what llama.cpp fixes rather than reads, how healing folds, the Q/K row
 //! permutation of llama.cpp's converter, and transformers' defaults that differ between
 //! families. Tensor names per GGUF architecture stay in [`super::gguf_names`] (one table per
 //! fact, as gguf-py keeps them), keyed by [`ArchRow::gguf_arch`].
 //!
-//! Adding a family: a row here, its fields in [`super::family_config`] if it has its own, and
-//! its layer code only where it differs.
+//! Adding a family of llama-form layers: a row here, a case in
+//! `scripts/make_golden_registry_families.py` (its transformers fixture, which
+//! `tests/golden_families.rs` finds and tests), and the table in `docs/architectures.md`
+//! regenerated (see that page). Beyond the row's columns: its fields in [`super::family_config`],
+//! its layer code where it differs, its GGUF names in [`super::gguf_names`].
 
 use super::families::Family;
 
@@ -41,6 +44,34 @@ pub enum HealFold {
     PostNorm,
 }
 
+/// Whether a set of attention projections carries a bias: read from a `config.json` key, with
+/// transformers' default when the key is absent, or fixed by the architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bias {
+    /// The config key (`None`: the architecture fixes it).
+    pub key: Option<&'static str>,
+    /// The value when the key is absent, or the fixed value.
+    pub default: bool,
+}
+
+impl Bias {
+    /// Read from `key`, `default` when absent.
+    pub const fn key(key: &'static str, default: bool) -> Self {
+        Bias {
+            key: Some(key),
+            default,
+        }
+    }
+
+    /// Fixed by the architecture.
+    pub const fn fixed(value: bool) -> Self {
+        Bias {
+            key: None,
+            default: value,
+        }
+    }
+}
+
 /// One architecture.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ArchRow {
@@ -60,6 +91,10 @@ pub struct ArchRow {
     pub fused: bool,
     /// A per-head RMSNorm on queries and keys.
     pub qk_norm: bool,
+    /// Biases on the q/k/v projections.
+    pub qkv_bias: Bias,
+    /// A bias on the output projection.
+    pub o_bias: Bias,
     /// Config fields holding one entry per layer, sliced on prune (any other top-level list of
     /// that length is sliced too, and reported).
     pub layer_fields: &'static [&'static str],
@@ -86,6 +121,8 @@ const LLAMA: ArchRow = ArchRow {
     ffn: Ffn::Gated,
     fused: false,
     qk_norm: false,
+    qkv_bias: Bias::key("attention_bias", false),
+    o_bias: Bias::key("attention_bias", false),
     layer_fields: &[],
     gguf_fixed: &[],
     heal_fold: HealFold::DownProj,
@@ -117,6 +154,8 @@ pub const ARCHES: &[ArchRow] = &[
         model_type: "mistral",
         hf_class: "MistralForCausalLM",
         reads_gguf: false,
+        qkv_bias: Bias::fixed(false),
+        o_bias: Bias::fixed(false),
         ..LLAMA
     },
     ArchRow {
@@ -124,6 +163,8 @@ pub const ARCHES: &[ArchRow] = &[
         hf_class: "Qwen2ForCausalLM",
         gguf_arch: Some("qwen2"),
         permute_qk: false,
+        qkv_bias: Bias::fixed(true),
+        o_bias: Bias::fixed(false),
         ..LLAMA
     },
     ArchRow {
@@ -140,6 +181,9 @@ pub const ARCHES: &[ArchRow] = &[
         gguf_arch: Some("qwen2moe"),
         permute_qk: false,
         ffn: Ffn::Experts,
+        // transformers 5 writes `qkv_bias` for qwen2_moe.
+        qkv_bias: Bias::key("qkv_bias", true),
+        o_bias: Bias::fixed(false),
         top_k: 4,
         ..LLAMA
     },
@@ -158,6 +202,8 @@ pub const ARCHES: &[ArchRow] = &[
         hf_class: "MixtralForCausalLM",
         reads_gguf: false,
         ffn: Ffn::Experts,
+        qkv_bias: Bias::fixed(false),
+        o_bias: Bias::fixed(false),
         rms_norm_eps: 1e-5,
         rope_theta: 1e6,
         top_k: 2,
@@ -227,6 +273,17 @@ pub const ARCHES: &[ArchRow] = &[
         gguf_arch: Some("granite"),
         ..LLAMA
     },
+    // Seed-OSS: llama layers with q/k/v biases by default and a separate key for o_proj's. No
+    // GGUF: llama.cpp's `seed_oss` names are not checked here.
+    ArchRow {
+        model_type: "seed_oss",
+        hf_class: "SeedOssForCausalLM",
+        gguf_arch: None,
+        reads_gguf: false,
+        qkv_bias: Bias::key("attention_bias", true),
+        o_bias: Bias::key("attention_out_bias", false),
+        ..LLAMA
+    },
 ];
 
 /// The row of an HF `model_type`.
@@ -259,8 +316,8 @@ pub fn gguf_arches() -> Vec<&'static str> {
 /// shows between its `registry` markers (a test keeps the two equal, so the page cannot drift).
 pub fn markdown_table() -> String {
     let mut out = String::from(
-        "| `model_type` | transformers class | GGUF architecture | norms | feed-forward | fused q/k/v, gate/up | q/k norm | healing folds into | per-layer config fields | llama.cpp fixes |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+        "| `model_type` | transformers class | GGUF architecture | norms | feed-forward | fused q/k/v, gate/up | q/k norm | attention biases | healing folds into | per-layer config fields | llama.cpp fixes |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let yes_no = |b: bool| if b { "yes" } else { "no" };
     let list = |xs: &[&str]| {
@@ -292,10 +349,19 @@ pub fn markdown_table() -> String {
             HealFold::DownProj => "`down_proj`",
             HealFold::PostNorm => "`down_proj` (rotation) + post-MLP norm (scale)",
         };
+        let bias = |b: Bias| match b.key {
+            Some(k) => format!("`{k}` (default {})", yes_no(b.default)),
+            None => yes_no(b.default).to_string(),
+        };
+        let biases = match (r.qkv_bias, r.o_bias) {
+            (a, b) if a == b && a.key.is_none() => yes_no(a.default).to_string(),
+            (a, b) if a == b => bias(a),
+            (a, b) => format!("q/k/v {}, o {}", bias(a), bias(b)),
+        };
         let fields: Vec<String> = r.layer_fields.iter().map(|f| format!("`{f}`")).collect();
         let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
         out.push_str(&format!(
-            "| `{}` | `{}` | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| `{}` | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.model_type,
             r.hf_class,
             gguf,
@@ -303,6 +369,7 @@ pub fn markdown_table() -> String {
             ffn,
             yes_no(r.fused),
             yes_no(r.qk_norm),
+            biases,
             fold,
             list(&fields),
             list(r.gguf_fixed),

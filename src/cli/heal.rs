@@ -53,7 +53,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if args.heal.calib.is_none() {
+    if args.heal.text.calib.is_none() {
         bail!("healing needs calibration text\nhint: add --calib FILE");
     }
     let out = Output {

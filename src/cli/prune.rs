@@ -36,7 +36,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut req = args.req;
     super::common::require_layers(&req.choice);
     req.command = Some(super::common::command_line());
-    if req.heal.is_some() && req.choice.calib.calib.is_none() {
+    if req.heal.is_some() && req.choice.calib.text.calib.is_none() {
         anyhow::bail!("healing needs calibration text\nhint: add --calib FILE");
     }
     let done = prune(&ModelSource::new(&args.model), &req, &Bar::items())?;

@@ -38,14 +38,14 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let req = &args.req;
-    if req.metric != Metric::Last && req.calib.calib.is_none() {
+    if req.metric != Metric::Last && req.calib.text.calib.is_none() {
         bail!(
             "--metric {} needs calibration text\nhint: pass --calib FILE",
             req.metric.name()
         );
     }
     // The score file and the plots never land on, over or inside an input (issue 33).
-    let inputs = [Some(&args.model), req.calib.calib.as_ref()];
+    let inputs = [Some(&args.model), req.calib.text.calib.as_ref()];
     for out in args.out.iter().chain(&args.plot) {
         depthprune::base::guard::check_output(out, &inputs.iter().flatten().collect::<Vec<_>>())?;
     }

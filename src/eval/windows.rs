@@ -12,6 +12,10 @@
 //!   `N - S` tokens of context once the first window is past. This is the convention of
 //!   transformers' perplexity guide; as there, the first position of a window is never scored
 //!   (so with `S = N` each window's first token goes unscored, as under chunks, but the tail is kept).
+//!
+//! The chunks rule is the one rule by which every command cuts a token stream into windows
+//! ([`whole_windows`]): scoring's and healing's calibration windows and the sweep's evaluation
+//! and validation windows are all whole windows of `ctx` from the start of their tokens.
 
 use crate::error::{Error, Result};
 
@@ -86,6 +90,13 @@ impl Window {
     }
 }
 
+/// The whole windows of `ctx` tokens that `tokens` holds, from its start, a shorter tail dropped:
+/// the chunks rule, by which calibration, healing, validation and evaluation windows are all cut.
+/// A `ctx` of 0 is taken as 1 (callers refuse windows under 2 tokens before cutting).
+pub fn whole_windows<T>(tokens: &[T], ctx: usize) -> std::slice::ChunksExact<'_, T> {
+    tokens.chunks_exact(ctx.max(1))
+}
+
 /// The windows for a stream of `n` tokens. Errors when the stream is shorter than one window.
 pub fn plan(n: usize, conv: Convention) -> Result<Vec<Window>> {
     let ctx = conv.ctx();
@@ -143,6 +154,21 @@ mod tests {
             }
         );
         assert_eq!(w.iter().map(Window::scored).sum::<usize>(), 6);
+    }
+
+    #[test]
+    fn chunks_are_the_whole_windows() {
+        let tokens: Vec<u32> = (0..23).collect();
+        for ctx in [2, 4, 5, 23] {
+            let planned: Vec<&[u32]> = plan(tokens.len(), Convention::new(ctx, None).unwrap())
+                .unwrap()
+                .iter()
+                .map(|w| &tokens[w.start..w.start + w.len])
+                .collect();
+            let cut: Vec<&[u32]> = whole_windows(&tokens, ctx).collect();
+            assert_eq!(planned, cut, "ctx {ctx}");
+        }
+        assert_eq!(whole_windows(&tokens[..3], 4).count(), 0);
     }
 
     #[test]

@@ -258,10 +258,7 @@ pub fn distil_with(
             "distillation stops on held-out windows, so it needs a hold-out of 2 or more".into(),
         ));
     }
-    let windows: Vec<&[u32]> = calib
-        .chunks(ctx_len)
-        .filter(|w| w.len() == ctx_len)
-        .collect();
+    let windows: Vec<&[u32]> = crate::eval::windows::whole_windows(calib, ctx_len).collect();
     let held = |i: usize| (i + 1).is_multiple_of(holdout);
     let (val, train): (Vec<usize>, Vec<usize>) = (0..windows.len()).partition(|&i| held(i));
     if val.is_empty() || train.is_empty() {

@@ -11,6 +11,7 @@ use super::site::{site_line, site_rows, sites};
 use super::validate::{Validator, BATCH};
 use super::{blocks, down_proj_names, rows, Overlay};
 use crate::error::{Error, Result};
+use crate::eval::windows::whole_windows;
 use crate::model::{open_checkpoint, DecoderLayer, Model, ModelConfig, WeightSource};
 use crate::progress::Progress;
 use candle_core::Tensor;
@@ -32,10 +33,7 @@ pub fn heal(
     progress: &dyn Progress,
 ) -> Result<Healing> {
     opts.check()?;
-    let windows: Vec<&[u32]> = calib
-        .chunks(opts.ctx)
-        .filter(|w| w.len() == opts.ctx)
-        .collect();
+    let windows: Vec<&[u32]> = whole_windows(calib, opts.ctx).collect();
     // Window `i` validates when `(i + 1) % holdout == 0`: spread through the text, not its end.
     let held = |i: usize| super::options::held_out(i, opts.holdout);
     let n_val = (0..windows.len()).filter(|&i| held(i)).count();

@@ -37,9 +37,7 @@ impl CellFinalists {
                 "`finalists` are judged on held-out windows, so they need `holdout` 2 or more, not 0".into(),
             ));
         }
-        let windows: Vec<Vec<u32>> = calib
-            .chunks(opts.ctx)
-            .filter(|w| w.len() == opts.ctx)
+        let windows: Vec<Vec<u32>> = crate::eval::windows::whole_windows(calib, opts.ctx)
             .map(<[u32]>::to_vec)
             .collect();
         let idx = finalists::proxy_windows(windows.len(), opts.holdout, PROXY_WINDOWS);

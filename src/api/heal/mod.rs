@@ -106,7 +106,7 @@ pub fn heal(
     req.run.install(progress, || {
     let given = dense.path();
     let dense = dense.resolve(crate::hub::Need::Snapshot, progress)?.path;
-    let calib = req.calib.clone().unwrap_or_default();
+    let calib = req.text.calib.clone().unwrap_or_default();
     check_output(&out.out, &[pruned, given, dense.as_path(), calib.as_path()])?;
     let is_gguf = crate::model::is_gguf;
     if is_gguf(pruned) || is_gguf(&dense) {
@@ -200,46 +200,6 @@ fn gguf_removal(pruned: &Path) -> Result<(GgufModel, usize, Vec<usize>)> {
     Ok((m, before, removed))
 }
 
-/// The calibration tokens a heal fits on: `heal_samples` tokens of `calib` after `calib_offset`.
-pub(crate) fn calib_tokens(
-    tok: &HfTokenizer,
-    req: &HealRequest,
-    progress: &dyn Progress,
-) -> Result<Vec<u32>> {
-    let Some(calib) = &req.calib else {
-        return Err(Error::Invalid(
-            "healing needs calibration text (`calib`)".into(),
-        ));
-    };
-    if req.fit.heal_samples < req.ctx {
-        return Err(Error::Invalid(format!(
-            "`heal_samples` {} is less than one window of `ctx` {}",
-            req.fit.heal_samples, req.ctx
-        )));
-    }
-    let want = req.calib_offset.saturating_add(req.fit.heal_samples);
-    let mut tokens = super::text::read_tokens(tok, calib, Some(want))?;
-    if tokens.len() <= req.calib_offset {
-        return Err(Error::Invalid(format!(
-            "`calib_offset` {} is past the end of `{}` ({} tokens)",
-            req.calib_offset,
-            calib.display(),
-            tokens.len()
-        )));
-    }
-    tokens.drain(..req.calib_offset);
-    if tokens.len() < req.fit.heal_samples {
-        progress.warn(&format!(
-            "`{}` gives {} calibration tokens after an offset of {}, fewer than the {} asked to heal on",
-            calib.display(),
-            tokens.len(),
-            req.calib_offset,
-            req.fit.heal_samples
-        ));
-    }
-    Ok(tokens)
-}
-
 /// Tokenizes the calibration text and fits the maps for `removal` on the dense model at `dense`;
 /// `prefit` is a closed-form heal of the same removal on the same tokens and options, made
 /// while choosing the layers, which is then used instead of fitting again.
@@ -252,8 +212,8 @@ fn fit(
     kd_checkpoint: Option<&crate::heal::KdCheckpoint>,
     progress: &dyn Progress,
 ) -> Result<Healing> {
-    let opts = req.fit.options(req.method, req.ctx)?;
-    let tokens = calib_tokens(tok, req, progress)?;
+    let opts = req.fit.options(req.method, req.text.ctx)?;
+    let tokens = req.text.heal_tokens(tok, req.fit.heal_samples, progress)?;
     let healing = with_offload(req.offload, || -> Result<Healing> {
         let started = std::time::Instant::now();
         let healing = match prefit.filter(|h| h.removed() == removal.removed()) {
@@ -330,14 +290,14 @@ pub(crate) fn heal_gguf_with(
         progress,
     )?;
     let mut metadata = Vec::new();
-    if let Some(c) = &req.calib {
+    if let Some(c) = &req.text.calib {
         metadata.push((
             "depthprune.healing.calib".to_string(),
             Value::string(&c.display().to_string()),
         ));
         metadata.push((
             "depthprune.healing.calib_offset".to_string(),
-            Value::U64(req.calib_offset as u64),
+            Value::U64(req.text.calib_offset as u64),
         ));
     }
     metadata.extend(extra);
@@ -384,7 +344,7 @@ pub(crate) fn heal_hf_with(
     progress: &dyn Progress,
 ) -> Result<Healed> {
     let removal = &chosen.removal;
-    let Some(calib) = &req.calib else {
+    let Some(calib) = &req.text.calib else {
         return Err(Error::Invalid(
             "healing needs calibration text (`calib`)".into(),
         ));
@@ -396,7 +356,7 @@ pub(crate) fn heal_hf_with(
     let mut record = healing.provenance(&renamed);
     if let Some(o) = record.as_object_mut() {
         o.insert("calib".into(), calib.display().to_string().into());
-        o.insert("calib_offset".into(), req.calib_offset.into());
+        o.insert("calib_offset".into(), req.text.calib_offset.into());
     }
     let note = format!(
         "{} ({}): {} (with any low-rank updates merged into the kept layers' weights), so these \

@@ -2,10 +2,10 @@
 //! hold-out, map placement, distillation), and the calibration text, with the CLI's defaults and
 //! the checks that refuse combinations that cannot work.
 
+use crate::api::text::CalibText;
 use crate::error::{Error, Result};
 use crate::heal::{self, HealOptions, KdOptions, Maps, Objective, Prior};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 
 /// The healing methods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -222,15 +222,11 @@ pub struct HealRequest {
     /// trains only the maps to match the dense model's next-token distribution (--steps, --lr).
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value = "auto"))]
     pub method: HealMethod,
-    /// Calibration text (UTF-8), tokenized with the dense model's tokenizer.
-    #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
-    pub calib: Option<PathBuf>,
-    /// Calibration window length in tokens.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 512))]
-    pub ctx: usize,
-    /// Tokens of the calibration text to skip first (to keep calibration and evaluation apart).
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0, value_name = "T"))]
-    pub calib_offset: usize,
+    /// The calibration text, its window length and offset (`calib`, `ctx`, `calib_offset`),
+    /// tokenized with the dense model's tokenizer; healing takes `heal_samples` of its tokens.
+    #[serde(flatten)]
+    #[cfg_attr(feature = "cli", command(flatten))]
+    pub text: CalibText,
     #[serde(flatten)]
     #[cfg_attr(feature = "cli", command(flatten))]
     pub fit: HealFit,
@@ -248,9 +244,7 @@ impl Default for HealRequest {
     fn default() -> Self {
         HealRequest {
             method: HealMethod::Auto,
-            calib: None,
-            ctx: 512,
-            calib_offset: 0,
+            text: CalibText::default(),
             fit: HealFit::default(),
             offload: false,
             run: crate::api::RunOptions::default(),

@@ -238,7 +238,7 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
         None => sweep::Journal::none(),
     };
     let needs_calib = specs.iter().any(|s| s.metric.needs_model()) || !req.heal.is_empty();
-    if needs_calib && req.calib.calib.is_none() {
+    if needs_calib && req.calib.text.calib.is_none() {
         return Err(Error::Invalid(
             "these strategies need calibration text\nhint: pass `calib`".into(),
         ));
@@ -261,7 +261,7 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
     for note in &notes {
         progress.warn(note);
     }
-    let calib_tokens = match &req.calib.calib {
+    let calib_tokens = match &req.calib.text.calib {
         Some(p) => read_tokens(&tok, p, None)?,
         None => Vec::new(),
     };
@@ -343,15 +343,12 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
     }
     // Healing fits on heal_samples tokens of the calibration text from calib_offset (as
     // `prune` heals), whole windows of ctx.
-    let heal_tokens: &[u32] = {
-        let start = req.calib.calib_offset.min(calib_tokens.len());
-        let end = start
-            .saturating_add(req.heal_fit.heal_samples)
-            .min(calib_tokens.len());
-        &calib_tokens[start..end]
-    };
+    let heal_tokens = &calib_tokens[req
+        .calib
+        .text
+        .heal_range(req.heal_fit.heal_samples, calib_tokens.len())];
     let heal = match req.heal.first() {
-        Some(&method) => Some((req.heal_fit.options(method, req.calib.ctx)?, heal_tokens)),
+        Some(&method) => Some((req.heal_fit.options(method, req.calib.text.ctx)?, heal_tokens)),
         None => None,
     };
     let heal_also = req
@@ -361,7 +358,7 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
         .map(|&m| {
             Ok((
                 m.name().to_string(),
-                req.heal_fit.options(m, req.calib.ctx)?,
+                req.heal_fit.options(m, req.calib.text.ctx)?,
             ))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -372,8 +369,8 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
         offset_tokens: s.offset,
         scored_tokens: s.windows * (eval_ctx - 1),
     };
-    let eval_set = set(&eval_slice.slice());
-    let select_set = set(&select.slice());
+    let eval_set = set(&eval_slice.slice);
+    let select_set = set(&select.slice);
     let cache = DenseCache::build(&m, eval_windows, progress)?;
     let select_cache = DenseCache::build(&m, select_windows, progress)?;
     let stability_inputs: Vec<(String, Vec<LayerScores>)> = specs

@@ -38,7 +38,7 @@ impl Study {
     pub fn open(out: &Path, req: &SweepRequest, given: &Path, resolved: &Path) -> Result<Self> {
         let mut inputs = vec![given, resolved, req.eval.as_path()];
         inputs.extend(
-            [&req.calib.calib, &req.select_on, &req.tasks]
+            [&req.calib.text.calib, &req.select_on, &req.tasks]
                 .into_iter()
                 .flatten()
                 .map(PathBuf::as_path),
@@ -105,7 +105,7 @@ fn settings(
     obj.insert("model".into(), json!(given.display().to_string()));
     obj.insert("model_bytes".into(), json!(bytes_on_disk(resolved)));
     let files = [
-        ("calib", req.calib.calib.as_ref()),
+        ("calib", req.calib.text.calib.as_ref()),
         ("eval", Some(&req.eval)),
         ("select_on", req.select_on.as_ref()),
         ("tasks", req.tasks.as_ref()),
