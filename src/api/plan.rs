@@ -103,6 +103,8 @@ pub fn plan(
         let before = ParamCounts::from_tensors(m.tensor_elements());
         let chosen = choose(m.path(), choice, n, &before, &Default::default(), progress)?;
         let removal = chosen.removal.clone();
+        // Expert tensors that contradict the metadata are refused before anything is planned.
+        crate::model::gguf_moe::check_gguf_moe(&m)?;
         let p = gguf_plan(&m, &removal)?;
         let after = before.after(&removal);
         let report = GgufPlan {

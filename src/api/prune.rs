@@ -426,6 +426,8 @@ fn prune_gguf(
         metadata: how_chosen_metadata(&chosen),
         ..Edits::default()
     };
+    // Expert tensors that contradict the metadata are refused before anything is written.
+    crate::model::gguf_moe::check_gguf_moe(&model)?;
     let report = gguf::prune_with(&model, &chosen.removal, &req.out, &opts, &edits, progress)?;
     let after = before.after(&chosen.removal);
     let pruned = GgufPruned {

@@ -342,5 +342,6 @@ pub fn write_healed_gguf(
         overwrite: opts.overwrite,
         split_max_bytes: opts.split_max_bytes,
     };
+    crate::model::gguf_moe::check_gguf_moe(model)?;
     prune_with(model, removal, out, &prune_opts, &edits, progress)
 }

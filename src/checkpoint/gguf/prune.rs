@@ -106,8 +106,6 @@ pub fn plan<'a>(model: &'a GgufModel, removal: &Removal) -> Result<PrunePlan<'a>
         )));
     }
     super::pattern::check_gguf_prune(model, removal)?;
-    // Expert tensors that contradict the metadata are refused before anything is written.
-    crate::model::gguf_moe::check_gguf_moe(model)?;
     let arch = model.architecture()?.to_string();
     let block_count_key = model.block_count_key()?;
     let kept = removal.kept();
