@@ -2,7 +2,7 @@
 //! checkpoint's model card carries. Rendering only: the numbers and generations come in.
 
 use crate::eval::Interval;
-use crate::sweep::{EvalSet, Measured, Sweep, SweepRow};
+use crate::sweep::{EvalSet, Measured, Sweep, SweepRow, TaskMetric};
 use std::fmt::Write;
 
 /// Fewer evaluation windows than this make a bootstrap interval rough; the report says so.
@@ -92,7 +92,7 @@ fn cell(s: &str) -> String {
 /// 95% interval.
 pub fn results_table(s: &Sweep) -> String {
     let healed = s.heal.is_some();
-    let tasks = s.tasks.is_some();
+    let tasks = s.task_list.len();
     let stable = s.resamples.is_some();
     let mut t = String::new();
     t.push_str("| strategy | layers removed | removed (`--drop`) | parameters | perplexity | Δ vs dense | KL to dense | top-1 agreement |");
@@ -102,18 +102,16 @@ pub fn results_table(s: &Sweep) -> String {
     if healed {
         t.push_str(" healed perplexity | healed KL | healed top-1 |");
     }
-    if tasks {
-        t.push_str(" acc | acc_norm |");
+    for task in &s.task_list {
+        let _ = write!(t, " {} {} |", task.task, task.metric);
     }
     if stable {
         t.push_str(" same choice | overlap |");
     }
     t.push('\n');
     t.push_str("|---|---:|---|---:|---:|---:|---:|---:|");
-    let extra = usize::from(s.select.is_some())
-        + 3 * usize::from(healed)
-        + 2 * usize::from(tasks)
-        + 2 * usize::from(stable);
+    let extra =
+        usize::from(s.select.is_some()) + 3 * usize::from(healed) + tasks + 2 * usize::from(stable);
     t.push_str(&"---:|".repeat(extra));
     t.push('\n');
     let blank = |n: usize| " |".repeat(n);
@@ -133,15 +131,8 @@ pub fn results_table(s: &Sweep) -> String {
         let _ = write!(t, " {} |", v.map(|v| format!("{v:.3}")).unwrap_or_default());
     }
     t.push_str(&blank(3 * usize::from(healed)));
-    if let Some(task) = &s.tasks {
-        let _ = write!(
-            t,
-            " {}{} | {}{} |",
-            format_args!("{:.3}", task.dense.acc),
-            ci(Some(task.dense.acc_ci), 3),
-            format_args!("{:.3}", task.dense.acc_norm),
-            ci(Some(task.dense.acc_norm_ci), 3)
-        );
+    for task in &s.task_list {
+        let _ = write!(t, " {} |", metric_cell(Some(&task.dense), false));
     }
     t.push_str(&blank(2 * usize::from(stable)));
     t.push('\n');
@@ -186,20 +177,9 @@ pub fn results_table(s: &Sweep) -> String {
         } else if healed {
             t.push_str(&blank(3));
         }
-        if tasks {
-            match &r.tasks {
-                Some(c) => {
-                    let _ = write!(
-                        t,
-                        " {:.3}{} | {:.3}{} |",
-                        c.acc,
-                        ci(Some(c.acc_ci), 3),
-                        c.acc_norm,
-                        ci(Some(c.acc_norm_ci), 3)
-                    );
-                }
-                None => t.push_str(&blank(2)),
-            }
+        for task in &s.task_list {
+            let m = r.task_metrics.iter().find(|m| m.task == task.task);
+            let _ = write!(t, " {} |", metric_cell(m, true));
         }
         if stable {
             match &r.stability {
@@ -210,6 +190,100 @@ pub fn results_table(s: &Sweep) -> String {
             }
         }
         t.push('\n');
+    }
+    t
+}
+
+/// A task's headline value with its interval and, when asked and known, the share of the dense
+/// model's value kept; empty when the cell has none.
+fn metric_cell(m: Option<&TaskMetric>, retention: bool) -> String {
+    let Some(m) = m else {
+        return String::new();
+    };
+    let kept = match m.retention.filter(|_| retention) {
+        Some(r) => format!(" ({})", pct(r)),
+        None => String::new(),
+    };
+    format!("{:.3}{}{kept}", m.value, ci(Some(m.ci), 3))
+}
+
+/// The papers' table (issue 32): one row per number of layers removed and model (dense,
+/// unhealed, and healed by each method the sweep ran), one column per task's headline metric
+/// with its interval and retention against dense, and the evaluation text's perplexity. At each
+/// count, the study's choice ([`Sweep::best_at`]). Empty without tasks.
+pub fn papers_table(s: &Sweep) -> String {
+    if s.task_list.is_empty() {
+        return String::new();
+    }
+    let mut t = String::new();
+    let first_heal = s
+        .heal
+        .as_ref()
+        .and_then(|h| h.get("name"))
+        .and_then(|n| n.as_str())
+        .filter(|n| !n.is_empty())
+        .map_or_else(|| "healed".to_string(), |n| format!("healed ({n})"));
+    t.push_str("| layers removed | removed (`--drop`) | model |");
+    for task in &s.task_list {
+        let _ = write!(t, " {} {} |", task.task, task.metric);
+    }
+    t.push_str(" perplexity |\n|---:|---|---|");
+    t.push_str(&"---:|".repeat(s.task_list.len() + 1));
+    t.push('\n');
+    let mut line =
+        |k: usize, drop: String, model: &str, metrics: &[TaskMetric], ppl: Option<&Measured>| {
+            let _ = write!(t, "| {k} | {drop} | {model} |");
+            for task in &s.task_list {
+                let m = metrics.iter().find(|m| m.task == task.task);
+                let _ = write!(t, " {} |", metric_cell(m, k > 0));
+            }
+            match ppl {
+                Some(p) => {
+                    let _ = writeln!(t, " {:.3}{} |", p.perplexity, ci(p.perplexity_ci, 3));
+                }
+                None => t.push_str(" |\n"),
+            }
+        };
+    let dense: Vec<TaskMetric> = s.task_list.iter().map(|x| x.dense.clone()).collect();
+    let dense_ppl = Measured {
+        perplexity_ci: s.dense_perplexity_ci,
+        ..Measured::point(s.dense_perplexity, 0.0, 1.0)
+    };
+    line(0, "–".into(), "dense", &dense, Some(&dense_ppl));
+    for &k in s.counts.iter().filter(|&&k| k > 0) {
+        let Some(r) = s.best_at(k) else {
+            continue;
+        };
+        let drop = format!("`{}` ({})", r.drop, r.strategy);
+        line(
+            k,
+            drop.clone(),
+            "unhealed",
+            &r.task_metrics,
+            Some(&r.measured),
+        );
+        if r.healed.is_some() || !r.healed_task_metrics.is_empty() {
+            line(
+                k,
+                drop.clone(),
+                &first_heal,
+                &r.healed_task_metrics,
+                r.healed.as_ref(),
+            );
+        }
+        let methods: std::collections::BTreeSet<&String> = (r.healed_by.keys())
+            .chain(r.healed_by_task_metrics.keys())
+            .collect();
+        for name in methods {
+            let metrics = r.healed_by_task_metrics.get(name).map_or(&[][..], |v| v);
+            line(
+                k,
+                drop.clone(),
+                &format!("healed ({name})"),
+                metrics,
+                r.healed_by.get(name),
+            );
+        }
     }
     t
 }
@@ -362,6 +436,20 @@ pub fn render(s: &Sweep, parts: &ReportParts<'_>) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if !s.task_list.is_empty() {
+        t.push_str("## Benchmarks\n\n");
+        let _ = writeln!(
+            t,
+            "Each task's headline metric (lm-eval's name) with its 95% interval from a bootstrap \
+             over the questions and, in parentheses, the share of the dense model's score kept; \
+             perplexity on the evaluation text (`{}`) with its interval over windows. At each \
+             number of layers removed, the study's choice (lowest validation perplexity, healed \
+             when healed), unhealed and healed by each method the sweep ran.\n",
+            s.eval.file
+        );
+        t.push_str(&papers_table(s));
+        t.push('\n');
+    }
     t.push_str("## Method\n\n");
     t.push_str(
         "Each strategy scores the layers on the calibration text and chooses the layers to remove; \
@@ -438,12 +526,12 @@ pub fn render(s: &Sweep, parts: &ReportParts<'_>) -> String {
              layers, \"overlap\" their mean Jaccard overlap with the chosen layers."
         );
     }
-    if let Some(task) = &s.tasks {
+    for task in &s.task_list {
         let _ = writeln!(
             t,
-            "- Zero-shot: `{}`, {} questions scored by log-likelihood (acc and acc_norm as \
-             `eval --tasks`), intervals by a bootstrap over questions.",
-            task.file, task.questions
+            "- Task `{}`: `{}`, {} questions, scored as `eval --tasks` scores them (headline \
+             `{}`), intervals by a bootstrap over questions.",
+            task.task, task.data, task.n, task.metric
         );
     }
     if let Some(h) = &s.heal {

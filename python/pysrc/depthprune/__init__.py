@@ -217,8 +217,10 @@ def sweep(model: PathLike, *, eval: PathLike, callback: Optional[Callback] = Non
 
     Options as ``depthprune sweep``: ``strategies=["angular", "bi", "ppl", "last"]``,
     ``remove="0..9"``, ``calib=``, ``eval_samples=8``, ``eval_offset=``, ``select_on=``,
-    ``heal=["auto"]``, ``tasks=`` (one multiple-choice task, ``{"arc_easy": path}``, or one
-    JSONL file of our own format), ``out=`` (a folder for sweep.csv, plots and, with
+    ``heal=["auto"]``, ``tasks=`` (lm-eval's tasks by name with their data, ``{"arc_easy": path,
+    "humaneval": path}``, or one JSONL file of our own format; with ``limit=``,
+    ``num_fewshot=``, ``chat_template=True``, ``max_gen_toks=``, and
+    ``confirm_run_unsafe_code=True`` for HumanEval), ``out=`` (a folder for sweep.csv, plots and, with
     ``report=True``, report.md; nothing is written without it), and the calibration options of
     :func:`score`. Returns the dict ``sweep.json`` holds; its ``"rows"`` are ready for
     ``pandas.DataFrame`` (see :func:`rows`).
@@ -228,8 +230,11 @@ def sweep(model: PathLike, *, eval: PathLike, callback: Optional[Callback] = Non
     study in ``out`` over.
     """
     options["eval"] = eval
-    if isinstance(options.get("tasks"), dict):
-        options["tasks"] = ",".join(f"{k}={_path(v)}" for k, v in options["tasks"].items())
+    tasks = options.get("tasks")
+    if isinstance(tasks, dict):
+        options["tasks"] = ",".join(f"{k}={_path(v)}" for k, v in tasks.items())
+    elif isinstance(tasks, (list, tuple)):
+        options["tasks"] = ",".join(_path(t) for t in tasks)
     if isinstance(options.get("strategies"), str):
         options["strategies"] = [options["strategies"]]
     if isinstance(options.get("heal"), str):
