@@ -236,7 +236,10 @@ fn every_cell_scores_each_task_as_eval_does_and_the_report_leads_with_the_papers
             .as_array()
             .unwrap()
             .iter()
-            .find(|r| r["strategy"] == b["strategy"] && r["k"].to_string() == c[0])
+            .find(|r| {
+                r["strategy"] == b["strategy"]
+                    && r["k"].as_u64().map(|k| k.to_string()).as_deref() == Some(c[0].as_str())
+            })
             .unwrap();
         assert_eq!(
             c[1],
