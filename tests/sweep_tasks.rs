@@ -2,7 +2,8 @@
 //! headline metric of each task equals what `eval --tasks … --skip DROP` gives for the same
 //! removal, retention is the share of dense, a resumed study keeps the figures and refuses
 //! changed task settings by name, and the report's first table is the papers' table (tasks ×
-//! layers removed: dense, unhealed and each healing method).
+//! layers removed: dense, unhealed and each healing method). `prune --heal --tasks` states what
+//! the heal did to each task, before and after, as `eval --tasks` scores them.
 
 mod common;
 
@@ -102,33 +103,36 @@ fn read_json(p: &Path) -> Value {
 }
 
 /// `prune --drop DROP --heal lstsq` of the fixture, healed on the calibration tokens the sweep
-/// heals on; returns the checkpoint.
-fn prune_healed(dir: &Path, drop: &str) -> PathBuf {
+/// heals on, with `extra` flags; returns the checkpoint and the run.
+fn prune_healed_with(dir: &Path, drop: &str, extra: &[&str]) -> (PathBuf, Output) {
     let (t, out) = (text(dir), dir.join(format!("healed-{drop}")));
     let model = fixture().join("llama");
-    let o = run_in(
-        &[
-            "prune",
-            s(&model),
-            "--drop",
-            drop,
-            "--heal",
-            "lstsq",
-            "--calib",
-            s(&t),
-            "--ctx",
-            "16",
-            "--calib-offset",
-            "64",
-            "--heal-samples",
-            "1024",
-            "--out",
-            s(&out),
-        ],
-        dir,
-    );
+    let mut a = vec![
+        "prune",
+        s(&model),
+        "--drop",
+        drop,
+        "--heal",
+        "lstsq",
+        "--calib",
+        s(&t),
+        "--ctx",
+        "16",
+        "--calib-offset",
+        "64",
+        "--heal-samples",
+        "1024",
+        "--out",
+        s(&out),
+    ];
+    a.extend_from_slice(extra);
+    let o = run_in(&a, dir);
     assert!(o.status.success(), "{}", stderr(&o));
-    out
+    (out, o)
+}
+
+fn prune_healed(dir: &Path, drop: &str) -> PathBuf {
+    prune_healed_with(dir, drop, &[]).0
 }
 
 /// `eval --tasks` of `model` (the fixture when empty) with `skip` (empty: none), each task's
@@ -389,4 +393,84 @@ fn a_resumed_sweep_keeps_task_figures_and_refuses_changed_tasks() {
             "`{key}` differs from the uninterrupted study"
         );
     }
+}
+
+#[test]
+fn a_healed_prune_states_what_the_heal_did_to_each_task() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lm = fixture().parent().unwrap().join("lmeval");
+    let tasks = format!(
+        "arc_easy={},mmlu={}",
+        arc(tmp.path()).display(),
+        lm.join("mmlu").display()
+    );
+    let (out, o) = prune_healed_with(tmp.path(), "3..4", &["--tasks", &tasks]);
+    let record = read_json(&out.join("pruning.json"))["healing"]["tasks"].clone();
+    let before = eval_tasks_plain(tmp.path(), &tasks, "3..4", &fixture().join("llama"));
+    let after = eval_tasks_plain(tmp.path(), &tasks, "", &out);
+    let effects = record.as_array().unwrap();
+    assert_eq!(effects.len(), 2, "{record}");
+    let mut moved = false;
+    for (i, e) in effects.iter().enumerate() {
+        for (side, want) in [("unhealed", &before[i]), ("healed", &after[i])] {
+            assert_eq!(e["task"], want.0.as_str());
+            for (metric, x) in want.1["metrics"].as_object().unwrap() {
+                assert_eq!(
+                    e[side]["metrics"][metric].as_f64(),
+                    x.as_f64(),
+                    "{side} {metric}"
+                );
+            }
+        }
+        moved |= e["unhealed"]["value"] != e["healed"]["value"];
+    }
+    assert!(
+        moved,
+        "the heal changed no task: the comparison proves little"
+    );
+    // The note in the model card and the terminal say it too.
+    let card = std::fs::read_to_string(out.join("README.md")).unwrap();
+    let arc = &effects[0];
+    let sentence = format!(
+        "before → after healing: `arc_easy` acc_norm {:.3} → {:.3} (12 questions)",
+        arc["unhealed"]["value"].as_f64().unwrap(),
+        arc["healed"]["value"].as_f64().unwrap()
+    );
+    assert!(card.contains(&sentence), "{sentence}\n{card}");
+    let printed = String::from_utf8_lossy(&o.stdout);
+    assert!(printed.contains("task arc_easy: acc_norm "), "{printed}");
+    // Without a heal there is nothing to state: refused.
+    let model = fixture().join("llama");
+    let o = run_in(
+        &[
+            "prune",
+            s(&model),
+            "--drop",
+            "3..4",
+            "--tasks",
+            &tasks,
+            "--out",
+            "x",
+        ],
+        tmp.path(),
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("pass --heal"), "{}", stderr(&o));
+}
+
+/// `eval --tasks` of `model` with `skip`, without the sweep's task flags.
+fn eval_tasks_plain(dir: &Path, tasks: &str, skip: &str, model: &Path) -> Vec<(String, Value)> {
+    let mut a = vec!["eval", s(model), "--tasks", tasks, "--json"];
+    if !skip.is_empty() {
+        a.extend_from_slice(&["--skip", skip]);
+    }
+    let o = run_in(&a, dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["task"].as_str().unwrap().to_string(), t.clone()))
+        .collect()
 }

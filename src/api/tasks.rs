@@ -158,6 +158,33 @@ pub struct SuiteOpts {
     pub code_timeout: f64,
 }
 
+impl SuiteOpts {
+    /// Greedy generation, one sample each, the model's own context length (set when it loads),
+    /// no chat template, lm-eval's 3 seconds per program: how a sweep or a heal scores tasks.
+    pub fn greedy(
+        limit: Option<usize>,
+        num_fewshot: Option<usize>,
+        confirm_run_unsafe_code: bool,
+        max_gen_toks: Option<usize>,
+    ) -> Self {
+        SuiteOpts {
+            limit,
+            num_fewshot,
+            chat_template: false,
+            confirm_run_unsafe_code,
+            opts: TaskOpts {
+                max_len: 1,
+                batch: crate::eval::choice::DEFAULT_BATCH,
+            },
+            samples: 1,
+            pass_k: 1,
+            sampling: Sampling::greedy(),
+            max_gen_toks,
+            code_timeout: 3.0,
+        }
+    }
+}
+
 /// Refuses code-running tasks without consent, before any model loads.
 pub fn check_consent(sources: &[TaskSource], confirmed: bool) -> Result<()> {
     for s in sources {

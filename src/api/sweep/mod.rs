@@ -14,7 +14,7 @@ use crate::api::ModelSource;
 use crate::arch::ParamCounts;
 use crate::choose::strategy::Protect;
 use crate::error::{Error, IoContext, Result};
-use crate::eval::{self, Bootstrap, TaskOpts};
+use crate::eval::{self, Bootstrap};
 use crate::hub::Need;
 use crate::model::{open_checkpoint, Model};
 use crate::progress::Progress;
@@ -472,19 +472,14 @@ impl SweepRequest {
     /// How the tasks run: as `eval --tasks` runs them, greedy, one sample each.
     fn suite_opts(&self) -> super::tasks::SuiteOpts {
         super::tasks::SuiteOpts {
-            limit: self.limit,
-            num_fewshot: self.num_fewshot,
             chat_template: self.chat_template,
-            confirm_run_unsafe_code: self.confirm_run_unsafe_code,
-            opts: TaskOpts {
-                max_len: 1,
-                batch: eval::choice::DEFAULT_BATCH,
-            },
-            samples: 1,
-            pass_k: 1,
-            sampling: crate::model::Sampling::greedy(),
-            max_gen_toks: self.max_gen_toks,
             code_timeout: self.code_timeout,
+            ..super::tasks::SuiteOpts::greedy(
+                self.limit,
+                self.num_fewshot,
+                self.confirm_run_unsafe_code,
+                self.max_gen_toks,
+            )
         }
     }
 }
