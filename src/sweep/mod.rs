@@ -382,7 +382,13 @@ pub fn run(
     let mut task_cells: HashMap<Vec<usize>, Vec<TaskMetric>> = HashMap::new();
     let tasks = plan.tasks.as_ref().map(|t| (t, &boot));
     let dense_tasks = match tasks {
-        Some((t, _)) => tasks::measure(t, model, &[], &boot)?,
+        Some((t, _)) => {
+            progress.message(&format!(
+                "scoring the dense model on {} tasks",
+                t.tasks.len()
+            ));
+            tasks::measure(t, model, &[], &boot)?
+        }
         None => Vec::new(),
     };
     let mut rows = Vec::new();
