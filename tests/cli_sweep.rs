@@ -511,7 +511,7 @@ fn sweep_adds_accuracy_and_stability_columns_that_match_eval() {
     report_holds(
         tmp.path(),
         &[
-            "| acc | acc_norm |",
+            "| tasks acc |",
             "same choice",
             "bootstrap resamples of the calibration",
             "plots/stability_bi.png",
@@ -664,15 +664,13 @@ fn sweep_measures_a_registry_task_by_name_as_eval_does() {
             "--remove",
             "0..2",
             "--tasks",
-            "gsm8k=x",
+            "humaneval=x",
             "--out",
             "out2",
         ],
     );
+    // Code runs only with consent, asked for before the model loads.
     assert!(!o.status.success());
-    assert!(
-        err(&o).contains("not a multiple-choice task"),
-        "{}",
-        err(&o)
-    );
+    assert!(err(&o).contains("--confirm-run-unsafe-code"), "{}", err(&o));
+    assert!(!tmp.path().join("out2").exists());
 }

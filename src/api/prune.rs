@@ -77,6 +77,10 @@ pub struct PruneRequest {
     #[serde(flatten)]
     #[cfg_attr(feature = "cli", command(flatten))]
     pub heal_fit: HealFit,
+    /// With --heal: the tasks the heal is checked on.
+    #[serde(flatten)]
+    #[cfg_attr(feature = "cli", command(flatten))]
+    pub tasks: super::heal::tasks::HealTasks,
     /// The command line recorded in provenance (default: the equivalent `depthprune prune`).
     #[cfg_attr(feature = "cli", arg(skip))]
     pub command: Option<Vec<String>>,
@@ -97,6 +101,7 @@ impl Default for PruneRequest {
             resume: false,
             heal: None,
             heal_fit: HealFit::default(),
+            tasks: Default::default(),
             command: None,
             run: crate::api::RunOptions::default(),
         }
@@ -175,6 +180,7 @@ impl PruneRequest {
             text: c.text.clone(),
             fit,
             offload: c.offload,
+            tasks: self.tasks.clone(),
             run: self.run.clone(),
         }
     }
@@ -262,6 +268,11 @@ pub fn prune(
     req.run.install(progress, || {
     if req.out.as_os_str().is_empty() {
         return Err(Error::Invalid("prune needs an output path (out)".into()));
+    }
+    if req.tasks.tasks.is_some() && req.heal.is_none() {
+        return Err(Error::Invalid(
+            "`tasks` says what a heal did to each task; pass `heal`, or score the written model with `eval --tasks`".into(),
+        ));
     }
     let resolved = model.resolve(Need::Snapshot, progress)?;
     let path = &resolved.path;

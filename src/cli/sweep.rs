@@ -165,5 +165,12 @@ fn table(s: &Sweep) -> Result<String> {
             }
         )?;
     }
+    if !s.task_list.is_empty() {
+        writeln!(
+            t,
+            "\ntasks at each count's best choice: value [95% interval] (share of dense kept):"
+        )?;
+        t.push_str(&depthprune::report::papers::papers_table(s));
+    }
     Ok(t)
 }

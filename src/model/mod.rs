@@ -53,6 +53,7 @@ pub use weights::{HfFolder, WeightSource, INDEX_FILE, SINGLE_FILE};
 use crate::error::{Error, Result};
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -143,6 +144,7 @@ impl KvCache {
 
 /// The token embedding: floats, or under [`Compute::Quant`] ggml blocks whose rows are widened to
 /// f32 only as a batch looks them up.
+#[derive(Clone)]
 enum Embedding {
     Dense(Tensor),
     Quant(Arc<QTensor>),
@@ -183,7 +185,8 @@ impl Embedding {
     }
 }
 
-/// A decoder-only model ready to run.
+/// A decoder-only model ready to run. Cloning shares the weights.
+#[derive(Clone)]
 pub struct Model {
     cfg: ModelConfig,
     source: Arc<dyn WeightSource>,
@@ -269,6 +272,17 @@ impl Model {
 
     pub fn config(&self) -> &ModelConfig {
         &self.cfg
+    }
+
+    /// This model with the layers in `replaced` swapped in (a healed removal measured without
+    /// writing it); every other weight is shared.
+    pub fn with_layers(&self, replaced: &BTreeMap<usize, DecoderLayer>) -> Result<Model> {
+        let mut m = self.clone();
+        for (&i, layer) in replaced {
+            m.check_index(i)?;
+            m.layers[i] = Some(Arc::new(layer.clone()));
+        }
+        Ok(m)
     }
 
     /// Whether every layer is resident (none is loaded on demand).

@@ -1,6 +1,7 @@
 //! The study as Markdown: `report.md` for a sweep, and the evaluation section that a pruned
 //! checkpoint's model card carries. Rendering only: the numbers and generations come in.
 
+use super::papers::{metric_cell, papers_table};
 use crate::eval::Interval;
 use crate::sweep::{EvalSet, Measured, Sweep, SweepRow};
 use std::fmt::Write;
@@ -50,12 +51,12 @@ pub struct ReportParts<'a> {
     pub plots: &'a [(String, String)],
 }
 
-fn pct(x: f64) -> String {
+pub(super) fn pct(x: f64) -> String {
     format!("{:.1}%", 100.0 * x)
 }
 
 /// ` [lo, hi]` with `digits` decimals, or nothing when there is no interval.
-fn ci(i: Option<Interval>, digits: usize) -> String {
+pub(super) fn ci(i: Option<Interval>, digits: usize) -> String {
     i.map(|c| format!(" [{:.digits$}, {:.digits$}]", c[0], c[1]))
         .unwrap_or_default()
 }
@@ -92,7 +93,7 @@ fn cell(s: &str) -> String {
 /// 95% interval.
 pub fn results_table(s: &Sweep) -> String {
     let healed = s.heal.is_some();
-    let tasks = s.tasks.is_some();
+    let tasks = s.task_list.len();
     let stable = s.resamples.is_some();
     let mut t = String::new();
     t.push_str("| strategy | layers removed | removed (`--drop`) | parameters | perplexity | Δ vs dense | KL to dense | top-1 agreement |");
@@ -102,18 +103,16 @@ pub fn results_table(s: &Sweep) -> String {
     if healed {
         t.push_str(" healed perplexity | healed KL | healed top-1 |");
     }
-    if tasks {
-        t.push_str(" acc | acc_norm |");
+    for task in &s.task_list {
+        let _ = write!(t, " {} {} |", task.task, task.metric);
     }
     if stable {
         t.push_str(" same choice | overlap |");
     }
     t.push('\n');
     t.push_str("|---|---:|---|---:|---:|---:|---:|---:|");
-    let extra = usize::from(s.select.is_some())
-        + 3 * usize::from(healed)
-        + 2 * usize::from(tasks)
-        + 2 * usize::from(stable);
+    let extra =
+        usize::from(s.select.is_some()) + 3 * usize::from(healed) + tasks + 2 * usize::from(stable);
     t.push_str(&"---:|".repeat(extra));
     t.push('\n');
     let blank = |n: usize| " |".repeat(n);
@@ -133,15 +132,8 @@ pub fn results_table(s: &Sweep) -> String {
         let _ = write!(t, " {} |", v.map(|v| format!("{v:.3}")).unwrap_or_default());
     }
     t.push_str(&blank(3 * usize::from(healed)));
-    if let Some(task) = &s.tasks {
-        let _ = write!(
-            t,
-            " {}{} | {}{} |",
-            format_args!("{:.3}", task.dense.acc),
-            ci(Some(task.dense.acc_ci), 3),
-            format_args!("{:.3}", task.dense.acc_norm),
-            ci(Some(task.dense.acc_norm_ci), 3)
-        );
+    for task in &s.task_list {
+        let _ = write!(t, " {} |", metric_cell(Some(&task.dense), false));
     }
     t.push_str(&blank(2 * usize::from(stable)));
     t.push('\n');
@@ -186,20 +178,9 @@ pub fn results_table(s: &Sweep) -> String {
         } else if healed {
             t.push_str(&blank(3));
         }
-        if tasks {
-            match &r.tasks {
-                Some(c) => {
-                    let _ = write!(
-                        t,
-                        " {:.3}{} | {:.3}{} |",
-                        c.acc,
-                        ci(Some(c.acc_ci), 3),
-                        c.acc_norm,
-                        ci(Some(c.acc_norm_ci), 3)
-                    );
-                }
-                None => t.push_str(&blank(2)),
-            }
+        for task in &s.task_list {
+            let m = r.task_metrics.iter().find(|m| m.task == task.task);
+            let _ = write!(t, " {} |", metric_cell(m, true));
         }
         if stable {
             match &r.stability {
@@ -362,6 +343,20 @@ pub fn render(s: &Sweep, parts: &ReportParts<'_>) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if !s.task_list.is_empty() {
+        t.push_str("## Benchmarks\n\n");
+        let _ = writeln!(
+            t,
+            "Each task's headline metric (lm-eval's name) with its 95% interval from a bootstrap \
+             over the questions and, in parentheses, the share of the dense model's score kept; \
+             perplexity on the evaluation text (`{}`) with its interval over windows. At each \
+             number of layers removed, the study's choice (lowest validation perplexity, healed \
+             when healed), unhealed and healed by each method the sweep ran.\n",
+            s.eval.file
+        );
+        t.push_str(&papers_table(s));
+        t.push('\n');
+    }
     t.push_str("## Method\n\n");
     t.push_str(
         "Each strategy scores the layers on the calibration text and chooses the layers to remove; \
@@ -438,12 +433,12 @@ pub fn render(s: &Sweep, parts: &ReportParts<'_>) -> String {
              layers, \"overlap\" their mean Jaccard overlap with the chosen layers."
         );
     }
-    if let Some(task) = &s.tasks {
+    for task in &s.task_list {
         let _ = writeln!(
             t,
-            "- Zero-shot: `{}`, {} questions scored by log-likelihood (acc and acc_norm as \
-             `eval --tasks`), intervals by a bootstrap over questions.",
-            task.file, task.questions
+            "- Task `{}`: `{}`, {} questions, scored as `eval --tasks` scores them (headline \
+             `{}`), intervals by a bootstrap over questions.",
+            task.task, task.data, task.n, task.metric
         );
     }
     if let Some(h) = &s.heal {

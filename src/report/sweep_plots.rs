@@ -80,19 +80,19 @@ pub fn sweep_plots(dir: &Path, s: &Sweep) -> Result<Vec<PathBuf>> {
         Axis::LinearCounts,
         None,
     )?);
-    if let Some(t) = &s.tasks {
+    // The first task's headline metric, unhealed, by layers removed.
+    if let Some(t) = s.task_list.first() {
         let mut acc = Vec::new();
         for name in &s.strategies {
-            let rows = s
-                .rows
-                .iter()
-                .filter(|r| &r.strategy == name && r.tasks.is_some());
             let cells: Vec<(f64, f64, [f64; 2])> =
-                std::iter::once((0.0, t.dense.acc, t.dense.acc_ci))
+                std::iter::once((0.0, t.dense.value, t.dense.ci))
                     .chain(
-                        rows.filter_map(|r| {
-                            r.tasks.as_ref().map(|c| (r.k as f64, c.acc, c.acc_ci))
-                        }),
+                        (s.rows.iter())
+                            .filter(|r| &r.strategy == name && r.k > 0)
+                            .filter_map(|r| {
+                                let m = r.task_metrics.iter().find(|m| m.task == t.task)?;
+                                Some((r.k as f64, m.value, m.ci))
+                            }),
                     )
                     .collect();
             acc.push(Series {
@@ -102,17 +102,17 @@ pub fn sweep_plots(dir: &Path, s: &Sweep) -> Result<Vec<PathBuf>> {
             });
         }
         let dense_acc = Reference {
-            label: format!("dense model ({:.3})", t.dense.acc),
-            y: t.dense.acc,
+            label: format!("dense model ({:.3})", t.dense.value),
+            y: t.dense.value,
         };
         files.extend(line_chart(
             &dir.join("acc_vs_removed"),
             &format!(
-                "zero-shot accuracy by layers removed ({} questions)",
-                t.questions
+                "{} {} by layers removed ({} questions)",
+                t.task, t.metric, t.n
             ),
             "layers removed",
-            "accuracy",
+            &t.metric,
             &acc,
             Axis::LinearCounts,
             Some(&dense_acc),

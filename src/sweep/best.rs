@@ -85,7 +85,9 @@ mod tests {
             heal_residuals: None,
             heal_choices: None,
             finalists: None,
-            tasks: None,
+            task_metrics: Vec::new(),
+            healed_task_metrics: Vec::new(),
+            healed_by_task_metrics: Default::default(),
             stability: None,
         }
     }

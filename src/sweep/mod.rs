@@ -10,8 +10,9 @@
 //! Every cell is measured on two slices of text (issue 15): the validation slice, on which the
 //! best choice at each count is made ([`best`]), and the evaluation slice, which reports it with
 //! 95% intervals from a seeded bootstrap over windows and paired differences against the dense
-//! model and between the best and the runner-up. Optional columns: zero-shot accuracy
-//! ([`tasks`]) and the stability of each choice under resampled calibration text.
+//! model and between the best and the runner-up. Optional columns: each benchmark's headline
+//! metric, unhealed and healed, with its retention against dense ([`tasks`]), and the stability
+//! of each choice under resampled calibration text.
 
 pub mod best;
 pub mod csv;
@@ -24,15 +25,14 @@ pub use crate::model::stream::{cache_bytes, DenseCache};
 pub use best::{Best, RunnerUp};
 pub use journal::Journal;
 pub use spec::{parse_counts, StrategySpec};
-pub use tasks::TaskCell;
+pub use tasks::{SweepTask, TaskMetric, TaskPlan, TaskScorer};
 
 use crate::arch::ParamCounts;
 use crate::choose::stability::{chosen_sets, ChoiceStability, LayerStability};
 use crate::choose::strategy::{choose, Amount, Protect};
 use crate::error::{Error, Result};
 use crate::eval::{
-    score_encoded, score_hidden_windows, Bootstrap, Difference, EncodedItem, Interval,
-    ReferenceLogProbs, TaskOpts, Totals,
+    score_hidden_windows, Bootstrap, Difference, Interval, ReferenceLogProbs, Totals,
 };
 use crate::heal::{self, HealOptions, Overlay};
 use crate::model::{DecoderLayer, Model, WeightSource};
@@ -144,9 +144,16 @@ pub struct SweepRow {
     /// held-out calibration windows; the cell is the one chosen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finalists: Option<Vec<crate::choose::finalists::Finalist>>,
-    /// With `--tasks`: zero-shot accuracy (unhealed).
-    #[serde(default)]
-    pub tasks: Option<TaskCell>,
+    /// With `--tasks`: each task's headline metric (unhealed; the dense model's at 0 removed),
+    /// in the order of [`Sweep::task_list`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub task_metrics: Vec<TaskMetric>,
+    /// With `--tasks` and `--heal`: the same, healed by the first method.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub healed_task_metrics: Vec<TaskMetric>,
+    /// With `--tasks` and `--heal A,B,…`: the same, healed by each method after the first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub healed_by_task_metrics: BTreeMap<String, Vec<TaskMetric>>,
     /// With `--resamples`: how often resampled calibration text picks the same layers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stability: Option<ChoiceStability>,
@@ -187,9 +194,10 @@ pub struct Sweep {
     /// The bootstrap behind every interval.
     #[serde(default)]
     pub bootstrap: Option<Bootstrap>,
-    /// With `--tasks`: the task file and how many questions.
-    #[serde(default)]
-    pub tasks: Option<TaskSet>,
+    /// With `--tasks`: each task, its headline metric and the dense model's result, in the order
+    /// given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub task_list: Vec<SweepTask>,
     /// With `--resamples`: calibration resamples per strategy.
     #[serde(default)]
     pub resamples: Option<usize>,
@@ -214,15 +222,6 @@ pub struct Sweep {
     pub kernels: Vec<crate::model::kernel::KernelRecord>,
 }
 
-/// The task file behind the accuracy columns.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TaskSet {
-    pub file: String,
-    pub questions: usize,
-    /// The dense model's accuracy.
-    pub dense: TaskCell,
-}
-
 impl Sweep {
     /// The count the report's generations and the stability summary use unless told: the
     /// largest of at most 8 layers removed, else the largest.
@@ -242,13 +241,6 @@ impl Sweep {
     }
 }
 
-/// Questions to score each removal on.
-pub struct TaskPlan<'a> {
-    pub file: String,
-    pub items: &'a [EncodedItem],
-    pub opts: TaskOpts,
-}
-
 /// What to sweep.
 pub struct SweepPlan<'a> {
     /// Each strategy with its scores on the calibration set.
@@ -261,6 +253,8 @@ pub struct SweepPlan<'a> {
     pub protect: Protect,
     /// Heal each removal, fitting on these calibration tokens.
     pub heal: Option<(HealOptions, &'a [u32])>,
+    /// The first healing method's name (`heal.name` in `sweep.json`).
+    pub heal_name: String,
     /// With `heal`: heal this many of the heal-aware proxy's best sets (and other criteria's) per
     /// count of the `healed` strategy, and keep the lowest held-out KL.
     pub finalists: Option<usize>,
@@ -385,7 +379,18 @@ pub fn run(
     let mut measured: HashMap<Vec<usize>, Cell> = HashMap::new();
     let mut healed: HashMap<Vec<usize>, Healed> = HashMap::new();
     let mut healed_also: HashMap<(String, Vec<usize>), Healed> = HashMap::new();
-    let mut task_cells: HashMap<Vec<usize>, TaskCell> = HashMap::new();
+    let mut task_cells: HashMap<Vec<usize>, Vec<TaskMetric>> = HashMap::new();
+    let tasks = plan.tasks.as_ref().map(|t| (t, &boot));
+    let dense_tasks = match tasks {
+        Some((t, _)) => {
+            progress.message(&format!(
+                "scoring the dense model on {} tasks",
+                t.tasks.len()
+            ));
+            tasks::measure(t, model, &[], &boot)?
+        }
+        None => Vec::new(),
+    };
     let mut rows = Vec::new();
     let mut cells: Vec<(Cell, Option<Cell>)> = Vec::new();
     let total = plan.strategies.len() * plan.counts.len();
@@ -426,8 +431,9 @@ pub fn run(
                     let key = (name.clone(), removed.clone());
                     healed_also.entry(key).or_insert(h.clone());
                 }
-                if let Some(t) = &e.row.tasks {
-                    task_cells.entry(removed.clone()).or_insert(t.clone());
+                if k > 0 && !e.row.task_metrics.is_empty() {
+                    let t = e.row.task_metrics.clone();
+                    task_cells.entry(removed.clone()).or_insert(t);
                 }
                 rows.push(e.row);
                 cells.push((e.cell, e.healed.map(|h| h.cell)));
@@ -444,7 +450,7 @@ pub fn run(
                         j.choose(k, plan.protect, model_path, calib, opts)?;
                     cell_finalists = Some(list);
                     if !healed.contains_key(&set) {
-                        let h = measure_healed(model, &eval, &select, &set, &healing)?;
+                        let h = measure_healed(model, &eval, &select, &set, &healing, tasks)?;
                         healed.insert(set.clone(), h);
                     }
                     Some(Removal::from_layers(n, set)?)
@@ -487,7 +493,7 @@ pub fn run(
                         Some(h) => h.clone(),
                         None => {
                             let h = heal_and_measure(
-                                model, model_path, &eval, &select, &removed, calib, opts,
+                                model, model_path, &eval, &select, &removed, calib, opts, tasks,
                             )?;
                             healed.insert(removed.clone(), h.clone());
                             h
@@ -508,7 +514,7 @@ pub fn run(
                         Some(h) => h.clone(),
                         None => {
                             let h = heal_and_measure(
-                                model, model_path, &eval, &select, &removed, calib, opts,
+                                model, model_path, &eval, &select, &removed, calib, opts, tasks,
                             )?;
                             healed_also.insert(key, h.clone());
                             h
@@ -518,17 +524,17 @@ pub fn run(
                     healed_also_cell.insert(name.clone(), h);
                 }
             }
-            let task = match &plan.tasks {
-                Some(t) if k > 0 => Some(match task_cells.get(&removed) {
+            let task_metrics = match tasks {
+                Some(_) if k == 0 => dense_tasks.clone(),
+                Some((t, _)) => match task_cells.get(&removed) {
                     Some(c) => c.clone(),
                     None => {
-                        let r = score_encoded(model, &removed, t.items, t.opts, &Silent)?;
-                        let c = TaskCell::from_report(&r, &boot);
+                        let c = tasks::measure(t, model, &removed, &boot)?;
                         task_cells.insert(removed.clone(), c.clone());
                         c
                     }
-                }),
-                _ => None,
+                },
+                None => Vec::new(),
             };
             let stability = match plan.resampled.get(si) {
                 Some(r) if k > 0 && !r.is_empty() => {
@@ -563,7 +569,16 @@ pub fn run(
                 heal_residuals: heal_result.as_ref().map(|h| h.residuals.clone()),
                 heal_choices: heal_result.as_ref().map(|h| h.choices.clone()),
                 finalists: cell_finalists,
-                tasks: task,
+                task_metrics,
+                healed_task_metrics: heal_result
+                    .as_ref()
+                    .map(|h| h.tasks.clone())
+                    .unwrap_or_default(),
+                healed_by_task_metrics: healed_also_cell
+                    .iter()
+                    .filter(|(_, h)| !h.tasks.is_empty())
+                    .map(|(name, h)| (name.clone(), h.tasks.clone()))
+                    .collect(),
                 stability,
             });
             journal.record(
@@ -582,16 +597,32 @@ pub fn run(
         }
     }
     progress.finish();
-    let tasks = match &plan.tasks {
-        Some(t) => {
-            let r = score_encoded(model, &[], t.items, t.opts, &Silent)?;
-            Some(TaskSet {
-                file: t.file.clone(),
-                questions: t.items.len(),
-                dense: TaskCell::from_report(&r, &boot),
-            })
+    // Retention against dense, for cells measured now and cells read back alike.
+    for r in &mut rows {
+        let healed_by = r.healed_by_task_metrics.values_mut().flatten();
+        for m in (r.task_metrics.iter_mut())
+            .chain(r.healed_task_metrics.iter_mut())
+            .chain(healed_by)
+        {
+            m.retain(&dense_tasks);
         }
-        None => None,
+    }
+    let task_list = match tasks {
+        Some((t, _)) => (t.tasks.iter())
+            .zip(&dense_tasks)
+            .map(|((_, data), d)| {
+                let mut dense = d.clone();
+                dense.retain(&dense_tasks);
+                SweepTask {
+                    task: d.task.clone(),
+                    data: data.clone(),
+                    metric: d.metric.clone(),
+                    n: d.n,
+                    dense,
+                }
+            })
+            .collect(),
+        None => Vec::new(),
     };
     let best = best_per_count(&rows, &cells, &plan.counts, &boot)?;
     Ok(Sweep {
@@ -605,7 +636,7 @@ pub fn run(
         select: Some(plan.select),
         calibration: plan.calibration,
         bootstrap: Some(boot),
-        tasks,
+        task_list,
         resamples: plan.resampled.first().map(Vec::len).filter(|&r| r > 0),
         layer_stability: Vec::new(),
         strategies: plan.strategies.iter().map(|(s, _)| s.label()).collect(),
@@ -614,6 +645,7 @@ pub fn run(
         heal: plan.heal.as_ref().map(|(o, calib)| {
             serde_json::json!({
                 "method": heal::METHOD,
+                "name": plan.heal_name,
                 "objectives": o.objectives.iter().map(|o| o.name()).collect::<Vec<_>>(),
                 "prior": o.prior.name(),
                 "alpha": o.alphas[0],
@@ -693,9 +725,14 @@ pub(crate) struct Healed {
     cell: Cell,
     residuals: Vec<f64>,
     choices: Vec<String>,
+    /// With `--tasks`: each task on the healed model.
+    #[serde(default)]
+    tasks: Vec<TaskMetric>,
 }
 
-/// Heals `removed` on the calibration tokens and measures the healed model from both caches.
+/// Heals `removed` on the calibration tokens and measures the healed model from both caches
+/// (and on the tasks, when given).
+#[allow(clippy::too_many_arguments)]
 fn heal_and_measure(
     model: &Model,
     model_path: &Path,
@@ -704,18 +741,21 @@ fn heal_and_measure(
     removed: &[usize],
     calib: &[u32],
     opts: &HealOptions,
+    tasks: Option<(&TaskPlan<'_>, &Bootstrap)>,
 ) -> Result<Healed> {
     let healing = heal::heal(model_path, removed, calib, opts, &Silent)?;
-    measure_healed(model, eval, select, removed, &healing)
+    measure_healed(model, eval, select, removed, &healing, tasks)
 }
 
-/// Measures the model healed by `healing` (of `removed`) from both caches.
+/// Measures the model healed by `healing` (of `removed`) from both caches, and on the tasks
+/// (the healed layers swapped into the model).
 fn measure_healed(
     model: &Model,
     eval: &Slice<'_>,
     select: &Slice<'_>,
     removed: &[usize],
     healing: &heal::Healing,
+    tasks: Option<(&TaskPlan<'_>, &Bootstrap)>,
 ) -> Result<Healed> {
     let overlay: Arc<dyn WeightSource> =
         Arc::new(Overlay::new(model.source().clone(), &healing.tensors)?);
@@ -730,6 +770,13 @@ fn measure_healed(
         eval: eval.measure(model, removed, &replaced)?,
         select: perplexity(&select.measure(model, removed, &replaced)?),
     };
+    let tasks = match tasks {
+        Some((t, boot)) => {
+            let healed = model.with_layers(&replaced)?;
+            tasks::measure(t, &healed, removed, boot)?
+        }
+        None => Vec::new(),
+    };
     let choices = healing
         .blocks
         .iter()
@@ -742,5 +789,6 @@ fn measure_healed(
         cell,
         residuals: healing.blocks.iter().map(|b| b.relative_residual).collect(),
         choices,
+        tasks,
     })
 }

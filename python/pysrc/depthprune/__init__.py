@@ -96,6 +96,15 @@ def _path(p: PathLike) -> str:
     return _os.fspath(p)
 
 
+def _task_list(options: Dict[str, Any]) -> None:
+    """``tasks=`` as the CLI's ``NAME=PATH,...``: from a dict of names to paths, or a list."""
+    tasks = options.get("tasks")
+    if isinstance(tasks, dict):
+        options["tasks"] = ",".join(f"{k}={_path(v)}" for k, v in tasks.items())
+    elif isinstance(tasks, (list, tuple)):
+        options["tasks"] = ",".join(_path(t) for t in tasks)
+
+
 def inspect(model: PathLike, *, exact: bool = False, callback: Optional[Callback] = None) -> dict:
     """Architecture, parameters by component, dtypes and bytes of a checkpoint.
 
@@ -134,8 +143,13 @@ def prune(model: PathLike, *, out: PathLike, callback: Optional[Callback] = None
     records them; ``finalists=0`` keeps the proxy's first choice). ``time_budget=`` (seconds)
     is the whole call's: selection takes up to 40% of it and ``kd`` training the rest, e.g.
     ``prune(m, out=o, remove=8, heal="kd", calib=t, calib_offset=65536, time_budget=900)``.
+
+    With ``heal=``, ``tasks={"arc_easy": path}`` (with ``limit=``, ``num_fewshot=``,
+    ``max_gen_toks=``, ``confirm_run_unsafe_code=True``) scores the pruned model on each task
+    before and after healing; the healing record's ``"tasks"`` holds both.
     """
     options["out"] = out
+    _task_list(options)
     return _json.loads(_native.prune(_path(model), _options(options, "prune"), callback))
 
 
@@ -177,8 +191,9 @@ def heal(
     ``maps="auto"|"per-block"|"per-layer"`` (``auto``: per-layer on Gemma 2/3 and OLMo 2,
     per-block elsewhere), and for ``kd`` ``steps=``, ``lr=``, ``kd_eval_every=``, ``patience=``,
     and ``offload=True`` (one layer of the dense model resident). ``dtype`` is the type of
-    healed GGUF tensors (``f32`` or ``f16``).
+    healed GGUF tensors (``f32`` or ``f16``). ``tasks=`` as for :func:`prune`.
     """
+    _task_list(options)
     return _json.loads(
         _native.heal(_path(pruned), _path(dense), _options(options, "heal"), dtype, _path(out), force, callback)
     )
@@ -195,11 +210,7 @@ def eval(model: PathLike, *, callback: Optional[Callback] = None, **options: Any
     ``skip="20..28"`` skips layers as if pruned; ``offload=True`` keeps one layer resident.
     Returns the dict ``depthprune eval --json`` prints.
     """
-    tasks = options.get("tasks")
-    if isinstance(tasks, dict):
-        options["tasks"] = ",".join(f"{k}={_path(v)}" for k, v in tasks.items())
-    elif isinstance(tasks, (list, tuple)):
-        options["tasks"] = ",".join(_path(t) for t in tasks)
+    _task_list(options)
     return _json.loads(_native.eval(_path(model), _options(options, "eval"), callback))
 
 
@@ -217,8 +228,10 @@ def sweep(model: PathLike, *, eval: PathLike, callback: Optional[Callback] = Non
 
     Options as ``depthprune sweep``: ``strategies=["angular", "bi", "ppl", "last"]``,
     ``remove="0..9"``, ``calib=``, ``eval_samples=8``, ``eval_offset=``, ``select_on=``,
-    ``heal=["auto"]``, ``tasks=`` (one multiple-choice task, ``{"arc_easy": path}``, or one
-    JSONL file of our own format), ``out=`` (a folder for sweep.csv, plots and, with
+    ``heal=["auto"]``, ``tasks=`` (lm-eval's tasks by name with their data, ``{"arc_easy": path,
+    "humaneval": path}``, or one JSONL file of our own format; with ``limit=``,
+    ``num_fewshot=``, ``chat_template=True``, ``max_gen_toks=``, and
+    ``confirm_run_unsafe_code=True`` for HumanEval), ``out=`` (a folder for sweep.csv, plots and, with
     ``report=True``, report.md; nothing is written without it), and the calibration options of
     :func:`score`. Returns the dict ``sweep.json`` holds; its ``"rows"`` are ready for
     ``pandas.DataFrame`` (see :func:`rows`).
@@ -228,8 +241,7 @@ def sweep(model: PathLike, *, eval: PathLike, callback: Optional[Callback] = Non
     study in ``out`` over.
     """
     options["eval"] = eval
-    if isinstance(options.get("tasks"), dict):
-        options["tasks"] = ",".join(f"{k}={_path(v)}" for k, v in options["tasks"].items())
+    _task_list(options)
     if isinstance(options.get("strategies"), str):
         options["strategies"] = [options["strategies"]]
     if isinstance(options.get("heal"), str):

@@ -4,6 +4,7 @@
 
 mod checks;
 mod options;
+pub mod tasks;
 
 pub use options::{HealFit, HealMethod, HealRequest};
 
@@ -68,25 +69,34 @@ pub enum Healed {
         healing: Box<Healing>,
         #[serde(skip)]
         out: PathBuf,
+        /// With `tasks`: each task before and after the heal (in the provenance's `healing`).
+        #[serde(skip)]
+        tasks: Vec<tasks::TaskEffect>,
     },
     Gguf {
         report: Box<crate::checkpoint::gguf::PruneReport>,
         healing: serde_json::Value,
         #[serde(skip)]
         lines: Box<Healing>,
+        #[serde(skip)]
+        tasks: Vec<tasks::TaskEffect>,
     },
 }
 
 impl Healed {
-    /// The per-block lines printed after healing.
+    /// The per-block lines printed after healing, then what the heal did to each task.
     pub fn block_lines(&self) -> String {
-        let h = match self {
-            Healed::Hf { healing, .. } => healing,
-            Healed::Gguf { lines, .. } => lines,
+        let (h, effects) = match self {
+            Healed::Hf { healing, tasks, .. } => (healing, tasks),
+            Healed::Gguf { lines, tasks, .. } => (lines, tasks),
         };
         let mut s: String = h.sites().map(|b| b.describe() + "\n").collect();
         if let Some(d) = &h.distillation {
             s.push_str(&d.describe());
+            s.push('\n');
+        }
+        for e in effects {
+            s.push_str(&tasks::line(e));
             s.push('\n');
         }
         s
@@ -275,6 +285,7 @@ pub(crate) fn heal_gguf_with(
             )))
         }
     };
+    let task_data = req.tasks.load()?;
     let (tok, warnings) = gguf_tokenizer(model)?;
     for w in warnings {
         progress.warn(&w);
@@ -289,6 +300,16 @@ pub(crate) fn heal_gguf_with(
         Some(&kd),
         progress,
     )?;
+    let effects = match &task_data {
+        Some(d) => {
+            let removed = removal.removed();
+            Some(
+                req.tasks
+                    .effect(d, &tok, model.path(), &removed, &healing, progress)?,
+            )
+        }
+        None => None,
+    };
     let mut metadata = Vec::new();
     if let Some(c) = &req.text.calib {
         metadata.push((
@@ -298,6 +319,12 @@ pub(crate) fn heal_gguf_with(
         metadata.push((
             "depthprune.healing.calib_offset".to_string(),
             Value::U64(req.text.calib_offset as u64),
+        ));
+    }
+    if let Some(e) = &effects {
+        metadata.push((
+            "depthprune.healing.tasks".to_string(),
+            Value::string(&tasks::describe(e)),
         ));
     }
     metadata.extend(extra);
@@ -311,16 +338,25 @@ pub(crate) fn heal_gguf_with(
     let report = write_healed_gguf(model, removal, &healing, &out.out, &opts, progress)?;
     kd.remove();
     let arch = model.architecture()?.to_string();
-    let record = healing.provenance(&|n: &str| {
+    let mut record = healing.provenance(&|n: &str| {
         // The healed tensor's name in the written GGUF (the family's table names the norms).
         let g = crate::arch::gguf_names::hf_to_gguf_for(&arch, n).unwrap_or_else(|| n.to_string());
         removal.renamed_gguf(&g)
     });
+    if let (Some(o), Some(e)) = (record.as_object_mut(), &effects) {
+        o.insert("tasks".into(), json_of(e)?);
+    }
     Ok(Healed::Gguf {
         report: Box::new(report),
         healing: record,
         lines: Box::new(healing),
+        tasks: effects.unwrap_or_default(),
     })
+}
+
+/// The tasks before and after the heal, as the heal's record holds them.
+fn json_of(effects: &[tasks::TaskEffect]) -> Result<serde_json::Value> {
+    serde_json::to_value(effects).map_err(|e| Error::Invalid(e.to_string()))
 }
 
 /// Fits the maps for the removal in `chosen` on `ckpt` and writes the healed, pruned checkpoint.
@@ -349,16 +385,31 @@ pub(crate) fn heal_hf_with(
             "healing needs calibration text (`calib`)".into(),
         ));
     };
+    // The tasks' data first: bad data fails before the fit.
+    let task_data = req.tasks.load()?;
     let tok = HfTokenizer::open(&ckpt.dir)?;
     let kd = out.kd_checkpoint()?;
     let healing = fit(&tok, &ckpt.dir, removal, req, prefit, Some(&kd), progress)?;
+    let effects = match &task_data {
+        Some(d) => {
+            let removed = removal.removed();
+            Some(
+                req.tasks
+                    .effect(d, &tok, &ckpt.dir, &removed, &healing, progress)?,
+            )
+        }
+        None => None,
+    };
     let renamed = |name: &str| removal.renamed_hf(name);
     let mut record = healing.provenance(&renamed);
     if let Some(o) = record.as_object_mut() {
         o.insert("calib".into(), calib.display().to_string().into());
         o.insert("calib_offset".into(), req.text.calib_offset.into());
+        if let Some(e) = &effects {
+            o.insert("tasks".into(), json_of(e)?);
+        }
     }
-    let note = format!(
+    let mut note = format!(
         "{} ({}): {} (with any low-rank updates merged into the kept layers' weights), so these \
          tensors differ from the original and are stored as F32: {}.",
         healing.headline(),
@@ -371,6 +422,10 @@ pub(crate) fn heal_hf_with(
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if let Some(e) = &effects {
+        note.push(' ');
+        note.push_str(&tasks::describe(e));
+    }
     let opts = PruneOptions {
         dtype: None,
         max_shard_size: out.max_shard_size.unwrap_or(DEFAULT_MAX_SHARD),
@@ -392,5 +447,6 @@ pub(crate) fn heal_hf_with(
         provenance: Box::new(result.provenance),
         healing: Box::new(healing),
         out: result.out,
+        tasks: effects.unwrap_or_default(),
     })
 }

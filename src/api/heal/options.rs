@@ -234,6 +234,9 @@ pub struct HealRequest {
     /// forward needs it (slower, for models larger than memory).
     #[cfg_attr(feature = "cli", arg(long))]
     pub offload: bool,
+    #[serde(flatten)]
+    #[cfg_attr(feature = "cli", command(flatten))]
+    pub tasks: super::tasks::HealTasks,
     /// How the call runs: precision, threads, symlink policy (the CLI's global flags).
     #[serde(flatten)]
     #[cfg_attr(feature = "cli", arg(skip))]
@@ -247,6 +250,7 @@ impl Default for HealRequest {
             text: CalibText::default(),
             fit: HealFit::default(),
             offload: false,
+            tasks: Default::default(),
             run: crate::api::RunOptions::default(),
         }
     }

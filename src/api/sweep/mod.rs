@@ -14,7 +14,7 @@ use crate::api::ModelSource;
 use crate::arch::ParamCounts;
 use crate::choose::strategy::Protect;
 use crate::error::{Error, IoContext, Result};
-use crate::eval::{self, Bootstrap, TaskOpts};
+use crate::eval::{self, Bootstrap};
 use crate::hub::Need;
 use crate::model::{open_checkpoint, Model};
 use crate::progress::Progress;
@@ -90,13 +90,36 @@ pub struct SweepRequest {
     /// Seed of the bootstrap and of the calibration resamples.
     #[cfg_attr(feature = "cli", arg(long, default_value_t = eval::bootstrap::SEED, value_name = "N"))]
     pub seed: u64,
-    /// Also measure zero-shot accuracy of every removal on these questions: one multiple-choice
-    /// task by name with its data (`arc_easy=PATH`, as `eval --tasks`), or one of our JSONL files.
-    #[cfg_attr(feature = "cli", arg(long, value_name = "NAME=PATH|FILE.jsonl"))]
-    pub tasks: Option<PathBuf>,
-    /// With --tasks: score only the first N questions.
+    /// Also measure every removal, unhealed and healed, on these benchmarks as `eval --tasks`
+    /// does: lm-eval tasks by name with their data (`mmlu=PATH,arc_easy=PATH,humaneval=PATH`),
+    /// or one of our JSONL files. Each task's headline metric gets a 95% interval and its
+    /// retention against the dense model.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "NAME=PATH,...|FILE.jsonl"))]
+    pub tasks: Option<String>,
+    /// With --tasks: score only the first N questions of each task.
     #[cfg_attr(feature = "cli", arg(long, value_name = "N", requires = "tasks"))]
     pub limit: Option<usize>,
+    /// With --tasks NAME=PATH: few-shot examples per question (default: the task's own, as
+    /// `eval --tasks`).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N", requires = "tasks"))]
+    pub num_fewshot: Option<usize>,
+    /// With --tasks NAME=PATH: render each prompt with the checkpoint's chat template.
+    #[cfg_attr(feature = "cli", arg(long, requires = "tasks"))]
+    pub chat_template: bool,
+    /// Allow tasks that run the code the model writes (humaneval), in every cell. Without it
+    /// they are refused. Each program runs in its own process and temporary folder with time
+    /// and memory limits, and without network where Linux allows.
+    #[cfg_attr(feature = "cli", arg(long, requires = "tasks"))]
+    pub confirm_run_unsafe_code: bool,
+    /// Generation tasks: new tokens at most (default: the task's own).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N", requires = "tasks"))]
+    pub max_gen_toks: Option<usize>,
+    /// Code tasks: seconds each program may run.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, default_value_t = 3.0, value_name = "S", requires = "tasks")
+    )]
+    pub code_timeout: f64,
     /// Also heal every removal and measure it healed (`auto`, `lstsq`, `weighted`, `scale` or
     /// `cosine`, as in `prune --heal`; validated on held-out calibration windows unless
     /// --holdout 0). Several methods, comma-separated, each get their own healed columns; the
@@ -153,6 +176,11 @@ impl Default for SweepRequest {
             seed: eval::bootstrap::SEED,
             tasks: None,
             limit: None,
+            num_fewshot: None,
+            chat_template: false,
+            confirm_run_unsafe_code: false,
+            max_gen_toks: None,
+            code_timeout: 3.0,
             heal: Vec::new(),
             heal_fit: HealFit::default(),
             finalists: None,
@@ -196,6 +224,7 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
     }
     for (v, name) in [
         (req.limit, "limit"),
+        (req.max_gen_toks, "max_gen_toks"),
         (req.select_samples, "select_samples"),
         (req.report_k, "report_k"),
     ] {
@@ -220,8 +249,9 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
         None => Protect::default(),
     };
     // Read the questions first: a bad file fails before the model loads.
-    let task_items = match &req.tasks {
-        Some(f) => Some(super::tasks::sweep_questions(&f.to_string_lossy(), req.limit)?),
+    let suite = req.suite_opts();
+    let task_data = match &req.tasks {
+        Some(t) => Some(super::tasks::sweep_tasks(t, &suite)?),
         None => None,
     };
     let path = model.resolve(Need::Snapshot, progress)?.path;
@@ -286,9 +316,13 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
         None => Vec::new(),
     };
     let calibration = req.calib.describe();
-    let encoded = match &task_items {
-        Some(q) => Some(q.encode(&tok)?),
+    let scorer = match &task_data {
+        Some(d) => Some(super::tasks::SweepScorer::new(d, &tok, &m, &suite)?),
         None => None,
+    };
+    let score_tasks = |model: &Model, skip: &[usize]| match &scorer {
+        Some(s) => s.score(model, skip, &tok, &crate::progress::Silent),
+        None => Ok(Vec::new()),
     };
     let max_k = counts.last().copied().unwrap_or(0);
     let draws = req
@@ -389,19 +423,16 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
         counts,
         protect,
         heal,
+        heal_name: req.heal.first().map(|m| m.name().to_string()).unwrap_or_default(),
         finalists: req.finalists,
         heal_also,
         eval: eval_set,
         select: select_set,
         calibration,
-        tasks: match (&req.tasks, &encoded) {
-            (Some(f), Some(items)) => Some(sweep::TaskPlan {
-                file: f.display().to_string(),
-                items,
-                opts: TaskOpts::for_model(&m),
-            }),
-            _ => None,
-        },
+        tasks: task_data.as_ref().map(|d| sweep::TaskPlan {
+            tasks: d.names(),
+            score: &score_tasks,
+        }),
         bootstrap: boot,
     };
     let run = sweep::run(&m, model.path(), &cache, &select_cache, plan, &mut journal, progress);
@@ -432,6 +463,22 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
     }
     Ok(result)
     }))
+}
+
+impl SweepRequest {
+    /// How the tasks run: as `eval --tasks` runs them, greedy, one sample each.
+    fn suite_opts(&self) -> super::tasks::SuiteOpts {
+        super::tasks::SuiteOpts {
+            chat_template: self.chat_template,
+            code_timeout: self.code_timeout,
+            ..super::tasks::SuiteOpts::greedy(
+                self.limit,
+                self.num_fewshot,
+                self.confirm_run_unsafe_code,
+                self.max_gen_toks,
+            )
+        }
+    }
 }
 
 /// An interruption, with where the finished cells are and how to resume.

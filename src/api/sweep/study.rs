@@ -36,13 +36,15 @@ impl Study {
     /// and takes its lock; the folder is made when the first cell is saved. A folder with saved
     /// cells is refused unless the request resumes the study or starts it over.
     pub fn open(out: &Path, req: &SweepRequest, given: &Path, resolved: &Path) -> Result<Self> {
+        let tasks = task_paths(req)?;
         let mut inputs = vec![given, resolved, req.eval.as_path()];
         inputs.extend(
-            [&req.calib.text.calib, &req.select_on, &req.tasks]
+            [&req.calib.text.calib, &req.select_on]
                 .into_iter()
                 .flatten()
                 .map(PathBuf::as_path),
         );
+        inputs.extend(tasks.iter().map(|(_, p)| p.as_path()));
         check_output(out, &inputs)?;
         if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).at(parent)?;
@@ -108,7 +110,6 @@ fn settings(
         ("calib", req.calib.text.calib.as_ref()),
         ("eval", Some(&req.eval)),
         ("select_on", req.select_on.as_ref()),
-        ("tasks", req.tasks.as_ref()),
     ];
     // A name that is not a file (a missing file is reported when it is read) is compared as given.
     for (name, file) in files {
@@ -116,8 +117,64 @@ fn settings(
             obj.insert(format!("{name}_sha256"), json!(sha256(f)?));
         }
     }
+    // The tasks' data: our own JSONL file as one digest (as before task lists), a list as the
+    // digest of each task's file, or of each file in its folder.
+    match task_paths(req)?.as_slice() {
+        [(None, f)] if f.is_file() => {
+            obj.insert("tasks_sha256".into(), json!(sha256(f)?));
+        }
+        [] | [(None, _)] => {}
+        named => {
+            let mut digests = serde_json::Map::new();
+            for (name, path) in named {
+                let name = name.clone().unwrap_or_default();
+                digests.insert(name, json!(tree_sha256(path)?));
+            }
+            obj.insert("tasks_sha256".into(), Value::Object(digests));
+        }
+    }
     obj.insert("cells".into(), json!(cells));
     Ok(v)
+}
+
+/// Each task's name (none for our own JSONL file) and the file or folder its data is in.
+fn task_paths(req: &SweepRequest) -> Result<Vec<(Option<String>, PathBuf)>> {
+    use crate::api::tasks::{parse_tasks, TaskSource};
+    let Some(arg) = &req.tasks else {
+        return Ok(Vec::new());
+    };
+    Ok(parse_tasks(arg)?
+        .into_iter()
+        .map(|s| match s {
+            TaskSource::File(f) => (None, f),
+            TaskSource::Named { spec, path } => (Some(spec.name.to_string()), path),
+        })
+        .collect())
+}
+
+/// The digest of a file, or of the names and digests of the files in a folder (in name order);
+/// nothing for a path that is neither.
+fn tree_sha256(path: &Path) -> Result<Option<String>> {
+    if path.is_file() {
+        return sha256(path).map(Some);
+    }
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return Ok(None);
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let mut h = Sha256::new();
+    for f in &files {
+        h.update(f.file_name().unwrap_or_default().as_encoded_bytes());
+        h.update([0]);
+        h.update(sha256(f)?.as_bytes());
+        h.update([b'\n']);
+    }
+    Ok(Some(format!("{:x}", h.finalize())))
 }
 
 /// The size of a model file, or of the files in a model folder.

@@ -17,6 +17,9 @@ use crate::tokenizer::HfTokenizer;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod scorer;
+pub use scorer::{sweep_tasks, SweepScorer, SweepTasks};
+
 /// One entry of `--tasks`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskSource {
@@ -70,6 +73,8 @@ pub fn parse_tasks(arg: &str) -> Result<Vec<TaskSource>> {
 /// A named task's data: the scored split and the few-shot split.
 pub struct TaskData {
     pub spec: &'static TaskSpec,
+    /// The file or folder it was read from.
+    pub path: PathBuf,
     pub records: Vec<Record>,
     pub fewshot: Vec<Record>,
     pub num_fewshot: usize,
@@ -118,6 +123,7 @@ pub fn load(
     }
     Ok(TaskData {
         spec,
+        path: path.to_path_buf(),
         records,
         fewshot,
         num_fewshot,
@@ -155,6 +161,33 @@ pub struct SuiteOpts {
     pub code_timeout: f64,
 }
 
+impl SuiteOpts {
+    /// Greedy generation, one sample each, the model's own context length (set when it loads),
+    /// no chat template, lm-eval's 3 seconds per program: how a sweep or a heal scores tasks.
+    pub fn greedy(
+        limit: Option<usize>,
+        num_fewshot: Option<usize>,
+        confirm_run_unsafe_code: bool,
+        max_gen_toks: Option<usize>,
+    ) -> Self {
+        SuiteOpts {
+            limit,
+            num_fewshot,
+            chat_template: false,
+            confirm_run_unsafe_code,
+            opts: TaskOpts {
+                max_len: 1,
+                batch: crate::eval::choice::DEFAULT_BATCH,
+            },
+            samples: 1,
+            pass_k: 1,
+            sampling: Sampling::greedy(),
+            max_gen_toks,
+            code_timeout: 3.0,
+        }
+    }
+}
+
 /// Refuses code-running tasks without consent, before any model loads.
 pub fn check_consent(sources: &[TaskSource], confirmed: bool) -> Result<()> {
     for s in sources {
@@ -181,15 +214,16 @@ pub fn load_all(sources: &[TaskSource], o: &SuiteOpts) -> Result<Vec<TaskData>> 
         .collect()
 }
 
-/// Scores each task on `model` with `skip`ped layers.
-pub fn run_all(
-    model: &Model,
-    skip: &[usize],
-    tok: &HfTokenizer,
-    data: &[TaskData],
-    o: &SuiteOpts,
-    progress: &dyn Progress,
-) -> Result<Vec<TaskScore>> {
+/// Named tasks with their prompts built, ready to be scored on any model (each cell of a
+/// sweep, or once by `eval`).
+pub struct Prepared<'a> {
+    tasks: Vec<(&'a TaskData, Vec<crate::eval::docs::Doc>)>,
+    gen: GenSettings,
+    opts: TaskOpts,
+}
+
+/// Builds every task's prompts and the sandbox its programs run in.
+pub fn prepare<'a>(data: &'a [TaskData], tok: &HfTokenizer, o: &SuiteOpts) -> Result<Prepared<'a>> {
     let sandbox = if data.iter().any(|d| d.spec.unsafe_code) && o.confirm_run_unsafe_code {
         if !(o.code_timeout > 0.0 && o.code_timeout.is_finite()) {
             return Err(Error::Invalid(
@@ -215,89 +249,63 @@ pub fn run_all(
         max_gen_toks: o.max_gen_toks,
         sandbox,
     };
-    let mut out = Vec::new();
-    for d in data {
-        let b = Build {
-            spec: d.spec,
-            num_fewshot: d.num_fewshot,
-            fewshot_pool: &d.fewshot,
-            chat: o.chat_template.then_some(tok),
-        };
-        let docs = build(&b, &d.records)?;
-        progress.message(&format!("{}: {} questions", d.spec.name, docs.len()));
-        out.push(score_task(
-            model,
-            skip,
-            tok,
-            d.spec,
-            &docs,
-            d.num_fewshot,
-            o.opts,
-            &gen,
-            progress,
-        )?);
-    }
-    Ok(out)
-}
-
-/// A sweep's questions (`sweep --tasks`): one of our own JSONL files, or one multiple-choice
-/// registry task given as `NAME=PATH`, zero-shot, its prompts as `eval --tasks` builds them.
-pub enum SweepQuestions {
-    Own(Vec<crate::eval::TaskItem>),
-    Named(Vec<crate::eval::docs::Doc>),
-}
-
-/// Reads a sweep's `--tasks` (before the model loads, so bad data fails first).
-pub fn sweep_questions(arg: &str, limit: Option<usize>) -> Result<SweepQuestions> {
-    match parse_tasks(arg)?.as_slice() {
-        [TaskSource::File(f)] => Ok(SweepQuestions::Own(crate::eval::read_tasks(f, limit)?)),
-        [TaskSource::Named { spec, path }] => {
-            if spec.output != crate::eval::registry::Output::MultipleChoice {
-                return Err(Error::Invalid(format!(
-                    "`sweep --tasks` measures multiple-choice accuracy; `{}` is not a multiple-choice task",
-                    spec.name
-                )));
-            }
-            let data = load(spec, path, limit, Some(0))?;
+    let tasks = data
+        .iter()
+        .map(|d| {
             let b = Build {
-                spec,
-                num_fewshot: 0,
-                fewshot_pool: &[],
-                chat: None,
+                spec: d.spec,
+                num_fewshot: d.num_fewshot,
+                fewshot_pool: &d.fewshot,
+                chat: o.chat_template.then_some(tok),
             };
-            Ok(SweepQuestions::Named(build(&b, &data.records)?))
+            Ok((d, build(&b, &d.records)?))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Prepared {
+        tasks,
+        gen,
+        opts: o.opts,
+    })
+}
+
+impl Prepared<'_> {
+    /// Scores each task on `model` with `skip`ped layers.
+    pub fn score(
+        &self,
+        model: &Model,
+        skip: &[usize],
+        tok: &HfTokenizer,
+        progress: &dyn Progress,
+    ) -> Result<Vec<TaskScore>> {
+        let mut out = Vec::new();
+        for (d, docs) in &self.tasks {
+            progress.message(&format!("{}: {} questions", d.spec.name, docs.len()));
+            out.push(score_task(
+                model,
+                skip,
+                tok,
+                d.spec,
+                docs,
+                d.num_fewshot,
+                self.opts,
+                &self.gen,
+                progress,
+            )?);
         }
-        _ => Err(Error::Invalid(
-            "`sweep --tasks` takes one task (`NAME=PATH` or one JSONL file); run `eval --tasks` for several".into(),
-        )),
+        Ok(out)
     }
 }
 
-impl SweepQuestions {
-    /// The questions as tokens, as `eval --tasks` encodes them.
-    pub fn encode(&self, tok: &HfTokenizer) -> Result<Vec<crate::eval::EncodedItem>> {
-        match self {
-            SweepQuestions::Own(items) => items
-                .iter()
-                .map(|i| crate::eval::encode_item(tok, i))
-                .collect(),
-            SweepQuestions::Named(docs) => docs
-                .iter()
-                .map(|d| {
-                    Ok(crate::eval::EncodedItem {
-                        id: d.id.clone(),
-                        requests: d
-                            .pairs()
-                            .into_iter()
-                            .map(|(c, k)| crate::eval::choice::encode_pair_with(tok, c, k, true))
-                            .collect::<Result<_>>()?,
-                        choice_chars: d.choice_chars.clone(),
-                        gold: d.gold,
-                    })
-                })
-                .collect(),
-        }
-    }
+/// Scores each task on `model` with `skip`ped layers.
+pub fn run_all(
+    model: &Model,
+    skip: &[usize],
+    tok: &HfTokenizer,
+    data: &[TaskData],
+    o: &SuiteOpts,
+    progress: &dyn Progress,
+) -> Result<Vec<TaskScore>> {
+    prepare(data, tok, o)?.score(model, skip, tok, progress)
 }
 
 #[cfg(test)]
@@ -333,24 +341,39 @@ mod tests {
     }
 
     #[test]
-    fn sweeps_take_one_multiple_choice_task() {
+    fn sweeps_take_a_list_of_tasks_and_code_needs_consent() {
         let fx = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lmeval");
-        let arg = format!("arc_easy={}", fx.join("arc_easy").display());
-        let SweepQuestions::Named(docs) = sweep_questions(&arg, Some(2)).unwrap() else {
+        let o = |confirm| SuiteOpts {
+            limit: Some(2),
+            num_fewshot: None,
+            chat_template: false,
+            confirm_run_unsafe_code: confirm,
+            opts: TaskOpts {
+                max_len: 1,
+                batch: 1,
+            },
+            samples: 1,
+            pass_k: 1,
+            sampling: Sampling::greedy(),
+            max_gen_toks: None,
+            code_timeout: 3.0,
+        };
+        let arc = format!("arc_easy={}", fx.join("arc_easy").display());
+        let gsm = format!("gsm8k={}", fx.join("gsm8k").display());
+        let t = sweep_tasks(&format!("{arc},{gsm}"), &o(false)).unwrap();
+        let SweepTasks::Named(data) = &t else {
             panic!("not named")
         };
-        assert_eq!(docs.len(), 2);
-        assert_eq!(docs[0].contexts[0], "Question: Which is a gas?\nAnswer:");
-        let e = sweep_questions(&format!("gsm8k={}", fx.join("gsm8k").display()), None)
+        assert_eq!(
+            data.iter().map(|d| d.records.len()).collect::<Vec<_>>(),
+            [2, 2]
+        );
+        assert_eq!(t.names()[1].0, "gsm8k");
+        let e = sweep_tasks("humaneval=x.jsonl", &o(false))
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("not a multiple-choice task"), "{e}");
-        let e = sweep_questions(&format!("{arg},{arg}"), None)
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("takes one task"), "{e}");
+        assert!(e.contains("--confirm-run-unsafe-code"), "{e}");
     }
 
     #[test]
