@@ -458,7 +458,7 @@ pub fn eval_suite(
         code_timeout: req.code_timeout,
     };
     // The data first: a bad file fails before the model loads.
-    let data = load_all(sources, &o)?;
+    let data = load_all(sources, &o, progress)?;
     let path = model.resolve(Need::Snapshot, progress)?.path;
     let (m, skip, tok) = open_skipping(&path, req.skip.as_deref(), false, req.offload, progress)?;
     o.opts.max_len = max_len(&m);
