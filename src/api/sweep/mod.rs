@@ -91,8 +91,9 @@ pub struct SweepRequest {
     #[cfg_attr(feature = "cli", arg(long, default_value_t = eval::bootstrap::SEED, value_name = "N"))]
     pub seed: u64,
     /// Also measure zero-shot accuracy of every removal on these questions: one multiple-choice
-    /// task by name with its data (`arc_easy=PATH`, as `eval --tasks`), or one of our JSONL files.
-    #[cfg_attr(feature = "cli", arg(long, value_name = "NAME=PATH|FILE.jsonl"))]
+    /// task by name, its data from the Hub (`arc_easy`) or a local path (`arc_easy=PATH`), as
+    /// `eval --tasks` reads it, or one of our JSONL files.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "NAME[=PATH]|FILE.jsonl"))]
     pub tasks: Option<PathBuf>,
     /// With --tasks: score only the first N questions.
     #[cfg_attr(feature = "cli", arg(long, value_name = "N", requires = "tasks"))]
