@@ -405,3 +405,39 @@ fn eval_by_name_follows_hf_endpoint_and_scores_as_the_jsonl() {
     );
     assert_eq!(again, by_name);
 }
+
+#[test]
+fn a_gated_dataset_takes_the_token_as_a_gated_model_does() {
+    let mut repo = dataset("cais/mmlu", "mmlu", Some(mmlu_card()));
+    repo.gated_token = Some("hf_secret".into());
+    let hub = FakeHub::start(vec![repo]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = cfg(tmp.path(), &hub.url);
+    let e = fetch_dataset(&c, "cais/mmlu", Some("all"), &["test"], &Silent).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(
+            hub_err(e),
+            HubError::Unauthorized {
+                has_token: false,
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    c.token = Some("hf_secret".into());
+    fetch_dataset(&c, "cais/mmlu", Some("all"), &["test"], &Silent).unwrap();
+    assert!(hub
+        .requests()
+        .iter()
+        .any(|r| r.auth.as_deref() == Some("Bearer hf_secret")));
+    // A model of the same name is another repo.
+    let e = depthprune::hub::resolve(
+        std::ffi::OsStr::new("cais/mmlu"),
+        depthprune::hub::Need::Config,
+        &c,
+        &Silent,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("no such model"), "{e}");
+}
