@@ -21,6 +21,7 @@ pub mod config;
 pub mod dataset;
 pub mod error;
 pub mod fetch;
+pub mod glob;
 pub mod model_ref;
 
 pub use config::HubConfig;
