@@ -441,3 +441,24 @@ fn a_gated_dataset_takes_the_token_as_a_gated_model_does() {
     .unwrap_err();
     assert!(e.to_string().contains("no such model"), "{e}");
 }
+
+#[test]
+fn a_sweep_takes_a_multiple_choice_task_by_name() {
+    use depthprune::api::tasks::{sweep_questions, SweepQuestions};
+    let card = json!({"configs": [{"config_name": "ARC-Easy", "data_files": [
+        {"split": "test", "path": "ARC-Easy/test-*"}]}]});
+    let hub = FakeHub::start(vec![dataset("allenai/ai2_arc", "arc_easy", Some(card))]);
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path(), &hub.url);
+    let SweepQuestions::Named(by_name) = sweep_questions("arc_easy", None, &c, &Silent).unwrap()
+    else {
+        panic!("not a named task")
+    };
+    let local = format!("arc_easy={}", fixtures().join("lmeval/arc_easy").display());
+    let SweepQuestions::Named(from_file) = sweep_questions(&local, None, &c, &Silent).unwrap()
+    else {
+        panic!("not a named task")
+    };
+    assert_eq!(by_name.len(), 3);
+    assert_eq!(by_name, from_file);
+}

@@ -302,10 +302,12 @@ pub enum SweepQuestions {
     Named(Vec<crate::eval::docs::Doc>),
 }
 
-/// Reads a sweep's `--tasks` (before the model loads, so bad data fails first).
+/// Reads a sweep's `--tasks` (before the model loads, so bad data fails first); a task named
+/// alone comes from the Hub as `cfg` says.
 pub fn sweep_questions(
     arg: &str,
     limit: Option<usize>,
+    cfg: &HubConfig,
     progress: &dyn Progress,
 ) -> Result<SweepQuestions> {
     match parse_tasks(arg)?.as_slice() {
@@ -317,8 +319,7 @@ pub fn sweep_questions(
                     spec.name
                 )));
             }
-            let cfg = HubConfig::from_env();
-            let data = load(spec, at(path, &cfg, progress), limit, Some(0))?;
+            let data = load(spec, at(path, cfg, progress), limit, Some(0))?;
             let b = Build {
                 spec,
                 num_fewshot: 0,
@@ -398,9 +399,13 @@ mod tests {
     fn sweeps_take_one_multiple_choice_task() {
         let fx = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lmeval");
         let arg = format!("arc_easy={}", fx.join("arc_easy").display());
-        let SweepQuestions::Named(docs) =
-            sweep_questions(&arg, Some(2), &crate::progress::Silent).unwrap()
-        else {
+        let SweepQuestions::Named(docs) = sweep_questions(
+            &arg,
+            Some(2),
+            &HubConfig::new("/nonexistent", "http://127.0.0.1:9"),
+            &crate::progress::Silent,
+        )
+        .unwrap() else {
             panic!("not named")
         };
         assert_eq!(docs.len(), 2);
@@ -408,16 +413,22 @@ mod tests {
         let e = sweep_questions(
             &format!("gsm8k={}", fx.join("gsm8k").display()),
             None,
+            &HubConfig::new("/nonexistent", "http://127.0.0.1:9"),
             &crate::progress::Silent,
         )
         .err()
         .unwrap()
         .to_string();
         assert!(e.contains("not a multiple-choice task"), "{e}");
-        let e = sweep_questions(&format!("{arg},{arg}"), None, &crate::progress::Silent)
-            .err()
-            .unwrap()
-            .to_string();
+        let e = sweep_questions(
+            &format!("{arg},{arg}"),
+            None,
+            &HubConfig::new("/nonexistent", "http://127.0.0.1:9"),
+            &crate::progress::Silent,
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(e.contains("takes one task"), "{e}");
     }
 

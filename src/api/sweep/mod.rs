@@ -222,7 +222,12 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
     };
     // Read the questions first: a bad file fails before the model loads.
     let task_items = match &req.tasks {
-        Some(f) => Some(super::tasks::sweep_questions(&f.to_string_lossy(), req.limit, progress)?),
+        Some(f) => Some(super::tasks::sweep_questions(
+            &f.to_string_lossy(),
+            req.limit,
+            &crate::hub::HubConfig::from_env(),
+            progress,
+        )?),
         None => None,
     };
     let path = model.resolve(Need::Snapshot, progress)?.path;
