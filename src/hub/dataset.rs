@@ -10,8 +10,9 @@
 //!    `datasets` falls back to: `{config}/{split}-*`, `data/{split}-*`, `{split}-*`. With no config
 //!    asked for, the card's default config is used (`default: true`, or its only one).
 //! 2. When `main` has no parquet or JSON Lines file for the split (a repo of CSV files, or of a
-//!    loading script, which `datasets` no longer runs), the hub's parquet export: the branch
+//!    loading script, which `datasets` 5 refuses), the hub's parquet export: the branch
 //!    `refs/convert/parquet`, laid out `{config}/{split}/NNNN.parquet` (`default` for no config).
+//!    Here we go further than `datasets`, which reads only the export's metadata.
 //!
 //! In the cache, a snapshot (of `main`, then of the export) that holds the split's files in those
 //! layouts is used without any request, so a second run works offline; sharded files
