@@ -6,7 +6,7 @@
 //! texts and metrics the same. `mmlu@chat` is MMLU under the checkpoint's chat template, as
 //! lm-eval's `--apply_chat_template` renders it.
 
-use depthprune::api::tasks::load;
+use depthprune::api::tasks::{load, DataAt};
 use depthprune::eval::docs::{build, Build};
 use depthprune::eval::registry::{find, Output};
 use depthprune::eval::suite::{score_task, GenSettings, TaskScore};
@@ -43,13 +43,8 @@ fn run(task: &str, want: &Value) -> (Vec<depthprune::eval::docs::Doc>, TaskScore
     };
     let spec = find(name).unwrap();
     let shots = want["num_fewshot"].as_u64().unwrap() as usize;
-    let data = load(
-        spec,
-        &fixtures().join("lmeval").join(name),
-        None,
-        Some(shots),
-    )
-    .unwrap();
+    let dir = fixtures().join("lmeval").join(name);
+    let data = load(spec, DataAt::Path(&dir), None, Some(shots)).unwrap();
     let docs = build(
         &Build {
             spec,

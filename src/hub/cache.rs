@@ -1,7 +1,7 @@
 //! The Hugging Face cache layout, shared with `huggingface_hub` and other tools:
 //!
 //! ```text
-//! <root>/models--ORG--NAME/
+//! <root>/models--ORG--NAME/      (datasets: datasets--ORG--NAME/, the same inside)
 //!   refs/<branch-or-tag>          a commit hash (branches with `/`, like `refs/pr/3`, nest)
 //!   blobs/<etag>                  file contents, named by ETag (the SHA-256 for LFS files)
 //!   blobs/<etag>.incomplete       a download in progress, resumed where it stopped
@@ -24,21 +24,59 @@ use crate::error::{Error, IoContext, Result};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// What a repo holds: the hub keeps models and datasets apart, in its URLs and in the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoKind {
+    Model,
+    Dataset,
+}
+
+impl RepoKind {
+    /// `models` or `datasets`: the cache folder's prefix and the API's path segment.
+    pub fn plural(self) -> &'static str {
+        match self {
+            RepoKind::Model => "models",
+            RepoKind::Dataset => "datasets",
+        }
+    }
+
+    /// `model` or `dataset`, for messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            RepoKind::Model => "model",
+            RepoKind::Dataset => "dataset",
+        }
+    }
+
+    /// Before `{repo}` in a file URL: nothing for models, `datasets/` for datasets.
+    pub fn url_prefix(self) -> &'static str {
+        match self {
+            RepoKind::Model => "",
+            RepoKind::Dataset => "datasets/",
+        }
+    }
+}
+
 /// One repo's folder in the cache.
 #[derive(Debug, Clone)]
 pub struct RepoCache {
     /// The cache root.
     pub root: PathBuf,
-    /// `models--ORG--NAME`.
+    /// `models--ORG--NAME` (or `datasets--ORG--NAME`).
     pub dir: PathBuf,
 }
 
 impl RepoCache {
-    /// The folder of `repo` (`org/name`, already validated) under `root`.
+    /// The folder of model `repo` (`org/name`, already validated) under `root`.
     pub fn new(root: &Path, repo: &str) -> Self {
+        Self::of_kind(root, repo, RepoKind::Model)
+    }
+
+    /// The folder of `repo` of `kind` under `root`.
+    pub fn of_kind(root: &Path, repo: &str, kind: RepoKind) -> Self {
         RepoCache {
             root: root.to_path_buf(),
-            dir: root.join(format!("models--{}", repo.replace('/', "--"))),
+            dir: root.join(format!("{}--{}", kind.plural(), repo.replace('/', "--"))),
         }
     }
 
@@ -238,6 +276,12 @@ mod tests {
         assert_eq!(std::fs::read(&link).unwrap(), b"{}");
         assert_eq!(cache.file(C1, "sub/config.json"), Some(link));
         assert_eq!(cache.file(C1, "config.json"), None);
+        let data = RepoCache::of_kind(tmp.path(), "org/name", RepoKind::Dataset);
+        assert!(data.dir.ends_with("datasets--org--name"));
+        assert_eq!(
+            data.lock_path("e1"),
+            tmp.path().join(".locks/datasets--org--name/e1.lock")
+        );
     }
 
     #[test]

@@ -1,15 +1,17 @@
 //! A small blocking client for the hub's file protocol, over `ureq`:
 //!
-//! - `HEAD {endpoint}/{repo}/resolve/{revision}/{file}` gives the commit (`X-Repo-Commit`), the
+//! - `HEAD {endpoint}/{repo}/resolve/{revision}/{file}` (a dataset's: `{endpoint}/datasets/{repo}/…`) gives the commit (`X-Repo-Commit`), the
 //!   ETag (`X-Linked-Etag` for LFS files, where it is the SHA-256, else `ETag`) and the size
 //!   (`X-Linked-Size`, else `Content-Length`). Relative redirects (renamed repos) are followed;
 //!   an absolute one points at the file's storage, where the bytes are then fetched.
 //! - `GET` of that location, with `Range: bytes=N-` to continue a download that stopped.
-//! - `GET {endpoint}/api/models/{repo}/revision/{revision}` lists a revision's files.
+//! - `GET {endpoint}/api/models/{repo}/revision/{revision}` (`api/datasets/…`) lists a revision's
+//!   files, and for a dataset gives its card's metadata (`cardData`: the configs and their files).
 //!
 //! The token goes only to the endpoint, never to the storage host a redirect names. Status codes
 //! and the hub's `X-Error-Code` header become [`HubError`]s that say what to do next.
 
+use super::cache::RepoKind;
 use super::config::HubConfig;
 use super::error::HubError;
 use super::model_ref::{is_commit, validate_repo_path};
@@ -52,6 +54,8 @@ pub struct FileMeta {
 pub struct RepoInfo {
     pub commit: String,
     pub files: Vec<String>,
+    /// The repo card's metadata (`cardData`), when the hub gives it.
+    pub card: Option<serde_json::Value>,
 }
 
 /// A client for one repo.
@@ -59,10 +63,17 @@ pub struct Client<'a> {
     agent: ureq::Agent,
     cfg: &'a HubConfig,
     repo: &'a str,
+    kind: RepoKind,
 }
 
 impl<'a> Client<'a> {
+    /// A client for model `repo`.
     pub fn new(cfg: &'a HubConfig, repo: &'a str) -> Self {
+        Self::of_kind(cfg, repo, RepoKind::Model)
+    }
+
+    /// A client for `repo` of `kind`.
+    pub fn of_kind(cfg: &'a HubConfig, repo: &'a str, kind: RepoKind) -> Self {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
@@ -82,14 +93,16 @@ impl<'a> Client<'a> {
             agent: config.new_agent(),
             cfg,
             repo,
+            kind,
         }
     }
 
-    /// `{endpoint}/{repo}/resolve/{revision}/{file}`.
+    /// `{endpoint}/{repo}/resolve/{revision}/{file}` (`{endpoint}/datasets/{repo}/…`).
     pub fn resolve_url(&self, revision: &str, file: &str) -> String {
         format!(
-            "{}/{}/resolve/{}/{}",
+            "{}/{}{}/resolve/{}/{}",
             self.cfg.endpoint,
+            self.kind.url_prefix(),
             self.repo,
             encode(revision, false),
             encode(file, true)
@@ -134,8 +147,9 @@ impl<'a> Client<'a> {
     /// Lists a revision's files and the commit it resolves to.
     pub fn repo_info(&self, revision: &str) -> Result<RepoInfo> {
         let url = format!(
-            "{}/api/models/{}/revision/{}",
+            "{}/api/{}/{}/revision/{}",
             self.cfg.endpoint,
+            self.kind.plural(),
             self.repo,
             encode(revision, false)
         );
@@ -168,7 +182,12 @@ impl<'a> Client<'a> {
             .filter(|f| validate_repo_path(f).is_ok())
             .map(str::to_string)
             .collect();
-        Ok(RepoInfo { commit, files })
+        let card = v.get("cardData").filter(|c| c.is_object()).cloned();
+        Ok(RepoInfo {
+            commit,
+            files,
+            card,
+        })
     }
 
     /// Reads `len` bytes at `start` of a file with one range request.
@@ -397,6 +416,7 @@ impl<'a> Client<'a> {
         let repo = self.repo.to_string();
         let not_found = || HubError::RepoNotFound {
             repo: repo.clone(),
+            kind: self.kind.noun(),
             endpoint: self.cfg.endpoint.clone(),
             has_token,
         };

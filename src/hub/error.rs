@@ -14,10 +14,12 @@ pub enum HubError {
     #[error("no Hugging Face cache folder: set `HF_HUB_CACHE` (or `HF_HOME`, or `HOME`)")]
     NoCache,
     /// The hub does not know the repo (404), or hides it from anonymous users (401).
-    #[error("`{repo}`: no such model on `{endpoint}`; check the ID (the `org/name` of the model page's URL){}",
+    #[error("`{repo}`: no such {kind} on `{endpoint}`; check the ID (the `org/name` of the {kind} page's URL){}",
         if *.has_token { "" } else { ", and for a private repo set `HF_TOKEN` or run `huggingface-cli login`" })]
     RepoNotFound {
         repo: String,
+        /// `model` or `dataset`.
+        kind: &'static str,
         endpoint: String,
         has_token: bool,
     },
@@ -34,6 +36,16 @@ pub enum HubError {
         revision: String,
         file: String,
     },
+    /// A dataset without data files for a split (in a layout `datasets` reads, as parquet or
+    /// JSON Lines).
+    #[error("`{repo}` (config `{config}`): no `{split}` split among the dataset's parquet or JSON Lines files{}", if *.export { ", nor in its parquet export (`refs/convert/parquet`)" } else { "" })]
+    NoSplit {
+        repo: String,
+        config: String,
+        split: String,
+        /// Whether the parquet export was looked at too.
+        export: bool,
+    },
     /// A gated or private repo refused the request (401/403).
     #[error("`{repo}`: access refused (HTTP {status}); {}", if *.has_token {
         "the token in `HF_TOKEN` (or the token file) was not accepted: check it, and accept the model's terms on its page"
@@ -46,9 +58,11 @@ pub enum HubError {
         has_token: bool,
     },
     /// Offline mode is on and the cache lacks something.
-    #[error("`{repo}`@`{revision}`: {what} is not in the cache `{}` and `HF_HUB_OFFLINE` is set; unset it to download, or fetch the model once while online", cache.display())]
+    #[error("`{repo}`@`{revision}`: {what} is not in the cache `{}` and `HF_HUB_OFFLINE` is set; unset it to download, or fetch the {kind} once while online", cache.display())]
     NotCached {
         repo: String,
+        /// `model` or `dataset`.
+        kind: &'static str,
         revision: String,
         what: String,
         cache: PathBuf,

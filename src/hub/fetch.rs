@@ -146,6 +146,7 @@ impl Fetcher<'_> {
         };
         HubError::NotCached {
             repo: self.r.repo.clone(),
+            kind: "model",
             revision,
             what,
             cache: self.cache.root.clone(),
@@ -268,8 +269,7 @@ impl Fetcher<'_> {
         }
     }
 
-    /// The snapshot's copy of `file`, downloaded into a blob first when missing. `meta` is the
-    /// answer of a `HEAD` already made for it, if any.
+    /// The snapshot's copy of `file` ([`ensure_file`]).
     fn ensure(
         &self,
         client: &Client,
@@ -277,41 +277,66 @@ impl Fetcher<'_> {
         file: &str,
         meta: Option<FileMeta>,
     ) -> Result<PathBuf> {
-        if let Some(p) = self.cache.file(commit, file) {
-            return Ok(p);
-        }
-        let mut meta = match meta {
-            Some(m) => m,
-            None => client.head(commit, file)?,
+        let at = Revision {
+            revision: self.r.revision(),
+            commit,
         };
-        // A small file answered at a branch is fetched at the commit, so it cannot change
-        // between the HEAD and the GET.
-        if meta.url == client.resolve_url(self.r.revision(), file) {
-            meta.url = client.resolve_url(commit, file);
-        }
-        let blob = self.cache.blob(&meta.etag);
-        if !blob.is_file() {
-            // Only the holder of the blob's lock writes its `.incomplete`; a process that waited
-            // finds the blob complete (renamed into place under the lock) and downloads nothing.
-            let waited = std::cell::Cell::new(false);
-            let _lock = self.cache.lock_blob(&meta.etag, || {
-                waited.set(true);
-                let label = format!("{file} (waiting for another process downloading it)");
-                self.progress.start(&label, 0);
-            })?;
-            if waited.get() {
-                self.progress.finish();
-            }
-            if !blob.is_file() {
-                let blobs = self.cache.dir.join("blobs");
-                std::fs::create_dir_all(&blobs).at(&blobs)?;
-                let part = self.cache.incomplete(&meta.etag);
-                client.download(&meta, file, &part, self.progress)?;
-                std::fs::rename(&part, &blob).at(&blob)?;
-            }
-        }
-        self.cache.link(commit, file, &meta.etag)
+        ensure_file(&self.cache, client, self.progress, at, file, meta)
     }
+}
+
+/// A revision as asked for and the commit it resolved to.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Revision<'a> {
+    pub revision: &'a str,
+    pub commit: &'a str,
+}
+
+/// The snapshot's copy of `file` at `at.commit`, downloaded into a blob first when missing, under
+/// the blob's lock. `meta` is the answer of a `HEAD` already made for it, if any.
+pub(super) fn ensure_file(
+    cache: &RepoCache,
+    client: &Client,
+    progress: &dyn Progress,
+    at: Revision,
+    file: &str,
+    meta: Option<FileMeta>,
+) -> Result<PathBuf> {
+    let commit = at.commit;
+    if let Some(p) = cache.file(commit, file) {
+        return Ok(p);
+    }
+    let mut meta = match meta {
+        Some(m) => m,
+        None => client.head(commit, file)?,
+    };
+    // A small file answered at a branch is fetched at the commit, so it cannot change
+    // between the HEAD and the GET.
+    if meta.url == client.resolve_url(at.revision, file) {
+        meta.url = client.resolve_url(commit, file);
+    }
+    let blob = cache.blob(&meta.etag);
+    if !blob.is_file() {
+        // Only the holder of the blob's lock writes its `.incomplete`; a process that waited
+        // finds the blob complete (renamed into place under the lock) and downloads nothing.
+        let waited = std::cell::Cell::new(false);
+        let _lock = cache.lock_blob(&meta.etag, || {
+            waited.set(true);
+            let label = format!("{file} (waiting for another process downloading it)");
+            progress.start(&label, 0);
+        })?;
+        if waited.get() {
+            progress.finish();
+        }
+        if !blob.is_file() {
+            let blobs = cache.dir.join("blobs");
+            std::fs::create_dir_all(&blobs).at(&blobs)?;
+            let part = cache.incomplete(&meta.etag);
+            client.download(&meta, file, &part, progress)?;
+            std::fs::rename(&part, &blob).at(&blob)?;
+        }
+    }
+    cache.link(commit, file, &meta.etag)
 }
 
 /// A remote file's URL, as the path its errors name, and its size; without a size, an error

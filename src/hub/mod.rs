@@ -6,6 +6,7 @@
 //! - [`cache`]: the `models--ORG--NAME/{refs,blobs,snapshots}` layout.
 //! - [`client`]: the hub's HTTP protocol (resolve URLs, ranges, resumable downloads).
 //! - [`fetch`]: what each command needs, from the cache or the network.
+//! - [`dataset`]: a dataset's files for one config and its splits (`eval --tasks mmlu`).
 //!
 //! Commands say what they [`Need`]: `plan` and `inspect` need only `config.json` (plus the
 //! safetensors headers, read with range requests, for exact counts), or for a GGUF file its
@@ -17,8 +18,10 @@
 pub mod cache;
 pub mod client;
 pub mod config;
+pub mod dataset;
 pub mod error;
 pub mod fetch;
+pub mod glob;
 pub mod model_ref;
 
 pub use config::HubConfig;

@@ -9,6 +9,9 @@
 //! - `GET /cdn/{sha256}`: the bytes, honouring `Range`; it can drop the connection midway.
 //! - A renamed repo's old name answers with a relative 307 to the new one.
 //! - `GET /api/models/{org}/{name}/revision/{rev}`: the commit and file list.
+//! - Dataset repos ([`Repo::dataset`]) under `/datasets/{org}/{name}/resolve/…` and
+//!   `/api/datasets/{org}/{name}/revision/{rev}` (with the card's metadata as `cardData`);
+//!   `*.parquet` files are LFS files there, as on the hub.
 //! - Errors with the hub's `X-Error-Code`: `RepoNotFound`, `RevisionNotFound`, `EntryNotFound`,
 //!   `GatedRepo`.
 //!
@@ -56,6 +59,13 @@ pub struct Repo {
     pub renamed_from: Option<String>,
     /// Pause this long after each 4 KiB of a `/cdn/` body, so downloads take a while.
     pub pace: Option<Duration>,
+    /// A dataset repo (served under `/datasets/` and `/api/datasets/`), not a model.
+    pub dataset: bool,
+    /// The card's metadata, answered as `cardData` by the API.
+    pub card: Option<serde_json::Value>,
+    /// Commits whose files are these rather than `files` (another branch, such as a dataset's
+    /// `refs/convert/parquet`).
+    pub commit_files: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
 }
 
 impl Repo {
@@ -77,6 +87,10 @@ impl Repo {
         }
     }
 
+    fn files_at(&self, commit: &str) -> &BTreeMap<String, Vec<u8>> {
+        self.commit_files.get(commit).unwrap_or(&self.files)
+    }
+
     fn commit_of(&self, rev: &str) -> Option<String> {
         if let Some(c) = self.refs.get(rev) {
             return Some(c.clone());
@@ -86,7 +100,7 @@ impl Repo {
 }
 
 fn is_lfs(name: &str) -> bool {
-    name.ends_with(".safetensors") || name.ends_with(".gguf")
+    name.ends_with(".safetensors") || name.ends_with(".gguf") || name.ends_with(".parquet")
 }
 
 /// One logged request.
@@ -325,8 +339,8 @@ fn route(
     let p: Vec<&str> = parts.iter().map(String::as_str).collect();
     match p.as_slice() {
         ["cdn", sha] => cdn(s, sha, range),
-        ["api", "models", org, name, "revision", rev] => {
-            let repo = match find(s, &format!("{org}/{name}"), auth) {
+        ["api", kind @ ("models" | "datasets"), org, name, "revision", rev] => {
+            let repo = match find(s, &format!("{org}/{name}"), auth, *kind == "datasets") {
                 Ok(r) => r,
                 Err(a) => return a,
             };
@@ -334,14 +348,22 @@ fn route(
                 return Answer::error(404, "RevisionNotFound");
             };
             let siblings: Vec<serde_json::Value> = repo
-                .files
+                .files_at(&commit)
                 .keys()
                 .map(|f| serde_json::json!({ "rfilename": f }))
                 .collect();
-            let body = serde_json::json!({"id": repo.id, "sha": commit, "siblings": siblings});
+            let mut body = serde_json::json!({"id": repo.id, "sha": commit, "siblings": siblings});
+            if let Some(card) = &repo.card {
+                body["cardData"] = card.clone();
+            }
             let mut a = Answer::new(200);
             a.body = body.to_string().into_bytes();
             a
+        }
+        ["datasets", org, name, "resolve", rev, file @ ..]
+            if method == "HEAD" || method == "GET" =>
+        {
+            resolve(s, &format!("{org}/{name}"), rev, file, auth, base, true)
         }
         [org, name, "resolve", rev, file @ ..] if method == "HEAD" || method == "GET" => {
             let id = format!("{org}/{name}");
@@ -353,53 +375,67 @@ fn route(
                 let rest = path.splitn(4, '/').nth(3).unwrap_or("");
                 return Answer::new(307).header("Location", format!("/{}/{rest}", new.id));
             }
-            let repo = match find(s, &id, auth) {
-                Ok(r) => r,
-                Err(a) => return a,
-            };
-            let Some(commit) = repo.commit_of(rev) else {
-                return Answer::error(404, "RevisionNotFound");
-            };
-            let commit = if repo.strip_commit {
-                String::new()
-            } else {
-                commit
-            };
-            let file = file.join("/");
-            let Some(bytes) = repo.files.get(&file) else {
-                return Answer::error(404, "EntryNotFound").header("X-Repo-Commit", commit);
-            };
-            let sha = sha256_hex(bytes);
-            if is_lfs(&file) {
-                let etag = if repo.bad_sha.contains(&file) {
-                    sha256_hex(b"something else")
-                } else {
-                    sha.clone()
-                };
-                Answer::new(302)
-                    .header("Location", format!("{base}/cdn/{sha}"))
-                    .header("X-Repo-Commit", commit)
-                    .header("X-Linked-Etag", format!("\"{etag}\""))
-                    .header("X-Linked-Size", bytes.len().to_string())
-                    .header("ETag", "\"0123456789abcdef0123456789abcdef01234567\"")
-            } else {
-                let mut a = Answer::new(200)
-                    .header("X-Repo-Commit", commit)
-                    .header("ETag", format!("W/\"{}\"", &sha[..40]));
-                a.body = bytes.clone();
-                a
-            }
+            resolve(s, &id, rev, file, auth, base, false)
         }
         _ => Answer::new(404),
     }
 }
 
-/// The repo, or the hub's answer when it cannot be seen.
-fn find<'s>(s: &'s State, id: &str, auth: Option<&str>) -> Result<&'s Repo, Answer> {
+/// `HEAD`/`GET` of a file at a revision.
+fn resolve(
+    s: &State,
+    id: &str,
+    rev: &str,
+    file: &[&str],
+    auth: Option<&str>,
+    base: &str,
+    dataset: bool,
+) -> Answer {
+    let repo = match find(s, id, auth, dataset) {
+        Ok(r) => r,
+        Err(a) => return a,
+    };
+    let Some(commit) = repo.commit_of(rev) else {
+        return Answer::error(404, "RevisionNotFound");
+    };
+    let files = repo.files_at(&commit);
+    let commit = if repo.strip_commit {
+        String::new()
+    } else {
+        commit
+    };
+    let file = file.join("/");
+    let Some(bytes) = files.get(&file) else {
+        return Answer::error(404, "EntryNotFound").header("X-Repo-Commit", commit);
+    };
+    let sha = sha256_hex(bytes);
+    if is_lfs(&file) {
+        let etag = if repo.bad_sha.contains(&file) {
+            sha256_hex(b"something else")
+        } else {
+            sha.clone()
+        };
+        Answer::new(302)
+            .header("Location", format!("{base}/cdn/{sha}"))
+            .header("X-Repo-Commit", commit)
+            .header("X-Linked-Etag", format!("\"{etag}\""))
+            .header("X-Linked-Size", bytes.len().to_string())
+            .header("ETag", "\"0123456789abcdef0123456789abcdef01234567\"")
+    } else {
+        let mut a = Answer::new(200)
+            .header("X-Repo-Commit", commit)
+            .header("ETag", format!("W/\"{}\"", &sha[..40]));
+        a.body = bytes.clone();
+        a
+    }
+}
+
+/// The repo (a dataset or a model, as asked), or the hub's answer when it cannot be seen.
+fn find<'s>(s: &'s State, id: &str, auth: Option<&str>, dataset: bool) -> Result<&'s Repo, Answer> {
     let repo = s
         .repos
         .iter()
-        .find(|r| r.id == id)
+        .find(|r| r.id == id && r.dataset == dataset)
         .ok_or_else(|| Answer::error(404, "RepoNotFound"))?;
     if let Some(t) = &repo.gated_token {
         if auth != Some(&format!("Bearer {t}")) {
@@ -413,6 +449,7 @@ fn cdn(s: &mut State, sha: &str, range: Option<&str>) -> Answer {
     let found = s.repos.iter().find_map(|r| {
         r.files
             .iter()
+            .chain(r.commit_files.values().flatten())
             .find(|(_, b)| sha256_hex(b) == sha)
             .map(|(name, b)| (r.drops.clone(), r.pace, name.clone(), b.clone()))
     });

@@ -202,7 +202,8 @@ def heal(
 def eval(model: PathLike, *, callback: Optional[Callback] = None, **options: Any) -> dict:
     """Perplexity on ``text=`` (with ``ctx=512``, ``stride=``, ``max_tokens=``), and with
     ``reference=`` the KL divergence and top-1 agreement against that model; or benchmarks on
-    ``tasks=``: lm-eval's tasks by name with their data, ``{"mmlu": "mmlu/", "humaneval":
+    ``tasks=``: lm-eval's tasks by name, their data fetched from the Hub into the HF cache
+    (``["mmlu", "humaneval"]`` or ``"mmlu,humaneval"``) or given, ``{"mmlu": "mmlu/", "humaneval":
     "HumanEval.jsonl.gz"}`` (or the CLI's ``"mmlu=mmlu/,humaneval=..."``), with ``limit=``,
     ``num_fewshot=``, ``chat_template=True``, ``per_item=``; generation with ``samples=``,
     ``pass_k=``, ``temperature=``, ``max_gen_toks=``; HumanEval runs the model's code only with

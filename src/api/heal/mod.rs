@@ -285,7 +285,7 @@ pub(crate) fn heal_gguf_with(
             )))
         }
     };
-    let task_data = req.tasks.load()?;
+    let task_data = req.tasks.load(progress)?;
     let (tok, warnings) = gguf_tokenizer(model)?;
     for w in warnings {
         progress.warn(&w);
@@ -386,7 +386,7 @@ pub(crate) fn heal_hf_with(
         ));
     };
     // The tasks' data first: bad data fails before the fit.
-    let task_data = req.tasks.load()?;
+    let task_data = req.tasks.load(progress)?;
     let tok = HfTokenizer::open(&ckpt.dir)?;
     let kd = out.kd_checkpoint()?;
     let healing = fit(&tok, &ckpt.dir, removal, req, prefit, Some(&kd), progress)?;

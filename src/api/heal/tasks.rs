@@ -7,6 +7,7 @@ use crate::api::tasks::{sweep_tasks, SuiteOpts, SweepScorer, SweepTasks};
 use crate::error::{Error, Result};
 use crate::eval::Bootstrap;
 use crate::heal::{Healing, Overlay};
+use crate::hub::HubConfig;
 use crate::model::{open_checkpoint, Model, WeightSource};
 use crate::progress::Progress;
 use crate::sweep::TaskMetric;
@@ -64,7 +65,7 @@ impl HealTasks {
     }
 
     /// The tasks' data, read before any model loads (none without `tasks`).
-    pub fn load(&self) -> Result<Option<SweepTasks>> {
+    pub fn load(&self, progress: &dyn Progress) -> Result<Option<SweepTasks>> {
         if self.limit == Some(0) || self.max_gen_toks == Some(0) {
             return Err(Error::Invalid(
                 "`limit` and `max_gen_toks` must be at least 1".into(),
@@ -72,7 +73,7 @@ impl HealTasks {
         }
         self.tasks
             .as_deref()
-            .map(|t| sweep_tasks(t, &self.suite()))
+            .map(|t| sweep_tasks(t, &self.suite(), &HubConfig::from_env(), progress))
             .transpose()
     }
 

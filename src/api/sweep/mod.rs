@@ -91,10 +91,10 @@ pub struct SweepRequest {
     #[cfg_attr(feature = "cli", arg(long, default_value_t = eval::bootstrap::SEED, value_name = "N"))]
     pub seed: u64,
     /// Also measure every removal, unhealed and healed, on these benchmarks as `eval --tasks`
-    /// does: lm-eval tasks by name with their data (`mmlu=PATH,arc_easy=PATH,humaneval=PATH`),
-    /// or one of our JSONL files. Each task's headline metric gets a 95% interval and its
-    /// retention against the dense model.
-    #[cfg_attr(feature = "cli", arg(long, value_name = "NAME=PATH,...|FILE.jsonl"))]
+    /// does: lm-eval tasks by name, their data from the Hub (`mmlu,arc_easy`) or a local path
+    /// (`mmlu=PATH,humaneval=PATH`), or one of our JSONL files. Each task's headline metric gets
+    /// a 95% interval and its retention against the dense model.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "NAME[=PATH],...|FILE.jsonl"))]
     pub tasks: Option<String>,
     /// With --tasks: score only the first N questions of each task.
     #[cfg_attr(feature = "cli", arg(long, value_name = "N", requires = "tasks"))]
@@ -251,7 +251,12 @@ pub fn sweep(model: &ModelSource, req: &SweepRequest, progress: &dyn Progress) -
     // Read the questions first: a bad file fails before the model loads.
     let suite = req.suite_opts();
     let task_data = match &req.tasks {
-        Some(t) => Some(super::tasks::sweep_tasks(t, &suite)?),
+        Some(t) => Some(super::tasks::sweep_tasks(
+            t,
+            &suite,
+            &crate::hub::HubConfig::from_env(),
+            progress,
+        )?),
         None => None,
     };
     let path = model.resolve(Need::Snapshot, progress)?.path;

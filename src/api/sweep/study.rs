@@ -147,7 +147,11 @@ fn task_paths(req: &SweepRequest) -> Result<Vec<(Option<String>, PathBuf)>> {
         .into_iter()
         .map(|s| match s {
             TaskSource::File(f) => (None, f),
-            TaskSource::Named { spec, path } => (Some(spec.name.to_string()), path),
+            // A task named alone is read from the Hub cache, recorded by its dataset's name.
+            TaskSource::Named { spec, path } => (
+                Some(spec.name.to_string()),
+                path.unwrap_or_else(|| PathBuf::from(spec.hub.repo)),
+            ),
         })
         .collect())
 }

@@ -1,6 +1,7 @@
-//! Standard benchmarks by name (`eval --tasks mmlu=PATH,humaneval=PATH`): the `--tasks` list
+//! Standard benchmarks by name (`eval --tasks mmlu,humaneval=PATH`): the `--tasks` list
 //! parsed against the task registry ([`crate::eval::registry`]), each task's data read from the
-//! local file or folder given, its prompts built as lm-eval builds them and scored on the model.
+//! local file or folder given, or for a bare name fetched from the Hub into the HF cache
+//! ([`crate::hub::dataset`]), its prompts built as lm-eval builds them and scored on the model.
 //! A lone existing file that names no task is one of our own JSONL task files
 //! ([`super::eval::eval_tasks`]).
 
@@ -11,6 +12,8 @@ use crate::eval::execute::{Limits, Sandbox};
 use crate::eval::registry::{self, Record, TaskSpec};
 use crate::eval::suite::{score_task, GenSettings, TaskScore};
 use crate::eval::TaskOpts;
+use crate::hub::dataset::fetch_dataset;
+use crate::hub::HubConfig;
 use crate::model::{Model, Sampling};
 use crate::progress::Progress;
 use crate::tokenizer::HfTokenizer;
@@ -25,14 +28,14 @@ pub use scorer::{sweep_tasks, SweepScorer, SweepTasks};
 pub enum TaskSource {
     /// Our own JSONL file of multiple-choice questions.
     File(PathBuf),
-    /// A registry task and where its data is.
+    /// A registry task and where its data is: a local file or folder, or (`None`) the Hub.
     Named {
         spec: &'static TaskSpec,
-        path: PathBuf,
+        path: Option<PathBuf>,
     },
 }
 
-/// Parses `--tasks`: `NAME=PATH,...`, or one JSONL file of our own format.
+/// Parses `--tasks`: `NAME[=PATH],...`, or one JSONL file of our own format.
 pub fn parse_tasks(arg: &str) -> Result<Vec<TaskSource>> {
     let arg = arg.trim();
     if !arg.contains('=') && registry::find(arg).is_none() && Path::new(arg).is_file() {
@@ -52,16 +55,15 @@ pub fn parse_tasks(arg: &str) -> Result<Vec<TaskSource>> {
                 format!("unknown task `{name}`; the tasks are {}", registry::names())
             }));
         };
-        let Some(path) = path.filter(|p| !p.is_empty()) else {
+        if path.is_some_and(str::is_empty) {
             return Err(Error::Invalid(format!(
-                "`{name}`: tasks are not fetched from the Hub yet; download `{}` and give it as `--tasks {name}=PATH` (JSON Lines, .jsonl.gz, or a folder of them with fields {})",
-                spec.hub.repo,
-                spec.fields.join(", ")
+                "`{name}=`: give a path after `=`, or the name alone to fetch `{}` from the Hub",
+                spec.hub.repo
             )));
-        };
+        }
         out.push(TaskSource::Named {
             spec,
-            path: PathBuf::from(path),
+            path: path.map(PathBuf::from),
         });
     }
     if out.is_empty() {
@@ -80,50 +82,87 @@ pub struct TaskData {
     pub num_fewshot: usize,
 }
 
+/// Where a task's data is read from.
+pub enum DataAt<'a> {
+    /// A local file or folder.
+    Path(&'a Path),
+    /// The task's Hub dataset, from the HF cache or downloaded into it.
+    Hub(&'a HubConfig, &'a dyn Progress),
+}
+
 /// Reads a task's records (at most `limit`) and, for few-shot, its few-shot split; checks that
 /// every record has the row's fields.
 pub fn load(
     spec: &'static TaskSpec,
-    path: &Path,
+    at: DataAt,
     limit: Option<usize>,
     num_fewshot: Option<usize>,
 ) -> Result<TaskData> {
-    let files = split_files(path, spec.hub.split, true)?;
-    if files.is_empty() {
-        return Err(Error::Invalid(format!(
-            "`{}`: no `{}*.jsonl` or `.jsonl.gz` file in `{}`",
-            spec.name,
-            spec.hub.split,
-            path.display()
-        )));
-    }
-    let records = read_records(&files, limit, spec.adapt)?;
-    if records.is_empty() {
-        return Err(Error::corrupt(path, "no task records in this file"));
-    }
-    check_fields(spec, &records, path)?;
     let num_fewshot = num_fewshot.unwrap_or(spec.num_fewshot);
-    let mut fewshot = Vec::new();
-    if num_fewshot > 0 {
-        let split = spec.hub.fewshot_split.ok_or_else(|| {
+    let fewshot_split = if num_fewshot > 0 {
+        Some(spec.hub.fewshot_split.ok_or_else(|| {
             Error::Invalid(format!(
                 "`{}` has no few-shot split; use `--num-fewshot 0`",
                 spec.name
             ))
-        })?;
-        let files = split_files(path, split, false)?;
-        if files.is_empty() {
-            return Err(Error::Invalid(format!(
-                "`{}`: {num_fewshot}-shot needs the `{split}` split: give a folder holding `{}*.jsonl` and `{split}*.jsonl`, or `--num-fewshot 0`",
-                spec.name, spec.hub.split
-            )));
+        })?)
+    } else {
+        None
+    };
+    let (files, fewshot_files, label) = match at {
+        DataAt::Path(path) => {
+            let files = split_files(path, spec.hub.split, true)?;
+            if files.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "`{}`: no `{}*` parquet, `.jsonl` or `.jsonl.gz` file in `{}`",
+                    spec.name,
+                    spec.hub.split,
+                    path.display()
+                )));
+            }
+            let fewshot_files = match fewshot_split {
+                Some(split) => {
+                    let f = split_files(path, split, false)?;
+                    if f.is_empty() {
+                        return Err(Error::Invalid(format!(
+                            "`{}`: {num_fewshot}-shot needs the `{split}` split: give a folder holding `{}*` and `{split}*` files (parquet or JSON Lines), or `--num-fewshot 0`",
+                            spec.name, spec.hub.split
+                        )));
+                    }
+                    f
+                }
+                None => Vec::new(),
+            };
+            (files, fewshot_files, path.to_path_buf())
         }
-        fewshot = read_records(&files, None, spec.adapt)?;
-        check_fields(spec, &fewshot, path)?;
+        DataAt::Hub(cfg, progress) => {
+            let mut splits = vec![spec.hub.split];
+            splits.extend(fewshot_split);
+            let bytes = super::source::BytesOnly(progress);
+            let got = fetch_dataset(cfg, spec.hub.repo, spec.hub.config, &splits, &bytes)?;
+            let of = |s: &str| got.split(s).map(<[PathBuf]>::to_vec).unwrap_or_default();
+            let files = of(spec.hub.split);
+            let fewshot_files = fewshot_split.map(of).unwrap_or_default();
+            let label = files
+                .first()
+                .and_then(|f| f.parent())
+                .map_or_else(|| PathBuf::from(spec.hub.repo), Path::to_path_buf);
+            (files, fewshot_files, label)
+        }
+    };
+    let records = read_records(&files, limit, spec.adapt)?;
+    if records.is_empty() {
+        return Err(Error::corrupt(&label, "no task records in this file"));
+    }
+    check_fields(spec, &records, &label)?;
+    let mut fewshot = Vec::new();
+    if fewshot_split.is_some() {
+        fewshot = read_records(&fewshot_files, None, spec.adapt)?;
+        check_fields(spec, &fewshot, &label)?;
     }
     Ok(TaskData {
         spec,
-        path: path.to_path_buf(),
+        path: label,
         records,
         fewshot,
         num_fewshot,
@@ -203,12 +242,29 @@ pub fn check_consent(sources: &[TaskSource], confirmed: bool) -> Result<()> {
     Ok(())
 }
 
-/// Reads every named task's data (before the model loads, so bad data fails first).
-pub fn load_all(sources: &[TaskSource], o: &SuiteOpts) -> Result<Vec<TaskData>> {
+/// A local path when given, else the Hub.
+fn at<'a>(path: &'a Option<PathBuf>, cfg: &'a HubConfig, progress: &'a dyn Progress) -> DataAt<'a> {
+    match path {
+        Some(p) => DataAt::Path(p),
+        None => DataAt::Hub(cfg, progress),
+    }
+}
+
+/// Reads every named task's data (before the model loads, so bad data fails first); tasks named
+/// alone come from the Hub as `cfg` says (`HubConfig::from_env`: `HF_HOME`, `HF_ENDPOINT`,
+/// `HF_HUB_OFFLINE`).
+pub fn load_all(
+    sources: &[TaskSource],
+    o: &SuiteOpts,
+    cfg: &HubConfig,
+    progress: &dyn Progress,
+) -> Result<Vec<TaskData>> {
     sources
         .iter()
         .filter_map(|s| match s {
-            TaskSource::Named { spec, path } => Some(load(spec, path, o.limit, o.num_fewshot)),
+            TaskSource::Named { spec, path } => {
+                Some(load(spec, at(path, cfg, progress), o.limit, o.num_fewshot))
+            }
             TaskSource::File(_) => None,
         })
         .collect()
@@ -311,19 +367,27 @@ pub fn run_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::progress::Silent;
+
+    /// A hub nothing is fetched from: the tests give local data.
+    fn hub() -> HubConfig {
+        HubConfig::new("/nonexistent", "http://127.0.0.1:9")
+    }
 
     #[test]
     fn task_lists_parse_and_bad_names_say_what_exists() {
         let s = parse_tasks("mmlu=a.jsonl, humaneval=h.jsonl.gz").unwrap();
         assert_eq!(s.len(), 2);
         assert!(
-            matches!(&s[0], TaskSource::Named { spec, path } if spec.name == "mmlu" && path == Path::new("a.jsonl"))
+            matches!(&s[0], TaskSource::Named { spec, path: Some(path) } if spec.name == "mmlu" && path == Path::new("a.jsonl"))
         );
-        let e = parse_tasks("mmlu").unwrap_err().to_string();
+        // A bare name is the task's Hub dataset.
+        let s = parse_tasks("mmlu, humaneval").unwrap();
         assert!(
-            e.contains("--tasks mmlu=PATH") && e.contains("cais/mmlu"),
-            "{e}"
+            matches!(&s[..], [TaskSource::Named { spec: a, path: None }, TaskSource::Named { spec: b, path: None }] if a.name == "mmlu" && b.name == "humaneval")
         );
+        let e = parse_tasks("mmlu=").unwrap_err().to_string();
+        assert!(e.contains("give a path") && e.contains("cais/mmlu"), "{e}");
         let e = parse_tasks("mmlux=a").unwrap_err().to_string();
         assert!(
             e.contains("unknown task `mmlux`") && e.contains("hellaswag"),
@@ -360,7 +424,7 @@ mod tests {
         };
         let arc = format!("arc_easy={}", fx.join("arc_easy").display());
         let gsm = format!("gsm8k={}", fx.join("gsm8k").display());
-        let t = sweep_tasks(&format!("{arc},{gsm}"), &o(false)).unwrap();
+        let t = sweep_tasks(&format!("{arc},{gsm}"), &o(false), &hub(), &Silent).unwrap();
         let SweepTasks::Named(data) = &t else {
             panic!("not named")
         };
@@ -369,7 +433,7 @@ mod tests {
             [2, 2]
         );
         assert_eq!(t.names()[1].0, "gsm8k");
-        let e = sweep_tasks("humaneval=x.jsonl", &o(false))
+        let e = sweep_tasks("humaneval=x.jsonl", &o(false), &hub(), &Silent)
             .err()
             .unwrap()
             .to_string();
@@ -386,20 +450,34 @@ mod tests {
         let f = dir.path().join("test.jsonl");
         std::fs::write(&f, "{\"question\": \"q\", \"answer\": \"#### 1\"}\n").unwrap();
         let spec = registry::find("gsm8k").unwrap();
-        let e = load(spec, &f, None, None).err().unwrap().to_string();
+        let e = load(spec, DataAt::Path(&f), None, None)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("5-shot needs the `train` split"), "{e}");
-        assert_eq!(load(spec, &f, None, Some(0)).unwrap().records.len(), 1);
+        assert_eq!(
+            load(spec, DataAt::Path(&f), None, Some(0))
+                .unwrap()
+                .records
+                .len(),
+            1
+        );
         std::fs::write(
             dir.path().join("train.jsonl"),
             "{\"question\": \"a\", \"answer\": \"b\"}\n",
         )
         .unwrap();
-        let d = load(spec, dir.path(), None, Some(1)).unwrap();
+        let d = load(spec, DataAt::Path(dir.path()), None, Some(1)).unwrap();
         assert_eq!((d.records.len(), d.fewshot.len()), (1, 1));
-        let e = load(registry::find("mmlu").unwrap(), &f, None, Some(0))
-            .err()
-            .unwrap()
-            .to_string();
+        let e = load(
+            registry::find("mmlu").unwrap(),
+            DataAt::Path(&f),
+            None,
+            Some(0),
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(
             e.contains("lacks field `subject`") && e.contains("cais/mmlu"),
             "{e}"

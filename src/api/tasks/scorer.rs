@@ -23,9 +23,14 @@ pub enum SweepTasks {
     Named(Vec<TaskData>),
 }
 
-/// Reads a sweep's `--tasks` (before the model loads, so bad data fails first); code-running
-/// tasks need `o.confirm_run_unsafe_code`.
-pub fn sweep_tasks(arg: &str, o: &SuiteOpts) -> Result<SweepTasks> {
+/// Reads a sweep's `--tasks` (before the model loads, so bad data fails first), tasks named alone
+/// from the Hub as `cfg` says; code-running tasks need `o.confirm_run_unsafe_code`.
+pub fn sweep_tasks(
+    arg: &str,
+    o: &SuiteOpts,
+    cfg: &crate::hub::HubConfig,
+    progress: &dyn Progress,
+) -> Result<SweepTasks> {
     let sources = parse_tasks(arg)?;
     if let [TaskSource::File(f)] = sources.as_slice() {
         return Ok(SweepTasks::Own {
@@ -39,7 +44,7 @@ pub fn sweep_tasks(arg: &str, o: &SuiteOpts) -> Result<SweepTasks> {
         ));
     }
     check_consent(&sources, o.confirm_run_unsafe_code)?;
-    Ok(SweepTasks::Named(load_all(&sources, o)?))
+    Ok(SweepTasks::Named(load_all(&sources, o, cfg, progress)?))
 }
 
 impl SweepTasks {
