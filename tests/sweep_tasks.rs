@@ -474,3 +474,90 @@ fn eval_tasks_plain(dir: &Path, tasks: &str, skip: &str, model: &Path) -> Vec<(S
         .map(|t| (t["task"].as_str().unwrap().to_string(), t.clone()))
         .collect()
 }
+
+/// The same for a GGUF model: an F32 GGUF of the fixture, healed into F32 tensors, so the file
+/// written scores what the in-memory healed model scored; the record is in `--json`'s healing
+/// and in the file's metadata.
+#[test]
+fn a_healed_gguf_prune_states_what_the_heal_did_to_each_task() {
+    use depthprune::checkpoint::atomic::Overwrite;
+    use depthprune::checkpoint::gguf::{GgmlType, GgufModel};
+    let tmp = tempfile::tempdir().unwrap();
+    // The fixture without its llama3 RoPE scaling, which GGUF conversion does not write: both
+    // sides of every comparison below read the same GGUF.
+    let plain = tmp.path().join("llama-plain");
+    std::fs::create_dir(&plain).unwrap();
+    for e in std::fs::read_dir(fixture().join("llama")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), plain.join(e.file_name())).unwrap();
+    }
+    let mut cfg: Value = read_json(&plain.join("config.json"));
+    cfg["rope_parameters"] = serde_json::json!({"rope_theta": 10000.0, "rope_type": "default"});
+    std::fs::write(plain.join("config.json"), cfg.to_string()).unwrap();
+    let gguf = tmp.path().join("llama.gguf");
+    depthprune::convert::to_gguf::hf_to_gguf(&plain, &gguf, GgmlType::F32, Overwrite::Refuse)
+        .unwrap();
+    let lm = fixture().parent().unwrap().join("lmeval");
+    let tasks = format!(
+        "arc_easy={},mmlu={}",
+        arc(tmp.path()).display(),
+        lm.join("mmlu").display()
+    );
+    let out = tmp.path().join("healed.gguf");
+    let t = text(tmp.path());
+    let o = run_in(
+        &[
+            "prune",
+            s(&gguf),
+            "--drop",
+            "1..3",
+            "--heal",
+            "lstsq",
+            "--calib",
+            s(&t),
+            "--ctx",
+            "16",
+            "--calib-offset",
+            "64",
+            "--heal-samples",
+            "1024",
+            "--tasks",
+            &tasks,
+            "--out",
+            s(&out),
+            "--json",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let effects = v["healing"]["tasks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no healing.tasks in {v}"))
+        .clone();
+    let before = eval_tasks_plain(tmp.path(), &tasks, "1..3", &gguf);
+    let after = eval_tasks_plain(tmp.path(), &tasks, "", &out);
+    assert_eq!(effects.len(), 2);
+    let mut moved = false;
+    for (i, e) in effects.iter().enumerate() {
+        for (side, want) in [("unhealed", &before[i]), ("healed", &after[i])] {
+            assert_eq!(e["task"], want.0.as_str());
+            for (metric, x) in want.1["metrics"].as_object().unwrap() {
+                let got = e[side]["metrics"][metric].as_f64().unwrap();
+                let x = x.as_f64().unwrap();
+                assert!((got - x).abs() < 1e-9, "{side} {metric}: {got} vs {x}");
+            }
+        }
+        moved |= e["unhealed"]["value"] != e["healed"]["value"];
+    }
+    assert!(
+        moved,
+        "the heal changed no task: the comparison proves little"
+    );
+    let m = GgufModel::open(&out).unwrap();
+    let note = m
+        .metadata()
+        .get_str("depthprune.healing.tasks")
+        .unwrap_or_default();
+    assert!(note.contains("`arc_easy` acc_norm"), "{note}");
+}
