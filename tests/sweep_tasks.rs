@@ -142,8 +142,19 @@ fn eval_tasks(dir: &Path, tasks: &str, skip: &str, model: &Path) -> Vec<(String,
         true => fixture().join("llama"),
         false => model.to_path_buf(),
     };
-    let mut a = vec!["eval", s(&model), "--tasks", tasks, "--json"];
-    a.extend_from_slice(&TASK_FLAGS);
+    eval_tasks_with(dir, tasks, skip, &model, &TASK_FLAGS)
+}
+
+/// `eval --tasks` of `model` with `skip` (empty: none) and `flags`, each task by name.
+fn eval_tasks_with(
+    dir: &Path,
+    tasks: &str,
+    skip: &str,
+    model: &Path,
+    flags: &[&str],
+) -> Vec<(String, Value)> {
+    let mut a = vec!["eval", s(model), "--tasks", tasks, "--json"];
+    a.extend_from_slice(flags);
     if !skip.is_empty() {
         a.extend_from_slice(&["--skip", skip]);
     }
@@ -460,19 +471,7 @@ fn a_healed_prune_states_what_the_heal_did_to_each_task() {
 
 /// `eval --tasks` of `model` with `skip`, without the sweep's task flags.
 fn eval_tasks_plain(dir: &Path, tasks: &str, skip: &str, model: &Path) -> Vec<(String, Value)> {
-    let mut a = vec!["eval", s(model), "--tasks", tasks, "--json"];
-    if !skip.is_empty() {
-        a.extend_from_slice(&["--skip", skip]);
-    }
-    let o = run_in(&a, dir);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    v["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| (t["task"].as_str().unwrap().to_string(), t.clone()))
-        .collect()
+    eval_tasks_with(dir, tasks, skip, model, &[])
 }
 
 /// The same for a GGUF model: an F32 GGUF of the fixture, healed into F32 tensors, so the file

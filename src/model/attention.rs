@@ -296,35 +296,24 @@ mod tests {
             // The padded sequence alone: its keys from `pad` on, its queries shifted.
             let real = s - pad;
             let new = real.min(t);
-            let alone = q
-                .get(1)
-                .unwrap()
-                .narrow(1, t - new, new)
-                .unwrap()
-                .unsqueeze(0)
-                .unwrap();
-            let ka = k
-                .get(1)
-                .unwrap()
-                .narrow(1, pad, real)
-                .unwrap()
-                .unsqueeze(0)
-                .unwrap();
-            let va = v
-                .get(1)
-                .unwrap()
-                .narrow(1, pad, real)
-                .unwrap()
-                .unsqueeze(0)
-                .unwrap();
-            let want = alone
+            // Sequence 1 of `x`, positions `from..from + len`, as a batch of one.
+            let one = |x: &Tensor, from, len| {
+                (x.get(1)
+                    .unwrap()
+                    .narrow(1, from, len)
+                    .unwrap()
+                    .unsqueeze(0)
+                    .unwrap())
                 .contiguous()
                 .unwrap()
-                .apply_op3_no_bwd(
-                    &ka.contiguous().unwrap(),
-                    &va.contiguous().unwrap(),
-                    &op(real - new, Vec::new()),
-                )
+            };
+            let (alone, ka, va) = (
+                one(&q, t - new, new),
+                one(&k, pad, real),
+                one(&v, pad, real),
+            );
+            let want = alone
+                .apply_op3_no_bwd(&ka, &va, &op(real - new, Vec::new()))
                 .unwrap();
             let row = got.get(1).unwrap();
             let tail = row.narrow(0, t - new, new).unwrap();

@@ -23,9 +23,9 @@ use std::sync::Arc;
 #[serde(default)]
 pub struct HealTasks {
     /// Also score the pruned model before and after healing on these tasks, as `eval --tasks`
-    /// does (`arc_easy=PATH,mmlu=PATH`, or one of our JSONL files), and say in the heal's
-    /// record and note what the heal did to each.
-    #[cfg_attr(feature = "cli", arg(long, value_name = "NAME=PATH,...|FILE.jsonl"))]
+    /// does (by name from the Hub, `arc_easy,mmlu`, or from a local path, `mmlu=PATH`, or one of
+    /// our JSONL files), and say in the heal's record and note what the heal did to each.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "NAME[=PATH],...|FILE.jsonl"))]
     pub tasks: Option<String>,
     /// With --tasks: score only the first N questions of each task.
     #[cfg_attr(feature = "cli", arg(long, value_name = "N", requires = "tasks"))]
